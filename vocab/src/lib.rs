@@ -1,1 +1,22 @@
-//! placeholder
+//! The shared vocabulary of basketflow.
+//!
+//! Every crate on the data's path speaks these types: `ingest` turns bytes into [`Event`]s,
+//! `dataflows` computes on them, `sinks` write what the graph derives, and `examples` generates
+//! them. The types mirror the event contract with trackers (`shared/mission.md`): they are facts,
+//! never updated, identified by `event_id`, keyed by `shopper_id`.
+//!
+//! Serialization with serde gives exactly the contract's JSON: `Event` serializes to the message a
+//! tracker sends, so a serialized event parses back (through `basketflow_ingest`) to an equal
+//! value. Validation (what a tracker may and may not send) lives in `basketflow_ingest`, not here.
+
+#![forbid(missing_docs)]
+
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
+pub mod event;
+pub mod time;
+
+pub use event::{
+    BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,
+};
+pub use time::Timestamp;

@@ -1,0 +1,219 @@
+//! Privacy by design: recognising identifying and socio-demographic data.
+//!
+//! basketflow accepts one shopper identifier, the retailer's pseudonymous `shopper_id`. A message
+//! carrying anything else that identifies or describes a person (a name, an email, a phone
+//! number, an address, a birth date, an age, a gender, an ethnicity...) is refused whole, at any
+//! depth, whatever the key's case or separators. Two checks do it:
+//!
+//! - [`pii_key`]: a field name, normalized (lower case, letters and digits only), is either one
+//!   of the exact names below (short words that are only PII when they stand alone, such as
+//!   `name` or `age`: `product_title` and `page` pass) or contains one of the unambiguous stems
+//!   (`email`, `phone`, `birth`, `gender`, ...).
+//! - [`looks_like_email`]: a string value that contains an email address (a shopper typing their
+//!   email into the search box) is refused too.
+
+/// Normalized field names that are PII when they are the whole name.
+const EXACT: &[&str] = &[
+    "name",
+    "names",
+    "fullname",
+    "firstname",
+    "lastname",
+    "givenname",
+    "familyname",
+    "middlename",
+    "maidenname",
+    "nickname",
+    "username",
+    "surname",
+    "customername",
+    "shoppername",
+    "mail",
+    "tel",
+    "mobile",
+    "fax",
+    "street",
+    "city",
+    "zip",
+    "zipcode",
+    "postcode",
+    "postalcode",
+    "dob",
+    "age",
+    "sex",
+    "race",
+    "religion",
+    "nationality",
+    "maritalstatus",
+    "income",
+    "ssn",
+    "socialsecuritynumber",
+    "passport",
+    "passportnumber",
+    "nationalid",
+    "ip",
+    "ipaddress",
+];
+
+/// Stems that make any normalized field name containing them PII.
+const STEMS: &[&str] = &[
+    "email",
+    "phone",
+    "birth",
+    "firstname",
+    "lastname",
+    "fullname",
+    "surname",
+    "gender",
+    "ethnic",
+    "address",
+];
+
+/// Whether a JSON field name denotes identifying or socio-demographic data.
+///
+/// ```
+/// use basketflow_ingest::pii::pii_key;
+/// assert!(pii_key("E-Mail"));
+/// assert!(pii_key("customer_first_name"));
+/// assert!(pii_key("Age"));
+/// assert!(!pii_key("page_type"));
+/// assert!(!pii_key("product_title"));
+/// ```
+pub fn pii_key(key: &str) -> bool {
+    let norm: String = key
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    EXACT.contains(&norm.as_str()) || STEMS.iter().any(|stem| norm.contains(stem))
+}
+
+/// Whether a string contains something shaped like an email address (`local@domain.tld`).
+///
+/// ```
+/// use basketflow_ingest::pii::looks_like_email;
+/// assert!(looks_like_email("contact jane.doe+shop@example.co.uk please"));
+/// assert!(!looks_like_email("https://shop.example/@brand/pasta"));
+/// assert!(!looks_like_email("50% @ checkout"));
+/// ```
+pub fn looks_like_email(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let local_char = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    let domain_char = |b: u8| b.is_ascii_alphanumeric() || b".-".contains(&b);
+    bytes.iter().enumerate().any(|(at, &b)| {
+        if b != b'@' {
+            return false;
+        }
+        let local_len = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|&&c| local_char(c))
+            .count();
+        let domain: &[u8] = {
+            let rest = &bytes[at + 1..];
+            let n = rest.iter().take_while(|&&c| domain_char(c)).count();
+            &rest[..n]
+        };
+        let domain = domain.strip_suffix(b".").unwrap_or(domain);
+        local_len > 0
+            && match domain.iter().rposition(|&c| c == b'.') {
+                Some(dot) => {
+                    dot > 0
+                        && domain.len() - dot > 2
+                        && domain[dot + 1..].iter().all(u8::is_ascii_alphabetic)
+                }
+                None => false,
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_pii_names_whatever_their_spelling() {
+        for k in [
+            "email",
+            "EMAIL",
+            "e-mail",
+            "emailAddress",
+            "name",
+            "Name",
+            "first_name",
+            "FirstName",
+            "last-name",
+            "surname",
+            "phone",
+            "phone_number",
+            "mobile",
+            "address",
+            "shipping_address",
+            "birth_date",
+            "dateOfBirth",
+            "dob",
+            "age",
+            "gender",
+            "sex",
+            "ethnicity",
+            "ethnic_origin",
+            "zip_code",
+        ] {
+            assert!(pii_key(k), "{k} should be PII");
+        }
+    }
+
+    #[test]
+    fn contract_fields_and_tracker_context_are_not_pii() {
+        for k in [
+            "event_id",
+            "type",
+            "retailer_id",
+            "shopper_id",
+            "session_id",
+            "occurred_at",
+            "url",
+            "page_type",
+            "product_id",
+            "category",
+            "target_url",
+            "query",
+            "result_count",
+            "product",
+            "brand",
+            "unit_price_cents",
+            "quantity",
+            "order_id",
+            "lines",
+            "total_cents",
+            "status",
+            "context",
+            "user_agent",
+            "page_title",
+            "referrer",
+            "locale",
+            "product_title",
+            "category_name_fr",
+            "message",
+            "usage",
+            "page",
+            "image",
+            "language",
+            "stage",
+        ] {
+            assert!(!pii_key(k), "{k} should not be PII");
+        }
+    }
+
+    #[test]
+    fn finds_emails_in_free_text_only_when_shaped_like_one() {
+        assert!(looks_like_email("a@b.fr"));
+        assert!(looks_like_email("mail me: x_y@sub.domain.com."));
+        assert!(!looks_like_email("a@b"));
+        assert!(!looks_like_email("@b.fr"));
+        assert!(!looks_like_email("a@.fr"));
+        assert!(!looks_like_email("a@b.1"));
+        assert!(!looks_like_email("user@localhost"));
+        assert!(!looks_like_email("price@2.99"));
+    }
+}
