@@ -1,1 +1,46 @@
-fn main() {}
+//! `basketflow`: one binary for every role of a basketflow deployment.
+//!
+//! - `basketflow validate`: the event contract's verdict on JSON lines from stdin (for tracker
+//!   integrators; the same code the graph's source and the HTTP collector use).
+
+#![forbid(missing_docs)]
+
+mod validate;
+
+use std::io;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Command-line interface.
+#[derive(Parser, Debug)]
+#[command(
+    name = "basketflow",
+    version,
+    about = "Real-time shopper events -> analytics and personalized experiences"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read JSON lines on stdin; write one verdict line per input line on stdout.
+    Validate,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate => {
+            let summary = validate::validate(io::stdin().lock(), io::stdout().lock())?;
+            let rejected: u64 = summary.rejected.values().sum();
+            eprintln!(
+                "validate: {} lines, {} ok ({} with unknown fields), {} rejected {:?}",
+                summary.lines, summary.ok, summary.with_unknown_fields, rejected, summary.rejected
+            );
+        }
+    }
+    Ok(())
+}

@@ -300,7 +300,8 @@ fn good_input_gives_the_exact_event_and_counts_unknown_fields() {
     );
     assert_eq!(
         parsed.unknown_fields,
-        vec!["context".to_string(), "product.title".to_string()]
+        vec!["product.title".to_string(), "context".to_string()],
+        "unknown fields come in document order"
     );
 }
 
