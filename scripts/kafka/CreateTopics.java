@@ -1,10 +1,12 @@
 // Creates basketflow's topics if they do not exist, in one JVM (each kafka-topics call would
 // cost a JVM start). Run by scripts/stack as a single-file source program:
-//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup ...
-// A topic that exists already is left as it is (idempotent), whatever its settings.
+//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup:timestamps ...
+// timestamps is CreateTime or LogAppendTime. A topic that exists already keeps its partitions;
+// its cleanup policy and timestamp type are set to the wanted ones (idempotent).
 import java.util.*;
 import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.TopicExistsException;
 
 public class CreateTopics {
@@ -14,17 +16,26 @@ public class CreateTopics {
         try (Admin admin = Admin.create(props)) {
             Set<String> existing = admin.listTopics().names().get();
             List<NewTopic> wanted = new ArrayList<>();
+            Map<ConfigResource, Collection<AlterConfigOp>> alter = new HashMap<>();
             for (int i = 1; i < args.length; i++) {
                 String[] spec = args[i].split(":");
-                if (existing.contains(spec[0])) continue;
-                NewTopic t = new NewTopic(spec[0], Integer.parseInt(spec[1]), (short) 1);
                 Map<String, String> cfg = new HashMap<>();
                 cfg.put("cleanup.policy", spec[2]);
-                // Decisions and events must survive a broker restart exactly as acknowledged.
-                cfg.put("min.insync.replicas", "1");
+                // LogAppendTime: the broker stamps messages with its clock; the graph's logical
+                // times are these stamps (docs/design/2026-11-22-times-and-frontiers.md).
+                cfg.put("message.timestamp.type", spec[3]);
+                if (existing.contains(spec[0])) {
+                    List<AlterConfigOp> ops = new ArrayList<>();
+                    for (Map.Entry<String, String> c : cfg.entrySet())
+                        ops.add(new AlterConfigOp(new ConfigEntry(c.getKey(), c.getValue()), AlterConfigOp.OpType.SET));
+                    alter.put(new ConfigResource(ConfigResource.Type.TOPIC, spec[0]), ops);
+                    continue;
+                }
+                NewTopic t = new NewTopic(spec[0], Integer.parseInt(spec[1]), (short) 1);
                 t.configs(cfg);
                 wanted.add(t);
             }
+            if (!alter.isEmpty()) admin.incrementalAlterConfigs(alter).all().get();
             for (Map.Entry<String, org.apache.kafka.common.KafkaFuture<Void>> e :
                      admin.createTopics(wanted).values().entrySet()) {
                 try {
