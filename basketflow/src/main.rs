@@ -2,9 +2,12 @@
 //!
 //! - `basketflow validate`: the event contract's verdict on JSON lines from stdin (for tracker
 //!   integrators; the same code the graph's source and the HTTP collector use).
+//! - `basketflow run`: the graph, as one process of a timely cluster.
 
 #![forbid(missing_docs)]
 
+mod config;
+mod run;
 mod validate;
 
 use std::io;
@@ -28,11 +31,14 @@ struct Cli {
 enum Command {
     /// Read JSON lines on stdin; write one verdict line per input line on stdout.
     Validate,
+    /// Run the graph (one process of a cluster: -w workers, -n processes, -p index, -h hosts).
+    Run(run::RunArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run::run(args)?,
         Command::Validate => {
             let summary = validate::validate(io::stdin().lock(), io::stdout().lock())?;
             let rejected: u64 = summary.rejected.values().sum();

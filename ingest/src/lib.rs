@@ -7,6 +7,7 @@
 #![forbid(missing_docs)]
 
 pub mod contract;
+pub mod kafka_source;
 pub mod pii;
 
 pub use contract::{parse_event, Parsed, RejectCode, Rejection, MAX_ID_BYTES, MAX_MESSAGE_BYTES};

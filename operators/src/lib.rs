@@ -1,1 +1,193 @@
-//! placeholder
+//! Reusable differential-dataflow operators that know nothing about shoppers.
+//!
+//! Each operator here is a thin, documented composition of differential's own `reduce`,
+//! `explode` and `count`, so its state is an arrangement that differential compacts as the
+//! frontier advances: the memory an operator holds is bounded by the distinct `(key, value)`
+//! pairs (or keys) that are live, never by the number of updates ever seen.
+//!
+//! * [`first_per_key`] / [`last_per_key`]: for each key, the least / greatest value present
+//!   (replay-stable choice among duplicates, "earliest", "latest").
+//! * [`first_per_id`]: de-duplication of values by an id they contain, arranged by the id's
+//!   hash so that the (unbounded) set of ids costs integers, not strings, in the arrangement.
+//! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
+//!   one output row per key (sums, counts, several sums at once with tuple differences).
+//!
+//! All of them produce collections in which each key has at most one live row, and a change
+//! of that row appears as the retraction of the old row and the insertion of the new one at the
+//! same time, which is exactly what an upsert-style sink needs.
+//!
+//! All inputs use `isize` multiplicities. Records whose accumulated multiplicity is not positive
+//! are treated as absent by [`first_per_key`] and [`last_per_key`].
+
+#![forbid(missing_docs)]
+
+use differential_dataflow::difference::{Multiply, Semigroup};
+use differential_dataflow::lattice::Lattice;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::{ExchangeData, Hashable, VecCollection};
+use timely::progress::Timestamp;
+
+/// The arrangements these operators return: `(key, value)` pairs with `isize` multiplicities.
+pub type ValArrangement<'scope, T, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, T, isize>>>;
+
+/// For each key, the least value (by `Ord`) whose accumulated multiplicity is positive, with
+/// multiplicity one.
+///
+/// Use it to pick a replay-stable representative among copies (de-duplication: the smallest
+/// copy wins, whatever the arrival order), or the earliest of several facts when the value
+/// starts with a time. Keys whose values all have non-positive multiplicity are absent.
+///
+/// The result is an arrangement (keyed like the input) so that callers can join against it or
+/// read it with `flat_map_ref` without another copy; use `.as_collection(..)` for a collection.
+/// State: the input arrangement (distinct live `(key, value)` pairs) and the output (one value
+/// per key).
+pub fn first_per_key<'scope, T, K, V>(
+    name: &str,
+    updates: VecCollection<'scope, T, (K, V), isize>,
+) -> ValArrangement<'scope, T, K, V>
+where
+    T: Timestamp + Lattice + Ord,
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+{
+    updates
+        .arrange_by_key_named(&format!("Arrange: {name}"))
+        .reduce_abelian::<_, ValBuilder<K, V, T, isize>, ValSpine<K, V, T, isize>, _, _>(
+            name,
+            |_key, input, output| {
+                // `input` is sorted by value: the first positive one is the least present.
+                if let Some((value, _)) = input.iter().find(|(_, diff)| *diff > 0) {
+                    output.push(((*value).clone(), 1));
+                }
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
+                );
+            },
+        )
+}
+
+/// For each key, the greatest value (by `Ord`) whose accumulated multiplicity is positive, with
+/// multiplicity one.
+///
+/// The mirror image of [`first_per_key`]: "the latest" of several facts when the value starts
+/// with a time. With `Option<_>` values, `None` sorts first, so a key present only through
+/// `None` values yields `None`: a convenient way to say "this key exists but has no such fact"
+/// with one entry per key (equal `None`s consolidate into one entry with a count).
+pub fn last_per_key<'scope, T, K, V>(
+    name: &str,
+    updates: VecCollection<'scope, T, (K, V), isize>,
+) -> ValArrangement<'scope, T, K, V>
+where
+    T: Timestamp + Lattice + Ord,
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+{
+    updates
+        .arrange_by_key_named(&format!("Arrange: {name}"))
+        .reduce_abelian::<_, ValBuilder<K, V, T, isize>, ValSpine<K, V, T, isize>, _, _>(
+            name,
+            |_key, input, output| {
+                if let Some((value, _)) = input.iter().rev().find(|(_, diff)| *diff > 0) {
+                    output.push(((*value).clone(), 1));
+                }
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
+                );
+            },
+        )
+}
+
+/// For each distinct `id(value)`, the least value (by `Ord`) with positive multiplicity, with
+/// multiplicity one: de-duplication by an id that is part of the value.
+///
+/// The result is arranged by a 64-bit hash of the id ([`Hashable::hashed`], the same in every
+/// worker and process of one build) rather than by the id itself, so that the arrangement's keys
+/// are integers, cheap to sort, merge and exchange whatever the ids are. Ids whose hashes collide
+/// share a key but are still told apart (by `Eq` on the ids): the result is exact. The values
+/// are stored once per distinct live value; make them cheap to clone (e.g. behind an `Arc`)
+/// when they are large, since arrangements clone values as they merge batches.
+pub fn first_per_id<'scope, T, V, I, F>(
+    name: &str,
+    values: VecCollection<'scope, T, V, isize>,
+    id: F,
+) -> ValArrangement<'scope, T, u64, V>
+where
+    T: Timestamp + Lattice + Ord,
+    V: ExchangeData,
+    I: std::hash::Hash + Eq + ?Sized,
+    F: Fn(&V) -> &I + Clone + 'static,
+{
+    let id_of = id.clone();
+    values
+        .map(move |value| ((&id_of(&value)).hashed(), value))
+        .arrange_by_key_named(&format!("Arrange: {name}"))
+        .reduce_abelian::<_, ValBuilder<u64, V, T, isize>, ValSpine<u64, V, T, isize>, _, _>(
+            name,
+            move |_hash, input, output| {
+                // Usually one id per hash. Values are sorted: the first positive value of an id
+                // is its least.
+                let mut done: Vec<&I> = Vec::new();
+                for (value, diff) in input {
+                    let value_id = id(value);
+                    if *diff > 0 && !done.contains(&value_id) {
+                        done.push(value_id);
+                        output.push(((*value).clone(), 1));
+                    }
+                }
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(value, time, diff)| ((*key, value), time, diff)),
+                );
+            },
+        )
+}
+
+/// For each key, the sum of the values of its records, as one row `(key, sum)` with
+/// multiplicity one; keys whose sum is zero are absent.
+///
+/// Each record `(key, value)` with multiplicity `m` contributes `value * m`. The value moves
+/// into differential's difference component (`explode`), so the arrangement holds one
+/// accumulated value per key after compaction, however many records contributed. `D` may be a
+/// tuple such as `(isize, isize, isize)` to maintain several sums at once; such a tuple is zero,
+/// and its key absent, only when every component is zero.
+pub fn sum_by_key<'scope, T, K, D>(
+    name: &str,
+    updates: VecCollection<'scope, T, (K, D), isize>,
+) -> VecCollection<'scope, T, (K, D), isize>
+where
+    T: Timestamp + Lattice + Ord,
+    K: ExchangeData + Hashable,
+    D: ExchangeData + Semigroup + Multiply<isize, Output = D>,
+{
+    updates
+        .explode(|(key, value)| Some((key, value)))
+        .arrange_by_self_named(&format!("Arrange: {name}"))
+        .reduce_abelian::<_, ValBuilder<K, D, T, isize>, ValSpine<K, D, T, isize>, _, _>(
+            name,
+            |_key, input, output| output.push((input[0].1.clone(), 1)),
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
+                );
+            },
+        )
+        .as_collection(|key, sum| (key.clone(), sum.clone()))
+}

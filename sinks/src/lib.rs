@@ -1,9 +1,15 @@
 //! Sinks: where the graph's outputs leave it, for ClickHouse and for Kafka.
 //!
-//! This crate owns every write basketflow makes outside itself. Today it holds the Kafka
-//! plumbing the other writers build on ([`kafka`]); the ClickHouse read-model writer and the
-//! transactional decisions producer of the graph slot in beside it.
+//! This crate owns every write basketflow makes outside itself: the Kafka plumbing the other
+//! writers build on ([`kafka`]), the conversion of the graph's read-model updates into stored
+//! versions ([`versions`]) and the ClickHouse writer of those versions with its analyst views
+//! ([`clickhouse_sink`]). The transactional decisions producer of the graph slots in beside
+//! them.
 
 #![forbid(missing_docs)]
 
+pub mod clickhouse_sink;
+pub mod dead_letters;
 pub mod kafka;
+pub mod read_model_sink;
+pub mod versions;

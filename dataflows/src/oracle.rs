@@ -1,0 +1,219 @@
+//! The test oracle: the read models computed from scratch, in plain Rust, from a list of events.
+//!
+//! This is the specification of the read models written as directly as possible (maps, sets,
+//! loops; no differential dataflow), independently of the graph. Tests feed the same events to
+//! the graph and compare, at every logical time, the graph's accumulated output with
+//! [`read_models`] of the events received so far. Integration tests of the sinks can compare
+//! ClickHouse tables with it too.
+//!
+//! Rules (the product's contract):
+//! 1. Events with the same `event_id` count once: the copy least by `Ord` on [`Event`].
+//! 2. An order is `(retailer_id, order_id)`; its lines and shopper come from its earliest
+//!    `order_paid` (ties: smallest `event_id`). An order with any `cancelled` status change (same
+//!    retailer and order id, any shopper, any time) counts in no sold-product figure.
+//!    `delivered` changes nothing.
+//! 3. Days are UTC days of the order's `occurred_at`.
+//! 4. A basket line is `max(0, added - removed)` over the shopper's basket changes (per
+//!    retailer, shopper, product) that occurred strictly after the shopper's latest `order_paid`
+//!    at that retailer (any, cancelled or not); all changes count if there is none. Zero lines
+//!    are absent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+
+use crate::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+
+/// Units, revenue and the distinct order ids of one sold-product key.
+type Figures<'a> = (i64, i64, BTreeSet<&'a str>);
+/// Units, the distinct order ids and the latest order instant of one purchase key.
+type History<'a> = (i64, BTreeSet<&'a str>, Timestamp);
+
+/// The four read models as sorted lists of rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadModelRows {
+    /// Sorted by key.
+    pub sold_products_daily: Vec<SoldProductDaily>,
+    /// Sorted by key.
+    pub shopper_purchases: Vec<ShopperPurchase>,
+    /// Sorted by key.
+    pub product_affinities: Vec<ProductAffinity>,
+    /// Sorted by key.
+    pub baskets: Vec<BasketLine>,
+}
+
+/// Computes the read models from all the events received so far (any order, duplicates
+/// allowed).
+pub fn read_models(events: &[Event]) -> ReadModelRows {
+    // Rule 1: one event per id, the least copy.
+    let mut by_id: BTreeMap<&str, &Event> = BTreeMap::new();
+    for event in events {
+        by_id
+            .entry(&event.event_id)
+            .and_modify(|kept| {
+                if event < *kept {
+                    *kept = event;
+                }
+            })
+            .or_insert(event);
+    }
+    let events: Vec<&Event> = by_id.into_values().collect();
+
+    // Rule 2: orders, their chosen payment, cancellations.
+    let mut payments: BTreeMap<(&str, &str), &Event> = BTreeMap::new();
+    let mut cancelled: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for &event in &events {
+        match &event.body {
+            EventBody::OrderPaid { order_id, .. } => {
+                let key = (event.retailer_id.as_str(), order_id.as_str());
+                let rank = |e: &Event| (e.occurred_at, e.event_id.clone());
+                match payments.get(&key) {
+                    Some(kept) if rank(kept) <= rank(event) => {}
+                    _ => {
+                        payments.insert(key, event);
+                    }
+                }
+            }
+            EventBody::OrderStatusChanged {
+                order_id,
+                status: OrderStatus::Cancelled,
+            } => {
+                cancelled.insert((event.retailer_id.as_str(), order_id.as_str()));
+            }
+            _ => {}
+        }
+    }
+
+    // (day, retailer, product, category) -> (units, revenue, orders)
+    let mut sold: BTreeMap<(i32, &str, &str, &str), Figures> = BTreeMap::new();
+    // (retailer, shopper, product) -> (units, orders, latest)
+    let mut purchases: BTreeMap<(&str, &str, &str), History> = BTreeMap::new();
+    let mut affinities: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    for (&(retailer, order), &payment) in &payments {
+        if cancelled.contains(&(retailer, order)) {
+            continue;
+        }
+        let EventBody::OrderPaid { lines, .. } = &payment.body else {
+            unreachable!("payments holds order_paid events only")
+        };
+        let day = payment.occurred_at.day();
+        let shopper = payment.shopper_id.as_str();
+        for OrderLine {
+            product_id,
+            category,
+            quantity,
+            unit_price_cents,
+            ..
+        } in lines
+        {
+            let quantity = i64::from(*quantity);
+            let row = sold
+                .entry((day, retailer, product_id, category))
+                .or_default();
+            row.0 += quantity;
+            row.1 += quantity.saturating_mul(*unit_price_cents);
+            row.2.insert(order);
+
+            let row = purchases.entry((retailer, shopper, product_id)).or_insert((
+                0,
+                BTreeSet::new(),
+                payment.occurred_at,
+            ));
+            row.0 += quantity;
+            row.1.insert(order);
+            row.2 = row.2.max(payment.occurred_at);
+        }
+        let products: BTreeSet<&str> = lines.iter().map(|l| l.product_id.as_str()).collect();
+        for &a in &products {
+            for &b in &products {
+                if a < b {
+                    *affinities.entry((retailer, a, b)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    // Rule 4: baskets since the latest payment.
+    let mut latest_payment: BTreeMap<(&str, &str), Timestamp> = BTreeMap::new();
+    for &event in &events {
+        if let EventBody::OrderPaid { .. } = event.body {
+            let latest = latest_payment
+                .entry((&event.retailer_id, &event.shopper_id))
+                .or_insert(event.occurred_at);
+            *latest = (*latest).max(event.occurred_at);
+        }
+    }
+    let mut baskets: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    for &event in &events {
+        let (change, sign) = match &event.body {
+            EventBody::ProductAdded(change) => (change, 1),
+            EventBody::ProductRemoved(change) => (change, -1),
+            _ => continue,
+        };
+        let counts =
+            match latest_payment.get(&(event.retailer_id.as_str(), event.shopper_id.as_str())) {
+                Some(latest) => event.occurred_at > *latest,
+                None => true,
+            };
+        if counts {
+            *baskets
+                .entry((
+                    &event.retailer_id,
+                    &event.shopper_id,
+                    &change.product.product_id,
+                ))
+                .or_default() += sign * i64::from(change.quantity);
+        }
+    }
+
+    ReadModelRows {
+        sold_products_daily: sold
+            .into_iter()
+            .map(
+                |((day, retailer, product, category), (quantity, revenue, orders))| {
+                    SoldProductDaily {
+                        day,
+                        retailer_id: retailer.to_owned(),
+                        product_id: product.to_owned(),
+                        category: category.to_owned(),
+                        quantity,
+                        revenue_cents: revenue,
+                        orders: orders.len() as i64,
+                    }
+                },
+            )
+            .collect(),
+        shopper_purchases: purchases
+            .into_iter()
+            .map(
+                |((retailer, shopper, product), (quantity, orders, last))| ShopperPurchase {
+                    retailer_id: retailer.to_owned(),
+                    shopper_id: shopper.to_owned(),
+                    product_id: product.to_owned(),
+                    quantity,
+                    orders: orders.len() as i64,
+                    last_purchase_at: last,
+                },
+            )
+            .collect(),
+        product_affinities: affinities
+            .into_iter()
+            .map(|((retailer, a, b), n)| ProductAffinity {
+                retailer_id: retailer.to_owned(),
+                product_a: a.to_owned(),
+                product_b: b.to_owned(),
+                orders_together: n,
+            })
+            .collect(),
+        baskets: baskets
+            .into_iter()
+            .filter(|&(_, quantity)| quantity > 0)
+            .map(|((retailer, shopper, product), quantity)| BasketLine {
+                retailer_id: retailer.to_owned(),
+                shopper_id: shopper.to_owned(),
+                product_id: product.to_owned(),
+                quantity,
+            })
+            .collect(),
+    }
+}

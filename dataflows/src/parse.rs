@@ -1,0 +1,73 @@
+//! The first step of the graph: Kafka messages become events or dead letters.
+//!
+//! Every message goes through [`basketflow_ingest::parse_event`], on the worker that read it
+//! (no exchange): valid events enter the graph as a differential collection at the message's
+//! logical time; refused ones become [`DeadLetter`]s, which name the partition and offset, the
+//! rejection's code, field and reason. A dead letter carries an excerpt of the payload so an
+//! integrator can see what was sent, except for privacy refusals, whose payload is never kept.
+
+use basketflow_ingest::kafka_source::{Millis, SourceMessage};
+use basketflow_ingest::{parse_event, RejectCode};
+use basketflow_vocab::Event;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::Stream;
+
+/// How much of a refused payload a dead letter keeps, in bytes.
+pub const DEAD_LETTER_EXCERPT: usize = 4096;
+
+/// A refused message, as written to `shopper-events-rejected`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Partition of the refused message.
+    pub partition: i32,
+    /// Offset of the refused message.
+    pub offset: i64,
+    /// The message key, if it was UTF-8.
+    pub key: Option<String>,
+    /// The rejection code (`malformed_json`, `pii`, ...).
+    pub code: String,
+    /// Path of the offending field, empty for the message as a whole.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+    /// The payload's first bytes (lossy UTF-8); absent for privacy refusals.
+    pub payload_excerpt: Option<String>,
+}
+
+impl DeadLetter {
+    /// The Kafka key of the dead letter: `partition:offset`, unique per refused message, so a
+    /// replay's copy is recognisable (and compacts away on a compacted topic).
+    pub fn kafka_key(&self) -> String {
+        format!("{}:{}", self.partition, self.offset)
+    }
+}
+
+/// Splits source messages into a collection of events and a stream of dead letters.
+pub fn parse_messages<'scope>(
+    messages: Stream<'scope, Millis, Vec<SourceMessage>>,
+) -> (
+    VecCollection<'scope, Millis, Event>,
+    Stream<'scope, Millis, Vec<DeadLetter>>,
+) {
+    // The `Result` only routes each message to one of two outputs, at once; boxing the dead
+    // letter would cost an allocation per refusal for nothing.
+    #[allow(clippy::result_large_err)]
+    let (ok, err) = messages.ok_err(|m: SourceMessage| match parse_event(&m.payload) {
+        Ok(parsed) => Ok((parsed.event, m.time, 1isize)),
+        Err(r) => Err(DeadLetter {
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.and_then(|k| String::from_utf8(k).ok()),
+            code: r.code.as_str().to_string(),
+            field: r.field,
+            reason: r.reason,
+            payload_excerpt: (r.code != RejectCode::Pii).then(|| {
+                let n = m.payload.len().min(DEAD_LETTER_EXCERPT);
+                String::from_utf8_lossy(&m.payload[..n]).into_owned()
+            }),
+        }),
+    });
+    (ok.as_collection(), err)
+}

@@ -1,0 +1,400 @@
+//! The read-model part of the graph: validated events in, the four read models out.
+//!
+//! See the crate documentation for the rules and why this computes them exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use basketflow_operators::{first_per_id, last_per_key, sum_by_key, ValArrangement};
+use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+use differential_dataflow::lattice::Lattice;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::progress::Timestamp as LogicalTime;
+
+use crate::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use crate::wire::WireEvent;
+
+/// The four read models, as differential collections of rows (multiplicity `isize`).
+///
+/// In each collection a key has at most one live row (see [`crate::rows`]), so a sink can apply
+/// the `(row, time, diff)` updates of each completed time as deletes and inserts.
+pub struct ReadModels<'scope, T: LogicalTime> {
+    /// Per day, retailer, product and category: units, revenue and orders sold.
+    pub sold_products_daily: VecCollection<'scope, T, SoldProductDaily>,
+    /// Per retailer, shopper and product: units, orders and the latest purchase.
+    pub shopper_purchases: VecCollection<'scope, T, ShopperPurchase>,
+    /// Per retailer and pair of products: orders containing both.
+    pub product_affinities: VecCollection<'scope, T, ProductAffinity>,
+    /// Per retailer, shopper and product: the units in the current basket.
+    pub baskets: VecCollection<'scope, T, BasketLine>,
+}
+
+/// Events with the same `event_id` reduced to one: the least copy by `Ord` on [`Event`].
+///
+/// Arranged by a hash of `event_id` (see [`first_per_id`]). Events cross worker (and process)
+/// boundaries here as [`WireEvent`]s.
+pub type UniqueEvents<'scope, T> = ValArrangement<'scope, T, u64, WireEvent>;
+
+/// De-duplicates events by `event_id` (rule 1), keeping the copy that sorts first.
+///
+/// The result is an arrangement that several parts of the graph can read without copying it;
+/// [`deduplicate`] gives it as a collection of events.
+pub fn unique_events<'scope, T>(events: &VecCollection<'scope, T, Event>) -> UniqueEvents<'scope, T>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    first_per_id(
+        "UniqueEvents",
+        events.clone().map(WireEvent::from),
+        |event: &WireEvent| event.0.event_id.as_str(),
+    )
+}
+
+/// De-duplicates events by `event_id` (rule 1), as a collection of events.
+pub fn deduplicate<'scope, T>(
+    events: &VecCollection<'scope, T, Event>,
+) -> VecCollection<'scope, T, Event>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    unique_events(events).as_collection(|_hash, event| Event::clone(&event.0))
+}
+
+/// Builds the read models from validated events (duplicates allowed, any arrival order).
+///
+/// Generic over the logical time `T` of the scope (any lattice; the tests use `u64`).
+pub fn read_models<'scope, T>(events: &VecCollection<'scope, T, Event>) -> ReadModels<'scope, T>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    read_models_from_unique(&unique_events(events))
+}
+
+/// As [`read_models`], from events already de-duplicated by [`unique_events`] (so that other
+/// parts of the graph can share that arrangement).
+pub fn read_models_from_unique<'scope, T>(unique: &UniqueEvents<'scope, T>) -> ReadModels<'scope, T>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    let orders = live_orders(unique);
+    ReadModels {
+        sold_products_daily: sold_products_daily(&orders),
+        shopper_purchases: shopper_purchases(&orders),
+        product_affinities: product_affinities(&orders),
+        baskets: baskets(unique),
+    }
+}
+
+/// What the events say about one order `(retailer_id, order_id)`.
+///
+/// `Cancelled` sorts before every `Paid`, and payments sort by `(occurred_at, event_id)`, so the
+/// reduction over an order's facts only looks at the front of its sorted values.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum OrderFact {
+    /// A `cancelled` status change.
+    Cancelled,
+    /// An `order_paid` event (shared: arrangements clone values as they merge).
+    Paid(Arc<PaidOrder>),
+}
+
+/// An `order_paid` event, reduced to what the read models use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct PaidOrder {
+    /// `occurred_at`, in microseconds (first: the earliest payment wins).
+    occurred_at: i64,
+    /// The event's id (second: it breaks ties between payments).
+    event_id: String,
+    /// Who paid.
+    shopper_id: String,
+    /// The lines, merged by `(product_id, category)` and sorted that way.
+    lines: Vec<SoldLine>,
+}
+
+/// The order's lines for one `(product_id, category)`, summed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct SoldLine {
+    product_id: String,
+    category: String,
+    quantity: i64,
+    revenue_cents: i64,
+}
+
+/// Merges lines by `(product_id, category)`, sorted that way.
+fn sold_lines(lines: &[OrderLine]) -> Vec<SoldLine> {
+    let mut merged: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    for line in lines {
+        let quantity = i64::from(line.quantity);
+        let entry = merged
+            .entry((&line.product_id, &line.category))
+            .or_default();
+        entry.0 += quantity;
+        entry.1 += quantity.saturating_mul(line.unit_price_cents);
+    }
+    merged
+        .into_iter()
+        .map(
+            |((product_id, category), (quantity, revenue_cents))| SoldLine {
+                product_id: product_id.to_owned(),
+                category: category.to_owned(),
+                quantity,
+                revenue_cents,
+            },
+        )
+        .collect()
+}
+
+/// The orders that count (rule 2): per `(retailer_id, order_id)`, the earliest payment, unless
+/// the order has a cancellation. Arranged by order.
+type LiveOrders<'scope, T> = ValArrangement<'scope, T, (String, String), Arc<PaidOrder>>;
+
+fn live_orders<'scope, T>(unique: &UniqueEvents<'scope, T>) -> LiveOrders<'scope, T>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    let facts = unique.clone().flat_map_ref(|_hash, event| {
+        let event = &event.0;
+        let fact = match &event.body {
+            EventBody::OrderPaid {
+                order_id, lines, ..
+            } => (
+                order_id,
+                OrderFact::Paid(Arc::new(PaidOrder {
+                    occurred_at: event.occurred_at.0,
+                    event_id: event.event_id.clone(),
+                    shopper_id: event.shopper_id.clone(),
+                    lines: sold_lines(lines),
+                })),
+            ),
+            EventBody::OrderStatusChanged {
+                order_id,
+                status: OrderStatus::Cancelled,
+            } => (order_id, OrderFact::Cancelled),
+            _ => return None,
+        };
+        Some(((event.retailer_id.clone(), fact.0.clone()), fact.1))
+    });
+    facts
+        .arrange_by_key_named("Arrange: LiveOrders")
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<(String, String), Arc<PaidOrder>, T, isize>, _, _>(
+            "LiveOrders",
+            |_order, facts, output| {
+                // Equal `Cancelled` facts consolidate into one entry, which sorts first.
+                if let Some((OrderFact::Cancelled, n)) = facts.first() {
+                    if *n > 0 {
+                        return;
+                    }
+                }
+                let earliest = facts.iter().find_map(|(fact, n)| match fact {
+                    OrderFact::Paid(paid) if *n > 0 => Some(paid),
+                    _ => None,
+                });
+                if let Some(paid) = earliest {
+                    output.push((paid.clone(), 1));
+                }
+            },
+            |buffer, key, updates| {
+                buffer.clear();
+                buffer.extend(
+                    updates
+                        .drain(..)
+                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
+                );
+            },
+        )
+}
+
+fn sold_products_daily<'scope, T>(
+    orders: &LiveOrders<'scope, T>,
+) -> VecCollection<'scope, T, SoldProductDaily>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    // Each order contributes (units, revenue, 1) once per (product, category) it contains.
+    let contributions = orders
+        .clone()
+        .flat_map_ref(|(retailer_id, _order_id), paid| {
+            let day = Timestamp(paid.occurred_at).day();
+            paid.lines
+                .iter()
+                .map(|line| {
+                    (
+                        (
+                            day,
+                            retailer_id.clone(),
+                            line.product_id.clone(),
+                            line.category.clone(),
+                        ),
+                        (line.quantity as isize, line.revenue_cents as isize, 1isize),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+    sum_by_key("SoldProductsDaily", contributions).map(
+        |((day, retailer_id, product_id, category), (quantity, revenue_cents, orders))| {
+            SoldProductDaily {
+                day,
+                retailer_id,
+                product_id,
+                category,
+                quantity: quantity as i64,
+                revenue_cents: revenue_cents as i64,
+                orders: orders as i64,
+            }
+        },
+    )
+}
+
+/// Units per product in an order, whatever the categories its lines give it.
+fn units_per_product(lines: &[SoldLine]) -> impl Iterator<Item = (&String, i64)> {
+    // Lines are sorted by product first: merge neighbours.
+    let mut merged: Vec<(&String, i64)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        match merged.last_mut() {
+            Some((product, units)) if *product == &line.product_id => *units += line.quantity,
+            _ => merged.push((&line.product_id, line.quantity)),
+        }
+    }
+    merged.into_iter()
+}
+
+fn shopper_purchases<'scope, T>(
+    orders: &LiveOrders<'scope, T>,
+) -> VecCollection<'scope, T, ShopperPurchase>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    // One record per order and product: (occurred_at, units). Equal records of different
+    // orders consolidate into one value with a multiplicity, which the reduction multiplies.
+    let purchases = orders
+        .clone()
+        .flat_map_ref(|(retailer_id, _order_id), paid| {
+            units_per_product(&paid.lines)
+                .map(|(product_id, units)| {
+                    (
+                        (
+                            retailer_id.clone(),
+                            paid.shopper_id.clone(),
+                            product_id.clone(),
+                        ),
+                        (paid.occurred_at, units),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+    purchases
+        .reduce_named("ShopperPurchases", |_key, input, output| {
+            let (mut units, mut orders, mut last) = (0i64, 0i64, None);
+            for ((occurred_at, quantity), n) in input {
+                let n = *n as i64;
+                units += quantity * n;
+                orders += n;
+                if n > 0 {
+                    // Values are sorted by `occurred_at`: the last positive one is the latest.
+                    last = Some(*occurred_at);
+                }
+            }
+            if let (true, Some(last)) = (orders > 0, last) {
+                output.push(((units, orders, last), 1isize));
+            }
+        })
+        .map(
+            |((retailer_id, shopper_id, product_id), (quantity, orders, last))| ShopperPurchase {
+                retailer_id,
+                shopper_id,
+                product_id,
+                quantity,
+                orders,
+                last_purchase_at: Timestamp(last),
+            },
+        )
+}
+
+fn product_affinities<'scope, T>(
+    orders: &LiveOrders<'scope, T>,
+) -> VecCollection<'scope, T, ProductAffinity>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    let pairs = orders
+        .clone()
+        .flat_map_ref(|(retailer_id, _order_id), paid| {
+            let products: Vec<&String> = units_per_product(&paid.lines).map(|(p, _)| p).collect();
+            let mut pairs = Vec::new();
+            for (i, a) in products.iter().enumerate() {
+                for b in &products[i + 1..] {
+                    // `products` is sorted and distinct, so `a < b`.
+                    pairs.push(((retailer_id.clone(), (*a).clone(), (*b).clone()), 1isize));
+                }
+            }
+            pairs
+        });
+    sum_by_key("ProductAffinities", pairs).map(|((retailer_id, product_a, product_b), n)| {
+        ProductAffinity {
+            retailer_id,
+            product_a,
+            product_b,
+            orders_together: n as i64,
+        }
+    })
+}
+
+fn baskets<'scope, T>(unique: &UniqueEvents<'scope, T>) -> VecCollection<'scope, T, BasketLine>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    // Per (retailer, shopper): the latest `order_paid` instant, or `None` if the shopper has
+    // basket changes but no payment. All `None`s of a shopper consolidate into one entry.
+    let cutoff_facts = unique.clone().flat_map_ref(|_hash, event| {
+        let event = &event.0;
+        let cutoff = match &event.body {
+            EventBody::OrderPaid { .. } => Some(event.occurred_at.0),
+            EventBody::ProductAdded(_) | EventBody::ProductRemoved(_) => None,
+            _ => return None,
+        };
+        Some((
+            (event.retailer_id.clone(), event.shopper_id.clone()),
+            cutoff,
+        ))
+    });
+    let cutoffs = last_per_key("LatestOrderPaid", cutoff_facts);
+
+    // Per (retailer, shopper): each change as (occurred_at, product, signed units).
+    let changes = unique.clone().flat_map_ref(|_hash, event| {
+        let event = &event.0;
+        let (change, sign) = match &event.body {
+            EventBody::ProductAdded(change) => (change, 1),
+            EventBody::ProductRemoved(change) => (change, -1),
+            _ => return None,
+        };
+        Some((
+            (event.retailer_id.clone(), event.shopper_id.clone()),
+            (
+                event.occurred_at.0,
+                change.product.product_id.clone(),
+                sign * change.quantity as isize,
+            ),
+        ))
+    });
+
+    let counted = changes.join_core(
+        cutoffs,
+        |(retailer_id, shopper_id), (occurred_at, product_id, units), cutoff| {
+            cutoff.is_none_or(|cutoff| *occurred_at > cutoff).then(|| {
+                (
+                    (retailer_id.clone(), shopper_id.clone(), product_id.clone()),
+                    *units,
+                )
+            })
+        },
+    );
+    sum_by_key("Baskets", counted).flat_map(|((retailer_id, shopper_id, product_id), units)| {
+        (units > 0).then_some(BasketLine {
+            retailer_id,
+            shopper_id,
+            product_id,
+            quantity: units as i64,
+        })
+    })
+}

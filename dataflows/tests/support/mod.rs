@@ -1,0 +1,316 @@
+//! Test support: run the read models over rounds of events and collect their output updates.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc::{channel, Receiver};
+
+use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::{oracle, read_models};
+use basketflow_vocab::{
+    BasketChange, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,
+};
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
+use timely::dataflow::ProbeHandle;
+
+/// One output update: row, logical time, multiplicity.
+pub type Update<D> = (D, u64, isize);
+
+/// The consolidated updates of the four read models, each sorted by (time, row).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    pub sold_products_daily: Vec<Update<SoldProductDaily>>,
+    pub shopper_purchases: Vec<Update<ShopperPurchase>>,
+    pub product_affinities: Vec<Update<ProductAffinity>>,
+    pub baskets: Vec<Update<BasketLine>>,
+}
+
+/// How to run the graph.
+#[derive(Clone, Copy, Debug)]
+pub enum Workers {
+    /// One worker on the test thread (`execute_directly`).
+    Direct,
+    /// `n` worker threads exchanging typed data.
+    Threads(usize),
+    /// `n` worker threads exchanging serialized (bincode) data, as processes do.
+    Binary(usize),
+}
+
+/// Feeds `rounds` (logical time, events; times strictly increasing and >= 1) into the graph,
+/// letting it finish each time before the next, and returns the consolidated output.
+/// With several workers, worker `w` feeds the events whose index is `w` modulo the workers.
+pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
+    let (s_sold, r_sold) = channel();
+    let (s_purchases, r_purchases) = channel();
+    let (s_affinities, r_affinities) = channel();
+    let (s_baskets, r_baskets) = channel();
+    let logic = move |worker: &mut timely::worker::Worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let probe = ProbeHandle::new();
+        let (s_sold, s_purchases, s_affinities, s_baskets) = (
+            s_sold.clone(),
+            s_purchases.clone(),
+            s_affinities.clone(),
+            s_baskets.clone(),
+        );
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, events) = scope.new_collection::<Event, isize>();
+            let models = read_models(&events);
+            models
+                .sold_products_daily
+                .probe_with(&probe)
+                .inner
+                .capture_into(s_sold);
+            models
+                .shopper_purchases
+                .probe_with(&probe)
+                .inner
+                .capture_into(s_purchases);
+            models
+                .product_affinities
+                .probe_with(&probe)
+                .inner
+                .capture_into(s_affinities);
+            models
+                .baskets
+                .probe_with(&probe)
+                .inner
+                .capture_into(s_baskets);
+            input
+        });
+        for (time, events) in rounds.iter() {
+            input.advance_to(*time);
+            for (i, event) in events.iter().enumerate() {
+                if i % peers == index {
+                    input.insert(event.clone());
+                }
+            }
+            input.advance_to(time + 1);
+            input.flush();
+            worker.step_while(|| probe.less_than(input.time()));
+        }
+    };
+    match workers {
+        Workers::Direct => timely::execute_directly(logic),
+        Workers::Threads(n) => {
+            timely::execute(timely::Config::process(n), logic).expect("timely runs");
+        }
+        Workers::Binary(n) => {
+            let config = timely::Config {
+                communication: timely::CommunicationConfig::ProcessBinary(n),
+                worker: timely::WorkerConfig::default(),
+            };
+            timely::execute(config, logic).expect("timely runs");
+        }
+    }
+    Output {
+        sold_products_daily: collect(r_sold),
+        shopper_purchases: collect(r_purchases),
+        product_affinities: collect(r_affinities),
+        baskets: collect(r_baskets),
+    }
+}
+
+/// Drains captured messages and consolidates them: one entry per (row, time), non-zero,
+/// sorted by (time, row).
+fn collect<D: Ord>(receiver: Receiver<CaptureEvent<u64, Vec<Update<D>>>>) -> Vec<Update<D>> {
+    let mut updates: Vec<Update<D>> = receiver
+        .try_iter()
+        .flat_map(|event| match event {
+            CaptureEvent::Messages(_, data) => data,
+            CaptureEvent::Progress(_) => Vec::new(),
+        })
+        .collect();
+    updates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let mut consolidated: Vec<Update<D>> = Vec::with_capacity(updates.len());
+    for (row, time, diff) in updates {
+        match consolidated.last_mut() {
+            Some(last) if last.1 == time && last.0 == row => last.2 += diff,
+            _ => consolidated.push((row, time, diff)),
+        }
+    }
+    consolidated.retain(|u| u.2 != 0);
+    consolidated
+}
+
+/// The rows live at `time`, given updates: each must have multiplicity exactly one.
+pub fn accumulate<D: Ord + Clone + std::fmt::Debug>(updates: &[Update<D>], time: u64) -> Vec<D> {
+    let mut rows: Vec<(D, isize)> = Vec::new();
+    let mut sorted: Vec<&Update<D>> = updates.iter().filter(|u| u.1 <= time).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (row, _, diff) in sorted {
+        match rows.last_mut() {
+            Some(last) if last.0 == *row => last.1 += diff,
+            _ => rows.push((row.clone(), *diff)),
+        }
+    }
+    rows.retain(|r| r.1 != 0);
+    for (row, n) in &rows {
+        assert_eq!(*n, 1, "row {row:?} has multiplicity {n} at time {time}");
+    }
+    rows.into_iter().map(|(row, _)| row).collect()
+}
+
+/// The output accumulated at `time`, in the oracle's shape.
+pub fn rows_at(output: &Output, time: u64) -> oracle::ReadModelRows {
+    oracle::ReadModelRows {
+        sold_products_daily: accumulate(&output.sold_products_daily, time),
+        shopper_purchases: accumulate(&output.shopper_purchases, time),
+        product_affinities: accumulate(&output.product_affinities, time),
+        baskets: accumulate(&output.baskets, time),
+    }
+}
+
+// ---- Event builders for hand-written scenarios (retailer `r1` unless said otherwise). ----
+
+/// An instant from RFC 3339.
+pub fn at(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).expect("valid RFC 3339")
+}
+
+/// The UTC day of an RFC 3339 date (`2026-11-22`).
+pub fn day(date: &str) -> i32 {
+    at(&format!("{date}T00:00:00Z")).day()
+}
+
+/// An event of retailer `r1`.
+pub fn ev(event_id: &str, shopper_id: &str, occurred_at: &str, body: EventBody) -> Event {
+    ev_at("r1", event_id, shopper_id, occurred_at, body)
+}
+
+/// An event of any retailer.
+pub fn ev_at(
+    retailer_id: &str,
+    event_id: &str,
+    shopper_id: &str,
+    occurred_at: &str,
+    body: EventBody,
+) -> Event {
+    Event {
+        event_id: event_id.into(),
+        retailer_id: retailer_id.into(),
+        shopper_id: shopper_id.into(),
+        session_id: None,
+        occurred_at: at(occurred_at),
+        body,
+    }
+}
+
+fn change(product_id: &str, quantity: u32) -> BasketChange {
+    BasketChange {
+        product: Product {
+            product_id: product_id.into(),
+            category: "c".into(),
+            brand: None,
+            unit_price_cents: 100,
+        },
+        quantity,
+    }
+}
+
+/// `product_added` of `quantity` units of `product_id` (category `c`, 100 cents).
+pub fn added(product_id: &str, quantity: u32) -> EventBody {
+    EventBody::ProductAdded(change(product_id, quantity))
+}
+
+/// `product_removed` of `quantity` units of `product_id`.
+pub fn removed(product_id: &str, quantity: u32) -> EventBody {
+    EventBody::ProductRemoved(change(product_id, quantity))
+}
+
+/// `order_paid` with lines `(product_id, category, quantity, unit_price_cents)`.
+pub fn paid(order_id: &str, lines: &[(&str, &str, u32, i64)]) -> EventBody {
+    EventBody::OrderPaid {
+        order_id: order_id.into(),
+        lines: lines
+            .iter()
+            .map(
+                |&(product_id, category, quantity, unit_price_cents)| OrderLine {
+                    product_id: product_id.into(),
+                    category: category.into(),
+                    brand: None,
+                    quantity,
+                    unit_price_cents,
+                },
+            )
+            .collect(),
+        total_cents: 0,
+    }
+}
+
+/// `order_status_changed` to `cancelled`.
+pub fn cancelled(order_id: &str) -> EventBody {
+    EventBody::OrderStatusChanged {
+        order_id: order_id.into(),
+        status: OrderStatus::Cancelled,
+    }
+}
+
+/// `order_status_changed` to `delivered`.
+pub fn delivered(order_id: &str) -> EventBody {
+    EventBody::OrderStatusChanged {
+        order_id: order_id.into(),
+        status: OrderStatus::Delivered,
+    }
+}
+
+// ---- Row builders (retailer `r1`). ----
+
+/// A `SoldProductDaily` row of `r1`.
+pub fn sold(
+    day: i32,
+    product_id: &str,
+    category: &str,
+    quantity: i64,
+    revenue_cents: i64,
+    orders: i64,
+) -> SoldProductDaily {
+    SoldProductDaily {
+        day,
+        retailer_id: "r1".into(),
+        product_id: product_id.into(),
+        category: category.into(),
+        quantity,
+        revenue_cents,
+        orders,
+    }
+}
+
+/// A `ShopperPurchase` row of `r1`.
+pub fn purchase(
+    shopper_id: &str,
+    product_id: &str,
+    quantity: i64,
+    orders: i64,
+    last: &str,
+) -> ShopperPurchase {
+    ShopperPurchase {
+        retailer_id: "r1".into(),
+        shopper_id: shopper_id.into(),
+        product_id: product_id.into(),
+        quantity,
+        orders,
+        last_purchase_at: at(last),
+    }
+}
+
+/// A `ProductAffinity` row of `r1`.
+pub fn affinity(product_a: &str, product_b: &str, orders_together: i64) -> ProductAffinity {
+    ProductAffinity {
+        retailer_id: "r1".into(),
+        product_a: product_a.into(),
+        product_b: product_b.into(),
+        orders_together,
+    }
+}
+
+/// A `BasketLine` of `r1`.
+pub fn basket(shopper_id: &str, product_id: &str, quantity: i64) -> BasketLine {
+    BasketLine {
+        retailer_id: "r1".into(),
+        shopper_id: shopper_id.into(),
+        product_id: product_id.into(),
+        quantity,
+    }
+}

@@ -1,0 +1,422 @@
+//! A timely source that reads a Kafka topic with deterministic logical times.
+//!
+//! Design (see `docs/design/2026-11-22-times-and-frontiers.md` for the argument):
+//!
+//! - **Ownership.** Worker `i` of `n` owns partitions `p` with `p % n == i`, assigned manually
+//!   (no consumer group, no rebalancing). A worker that owns none drops its capability at once.
+//! - **Times.** The logical time of a message is its broker timestamp in milliseconds (the topic
+//!   uses `LogAppendTime`, so the broker writes it into the log), rounded up to a tick and made
+//!   monotone per partition by a running maximum. It is a function of the topic's content: a
+//!   replay gives every message the same time.
+//! - **Frontier.** Each partition has a lower bound on the times it can still produce: its
+//!   running maximum. A partition that has reached its end (the broker said EOF and nothing came
+//!   since) can only receive messages appended from now on, so its bound rises to the wall clock
+//!   minus a margin (`idle_margin_ms`, covering fetch latency and clock skew). The source holds a
+//!   capability for the least bound over its partitions; idle partitions never stall the graph.
+//!   A message whose broker time is below its partition's bound (only possible if the margin is
+//!   too small) is given the bound instead and counted in [`SourceStats::clamped`].
+//! - **Backpressure.** A consumer thread per worker feeds the operator through a bounded channel
+//!   and wakes it with a `SyncActivator`; when the graph falls behind, the thread blocks and
+//!   stops fetching.
+//! - **Caught up.** With `stop_at_start_watermarks`, each partition is read up to the high
+//!   watermark it had when the source started; then the source drops its capability and the
+//!   consumer thread ends (tests and backfills).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::SyncActivator;
+
+/// Logical time of the graph: milliseconds since the Unix epoch (broker time, on ticks).
+pub type Millis = u64;
+
+/// Where and how to read.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// Times are rounded up to multiples of this many milliseconds (batching granularity).
+    pub tick_ms: u64,
+    /// How far behind the wall clock an idle partition's bound stays.
+    pub idle_margin_ms: u64,
+    /// Stop once every partition is read up to its high watermark at start.
+    pub stop_at_start_watermarks: bool,
+    /// First offset to read per partition (absent: the beginning).
+    pub start_offsets: BTreeMap<i32, i64>,
+    /// Messages the consumer thread may buffer ahead of the graph.
+    pub channel_capacity: usize,
+}
+
+impl SourceConfig {
+    /// A configuration with basketflow's defaults for `topic` on `brokers`.
+    pub fn new(brokers: &str, topic: &str) -> SourceConfig {
+        SourceConfig {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            tick_ms: 5,
+            idle_margin_ms: 20,
+            stop_at_start_watermarks: false,
+            start_offsets: BTreeMap::new(),
+            channel_capacity: 65_536,
+        }
+    }
+}
+
+/// One message as the graph sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceMessage {
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The message's logical time.
+    pub time: Millis,
+    /// Key bytes, if any.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (empty for a null value).
+    pub payload: Vec<u8>,
+}
+
+/// Counters a source keeps, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Messages read.
+    pub messages: AtomicU64,
+    /// Payload bytes read.
+    pub bytes: AtomicU64,
+    /// Messages whose broker time was below their partition's bound.
+    pub clamped: AtomicU64,
+    /// Consumer errors seen (each is retried by librdkafka).
+    pub errors: AtomicU64,
+    /// The source's current frontier (least time it may still produce), `u64::MAX` when done.
+    pub frontier: AtomicU64,
+    /// Set when the source has finished (caught up in stop mode, or shut down).
+    pub done: AtomicBool,
+}
+
+enum Fetched {
+    Message(SourceMessage, i64),
+    Eof(i32),
+    Tick(Millis),
+    Failed(String),
+}
+
+/// Partitions of `topic` owned by worker `index` of `peers`, with the high watermarks they had
+/// at start.
+pub fn owned_partitions(
+    brokers: &str,
+    topic: &str,
+    index: usize,
+    peers: usize,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+        ))?;
+    if let Some(e) = t.error() {
+        return Err(KafkaError::MetadataFetch(e.into()));
+    }
+    let mut out = Vec::new();
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    for p in ids {
+        if p as usize % peers == index {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+            out.push((p, low, high));
+        }
+    }
+    Ok(out)
+}
+
+fn wall_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ceil_tick(ms: u64, tick: u64) -> u64 {
+    ms.div_ceil(tick) * tick
+}
+
+/// Per-partition progress inside the operator.
+struct PartitionState {
+    /// Least time this partition may still produce.
+    bound: Millis,
+    /// Read to the end, nothing since.
+    at_eof: bool,
+    /// Next offset to read.
+    next: i64,
+    /// Stop-mode target: read up to here.
+    stop_at: i64,
+}
+
+/// The stream of messages a source produces.
+pub type MessageStream<'scope> = Stream<'scope, Millis, Vec<SourceMessage>>;
+
+/// Builds the source on `scope` for worker `index` of `peers`. The consumer thread starts
+/// immediately; the stream carries [`SourceMessage`]s at their logical times.
+pub fn kafka_source<'scope>(
+    scope: Scope<'scope, Millis>,
+    cfg: SourceConfig,
+    index: usize,
+    peers: usize,
+) -> Result<(MessageStream<'scope>, Arc<SourceStats>), KafkaError> {
+    let owned = owned_partitions(&cfg.brokers, &cfg.topic, index, peers)?;
+    let stats = Arc::new(SourceStats::default());
+    let mut partitions: BTreeMap<i32, PartitionState> = owned
+        .iter()
+        .map(|&(p, low, high)| {
+            let next = cfg.start_offsets.get(&p).copied().unwrap_or(low).max(low);
+            (
+                p,
+                PartitionState {
+                    bound: 0,
+                    at_eof: false,
+                    next,
+                    stop_at: high,
+                },
+            )
+        })
+        .collect();
+    if cfg.stop_at_start_watermarks {
+        partitions.retain(|_, s| s.next < s.stop_at);
+    }
+    let (tx, rx) = sync_channel::<Fetched>(cfg.channel_capacity);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let stream = source(scope, &format!("KafkaSource({})", cfg.topic), {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        move |cap, info| {
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
+            if !partitions.is_empty() {
+                let assignment: Vec<(i32, i64)> =
+                    partitions.iter().map(|(&p, s)| (p, s.next)).collect();
+                let thread_cfg = cfg.clone();
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("kafka-{}-{index}", cfg.topic))
+                    .spawn(move || consume(thread_cfg, assignment, tx, activator, stop))
+                    .expect("spawning the Kafka consumer thread");
+            }
+            let mut cap = if partitions.is_empty() {
+                stats.frontier.store(u64::MAX, Ordering::Relaxed);
+                stats.done.store(true, Ordering::Relaxed);
+                None
+            } else {
+                Some(cap)
+            };
+            let tick = cfg.tick_ms.max(1);
+            let margin = cfg.idle_margin_ms;
+            let stop_mode = cfg.stop_at_start_watermarks;
+            let mut batch: Vec<SourceMessage> = Vec::new();
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                // Bounded work per activation keeps the worker responsive; the thread's next
+                // send (or our own re-activation) brings us back for the rest.
+                for _ in 0..16_384 {
+                    let item = match rx.try_recv() {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    };
+                    match item {
+                        Fetched::Message(mut m, broker_ms) => {
+                            let Some(st) = partitions.get_mut(&m.partition) else {
+                                continue;
+                            };
+                            if m.offset < st.next {
+                                continue;
+                            }
+                            let t = ceil_tick(broker_ms.max(0) as u64, tick);
+                            if t < st.bound {
+                                stats.clamped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            m.time = t.max(st.bound);
+                            st.bound = m.time;
+                            st.at_eof = false;
+                            st.next = m.offset + 1;
+                            stats.messages.fetch_add(1, Ordering::Relaxed);
+                            stats
+                                .bytes
+                                .fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+                            batch.push(m);
+                        }
+                        Fetched::Eof(p) => {
+                            if let Some(st) = partitions.get_mut(&p) {
+                                st.at_eof = true;
+                            }
+                        }
+                        Fetched::Tick(now) => {
+                            let idle_bound = now.saturating_sub(margin) / tick * tick;
+                            for st in partitions.values_mut() {
+                                if st.at_eof {
+                                    st.bound = st.bound.max(idle_bound);
+                                }
+                            }
+                        }
+                        Fetched::Failed(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("kafka source: {e}");
+                        }
+                    }
+                }
+                // Emit, grouped by time (sorting is stable: offsets stay in order).
+                batch.sort_by_key(|m| m.time);
+                let mut rest = &batch[..];
+                while let Some(first) = rest.first() {
+                    let t = first.time;
+                    let n = rest.iter().take_while(|m| m.time == t).count();
+                    let time_cap = c.delayed(&t);
+                    output
+                        .session(&time_cap)
+                        .give_iterator(rest[..n].iter().cloned());
+                    rest = &rest[n..];
+                }
+                batch.clear();
+                if stop_mode {
+                    partitions.retain(|_, s| s.next < s.stop_at);
+                }
+                match partitions.values().map(|s| s.bound).min() {
+                    Some(f) => {
+                        if f > *c.time() {
+                            c.downgrade(&f);
+                        }
+                        stats.frontier.store(*c.time(), Ordering::Relaxed);
+                    }
+                    None => {
+                        cap = None;
+                        stop.store(true, Ordering::Relaxed);
+                        stats.frontier.store(u64::MAX, Ordering::Relaxed);
+                        stats.done.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    });
+    Ok((stream, stats))
+}
+
+/// The consumer thread: fetches, forwards, ticks, and wakes the operator.
+fn consume(
+    cfg: SourceConfig,
+    assignment: Vec<(i32, i64)>,
+    tx: SyncSender<Fetched>,
+    activator: SyncActivator,
+    stop: Arc<AtomicBool>,
+) {
+    let consumer: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        // Offsets are basketflow's own business (durable progress), never the group's.
+        .set("group.id", "basketflow-graph")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // We need to know when a partition is idle: its EOF moves the frontier on.
+        .set("enable.partition.eof", "true")
+        // Read only committed data: a producer's aborted transaction never enters the graph.
+        .set("isolation.level", "read_committed")
+        // Answer a fetch as soon as one byte is there, waiting at most 100 ms otherwise.
+        .set("fetch.wait.max.ms", "100")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Fetched::Failed(format!("creating consumer: {e}")));
+            return;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset) in &assignment {
+        tpl.add_partition_offset(&cfg.topic, *p, Offset::Offset(*offset))
+            .expect("adding a partition to an assignment");
+    }
+    if let Err(e) = consumer.assign(&tpl) {
+        let _ = tx.send(Fetched::Failed(format!("assigning partitions: {e}")));
+        return;
+    }
+    let tick = Duration::from_millis(cfg.tick_ms.max(1));
+    let mut last_tick = Instant::now();
+    let send = |item: Fetched| -> bool {
+        let mut item = item;
+        loop {
+            match tx.try_send(item) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) => {
+                    // The graph is behind: wake it and wait (backpressure).
+                    let _ = activator.activate();
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    item = back;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    };
+    // Items sent since the operator was last woken; while librdkafka has more at hand we keep
+    // draining (poll without waiting) and wake the operator once per burst.
+    let mut unannounced = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let timeout = if unannounced > 0 {
+            Duration::ZERO
+        } else {
+            tick
+        };
+        let item = match consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                let broker_ms = m.timestamp().to_millis().unwrap_or(0);
+                let msg = SourceMessage {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    time: 0,
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                };
+                Some(Fetched::Message(msg, broker_ms))
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => Some(Fetched::Eof(p)),
+            Some(Err(e)) => Some(Fetched::Failed(e.to_string())),
+            None => None,
+        };
+        let idle = item.is_none();
+        if let Some(item) = item {
+            if !send(item) {
+                return;
+            }
+            unannounced += 1;
+        }
+        if last_tick.elapsed() >= tick {
+            last_tick = Instant::now();
+            if !send(Fetched::Tick(wall_ms())) {
+                return;
+            }
+            unannounced += 1;
+        }
+        if unannounced > 0 && (idle || unannounced >= 1_024) {
+            unannounced = 0;
+            if activator.activate().is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Exact outputs of the generic operators, with insertions and retractions over three times.
+
+use basketflow_operators::{first_per_id, first_per_key, last_per_key, sum_by_key};
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::capture::{Capture, Event};
+
+type Updates<D> = Vec<(D, u64, isize)>;
+
+/// Runs `build` over `rounds` of `(record, diff)` updates at times 1, 2, ... and returns the
+/// consolidated output updates sorted by (time, record).
+fn run<D, O>(
+    rounds: Vec<Vec<(D, isize)>>,
+    build: fn(
+        differential_dataflow::VecCollection<'_, u64, D>,
+    ) -> differential_dataflow::VecCollection<'_, u64, O>,
+) -> Updates<O>
+where
+    D: differential_dataflow::ExchangeData + std::hash::Hash + Sync,
+    O: differential_dataflow::ExchangeData,
+{
+    let (send, recv) = std::sync::mpsc::channel();
+    timely::execute_directly(move |worker| {
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, data) = scope.new_collection::<D, isize>();
+            build(data).inner.capture_into(send);
+            input
+        });
+        for (i, round) in rounds.into_iter().enumerate() {
+            input.advance_to(i as u64 + 1);
+            for (d, r) in round {
+                input.update(d, r);
+            }
+        }
+    });
+    let mut out: Updates<O> = recv
+        .try_iter()
+        .flat_map(|e| match e {
+            Event::Messages(_, data) => data,
+            Event::Progress(_) => Vec::new(),
+        })
+        .collect();
+    out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    differential_dataflow::consolidation::consolidate_updates(&mut out);
+    out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    out
+}
+
+#[test]
+fn first_and_last_per_key_follow_insertions_and_retractions() {
+    let rounds = vec![
+        vec![(('k', 5), 1), (('k', 3), 1), (('j', 1), 2)],
+        vec![(('k', 1), 1), (('k', 5), -1)],
+        vec![(('k', 1), -1), (('k', 3), -1)],
+    ];
+    let first = run(rounds.clone(), |c| {
+        first_per_key("First", c).as_collection(|k, v| (*k, *v))
+    });
+    assert_eq!(
+        first,
+        vec![
+            (('j', 1), 1, 1),
+            (('k', 3), 1, 1),
+            (('k', 1), 2, 1),
+            (('k', 3), 2, -1),
+            (('k', 1), 3, -1),
+        ]
+    );
+    let last = run(rounds, |c| {
+        last_per_key("Last", c).as_collection(|k, v| (*k, *v))
+    });
+    assert_eq!(
+        last,
+        vec![
+            (('j', 1), 1, 1),
+            (('k', 5), 1, 1),
+            (('k', 3), 2, 1),
+            (('k', 5), 2, -1),
+            (('k', 3), 3, -1),
+        ]
+    );
+}
+
+#[test]
+fn sum_by_key_keeps_one_row_per_key_and_drops_zero_sums() {
+    let rounds = vec![
+        vec![
+            (('a', (2isize, 10isize)), 1),
+            (('a', (1, 5)), 2),
+            (('b', (1, 1)), 1),
+        ],
+        vec![(('a', (1, 5)), -1)],
+        vec![(('b', (1, 1)), -1)],
+    ];
+    let sums = run(rounds, |c| sum_by_key("Sum", c));
+    assert_eq!(
+        sums,
+        vec![
+            (('a', (4, 20)), 1, 1),
+            (('b', (1, 1)), 1, 1),
+            (('a', (3, 15)), 2, 1),
+            (('a', (4, 20)), 2, -1),
+            (('b', (1, 1)), 3, -1),
+        ]
+    );
+}
+
+/// An id whose hash is always the same: every two ids collide.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+struct Colliding(char);
+
+impl std::hash::Hash for Colliding {
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
+}
+
+#[test]
+fn first_per_id_tells_colliding_ids_apart() {
+    // Values (id, content); ids 'x' and 'y' share one hash, hence one key.
+    let (x, y) = (Colliding('x'), Colliding('y'));
+    let rounds = vec![
+        vec![((x, 5), 1), ((y, 7), 1), ((x, 9), 1)],
+        vec![((x, 2), 1), ((y, 7), -1)],
+        vec![((y, 8), 1)],
+    ];
+    let first = run(rounds, |c| {
+        first_per_id("FirstPerId", c, |v: &(Colliding, i32)| &v.0).as_collection(|_hash, v| *v)
+    });
+    assert_eq!(
+        first,
+        vec![
+            ((x, 5), 1, 1),
+            ((y, 7), 1, 1),
+            ((x, 2), 2, 1),
+            ((x, 5), 2, -1),
+            ((y, 7), 2, -1),
+            ((y, 8), 3, 1),
+        ]
+    );
+}

@@ -1,0 +1,217 @@
+//! The graph's read models into ClickHouse: completed times only, consolidated, batched.
+//!
+//! Every worker sends its read-model updates to worker 0 (one writer keeps one progress
+//! sequence). There a sink operator buffers them by time; when its input frontier has passed a
+//! time, that time is complete. At most every `flush_interval` (and when the input ends) the
+//! updates of all completed, not yet written times become one [`Batch`] for a writer thread,
+//! which inserts the versions of every table and then the progress row (see
+//! [`crate::clickhouse_sink`]): thousands of rows per insert, never one per event.
+//!
+//! **Restart.** Before the graph starts, [`prepare`] migrates the schema, discards versions a
+//! crash left above the committed time, and returns that time; the operator drops updates at or
+//! below it (a replay reproduces the same times, and those are already written).
+//!
+//! **Faults.** A failed write is retried with exponential backoff (up to 5 s between tries),
+//! forever: ClickHouse being down delays the views, it never loses a batch. While the writer
+//! is stuck, completed batches queue in memory (bounded backpressure comes with the
+//! reliability work).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::ReadModels;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Concatenate;
+
+use crate::clickhouse_sink::{ClickHouseSink, SinkError};
+use crate::versions::{Batch, Updates};
+
+/// Where the read models go.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// ClickHouse HTTP URL.
+    pub url: String,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<ClickHouseSink, SinkError> {
+        ClickHouseSink::connect(&self.url, &self.database, &self.user, &self.password).await
+    }
+}
+
+/// What the sink has done, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// The committed time: every time at or below it is in the views.
+    pub committed: AtomicU64,
+    /// Batches written.
+    pub batches: AtomicU64,
+    /// Version rows written.
+    pub rows: AtomicU64,
+    /// Failed write attempts (each retried).
+    pub errors: AtomicU64,
+    /// Set when the writer has written everything it will ever be given.
+    pub finished: AtomicBool,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime for the ClickHouse writer")
+}
+
+/// Connects, migrates the schema, discards uncommitted versions, and returns the committed
+/// time. Retries until ClickHouse answers.
+pub fn prepare(target: &Target) -> Result<u64, SinkError> {
+    runtime().block_on(async {
+        let sink = target.connect().await?;
+        sink.migrate().await?;
+        sink.discard_uncommitted().await?;
+        sink.committed().await
+    })
+}
+
+/// One update of any read model, as exchanged to the writing worker.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Row {
+    Sold(SoldProductDaily),
+    Purchase(ShopperPurchase),
+    Affinity(ProductAffinity),
+    Basket(BasketLine),
+}
+
+fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>) -> Batch {
+    let mut u = Updates::default();
+    for (row, t, d) in updates {
+        match row {
+            Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
+            Row::Purchase(r) => u.shopper_purchases.push((r, t, d)),
+            Row::Affinity(r) => u.product_affinities.push((r, t, d)),
+            Row::Basket(r) => u.baskets.push((r, t, d)),
+        }
+    }
+    Batch::from_updates(through, u).expect("updates of completed times convert to versions")
+}
+
+/// Writes `models` to `target` from worker 0, skipping times at or below `committed` (from
+/// [`prepare`]). Returns the writer thread's handle on worker 0 (join it before exiting, so
+/// the last batch is written), `None` on other workers.
+pub fn write_read_models(
+    models: &ReadModels<'_, u64>,
+    target: Target,
+    committed: u64,
+    flush_interval: Duration,
+    worker_index: usize,
+    stats: Arc<SinkStats>,
+) -> Option<JoinHandle<()>> {
+    let streams = vec![
+        models.sold_products_daily.clone().map(Row::Sold).inner,
+        models.shopper_purchases.clone().map(Row::Purchase).inner,
+        models.product_affinities.clone().map(Row::Affinity).inner,
+        models.baskets.clone().map(Row::Basket).inner,
+    ];
+    let scope = models.baskets.inner.scope();
+    let all = scope.concatenate(streams);
+    let (tx, rx) = channel::<Batch>();
+    let writer = (worker_index == 0).then(|| {
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("clickhouse-writer".into())
+            .spawn(move || write_loop(target, rx, stats))
+            .expect("spawning the ClickHouse writer thread")
+    });
+    let mut tx = Some(tx);
+    let mut pending: Vec<(Row, u64, isize)> = Vec::new();
+    let mut max_time = committed;
+    let mut last_flush = Instant::now();
+    all.sink(
+        Exchange::new(|_: &(Row, u64, isize)| 0u64),
+        "ClickHouseReadModels",
+        move |(input, frontier)| {
+            input.for_each(|_cap, data| {
+                pending.extend(data.drain(..).filter(|u| u.1 > committed));
+            });
+            let Some(sender) = tx.as_ref() else { return };
+            let frontier = frontier.frontier();
+            let done = frontier.is_empty();
+            if !done && last_flush.elapsed() < flush_interval {
+                return;
+            }
+            // Everything strictly before the frontier is complete.
+            let through = match frontier.first() {
+                Some(&f) => f.saturating_sub(1),
+                None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
+            };
+            if through > max_time {
+                let (ready, rest): (Vec<_>, Vec<_>) =
+                    pending.drain(..).partition(|u| u.1 <= through);
+                pending = rest;
+                max_time = through;
+                let _ = sender.send(batch_of(through, ready));
+                last_flush = Instant::now();
+            }
+            if done {
+                // No more input: closing the channel lets the writer finish.
+                tx = None;
+            }
+        },
+    );
+    writer
+}
+
+fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>) {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut sink: Option<ClickHouseSink> = None;
+        while let Ok(mut batch) = rx.recv() {
+            // Coalesce what queued up while the last write ran: one insert per table.
+            while let Ok(next) = rx.try_recv() {
+                batch.through = next.through;
+                batch.sold_products_daily.extend(next.sold_products_daily);
+                batch.shopper_purchases.extend(next.shopper_purchases);
+                batch.product_affinities.extend(next.product_affinities);
+                batch.baskets.extend(next.baskets);
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let result = async {
+                    if sink.is_none() {
+                        sink = Some(target.connect().await?);
+                    }
+                    sink.as_ref().expect("connected").write_batch(&batch).await
+                }
+                .await;
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!(
+                            "clickhouse writer: writing through time {} failed ({e}); retrying in {:?}",
+                            batch.through, backoff
+                        );
+                        sink = None;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.committed.store(batch.through, Ordering::Relaxed);
+        }
+    });
+    stats.finished.store(true, Ordering::Relaxed);
+}

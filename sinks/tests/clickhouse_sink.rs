@@ -1,0 +1,504 @@
+//! Integration: the ClickHouse sink against the real server of `scripts/stack up` (ClickHouse
+//! 18.16 from Debian): migrations, batches of inserts, changes and deletions, a partially
+//! written batch, recovery, and the exact contents of every analyst view.
+//!
+//! Runs against `$BASKETFLOW_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`, user `default`,
+//! no password), each test in a database of its own (`bf_test_...`), dropped at the end.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_sinks::clickhouse_sink::{ClickHouseSink, Migration, VERSION_TABLES};
+use basketflow_sinks::versions::{Batch, Updates};
+use basketflow_vocab::Timestamp;
+use clickhouse::Row;
+use serde::Deserialize;
+
+fn url() -> String {
+    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+fn unique_database(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bf_test_{name}_{nanos}")
+}
+
+async fn connect(database: &str) -> ClickHouseSink {
+    ClickHouseSink::connect(&url(), database, "default", "")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ClickHouse at {} ({e}); is the stack up? run scripts/stack up",
+                url()
+            )
+        })
+}
+
+/// Runs `scenario` on a fresh database and drops the database afterwards, even on failure.
+async fn with_database<F, Fut>(name: &str, scenario: F)
+where
+    F: FnOnce(ClickHouseSink) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let database = unique_database(name);
+    let sink = connect(&database).await;
+    let outcome = tokio::spawn(scenario(sink.clone())).await;
+    sink.client()
+        .query(&format!("DROP DATABASE IF EXISTS {database}"))
+        .execute()
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+// ---- rows as the views return them (RowBinary: Date = u16 days, DateTime = u32 seconds) ----
+
+#[derive(Row, Deserialize)]
+struct SoldOut {
+    day: u16,
+    retailer_id: String,
+    product_id: String,
+    category: String,
+    quantity: i64,
+    revenue_cents: i64,
+    orders: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct PurchaseOut {
+    retailer_id: String,
+    shopper_id: String,
+    product_id: String,
+    quantity: i64,
+    orders: i64,
+    last_purchase_at: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct AffinityOut {
+    retailer_id: String,
+    product_a: String,
+    product_b: String,
+    orders_together: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct BasketOut {
+    retailer_id: String,
+    shopper_id: String,
+    product_id: String,
+    quantity: i64,
+}
+
+/// Everything the four analyst views return, by plain `SELECT ... ORDER BY key`.
+#[derive(Debug, Default, PartialEq)]
+struct Views {
+    sold_products_daily: Vec<SoldProductDaily>,
+    shopper_purchases: Vec<ShopperPurchase>,
+    product_affinities: Vec<ProductAffinity>,
+    baskets: Vec<BasketLine>,
+}
+
+async fn views(sink: &ClickHouseSink) -> Views {
+    let db = sink.database();
+    let c = sink.client();
+    Views {
+        sold_products_daily: c
+            .query(&format!(
+                "SELECT day, retailer_id, product_id, category, quantity, revenue_cents, orders \
+                 FROM {db}.sold_products_daily ORDER BY day, retailer_id, product_id, category"
+            ))
+            .fetch_all::<SoldOut>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| SoldProductDaily {
+                day: r.day.into(),
+                retailer_id: r.retailer_id,
+                product_id: r.product_id,
+                category: r.category,
+                quantity: r.quantity,
+                revenue_cents: r.revenue_cents,
+                orders: r.orders,
+            })
+            .collect(),
+        shopper_purchases: c
+            .query(&format!(
+                "SELECT retailer_id, shopper_id, product_id, quantity, orders, last_purchase_at \
+                 FROM {db}.shopper_purchases ORDER BY retailer_id, shopper_id, product_id"
+            ))
+            .fetch_all::<PurchaseOut>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| ShopperPurchase {
+                retailer_id: r.retailer_id,
+                shopper_id: r.shopper_id,
+                product_id: r.product_id,
+                quantity: r.quantity,
+                orders: r.orders,
+                last_purchase_at: Timestamp(i64::from(r.last_purchase_at) * 1_000_000),
+            })
+            .collect(),
+        product_affinities: c
+            .query(&format!(
+                "SELECT retailer_id, product_a, product_b, orders_together \
+                 FROM {db}.product_affinities ORDER BY retailer_id, product_a, product_b"
+            ))
+            .fetch_all::<AffinityOut>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| ProductAffinity {
+                retailer_id: r.retailer_id,
+                product_a: r.product_a,
+                product_b: r.product_b,
+                orders_together: r.orders_together,
+            })
+            .collect(),
+        baskets: c
+            .query(&format!(
+                "SELECT retailer_id, shopper_id, product_id, quantity \
+                 FROM {db}.baskets ORDER BY retailer_id, shopper_id, product_id"
+            ))
+            .fetch_all::<BasketOut>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| BasketLine {
+                retailer_id: r.retailer_id,
+                shopper_id: r.shopper_id,
+                product_id: r.product_id,
+                quantity: r.quantity,
+            })
+            .collect(),
+    }
+}
+
+// ---- row builders ----
+
+/// 2026-01-15 and 2026-02-01, in days since the epoch (two monthly partitions).
+const JAN_15: i32 = 20_468;
+const FEB_01: i32 = 20_485;
+/// 2026-01-15T10:00:00Z and 2026-01-16T13:00:00Z.
+const AT_1: Timestamp = Timestamp(1_768_471_200_000_000);
+const AT_2: Timestamp = Timestamp(1_768_568_400_000_000);
+
+fn sold(
+    day: i32,
+    product: &str,
+    quantity: i64,
+    revenue_cents: i64,
+    orders: i64,
+) -> SoldProductDaily {
+    SoldProductDaily {
+        day,
+        retailer_id: "r1".into(),
+        product_id: product.into(),
+        category: "c1".into(),
+        quantity,
+        revenue_cents,
+        orders,
+    }
+}
+
+fn bought(product: &str, quantity: i64, orders: i64, at: Timestamp) -> ShopperPurchase {
+    ShopperPurchase {
+        retailer_id: "r1".into(),
+        shopper_id: "s1".into(),
+        product_id: product.into(),
+        quantity,
+        orders,
+        last_purchase_at: at,
+    }
+}
+
+fn pair(a: &str, b: &str, orders_together: i64) -> ProductAffinity {
+    ProductAffinity {
+        retailer_id: "r1".into(),
+        product_a: a.into(),
+        product_b: b.into(),
+        orders_together,
+    }
+}
+
+fn line(product: &str, quantity: i64) -> BasketLine {
+    BasketLine {
+        retailer_id: "r1".into(),
+        shopper_id: "s1".into(),
+        product_id: product.into(),
+        quantity,
+    }
+}
+
+async fn count(sink: &ClickHouseSink, sql: &str) -> u64 {
+    sink.client().query(sql).fetch_one().await.unwrap()
+}
+
+#[tokio::test]
+async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views() {
+    with_database("sink", |sink| async move {
+        let db = sink.database().to_owned();
+
+        // Migrations: the first creates everything, the second changes nothing.
+        let first = sink.migrate().await.unwrap();
+        assert_eq!(
+            first,
+            Migration {
+                created: [
+                    db.as_str(),
+                    "progress",
+                    "sold_products_daily_versions",
+                    "shopper_purchases_versions",
+                    "product_affinities_versions",
+                    "baskets_versions",
+                    "sold_products_daily",
+                    "shopper_purchases",
+                    "product_affinities",
+                    "baskets",
+                ]
+                .map(String::from)
+                .to_vec(),
+                replaced_views: vec![],
+            }
+        );
+        assert!(sink.migrate().await.unwrap().is_noop());
+        assert_eq!(sink.committed().await.unwrap(), 0);
+        assert_eq!(views(&sink).await, Views::default());
+
+        // Batch 1, times 5 and 10: inserts at 5; at 10 a change of p1's sales and the removal
+        // of basket line p3 inserted at 5.
+        let batch_1 = Batch::from_updates(
+            10,
+            Updates {
+                sold_products_daily: vec![
+                    (sold(JAN_15, "p1", 2, 200, 1), 5, 1),
+                    (sold(JAN_15, "p2", 1, 150, 1), 5, 1),
+                    (sold(JAN_15, "p1", 2, 200, 1), 10, -1),
+                    (sold(JAN_15, "p1", 5, 500, 2), 10, 1),
+                ],
+                shopper_purchases: vec![(bought("p1", 2, 1, AT_1), 5, 1)],
+                product_affinities: vec![(pair("p1", "p2", 1), 5, 1)],
+                baskets: vec![
+                    (line("p1", 2), 5, 1),
+                    (line("p3", 1), 5, 1),
+                    (line("p3", 1), 10, -1),
+                ],
+            },
+        )
+        .unwrap();
+        // One version per key and time: p1 twice, p3 inserted then a tombstone.
+        assert_eq!(batch_1.len(), 8);
+        sink.write_batch(&batch_1).await.unwrap();
+        assert_eq!(sink.committed().await.unwrap(), 10);
+        let after_1 = Views {
+            sold_products_daily: vec![sold(JAN_15, "p1", 5, 500, 2), sold(JAN_15, "p2", 1, 150, 1)],
+            shopper_purchases: vec![bought("p1", 2, 1, AT_1)],
+            product_affinities: vec![pair("p1", "p2", 1)],
+            baskets: vec![line("p1", 2)],
+        };
+        assert_eq!(views(&sink).await, after_1);
+
+        // Batch 2, times 15 and 20: p2's sales deleted; a new month; the purchase history
+        // changed; basket line p1 retracted at 15 and re-added at 20; an affinity "changed" to
+        // identical figures (nothing to write); a line inserted and retracted at one time.
+        let batch_2 = Batch::from_updates(
+            20,
+            Updates {
+                sold_products_daily: vec![
+                    (sold(JAN_15, "p2", 1, 150, 1), 15, -1),
+                    (sold(FEB_01, "p1", 1, 100, 1), 15, 1),
+                ],
+                shopper_purchases: vec![
+                    (bought("p1", 2, 1, AT_1), 15, -1),
+                    (bought("p1", 3, 2, AT_2), 15, 1),
+                ],
+                product_affinities: vec![
+                    (pair("p1", "p2", 1), 20, -1),
+                    (pair("p1", "p2", 1), 20, 1),
+                ],
+                baskets: vec![
+                    (line("p1", 2), 15, -1),
+                    (line("p1", 3), 20, 1),
+                    (line("p9", 1), 20, 1),
+                    (line("p9", 1), 20, -1),
+                ],
+            },
+        )
+        .unwrap();
+        assert_eq!(batch_2.len(), 5);
+        sink.write_batch(&batch_2).await.unwrap();
+        assert_eq!(sink.committed().await.unwrap(), 20);
+        let after_2 = Views {
+            sold_products_daily: vec![sold(JAN_15, "p1", 5, 500, 2), sold(FEB_01, "p1", 1, 100, 1)],
+            shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
+            product_affinities: vec![pair("p1", "p2", 1)],
+            baskets: vec![line("p1", 3)],
+        };
+        assert_eq!(views(&sink).await, after_2);
+
+        // Merges keep only the newest version per key; committed views do not change.
+        for table in VERSION_TABLES {
+            sink.client()
+                .query(&format!("OPTIMIZE TABLE {db}.{table} FINAL"))
+                .execute()
+                .await
+                .unwrap();
+        }
+        assert_eq!(views(&sink).await, after_2);
+
+        // Batch 3 (time 30), partially written: versions in every table, then a crash before
+        // the progress row. Nothing of it is visible.
+        let partial_3 = Batch::from_updates(
+            30,
+            Updates {
+                sold_products_daily: vec![
+                    (sold(JAN_15, "p1", 5, 500, 2), 30, -1),
+                    (sold(JAN_15, "p1", 9, 900, 9), 30, 1),
+                ],
+                shopper_purchases: vec![(bought("p1", 3, 2, AT_2), 30, -1)],
+                product_affinities: vec![(pair("p1", "p3", 1), 30, 1)],
+                baskets: vec![(line("p1", 3), 30, -1)],
+            },
+        )
+        .unwrap();
+        sink.write_versions(&partial_3).await.unwrap();
+        assert_eq!(sink.committed().await.unwrap(), 20);
+        assert_eq!(views(&sink).await, after_2);
+
+        // Restart: discard the uncommitted versions, then write time 30 again (here with
+        // different figures, to prove that nothing of the partial batch survives).
+        let sink = connect(&db).await;
+        assert!(sink.migrate().await.unwrap().is_noop());
+        assert_eq!(sink.discard_uncommitted().await.unwrap(), 4);
+        for table in VERSION_TABLES {
+            let sql = format!("SELECT count() FROM {db}.{table} WHERE time > 20");
+            assert_eq!(count(&sink, &sql).await, 0, "{table}");
+        }
+        assert_eq!(sink.discard_uncommitted().await.unwrap(), 0);
+        assert_eq!(views(&sink).await, after_2);
+        let batch_3 = Batch::from_updates(
+            30,
+            Updates {
+                sold_products_daily: vec![
+                    (sold(JAN_15, "p1", 5, 500, 2), 30, -1),
+                    (sold(JAN_15, "p1", 6, 600, 3), 30, 1),
+                ],
+                baskets: vec![(line("p1", 3), 30, -1), (line("p2", 1), 30, 1)],
+                ..Updates::default()
+            },
+        )
+        .unwrap();
+        sink.write_batch(&batch_3).await.unwrap();
+        assert_eq!(sink.committed().await.unwrap(), 30);
+        let after_3 = Views {
+            sold_products_daily: vec![sold(JAN_15, "p1", 6, 600, 3), sold(FEB_01, "p1", 1, 100, 1)],
+            shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
+            product_affinities: vec![pair("p1", "p2", 1)],
+            baskets: vec![line("p2", 1)],
+        };
+        assert_eq!(views(&sink).await, after_3);
+
+        // Writing a committed batch again (a replay the caller did not skip) changes nothing,
+        // and an empty batch only advances the progress.
+        sink.write_batch(&batch_2).await.unwrap();
+        sink.write_batch(&Batch {
+            through: 40,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(sink.committed().await.unwrap(), 40);
+        assert_eq!(views(&sink).await, after_3);
+
+        // Analysts' SQL over the views: filters on values and keys, aggregates.
+        let sql = format!("SELECT count() FROM {db}.sold_products_daily WHERE quantity = 6");
+        assert_eq!(count(&sink, &sql).await, 1);
+        let sql = format!(
+            "SELECT toUInt64(sum(revenue_cents)) FROM {db}.sold_products_daily \
+             WHERE day >= toDate('2026-01-01') AND day < toDate('2026-02-01')"
+        );
+        assert_eq!(count(&sink, &sql).await, 600);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrate_replaces_a_view_whose_definition_changed() {
+    with_database("migrate", |sink| async move {
+        let db = sink.database().to_owned();
+        sink.migrate().await.unwrap();
+        sink.write_batch(
+            &Batch::from_updates(
+                1,
+                Updates {
+                    baskets: vec![(line("p1", 2), 1, 1)],
+                    ..Updates::default()
+                },
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        // Someone (an older release) left a different definition behind.
+        sink.client()
+            .query(&format!("DROP TABLE {db}.baskets"))
+            .execute()
+            .await
+            .unwrap();
+        sink.client()
+            .query(&format!(
+                "CREATE VIEW {db}.baskets AS SELECT retailer_id, shopper_id, product_id, quantity \
+                 FROM {db}.baskets_versions"
+            ))
+            .execute()
+            .await
+            .unwrap();
+        let migration = sink.migrate().await.unwrap();
+        assert_eq!(
+            migration,
+            Migration {
+                created: vec![],
+                replaced_views: vec!["baskets".into()],
+            }
+        );
+        assert!(sink.migrate().await.unwrap().is_noop());
+        assert_eq!(views(&sink).await.baskets, vec![line("p1", 2)]);
+        let leftovers = format!(
+            "SELECT count() FROM system.tables WHERE database = '{db}' AND name LIKE '\\_bf\\_%'"
+        );
+        assert_eq!(count(&sink, &leftovers).await, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_rows_go_in_one_insert_per_table() {
+    with_database("bulk", |sink| async move {
+        let db = sink.database().to_owned();
+        sink.migrate().await.unwrap();
+        let n = 20_000;
+        let updates = Updates {
+            baskets: (0..n).map(|i| (line(&format!("p{i:05}"), i + 1), 1, 1)).collect(),
+            ..Updates::default()
+        };
+        sink.write_batch(&Batch::from_updates(1, updates).unwrap())
+            .await
+            .unwrap();
+        let sql = format!("SELECT count() FROM {db}.baskets");
+        assert_eq!(count(&sink, &sql).await, n as u64);
+        let sql = format!("SELECT toUInt64(sum(quantity)) FROM {db}.baskets");
+        assert_eq!(count(&sink, &sql).await, (n * (n + 1) / 2) as u64);
+        let sql = format!(
+            "SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'baskets_versions' \
+             AND active"
+        );
+        assert_eq!(count(&sink, &sql).await, 1);
+    })
+    .await;
+}
