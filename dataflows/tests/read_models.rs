@@ -453,3 +453,31 @@ fn several_workers_and_serialized_exchange_give_the_same_updates() {
     assert_eq!(run(Workers::Threads(2), reset_rounds()), direct);
     assert_eq!(run(Workers::Binary(2), reset_rounds()), direct);
 }
+
+#[test]
+fn deduplicate_keeps_the_least_copy_of_each_event() {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::ToStream;
+
+    let a = ev("e1", "s1", &t("10:00"), added("p1", 2));
+    let a_least = ev("e1", "s1", &t("10:00"), added("p1", 1));
+    let b = ev("e2", "s1", &t("10:00"), removed("p1", 1));
+    let input = vec![
+        (a.clone(), 0u64, 1isize),
+        (b.clone(), 0, 1),
+        (b.clone(), 0, 1),
+        (a_least.clone(), 0, 1),
+    ];
+    let captured = timely::example(move |scope| {
+        let events = input.to_stream(scope).as_collection();
+        basketflow_dataflows::deduplicate(&events).inner.capture()
+    });
+    let mut updates: Vec<_> = captured
+        .extract()
+        .into_iter()
+        .flat_map(|(_, d)| d)
+        .collect();
+    updates.sort();
+    assert_eq!(updates, vec![(a_least, 0, 1), (b, 0, 1)]);
+}
