@@ -51,8 +51,11 @@ fn clickhouse(sql: &str) -> String {
     body
 }
 
+/// Where each produced message landed: (partition, offset) by message index.
+type Landings = Arc<Mutex<Vec<Option<(i32, i64)>>>>;
+
 /// Remembers where each produced message landed.
-struct Landing(Arc<Mutex<Vec<Option<(i32, i64)>>>>);
+struct Landing(Landings);
 
 impl ClientContext for Landing {}
 
@@ -123,8 +126,11 @@ fn dead_letters(topic: &str) -> Vec<DeadLetter> {
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
+    if high == 0 {
+        return out;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while high > 0 {
+    loop {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(serde_json::from_slice(m.payload().unwrap()).unwrap()),
