@@ -15,8 +15,13 @@
 pub mod arbitrary;
 pub mod event;
 pub mod time;
+pub mod tree;
 
 pub use event::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,
 };
 pub use time::Timestamp;
+pub use tree::{
+    CausedBy, Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
+    ProductMatch,
+};
