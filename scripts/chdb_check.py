@@ -4,8 +4,10 @@
 The project's server is ClickHouse 18.16 (Debian's); this check runs the very same statements
 (sinks/sql/*.sql, as the Rust migrator includes them) in chdb, the in-process engine of a
 current ClickHouse release, inserts version rows and progress rows, and asserts that every
-analyst view returns exactly the expected rows, including after merges. Exits non-zero on any
-mismatch.
+analyst view returns exactly the expected rows, including after merges. Then it runs the example
+analyst queries (examples/sql/*.sql) over a small data set in a database of their own and
+asserts their exact results: the same data set and results as examples/tests/analyst_queries.rs,
+which runs them on the 18.16 server. Exits non-zero on any mismatch.
 
 Installs chdb into $BASKETFLOW_VENV (default <repo>/.venv) when missing (idempotent), then re-runs itself there.
 Usage: scripts/chdb_check.py   (or .venv/bin/python scripts/chdb_check.py)
@@ -24,6 +26,7 @@ VENV = os.environ.get("BASKETFLOW_VENV") or os.path.join(REPO, ".venv")
 CHDB = "chdb==4.4.0"
 VENV_PY = os.path.join(VENV, "bin", "python")
 SQL_DIR = os.path.join(REPO, "sinks", "sql")
+QUERIES_DIR = os.path.join(REPO, "examples", "sql")
 PLACEHOLDER = "{database}"
 DB = "basketflow_check"
 
@@ -46,27 +49,146 @@ def ensure_chdb():
     os.execv(VENV_PY, [VENV_PY, os.path.abspath(__file__)] + sys.argv[1:])
 
 
-def statements():
+def statements(db=None):
     """The migrator's statements, in its order: tables (progress first), then views."""
+    db = db or DB
     tables = sorted(glob.glob(os.path.join(SQL_DIR, "table_*.sql")))
     progress = os.path.join(SQL_DIR, "table_progress.sql")
     tables.remove(progress)
     views = sorted(glob.glob(os.path.join(SQL_DIR, "view_*.sql")))
     for path in [progress] + tables + views:
         with open(path) as f:
-            yield os.path.basename(path), f.read().replace(PLACEHOLDER, DB)
+            yield os.path.basename(path), f.read().replace(PLACEHOLDER, db)
 
 
 failures = []
 
 
-def check(session, what, sql, expected):
-    got = str(session.query(sql, "CSV")).strip()
+def check(session, what, sql, expected, fmt="CSV"):
+    try:
+        got = str(session.query(sql, fmt)).strip()
+    except Exception as e:  # noqa: BLE001 (a failing query is a failed check)
+        got = f"ERROR: {e}"
     if got != expected.strip():
         failures.append(what)
         print(f"MISMATCH {what}\n  query:    {sql}\n  expected:\n{expected.strip()}\n  got:\n{got}\n")
     else:
         print(f"ok  {what}")
+
+
+# ---- The example analyst queries (examples/sql) ----
+
+# The data set of examples/tests/analyst_queries.rs, as the read models see it: every paid
+# order (retailer, order, shopper, ordered_at UTC, lines (product, category, units, unit
+# price), cancelled). Keep the two in step.
+ORDERS = [
+    ("r1", "o1", "s1", "2026-11-20 10:00:00", [("p-pasta", "pasta", 3, 150), ("p-sauce", "sauce", 1, 300)], False),
+    ("r1", "o2", "s2", "2026-11-21 12:00:00", [("p-pasta", "pasta", 2, 150), ("p-sauce", "sauce", 2, 300),
+                                              ("p-cheese", "dairy", 1, 500), ("p-cheese", "deli", 1, 450)], False),
+    ("r1", "o3", "s3", "2026-11-22 09:00:00", [("p-pasta", "pasta", 1, 150), ("p-wine", "drinks", 1, 1200)], True),
+    ("r1", "o4", "s1", "2026-11-10 08:00:00", [("p-wine", "drinks", 5, 1200)], False),
+    ("r1", "o5", "s4", "2026-11-23 08:00:00", [("p-cheese", "dairy", 10, 500)], False),
+    ("r1", "o6", "s2", "2026-11-19 10:00:00", [("p-sauce", "sauce", 1, 300)], True),
+    ("r2", "o1", "s1", "2026-11-21 10:00:00", [("q-00", "pasta", 4, 100)], False),
+    ("r2", "o7", "s5", "2026-11-18 10:00:00", [(f"q-{i:02}", "snacks", 1, 10) for i in range(1, 12)], False),
+]
+# Experience decisions: (decision_id, retailer, shopper, kind, occurred_at UTC).
+DECISIONS = [
+    ("d1", "r1", "s1", "recommendation", "2026-11-20 09:30:00"),
+    ("d2", "r1", "s1", "recommendation", "2026-11-19 11:00:00"),
+    ("d3", "r1", "s3", "tension_cart", "2026-11-22 08:00:00"),
+    ("d4", "r1", "s2", "personalized_promotion", "2026-11-20 11:00:00"),
+    ("d5", "r1", "s2", "gamified_promotion", "2026-11-20 12:00:00"),
+    ("d6", "r1", "s4", "gamified_promotion", "2026-11-23 08:00:00"),
+    ("d7", "r2", "s1", "recommendation", "2026-11-21 09:00:00"),
+    ("d8", "r1", "s1", "recommendation", "2026-11-21 09:00:00"),
+]
+# Query file -> placeholders -> exact TabSeparated result (as in analyst_queries.rs).
+QUERIES = {
+    "top_products_this_week.sql": ({"end_day": "2026-11-22"}, "\n".join(
+        ["r1\tp-pasta\t5\t750", "r1\tp-sauce\t3\t900", "r1\tp-cheese\t2\t950", "r2\tq-00\t4\t400"]
+        + [f"r2\tq-{i:02}\t1\t10" for i in range(1, 10)])),
+    "cancellation_rate_by_category.sql": ({}, "\n".join([
+        "r1\tdairy\t2\t0\t0", "r1\tdeli\t1\t0\t0", "r1\tdrinks\t2\t1\t0.5",
+        "r1\tpasta\t3\t1\t0.3333", "r1\tsauce\t3\t1\t0.3333",
+        "r2\tpasta\t1\t0\t0", "r2\tsnacks\t1\t0\t0"])),
+    "bought_with.sql": ({"retailer_id": "r1", "product_id": "p-pasta"},
+                        "p-sauce\t2\t1\np-cheese\t1\t0.5"),
+    "decisions_by_kind_and_following_orders.sql": ({}, "\n".join([
+        "gamified_promotion\t2\t2\t1\t1850", "personalized_promotion\t1\t1\t0\t0",
+        "recommendation\t4\t2\t2\t1150", "tension_cart\t1\t1\t0\t0"])),
+}
+DECISIONS_TABLE = """CREATE TABLE {db}.experience_decisions
+(
+    decision_id String, retailer_id String, shopper_id String, session_id String, kind String,
+    params String, tree_id String, tree_version UInt64, node_id String, reasons Array(String),
+    caused_by_event_id String, caused_by_partition Int32, caused_by_offset Int64,
+    occurred_at DateTime, decided_at DateTime
+)
+ENGINE = MergeTree ORDER BY decision_id"""
+
+
+def read_model_inserts(db):
+    """INSERTs of ORDERS as version rows at time 1 (order_lines, sold_products_daily,
+    product_affinities), and the progress row that commits them."""
+    lines, sold, pairs = {}, {}, {}
+    for retailer, order, shopper, at, order_lines, cancelled in ORDERS:
+        day = at[:10]
+        for product, category, units, price in order_lines:
+            row = lines.setdefault((retailer, order, product, category), [shopper, 0, 0, at, day, cancelled])
+            row[1] += units
+            row[2] += units * price
+            if not cancelled:
+                row = sold.setdefault((day, retailer, product, category), [0, 0, set()])
+                row[0] += units
+                row[1] += units * price
+                row[2].add(order)
+        if not cancelled:
+            products = sorted({line[0] for line in order_lines})
+            for i, a in enumerate(products):
+                for b in products[i + 1:]:
+                    pairs[(retailer, a, b)] = pairs.get((retailer, a, b), 0) + 1
+    yield f"INSERT INTO {db}.order_lines_versions VALUES " + ", ".join(
+        f"('{r}','{o}','{sh}','{p}','{c}',{u},{rev},toDateTime('{at}','UTC'),'{d}',{int(x)},0,1)"
+        for (r, o, p, c), (sh, u, rev, at, d, x) in sorted(lines.items()))
+    yield f"INSERT INTO {db}.sold_products_daily_versions VALUES " + ", ".join(
+        f"('{d}','{r}','{p}','{c}',{u},{rev},{len(orders)},0,1)"
+        for (d, r, p, c), (u, rev, orders) in sorted(sold.items()))
+    yield f"INSERT INTO {db}.product_affinities_versions VALUES " + ", ".join(
+        f"('{r}','{a}','{b}',{n},0,1)" for (r, a, b), n in sorted(pairs.items()))
+    yield f"INSERT INTO {db}.progress VALUES (1, now(), 'analyst queries')"
+
+
+def decision_inserts(db):
+    yield DECISIONS_TABLE.format(db=db)
+    yield f"INSERT INTO {db}.experience_decisions VALUES " + ", ".join(
+        f"('{d}','{r}','{sh}','x-{d}','{k}','{{}}','t-{sh}',1,'n1',['reason'],'e-{d}',0,0,"
+        f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1)"
+        for d, r, sh, k, at in DECISIONS)
+
+
+def query_text(name, params, db):
+    """The query file with its placeholders and its database replaced, without the final ';'."""
+    with open(os.path.join(QUERIES_DIR, name)) as f:
+        sql = f.read()
+    for key, value in params.items():
+        sql = sql.replace("{" + key + "}", value)
+    return sql.replace("basketflow.", f"{db}.").strip().rstrip(";")
+
+
+def check_analyst_queries(s):
+    db = "basketflow_queries"
+    files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(QUERIES_DIR, "*.sql")))
+    if files != sorted(QUERIES):
+        failures.append("examples/sql files and QUERIES differ")
+        print(f"MISMATCH query files: {files} vs {sorted(QUERIES)}")
+    s.query(f"CREATE DATABASE {db}")
+    for _, sql in statements(db):
+        s.query(sql)
+    for sql in list(read_model_inserts(db)) + list(decision_inserts(db)):
+        s.query(sql)
+    for name, (params, expected) in sorted(QUERIES.items()):
+        check(s, f"examples/sql/{name}", query_text(name, params, db), expected, "TabSeparated")
 
 
 def main():
@@ -89,6 +211,7 @@ def main():
             "shopper_purchases": f"SELECT * FROM {DB}.shopper_purchases ORDER BY retailer_id, shopper_id, product_id",
             "product_affinities": f"SELECT * FROM {DB}.product_affinities ORDER BY retailer_id, product_a, product_b",
             "baskets": f"SELECT * FROM {DB}.baskets ORDER BY retailer_id, shopper_id, product_id",
+            "order_lines": f"SELECT * FROM {DB}.order_lines ORDER BY retailer_id, order_id, product_id, category",
         }
         for v, sql in views.items():
             check(s, f"{v}: empty before any progress", sql, "")
@@ -108,6 +231,11 @@ def main():
         check(s, "baskets columns",
               f"SELECT name, type FROM system.columns WHERE database = '{DB}' AND table = 'baskets' ORDER BY position",
               '"retailer_id","String"\n"shopper_id","String"\n"product_id","String"\n"quantity","Int64"')
+        check(s, "order_lines columns",
+              f"SELECT name, type FROM system.columns WHERE database = '{DB}' AND table = 'order_lines' ORDER BY position",
+              '"retailer_id","String"\n"order_id","String"\n"shopper_id","String"\n"product_id","String"\n'
+              '"category","String"\n"quantity","Int64"\n"revenue_cents","Int64"\n"ordered_at","DateTime"\n'
+              '"day","Date"\n"cancelled","UInt8"')
 
         # Batch 1 (through 10): inserts at 5, a change and a deletion at 10.
         q(f"""INSERT INTO {DB}.sold_products_daily_versions VALUES
@@ -118,6 +246,11 @@ def main():
         q(f"INSERT INTO {DB}.product_affinities_versions VALUES ('r1','p1','p2',1,0,5)")
         q(f"""INSERT INTO {DB}.baskets_versions VALUES
             ('r1','s1','p1',2,0,5), ('r1','s1','p3',1,0,5), ('r1','s1','p3',0,1,10)""")
+        # o1 paid at 5, cancelled at 10 (a new version of its line); o2 paid at 10.
+        q(f"""INSERT INTO {DB}.order_lines_versions VALUES
+            ('r1','o1','s1','p1','c1',2,200,toDateTime(1768471200),'2026-01-15',0,0,5),
+            ('r1','o1','s1','p1','c1',2,200,toDateTime(1768471200),'2026-01-15',1,0,10),
+            ('r1','o2','s1','p2','c1',1,100,toDateTime(1768471200),'2026-01-15',0,0,10)""")
         for v, sql in views.items():
             check(s, f"{v}: batch 1 written, no progress row yet: invisible", sql, "")
         q(f"INSERT INTO {DB}.progress VALUES (10, now(), 'batch 1')")
@@ -127,11 +260,17 @@ def main():
             "shopper_purchases": '"r1","s1","p1",2,1,"2026-01-15 10:00:00"',
             "product_affinities": '"r1","p1","p2",1',
             "baskets": '"r1","s1","p1",2',
+            "order_lines": '"r1","o1","s1","p1","c1",2,200,"2026-01-15 10:00:00","2026-01-15",1\n'
+                           '"r1","o2","s1","p2","c1",1,100,"2026-01-15 10:00:00","2026-01-15",0',
         }
         # DateTime text depends on the session time zone: show it in UTC.
         views["shopper_purchases"] = (
             f"SELECT retailer_id, shopper_id, product_id, quantity, orders, toString(last_purchase_at, 'UTC') "
             f"FROM {DB}.shopper_purchases ORDER BY retailer_id, shopper_id, product_id")
+        views["order_lines"] = (
+            f"SELECT retailer_id, order_id, shopper_id, product_id, category, quantity, revenue_cents, "
+            f"toString(ordered_at, 'UTC'), day, cancelled "
+            f"FROM {DB}.order_lines ORDER BY retailer_id, order_id, product_id, category")
         for v, sql in views.items():
             check(s, f"{v}: after batch 1", sql, after_1[v])
 
@@ -143,12 +282,19 @@ def main():
             ('r1','s1','p1',3,2,toDateTime(1768568400),0,15)""")
         q(f"""INSERT INTO {DB}.baskets_versions VALUES
             ('r1','s1','p1',0,1,15), ('r1','s1','p1',3,0,20)""")
+        # o2's winning payment changes at 15: its old line deleted (the tombstone's day is
+        # 1970-01-01, another partition), a line of another product in another month.
+        q(f"""INSERT INTO {DB}.order_lines_versions VALUES
+            ('r1','o2','','p2','c1',0,0,toDateTime(0),toDate(0),0,1,15),
+            ('r1','o2','s1','p3','c1',4,400,toDateTime(1769938200),'2026-02-01',0,0,15)""")
         q(f"INSERT INTO {DB}.progress VALUES (20, now(), 'batch 2')")
         after_2 = {
             "sold_products_daily": '"2026-01-15","r1","p1","c1",5,500,2\n"2026-02-01","r1","p1","c1",1,100,1',
             "shopper_purchases": '"r1","s1","p1",3,2,"2026-01-16 13:00:00"',
             "product_affinities": '"r1","p1","p2",1',
             "baskets": '"r1","s1","p1",3',
+            "order_lines": '"r1","o1","s1","p1","c1",2,200,"2026-01-15 10:00:00","2026-01-15",1\n'
+                           '"r1","o2","s1","p3","c1",4,400,"2026-02-01 09:30:00","2026-02-01",0',
         }
         for v, sql in views.items():
             check(s, f"{v}: after batch 2", sql, after_2[v])
@@ -157,6 +303,8 @@ def main():
         q(f"INSERT INTO {DB}.sold_products_daily_versions VALUES ('2026-01-15','r1','p1','c1',9,900,9,0,30)")
         q(f"INSERT INTO {DB}.product_affinities_versions VALUES ('r1','p1','p3',1,0,30)")
         q(f"INSERT INTO {DB}.baskets_versions VALUES ('r1','s1','p1',0,1,30)")
+        q(f"INSERT INTO {DB}.order_lines_versions VALUES "
+          f"('r1','o3','s1','p1','c1',1,100,toDateTime(1769938200),'2026-02-01',0,0,30)")
         for v, sql in views.items():
             check(s, f"{v}: partial batch 3 invisible", sql, after_2[v])
 
@@ -168,10 +316,14 @@ def main():
               f"SELECT b.product_id, b.quantity, p.orders FROM {DB}.baskets AS b "
               f"INNER JOIN {DB}.shopper_purchases AS p ON b.retailer_id = p.retailer_id "
               f"AND b.shopper_id = p.shopper_id AND b.product_id = p.product_id", '"p1",3,2')
+        check(s, "filter on order_lines.cancelled",
+              f"SELECT order_id, quantity FROM {DB}.order_lines WHERE cancelled = 0", '"o2",4')
+        check(s, "filter on order_lines.day",
+              f"SELECT order_id FROM {DB}.order_lines WHERE day < '2026-02-01'", '"o1"')
 
         # The recovery mutation, then batch 3 written again in full.
         for t in ["sold_products_daily_versions", "shopper_purchases_versions",
-                  "product_affinities_versions", "baskets_versions"]:
+                  "product_affinities_versions", "baskets_versions", "order_lines_versions"]:
             # As ClickHouseSink::discard_uncommitted does it: a mutation, then poll
             # system.mutations (18.16 has no mutations_sync).
             q(f"ALTER TABLE {DB}.{t} DELETE WHERE time > 20")
@@ -187,7 +339,8 @@ def main():
         check(s, "no version after the committed time",
               f"SELECT (SELECT count() FROM {DB}.sold_products_daily_versions WHERE time > 20) + "
               f"(SELECT count() FROM {DB}.product_affinities_versions WHERE time > 20) + "
-              f"(SELECT count() FROM {DB}.baskets_versions WHERE time > 20)", "0")
+              f"(SELECT count() FROM {DB}.baskets_versions WHERE time > 20) + "
+              f"(SELECT count() FROM {DB}.order_lines_versions WHERE time > 20)", "0")
         q(f"INSERT INTO {DB}.sold_products_daily_versions VALUES ('2026-01-15','r1','p1','c1',6,600,3,0,30)")
         q(f"INSERT INTO {DB}.progress VALUES (30, now(), 'batch 3')")
         after_3 = dict(after_2)
@@ -197,10 +350,12 @@ def main():
 
         # Merges (ReplacingMergeTree keeps only the newest version per key) change nothing.
         for t in ["sold_products_daily_versions", "shopper_purchases_versions",
-                  "product_affinities_versions", "baskets_versions"]:
+                  "product_affinities_versions", "baskets_versions", "order_lines_versions"]:
             q(f"OPTIMIZE TABLE {DB}.{t} FINAL")
         for v, sql in views.items():
             check(s, f"{v}: after OPTIMIZE FINAL", sql, after_3[v])
+
+        check_analyst_queries(s)
 
     if failures:
         print(f"\nFAILED: {len(failures)} check(s): {', '.join(failures)}")

@@ -3,11 +3,13 @@
 //! - `basketflow validate`: the event contract's verdict on JSON lines from stdin (for tracker
 //!   integrators; the same code the graph's source and the HTTP collector use).
 //! - `basketflow run`: the graph, as one process of a timely cluster.
+//! - `basketflow trees build`: personalized experience trees from the cold data, published.
 
 #![forbid(missing_docs)]
 
 mod config;
 mod run;
+mod trees_build;
 mod validate;
 
 use std::io;
@@ -33,12 +35,18 @@ enum Command {
     Validate,
     /// Run the graph (one process of a cluster: -w workers, -n processes, -p index, -h hosts).
     Run(run::RunArgs),
+    /// Experience trees: build them from the cold data in ClickHouse and publish them.
+    Trees {
+        #[command(subcommand)]
+        command: trees_build::TreesCommand,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args)?,
+        Command::Trees { command } => trees_build::run(command)?,
         Command::Validate => {
             let summary = validate::validate(io::stdin().lock(), io::stdout().lock())?;
             let rejected: u64 = summary.rejected.values().sum();

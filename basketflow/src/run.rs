@@ -17,10 +17,15 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::WorkerConfig;
 
+use basketflow_dataflows::experiences::{decide, TreeStats};
 use basketflow_dataflows::parse::parse_messages;
 use basketflow_dataflows::read_models;
 use basketflow_ingest::kafka_source::{kafka_source, SourceConfig};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_sinks::dead_letters::{write_dead_letters, RejectionCounts};
+use basketflow_sinks::decisions::{
+    migrate_decisions, produce_decisions, store_decisions, DecisionStats,
+};
 use basketflow_sinks::read_model_sink::{prepare, write_read_models, SinkStats, Target};
 
 use crate::config::Config;
@@ -99,6 +104,26 @@ fn communication(args: &RunArgs) -> Result<Communication> {
     })
 }
 
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+        .block_on(f)
+}
+
+async fn connect(
+    target: &Target,
+) -> Result<ClickHouseSink, basketflow_sinks::clickhouse_sink::SinkError> {
+    ClickHouseSink::connect(
+        &target.url,
+        &target.database,
+        &target.user,
+        &target.password,
+    )
+    .await
+}
+
 /// Runs the graph until it is caught up (with `--exit-when-caught-up`) or until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
@@ -124,22 +149,46 @@ pub fn run(args: RunArgs) -> Result<()> {
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
     let sink_stats = Arc::new(SinkStats::default());
     let worker_sink_stats = sink_stats.clone();
+    let tree_stats = Arc::new(TreeStats::default());
+    let worker_tree_stats = tree_stats.clone();
+    let decision_stats = Arc::new(DecisionStats::default());
+    let worker_decision_stats = decision_stats.clone();
     let guards = timely::execute(timely_config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         // Worker 0 writes ClickHouse: it readies the schema and learns where a previous run
         // stopped before any data flows.
         let committed = if index == 0 {
-            prepare(&target).unwrap_or_else(|e| {
-                panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
-            })
+            prepare(&target)
+                .and_then(|c| {
+                    block_on(async {
+                        let sink = connect(&target).await?;
+                        migrate_decisions(&sink).await?;
+                        Ok(c)
+                    })
+                })
+                .unwrap_or_else(|e| {
+                    panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
+                })
         } else {
-            0
+            // Worker 0 may still be creating the schema: wait for its progress table.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match block_on(async { connect(&target).await?.committed().await }) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() > deadline => panic!(
+                        "worker {index}: cannot read the committed time from ClickHouse: {e}"
+                    ),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
         };
         let mut source_cfg = SourceConfig::new(&config.kafka.brokers, &config.kafka.events_topic);
         source_cfg.tick_ms = config.graph.tick_ms;
         source_cfg.idle_margin_ms = config.graph.idle_margin_ms;
         source_cfg.stop_at_start_watermarks = exit_when_caught_up;
+        let mut trees_cfg = source_cfg.clone();
+        trees_cfg.topic = config.kafka.trees_topic.clone();
         let probe = ProbeHandle::new();
         let stats = worker.dataflow::<u64, _, _>(|scope| {
             let (messages, stats) =
@@ -149,15 +198,38 @@ pub fn run(args: RunArgs) -> Result<()> {
                         config.kafka.events_topic
                     )
                 });
-            let (events, dead) = parse_messages(messages);
+            let (trees, _) = kafka_source(scope, trees_cfg, index, peers).unwrap_or_else(|e| {
+                panic!(
+                    "worker {index}: cannot read {}: {e}",
+                    config.kafka.trees_topic
+                )
+            });
+            let parsed = parse_messages(messages);
             write_dead_letters(
-                dead,
+                parsed.dead_letters,
                 &config.kafka.brokers,
                 &config.kafka.rejected_topic,
                 worker_rejections.clone(),
             )
             .unwrap_or_else(|e| panic!("worker {index}: cannot produce dead letters: {e}"));
-            let models = read_models(&events);
+            let models = read_models(&parsed.events);
+            let decisions = decide(parsed.positioned, trees, worker_tree_stats.clone());
+            decisions.clone().probe_with(&probe);
+            produce_decisions(
+                decisions.clone(),
+                &config.kafka.brokers,
+                &config.kafka.decisions_topic,
+                committed,
+                worker_decision_stats.clone(),
+            )
+            .unwrap_or_else(|e| panic!("worker {index}: cannot produce decisions: {e}"));
+            let decisions_writer = store_decisions(
+                decisions,
+                target.clone(),
+                flush_interval,
+                index,
+                worker_decision_stats.clone(),
+            );
             models.sold_products_daily.inner.clone().probe_with(&probe);
             models.shopper_purchases.inner.clone().probe_with(&probe);
             models.product_affinities.inner.clone().probe_with(&probe);
@@ -170,9 +242,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                 index,
                 worker_sink_stats.clone(),
             );
-            (stats, writer)
+            (stats, writer, decisions_writer)
         });
-        let (stats, writer) = stats;
+        let (stats, writer, decisions_writer) = stats;
         loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
             if probe.done() {
@@ -197,6 +269,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let _ = writer.join();
             }
         }
+        if let Some(w) = decisions_writer {
+            if !shutdown.load(Ordering::Relaxed) {
+                let _ = w.join();
+            }
+        }
         stats
     })
     .map_err(|e| anyhow::anyhow!("starting the timely cluster: {e}"))?;
@@ -207,12 +284,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         messages += stats.messages.load(Ordering::Relaxed);
     }
     eprintln!(
-        "basketflow run: {messages} messages in {:.1} s, rejected {:?}; clickhouse: {} batches, {} rows, committed through {}",
+        "basketflow run: {messages} messages in {:.1} s, rejected {:?}; clickhouse: {} batches, {} rows, committed through {}; decisions: {} produced, {} suppressed (replayed), {} stored; bad trees {}",
         started.elapsed().as_secs_f64(),
         rejections.lock().expect("rejection counts lock"),
         sink_stats.batches.load(Ordering::Relaxed),
         sink_stats.rows.load(Ordering::Relaxed),
         sink_stats.committed.load(Ordering::Relaxed),
+        decision_stats.produced.load(Ordering::Relaxed),
+        decision_stats.suppressed.load(Ordering::Relaxed),
+        decision_stats.stored.load(Ordering::Relaxed),
+        tree_stats.bad_trees.load(Ordering::Relaxed),
     );
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Integration: generated traffic with bad events mixed in, through the real broker and
-//! ClickHouse, on a cluster of 2 processes x 2 workers and on 1 process x 1 worker, each run to
-//! caught-up. Every analyst view must equal the oracle computed independently from the raw
-//! events, both runs must agree, and the dead-letter topic must hold exactly the bad messages
-//! (by partition, offset and reason).
+//! Integration: generated traffic with bad events mixed in, and an experience tree for every
+//! shopper, through the real broker and ClickHouse, on a cluster of 2 processes x 2 workers and
+//! on 1 process x 1 worker, each run to caught-up. Every analyst view must equal the oracle
+//! computed independently from the raw events, both runs must agree, the dead-letter topic must
+//! hold exactly the bad messages (by partition, offset and reason), and both runs must emit
+//! exactly the decisions of a sequential replay of each shopper's events (offset order), once
+//! each, on Kafka and in ClickHouse.
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
@@ -15,16 +17,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use basketflow_dataflows::experiences::Shopper;
 use basketflow_dataflows::oracle;
 use basketflow_dataflows::parse::DeadLetter;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
 use basketflow_vocab::time::MICROS_PER_DAY;
+use basketflow_vocab::{
+    Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch,
+};
 use basketflow_vocab::{Event, Timestamp};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 
 fn brokers() -> String {
     std::env::var("BASKETFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -69,6 +76,15 @@ impl ProducerContext for Landing {
 
 /// Produces `messages` to `topic`, keyed by shopper; returns each one's (partition, offset).
 fn produce(topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)> {
+    let pairs: Vec<(&[u8], &[u8])> = messages
+        .iter()
+        .map(|m| (m.key.as_bytes(), m.payload.as_slice()))
+        .collect();
+    produce_pairs(topic, &pairs)
+}
+
+/// Produces (key, value) pairs to `topic`; returns each one's (partition, offset).
+fn produce_pairs(topic: &str, messages: &[(&[u8], &[u8])]) -> Vec<(i32, i64)> {
     let landed = Arc::new(Mutex::new(vec![None; messages.len()]));
     let producer: ThreadedProducer<Landing> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -77,10 +93,10 @@ fn produce(topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)> {
         .set("linger.ms", "5")
         .create_with_context(Landing(landed.clone()))
         .expect("creating a producer; is the stack up? run scripts/stack up");
-    for (i, m) in messages.iter().enumerate() {
+    for (i, (key, payload)) in messages.iter().enumerate() {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(i))
-            .key(m.key.as_bytes())
-            .payload(&m.payload);
+            .key(*key)
+            .payload(*payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -99,19 +115,38 @@ fn produce(topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)> {
         .collect()
 }
 
-fn create_topic(name: &str, partitions: i32) {
+fn create_topic(name: &str, partitions: i32, cleanup: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(basketflow_sinks::kafka::ensure_topic(
         &brokers(),
         name,
         partitions,
-        &[("message.timestamp.type", "LogAppendTime")],
+        &[
+            ("message.timestamp.type", "LogAppendTime"),
+            ("cleanup.policy", cleanup),
+        ],
     ))
     .unwrap_or_else(|e| panic!("creating {name}: {e}; is the stack up? run scripts/stack up"));
 }
 
 /// Every dead letter in `topic`, read from the beginning to the end.
 fn dead_letters(topic: &str) -> Vec<DeadLetter> {
+    read_topic(topic, 1)
+        .iter()
+        .map(|v| serde_json::from_slice(v).unwrap())
+        .collect()
+}
+
+/// Every value in `topic` (all `partitions`), read from the beginning to the end.
+fn read_topic(topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        out.extend(read_partition(topic, p));
+    }
+    out
+}
+
+fn read_partition(topic: &str, partition: i32) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", "graph-cluster-test")
@@ -119,10 +154,10 @@ fn dead_letters(topic: &str) -> Vec<DeadLetter> {
         .create()
         .unwrap();
     let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -133,7 +168,7 @@ fn dead_letters(topic: &str) -> Vec<DeadLetter> {
     loop {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(serde_json::from_slice(m.payload().unwrap()).unwrap()),
+            Some(Ok(m)) => out.push(m.payload().unwrap().to_vec()),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
@@ -150,19 +185,88 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_config(dir: &Path, name: &str, events: &str, rejected: &str, database: &str) -> PathBuf {
+/// The topics and database of one run.
+struct RunTargets<'a> {
+    events: &'a str,
+    trees: &'a str,
+    rejected: &'a str,
+    decisions: &'a str,
+    database: &'a str,
+}
+
+fn write_config(dir: &Path, name: &str, t: &RunTargets) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
-            "[kafka]\nbrokers = \"{}\"\nevents_topic = \"{events}\"\nrejected_topic = \"{rejected}\"\n\
-             [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            "[kafka]\nbrokers = \"{}\"\nevents_topic = \"{}\"\ntrees_topic = \"{}\"\n\
+             rejected_topic = \"{}\"\ndecisions_topic = \"{}\"\n\
+             [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n",
             brokers(),
-            clickhouse_url()
+            t.events,
+            t.trees,
+            t.rejected,
+            t.decisions,
+            clickhouse_url(),
+            t.database,
         ),
     )
     .unwrap();
     path
+}
+
+/// The test's tree for one shopper: pasta in the basket -> recommendation -> basket worth
+/// 30 EUR -> tension cart; or a paid order -> gamified promotion.
+fn tree_for(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
+    let node = |id: &str,
+                conditions: Vec<Condition>,
+                kind: Option<ExperienceKind>,
+                children: &[&str]| Node {
+        id: id.into(),
+        conditions,
+        experience: kind.map(|kind| Experience {
+            kind,
+            params: [("campaign".to_string(), ParamValue::Text("it".into()))]
+                .into_iter()
+                .collect(),
+        }),
+        children: children.iter().map(|c| c.to_string()).collect(),
+    };
+    ExperienceTree {
+        tree_id: "it".into(),
+        version: 1,
+        retailer_id: retailer_id.into(),
+        shopper_id: shopper_id.into(),
+        root: "start".into(),
+        nodes: vec![
+            node("start", vec![], None, &["pasta", "paid"]),
+            node(
+                "pasta",
+                vec![Condition::BasketContains {
+                    matches: ProductMatch {
+                        product_id: None,
+                        category: Some("pasta".into()),
+                        brand: None,
+                    },
+                    min_quantity: 1,
+                }],
+                Some(ExperienceKind::ProductRecommendation),
+                &["big"],
+            ),
+            node(
+                "big",
+                vec![Condition::BasketValueAtLeast { cents: 3_000 }],
+                Some(ExperienceKind::TensionCart),
+                &[],
+            ),
+            node(
+                "paid",
+                vec![Condition::OrderPaid {}],
+                Some(ExperienceKind::GamifiedPromotion),
+                &[],
+            ),
+        ],
+    }
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -296,13 +400,21 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         .unwrap()
         .as_millis();
     let events_topic = format!("it-events-{suffix}");
+    let trees_topic = format!("it-trees-{suffix}");
     let rejected_cluster = format!("it-rejected-cluster-{suffix}");
     let rejected_single = format!("it-rejected-single-{suffix}");
+    let decisions_cluster = format!("it-decisions-cluster-{suffix}");
+    let decisions_single = format!("it-decisions-single-{suffix}");
     let db_cluster = format!("bf_it_cluster_{suffix}");
     let db_single = format!("bf_it_single_{suffix}");
-    create_topic(&events_topic, 8);
-    create_topic(&rejected_cluster, 1);
-    create_topic(&rejected_single, 1);
+    create_topic(&events_topic, 8, "delete");
+    create_topic(&trees_topic, 8, "compact");
+    for t in [&rejected_cluster, &rejected_single] {
+        create_topic(t, 1, "delete");
+    }
+    for t in [&decisions_cluster, &decisions_single] {
+        create_topic(t, 8, "delete");
+    }
 
     let seed = 20_261_122;
     println!("generator seed {seed}");
@@ -317,6 +429,29 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     })
     .take(30_000)
     .collect();
+    // Trees first (earlier broker times), for every shopper of the traffic.
+    let valid: Vec<Event> = messages
+        .iter()
+        .filter(|m| matches!(m.expect, Expect::Valid | Expect::Duplicate))
+        .map(|m| {
+            parse_event(&m.payload)
+                .expect("a valid message parses")
+                .event
+        })
+        .collect();
+    let shoppers: BTreeSet<(String, String)> = valid
+        .iter()
+        .map(|e| (e.retailer_id.clone(), e.shopper_id.clone()))
+        .collect();
+    let trees: Vec<(String, Vec<u8>)> = shoppers
+        .iter()
+        .map(|(r, s)| (s.clone(), serde_json::to_vec(&tree_for(r, s)).unwrap()))
+        .collect();
+    let tree_pairs: Vec<(&[u8], &[u8])> = trees
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+        .collect();
+    produce_pairs(&trees_topic, &tree_pairs);
     let landed = produce(&events_topic, &messages);
 
     let dir = std::env::temp_dir().join(format!("basketflow-it-{suffix}"));
@@ -324,11 +459,25 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     let cfg_cluster = write_config(
         &dir,
         "cluster",
-        &events_topic,
-        &rejected_cluster,
-        &db_cluster,
+        &RunTargets {
+            events: &events_topic,
+            trees: &trees_topic,
+            rejected: &rejected_cluster,
+            decisions: &decisions_cluster,
+            database: &db_cluster,
+        },
     );
-    let cfg_single = write_config(&dir, "single", &events_topic, &rejected_single, &db_single);
+    let cfg_single = write_config(
+        &dir,
+        "single",
+        &RunTargets {
+            events: &events_topic,
+            trees: &trees_topic,
+            rejected: &rejected_single,
+            decisions: &decisions_single,
+            database: &db_single,
+        },
+    );
     let hostfile = dir.join("hosts");
     std::fs::write(
         &hostfile,
@@ -412,6 +561,72 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
             .collect();
         assert_eq!(got, want, "{topic}");
     }
+
+    // Decisions: a sequential replay of every shopper's events in offset order, with the
+    // same state machine, is the reference; each run must emit exactly those, once each.
+    let mut in_order: Vec<((i32, i64), Event)> = messages
+        .iter()
+        .zip(&landed)
+        .filter(|(m, _)| matches!(m.expect, Expect::Valid | Expect::Duplicate))
+        .map(|(m, &pos)| (pos, parse_event(&m.payload).unwrap().event))
+        .collect();
+    in_order.sort_by_key(|(pos, _)| *pos);
+    let mut states: BTreeMap<(String, String), Shopper> = BTreeMap::new();
+    for (r, s) in &shoppers {
+        let mut state = Shopper::default();
+        state.set_tree(Some(std::sync::Arc::new(tree_for(r, s))));
+        states.insert((r.clone(), s.clone()), state);
+    }
+    let mut want_decisions: Vec<(String, String)> = Vec::new();
+    for (pos, e) in &in_order {
+        let state = states
+            .get_mut(&(e.retailer_id.clone(), e.shopper_id.clone()))
+            .unwrap();
+        if state.apply(e) {
+            if let Some(d) = state.step(e, *pos, 0) {
+                want_decisions.push((d.decision_id, d.node_id));
+            }
+        }
+    }
+    want_decisions.sort();
+    let kinds: BTreeSet<&str> = want_decisions.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["big", "paid", "pasta"]),
+        "every node should fire"
+    );
+    for (topic, db) in [
+        (&decisions_cluster, &db_cluster),
+        (&decisions_single, &db_single),
+    ] {
+        let mut got: Vec<(String, String)> = read_topic(topic, 8)
+            .iter()
+            .map(|v| {
+                let d: Decision = serde_json::from_slice(v).unwrap();
+                (d.decision_id, d.node_id)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got, want_decisions,
+            "{topic}: decisions on Kafka, once each"
+        );
+        let mut stored: Vec<(String, String)> = clickhouse(&format!(
+            "SELECT decision_id, node_id FROM {db}.experience_decisions FORMAT TabSeparated"
+        ))
+        .lines()
+        .map(|l| {
+            let (id, node) = l.split_once('\t').unwrap();
+            (id.to_string(), node.to_string())
+        })
+        .collect();
+        stored.sort();
+        assert_eq!(stored, want_decisions, "{db}: decisions in ClickHouse");
+    }
+    println!(
+        "{} decisions, as the sequential replay says",
+        want_decisions.len()
+    );
 
     for db in [&db_cluster, &db_single] {
         clickhouse(&format!("DROP DATABASE IF EXISTS {db}"));

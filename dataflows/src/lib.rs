@@ -65,6 +65,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod experiences;
 pub mod oracle;
 pub mod parse;
 pub mod read_models;

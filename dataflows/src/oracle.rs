@@ -17,19 +17,25 @@
 //!    retailer, shopper, product) that occurred strictly after the shopper's latest `order_paid`
 //!    at that retailer (any, cancelled or not); all changes count if there is none. Zero lines
 //!    are absent.
+//! 5. Order lines: every order with a payment has one line per `(product_id, category)` of its
+//!    chosen payment (quantities and revenues summed), with the payment's shopper and instant,
+//!    flagged `cancelled` when the order has any `cancelled` status change. An order without a
+//!    payment has no lines, cancelled or not.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
 
-use crate::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
 
 /// Units, revenue and the distinct order ids of one sold-product key.
 type Figures<'a> = (i64, i64, BTreeSet<&'a str>);
 /// Units, the distinct order ids and the latest order instant of one purchase key.
 type History<'a> = (i64, BTreeSet<&'a str>, Timestamp);
+/// Units, revenue and the chosen payment of one order line key.
+type LineFigures<'a> = (i64, i64, &'a Event);
 
-/// The four read models as sorted lists of rows.
+/// The five read models as sorted lists of rows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadModelRows {
     /// Sorted by key.
@@ -40,6 +46,8 @@ pub struct ReadModelRows {
     pub product_affinities: Vec<ProductAffinity>,
     /// Sorted by key.
     pub baskets: Vec<BasketLine>,
+    /// Sorted by key.
+    pub order_lines: Vec<PaidOrderLine>,
 }
 
 /// Computes the read models from all the events received so far (any order, duplicates
@@ -133,6 +141,23 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
         }
     }
 
+    // Rule 5: the lines of every paid order, cancelled or not.
+    // (retailer, order, product, category) -> (units, revenue, the chosen payment)
+    let mut lines_of_orders: BTreeMap<(&str, &str, &str, &str), LineFigures> = BTreeMap::new();
+    for (&(retailer, order), &payment) in &payments {
+        let EventBody::OrderPaid { lines, .. } = &payment.body else {
+            unreachable!("payments holds order_paid events only")
+        };
+        for line in lines {
+            let quantity = i64::from(line.quantity);
+            let row = lines_of_orders
+                .entry((retailer, order, &line.product_id, &line.category))
+                .or_insert((0, 0, payment));
+            row.0 += quantity;
+            row.1 += quantity.saturating_mul(line.unit_price_cents);
+        }
+    }
+
     // Rule 4: baskets since the latest payment.
     let mut latest_payment: BTreeMap<(&str, &str), Timestamp> = BTreeMap::new();
     for &event in &events {
@@ -214,6 +239,25 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
                 product_id: product.to_owned(),
                 quantity,
             })
+            .collect(),
+        order_lines: lines_of_orders
+            .into_iter()
+            .map(
+                |((retailer, order, product, category), (quantity, revenue, payment))| {
+                    PaidOrderLine {
+                        retailer_id: retailer.to_owned(),
+                        order_id: order.to_owned(),
+                        product_id: product.to_owned(),
+                        category: category.to_owned(),
+                        shopper_id: payment.shopper_id.clone(),
+                        quantity,
+                        revenue_cents: revenue,
+                        ordered_at: payment.occurred_at,
+                        day: payment.occurred_at.day(),
+                        cancelled: cancelled.contains(&(retailer, order)),
+                    }
+                },
+            )
             .collect(),
     }
 }

@@ -11,8 +11,11 @@ use basketflow_ingest::{parse_event, RejectCode};
 use basketflow_vocab::Event;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::core::{Map, OkErr};
 use timely::dataflow::Stream;
+
+use crate::experiences::PositionedEvent;
+use crate::wire::WireEvent;
 
 /// How much of a refused payload a dead letter keeps, in bytes.
 pub const DEAD_LETTER_EXCERPT: usize = 4096;
@@ -44,18 +47,33 @@ impl DeadLetter {
     }
 }
 
-/// Splits source messages into a collection of events and a stream of dead letters.
+/// What parsing yields: events as a collection (for the read models), the same events with
+/// their partition and offset as a stream (for the experience trees), and dead letters.
+pub struct Parsed<'scope> {
+    /// Valid events, at their messages' times.
+    pub events: VecCollection<'scope, Millis, Event>,
+    /// Valid events with where they were read.
+    pub positioned: Stream<'scope, Millis, Vec<PositionedEvent>>,
+    /// Refused messages.
+    pub dead_letters: Stream<'scope, Millis, Vec<DeadLetter>>,
+}
+
+/// Splits source messages into events and dead letters.
 pub fn parse_messages<'scope>(
     messages: Stream<'scope, Millis, Vec<SourceMessage>>,
-) -> (
-    VecCollection<'scope, Millis, Event>,
-    Stream<'scope, Millis, Vec<DeadLetter>>,
-) {
+) -> Parsed<'scope> {
     // The `Result` only routes each message to one of two outputs, at once; boxing the dead
     // letter would cost an allocation per refusal for nothing.
     #[allow(clippy::result_large_err)]
     let (ok, err) = messages.ok_err(|m: SourceMessage| match parse_event(&m.payload) {
-        Ok(parsed) => Ok((parsed.event, m.time, 1isize)),
+        Ok(parsed) => Ok((
+            PositionedEvent {
+                event: WireEvent::from(parsed.event),
+                partition: m.partition,
+                offset: m.offset,
+            },
+            m.time,
+        )),
         Err(r) => Err(DeadLetter {
             partition: m.partition,
             offset: m.offset,
@@ -69,5 +87,14 @@ pub fn parse_messages<'scope>(
             }),
         }),
     });
-    (ok.as_collection(), err)
+    let ok: Stream<'scope, Millis, Vec<(PositionedEvent, Millis)>> = ok;
+    let events = ok
+        .clone()
+        .map(|(p, t)| ((*p.event.0).clone(), t, 1isize))
+        .as_collection();
+    Parsed {
+        events,
+        positioned: ok.map(|(p, _)| p),
+        dead_letters: err,
+    }
 }

@@ -1,6 +1,10 @@
-//! The read-model part of the graph: validated events in, the four read models out.
+//! The read-model part of the graph: validated events in, the five read models out.
 //!
-//! See the crate documentation for the rules and why this computes them exactly.
+//! See the crate documentation for the rules and why this computes them exactly. The fifth
+//! read model, `order_lines`, reads the same per-order reduction as the sold-product figures:
+//! that reduction emits every paid order (its winning payment) with a `cancelled` flag, and
+//! the sold-product figures skip the cancelled ones as they read it, so the orders' facts are
+//! arranged and reduced once for all four order-based read models.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +17,10 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::progress::Timestamp as LogicalTime;
 
-use crate::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
 use crate::wire::WireEvent;
 
-/// The four read models, as differential collections of rows (multiplicity `isize`).
+/// The five read models, as differential collections of rows (multiplicity `isize`).
 ///
 /// In each collection a key has at most one live row (see [`crate::rows`]), so a sink can apply
 /// the `(row, time, diff)` updates of each completed time as deletes and inserts.
@@ -29,6 +33,9 @@ pub struct ReadModels<'scope, T: LogicalTime> {
     pub product_affinities: VecCollection<'scope, T, ProductAffinity>,
     /// Per retailer, shopper and product: the units in the current basket.
     pub baskets: VecCollection<'scope, T, BasketLine>,
+    /// Per retailer, order, product and category: the lines of every paid order, cancelled
+    /// ones included (flagged).
+    pub order_lines: VecCollection<'scope, T, PaidOrderLine>,
 }
 
 /// Events with the same `event_id` reduced to one: the least copy by `Ord` on [`Event`].
@@ -78,12 +85,13 @@ pub fn read_models_from_unique<'scope, T>(unique: &UniqueEvents<'scope, T>) -> R
 where
     T: LogicalTime + Lattice + Ord,
 {
-    let orders = live_orders(unique);
+    let orders = paid_orders(unique);
     ReadModels {
         sold_products_daily: sold_products_daily(&orders),
         shopper_purchases: shopper_purchases(&orders),
         product_affinities: product_affinities(&orders),
         baskets: baskets(unique),
+        order_lines: order_lines(&orders),
     }
 }
 
@@ -145,11 +153,28 @@ fn sold_lines(lines: &[OrderLine]) -> Vec<SoldLine> {
         .collect()
 }
 
-/// The orders that count (rule 2): per `(retailer_id, order_id)`, the earliest payment, unless
-/// the order has a cancellation. Arranged by order.
-type LiveOrders<'scope, T> = ValArrangement<'scope, T, (String, String), Arc<PaidOrder>>;
+/// A paid order as the order reduction emits it: its winning payment, and whether it has a
+/// cancellation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct OrderState {
+    /// True when the order has a `cancelled` status change (before or after the payment).
+    cancelled: bool,
+    /// The earliest payment (ties: smallest `event_id`).
+    paid: Arc<PaidOrder>,
+}
 
-fn live_orders<'scope, T>(unique: &UniqueEvents<'scope, T>) -> LiveOrders<'scope, T>
+impl OrderState {
+    /// The payment, when the order counts in the sold-product figures (rule 2).
+    fn live(&self) -> Option<&PaidOrder> {
+        (!self.cancelled).then_some(&*self.paid)
+    }
+}
+
+/// Every paid order: per `(retailer_id, order_id)` with at least one payment, the earliest
+/// payment and the cancellation flag. Arranged by order; one value per order.
+type PaidOrders<'scope, T> = ValArrangement<'scope, T, (String, String), OrderState>;
+
+fn paid_orders<'scope, T>(unique: &UniqueEvents<'scope, T>) -> PaidOrders<'scope, T>
 where
     T: LogicalTime + Lattice + Ord,
 {
@@ -176,22 +201,24 @@ where
         Some(((event.retailer_id.clone(), fact.0.clone()), fact.1))
     });
     facts
-        .arrange_by_key_named("Arrange: LiveOrders")
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<(String, String), Arc<PaidOrder>, T, isize>, _, _>(
-            "LiveOrders",
+        .arrange_by_key_named("Arrange: OrderFacts")
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<(String, String), OrderState, T, isize>, _, _>(
+            "PaidOrders",
             |_order, facts, output| {
                 // Equal `Cancelled` facts consolidate into one entry, which sorts first.
-                if let Some((OrderFact::Cancelled, n)) = facts.first() {
-                    if *n > 0 {
-                        return;
-                    }
-                }
+                let cancelled = matches!(facts.first(), Some((OrderFact::Cancelled, n)) if *n > 0);
                 let earliest = facts.iter().find_map(|(fact, n)| match fact {
                     OrderFact::Paid(paid) if *n > 0 => Some(paid),
                     _ => None,
                 });
                 if let Some(paid) = earliest {
-                    output.push((paid.clone(), 1));
+                    output.push((
+                        OrderState {
+                            cancelled,
+                            paid: paid.clone(),
+                        },
+                        1,
+                    ));
                 }
             },
             |buffer, key, updates| {
@@ -206,7 +233,7 @@ where
 }
 
 fn sold_products_daily<'scope, T>(
-    orders: &LiveOrders<'scope, T>,
+    orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, SoldProductDaily>
 where
     T: LogicalTime + Lattice + Ord,
@@ -214,7 +241,10 @@ where
     // Each order contributes (units, revenue, 1) once per (product, category) it contains.
     let contributions = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), paid| {
+        .flat_map_ref(|(retailer_id, _order_id), order| {
+            let Some(paid) = order.live() else {
+                return Vec::new();
+            };
             let day = Timestamp(paid.occurred_at).day();
             paid.lines
                 .iter()
@@ -260,7 +290,7 @@ fn units_per_product(lines: &[SoldLine]) -> impl Iterator<Item = (&String, i64)>
 }
 
 fn shopper_purchases<'scope, T>(
-    orders: &LiveOrders<'scope, T>,
+    orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, ShopperPurchase>
 where
     T: LogicalTime + Lattice + Ord,
@@ -269,7 +299,10 @@ where
     // orders consolidate into one value with a multiplicity, which the reduction multiplies.
     let purchases = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), paid| {
+        .flat_map_ref(|(retailer_id, _order_id), order| {
+            let Some(paid) = order.live() else {
+                return Vec::new();
+            };
             units_per_product(&paid.lines)
                 .map(|(product_id, units)| {
                     (
@@ -312,14 +345,17 @@ where
 }
 
 fn product_affinities<'scope, T>(
-    orders: &LiveOrders<'scope, T>,
+    orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, ProductAffinity>
 where
     T: LogicalTime + Lattice + Ord,
 {
     let pairs = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), paid| {
+        .flat_map_ref(|(retailer_id, _order_id), order| {
+            let Some(paid) = order.live() else {
+                return Vec::new();
+            };
             let products: Vec<&String> = units_per_product(&paid.lines).map(|(p, _)| p).collect();
             let mut pairs = Vec::new();
             for (i, a) in products.iter().enumerate() {
@@ -338,6 +374,38 @@ where
             orders_together: n as i64,
         }
     })
+}
+
+/// Every line of every paid order, with the order's cancellation flag. The order reduction
+/// emits one value per order and lines are merged per `(product_id, category)`, so each key
+/// `(retailer, order, product, category)` has at most one live row; a cancellation arriving
+/// after the payment retracts the lines with `cancelled = false` and inserts them with `true`.
+fn order_lines<'scope, T>(orders: &PaidOrders<'scope, T>) -> VecCollection<'scope, T, PaidOrderLine>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    orders
+        .clone()
+        .flat_map_ref(|(retailer_id, order_id), order| {
+            let paid = &order.paid;
+            let ordered_at = Timestamp(paid.occurred_at);
+            let day = ordered_at.day();
+            paid.lines
+                .iter()
+                .map(|line| PaidOrderLine {
+                    retailer_id: retailer_id.clone(),
+                    order_id: order_id.clone(),
+                    product_id: line.product_id.clone(),
+                    category: line.category.clone(),
+                    shopper_id: paid.shopper_id.clone(),
+                    quantity: line.quantity,
+                    revenue_cents: line.revenue_cents,
+                    ordered_at,
+                    day,
+                    cancelled: order.cancelled,
+                })
+                .collect::<Vec<_>>()
+        })
 }
 
 fn baskets<'scope, T>(unique: &UniqueEvents<'scope, T>) -> VecCollection<'scope, T, BasketLine>

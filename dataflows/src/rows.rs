@@ -63,6 +63,38 @@ pub struct ProductAffinity {
     pub orders_together: i64,
 }
 
+/// One line of a paid order, cancelled or not: what the order's winning `order_paid` says about
+/// one `(product_id, category)`.
+///
+/// Key: `(retailer_id, order_id, product_id, category)`. The winning payment is the order's
+/// earliest `order_paid` (ties: smallest `event_id`); its lines are summed per `(product_id,
+/// category)`. An order cancelled before any payment has no lines; once paid, its lines are
+/// present with `cancelled = true`. A cancellation arriving after the payment changes the
+/// lines' `cancelled` (a retraction and an insertion at the cancellation's time).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PaidOrderLine {
+    /// The retailer.
+    pub retailer_id: String,
+    /// The order, unique per retailer.
+    pub order_id: String,
+    /// The product.
+    pub product_id: String,
+    /// The category the order's lines gave the product.
+    pub category: String,
+    /// The shopper who paid (the winning `order_paid` event's).
+    pub shopper_id: String,
+    /// Units: sum of the matching lines' quantities.
+    pub quantity: i64,
+    /// Sum of `quantity * unit_price_cents` over the matching lines.
+    pub revenue_cents: i64,
+    /// The winning `order_paid` event's `occurred_at`.
+    pub ordered_at: Timestamp,
+    /// UTC day of `ordered_at`, in days since 1970-01-01 (ClickHouse `Date`).
+    pub day: i32,
+    /// True when the order has any `cancelled` status change (before or after the payment).
+    pub cancelled: bool,
+}
+
 /// One line of a shopper's current basket at one retailer.
 ///
 /// Key: `(retailer_id, shopper_id, product_id)`. Lines whose quantity would be zero or less are

@@ -110,10 +110,17 @@ fn check(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Result<(), TestCas
             time
         );
         prop_assert_eq!(&actual.baskets, &expected.baskets, "baskets at {}", time);
+        prop_assert_eq!(
+            &actual.order_lines,
+            &expected.order_lines,
+            "order_lines at {}",
+            time
+        );
     }
     // Nothing is emitted after the last round.
     let last = ROUNDS;
     prop_assert!(output.sold_products_daily.iter().all(|u| u.1 <= last));
+    prop_assert!(output.order_lines.iter().all(|u| u.1 <= last));
     Ok(())
 }
 
@@ -143,6 +150,7 @@ fn the_generator_produces_the_interesting_cases() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let (mut sold, mut purchases, mut affinities, mut baskets) = (0, 0, 0, 0);
+    let (mut live_lines, mut cancelled_lines) = (0, 0);
     for _ in 0..64 {
         let rounds = rounds().new_tree(&mut runner).unwrap().current();
         let all: Vec<Event> = rounds.into_iter().flat_map(|(_, e)| e).collect();
@@ -151,9 +159,15 @@ fn the_generator_produces_the_interesting_cases() {
         purchases += rows.shopper_purchases.len();
         affinities += rows.product_affinities.len();
         baskets += rows.baskets.len();
+        cancelled_lines += rows.order_lines.iter().filter(|l| l.cancelled).count();
+        live_lines += rows.order_lines.iter().filter(|l| !l.cancelled).count();
     }
     assert!(
         sold > 0 && purchases > 0 && affinities > 0 && baskets > 0,
         "{sold} {purchases} {affinities} {baskets}"
+    );
+    assert!(
+        live_lines > 0 && cancelled_lines > 0,
+        "{live_lines} {cancelled_lines}"
     );
 }

@@ -54,6 +54,27 @@ fn duplicates_count_once_and_the_least_copy_wins() {
         out.baskets,
         vec![(basket("s2", "p1", 1), 1, 1), (basket("s2", "p2", 1), 3, 1)]
     );
+    let ten = t("10:00");
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p1", "c1", "s1", 2, 200, &ten, false),
+                1,
+                1
+            ),
+            (
+                order_line("o1", "p1", "c1", "s1", 1, 100, &ten, false),
+                3,
+                1
+            ),
+            (
+                order_line("o1", "p1", "c1", "s1", 2, 200, &ten, false),
+                3,
+                -1
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -96,6 +117,20 @@ fn cancellation_before_payment_excludes_the_order() {
     );
     assert_eq!(out.product_affinities, vec![]);
     assert_eq!(out.baskets, vec![]);
+    // The cancelled order has no lines until it is paid; then its lines are flagged.
+    let (ten, eleven) = (t("10:00"), t("11:00"));
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (order_line("o1", "p1", "c1", "s1", 1, 100, &ten, true), 2, 1),
+            (order_line("o1", "p2", "c2", "s1", 1, 50, &ten, true), 2, 1),
+            (
+                order_line("o2", "p1", "c1", "s1", 2, 200, &eleven, false),
+                2,
+                1
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -154,6 +189,36 @@ fn cancellation_after_payment_retracts_at_its_time() {
         ]
     );
     assert_eq!(out.baskets, vec![]);
+    // The cancellation flips the flag of the order's lines at its time; nothing else moves.
+    let (ten, noon) = (t("10:00"), t("12:00"));
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p1", "c1", "s1", 2, 200, &ten, false),
+                1,
+                1
+            ),
+            (order_line("o1", "p2", "c2", "s1", 1, 50, &ten, false), 1, 1),
+            (
+                order_line("o2", "p1", "c1", "s2", 1, 100, &noon, false),
+                1,
+                1
+            ),
+            (
+                order_line("o1", "p1", "c1", "s1", 2, 200, &ten, false),
+                3,
+                -1
+            ),
+            (order_line("o1", "p1", "c1", "s1", 2, 200, &ten, true), 3, 1),
+            (
+                order_line("o1", "p2", "c2", "s1", 1, 50, &ten, false),
+                3,
+                -1
+            ),
+            (order_line("o1", "p2", "c2", "s1", 1, 50, &ten, true), 3, 1),
+        ]
+    );
 }
 
 #[test]
@@ -225,6 +290,31 @@ fn the_earliest_of_several_payments_wins_ties_by_event_id() {
     );
     assert_eq!(out.product_affinities, vec![]);
     assert_eq!(out.baskets, vec![]);
+    // The winning payment's lines, shopper and instant (day included).
+    let (noon, late) = (t("12:00"), "2026-11-21T23:30:00Z");
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p1", "c1", "s1", 1, 100, &noon, false),
+                1,
+                1
+            ),
+            (
+                order_line("o1", "p1", "c1", "s1", 1, 100, &noon, false),
+                2,
+                -1
+            ),
+            (order_line("o1", "p2", "c1", "s2", 2, 20, late, false), 2, 1),
+            (
+                order_line("o1", "p2", "c1", "s2", 2, 20, late, false),
+                3,
+                -1
+            ),
+            (order_line("o1", "p3", "c1", "s1", 1, 7, late, false), 3, 1),
+        ]
+    );
+    assert_eq!(out.order_lines[2].0.day, d21);
 }
 
 #[test]
@@ -258,6 +348,7 @@ fn removal_beyond_additions_leaves_no_line() {
     assert_eq!(out.sold_products_daily, vec![]);
     assert_eq!(out.shopper_purchases, vec![]);
     assert_eq!(out.product_affinities, vec![]);
+    assert_eq!(out.order_lines, vec![]);
 }
 
 fn reset_rounds() -> Vec<(u64, Vec<basketflow_vocab::Event>)> {
@@ -323,6 +414,42 @@ fn a_later_order_resets_the_basket() {
         vec![
             (affinity("p1", "p2", 1), 2, 1),
             (affinity("p1", "p2", 1), 4, -1)
+        ]
+    );
+    let paid_at = t("10:10");
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p1", "c", "s1", 1, 100, &paid_at, false),
+                2,
+                1
+            ),
+            (
+                order_line("o1", "p2", "c", "s1", 2, 200, &paid_at, false),
+                2,
+                1
+            ),
+            (
+                order_line("o1", "p1", "c", "s1", 1, 100, &paid_at, false),
+                4,
+                -1
+            ),
+            (
+                order_line("o1", "p1", "c", "s1", 1, 100, &paid_at, true),
+                4,
+                1
+            ),
+            (
+                order_line("o1", "p2", "c", "s1", 2, 200, &paid_at, false),
+                4,
+                -1
+            ),
+            (
+                order_line("o1", "p2", "c", "s1", 2, 200, &paid_at, true),
+                4,
+                1
+            ),
         ]
     );
 }
@@ -400,6 +527,26 @@ fn a_change_that_arrives_late_but_occurred_before_the_order_does_not_count() {
         ]
     );
     assert_eq!(out.product_affinities, vec![]);
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p9", "c", "s1", 1, 100, &t("12:00"), false),
+                1,
+                1
+            ),
+            (
+                order_line("o0", "p9", "c", "s1", 1, 100, &t("11:30"), false),
+                3,
+                1
+            ),
+            (
+                order_line("o2", "p9", "c", "s1", 1, 100, &t("12:05"), false),
+                4,
+                1
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -445,6 +592,20 @@ fn lines_of_the_same_product_add_up_and_count_one_order() {
         vec![(affinity("p1", "p2", 1), 1, 1)]
     );
     assert_eq!(out.baskets, vec![]);
+    // One line per (product, category): same key lines summed, categories kept apart.
+    let ten = t("10:00");
+    assert_eq!(
+        out.order_lines,
+        vec![
+            (
+                order_line("o1", "p1", "c1", "s1", 3, 300, &ten, false),
+                1,
+                1
+            ),
+            (order_line("o1", "p1", "c2", "s1", 1, 90, &ten, false), 1, 1),
+            (order_line("o1", "p2", "c1", "s1", 1, 5, &ten, false), 1, 1),
+        ]
+    );
 }
 
 #[test]

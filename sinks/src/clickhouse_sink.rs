@@ -9,7 +9,8 @@
 //! `max(time)` of `progress` (0 when empty).
 //!
 //! # Analyst views
-//! `sold_products_daily`, `shopper_purchases`, `product_affinities` and `baskets` return, for
+//! `sold_products_daily`, `shopper_purchases`, `product_affinities`, `baskets` and
+//! `order_lines` return, for
 //! each key, the newest version at or before the committed time unless it is a tombstone
 //! (`argMax(column, time) ... GROUP BY key HAVING argMax(deleted, time) = 0` over rows with
 //! `time <= (SELECT max(time) FROM progress)`). They need neither `FINAL` nor sign arithmetic,
@@ -34,7 +35,9 @@
 
 use std::time::{Duration, Instant};
 
-use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::rows::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use clickhouse::{Client, Row, RowWrite};
 use serde::Serialize;
 
@@ -47,7 +50,7 @@ pub const DATABASE_PLACEHOLDER: &str = "{database}";
 pub const DEFAULT_DATABASE: &str = "basketflow";
 
 /// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
-pub const TABLES: [(&str, &str); 5] = [
+pub const TABLES: [(&str, &str); 6] = [
     ("progress", include_str!("../sql/table_progress.sql")),
     (
         "sold_products_daily_versions",
@@ -65,10 +68,14 @@ pub const TABLES: [(&str, &str); 5] = [
         "baskets_versions",
         include_str!("../sql/table_baskets_versions.sql"),
     ),
+    (
+        "order_lines_versions",
+        include_str!("../sql/table_order_lines_versions.sql"),
+    ),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 4] = [
+pub const VIEWS: [(&str, &str); 5] = [
     (
         "sold_products_daily",
         include_str!("../sql/view_sold_products_daily.sql"),
@@ -82,14 +89,16 @@ pub const VIEWS: [(&str, &str); 4] = [
         include_str!("../sql/view_product_affinities.sql"),
     ),
     ("baskets", include_str!("../sql/view_baskets.sql")),
+    ("order_lines", include_str!("../sql/view_order_lines.sql")),
 ];
 
 /// The tables that hold versions (every table of [`TABLES`] but `progress`).
-pub const VERSION_TABLES: [&str; 4] = [
+pub const VERSION_TABLES: [&str; 5] = [
     "sold_products_daily_versions",
     "shopper_purchases_versions",
     "product_affinities_versions",
     "baskets_versions",
+    "order_lines_versions",
 ];
 
 /// `sql` (one of [`TABLES`] or [`VIEWS`]) for database `database`.
@@ -283,6 +292,7 @@ impl ClickHouseSink {
         check_through(batch.through, &batch.shopper_purchases)?;
         check_through(batch.through, &batch.product_affinities)?;
         check_through(batch.through, &batch.baskets)?;
+        check_through(batch.through, &batch.order_lines)?;
         // Convert everything first, so that a value out of range writes nothing.
         let sold = batch
             .sold_products_daily
@@ -300,10 +310,16 @@ impl ClickHouseSink {
             .map(ProductAffinityRow::new)
             .collect();
         let lines: Vec<_> = batch.baskets.iter().map(BasketLineRow::new).collect();
+        let ordered = batch
+            .order_lines
+            .iter()
+            .map(OrderLineRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
         self.insert::<SoldProductDailyRow>(&sold).await?;
         self.insert::<ShopperPurchaseRow>(&bought).await?;
         self.insert::<ProductAffinityRow>(&pairs).await?;
         self.insert::<BasketLineRow>(&lines).await?;
+        self.insert::<OrderLineRow>(&ordered).await?;
         Ok(())
     }
 
@@ -326,11 +342,13 @@ impl ClickHouseSink {
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
         self.write_versions(batch).await?;
         let note = format!(
-            "versions: sold_products_daily {} shopper_purchases {} product_affinities {} baskets {}",
+            "versions: sold_products_daily {} shopper_purchases {} product_affinities {} baskets {} \
+             order_lines {}",
             batch.sold_products_daily.len(),
             batch.shopper_purchases.len(),
             batch.product_affinities.len(),
-            batch.baskets.len()
+            batch.baskets.len(),
+            batch.order_lines.len()
         );
         self.write_progress(batch.through, &note).await
     }
@@ -613,6 +631,57 @@ impl<'a> BasketLineRow<'a> {
     }
 }
 
+#[derive(Row, Serialize)]
+struct OrderLineRow<'a> {
+    retailer_id: &'a str,
+    order_id: &'a str,
+    shopper_id: &'a str,
+    product_id: &'a str,
+    category: &'a str,
+    quantity: i64,
+    revenue_cents: i64,
+    ordered_at: u32,
+    day: u16,
+    cancelled: u8,
+    deleted: u8,
+    time: u64,
+}
+
+impl StorageRow for OrderLineRow<'_> {
+    const TABLE: &'static str = "order_lines_versions";
+}
+
+impl<'a> OrderLineRow<'a> {
+    fn new(v: &'a Version<PaidOrderLine>) -> Result<Self, SinkError> {
+        let r = &v.row;
+        let seconds = r.ordered_at.unix_seconds();
+        Ok(OrderLineRow {
+            retailer_id: &r.retailer_id,
+            order_id: &r.order_id,
+            shopper_id: &r.shopper_id,
+            product_id: &r.product_id,
+            category: &r.category,
+            quantity: r.quantity,
+            revenue_cents: r.revenue_cents,
+            ordered_at: u32::try_from(seconds).map_err(|_| SinkError::OutOfRange {
+                table: Self::TABLE,
+                field: "ordered_at",
+                value: seconds,
+                column_type: "DateTime (seconds 0..=4294967295 since the epoch)",
+            })?,
+            day: u16::try_from(r.day).map_err(|_| SinkError::OutOfRange {
+                table: Self::TABLE,
+                field: "day",
+                value: r.day.into(),
+                column_type: "Date (days 0..=65535 since 1970-01-01)",
+            })?,
+            cancelled: r.cancelled.into(),
+            deleted: v.deleted.into(),
+            time: v.time,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,6 +758,43 @@ mod tests {
                 field: "last_purchase_at",
                 ..
             })
+        ));
+        let line = PaidOrderLine {
+            retailer_id: "r".into(),
+            order_id: "o".into(),
+            product_id: "p".into(),
+            category: "c".into(),
+            shopper_id: "s".into(),
+            quantity: 1,
+            revenue_cents: 1,
+            ordered_at: basketflow_vocab::Timestamp(-1),
+            day: 0,
+            cancelled: false,
+        };
+        let v = Version {
+            row: line.clone(),
+            deleted: false,
+            time: 1,
+        };
+        assert!(matches!(
+            OrderLineRow::new(&v),
+            Err(SinkError::OutOfRange {
+                field: "ordered_at",
+                ..
+            })
+        ));
+        let v = Version {
+            row: PaidOrderLine {
+                ordered_at: basketflow_vocab::Timestamp(0),
+                day: 70_000,
+                ..line
+            },
+            deleted: false,
+            time: 1,
+        };
+        assert!(matches!(
+            OrderLineRow::new(&v),
+            Err(SinkError::OutOfRange { field: "day", .. })
         ));
     }
 }

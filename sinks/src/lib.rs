@@ -10,6 +10,7 @@
 
 pub mod clickhouse_sink;
 pub mod dead_letters;
+pub mod decisions;
 pub mod kafka;
 pub mod read_model_sink;
 pub mod versions;

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::rows::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_dataflows::ReadModels;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -91,6 +93,7 @@ enum Row {
     Purchase(ShopperPurchase),
     Affinity(ProductAffinity),
     Basket(BasketLine),
+    OrderLine(PaidOrderLine),
 }
 
 fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>) -> Batch {
@@ -101,6 +104,7 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>) -> Batch {
             Row::Purchase(r) => u.shopper_purchases.push((r, t, d)),
             Row::Affinity(r) => u.product_affinities.push((r, t, d)),
             Row::Basket(r) => u.baskets.push((r, t, d)),
+            Row::OrderLine(r) => u.order_lines.push((r, t, d)),
         }
     }
     Batch::from_updates(through, u).expect("updates of completed times convert to versions")
@@ -122,6 +126,7 @@ pub fn write_read_models(
         models.shopper_purchases.clone().map(Row::Purchase).inner,
         models.product_affinities.clone().map(Row::Affinity).inner,
         models.baskets.clone().map(Row::Basket).inner,
+        models.order_lines.clone().map(Row::OrderLine).inner,
     ];
     let scope = models.baskets.inner.scope();
     let all = scope.concatenate(streams);
@@ -184,6 +189,7 @@ fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>) {
                 batch.shopper_purchases.extend(next.shopper_purchases);
                 batch.product_affinities.extend(next.product_affinities);
                 batch.baskets.extend(next.baskets);
+                batch.order_lines.extend(next.order_lines);
             }
             let mut backoff = Duration::from_millis(100);
             loop {

@@ -22,7 +22,9 @@
 
 use std::fmt::Debug;
 
-use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::rows::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_vocab::Timestamp;
 
 /// One differential update as the graph emits it: `(row, logical time, diff)`.
@@ -122,6 +124,34 @@ impl ReadModelRow for BasketLine {
             shopper_id,
             product_id,
             quantity: 0,
+        }
+    }
+}
+
+impl ReadModelRow for PaidOrderLine {
+    type Key = (String, String, String, String);
+    const TABLE: &'static str = "order_lines";
+    fn key(&self) -> Self::Key {
+        (
+            self.retailer_id.clone(),
+            self.order_id.clone(),
+            self.product_id.clone(),
+            self.category.clone(),
+        )
+    }
+    /// The shopper is empty, the instant and the day are the epoch, `cancelled` is false.
+    fn tombstone((retailer_id, order_id, product_id, category): Self::Key) -> Self {
+        PaidOrderLine {
+            retailer_id,
+            order_id,
+            product_id,
+            category,
+            shopper_id: String::new(),
+            quantity: 0,
+            revenue_cents: 0,
+            ordered_at: Timestamp(0),
+            day: 0,
+            cancelled: false,
         }
     }
 }
@@ -267,6 +297,8 @@ pub struct Updates {
     pub product_affinities: Vec<Update<ProductAffinity>>,
     /// Updates to `baskets`.
     pub baskets: Vec<Update<BasketLine>>,
+    /// Updates to `order_lines`.
+    pub order_lines: Vec<Update<PaidOrderLine>>,
 }
 
 /// What the sink writes for a set of completed times: the versions of every read model, then a
@@ -283,6 +315,8 @@ pub struct Batch {
     pub product_affinities: Vec<Version<ProductAffinity>>,
     /// Versions for `baskets_versions`.
     pub baskets: Vec<Version<BasketLine>>,
+    /// Versions for `order_lines_versions`.
+    pub order_lines: Vec<Version<PaidOrderLine>>,
 }
 
 impl Batch {
@@ -308,6 +342,7 @@ impl Batch {
             shopper_purchases: convert(through, updates.shopper_purchases)?,
             product_affinities: convert(through, updates.product_affinities)?,
             baskets: convert(through, updates.baskets)?,
+            order_lines: convert(through, updates.order_lines)?,
         })
     }
 
@@ -317,6 +352,7 @@ impl Batch {
             + self.shopper_purchases.len()
             + self.product_affinities.len()
             + self.baskets.len()
+            + self.order_lines.len()
     }
 
     /// True when the batch has no version rows (it may still advance the progress).
@@ -451,6 +487,74 @@ mod tests {
                 ..pair
             }
         );
+        let line = PaidOrderLine {
+            retailer_id: "r".into(),
+            order_id: "o".into(),
+            product_id: "p".into(),
+            category: "c".into(),
+            shopper_id: "s".into(),
+            quantity: 2,
+            revenue_cents: 300,
+            ordered_at: Timestamp(1_700_000_000_000_000),
+            day: 19_675,
+            cancelled: true,
+        };
+        assert_eq!(
+            to_versions(vec![(line.clone(), 4, -1)]).unwrap()[0].row,
+            PaidOrderLine {
+                shopper_id: String::new(),
+                quantity: 0,
+                revenue_cents: 0,
+                ordered_at: Timestamp(0),
+                day: 0,
+                cancelled: false,
+                ..line
+            }
+        );
+    }
+
+    #[test]
+    fn a_cancellation_of_a_paid_order_is_a_new_version_of_each_line() {
+        let line = |cancelled| PaidOrderLine {
+            retailer_id: "r".into(),
+            order_id: "o".into(),
+            product_id: "p".into(),
+            category: "c".into(),
+            shopper_id: "s".into(),
+            quantity: 2,
+            revenue_cents: 300,
+            ordered_at: Timestamp(1_700_000_000_000_000),
+            day: 19_675,
+            cancelled,
+        };
+        let batch = Batch::from_updates(
+            2,
+            Updates {
+                order_lines: vec![
+                    (line(false), 1, 1),
+                    (line(false), 2, -1),
+                    (line(true), 2, 1),
+                ],
+                ..Updates::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            batch.order_lines,
+            vec![
+                Version {
+                    row: line(false),
+                    deleted: false,
+                    time: 1,
+                },
+                Version {
+                    row: line(true),
+                    deleted: false,
+                    time: 2,
+                },
+            ]
+        );
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]

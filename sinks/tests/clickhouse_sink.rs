@@ -7,7 +7,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::rows::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_sinks::clickhouse_sink::{ClickHouseSink, Migration, VERSION_TABLES};
 use basketflow_sinks::versions::{Batch, Updates};
 use basketflow_vocab::Timestamp;
@@ -95,13 +97,28 @@ struct BasketOut {
     quantity: i64,
 }
 
-/// Everything the four analyst views return, by plain `SELECT ... ORDER BY key`.
+#[derive(Row, Deserialize)]
+struct OrderLineOut {
+    retailer_id: String,
+    order_id: String,
+    shopper_id: String,
+    product_id: String,
+    category: String,
+    quantity: i64,
+    revenue_cents: i64,
+    ordered_at: u32,
+    day: u16,
+    cancelled: u8,
+}
+
+/// Everything the five analyst views return, by plain `SELECT ... ORDER BY key`.
 #[derive(Debug, Default, PartialEq)]
 struct Views {
     sold_products_daily: Vec<SoldProductDaily>,
     shopper_purchases: Vec<ShopperPurchase>,
     product_affinities: Vec<ProductAffinity>,
     baskets: Vec<BasketLine>,
+    order_lines: Vec<PaidOrderLine>,
 }
 
 async fn views(sink: &ClickHouseSink) -> Views {
@@ -177,6 +194,29 @@ async fn views(sink: &ClickHouseSink) -> Views {
                 quantity: r.quantity,
             })
             .collect(),
+        order_lines: c
+            .query(&format!(
+                "SELECT retailer_id, order_id, shopper_id, product_id, category, quantity, \
+                 revenue_cents, ordered_at, day, cancelled \
+                 FROM {db}.order_lines ORDER BY retailer_id, order_id, product_id, category"
+            ))
+            .fetch_all::<OrderLineOut>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| PaidOrderLine {
+                retailer_id: r.retailer_id,
+                order_id: r.order_id,
+                product_id: r.product_id,
+                category: r.category,
+                shopper_id: r.shopper_id,
+                quantity: r.quantity,
+                revenue_cents: r.revenue_cents,
+                ordered_at: Timestamp(i64::from(r.ordered_at) * 1_000_000),
+                day: r.day.into(),
+                cancelled: r.cancelled != 0,
+            })
+            .collect(),
     }
 }
 
@@ -188,6 +228,8 @@ const FEB_01: i32 = 20_485;
 /// 2026-01-15T10:00:00Z and 2026-01-16T13:00:00Z.
 const AT_1: Timestamp = Timestamp(1_768_471_200_000_000);
 const AT_2: Timestamp = Timestamp(1_768_568_400_000_000);
+/// 2026-02-01T09:30:00Z.
+const AT_3: Timestamp = Timestamp(1_769_938_200_000_000);
 
 fn sold(
     day: i32,
@@ -227,6 +269,29 @@ fn pair(a: &str, b: &str, orders_together: i64) -> ProductAffinity {
     }
 }
 
+/// A line of order `order` of shopper `s1` at `r1`, category `c1`, 100 cents a unit.
+fn ordered(order: &str, product: &str, quantity: i64, at: Timestamp, day: i32) -> PaidOrderLine {
+    PaidOrderLine {
+        retailer_id: "r1".into(),
+        order_id: order.into(),
+        product_id: product.into(),
+        category: "c1".into(),
+        shopper_id: "s1".into(),
+        quantity,
+        revenue_cents: quantity * 100,
+        ordered_at: at,
+        day,
+        cancelled: false,
+    }
+}
+
+fn cancelled(line: PaidOrderLine) -> PaidOrderLine {
+    PaidOrderLine {
+        cancelled: true,
+        ..line
+    }
+}
+
 fn line(product: &str, quantity: i64) -> BasketLine {
     BasketLine {
         retailer_id: "r1".into(),
@@ -257,10 +322,12 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "shopper_purchases_versions",
                     "product_affinities_versions",
                     "baskets_versions",
+                    "order_lines_versions",
                     "sold_products_daily",
                     "shopper_purchases",
                     "product_affinities",
                     "baskets",
+                    "order_lines",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -289,11 +356,18 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     (line("p3", 1), 5, 1),
                     (line("p3", 1), 10, -1),
                 ],
+                // o1 paid at 5 and cancelled at 10; o2 paid at 10.
+                order_lines: vec![
+                    (ordered("o1", "p1", 2, AT_1, JAN_15), 5, 1),
+                    (ordered("o1", "p1", 2, AT_1, JAN_15), 10, -1),
+                    (cancelled(ordered("o1", "p1", 2, AT_1, JAN_15)), 10, 1),
+                    (ordered("o2", "p2", 1, AT_1, JAN_15), 10, 1),
+                ],
             },
         )
         .unwrap();
-        // One version per key and time: p1 twice, p3 inserted then a tombstone.
-        assert_eq!(batch_1.len(), 8);
+        // One version per key and time: p1 twice, p3 inserted then a tombstone; o1 twice.
+        assert_eq!(batch_1.len(), 11);
         sink.write_batch(&batch_1).await.unwrap();
         assert_eq!(sink.committed().await.unwrap(), 10);
         let after_1 = Views {
@@ -301,6 +375,10 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
             shopper_purchases: vec![bought("p1", 2, 1, AT_1)],
             product_affinities: vec![pair("p1", "p2", 1)],
             baskets: vec![line("p1", 2)],
+            order_lines: vec![
+                cancelled(ordered("o1", "p1", 2, AT_1, JAN_15)),
+                ordered("o2", "p2", 1, AT_1, JAN_15),
+            ],
         };
         assert_eq!(views(&sink).await, after_1);
 
@@ -328,10 +406,16 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     (line("p9", 1), 20, 1),
                     (line("p9", 1), 20, -1),
                 ],
+                // o2's winning payment changes at 15: another product, another month (the
+                // old line's tombstone and the new line are in different partitions).
+                order_lines: vec![
+                    (ordered("o2", "p2", 1, AT_1, JAN_15), 15, -1),
+                    (ordered("o2", "p3", 4, AT_3, FEB_01), 15, 1),
+                ],
             },
         )
         .unwrap();
-        assert_eq!(batch_2.len(), 5);
+        assert_eq!(batch_2.len(), 7);
         sink.write_batch(&batch_2).await.unwrap();
         assert_eq!(sink.committed().await.unwrap(), 20);
         let after_2 = Views {
@@ -339,6 +423,10 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
             shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
             product_affinities: vec![pair("p1", "p2", 1)],
             baskets: vec![line("p1", 3)],
+            order_lines: vec![
+                cancelled(ordered("o1", "p1", 2, AT_1, JAN_15)),
+                ordered("o2", "p3", 4, AT_3, FEB_01),
+            ],
         };
         assert_eq!(views(&sink).await, after_2);
 
@@ -364,6 +452,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                 shopper_purchases: vec![(bought("p1", 3, 2, AT_2), 30, -1)],
                 product_affinities: vec![(pair("p1", "p3", 1), 30, 1)],
                 baskets: vec![(line("p1", 3), 30, -1)],
+                order_lines: vec![(ordered("o3", "p1", 1, AT_3, FEB_01), 30, 1)],
             },
         )
         .unwrap();
@@ -375,7 +464,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
         // different figures, to prove that nothing of the partial batch survives).
         let sink = connect(&db).await;
         assert!(sink.migrate().await.unwrap().is_noop());
-        assert_eq!(sink.discard_uncommitted().await.unwrap(), 4);
+        assert_eq!(sink.discard_uncommitted().await.unwrap(), 5);
         for table in VERSION_TABLES {
             let sql = format!("SELECT count() FROM {db}.{table} WHERE time > 20");
             assert_eq!(count(&sink, &sql).await, 0, "{table}");
@@ -401,6 +490,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
             shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
             product_affinities: vec![pair("p1", "p2", 1)],
             baskets: vec![line("p2", 1)],
+            order_lines: after_2.order_lines.clone(),
         };
         assert_eq!(views(&sink).await, after_3);
 
@@ -424,6 +514,13 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
              WHERE day >= toDate('2026-01-01') AND day < toDate('2026-02-01')"
         );
         assert_eq!(count(&sink, &sql).await, 600);
+        let sql = format!(
+            "SELECT count() FROM {db}.order_lines WHERE cancelled = 0 \
+             AND ordered_at = toDateTime('2026-02-01 09:30:00', 'UTC')"
+        );
+        assert_eq!(count(&sink, &sql).await, 1);
+        let sql = format!("SELECT count() FROM {db}.order_lines WHERE cancelled = 1");
+        assert_eq!(count(&sink, &sql).await, 1);
     })
     .await;
 }

@@ -4,7 +4,9 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use basketflow_dataflows::rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_dataflows::rows::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_dataflows::{oracle, read_models};
 use basketflow_vocab::{
     BasketChange, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,
@@ -16,13 +18,14 @@ use timely::dataflow::ProbeHandle;
 /// One output update: row, logical time, multiplicity.
 pub type Update<D> = (D, u64, isize);
 
-/// The consolidated updates of the four read models, each sorted by (time, row).
+/// The consolidated updates of the five read models, each sorted by (time, row).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Output {
     pub sold_products_daily: Vec<Update<SoldProductDaily>>,
     pub shopper_purchases: Vec<Update<ShopperPurchase>>,
     pub product_affinities: Vec<Update<ProductAffinity>>,
     pub baskets: Vec<Update<BasketLine>>,
+    pub order_lines: Vec<Update<PaidOrderLine>>,
 }
 
 /// How to run the graph.
@@ -44,15 +47,17 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
     let (s_purchases, r_purchases) = channel();
     let (s_affinities, r_affinities) = channel();
     let (s_baskets, r_baskets) = channel();
+    let (s_lines, r_lines) = channel();
     let logic = move |worker: &mut timely::worker::Worker| {
         let index = worker.index();
         let peers = worker.peers();
         let probe = ProbeHandle::new();
-        let (s_sold, s_purchases, s_affinities, s_baskets) = (
+        let (s_sold, s_purchases, s_affinities, s_baskets, s_lines) = (
             s_sold.clone(),
             s_purchases.clone(),
             s_affinities.clone(),
             s_baskets.clone(),
+            s_lines.clone(),
         );
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
@@ -77,6 +82,11 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
                 .probe_with(&probe)
                 .inner
                 .capture_into(s_baskets);
+            models
+                .order_lines
+                .probe_with(&probe)
+                .inner
+                .capture_into(s_lines);
             input
         });
         for (time, events) in rounds.iter() {
@@ -109,6 +119,7 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
         shopper_purchases: collect(r_purchases),
         product_affinities: collect(r_affinities),
         baskets: collect(r_baskets),
+        order_lines: collect(r_lines),
     }
 }
 
@@ -159,6 +170,7 @@ pub fn rows_at(output: &Output, time: u64) -> oracle::ReadModelRows {
         shopper_purchases: accumulate(&output.shopper_purchases, time),
         product_affinities: accumulate(&output.product_affinities, time),
         baskets: accumulate(&output.baskets, time),
+        order_lines: accumulate(&output.order_lines, time),
     }
 }
 
@@ -312,5 +324,31 @@ pub fn basket(shopper_id: &str, product_id: &str, quantity: i64) -> BasketLine {
         shopper_id: shopper_id.into(),
         product_id: product_id.into(),
         quantity,
+    }
+}
+
+/// A `PaidOrderLine` of `r1`, ordered at `ordered_at` (RFC 3339).
+#[allow(clippy::too_many_arguments)]
+pub fn order_line(
+    order_id: &str,
+    product_id: &str,
+    category: &str,
+    shopper_id: &str,
+    quantity: i64,
+    revenue_cents: i64,
+    ordered_at: &str,
+    cancelled: bool,
+) -> PaidOrderLine {
+    PaidOrderLine {
+        retailer_id: "r1".into(),
+        order_id: order_id.into(),
+        product_id: product_id.into(),
+        category: category.into(),
+        shopper_id: shopper_id.into(),
+        quantity,
+        revenue_cents,
+        ordered_at: at(ordered_at),
+        day: at(ordered_at).day(),
+        cancelled,
     }
 }

@@ -1,0 +1,536 @@
+//! Integration: `basketflow trees build` against the real ClickHouse and Kafka of
+//! `scripts/stack up`. Known cold data goes into a fresh database through the ClickHouse sink
+//! (versions, a deletion, an uncommitted version, a progress row), so the analyst views hold
+//! exactly what the test says; the built binary then publishes the trees on a topic of its own,
+//! and the test reads the topic back and checks every (key, tree) published, the summary, and
+//! that `--dry-run` prints the same trees. A missing topic must fail loudly.
+//!
+//! Needs the broker at `$BASKETFLOW_BROKERS` (default 127.0.0.1:9092) and ClickHouse HTTP at
+//! `$BASKETFLOW_CLICKHOUSE_URL` (default http://127.0.0.1:8123). The database
+//! (`bf_trees_<millis>`) is dropped at the end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
+use basketflow_sinks::kafka::{client_config, ensure_topic};
+use basketflow_sinks::versions::{Batch, Version};
+use basketflow_vocab::{ExperienceTree, Timestamp};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+fn brokers() -> String {
+    std::env::var("BASKETFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn clickhouse_url() -> String {
+    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+fn version<R>(row: R, time: u64) -> Version<R> {
+    Version {
+        row,
+        deleted: false,
+        time,
+    }
+}
+
+fn sold(
+    day: i32,
+    product: &str,
+    category: &str,
+    q: i64,
+    rev: i64,
+    orders: i64,
+) -> SoldProductDaily {
+    SoldProductDaily {
+        day,
+        retailer_id: format!("retailer-{}", &product[1..3]),
+        product_id: product.into(),
+        category: category.into(),
+        quantity: q,
+        revenue_cents: rev,
+        orders,
+    }
+}
+
+fn bought(shopper: &str, product: &str, quantity: i64, orders: i64) -> ShopperPurchase {
+    ShopperPurchase {
+        retailer_id: format!("retailer-{}", &product[1..3]),
+        shopper_id: shopper.into(),
+        product_id: product.into(),
+        quantity,
+        orders,
+        last_purchase_at: Timestamp::parse_rfc3339("2026-09-15T10:00:00Z").unwrap(),
+    }
+}
+
+fn pair(a: &str, b: &str, n: i64) -> ProductAffinity {
+    assert!(a < b);
+    ProductAffinity {
+        retailer_id: format!("retailer-{}", &a[1..3]),
+        product_a: a.into(),
+        product_b: b.into(),
+        orders_together: n,
+    }
+}
+
+/// The cold data: committed through time 10.
+fn batch() -> Batch {
+    let day = 20_600; // 2026-05-26
+    let mut purchases = vec![
+        // cust-001: a loyal regular of pasta who buys sauce-0002.
+        version(bought("cust-001", "r00-pasta-0001", 6, 5), 5),
+        version(bought("cust-001", "r00-pasta-sauce-0002", 3, 3), 5),
+        version(bought("cust-001", "r00-milk-0001", 4, 2), 5),
+        // cust-002: pasta only, two products tied (the smaller id is the favourite).
+        version(bought("cust-002", "r00-pasta-0001", 2, 2), 5),
+        version(bought("cust-002", "r00-pasta-0002", 2, 2), 5),
+        // cust-003: never bought pasta or sauce.
+        version(bought("cust-003", "r00-milk-0001", 1, 1), 5),
+        // cust-004: only at retailer-01 (coffee).
+        version(bought("cust-004", "r01-coffee-0001", 3, 3), 5),
+        // cust-005: at both retailers: the first campaign of the file wins.
+        version(bought("cust-005", "r00-milk-0001", 1, 1), 5),
+        version(bought("cust-005", "r01-coffee-0001", 1, 1), 5),
+        // cust-006: bought, then the order was cancelled (deleted): not active.
+        version(bought("cust-006", "r00-pasta-0001", 1, 1), 3),
+        // cust-007: a version after the committed time: invisible in the views.
+        version(bought("cust-007", "r00-pasta-0001", 1, 1), 20),
+        // cust-001 again at time 8: one more milk order; the views show the newest version.
+        version(bought("cust-001", "r00-milk-0001", 4, 2), 8),
+    ];
+    purchases.push(Version {
+        row: bought("cust-006", "r00-pasta-0001", 0, 0),
+        deleted: true,
+        time: 6,
+    });
+    Batch {
+        through: 20,
+        sold_products_daily: vec![
+            version(sold(day, "r00-pasta-0001", "pasta", 6, 900, 5), 5),
+            version(sold(day + 1, "r00-pasta-0001", "pasta", 4, 600, 3), 5),
+            version(sold(day, "r00-pasta-0002", "pasta", 4, 800, 4), 5),
+            version(
+                sold(day, "r00-pasta-sauce-0001", "pasta-sauce", 20, 5000, 12),
+                5,
+            ),
+            version(
+                sold(day, "r00-pasta-sauce-0002", "pasta-sauce", 5, 1500, 5),
+                5,
+            ),
+            version(
+                sold(day, "r00-pasta-sauce-0003", "pasta-sauce", 6, 1800, 6),
+                5,
+            ),
+            version(sold(day, "r00-milk-0001", "milk", 30, 3000, 20), 5),
+            version(sold(day, "r01-coffee-0001", "coffee", 10, 5490, 10), 5),
+            version(sold(day, "r01-milk-0001", "milk", 8, 872, 8), 5),
+            version(sold(day, "r01-milk-0002", "milk", 2, 218, 2), 5),
+        ],
+        shopper_purchases: purchases,
+        product_affinities: vec![
+            version(pair("r00-pasta-0001", "r00-pasta-sauce-0003", 4), 5),
+            version(pair("r00-pasta-0001", "r00-pasta-sauce-0002", 2), 5),
+            version(pair("r00-milk-0001", "r00-pasta-0001", 9), 5),
+            version(pair("r00-pasta-0002", "r00-pasta-sauce-0002", 3), 5),
+            version(pair("r01-coffee-0001", "r01-milk-0002", 2), 5),
+        ],
+        ..Batch::default()
+    }
+}
+
+const CAMPAIGNS: &str = r#"
+[[campaign]]
+id = "autumn-pasta"
+retailer = "retailer-00"
+start = "2026-09-01"
+end = "2026-11-30"
+category = "pasta"
+complement = "pasta-sauce"
+[campaign.discount]
+min_percent = 5
+max_percent = 20
+regular_orders = 5
+[campaign.tension_cart]
+round_cents = 500
+step_cents = 500
+announce_before_cents = 200
+reward_cents = 300
+[campaign.promotion]
+search_terms = ["pasta"]
+view_min_count = 2
+max_products = 2
+[campaign.gamified]
+min_orders = 5
+max_prize_cents = 400
+
+[[campaign]]
+id = "expired"
+retailer = "all"
+end = "2026-08-31"
+category = "milk"
+complement = "coffee"
+
+[[campaign]]
+id = "coffee-break"
+retailer = "all"
+start = 2026-01-01T00:00:00Z
+category = "coffee"
+complement = "milk"
+experiences = ["product_recommendation", "tension_cart"]
+[campaign.tension_cart]
+round_cents = 1000
+step_cents = 1000
+announce_before_cents = 1500
+reward_cents = 500
+"#;
+
+/// Every (key, value) of `topic`, from the beginning to the current end of each partition.
+fn read_all(topic: &str) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = client_config(&brokers())
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high == 0 {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "timed out reading {topic}[{p}]");
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => out.push((
+                    String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                    String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+                )),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("consuming {topic}: {e}"),
+                None => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn run_build(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "trees",
+        "build",
+        "--campaigns",
+        "campaigns.toml",
+        "--config",
+        "basketflow.toml",
+        "--now",
+        "2026-10-01T00:00:00Z",
+        "--version",
+        "42",
+        "--progress-every",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_basketflow"))
+        .current_dir(dir)
+        .args(&args)
+        .output()
+        .expect("running basketflow")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn params(tree: &Value, node: &str) -> Value {
+    tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == node)
+        .unwrap_or_else(|| panic!("no node {node} in {tree}"))["experience"]["params"]
+        .clone()
+}
+
+fn node_ids(tree: &Value) -> Vec<String> {
+    tree["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The node ids of an autumn-pasta tree with or without the game.
+fn pasta_ids(loyal: bool) -> Vec<String> {
+    let mut ids = vec!["start".to_owned()];
+    let chain = |prefix: &str| {
+        let mut v = vec![format!("{prefix}basket"), format!("{prefix}basket/tension")];
+        if loyal {
+            v.push(format!("{prefix}basket/tension/paid"));
+            v.push(format!("{prefix}basket/paid"));
+        }
+        v
+    };
+    ids.extend(chain(""));
+    for branch in ["searched:pasta", "viewed:pasta"] {
+        ids.push(branch.to_owned());
+        ids.extend(chain(&format!("{branch}/")));
+        if loyal {
+            ids.push(format!("{branch}/paid"));
+        }
+    }
+    if loyal {
+        ids.push("paid".into());
+    }
+    ids
+}
+
+async fn scenario(database: String, dir: std::path::PathBuf) {
+    let millis = database.trim_start_matches("bf_trees_").to_owned();
+    let topic = format!("test-trees-{millis}");
+    ensure_topic(&brokers(), &topic, 4, &[("cleanup.policy", "compact")])
+        .await
+        .expect("creating the trees topic; is the stack up? run scripts/stack up");
+    std::fs::write(
+        dir.join("basketflow.toml"),
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntrees_topic = \"{topic}\"\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            brokers(),
+            clickhouse_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("campaigns.toml"), CAMPAIGNS).unwrap();
+
+    // Publish.
+    let out = run_build(&dir, &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "trees build failed: {stderr}");
+    assert!(
+        stderr.contains("trees: 2/5 shoppers") && stderr.contains("trees: 4/5 shoppers"),
+        "progress lines missing: {stderr}"
+    );
+    let stdout = text(&out.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["version"], 42);
+    assert_eq!(summary["topic"], json!(topic));
+    assert_eq!(
+        summary["campaigns_active"],
+        json!(["autumn-pasta", "coffee-break"])
+    );
+    assert_eq!(
+        summary["campaigns_skipped"],
+        json!([{"id": "expired", "reason": "ended at 2026-09-01T00:00:00Z"}])
+    );
+    assert_eq!(summary["shoppers"], 5);
+    assert_eq!(summary["trees"], 5);
+    // Every retailer-00 shopper could also have had coffee-break.
+    assert_eq!(summary["shadowed"], 4);
+    assert_eq!(summary["delivered"], 5);
+    assert_eq!(summary["delivery_failures"], 0);
+    assert_eq!(
+        summary["by_campaign"],
+        json!({
+            "autumn-pasta": {"trees": 4, "loyal": 1,
+                "recommendation": {"best_seller": 2, "bought_before": 1, "bought_together": 1},
+                "segments": {"new": 2, "occasional": 1, "regular": 1}},
+            "coffee-break": {"trees": 1, "loyal": 0,
+                "recommendation": {"bought_together": 1}, "segments": {}},
+        })
+    );
+
+    // What the topic holds: one tree per shopper, key = shopper_id.
+    let published = read_all(&topic);
+    let trees: BTreeMap<String, Value> = published
+        .iter()
+        .map(|(k, v)| {
+            let tree: ExperienceTree = serde_json::from_str(v).unwrap();
+            tree.check().unwrap();
+            assert_eq!(&tree.shopper_id, k);
+            assert_eq!(tree.version, 42);
+            (k.clone(), serde_json::from_str(v).unwrap())
+        })
+        .collect();
+    assert_eq!(trees.len(), published.len(), "a shopper published twice");
+    assert_eq!(
+        trees.keys().collect::<Vec<_>>(),
+        ["cust-001", "cust-002", "cust-003", "cust-004", "cust-005"]
+    );
+    let about = |s: &str| (trees[s]["tree_id"].clone(), trees[s]["retailer_id"].clone());
+    for s in ["cust-001", "cust-002", "cust-003", "cust-005"] {
+        assert_eq!(about(s), (json!("autumn-pasta"), json!("retailer-00")));
+    }
+    assert_eq!(
+        about("cust-004"),
+        (json!("coffee-break"), json!("retailer-01"))
+    );
+
+    // cust-001: 5 orders, spend 6 x 150 + 3 x 300 + 4 x 100 = 2200 -> 440 -> 500 -> 1000.
+    let t = &trees["cust-001"];
+    assert_eq!(node_ids(t), pasta_ids(true));
+    assert_eq!(
+        params(t, "basket"),
+        json!({"product_id": "r00-pasta-sauce-0002", "reason": "bought_before"})
+    );
+    assert_eq!(
+        params(t, "viewed:pasta/basket/tension"),
+        json!({"threshold_cents": 1000, "reward_cents": 300})
+    );
+    assert_eq!(
+        params(t, "searched:pasta"),
+        json!({"category": "pasta", "discount_percent": 5,
+               "product_ids": ["r00-pasta-0001", "r00-pasta-0002"], "segment": "regular"})
+    );
+    assert_eq!(
+        params(t, "paid"),
+        json!({"prize": "basket_back", "max_prize_cents": 400, "win_one_in": 20})
+    );
+    // cust-002: favourite pasta-0001, bought with sauce-0003 in 4 orders.
+    let t = &trees["cust-002"];
+    assert_eq!(node_ids(t), pasta_ids(false));
+    assert_eq!(
+        params(t, "searched:pasta/basket"),
+        json!({"product_id": "r00-pasta-sauce-0003", "reason": "bought_together"})
+    );
+    assert_eq!(
+        params(t, "basket/tension"),
+        json!({"threshold_cents": 1000, "reward_cents": 300})
+    );
+    assert_eq!(params(t, "viewed:pasta")["discount_percent"], 14);
+    // cust-003 and cust-005 (shadowed coffee-break): the best-selling sauce, the maximum discount.
+    for s in ["cust-003", "cust-005"] {
+        let t = &trees[s];
+        assert_eq!(node_ids(t), pasta_ids(false));
+        assert_eq!(
+            params(t, "basket"),
+            json!({"product_id": "r00-pasta-sauce-0001", "reason": "best_seller"})
+        );
+        assert_eq!(params(t, "basket/tension")["threshold_cents"], 1000);
+        assert_eq!(
+            params(t, "viewed:pasta"),
+            json!({"category": "pasta", "discount_percent": 20,
+                   "product_ids": ["r00-pasta-0001", "r00-pasta-0002"], "segment": "new"})
+        );
+    }
+    // cust-004, the whole tree: coffee-0001 goes with milk-0002 (not the best-selling milk);
+    // spend 3 x 549 over 3 orders -> 549 -> 1000 -> threshold 2000, announced at 500.
+    assert_eq!(
+        trees["cust-004"],
+        json!({"tree_id": "coffee-break", "version": 42, "retailer_id": "retailer-01",
+               "shopper_id": "cust-004", "root": "start", "nodes": [
+            {"id": "start", "conditions": [], "experience": null, "children": ["basket"]},
+            {"id": "basket",
+             "conditions": [{"basket_contains": {"product_id": null, "category": "coffee",
+                                                 "brand": null, "min_quantity": 1}}],
+             "experience": {"kind": "product_recommendation",
+                            "params": {"product_id": "r01-milk-0002", "reason": "bought_together"}},
+             "children": ["basket/tension"]},
+            {"id": "basket/tension", "conditions": [{"basket_value_at_least": {"cents": 500}}],
+             "experience": {"kind": "tension_cart",
+                            "params": {"reward_cents": 500, "threshold_cents": 2000}},
+             "children": []}]})
+    );
+
+    // --dry-run prints exactly the published trees, in shopper order, and publishes nothing.
+    let out = run_build(&dir, &["--dry-run"]);
+    assert!(
+        out.status.success(),
+        "dry run failed: {}",
+        text(&out.stderr)
+    );
+    let printed: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let values: Vec<String> = published.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(printed, values);
+    assert_eq!(read_all(&topic).len(), 5);
+    let dry: Value = serde_json::from_str(text(&out.stderr).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["trees"].clone()),
+        (json!(true), json!(5))
+    );
+
+    // --limit stops after that many shoppers.
+    let out = run_build(&dir, &["--dry-run", "--limit", "2"]);
+    assert!(
+        out.status.success(),
+        "limited run failed: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), &printed[..2]);
+
+    // A topic that does not exist: a loud failure, not an auto-created uncompacted topic.
+    let config = std::fs::read_to_string(dir.join("basketflow.toml")).unwrap();
+    std::fs::write(
+        dir.join("basketflow.toml"),
+        config.replace(&topic, &format!("{topic}-missing")),
+    )
+    .unwrap();
+    let out = run_build(&dir, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_build_publishes_one_exact_personalized_tree_per_active_shopper() {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let database = format!("bf_trees_{millis}");
+    let sink = ClickHouseSink::connect(&clickhouse_url(), &database, "default", "")
+        .await
+        .expect("connecting to ClickHouse; is the stack up? run scripts/stack up");
+    sink.migrate().await.unwrap();
+    let mut batch = batch();
+    // Versions through 10 are committed; cust-007's version (time 20) stays uncommitted.
+    let late: Vec<_> = batch
+        .shopper_purchases
+        .iter()
+        .filter(|v| v.time > 10)
+        .cloned()
+        .collect();
+    batch.shopper_purchases.retain(|v| v.time <= 10);
+    batch.through = 10;
+    sink.write_batch(&batch).await.unwrap();
+    sink.write_versions(&Batch {
+        through: 20,
+        shopper_purchases: late,
+        ..Batch::default()
+    })
+    .await
+    .unwrap();
+
+    let dir = std::env::temp_dir().join(&database);
+    std::fs::create_dir_all(&dir).unwrap();
+    let outcome = tokio::spawn(scenario(database.clone(), dir.clone())).await;
+    sink.client()
+        .query(&format!("DROP DATABASE IF EXISTS {database}"))
+        .execute()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -1,0 +1,289 @@
+//! Decisions out: to the storefronts' Kafka topic, and to ClickHouse for attribution.
+//!
+//! **Kafka** (`experience-decisions`, key = `shopper_id`, JSON [`Decision`]): every worker
+//! produces the decisions it makes, with an idempotent producer (retries never duplicate).
+//! Decisions at or below the committed time (see [`crate::read_model_sink::prepare`]) come from
+//! a replay after a restart and are not produced again. A crash between producing a decision
+//! and committing its time can still show it twice to a storefront; closing that window with
+//! Kafka transactions is the reliability issue's work.
+//!
+//! **ClickHouse** (`experience_decisions`): decisions go to worker 0, which inserts them in
+//! batches into `experience_decisions_log` (`ReplacingMergeTree` by `decision_id`, so a replay's
+//! copy collapses); the analyst view `experience_decisions` shows one row per decision (the
+//! first `decided_at` among copies) with no `FINAL` needed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use basketflow_vocab::{Decision, ParamValue};
+use clickhouse::Row;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde::Serialize;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use crate::clickhouse_sink::{statement, ClickHouseSink, SinkError};
+use crate::kafka::client_config;
+use crate::read_model_sink::Target;
+
+/// DDL of the decisions log and its analyst view (`{database}` is replaced).
+pub const DECISIONS_DDL: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log (
+        decision_id String, retailer_id String, shopper_id String, session_id String,
+        kind String, params String, tree_id String, tree_version UInt64, node_id String,
+        reasons Array(String), caused_by_event_id String, caused_by_partition Int32,
+        caused_by_offset Int64, occurred_at DateTime, decided_at DateTime, time UInt64)
+    ENGINE = ReplacingMergeTree(time)
+    PARTITION BY toYYYYMM(occurred_at)
+    ORDER BY (retailer_id, decision_id)",
+    "CREATE VIEW IF NOT EXISTS {database}.experience_decisions AS
+    SELECT decision_id,
+        any(retailer_id) AS retailer_id, any(shopper_id) AS shopper_id,
+        any(session_id) AS session_id, any(kind) AS kind, any(params) AS params,
+        any(tree_id) AS tree_id, any(tree_version) AS tree_version, any(node_id) AS node_id,
+        any(reasons) AS reasons, any(caused_by_event_id) AS caused_by_event_id,
+        any(caused_by_partition) AS caused_by_partition, any(caused_by_offset) AS caused_by_offset,
+        any(occurred_at) AS occurred_at, min(decided_at) AS decided_at
+    FROM {database}.experience_decisions_log
+    GROUP BY decision_id",
+];
+
+/// Counters of the decision sinks.
+#[derive(Debug, Default)]
+pub struct DecisionStats {
+    /// Decisions produced to Kafka.
+    pub produced: AtomicU64,
+    /// Decisions of replayed times, not produced again.
+    pub suppressed: AtomicU64,
+    /// Decisions inserted into ClickHouse.
+    pub stored: AtomicU64,
+}
+
+/// Produces `decisions` to `topic`, skipping times at or below `committed`.
+pub fn produce_decisions(
+    decisions: Stream<'_, u64, Vec<Decision>>,
+    brokers: &str,
+    topic: &str,
+    committed: u64,
+    stats: Arc<DecisionStats>,
+) -> Result<(), KafkaError> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(brokers)
+        // Retries never duplicate or reorder decisions.
+        .set("enable.idempotence", "true")
+        // A storefront waits for these: send at once, no batching delay.
+        .set("linger.ms", "0")
+        // Same key -> same partition as Java clients (Kafka's default murmur2).
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let topic = topic.to_string();
+    decisions.sink(Pipeline, "DecisionsToKafka", move |(input, frontier)| {
+        input.for_each(|_time, data| {
+            for d in data.drain(..) {
+                if d.time <= committed {
+                    stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let payload = serde_json::to_vec(&d).expect("a decision serializes");
+                let mut record = BaseRecord::to(&topic).key(&d.shopper_id).payload(&payload);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            producer.poll(Duration::from_millis(1));
+                        }
+                        Err((e, _)) => {
+                            eprintln!("decisions: producing to {topic} failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                stats.produced.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        if frontier.frontier().is_empty() {
+            let _ = producer.flush(Duration::from_secs(30));
+        }
+    });
+    Ok(())
+}
+
+/// One row of `experience_decisions_log`.
+#[derive(Row, Serialize)]
+struct DecisionRow {
+    decision_id: String,
+    retailer_id: String,
+    shopper_id: String,
+    session_id: String,
+    kind: String,
+    params: String,
+    tree_id: String,
+    tree_version: u64,
+    node_id: String,
+    reasons: Vec<String>,
+    caused_by_event_id: String,
+    caused_by_partition: i32,
+    caused_by_offset: i64,
+    occurred_at: u32,
+    decided_at: u32,
+    time: u64,
+}
+
+fn seconds(t: basketflow_vocab::Timestamp) -> u32 {
+    u32::try_from(t.unix_seconds().max(0)).unwrap_or(u32::MAX)
+}
+
+impl From<Decision> for DecisionRow {
+    fn from(d: Decision) -> Self {
+        let params: serde_json::Map<String, serde_json::Value> = d
+            .experience
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    ParamValue::Int(i) => serde_json::json!(i),
+                    ParamValue::Text(s) => serde_json::json!(s),
+                    ParamValue::List(l) => serde_json::json!(l),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        DecisionRow {
+            decision_id: d.decision_id,
+            retailer_id: d.retailer_id,
+            shopper_id: d.shopper_id,
+            session_id: d.session_id.unwrap_or_default(),
+            kind: d.experience.kind.as_str().to_string(),
+            params: serde_json::Value::Object(params).to_string(),
+            tree_id: d.tree_id,
+            tree_version: d.tree_version,
+            node_id: d.node_id,
+            reasons: d.reasons,
+            caused_by_event_id: d.caused_by.event_id,
+            caused_by_partition: d.caused_by.partition,
+            caused_by_offset: d.caused_by.offset,
+            occurred_at: seconds(d.caused_by.occurred_at),
+            decided_at: seconds(d.decided_at),
+            time: d.time,
+        }
+    }
+}
+
+/// Creates the decisions log and view in `sink`'s database (idempotent).
+pub async fn migrate_decisions(sink: &ClickHouseSink) -> Result<(), SinkError> {
+    for ddl in DECISIONS_DDL {
+        sink.client()
+            .query_raw(&statement(ddl, sink.database()))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores `decisions` in ClickHouse from worker 0 (every worker sends its decisions there).
+/// Returns the writer thread on worker 0; join it after the input has ended.
+pub fn store_decisions(
+    decisions: Stream<'_, u64, Vec<Decision>>,
+    target: Target,
+    flush_interval: Duration,
+    worker_index: usize,
+    stats: Arc<DecisionStats>,
+) -> Option<JoinHandle<()>> {
+    let (tx, rx) = channel::<Vec<String>>();
+    let writer = (worker_index == 0).then(|| {
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("clickhouse-decisions".into())
+            .spawn(move || store_loop(target, rx, stats))
+            .expect("spawning the ClickHouse decisions writer")
+    });
+    let mut tx = Some(tx);
+    let mut pending: Vec<String> = Vec::new();
+    let mut last = Instant::now();
+    // Decisions cross workers as JSON: their free-form parameters do not survive bincode.
+    decisions
+        .map(|d| serde_json::to_string(&d).expect("a decision serializes"))
+        .sink(
+            Exchange::new(|_: &String| 0u64),
+            "DecisionsToClickHouse",
+            move |(input, frontier)| {
+                input.for_each(|_time, data| pending.append(data));
+                let done = frontier.frontier().is_empty();
+                if let Some(sender) = tx.as_ref() {
+                    if !pending.is_empty() && (done || last.elapsed() >= flush_interval) {
+                        let _ = sender.send(std::mem::take(&mut pending));
+                        last = Instant::now();
+                    }
+                }
+                if done {
+                    tx = None;
+                }
+            },
+        );
+    writer
+}
+
+fn store_loop(target: Target, rx: Receiver<Vec<String>>, stats: Arc<DecisionStats>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime for the decisions writer");
+    rt.block_on(async {
+        let mut sink: Option<ClickHouseSink> = None;
+        while let Ok(mut batch) = rx.recv() {
+            while let Ok(more) = rx.try_recv() {
+                batch.extend(more);
+            }
+            let rows: Vec<DecisionRow> = batch
+                .iter()
+                .map(|j| DecisionRow::from(serde_json::from_str::<Decision>(j).expect("own JSON")))
+                .collect();
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let result: Result<(), SinkError> = async {
+                    if sink.is_none() {
+                        let s = ClickHouseSink::connect(
+                            &target.url,
+                            &target.database,
+                            &target.user,
+                            &target.password,
+                        )
+                        .await?;
+                        migrate_decisions(&s).await?;
+                        sink = Some(s);
+                    }
+                    let s = sink.as_ref().expect("connected");
+                    let mut insert = s
+                        .client()
+                        .insert_unescaped::<DecisionRow>(&format!(
+                            "{}.experience_decisions_log",
+                            s.database()
+                        ))
+                        .await?;
+                    for row in &rows {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await?;
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        eprintln!("decisions writer: insert failed ({e}); retrying in {backoff:?}");
+                        sink = None;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            stats.stored.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
+    });
+}
