@@ -234,6 +234,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             models.shopper_purchases.inner.clone().probe_with(&probe);
             models.product_affinities.inner.clone().probe_with(&probe);
             models.baskets.inner.clone().probe_with(&probe);
+            models.order_lines.inner.clone().probe_with(&probe);
             let writer = write_read_models(
                 &models,
                 target.clone(),

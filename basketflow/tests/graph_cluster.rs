@@ -375,6 +375,27 @@ fn expected(events: &[Event]) -> Vec<(&'static str, Vec<String>)> {
                 })
                 .collect(),
         ),
+        (
+            "order_lines",
+            rows.order_lines
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.retailer_id,
+                        r.order_id,
+                        r.shopper_id,
+                        r.product_id,
+                        r.category,
+                        r.quantity,
+                        r.revenue_cents,
+                        seconds(r.ordered_at),
+                        day(r.day),
+                        u8::from(r.cancelled)
+                    )
+                })
+                .collect(),
+        ),
     ];
     for (_, lines) in &mut out {
         lines.sort();

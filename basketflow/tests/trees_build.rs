@@ -475,6 +475,29 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
     assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), &printed[..2]);
 
+    // Only the first campaign (retailer-00): the queries filter on the retailer; cust-004 (only
+    // at retailer-01) gets nothing, the others the same trees as before.
+    let first = &CAMPAIGNS[..CAMPAIGNS.find("[[campaign]]\nid = \"expired\"").unwrap()];
+    std::fs::write(dir.join("campaigns.toml"), first).unwrap();
+    let out = run_build(&dir, &["--dry-run"]);
+    assert!(
+        out.status.success(),
+        "retailer-00 run failed: {}",
+        text(&out.stderr)
+    );
+    let want: Vec<&str> = values
+        .iter()
+        .filter(|v| !v.contains("cust-004"))
+        .map(|v| v.as_str())
+        .collect();
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), want);
+    let only: Value = serde_json::from_str(text(&out.stderr).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (only["shoppers"].clone(), only["shadowed"].clone()),
+        (json!(4), json!(0))
+    );
+    std::fs::write(dir.join("campaigns.toml"), CAMPAIGNS).unwrap();
+
     // A topic that does not exist: a loud failure, not an auto-created uncompacted topic.
     let config = std::fs::read_to_string(dir.join("basketflow.toml")).unwrap();
     std::fs::write(

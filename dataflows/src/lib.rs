@@ -1,12 +1,15 @@
 //! The basketflow graph, as functions over differential collections.
 //!
-//! Besides [`parse`] (Kafka messages to events and dead letters), this crate holds the read-model
-//! part: [`read_models()`] turns a collection of validated
+//! The graph's steps: [`parse`] (Kafka messages to events and dead letters), the read models,
+//! and [`experiences`] (each shopper's events move them along their experience tree; nodes with
+//! an experience emit decisions; see that module for its state and determinism argument).
+//!
+//! [`read_models()`] turns a collection of validated
 //! [`Event`](basketflow_vocab::Event)s (duplicates allowed, any arrival order, any lattice time)
-//! into four collections of rows ([`rows`]) that ClickHouse stores: sold products per day,
-//! shopper purchase histories, product affinities and current baskets. [`oracle`] computes the
-//! same rows from scratch in plain Rust; the tests check that the graph agrees with it at every
-//! logical time.
+//! into five collections of rows ([`rows`]) that ClickHouse stores: sold products per day,
+//! shopper purchase histories, product affinities, current baskets, and the lines of every paid
+//! order with its cancellation flag. [`oracle`] computes the same rows from scratch in plain
+//! Rust; the tests check that the graph agrees with it at every logical time.
 //!
 //! # Design, and why it is exact
 //!
@@ -75,4 +78,4 @@ pub mod wire;
 pub use read_models::{
     deduplicate, read_models, read_models_from_unique, unique_events, ReadModels, UniqueEvents,
 };
-pub use rows::{BasketLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+pub use rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
