@@ -255,6 +255,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 break;
             }
         }
+        if shutdown.load(Ordering::Relaxed) {
+            // Stop now: what is not committed is rewritten by the next run (the producers
+            // deliver what they accepted as the operators are dropped).
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
         // Keep stepping until the sink operator has handed over its last batch, then let the
         // writer finish it.
         if let Some(writer) = writer {

@@ -27,6 +27,8 @@
 //! After an event updates the state, the children of the shopper's node are tried in order;
 //! the first whose conditions all hold becomes the node (one step per event). If it carries an
 //! experience, a [`Decision`] is emitted, with the conditions that held as readable reasons.
+//! The journey starts again at the root when a new session starts and after a paid order (once
+//! the order's own step is taken), so a shopper meets their tree on every visit.
 //! `decision_id` is a digest of tree, version, node and event: a replay yields the same ids.
 //!
 //! # Tree changes
@@ -144,6 +146,10 @@ impl Shopper {
             self.searches.clear();
             self.product_views.clear();
             self.category_views.clear();
+            // A new visit: the journey starts again at the root.
+            if let Some(tree) = &self.tree {
+                self.node.clone_from(&tree.root);
+            }
         }
         match &event.body {
             EventBody::PageViewed {
@@ -331,6 +337,15 @@ impl Shopper {
     /// Tries the children of the current node after `event`; moves to the first whose
     /// conditions hold. Returns the decision if that node carries an experience.
     pub fn step(&mut self, event: &Event, position: (i32, i64), time: Millis) -> Option<Decision> {
+        let decision = self.advance(event, position, time);
+        // A paid order ends the journey: the next one starts at the root.
+        if let (EventBody::OrderPaid { .. }, Some(tree)) = (&event.body, &self.tree) {
+            self.node.clone_from(&tree.root);
+        }
+        decision
+    }
+
+    fn advance(&mut self, event: &Event, position: (i32, i64), time: Millis) -> Option<Decision> {
         let tree = self.tree.clone()?;
         let here = tree.nodes.iter().find(|n| n.id == self.node)?;
         for child_id in &here.children {
@@ -723,7 +738,7 @@ mod tests {
         assert_eq!(
             got[3],
             (
-                "loyal".into(),
+                "start".into(), // the paid order ends the journey: back at the root
                 Some((
                     "loyal".into(),
                     vec![

@@ -16,7 +16,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use crate::kafka::client_config;
+use crate::kafka::{client_config, FlushOnDrop};
 
 /// Rejections counted by code, shared with whoever reports metrics.
 pub type RejectionCounts = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -34,6 +34,7 @@ pub fn write_dead_letters<T: timely::progress::Timestamp>(
         // Dead letters are rare: send them within 10 ms.
         .set("linger.ms", "10")
         .create()?;
+    let producer = FlushOnDrop(producer);
     let topic = topic.to_string();
     stream.sink(Pipeline, "DeadLetters", move |(input, frontier)| {
         input.for_each(|_time, data| {
@@ -44,11 +45,11 @@ pub fn write_dead_letters<T: timely::progress::Timestamp>(
                 let payload = serde_json::to_vec(&dl).expect("a dead letter serializes");
                 let mut record = BaseRecord::to(&topic).key(&key).payload(&payload);
                 loop {
-                    match producer.send(record) {
+                    match producer.0.send(record) {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
-                            producer.poll(Duration::from_millis(5));
+                            producer.0.poll(Duration::from_millis(5));
                         }
                         Err((e, _)) => {
                             eprintln!("dead letters: producing to {topic} failed: {e}");
@@ -60,7 +61,7 @@ pub fn write_dead_letters<T: timely::progress::Timestamp>(
         });
         if frontier.is_empty() {
             // The input is finished: deliver what is queued before the worker exits.
-            let _ = producer.flush(Duration::from_secs(30));
+            let _ = producer.0.flush(Duration::from_secs(30));
         }
     });
     Ok(())

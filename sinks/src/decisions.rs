@@ -29,7 +29,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use crate::clickhouse_sink::{statement, ClickHouseSink, SinkError};
-use crate::kafka::client_config;
+use crate::kafka::{client_config, FlushOnDrop};
 use crate::read_model_sink::Target;
 
 /// DDL of the decisions log and its analyst view (`{database}` is replaced).
@@ -81,6 +81,7 @@ pub fn produce_decisions(
         // Same key -> same partition as Java clients (Kafka's default murmur2).
         .set("partitioner", "murmur2_random")
         .create()?;
+    let producer = FlushOnDrop(producer);
     let topic = topic.to_string();
     decisions.sink(Pipeline, "DecisionsToKafka", move |(input, frontier)| {
         input.for_each(|_time, data| {
@@ -92,11 +93,11 @@ pub fn produce_decisions(
                 let payload = serde_json::to_vec(&d).expect("a decision serializes");
                 let mut record = BaseRecord::to(&topic).key(&d.shopper_id).payload(&payload);
                 loop {
-                    match producer.send(record) {
+                    match producer.0.send(record) {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
-                            producer.poll(Duration::from_millis(1));
+                            producer.0.poll(Duration::from_millis(1));
                         }
                         Err((e, _)) => {
                             eprintln!("decisions: producing to {topic} failed: {e}");
@@ -108,7 +109,7 @@ pub fn produce_decisions(
             }
         });
         if frontier.frontier().is_empty() {
-            let _ = producer.flush(Duration::from_secs(30));
+            let _ = producer.0.flush(Duration::from_secs(30));
         }
     });
     Ok(())
