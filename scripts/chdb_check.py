@@ -118,14 +118,7 @@ QUERIES = {
         "gamified_promotion\t2\t2\t1\t1850", "personalized_promotion\t1\t1\t0\t0",
         "recommendation\t4\t2\t2\t1150", "tension_cart\t1\t1\t0\t0"])),
 }
-DECISIONS_TABLE = """CREATE TABLE {db}.experience_decisions
-(
-    decision_id String, retailer_id String, shopper_id String, session_id String, kind String,
-    params String, tree_id String, tree_version UInt64, node_id String, reasons Array(String),
-    caused_by_event_id String, caused_by_partition Int32, caused_by_offset Int64,
-    occurred_at DateTime, decided_at DateTime
-)
-ENGINE = MergeTree ORDER BY decision_id"""
+
 
 
 def read_model_inserts(db):
@@ -160,11 +153,13 @@ def read_model_inserts(db):
 
 
 def decision_inserts(db):
-    yield DECISIONS_TABLE.format(db=db)
-    yield f"INSERT INTO {db}.experience_decisions VALUES " + ", ".join(
-        f"('{d}','{r}','{sh}','x-{d}','{k}','{{}}','t-{sh}',1,'n1',['reason'],'e-{d}',0,0,"
-        f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1)"
-        for d, r, sh, k, at in DECISIONS)
+    # Into the decisions log (sinks/sql), read through the experience_decisions view; each
+    # decision twice, as a replay writes it, to check the view shows it once.
+    for _ in range(2):
+        yield f"INSERT INTO {db}.experience_decisions_log VALUES " + ", ".join(
+            f"('{d}','{r}','{sh}','x-{d}','{k}','{{}}','t-{sh}',1,'n1',['reason'],'e-{d}',0,0,"
+            f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1, 1)"
+            for d, r, sh, k, at in DECISIONS)
 
 
 def query_text(name, params, db):

@@ -23,9 +23,7 @@ use basketflow_dataflows::read_models;
 use basketflow_ingest::kafka_source::{kafka_source, SourceConfig};
 use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_sinks::dead_letters::{write_dead_letters, RejectionCounts};
-use basketflow_sinks::decisions::{
-    migrate_decisions, produce_decisions, store_decisions, DecisionStats,
-};
+use basketflow_sinks::decisions::{produce_decisions, store_decisions, DecisionStats};
 use basketflow_sinks::read_model_sink::{prepare, write_read_models, SinkStats, Target};
 
 use crate::config::Config;
@@ -159,17 +157,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Worker 0 writes ClickHouse: it readies the schema and learns where a previous run
         // stopped before any data flows.
         let committed = if index == 0 {
-            prepare(&target)
-                .and_then(|c| {
-                    block_on(async {
-                        let sink = connect(&target).await?;
-                        migrate_decisions(&sink).await?;
-                        Ok(c)
-                    })
-                })
-                .unwrap_or_else(|e| {
-                    panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
-                })
+            prepare(&target).unwrap_or_else(|e| {
+                panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
+            })
         } else {
             // Worker 0 may still be creating the schema: wait for its progress table.
             let deadline = Instant::now() + Duration::from_secs(60);

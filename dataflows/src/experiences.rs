@@ -418,6 +418,26 @@ pub struct TreeStats {
     pub decisions: std::sync::atomic::AtomicU64,
 }
 
+/// Inputs waiting for their time to complete: per time, a capability to emit at it, the tree
+/// messages and the events.
+type Stash = BTreeMap<Millis, (Capability<Millis>, Vec<SourceMessage>, Vec<PositionedEvent>)>;
+
+/// The stash entry for the time of an input batch, holding a capability for that time.
+fn stash_at<'a>(
+    stash: &'a mut Stash,
+    cap: &timely::dataflow::operators::InputCapability<Millis>,
+) -> &'a mut (Capability<Millis>, Vec<SourceMessage>, Vec<PositionedEvent>) {
+    let t = *cap.least().expect("an input batch has a time");
+    stash.entry(t).or_insert_with(|| {
+        (
+            cap.retain_least(0)
+                .expect("an input batch has a capability"),
+            Vec::new(),
+            Vec::new(),
+        )
+    })
+}
+
 /// The tree operator: shoppers' events and tree messages in, decisions out (at the time of the
 /// event that caused them).
 pub fn decide<'scope>(
@@ -425,7 +445,6 @@ pub fn decide<'scope>(
     trees: Stream<'scope, Millis, Vec<SourceMessage>>,
     stats: Arc<TreeStats>,
 ) -> Stream<'scope, Millis, Vec<Decision>> {
-    type Stash = BTreeMap<Millis, (Capability<Millis>, Vec<SourceMessage>, Vec<PositionedEvent>)>;
     let mut stash: Stash = BTreeMap::new();
     let mut shoppers: HashMap<(String, String), Shopper> = HashMap::new();
     events.binary_frontier(
@@ -436,28 +455,10 @@ pub fn decide<'scope>(
         move |_cap, _info| {
             move |(events_in, events_frontier), (trees_in, trees_frontier), output| {
                 events_in.for_each(|cap, data| {
-                    let t = *cap.least().expect("an input batch has a time");
-                    let entry = stash.entry(t).or_insert_with(|| {
-                        (
-                            cap.retain_least(0)
-                                .expect("an input batch has a capability"),
-                            Vec::new(),
-                            Vec::new(),
-                        )
-                    });
-                    entry.2.append(data);
+                    stash_at(&mut stash, &cap).2.append(data);
                 });
                 trees_in.for_each(|cap, data| {
-                    let t = *cap.least().expect("an input batch has a time");
-                    let entry = stash.entry(t).or_insert_with(|| {
-                        (
-                            cap.retain_least(0)
-                                .expect("an input batch has a capability"),
-                            Vec::new(),
-                            Vec::new(),
-                        )
-                    });
-                    entry.1.append(data);
+                    stash_at(&mut stash, &cap).1.append(data);
                 });
                 while let Some((&t, _)) = stash.first_key_value() {
                     if events_frontier.less_equal(&t) || trees_frontier.less_equal(&t) {

@@ -4,8 +4,8 @@
 //! A small hand-made set of events goes through the oracle (`basketflow_dataflows::oracle`),
 //! its rows become versions at one time (`Batch::from_updates`) that
 //! `ClickHouseSink::write_batch` writes into a fresh database (`bf_q_<millis>`, migrated by the
-//! sink, dropped at the end); `experience_decisions` (the decisions view, not built yet) is a
-//! plain table with the view's columns. Each query file runs with its placeholders and the
+//! sink, dropped at the end); decisions go into `experience_decisions_log` twice each (as a
+//! replay writes them), read through the `experience_decisions` view. Each query file runs with its placeholders and the
 //! database name replaced, and its TabSeparated output is compared with the rows computed by
 //! hand below. `scripts/chdb_check.py` runs the same queries over the same data set on a
 //! current ClickHouse (chdb); keep its `ORDERS`, `DECISIONS` and `QUERIES` in step with this
@@ -273,16 +273,6 @@ const DECISIONS: [(&str, &str, &str, &str, &str); 8] = [
     ("d8", "r1", "s1", "recommendation", "2026-11-21 09:00:00"),
 ];
 
-fn decisions_table(database: &str) -> String {
-    format!(
-        "CREATE TABLE {database}.experience_decisions (decision_id String, retailer_id String, \
-         shopper_id String, session_id String, kind String, params String, tree_id String, \
-         tree_version UInt64, node_id String, reasons Array(String), caused_by_event_id String, \
-         caused_by_partition Int32, caused_by_offset Int64, occurred_at DateTime, \
-         decided_at DateTime) ENGINE = MergeTree ORDER BY decision_id"
-    )
-}
-
 fn decisions_insert(database: &str) -> String {
     let rows: Vec<String> = DECISIONS
         .iter()
@@ -290,12 +280,12 @@ fn decisions_insert(database: &str) -> String {
             format!(
                 "('{id}', '{retailer}', '{shopper}', 'x-{id}', '{kind}', '{{}}', 't-{shopper}', 1, \
                  'n1', ['reason'], 'e-{id}', 0, 0, toDateTime('{occurred_at}', 'UTC'), \
-                 toDateTime('{occurred_at}', 'UTC') + 1)"
+                 toDateTime('{occurred_at}', 'UTC') + 1, 1)"
             )
         })
         .collect();
     format!(
-        "INSERT INTO {database}.experience_decisions VALUES {}",
+        "INSERT INTO {database}.experience_decisions_log VALUES {}",
         rows.join(", ")
     )
 }
@@ -430,7 +420,7 @@ async fn scenario(sink: ClickHouseSink) {
         .unwrap();
     assert_eq!(lines, 23);
 
-    for sql in [decisions_table(&db), decisions_insert(&db)] {
+    for sql in [decisions_insert(&db), decisions_insert(&db)] {
         sink.client().query_raw(&sql).execute().await.unwrap();
     }
 

@@ -50,7 +50,7 @@ pub const DATABASE_PLACEHOLDER: &str = "{database}";
 pub const DEFAULT_DATABASE: &str = "basketflow";
 
 /// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
-pub const TABLES: [(&str, &str); 6] = [
+pub const TABLES: [(&str, &str); 7] = [
     ("progress", include_str!("../sql/table_progress.sql")),
     (
         "sold_products_daily_versions",
@@ -72,10 +72,14 @@ pub const TABLES: [(&str, &str); 6] = [
         "order_lines_versions",
         include_str!("../sql/table_order_lines_versions.sql"),
     ),
+    (
+        "experience_decisions_log",
+        include_str!("../sql/table_experience_decisions_log.sql"),
+    ),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 5] = [
+pub const VIEWS: [(&str, &str); 6] = [
     (
         "sold_products_daily",
         include_str!("../sql/view_sold_products_daily.sql"),
@@ -90,6 +94,10 @@ pub const VIEWS: [(&str, &str); 5] = [
     ),
     ("baskets", include_str!("../sql/view_baskets.sql")),
     ("order_lines", include_str!("../sql/view_order_lines.sql")),
+    (
+        "experience_decisions",
+        include_str!("../sql/view_experience_decisions.sql"),
+    ),
 ];
 
 /// The tables that hold versions (every table of [`TABLES`] but `progress`).
@@ -713,7 +721,12 @@ mod tests {
             assert!(probe.contains(&format!("{{database}}.{PROBE_PREFIX}{name} AS\n")));
             assert!(!probe.contains(&format!("{{database}}.{name} AS")));
         }
-        let versions: Vec<&str> = TABLES.iter().skip(1).map(|(n, _)| *n).collect();
+        // The decisions log is not versioned: a replay's copy is the same decision.
+        let versions: Vec<&str> = TABLES
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n.ends_with("_versions"))
+            .collect();
         assert_eq!(versions, VERSION_TABLES);
         assert_eq!(
             <SoldProductDaily as ReadModelRow>::TABLE,

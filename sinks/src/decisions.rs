@@ -10,7 +10,8 @@
 //! **ClickHouse** (`experience_decisions`): decisions go to worker 0, which inserts them in
 //! batches into `experience_decisions_log` (`ReplacingMergeTree` by `decision_id`, so a replay's
 //! copy collapses); the analyst view `experience_decisions` shows one row per decision (the
-//! first `decided_at` among copies) with no `FINAL` needed.
+//! first `decided_at` among copies) with no `FINAL` needed. Both are created by
+//! [`ClickHouseSink::migrate`] from `sinks/sql/`, like the read models'.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
@@ -28,31 +29,9 @@ use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use crate::clickhouse_sink::{statement, ClickHouseSink, SinkError};
+use crate::clickhouse_sink::{ClickHouseSink, SinkError};
 use crate::kafka::{client_config, FlushOnDrop};
 use crate::read_model_sink::Target;
-
-/// DDL of the decisions log and its analyst view (`{database}` is replaced).
-pub const DECISIONS_DDL: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log (
-        decision_id String, retailer_id String, shopper_id String, session_id String,
-        kind String, params String, tree_id String, tree_version UInt64, node_id String,
-        reasons Array(String), caused_by_event_id String, caused_by_partition Int32,
-        caused_by_offset Int64, occurred_at DateTime, decided_at DateTime, time UInt64)
-    ENGINE = ReplacingMergeTree(time)
-    PARTITION BY toYYYYMM(occurred_at)
-    ORDER BY (retailer_id, decision_id)",
-    "CREATE VIEW IF NOT EXISTS {database}.experience_decisions AS
-    SELECT decision_id,
-        any(retailer_id) AS retailer_id, any(shopper_id) AS shopper_id,
-        any(session_id) AS session_id, any(kind) AS kind, any(params) AS params,
-        any(tree_id) AS tree_id, any(tree_version) AS tree_version, any(node_id) AS node_id,
-        any(reasons) AS reasons, any(caused_by_event_id) AS caused_by_event_id,
-        any(caused_by_partition) AS caused_by_partition, any(caused_by_offset) AS caused_by_offset,
-        any(occurred_at) AS occurred_at, min(decided_at) AS decided_at
-    FROM {database}.experience_decisions_log
-    GROUP BY decision_id",
-];
 
 /// Counters of the decision sinks.
 #[derive(Debug, Default)]
@@ -176,17 +155,6 @@ impl From<Decision> for DecisionRow {
     }
 }
 
-/// Creates the decisions log and view in `sink`'s database (idempotent).
-pub async fn migrate_decisions(sink: &ClickHouseSink) -> Result<(), SinkError> {
-    for ddl in DECISIONS_DDL {
-        sink.client()
-            .query_raw(&statement(ddl, sink.database()))
-            .execute()
-            .await?;
-    }
-    Ok(())
-}
-
 /// Stores `decisions` in ClickHouse from worker 0 (every worker sends its decisions there).
 /// Returns the writer thread on worker 0; join it after the input has ended.
 pub fn store_decisions(
@@ -256,7 +224,6 @@ fn store_loop(target: Target, rx: Receiver<Vec<String>>, stats: Arc<DecisionStat
                             &target.password,
                         )
                         .await?;
-                        migrate_decisions(&s).await?;
                         sink = Some(s);
                     }
                     let s = sink.as_ref().expect("connected");

@@ -323,11 +323,13 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "product_affinities_versions",
                     "baskets_versions",
                     "order_lines_versions",
+                    "experience_decisions_log",
                     "sold_products_daily",
                     "shopper_purchases",
                     "product_affinities",
                     "baskets",
                     "order_lines",
+                    "experience_decisions",
                 ]
                 .map(String::from)
                 .to_vec(),

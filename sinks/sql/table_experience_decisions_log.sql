@@ -1,0 +1,25 @@
+-- Every decision the graph made, for attribution. A replay writes the same decision_id again;
+-- ReplacingMergeTree collapses the copies on merge and the view below shows one row per
+-- decision whether or not they have merged. decided_at is wall clock (not part of the identity).
+CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
+(
+    decision_id String,
+    retailer_id String,
+    shopper_id String,
+    session_id String,
+    kind String,
+    params String,
+    tree_id String,
+    tree_version UInt64,
+    node_id String,
+    reasons Array(String),
+    caused_by_event_id String,
+    caused_by_partition Int32,
+    caused_by_offset Int64,
+    occurred_at DateTime,
+    decided_at DateTime,
+    time UInt64
+)
+ENGINE = ReplacingMergeTree(time)
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (retailer_id, decision_id)

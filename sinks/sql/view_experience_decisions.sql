@@ -1,0 +1,20 @@
+-- One row per decision (the first decided_at among replayed copies).
+CREATE VIEW IF NOT EXISTS {database}.experience_decisions AS
+SELECT
+    decision_id,
+    any(retailer_id) AS retailer_id,
+    any(shopper_id) AS shopper_id,
+    any(session_id) AS session_id,
+    any(kind) AS kind,
+    any(params) AS params,
+    any(tree_id) AS tree_id,
+    any(tree_version) AS tree_version,
+    any(node_id) AS node_id,
+    any(reasons) AS reasons,
+    any(caused_by_event_id) AS caused_by_event_id,
+    any(caused_by_partition) AS caused_by_partition,
+    any(caused_by_offset) AS caused_by_offset,
+    any(occurred_at) AS occurred_at,
+    min(decided_at) AS decided_at
+FROM {database}.experience_decisions_log
+GROUP BY decision_id
