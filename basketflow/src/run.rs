@@ -21,10 +21,9 @@ use basketflow_dataflows::experiences::{decide, TreeStats};
 use basketflow_dataflows::parse::parse_messages;
 use basketflow_dataflows::read_models;
 use basketflow_ingest::kafka_source::{kafka_source, SourceConfig};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_sinks::dead_letters::{write_dead_letters, RejectionCounts};
 use basketflow_sinks::decisions::{produce_decisions, store_decisions, DecisionStats};
-use basketflow_sinks::read_model_sink::{prepare, write_read_models, SinkStats, Target};
+use basketflow_sinks::read_model_sink::{committed, prepare, write_read_models, SinkStats, Target};
 
 use crate::config::Config;
 
@@ -102,26 +101,6 @@ fn communication(args: &RunArgs) -> Result<Communication> {
     })
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime")
-        .block_on(f)
-}
-
-async fn connect(
-    target: &Target,
-) -> Result<ClickHouseSink, basketflow_sinks::clickhouse_sink::SinkError> {
-    ClickHouseSink::connect(
-        &target.url,
-        &target.database,
-        &target.user,
-        &target.password,
-    )
-    .await
-}
-
 /// Runs the graph until it is caught up (with `--exit-when-caught-up`) or until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
@@ -164,7 +143,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             // Worker 0 may still be creating the schema: wait for its progress table.
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                match block_on(async { connect(&target).await?.committed().await }) {
+                match committed(&target) {
                     Ok(c) => break c,
                     Err(e) if Instant::now() > deadline => panic!(
                         "worker {index}: cannot read the committed time from ClickHouse: {e}"

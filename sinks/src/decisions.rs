@@ -199,11 +199,7 @@ pub fn store_decisions(
 }
 
 fn store_loop(target: Target, rx: Receiver<Vec<String>>, stats: Arc<DecisionStats>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime for the decisions writer");
-    rt.block_on(async {
+    crate::read_model_sink::runtime().block_on(async {
         let mut sink: Option<ClickHouseSink> = None;
         while let Ok(mut batch) = rx.recv() {
             while let Ok(more) = rx.try_recv() {
@@ -217,14 +213,7 @@ fn store_loop(target: Target, rx: Receiver<Vec<String>>, stats: Arc<DecisionStat
             loop {
                 let result: Result<(), SinkError> = async {
                     if sink.is_none() {
-                        let s = ClickHouseSink::connect(
-                            &target.url,
-                            &target.database,
-                            &target.user,
-                            &target.password,
-                        )
-                        .await?;
-                        sink = Some(s);
+                        sink = Some(target.connect().await?);
                     }
                     let s = sink.as_ref().expect("connected");
                     let mut insert = s

@@ -48,7 +48,8 @@ pub struct Target {
 }
 
 impl Target {
-    async fn connect(&self) -> Result<ClickHouseSink, SinkError> {
+    /// A sink on this target (checks that the server answers).
+    pub async fn connect(&self) -> Result<ClickHouseSink, SinkError> {
         ClickHouseSink::connect(&self.url, &self.database, &self.user, &self.password).await
     }
 }
@@ -68,7 +69,8 @@ pub struct SinkStats {
     pub finished: AtomicBool,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The single-threaded runtime the ClickHouse writers and start-up checks run on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,6 +86,12 @@ pub fn prepare(target: &Target) -> Result<u64, SinkError> {
         sink.discard_uncommitted().await?;
         sink.committed().await
     })
+}
+
+/// The committed time of `target`, without changing anything (for workers other than 0,
+/// which only need to know which replayed times to skip).
+pub fn committed(target: &Target) -> Result<u64, SinkError> {
+    runtime().block_on(async { target.connect().await?.committed().await })
 }
 
 /// One update of any read model, as exchanged to the writing worker.
