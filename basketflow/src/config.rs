@@ -18,6 +18,8 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     /// How the graph batches time.
     pub graph: GraphConfig,
+    /// The HTTP collector (`basketflow collect`).
+    pub collector: basketflow_collector::CollectorConfig,
 }
 
 /// `[kafka]`
@@ -36,6 +38,28 @@ pub struct KafkaConfig {
     pub rejected_topic: String,
     /// Erasure requests in.
     pub privacy_topic: String,
+    /// Progress of the Kafka outputs (one partition, compacted); default
+    /// `<decisions_topic>-progress`.
+    pub progress_topic: Option<String>,
+    /// Transactional id of the Kafka outputs: fixed across restarts, unique per cluster;
+    /// default `basketflow:<decisions_topic>`.
+    pub transactional_id: Option<String>,
+}
+
+impl KafkaConfig {
+    /// The progress topic of the Kafka outputs.
+    pub fn progress_topic(&self) -> String {
+        self.progress_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-progress", self.decisions_topic))
+    }
+
+    /// The transactional id of the Kafka outputs.
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("basketflow:{}", self.decisions_topic))
+    }
 }
 
 impl Default for KafkaConfig {
@@ -47,6 +71,8 @@ impl Default for KafkaConfig {
             decisions_topic: "experience-decisions".into(),
             rejected_topic: "shopper-events-rejected".into(),
             privacy_topic: "privacy-requests".into(),
+            progress_topic: None,
+            transactional_id: None,
         }
     }
 }
@@ -84,8 +110,14 @@ pub struct GraphConfig {
     pub tick_ms: u64,
     /// An idle partition's bound trails the wall clock by this much.
     pub idle_margin_ms: u64,
-    /// Completed times are written to ClickHouse at most this often.
+    /// Completed times are written to ClickHouse at most this often (and the Kafka outputs
+    /// commit progress at least this often when there is no output).
     pub flush_interval_ms: u64,
+    /// How far (logical ms) the sources may run ahead of the slowest durable output before
+    /// they stop taking messages: bounds memory while ClickHouse or the broker is down.
+    pub max_sink_lag_ms: u64,
+    /// A process exits if its cluster has not formed (all peers connected) within this.
+    pub startup_timeout_ms: u64,
 }
 
 impl Default for GraphConfig {
@@ -94,6 +126,8 @@ impl Default for GraphConfig {
             tick_ms: 5,
             idle_margin_ms: 20,
             flush_interval_ms: 250,
+            max_sink_lag_ms: 10_000,
+            startup_timeout_ms: 60_000,
         }
     }
 }

@@ -40,6 +40,12 @@ enum Command {
         #[command(subcommand)]
         command: trees_build::TreesCommand,
     },
+    /// Serve the HTTP collector: trackers POST events, valid ones are produced to Kafka.
+    Collect {
+        /// The configuration file.
+        #[arg(long, default_value = "basketflow.toml")]
+        config: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -47,6 +53,14 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args)?,
         Command::Trees { command } => trees_build::run(command)?,
+        Command::Collect { config } => {
+            let config = config::Config::load(&config)?;
+            basketflow_collector::run(
+                config.collector,
+                &config.kafka.brokers,
+                &config.kafka.events_topic,
+            )?
+        }
         Command::Validate => {
             let summary = validate::validate(io::stdin().lock(), io::stdout().lock())?;
             let rejected: u64 = summary.rejected.values().sum();

@@ -20,10 +20,15 @@ use timely::WorkerConfig;
 use basketflow_dataflows::experiences::{decide, TreeStats};
 use basketflow_dataflows::parse::parse_messages;
 use basketflow_dataflows::read_models;
-use basketflow_ingest::kafka_source::{kafka_source, SourceConfig};
-use basketflow_sinks::dead_letters::{write_dead_letters, RejectionCounts};
-use basketflow_sinks::decisions::{produce_decisions, store_decisions, DecisionStats};
+use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
+use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
+use basketflow_sinks::decisions::{store_decisions, DecisionStats};
+use basketflow_sinks::kafka::ensure_topic;
+use basketflow_sinks::kafka_outputs::{
+    kafka_outputs, prepare_outputs, read_progress, KafkaOutputs, OutputStats,
+};
 use basketflow_sinks::read_model_sink::{committed, prepare, write_read_models, SinkStats, Target};
+use timely::dataflow::operators::Concat;
 
 use crate::config::Config;
 
@@ -102,15 +107,40 @@ fn communication(args: &RunArgs) -> Result<Communication> {
 }
 
 /// Runs the graph until it is caught up (with `--exit-when-caught-up`) or until SIGTERM/SIGINT.
+///
+/// Shutdown on a signal drains: the sources stop taking messages but keep their positions, the
+/// sinks commit every time before them (ClickHouse batch and Kafka transaction), then the
+/// process exits; after `DRAIN_LIMIT` it exits anyway (what is not committed is redone by the
+/// next run, see the design note on restarts).
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
     let communication = communication(&args)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
+    fail_loudly_on_panic();
     let rejections: RejectionCounts = Default::default();
     let started = Instant::now();
     let exit_when_caught_up = args.exit_when_caught_up;
+
+    let outputs = KafkaOutputs {
+        brokers: config.kafka.brokers.clone(),
+        decisions_topic: config.kafka.decisions_topic.clone(),
+        rejected_topic: config.kafka.rejected_topic.clone(),
+        progress_topic: config.kafka.progress_topic(),
+        transactional_id: config.kafka.transactional_id(),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(ensure_topic(
+            &outputs.brokers,
+            &outputs.progress_topic,
+            1,
+            // Only the last record matters.
+            &[("cleanup.policy", "compact")],
+        ))
+        .with_context(|| format!("creating the progress topic {}", outputs.progress_topic))?;
 
     let timely_config = timely::Config {
         communication,
@@ -124,25 +154,46 @@ pub fn run(args: RunArgs) -> Result<()> {
         password: config.clickhouse.password.clone(),
     };
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
+    let max_lead_ms = config.graph.max_sink_lag_ms;
     let sink_stats = Arc::new(SinkStats::default());
     let worker_sink_stats = sink_stats.clone();
     let tree_stats = Arc::new(TreeStats::default());
     let worker_tree_stats = tree_stats.clone();
     let decision_stats = Arc::new(DecisionStats::default());
     let worker_decision_stats = decision_stats.clone();
+    let output_stats = Arc::new(OutputStats::default());
+    let worker_output_stats = output_stats.clone();
+    let formed = Arc::new(AtomicBool::new(false));
+    watch_formation(
+        formed.clone(),
+        Duration::from_millis(config.graph.startup_timeout_ms),
+    );
     let guards = timely::execute(timely_config, move |worker| {
+        formed.store(true, Ordering::Relaxed);
         let index = worker.index();
         let peers = worker.peers();
-        // Worker 0 writes ClickHouse: it readies the schema and learns where a previous run
-        // stopped before any data flows.
-        let committed = if index == 0 {
-            prepare(&target).unwrap_or_else(|e| {
+        // Where the previous run's durable outputs stopped: ClickHouse's committed batch and
+        // the Kafka outputs' committed transaction. Worker 0 also readies both (schema,
+        // discarding uncommitted versions, fencing the old producer).
+        let (read_models_committed, kafka_prepared, kafka_committed) = if index == 0 {
+            let t0 = Instant::now();
+            let c = prepare(&target).unwrap_or_else(|e| {
                 panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
-            })
+            });
+            let t1 = Instant::now();
+            let (producer, k) = prepare_outputs(&outputs).unwrap_or_else(|e| {
+                panic!("worker 0: cannot start the transactional producer: {e}")
+            });
+            eprintln!(
+                "basketflow run: ClickHouse ready in {:?}, transactional producer in {:?}",
+                t1 - t0,
+                t1.elapsed()
+            );
+            (c, Some((producer, k.clone())), k)
         } else {
             // Worker 0 may still be creating the schema: wait for its progress table.
             let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
+            let c = loop {
                 match committed(&target) {
                     Ok(c) => break c,
                     Err(e) if Instant::now() > deadline => panic!(
@@ -150,105 +201,126 @@ pub fn run(args: RunArgs) -> Result<()> {
                     ),
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
-            }
+            };
+            let k = read_progress(&outputs.brokers, &outputs.progress_topic).unwrap_or_else(|e| {
+                panic!("worker {index}: cannot read {}: {e}", outputs.progress_topic)
+            });
+            (c, None, k)
         };
+        if index == 0 {
+            eprintln!(
+                "basketflow run: resuming: ClickHouse committed through {}, Kafka outputs through {}",
+                read_models_committed.0, kafka_committed.0
+            );
+        }
         let mut source_cfg = SourceConfig::new(&config.kafka.brokers, &config.kafka.events_topic);
         source_cfg.tick_ms = config.graph.tick_ms;
         source_cfg.idle_margin_ms = config.graph.idle_margin_ms;
         source_cfg.stop_at_start_watermarks = exit_when_caught_up;
         let mut trees_cfg = source_cfg.clone();
         trees_cfg.topic = config.kafka.trees_topic.clone();
+        // Reclock the replay by what is durable (see ingest::kafka_source): each output's
+        // binding applies to the topics it depends on (ClickHouse: events; Kafka outputs:
+        // events and trees). A binding that does not track a topic says nothing about it.
+        source_cfg.bind(read_models_committed.0, &read_models_committed.1);
+        source_cfg.bind(kafka_committed.0, &kafka_committed.1);
+        trees_cfg.bind(kafka_committed.0, &kafka_committed.1);
         let probe = ProbeHandle::new();
-        let stats = worker.dataflow::<u64, _, _>(|scope| {
-            let (messages, stats) =
-                kafka_source(scope, source_cfg, index, peers).unwrap_or_else(|e| {
-                    panic!(
-                        "worker {index}: cannot read {}: {e}",
-                        config.kafka.events_topic
-                    )
-                });
-            let (trees, _) = kafka_source(scope, trees_cfg, index, peers).unwrap_or_else(|e| {
-                panic!(
-                    "worker {index}: cannot read {}: {e}",
-                    config.kafka.trees_topic
-                )
+        let durable = ProbeHandle::new();
+        let gate = Gate {
+            durable: durable.clone(),
+            max_lead_ms,
+            stop: shutdown.clone(),
+        };
+        let (stats, writer, outputs_writer, decisions_writer) =
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (messages, stats) =
+                    kafka_source(scope, source_cfg, index, peers, Some(gate.clone()))
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "worker {index}: cannot read {}: {e}",
+                                config.kafka.events_topic
+                            )
+                        });
+                let (trees, _) = kafka_source(scope, trees_cfg, index, peers, Some(gate))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "worker {index}: cannot read {}: {e}",
+                            config.kafka.trees_topic
+                        )
+                    });
+                messages.clone().probe_with(&probe);
+                trees.clone().probe_with(&probe);
+                let event_positions = positions(&messages, &config.kafka.events_topic);
+                let tree_positions = positions(&trees, &config.kafka.trees_topic);
+                let parsed = parse_messages(messages);
+                let dead_letters =
+                    count_dead_letters(parsed.dead_letters, worker_rejections.clone());
+                let models = read_models(&parsed.events);
+                let decisions = decide(parsed.positioned, trees, worker_tree_stats.clone());
+                let (kafka_durable, outputs_writer) = kafka_outputs(
+                    decisions.clone(),
+                    dead_letters,
+                    event_positions.clone().concat(tree_positions),
+                    outputs.clone(),
+                    kafka_prepared,
+                    flush_interval,
+                    index,
+                    worker_output_stats.clone(),
+                );
+                kafka_durable.probe_with(&durable);
+                let decisions_writer = store_decisions(
+                    decisions,
+                    target.clone(),
+                    flush_interval,
+                    index,
+                    worker_decision_stats.clone(),
+                );
+                let (clickhouse_durable, writer) = write_read_models(
+                    &models,
+                    event_positions,
+                    target.clone(),
+                    read_models_committed,
+                    flush_interval,
+                    index,
+                    worker_sink_stats.clone(),
+                );
+                clickhouse_durable.probe_with(&durable);
+                (stats, writer, outputs_writer, decisions_writer)
             });
-            let parsed = parse_messages(messages);
-            write_dead_letters(
-                parsed.dead_letters,
-                &config.kafka.brokers,
-                &config.kafka.rejected_topic,
-                worker_rejections.clone(),
-            )
-            .unwrap_or_else(|e| panic!("worker {index}: cannot produce dead letters: {e}"));
-            let models = read_models(&parsed.events);
-            let decisions = decide(parsed.positioned, trees, worker_tree_stats.clone());
-            decisions.clone().probe_with(&probe);
-            produce_decisions(
-                decisions.clone(),
-                &config.kafka.brokers,
-                &config.kafka.decisions_topic,
-                committed,
-                worker_decision_stats.clone(),
-            )
-            .unwrap_or_else(|e| panic!("worker {index}: cannot produce decisions: {e}"));
-            let decisions_writer = store_decisions(
-                decisions,
-                target.clone(),
-                flush_interval,
-                index,
-                worker_decision_stats.clone(),
-            );
-            models.sold_products_daily.inner.clone().probe_with(&probe);
-            models.shopper_purchases.inner.clone().probe_with(&probe);
-            models.product_affinities.inner.clone().probe_with(&probe);
-            models.baskets.inner.clone().probe_with(&probe);
-            models.order_lines.inner.clone().probe_with(&probe);
-            let writer = write_read_models(
-                &models,
-                target.clone(),
-                committed,
-                flush_interval,
-                index,
-                worker_sink_stats.clone(),
-            );
-            (stats, writer, decisions_writer)
-        });
-        let (stats, writer, decisions_writer) = stats;
+        // Run until every output is durable through the end of the input (caught up), or a
+        // signal: then drain until the durable frontier reaches the sources' (stopped)
+        // frontier, within the limit.
+        let mut drain_deadline: Option<Instant> = None;
         loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
-            if probe.done() {
+            if durable.done() {
                 break;
             }
             if shutdown.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        if shutdown.load(Ordering::Relaxed) {
-            // Stop now: what is not committed is rewritten by the next run (the producers
-            // deliver what they accepted as the operators are dropped).
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
-        }
-        // Keep stepping until the sink operator has handed over its last batch, then let the
-        // writer finish it.
-        if let Some(writer) = writer {
-            while !writer.is_finished() && !worker_sink_stats.finished.load(Ordering::Relaxed) {
-                worker.step_or_park(Some(Duration::from_millis(10)));
-                if shutdown.load(Ordering::Relaxed) {
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+                let drained = probe.with_frontier(|sources| {
+                    durable.with_frontier(|d| sources.iter().all(|s| !d.less_than(s)))
+                });
+                if drained || Instant::now() > deadline {
+                    if !drained {
+                        eprintln!("basketflow run: worker {index}: drain not finished in {DRAIN_LIMIT:?}; exiting anyway (the next run redoes it)");
+                    }
                     break;
                 }
             }
-            // On a signal the writer may be mid-batch: leave it; what it had not committed is
-            // rewritten by the next run (versions above the committed time are discarded).
-            if writer.is_finished() || worker_sink_stats.finished.load(Ordering::Relaxed) {
-                let _ = writer.join();
-            }
         }
-        if let Some(w) = decisions_writer {
-            if !shutdown.load(Ordering::Relaxed) {
-                let _ = w.join();
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
+        // The writers finish what they were handed (their channels closed with the dataflow).
+        let finish_by = Instant::now() + Duration::from_secs(5);
+        for handle in [writer, outputs_writer, decisions_writer].into_iter().flatten() {
+            while !handle.is_finished() && Instant::now() < finish_by {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
             }
         }
         stats
@@ -261,16 +333,47 @@ pub fn run(args: RunArgs) -> Result<()> {
         messages += stats.messages.load(Ordering::Relaxed);
     }
     eprintln!(
-        "basketflow run: {messages} messages in {:.1} s, rejected {:?}; clickhouse: {} batches, {} rows, committed through {}; decisions: {} produced, {} suppressed (replayed), {} stored; bad trees {}",
+        "basketflow run: {messages} messages in {:.1} s, rejected {:?}; clickhouse: {} batches, {} rows, committed through {}; kafka: {} transactions, {} decisions, {} dead letters, {} suppressed (replayed), committed through {}; decisions stored {}; bad trees {}",
         started.elapsed().as_secs_f64(),
         rejections.lock().expect("rejection counts lock"),
         sink_stats.batches.load(Ordering::Relaxed),
         sink_stats.rows.load(Ordering::Relaxed),
         sink_stats.committed.load(Ordering::Relaxed),
-        decision_stats.produced.load(Ordering::Relaxed),
-        decision_stats.suppressed.load(Ordering::Relaxed),
+        output_stats.transactions.load(Ordering::Relaxed),
+        output_stats.decisions.load(Ordering::Relaxed),
+        output_stats.dead_letters.load(Ordering::Relaxed),
+        output_stats.suppressed.load(Ordering::Relaxed),
+        output_stats.committed.load(Ordering::Relaxed),
         decision_stats.stored.load(Ordering::Relaxed),
         tree_stats.bad_trees.load(Ordering::Relaxed),
     );
     Ok(())
+}
+
+/// Exits the process (status 2) if the cluster has not formed within `limit`: a peer that died
+/// during start-up would otherwise leave this process waiting for it forever, holding its port
+/// against the restarted cluster.
+fn watch_formation(formed: Arc<AtomicBool>, limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        if !formed.load(Ordering::Relaxed) {
+            eprintln!("basketflow run: the cluster did not form within {limit:?} (a peer is down or unreachable); exiting so that the cluster can be restarted");
+            std::process::exit(2);
+        }
+    });
+}
+
+/// How long a signalled process drains before it exits anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+
+/// A panic on any thread (a worker, a writer, timely's network threads when a peer dies) ends
+/// the whole process with status 101 after printing it: the cluster then fails loudly and is
+/// restarted as a whole, instead of limping on with a dead worker (timely's failure model).
+fn fail_loudly_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("basketflow run: a thread panicked; stopping this process (restart the cluster; it resumes from durable progress)");
+        std::process::exit(101);
+    }));
 }

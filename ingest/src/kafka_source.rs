@@ -21,6 +21,22 @@
 //! - **Caught up.** With `stop_at_start_watermarks`, each partition is read up to the high
 //!   watermark it had when the source started; then the source drops its capability and the
 //!   consumer thread ends (tests and backfills).
+//! - **Reclocking on restart.** Times are a function of the log except for one thing: an idle
+//!   partition's bound follows the wall clock, so a message fetched late is clamped up to the
+//!   bound, and a replay would give it its (earlier) broker time. The sinks therefore record,
+//!   with every committed time `t`, the [`Positions`] the sources had reached at `t` (the next
+//!   offset of each partition among messages with time `<= t`). On restart these become
+//!   [`SourceConfig::floors`]: a message at or after a recorded position gets a time above the
+//!   recorded `t`. Messages before it get times `<= t` anyway (a replay never clamps upwards
+//!   more than the first run did), so the replay puts exactly the committed messages at or
+//!   below `t`, and no output written durably at `t` is lost or repeated (Materialize calls
+//!   these durable bindings "remap"; see the design note on restarts).
+//! - **Gate.** A source may be given a [`Gate`]: the frontier of what the sinks have made
+//!   durable. While the source's own frontier is more than `max_lead_ms` ahead of it, the
+//!   source stops taking messages (the consumer thread then blocks on the full channel): a
+//!   slow or unavailable ClickHouse or broker bounds the graph's memory instead of growing it.
+//!   The gate also stops the source for good when `stop` is set (SIGTERM): the source keeps its
+//!   capability at its last position, so everything before it can still be drained.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,8 +49,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::scheduling::SyncActivator;
 
 /// Logical time of the graph: milliseconds since the Unix epoch (broker time, on ticks).
@@ -57,6 +75,58 @@ pub struct SourceConfig {
     pub start_offsets: BTreeMap<i32, i64>,
     /// Messages the consumer thread may buffer ahead of the graph.
     pub channel_capacity: usize,
+    /// Bindings recorded with committed outputs: `(time, next offset per partition)`. A
+    /// message at or after a partition's offset gets a time greater than `time`; a partition
+    /// missing from a binding had no message at or below `time` (see "Reclocking on restart").
+    pub bindings: Vec<(Millis, BTreeMap<i32, i64>)>,
+}
+
+impl SourceConfig {
+    /// Adds the binding of one committed output (the `positions` it recorded at `through`).
+    pub fn bind(&mut self, through: Millis, positions: &Positions) {
+        if through > 0 {
+            let mine = positions.get(&self.topic).cloned().unwrap_or_default();
+            self.bindings.push((through, mine));
+        }
+    }
+
+    /// The floors of partition `p`: `(offset, time)`, ascending.
+    fn floors(&self, p: i32) -> Vec<(i64, Millis)> {
+        let mut f: Vec<(i64, Millis)> = self
+            .bindings
+            .iter()
+            .map(|(t, offsets)| (offsets.get(&p).copied().unwrap_or(0), *t))
+            .collect();
+        f.sort_unstable();
+        f
+    }
+}
+
+/// Next offset to read per partition, by topic: how far the sources had read at a time.
+pub type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// What may hold a source back: the frontier of durable outputs, and a stop flag.
+#[derive(Clone)]
+pub struct Gate {
+    /// The frontier of what the sinks have made durable.
+    pub durable: ProbeHandle<Millis>,
+    /// How far (ms of logical time) the source may run ahead of `durable`.
+    pub max_lead_ms: u64,
+    /// Once set, the source takes no more messages and keeps its capability (drain).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Gate {
+    /// True when a source at `time` must wait.
+    fn closed(&self, time: Millis) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.durable.with_frontier(|f| {
+            f.first()
+                .is_some_and(|&d| time > d.saturating_add(self.max_lead_ms))
+        })
+    }
 }
 
 impl SourceConfig {
@@ -70,6 +140,7 @@ impl SourceConfig {
             stop_at_start_watermarks: false,
             start_offsets: BTreeMap::new(),
             channel_capacity: 65_536,
+            bindings: Vec::new(),
         }
     }
 }
@@ -104,6 +175,8 @@ pub struct SourceStats {
     pub frontier: AtomicU64,
     /// Set when the source has finished (caught up in stop mode, or shut down).
     pub done: AtomicBool,
+    /// Activations in which the gate held the source back.
+    pub gated: AtomicU64,
 }
 
 enum Fetched {
@@ -168,6 +241,8 @@ struct PartitionState {
     next: i64,
     /// Stop-mode target: read up to here.
     stop_at: i64,
+    /// Recorded bindings still ahead: `(offset, time)`, ascending.
+    floors: Vec<(i64, Millis)>,
 }
 
 /// The stream of messages a source produces.
@@ -180,6 +255,7 @@ pub fn kafka_source<'scope>(
     cfg: SourceConfig,
     index: usize,
     peers: usize,
+    gate: Option<Gate>,
 ) -> Result<(MessageStream<'scope>, Arc<SourceStats>), KafkaError> {
     let owned = owned_partitions(&cfg.brokers, &cfg.topic, index, peers)?;
     let stats = Arc::new(SourceStats::default());
@@ -194,6 +270,7 @@ pub fn kafka_source<'scope>(
                     at_eof: false,
                     next,
                     stop_at: high,
+                    floors: cfg.floors(p),
                 },
             )
         })
@@ -230,8 +307,18 @@ pub fn kafka_source<'scope>(
             let margin = cfg.idle_margin_ms;
             let stop_mode = cfg.stop_at_start_watermarks;
             let mut batch: Vec<SourceMessage> = Vec::new();
+            let activator = scope.worker().activator_for(info.address.clone());
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
+                if let Some(gate) = gate.as_ref() {
+                    if gate.closed(*c.time()) {
+                        stats.gated.fetch_add(1, Ordering::Relaxed);
+                        if !gate.stop.load(Ordering::Relaxed) {
+                            activator.activate_after(Duration::from_millis(5));
+                        }
+                        return;
+                    }
+                }
                 // Bounded work per activation keeps the worker responsive; the thread's next
                 // send (or our own re-activation) brings us back for the rest.
                 for _ in 0..16_384 {
@@ -250,6 +337,11 @@ pub fn kafka_source<'scope>(
                             let t = ceil_tick(broker_ms.max(0) as u64, tick);
                             if t < st.bound {
                                 stats.clamped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Reclocking: past a recorded binding, above its time.
+                            while st.floors.first().is_some_and(|&(o, _)| o <= m.offset) {
+                                let (_, through) = st.floors.remove(0);
+                                st.bound = st.bound.max(through + 1);
                             }
                             m.time = t.max(st.bound);
                             st.bound = m.time;
@@ -314,6 +406,54 @@ pub fn kafka_source<'scope>(
         }
     });
     Ok((stream, stats))
+}
+
+/// One position record: after the messages of this time, `topic`'s `partition` continues at
+/// `next_offset`.
+pub type PositionRecord = (String, i32, i64);
+
+/// The positions `messages` (read from `topic`) reach at each time: per batch, one record per
+/// partition (its last offset + 1). Sinks fold these into the [`Positions`] they record with a
+/// committed time. Cheap: no exchange, a handful of records per batch.
+pub fn positions<'scope>(
+    messages: &MessageStream<'scope>,
+    topic: &str,
+) -> Stream<'scope, Millis, Vec<PositionRecord>> {
+    let topic = topic.to_string();
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    messages.clone().unary(Pipeline, "Positions", move |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                last.clear();
+                for m in data.iter() {
+                    let e = last.entry(m.partition).or_insert(m.offset + 1);
+                    *e = (*e).max(m.offset + 1);
+                }
+                let cap = cap
+                    .retain_least(0)
+                    .expect("an input batch has a capability");
+                let mut session = output.session(&cap);
+                for (&p, &next) in &last {
+                    session.give((topic.clone(), p, next));
+                }
+            });
+        }
+    })
+}
+
+/// Folds position records into `into` (keeping the greater offset per partition).
+pub fn fold_positions<'a>(
+    into: &mut Positions,
+    records: impl IntoIterator<Item = &'a PositionRecord>,
+) {
+    for (topic, p, next) in records {
+        let e = into
+            .entry(topic.clone())
+            .or_default()
+            .entry(*p)
+            .or_insert(*next);
+        *e = (*e).max(*next);
+    }
 }
 
 /// The consumer thread: fetches, forwards, ticks, and wakes the operator.

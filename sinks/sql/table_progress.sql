@@ -1,11 +1,14 @@
 -- Commit log of the ClickHouse sink: a row with time T is inserted only after every version row
 -- of every time <= T is in every *_versions table. committed = max(time) (0 when empty); the
--- analyst views show exactly the state at the committed time.
+-- analyst views show exactly the state at the committed time. `positions` (JSON, topic ->
+-- partition -> next offset) says how far the sources had read at `time`: a restart reclocks its
+-- replay by it, so the messages at or below `time` are exactly those already written.
 CREATE TABLE IF NOT EXISTS {database}.progress
 (
     time UInt64,
     written_at DateTime,
-    note String
+    note String,
+    positions String
 )
 ENGINE = MergeTree()
 ORDER BY time

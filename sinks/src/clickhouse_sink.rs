@@ -42,6 +42,7 @@ use clickhouse::{Client, Row, RowWrite};
 use serde::Serialize;
 
 use crate::versions::{Batch, ConvertError, ReadModelRow, Version};
+use basketflow_ingest::kafka_source::Positions;
 
 /// Where the database name goes in the statements of [`TABLES`] and [`VIEWS`].
 pub const DATABASE_PLACEHOLDER: &str = "{database}";
@@ -147,6 +148,9 @@ pub enum SinkError {
     /// The batch is inconsistent (a version after the batch's time).
     #[error(transparent)]
     Batch(#[from] ConvertError),
+    /// The progress table holds positions that are not the JSON this crate writes.
+    #[error("progress.positions is not valid JSON positions: {0}")]
+    BadProgress(String),
     /// A mutation did not finish in time (`system.mutations` still shows it not done).
     #[error("mutations of {table} not done after {waited:?}")]
     MutationTimeout {
@@ -253,6 +257,20 @@ impl ClickHouseSink {
                 migration.created.push(name.to_owned());
             }
         }
+        // Databases from before positions were recorded (18.16 has no ADD COLUMN IF NOT EXISTS).
+        let has_positions: u64 = self
+            .client
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'positions'")
+            .bind(db)
+            .fetch_one()
+            .await?;
+        if has_positions == 0 {
+            self.execute(&format!(
+                "ALTER TABLE {db}.progress ADD COLUMN positions String"
+            ))
+            .await?;
+            migration.created.push("progress.positions".to_owned());
+        }
         for (name, sql) in VIEWS {
             self.drop_if_exists(&format!("{PROBE_PREFIX}{name}"))
                 .await?;
@@ -331,15 +349,23 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Records that every time `<= through` is completely written: the views move to it.
-    pub async fn write_progress(&self, through: u64, note: &str) -> Result<(), SinkError> {
+    /// Records that every time `<= through` is completely written, with the sources'
+    /// `positions` at that time: the views move to it.
+    pub async fn write_progress(
+        &self,
+        through: u64,
+        note: &str,
+        positions: &Positions,
+    ) -> Result<(), SinkError> {
         let db = &self.database;
+        let positions = serde_json::to_string(positions).expect("positions serialize");
         self.client
             .query(&format!(
-                "INSERT INTO {db}.progress (time, written_at, note) VALUES (?, now(), ?)"
+                "INSERT INTO {db}.progress (time, written_at, note, positions) VALUES (?, now(), ?, ?)"
             ))
             .bind(through)
             .bind(note)
+            .bind(positions)
             .execute()
             .await?;
         Ok(())
@@ -358,7 +384,29 @@ impl ClickHouseSink {
             batch.baskets.len(),
             batch.order_lines.len()
         );
-        self.write_progress(batch.through, &note).await
+        self.write_progress(batch.through, &note, &batch.positions)
+            .await
+    }
+
+    /// The committed time and the sources' positions recorded with it (`(0, empty)` when
+    /// nothing is committed).
+    pub async fn committed_positions(&self) -> Result<(u64, Positions), SinkError> {
+        let db = &self.database;
+        let rows: Vec<(u64, String)> = self
+            .client
+            .query(&format!(
+                "SELECT time, positions FROM {db}.progress ORDER BY time DESC LIMIT 1"
+            ))
+            .fetch_all()
+            .await?;
+        Ok(match rows.into_iter().next() {
+            None => (0, Positions::new()),
+            Some((t, json)) if json.is_empty() => (t, Positions::new()),
+            Some((t, json)) => (
+                t,
+                serde_json::from_str(&json).map_err(|e| SinkError::BadProgress(e.to_string()))?,
+            ),
+        })
     }
 
     /// The committed time: the greatest progress row's, 0 when there is none.

@@ -1,11 +1,5 @@
-//! Decisions out: to the storefronts' Kafka topic, and to ClickHouse for attribution.
-//!
-//! **Kafka** (`experience-decisions`, key = `shopper_id`, JSON [`Decision`]): every worker
-//! produces the decisions it makes, with an idempotent producer (retries never duplicate).
-//! Decisions at or below the committed time (see [`crate::read_model_sink::prepare`]) come from
-//! a replay after a restart and are not produced again. A crash between producing a decision
-//! and committing its time can still show it twice to a storefront; closing that window with
-//! Kafka transactions is the reliability issue's work.
+//! Decisions into ClickHouse, for attribution (the storefronts' Kafka topic is written by
+//! [`crate::kafka_outputs`], exactly once).
 //!
 //! **ClickHouse** (`experience_decisions`): decisions go to worker 0, which inserts them in
 //! batches into `experience_decisions_log` (`ReplacingMergeTree` by `decision_id`, so a replay's
@@ -21,77 +15,20 @@ use std::time::{Duration, Instant};
 
 use basketflow_vocab::{Decision, ParamValue};
 use clickhouse::Row;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde::Serialize;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use crate::clickhouse_sink::{ClickHouseSink, SinkError};
-use crate::kafka::{client_config, FlushOnDrop};
 use crate::read_model_sink::Target;
 
-/// Counters of the decision sinks.
+/// Counters of the ClickHouse decisions log.
 #[derive(Debug, Default)]
 pub struct DecisionStats {
-    /// Decisions produced to Kafka.
-    pub produced: AtomicU64,
-    /// Decisions of replayed times, not produced again.
-    pub suppressed: AtomicU64,
-    /// Decisions inserted into ClickHouse.
+    /// Decisions inserted into ClickHouse (a replay's copies included; they collapse).
     pub stored: AtomicU64,
-}
-
-/// Produces `decisions` to `topic`, skipping times at or below `committed`.
-pub fn produce_decisions(
-    decisions: Stream<'_, u64, Vec<Decision>>,
-    brokers: &str,
-    topic: &str,
-    committed: u64,
-    stats: Arc<DecisionStats>,
-) -> Result<(), KafkaError> {
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(brokers)
-        // Retries never duplicate or reorder decisions.
-        .set("enable.idempotence", "true")
-        // A storefront waits for these: send at once, no batching delay.
-        .set("linger.ms", "0")
-        // Same key -> same partition as Java clients (Kafka's default murmur2).
-        .set("partitioner", "murmur2_random")
-        .create()?;
-    let producer = FlushOnDrop(producer);
-    let topic = topic.to_string();
-    decisions.sink(Pipeline, "DecisionsToKafka", move |(input, frontier)| {
-        input.for_each(|_time, data| {
-            for d in data.drain(..) {
-                if d.time <= committed {
-                    stats.suppressed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let payload = serde_json::to_vec(&d).expect("a decision serializes");
-                let mut record = BaseRecord::to(&topic).key(&d.shopper_id).payload(&payload);
-                loop {
-                    match producer.0.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            producer.0.poll(Duration::from_millis(1));
-                        }
-                        Err((e, _)) => {
-                            eprintln!("decisions: producing to {topic} failed: {e}");
-                            break;
-                        }
-                    }
-                }
-                stats.produced.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        if frontier.frontier().is_empty() {
-            let _ = producer.0.flush(Duration::from_secs(30));
-        }
-    });
-    Ok(())
 }
 
 /// One row of `experience_decisions_log`.

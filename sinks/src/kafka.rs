@@ -39,21 +39,3 @@ pub async fn ensure_topic(
     }
     Ok(())
 }
-
-/// A producer that delivers what it holds before it goes away.
-///
-/// librdkafka's producers purge their queues when dropped; the graph's producers live inside
-/// operators that are dropped when the graph stops (SIGTERM), and what they accepted must still
-/// reach the broker. Dropping this flushes first (up to 10 s).
-pub struct FlushOnDrop(
-    pub rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-);
-
-impl Drop for FlushOnDrop {
-    fn drop(&mut self) {
-        use rdkafka::producer::Producer;
-        if let Err(e) = self.0.flush(Duration::from_secs(10)) {
-            eprintln!("kafka: messages still queued at shutdown could not be delivered: {e}");
-        }
-    }
-}

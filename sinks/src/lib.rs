@@ -3,8 +3,8 @@
 //! This crate owns every write basketflow makes outside itself: the Kafka plumbing the other
 //! writers build on ([`kafka`]), the conversion of the graph's read-model updates into stored
 //! versions ([`versions`]) and the ClickHouse writer of those versions with its analyst views
-//! ([`clickhouse_sink`]). The transactional decisions producer of the graph slots in beside
-//! them.
+//! ([`clickhouse_sink`]), and the graph's Kafka outputs (decisions, dead letters), produced
+//! exactly once in Kafka transactions ([`kafka_outputs`]).
 
 #![forbid(missing_docs)]
 
@@ -12,5 +12,6 @@ pub mod clickhouse_sink;
 pub mod dead_letters;
 pub mod decisions;
 pub mod kafka;
+pub mod kafka_outputs;
 pub mod read_model_sink;
 pub mod versions;

@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,15 @@ use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
 use basketflow_dataflows::ReadModels;
+use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::operators::Concatenate;
+use timely::dataflow::Stream;
+use timely::scheduling::SyncActivator;
 
 use crate::clickhouse_sink::{ClickHouseSink, SinkError};
 use crate::versions::{Batch, Updates};
@@ -78,23 +83,23 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Connects, migrates the schema, discards uncommitted versions, and returns the committed
-/// time. Retries until ClickHouse answers.
-pub fn prepare(target: &Target) -> Result<u64, SinkError> {
+/// time with the source positions recorded at it.
+pub fn prepare(target: &Target) -> Result<Committed, SinkError> {
     runtime().block_on(async {
         let sink = target.connect().await?;
         sink.migrate().await?;
         sink.discard_uncommitted().await?;
-        sink.committed().await
+        sink.committed_positions().await
     })
 }
 
-/// The committed time of `target`, without changing anything (for workers other than 0,
-/// which only need to know which replayed times to skip).
-pub fn committed(target: &Target) -> Result<u64, SinkError> {
-    runtime().block_on(async { target.connect().await?.committed().await })
+/// The committed time and positions of `target`, without changing anything (for workers other
+/// than 0, which need them to reclock their sources).
+pub fn committed(target: &Target) -> Result<Committed, SinkError> {
+    runtime().block_on(async { target.connect().await?.committed_positions().await })
 }
 
-/// One update of any read model, as exchanged to the writing worker.
+/// One update of any read model, or a source position, as exchanged to the writing worker.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Row {
     Sold(SoldProductDaily),
@@ -102,10 +107,12 @@ enum Row {
     Affinity(ProductAffinity),
     Basket(BasketLine),
     OrderLine(PaidOrderLine),
+    Position(PositionRecord),
 }
 
-fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>) -> Batch {
+fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Positions) -> Batch {
     let mut u = Updates::default();
+    let mut seen: Vec<PositionRecord> = Vec::new();
     for (row, t, d) in updates {
         match row {
             Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
@@ -113,79 +120,140 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>) -> Batch {
             Row::Affinity(r) => u.product_affinities.push((r, t, d)),
             Row::Basket(r) => u.baskets.push((r, t, d)),
             Row::OrderLine(r) => u.order_lines.push((r, t, d)),
+            Row::Position(p) => seen.push(p),
         }
     }
-    Batch::from_updates(through, u).expect("updates of completed times convert to versions")
+    fold_positions(positions, &seen);
+    let mut batch =
+        Batch::from_updates(through, u).expect("updates of completed times convert to versions");
+    batch.positions = positions.clone();
+    batch
 }
 
-/// Writes `models` to `target` from worker 0, skipping times at or below `committed` (from
-/// [`prepare`]). Returns the writer thread's handle on worker 0 (join it before exiting, so
-/// the last batch is written), `None` on other workers.
-pub fn write_read_models(
-    models: &ReadModels<'_, u64>,
+/// What a restart starts from: the committed time and the positions recorded with it.
+pub type Committed = (u64, Positions);
+
+/// Writes `models` to `target` from worker 0, skipping times at or below the committed time
+/// (from [`prepare`]); `positions` (from the events source) are recorded with each progress
+/// row.
+///
+/// Returns the sink's **durable frontier** (a stream that carries no data, whose frontier is
+/// one past the committed time, and which closes once everything is written) and the writer
+/// thread's handle on worker 0. Probing the frontier tells every worker how far ClickHouse
+/// is behind: sources hold back when it lags (see `basketflow_ingest::kafka_source::Gate`),
+/// and a drain is complete when it reaches the sources' frontier.
+pub fn write_read_models<'scope>(
+    models: &ReadModels<'scope, u64>,
+    positions: Stream<'scope, u64, Vec<PositionRecord>>,
     target: Target,
-    committed: u64,
+    committed: Committed,
     flush_interval: Duration,
     worker_index: usize,
     stats: Arc<SinkStats>,
-) -> Option<JoinHandle<()>> {
+) -> (Stream<'scope, u64, Vec<()>>, Option<JoinHandle<()>>) {
     let streams = vec![
         models.sold_products_daily.clone().map(Row::Sold).inner,
         models.shopper_purchases.clone().map(Row::Purchase).inner,
         models.product_affinities.clone().map(Row::Affinity).inner,
         models.baskets.clone().map(Row::Basket).inner,
         models.order_lines.clone().map(Row::OrderLine).inner,
+        positions.map(|p| (Row::Position(p), 0u64, 0isize)),
     ];
     let scope = models.baskets.inner.scope();
     let all = scope.concatenate(streams);
     let (tx, rx) = channel::<Batch>();
+    let woken: Arc<Mutex<Option<SyncActivator>>> = Arc::new(Mutex::new(None));
     let writer = (worker_index == 0).then(|| {
         let stats = stats.clone();
+        let woken = woken.clone();
         std::thread::Builder::new()
             .name("clickhouse-writer".into())
-            .spawn(move || write_loop(target, rx, stats))
+            .spawn(move || write_loop(target, rx, stats, woken))
             .expect("spawning the ClickHouse writer thread")
     });
-    let mut tx = Some(tx);
+    let (committed, mut positions) = committed;
+    stats.committed.store(committed, Ordering::Relaxed);
+    let mut tx = (worker_index == 0).then_some(tx);
     let mut pending: Vec<(Row, u64, isize)> = Vec::new();
     let mut max_time = committed;
     let mut last_flush = Instant::now();
-    all.sink(
+    let durable = all.unary_frontier(
         Exchange::new(|_: &(Row, u64, isize)| 0u64),
         "ClickHouseReadModels",
-        move |(input, frontier)| {
-            input.for_each(|_cap, data| {
-                pending.extend(data.drain(..).filter(|u| u.1 > committed));
-            });
-            let Some(sender) = tx.as_ref() else { return };
-            let frontier = frontier.frontier();
-            let done = frontier.is_empty();
-            if !done && last_flush.elapsed() < flush_interval {
-                return;
-            }
-            // Everything strictly before the frontier is complete.
-            let through = match frontier.first() {
-                Some(&f) => f.saturating_sub(1),
-                None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
-            };
-            if through > max_time {
-                let (ready, rest): (Vec<_>, Vec<_>) =
-                    pending.drain(..).partition(|u| u.1 <= through);
-                pending = rest;
-                max_time = through;
-                let _ = sender.send(batch_of(through, ready));
-                last_flush = Instant::now();
-            }
-            if done {
-                // No more input: closing the channel lets the writer finish.
-                tx = None;
-            }
+        move |cap, info| {
+            *woken.lock().expect("activator slot") =
+                Some(scope.worker().sync_activator_for(info.address.to_vec()));
+            let activator = scope.worker().activator_for(info.address.clone());
+            // Only worker 0 writes; the others hold nothing back.
+            let mut cap = (worker_index == 0).then(|| cap.delayed(&(committed + 1)));
+            move |(input, frontier),
+                      _output: &mut OutputBuilderSession<
+                    '_,
+                    u64,
+                    CapacityContainerBuilder<Vec<()>>,
+                >| {
+                    input.for_each(|time, data| {
+                        let t = *time.least().expect("an input batch has a time");
+                        pending.extend(data.drain(..).filter_map(|(row, rt, d)| match row {
+                            // Positions travel at their batch's time; keep the time with them.
+                            Row::Position(p) => Some((Row::Position(p), t, 0)),
+                            row => (rt > committed).then_some((row, rt, d)),
+                        }));
+                    });
+                    // Move the durable frontier to what the writer has committed.
+                    if let Some(c) = cap.as_mut() {
+                        let through = stats.committed.load(Ordering::Relaxed);
+                        if through + 1 > *c.time() {
+                            c.downgrade(&(through + 1));
+                        }
+                        if stats.finished.load(Ordering::Relaxed) {
+                            cap = None;
+                        }
+                    }
+                    let Some(sender) = tx.as_ref() else { return };
+                    let frontier = frontier.frontier();
+                    let done = frontier.is_empty();
+                    if !done && last_flush.elapsed() < flush_interval {
+                        // Come back when the interval is over, even if no input arrives (a drain
+                        // stops the sources, and then nothing else would wake us).
+                        activator
+                            .activate_after(flush_interval.saturating_sub(last_flush.elapsed()));
+                        return;
+                    }
+                    // Everything strictly before the frontier is complete.
+                    let through = match frontier.first() {
+                        Some(&f) => f.saturating_sub(1),
+                        None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
+                    };
+                    if through > max_time {
+                        let (ready, rest): (Vec<_>, Vec<_>) =
+                            pending.drain(..).partition(|u| u.1 <= through);
+                        pending = rest;
+                        max_time = through;
+                        let _ = sender.send(batch_of(through, ready, &mut positions));
+                        last_flush = Instant::now();
+                    }
+                    if done {
+                        // No more input: closing the channel lets the writer finish.
+                        tx = None;
+                    }
+                }
         },
     );
-    writer
+    (durable, writer)
 }
 
-fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>) {
+fn write_loop(
+    target: Target,
+    rx: Receiver<Batch>,
+    stats: Arc<SinkStats>,
+    woken: Arc<Mutex<Option<SyncActivator>>>,
+) {
+    let wake = || {
+        if let Some(a) = woken.lock().expect("activator slot").as_ref() {
+            let _ = a.activate();
+        }
+    };
     let rt = runtime();
     rt.block_on(async {
         let mut sink: Option<ClickHouseSink> = None;
@@ -225,7 +293,9 @@ fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>) {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
             stats.committed.store(batch.through, Ordering::Relaxed);
+            wake();
         }
     });
     stats.finished.store(true, Ordering::Relaxed);
+    wake();
 }

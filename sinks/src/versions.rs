@@ -317,6 +317,9 @@ pub struct Batch {
     pub baskets: Vec<Version<BasketLine>>,
     /// Versions for `order_lines_versions`.
     pub order_lines: Vec<Version<PaidOrderLine>>,
+    /// How far the sources had read at `through` (recorded in the progress row; a restart
+    /// reclocks its replay by it, see `basketflow_ingest::kafka_source`).
+    pub positions: basketflow_ingest::kafka_source::Positions,
 }
 
 impl Batch {
@@ -343,6 +346,7 @@ impl Batch {
             product_affinities: convert(through, updates.product_affinities)?,
             baskets: convert(through, updates.baskets)?,
             order_lines: convert(through, updates.order_lines)?,
+            positions: Default::default(),
         })
     }
 

@@ -1,0 +1,488 @@
+//! Fault tests: the cluster is killed, ClickHouse and the broker go away, and basketflow must
+//! still end exactly where an uninterrupted run ends (invariant 1 of the mission).
+//!
+//! - `sigkill_at_seeded_moments`: generated traffic (bad messages and duplicates mixed in) is
+//!   produced live while a 2-process x 2-worker cluster runs; at seeded random moments one
+//!   process is killed with SIGKILL, the other must go down by itself (a cluster never limps
+//!   on), and the cluster is restarted with the same command. At the end a SIGTERM must drain
+//!   and exit within 10 s, and a last run catches up. Every analyst view must equal the oracle
+//!   and an uninterrupted 1 x 1 run; the decisions topic (read committed) must hold exactly the
+//!   sequential replay's decisions, each once; the dead-letter topic exactly the bad messages,
+//!   each once.
+//! - `clickhouse_and_broker_outages`: on a private stack (its own broker and ClickHouse, so the
+//!   shared one is not disturbed), ClickHouse is stopped for `BASKETFLOW_OUTAGE_SECS` (default
+//!   20) and then the broker for 10 s while traffic flows; the cluster must stay up, hold back
+//!   (bounded memory), catch up, and end exactly as above.
+//!
+//! Seeds are printed; `BASKETFLOW_FAULT_SEED=<seed>` replays one.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use support::{cluster_args, hostfile, spawn, unique_suffix, wait_all, RunTargets, Stack, Traffic};
+
+/// A small deterministic generator for kill moments and victims (xorshift64*).
+struct Moments(u64);
+
+impl Moments {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A duration between `lo` and `hi` milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("BASKETFLOW_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| unique_suffix() as u64 % 1_000_000)
+}
+
+/// One test's topics and databases.
+struct Names {
+    events: String,
+    trees: String,
+    rejected: String,
+    decisions: String,
+    database: String,
+    reference_rejected: String,
+    reference_decisions: String,
+    reference_database: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Names {
+        let s = unique_suffix();
+        Names {
+            events: format!("{prefix}-events-{s}"),
+            trees: format!("{prefix}-trees-{s}"),
+            rejected: format!("{prefix}-rejected-{s}"),
+            decisions: format!("{prefix}-decisions-{s}"),
+            database: format!("bf_{prefix}_{s}"),
+            reference_rejected: format!("{prefix}-ref-rejected-{s}"),
+            reference_decisions: format!("{prefix}-ref-decisions-{s}"),
+            reference_database: format!("bf_{prefix}_ref_{s}"),
+        }
+    }
+
+    fn create_topics(&self, stack: &Stack) {
+        stack.create_topic(&self.events, 8, "delete");
+        stack.create_topic(&self.trees, 8, "compact");
+        for t in [&self.rejected, &self.reference_rejected] {
+            stack.create_topic(t, 1, "delete");
+        }
+        for t in [&self.decisions, &self.reference_decisions] {
+            stack.create_topic(t, 8, "delete");
+        }
+    }
+
+    fn configs(&self, stack: &Stack, dir: &Path) -> (PathBuf, PathBuf) {
+        // Short flushes so that kills land between many commits; a survivor of a kill during
+        // start-up gives up waiting for its peer after 5 s.
+        let extra = "[graph]\nflush_interval_ms = 100\nstartup_timeout_ms = 5000\n";
+        let faulty = stack.write_config(
+            dir,
+            "faulty",
+            &RunTargets {
+                events: &self.events,
+                trees: &self.trees,
+                rejected: &self.rejected,
+                decisions: &self.decisions,
+                database: &self.database,
+            },
+            extra,
+        );
+        let reference = stack.write_config(
+            dir,
+            "reference",
+            &RunTargets {
+                events: &self.events,
+                trees: &self.trees,
+                rejected: &self.reference_rejected,
+                decisions: &self.reference_decisions,
+                database: &self.reference_database,
+            },
+            extra,
+        );
+        (faulty, reference)
+    }
+}
+
+/// The 2-process x 2-worker cluster under test.
+struct Cluster {
+    config: PathBuf,
+    hosts: PathBuf,
+    processes: Vec<Child>,
+}
+
+impl Cluster {
+    fn start(config: &Path, dir: &Path) -> Cluster {
+        let hosts = hostfile(dir, 2);
+        let mut c = Cluster {
+            config: config.to_path_buf(),
+            hosts,
+            processes: Vec::new(),
+        };
+        c.restart();
+        c
+    }
+
+    fn restart(&mut self) {
+        self.processes = (0..2)
+            .map(|p| {
+                let args = cluster_args(&self.config, &self.hosts, 2, p, 2, false);
+                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+    }
+
+    fn assert_running(&mut self, when: &str) {
+        for (p, c) in self.processes.iter_mut().enumerate() {
+            if let Some(status) = c.try_wait().unwrap() {
+                panic!("process {p} exited with {status} {when}");
+            }
+        }
+    }
+
+    /// SIGKILL process `victim`; the other must exit by itself (non-zero) within 15 s.
+    fn kill(&mut self, victim: usize) {
+        self.processes[victim].kill().unwrap();
+        self.processes[victim].wait().unwrap();
+        let other = &mut self.processes[1 - victim];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = other.try_wait().unwrap() {
+                assert!(
+                    !status.success(),
+                    "the surviving process must fail loudly, not exit 0"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = other.kill();
+                panic!(
+                    "process {} kept running after its peer was killed: a half-working cluster",
+                    1 - victim
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM both; both must exit 0 within 10 s.
+    fn terminate(&mut self) {
+        let started = Instant::now();
+        for c in &self.processes {
+            let ok = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "sending SIGTERM");
+        }
+        let children = std::mem::take(&mut self.processes);
+        wait_all(children, Duration::from_secs(10));
+        println!("SIGTERM: drained and exited in {:?}", started.elapsed());
+    }
+
+    /// Runs the cluster once more to caught-up.
+    fn catch_up(&mut self) {
+        let children = (0..2)
+            .map(|p| {
+                let args = cluster_args(&self.config, &self.hosts, 2, p, 2, true);
+                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        wait_all(children, Duration::from_secs(300));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.processes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The ClickHouse sink's committed time in `db` (0 while its tables do not exist).
+fn committed_time(stack: &Stack, db: &str) -> u64 {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--data-binary",
+            &format!("SELECT max(time) FROM {db}.progress"),
+            &stack.clickhouse_url,
+        ])
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Everything the faulty run must end with, compared with the oracle, the reference run and
+/// the sequential replay.
+fn assert_converged(stack: &Stack, names: &Names, traffic: &Traffic, landed: &[(i32, i64)]) {
+    for (name, want) in traffic.expected_views() {
+        assert!(!want.is_empty(), "the traffic should fill {name}");
+        assert_eq!(
+            stack.view(&names.database, name),
+            want,
+            "{name}: faulty run vs oracle"
+        );
+        assert_eq!(
+            stack.view(&names.reference_database, name),
+            want,
+            "{name}: uninterrupted run vs oracle"
+        );
+    }
+    let want = traffic.reference_decisions(landed);
+    assert!(want.len() > 100, "the traffic should make decisions");
+    let got = stack.decisions_on_kafka(&names.decisions);
+    assert_eq!(got.len(), want.len(), "each decision exactly once on Kafka");
+    assert_eq!(
+        got, want,
+        "decisions on Kafka: faulty run vs sequential replay"
+    );
+    assert_eq!(
+        stack.decisions_on_kafka(&names.reference_decisions),
+        want,
+        "decisions on Kafka: uninterrupted run vs sequential replay"
+    );
+    assert_eq!(
+        stack.decisions_in_clickhouse(&names.database),
+        want,
+        "decisions in ClickHouse: faulty run"
+    );
+    let want_dead = traffic.expected_dead_letters(landed);
+    let got: Vec<(i32, i64, String)> = stack
+        .dead_letters(&names.rejected)
+        .into_iter()
+        .map(|d| (d.partition, d.offset, d.code))
+        .collect();
+    assert_eq!(got.len(), want_dead.len(), "each dead letter exactly once");
+    assert_eq!(
+        got.into_iter().collect::<BTreeSet<_>>(),
+        want_dead,
+        "dead letters"
+    );
+    println!(
+        "converged: 5 views equal the oracle, {} decisions and {} dead letters exactly once",
+        want.len(),
+        want_dead.len()
+    );
+}
+
+fn reference_run(config: &Path) {
+    let started = Instant::now();
+    wait_all(
+        vec![spawn(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-caught-up",
+        ])],
+        Duration::from_secs(300),
+    );
+    println!("uninterrupted 1 x 1 run: {:?}", started.elapsed());
+}
+
+#[test]
+fn sigkill_at_seeded_moments() {
+    let stack = Stack::shared();
+    let seed = seed();
+    println!("fault seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed})");
+    let names = Names::new("kill");
+    names.create_topics(&stack);
+    let dir = std::env::temp_dir().join(format!("basketflow-kill-{seed}-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (faulty, reference) = names.configs(&stack, &dir);
+
+    let traffic = Traffic::generate(seed, 60_000, 2_000);
+    traffic.produce_trees(&stack, &names.trees);
+    // Live traffic: 60,000 messages over about 15 s while the cluster is killed and restarted.
+    let producer = {
+        let (stack, topic, messages) = (
+            stack.clone(),
+            names.events.clone(),
+            traffic.messages.clone(),
+        );
+        std::thread::spawn(move || stack.produce_paced(&topic, &messages, 4_000))
+    };
+    let mut moments = Moments(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut cluster = Cluster::start(&faulty, &dir);
+    for round in 0..5 {
+        // The first kill may land anywhere, start-up included; the others land while the
+        // cluster works: after its first commit since the restart, at a random moment (then a
+        // ClickHouse batch or a Kafka transaction is usually under way).
+        if round > 0 {
+            let before = committed_time(&stack, &names.database);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while committed_time(&stack, &names.database) == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "no progress within 30 s after restart {round}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let wait = moments.millis(if round == 0 { 300 } else { 1 }, 1_500);
+        let victim = (moments.next() % 2) as usize;
+        std::thread::sleep(wait);
+        cluster.assert_running(&format!("before kill {round}"));
+        println!("kill {round}: SIGKILL process {victim} after {wait:?}");
+        cluster.kill(victim);
+        cluster.restart();
+    }
+    let landed = producer.join().expect("the producer thread");
+    std::thread::sleep(moments.millis(200, 1_500));
+    cluster.assert_running("before SIGTERM");
+    cluster.terminate();
+    cluster.catch_up();
+    reference_run(&reference);
+    assert_converged(&stack, &names, &traffic, &landed);
+    for db in [&names.database, &names.reference_database] {
+        stack.clickhouse(&format!("DROP DATABASE IF EXISTS {db}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private stack under a temporary directory, stopped when dropped.
+struct PrivateStack {
+    env: Vec<(String, String)>,
+    stack: Stack,
+}
+
+impl PrivateStack {
+    fn up() -> PrivateStack {
+        let dir =
+            std::env::temp_dir().join(format!("basketflow-private-stack-{}", unique_suffix()));
+        let port = support::free_port;
+        let (kafka, controller, http, tcp) = (port(), port(), port(), port());
+        let env = vec![
+            (
+                "BASKETFLOW_STACK_DIR".to_string(),
+                dir.display().to_string(),
+            ),
+            ("KAFKA_PORT".to_string(), kafka.to_string()),
+            ("KAFKA_CONTROLLER_PORT".to_string(), controller.to_string()),
+            ("CLICKHOUSE_HTTP_PORT".to_string(), http.to_string()),
+            ("CLICKHOUSE_TCP_PORT".to_string(), tcp.to_string()),
+            ("KAFKA_HEAP".to_string(), "384M".to_string()),
+        ];
+        let s = PrivateStack {
+            env,
+            stack: Stack {
+                brokers: format!("127.0.0.1:{kafka}"),
+                clickhouse_url: format!("http://127.0.0.1:{http}"),
+            },
+        };
+        s.script(&["up"]);
+        s
+    }
+
+    fn script(&self, args: &[&str]) {
+        let started = Instant::now();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+        let ok = Command::new(script)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .status()
+            .expect("running scripts/stack")
+            .success();
+        assert!(ok, "scripts/stack {args:?} failed");
+        println!("scripts/stack {args:?}: {:?}", started.elapsed());
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        self.script(&["down"]);
+        if let Some((_, dir)) = self.env.iter().find(|(k, _)| k == "BASKETFLOW_STACK_DIR") {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Resident memory of `pid` in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[test]
+fn clickhouse_and_broker_outages() {
+    let outage = Duration::from_secs(
+        std::env::var("BASKETFLOW_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
+    let seed = seed();
+    println!("outage seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed}), ClickHouse down for {outage:?}");
+    let private = PrivateStack::up();
+    let stack = private.stack.clone();
+    let names = Names::new("outage");
+    names.create_topics(&stack);
+    let dir = std::env::temp_dir().join(format!("basketflow-outage-{seed}-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (faulty, reference) = names.configs(&stack, &dir);
+
+    let rate = 1_000;
+    let secs = outage.as_secs() + 25;
+    let traffic = Traffic::generate(seed, (rate * secs) as usize, 2_000);
+    traffic.produce_trees(&stack, &names.trees);
+    let producer = {
+        let (stack, topic, messages) = (
+            stack.clone(),
+            names.events.clone(),
+            traffic.messages.clone(),
+        );
+        std::thread::spawn(move || stack.produce_paced(&topic, &messages, rate as u32))
+    };
+    let mut cluster = Cluster::start(&faulty, &dir);
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.assert_running("before the ClickHouse outage");
+    let rss_before: Vec<u64> = cluster.processes.iter().map(|c| rss_mib(c.id())).collect();
+    private.script(&["down", "clickhouse"]);
+    std::thread::sleep(outage);
+    cluster.assert_running("during the ClickHouse outage");
+    let rss_during: Vec<u64> = cluster.processes.iter().map(|c| rss_mib(c.id())).collect();
+    println!(
+        "resident MiB per process: before the outage {rss_before:?}, at its end {rss_during:?}"
+    );
+    private.script(&["up", "clickhouse"]);
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.assert_running("after ClickHouse came back");
+    private.script(&["down", "kafka"]);
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.assert_running("during the broker outage");
+    private.script(&["up", "kafka"]);
+    let landed = producer.join().expect("the producer thread");
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.assert_running("after the broker came back");
+    cluster.terminate();
+    cluster.catch_up();
+    reference_run(&reference);
+    assert_converged(&stack, &names, &traffic, &landed);
+    let _ = std::fs::remove_dir_all(&dir);
+}

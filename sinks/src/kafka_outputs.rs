@@ -1,0 +1,472 @@
+//! The graph's Kafka outputs, exactly once: decisions and dead letters in Kafka transactions.
+//!
+//! Storefronts must never see a decision twice, nor one from a replay. Every worker sends its
+//! decisions and dead letters to worker 0, where one operator collects them by time. When the
+//! frontier has passed a set of times (they are complete), and no transaction is open, it hands
+//! them to a producer thread, which in **one Kafka transaction** produces
+//!
+//! 1. the decisions to `experience-decisions` (key = shopper),
+//! 2. the dead letters to `shopper-events-rejected` (key = `partition:offset`),
+//! 3. a progress record to the progress topic (`<decisions topic>-progress`, one partition,
+//!    compacted): `{"through": t, "positions": {topic: {partition: next offset}}}`,
+//!
+//! and commits. A consumer reading committed data (`isolation.level=read_committed`, librdkafka's
+//! default; Java clients must set it) sees all of a transaction or none of it.
+//!
+//! **Restart.** [`prepare_outputs`] creates the producer with the cluster's fixed
+//! `transactional.id` and calls `init_transactions`, which fences any older instance (a zombie
+//! of a killed process can no longer commit) and aborts the transaction a crash left open. Then
+//! the last committed progress record says which times are already out (`through`) and how far
+//! the sources had read then (`positions`). Outputs at or below `through` are not produced
+//! again; the sources reclock their replay by `positions` (see
+//! `basketflow_ingest::kafka_source`), so the replay puts exactly the already produced outputs
+//! at or below `through`. A crash at any point leaves either a committed transaction (outputs
+//! and progress together) or an aborted one (neither).
+//!
+//! **Why Kafka transactions.** The broker supports them (Kafka 4, single node, with the
+//! transaction log's replication at 1), librdkafka implements them, and they give storefronts
+//! the guarantee with a standard consumer setting, where a de-duplicating consumer would push
+//! the problem onto every storefront. The cost is one commit round trip per batch of completed
+//! times; batches grow while a commit is in flight, so throughput does not suffer.
+//!
+//! **Durable frontier.** Like the ClickHouse sink, the operator returns a stream without data
+//! whose frontier is one past the committed time: sources hold back when it lags, and a drain
+//! waits for it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use basketflow_dataflows::parse::DeadLetter;
+use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_vocab::Decision;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::Map;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::Stream;
+use timely::scheduling::SyncActivator;
+
+use crate::kafka::client_config;
+use crate::read_model_sink::Committed;
+
+/// Where the Kafka outputs go.
+#[derive(Clone, Debug)]
+pub struct KafkaOutputs {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Decisions topic (storefronts read it).
+    pub decisions_topic: String,
+    /// Dead-letter topic.
+    pub rejected_topic: String,
+    /// Progress topic (one partition, compacted).
+    pub progress_topic: String,
+    /// The cluster's transactional id: the same on every restart, unique per cluster.
+    pub transactional_id: String,
+}
+
+/// Counters of the Kafka outputs.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Decisions produced (in committed transactions).
+    pub decisions: AtomicU64,
+    /// Dead letters produced (in committed transactions).
+    pub dead_letters: AtomicU64,
+    /// Outputs of replayed times, not produced again.
+    pub suppressed: AtomicU64,
+    /// Transactions committed.
+    pub transactions: AtomicU64,
+    /// Transactions aborted and retried, and retried commits.
+    pub retries: AtomicU64,
+    /// The committed time.
+    pub committed: AtomicU64,
+    /// Set when everything this run will ever produce is committed.
+    pub finished: AtomicBool,
+}
+
+/// The progress record's value.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Progress {
+    through: u64,
+    positions: Positions,
+}
+
+/// One output record, as exchanged to worker 0.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Out {
+    /// A decision: key (shopper) and JSON.
+    Decision(String, String),
+    /// A dead letter: key (`partition:offset`) and JSON.
+    DeadLetter(String, String),
+    /// A source position.
+    Position(PositionRecord),
+}
+
+/// One transaction's content.
+struct Txn {
+    through: u64,
+    records: Vec<Out>,
+    positions: Positions,
+}
+
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
+    client_config(&cfg.brokers)
+        // Fences older instances and makes the outputs and the progress record atomic.
+        .set("transactional.id", &cfg.transactional_id)
+        // A crash leaves a transaction open until a restart fences it or this expires; keep
+        // short so storefronts' read_committed consumers never stall long.
+        .set("transaction.timeout.ms", "10000")
+        // A storefront waits for decisions: send at once (the commit batches anyway).
+        .set("linger.ms", "0")
+        // Same key -> same partition as Java clients (Kafka's default murmur2).
+        .set("partitioner", "murmur2_random")
+        .create()
+}
+
+/// Connects the transactional producer (fencing older instances and aborting what a crash left
+/// open) and reads the last committed progress. Call on worker 0 before building the graph.
+pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), KafkaError> {
+    let p = producer(cfg)?;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match p.init_transactions(Duration::from_secs(30)) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                eprintln!("kafka outputs: init_transactions: {e}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let committed = read_progress(&cfg.brokers, &cfg.progress_topic)?;
+    Ok((p, committed))
+}
+
+/// The last committed progress record of `topic` (`(0, empty)` when there is none). Reads
+/// committed data only, so an open or aborted transaction's record never counts.
+pub fn read_progress(brokers: &str, topic: &str) -> Result<Committed, KafkaError> {
+    let consumer: BaseConsumer = client_config(brokers)
+        // Our own offsets; no group state.
+        .set("group.id", "basketflow-progress")
+        .set("enable.auto.commit", "false")
+        // Only committed transactions' progress counts.
+        .set("isolation.level", "read_committed")
+        // Stop at the end.
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
+    // The last record is near the end (each commit adds one record and one marker); look
+    // at the tail first and read everything only if the tail holds no committed record.
+    for start in [high.saturating_sub(64).max(low), low] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let mut last: Option<Progress> = None;
+        if high > start {
+            loop {
+                match consumer.poll(Duration::from_secs(30)) {
+                    Some(Ok(m)) => {
+                        let value = m.payload().unwrap_or_default();
+                        match serde_json::from_slice::<Progress>(value) {
+                            Ok(p) => last = Some(p),
+                            Err(e) => {
+                                eprintln!(
+                                    "kafka outputs: {topic} offset {} is not a progress record: {e}",
+                                    m.offset()
+                                );
+                                return Err(KafkaError::MessageConsumption(
+                                    RDKafkaErrorCode::InvalidRecord,
+                                ));
+                            }
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        return Err(KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::OperationTimedOut,
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(p) = last {
+            return Ok((p.through, p.positions));
+        }
+        if start == low {
+            break;
+        }
+    }
+    Ok((0, Positions::new()))
+}
+
+/// Produces `decisions` and `dead_letters` exactly once (see the module docs), recording
+/// `positions` (of every source the outputs depend on) with each transaction. On worker 0 pass
+/// the producer and committed progress from [`prepare_outputs`]; other workers pass `None`.
+///
+/// Returns the durable frontier and, on worker 0, the producer thread.
+#[allow(clippy::too_many_arguments)]
+pub fn kafka_outputs<'scope>(
+    decisions: Stream<'scope, u64, Vec<Decision>>,
+    dead_letters: Stream<'scope, u64, Vec<DeadLetter>>,
+    positions: Stream<'scope, u64, Vec<PositionRecord>>,
+    cfg: KafkaOutputs,
+    prepared: Option<(TxnProducer, Committed)>,
+    idle_commit_interval: Duration,
+    worker_index: usize,
+    stats: Arc<OutputStats>,
+) -> (Stream<'scope, u64, Vec<()>>, Option<JoinHandle<()>>) {
+    let scope = decisions.scope();
+    let all = scope.concatenate(vec![
+        decisions.map(|d| {
+            let json = serde_json::to_string(&d).expect("a decision serializes");
+            Out::Decision(d.shopper_id, json)
+        }),
+        dead_letters.map(|dl| {
+            Out::DeadLetter(
+                dl.kafka_key(),
+                serde_json::to_string(&dl).expect("a dead letter serializes"),
+            )
+        }),
+        positions.map(Out::Position),
+    ]);
+    let woken: Arc<Mutex<Option<SyncActivator>>> = Arc::new(Mutex::new(None));
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let (committed, mut cumulative) = match &prepared {
+        Some((_, (t, p))) => (*t, p.clone()),
+        None => (0, Positions::new()),
+    };
+    stats.committed.store(committed, Ordering::Relaxed);
+    let (tx, rx) = channel::<Txn>();
+    let writer = prepared.map(|(producer, _)| {
+        let (stats, woken, in_flight, cfg) =
+            (stats.clone(), woken.clone(), in_flight.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("kafka-outputs".into())
+            .spawn(move || produce_loop(cfg, producer, rx, stats, woken, in_flight))
+            .expect("spawning the Kafka outputs thread")
+    });
+    let mut tx = (worker_index == 0).then_some(tx);
+    let mut pending: BTreeMap<u64, Vec<Out>> = BTreeMap::new();
+    let mut handed = committed;
+    let mut last_commit = Instant::now();
+    let durable = all.unary_frontier(
+        Exchange::new(|_: &Out| 0u64),
+        "KafkaOutputs",
+        move |cap, info| {
+            *woken.lock().expect("activator slot") =
+                Some(scope.worker().sync_activator_for(info.address.to_vec()));
+            let activator = scope.worker().activator_for(info.address.clone());
+            let mut cap = (worker_index == 0).then(|| cap.delayed(&(committed + 1)));
+            move |(input, frontier),
+                      _output: &mut OutputBuilderSession<
+                    '_,
+                    u64,
+                    CapacityContainerBuilder<Vec<()>>,
+                >| {
+                    input.for_each(|time, data| {
+                        let t = *time.least().expect("an input batch has a time");
+                        if t <= committed {
+                            // A replay of what is already out: keep only the positions.
+                            let n = data
+                                .iter()
+                                .filter(|o| !matches!(o, Out::Position(_)))
+                                .count();
+                            stats.suppressed.fetch_add(n as u64, Ordering::Relaxed);
+                            return;
+                        }
+                        pending.entry(t).or_default().append(data);
+                    });
+                    if let Some(c) = cap.as_mut() {
+                        let through = stats.committed.load(Ordering::Relaxed);
+                        if through + 1 > *c.time() {
+                            c.downgrade(&(through + 1));
+                        }
+                        if stats.finished.load(Ordering::Relaxed) {
+                            cap = None;
+                        }
+                    }
+                    let Some(sender) = tx.as_ref() else { return };
+                    let frontier = frontier.frontier();
+                    if in_flight.load(Ordering::Acquire) {
+                        return; // the thread wakes us when the commit is done
+                    }
+                    let through = match frontier.first() {
+                        Some(&f) => f.saturating_sub(1),
+                        None => pending.keys().next_back().copied().unwrap_or(handed),
+                    };
+                    // Commit when there is output, or (progress only, so that the durable frontier
+                    // moves and sources are not held back) when the interval is over.
+                    let has_output = pending.keys().next().is_some_and(|&t| t <= through);
+                    let due = last_commit.elapsed() >= idle_commit_interval || frontier.is_empty();
+                    if through > handed && !has_output && !due {
+                        activator.activate_after(
+                            idle_commit_interval.saturating_sub(last_commit.elapsed()),
+                        );
+                    }
+                    if through > handed && (has_output || due) {
+                        last_commit = Instant::now();
+                        let later = pending.split_off(&(through + 1));
+                        let ready = std::mem::replace(&mut pending, later);
+                        let mut records = Vec::new();
+                        let mut seen = Vec::new();
+                        for (_, outs) in ready {
+                            for o in outs {
+                                match o {
+                                    Out::Position(p) => seen.push(p),
+                                    o => records.push(o),
+                                }
+                            }
+                        }
+                        fold_positions(&mut cumulative, &seen);
+                        handed = through;
+                        in_flight.store(true, Ordering::Release);
+                        let _ = sender.send(Txn {
+                            through,
+                            records,
+                            positions: cumulative.clone(),
+                        });
+                    }
+                    if frontier.is_empty() && pending.is_empty() {
+                        tx = None; // the thread finishes after the last transaction
+                    }
+                }
+        },
+    );
+    (durable, writer)
+}
+
+fn produce_loop(
+    cfg: KafkaOutputs,
+    mut producer: TxnProducer,
+    rx: Receiver<Txn>,
+    stats: Arc<OutputStats>,
+    woken: Arc<Mutex<Option<SyncActivator>>>,
+    in_flight: Arc<AtomicBool>,
+) {
+    let wake = || {
+        if let Some(a) = woken.lock().expect("activator slot").as_ref() {
+            let _ = a.activate();
+        }
+    };
+    while let Ok(txn) = rx.recv() {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match transact(&cfg, &producer, &txn) {
+                Ok((decisions, dead_letters)) => {
+                    stats.decisions.fetch_add(decisions, Ordering::Relaxed);
+                    stats
+                        .dead_letters
+                        .fetch_add(dead_letters, Ordering::Relaxed);
+                    stats.transactions.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let fenced = matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::ProducerFenced
+                                | RDKafkaErrorCode::InvalidProducerEpoch
+                        )
+                    );
+                    if fenced {
+                        panic!(
+                            "kafka outputs: transactional id {:?} was taken over by another instance: is a second cluster running with this configuration?",
+                            cfg.transactional_id
+                        );
+                    }
+                    eprintln!(
+                        "kafka outputs: transaction through time {} failed ({e}); retrying in {backoff:?}",
+                        txn.through
+                    );
+                    let _ = producer.abort_transaction(Duration::from_secs(30));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                    if fatal {
+                        // The client is unusable (e.g. after a long broker outage): start a
+                        // new one; init_transactions aborts whatever the old one left open.
+                        match prepare_outputs(&cfg) {
+                            Ok((p, _)) => producer = p,
+                            Err(e) => eprintln!("kafka outputs: reconnecting failed: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        stats.committed.store(txn.through, Ordering::Relaxed);
+        in_flight.store(false, Ordering::Release);
+        wake();
+    }
+    stats.finished.store(true, Ordering::Relaxed);
+    wake();
+}
+
+/// One transaction: every record, the progress record, commit. Returns how many decisions and
+/// dead letters it produced.
+fn transact(
+    cfg: &KafkaOutputs,
+    producer: &TxnProducer,
+    txn: &Txn,
+) -> Result<(u64, u64), KafkaError> {
+    producer.begin_transaction()?;
+    let (mut decisions, mut dead_letters) = (0, 0);
+    for o in &txn.records {
+        let (topic, key, payload) = match o {
+            Out::Decision(k, v) => {
+                decisions += 1;
+                (&cfg.decisions_topic, k, v)
+            }
+            Out::DeadLetter(k, v) => {
+                dead_letters += 1;
+                (&cfg.rejected_topic, k, v)
+            }
+            Out::Position(_) => continue,
+        };
+        send(producer, BaseRecord::to(topic).key(key).payload(payload))?;
+    }
+    let progress = serde_json::to_string(&Progress {
+        through: txn.through,
+        positions: txn.positions.clone(),
+    })
+    .expect("progress serializes");
+    send(
+        producer,
+        BaseRecord::to(&cfg.progress_topic)
+            .key("progress")
+            .payload(&progress)
+            .partition(0),
+    )?;
+    producer.commit_transaction(Duration::from_secs(30))?;
+    Ok((decisions, dead_letters))
+}
+
+fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &TxnProducer,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
