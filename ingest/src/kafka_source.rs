@@ -245,6 +245,37 @@ struct PartitionState {
     floors: Vec<(i64, Millis)>,
 }
 
+impl PartitionState {
+    /// A partition read from `next` with the recorded `floors`.
+    fn new(next: i64, stop_at: i64, floors: Vec<(i64, Millis)>) -> PartitionState {
+        PartitionState {
+            bound: 0,
+            at_eof: false,
+            next,
+            stop_at,
+            floors,
+        }
+    }
+
+    /// The logical time of the message at `offset` with broker time `broker_ms`: the broker
+    /// time on ticks, at least the partition's bound, and above every recorded binding the
+    /// offset has reached. Advances the partition. True as second value when the message was
+    /// clamped (its broker time was below the bound: fetched later than the idle margin).
+    fn assign(&mut self, offset: i64, broker_ms: i64, tick: u64) -> (Millis, bool) {
+        let t = ceil_tick(broker_ms.max(0) as u64, tick);
+        let clamped = t < self.bound;
+        while self.floors.first().is_some_and(|&(o, _)| o <= offset) {
+            let (_, through) = self.floors.remove(0);
+            self.bound = self.bound.max(through + 1);
+        }
+        let time = t.max(self.bound);
+        self.bound = time;
+        self.at_eof = false;
+        self.next = offset + 1;
+        (time, clamped)
+    }
+}
+
 /// The stream of messages a source produces.
 pub type MessageStream<'scope> = Stream<'scope, Millis, Vec<SourceMessage>>;
 
@@ -263,16 +294,7 @@ pub fn kafka_source<'scope>(
         .iter()
         .map(|&(p, low, high)| {
             let next = cfg.start_offsets.get(&p).copied().unwrap_or(low).max(low);
-            (
-                p,
-                PartitionState {
-                    bound: 0,
-                    at_eof: false,
-                    next,
-                    stop_at: high,
-                    floors: cfg.floors(p),
-                },
-            )
+            (p, PartitionState::new(next, high, cfg.floors(p)))
         })
         .collect();
     if cfg.stop_at_start_watermarks {
@@ -334,19 +356,11 @@ pub fn kafka_source<'scope>(
                             if m.offset < st.next {
                                 continue;
                             }
-                            let t = ceil_tick(broker_ms.max(0) as u64, tick);
-                            if t < st.bound {
+                            let (time, clamped) = st.assign(m.offset, broker_ms, tick);
+                            if clamped {
                                 stats.clamped.fetch_add(1, Ordering::Relaxed);
                             }
-                            // Reclocking: past a recorded binding, above its time.
-                            while st.floors.first().is_some_and(|&(o, _)| o <= m.offset) {
-                                let (_, through) = st.floors.remove(0);
-                                st.bound = st.bound.max(through + 1);
-                            }
-                            m.time = t.max(st.bound);
-                            st.bound = m.time;
-                            st.at_eof = false;
-                            st.next = m.offset + 1;
+                            m.time = time;
                             stats.messages.fetch_add(1, Ordering::Relaxed);
                             stats
                                 .bytes
@@ -556,6 +570,108 @@ fn consume(
             unannounced = 0;
             if activator.activate().is_err() {
                 return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The first run: broker times, with the bound raised (idle partition) before some
+    /// messages, so that they are clamped. Returns each message's time.
+    fn first_run(broker: &[i64], raises: &[Option<u64>]) -> Vec<Millis> {
+        let mut st = PartitionState::new(0, i64::MAX, Vec::new());
+        broker
+            .iter()
+            .zip(raises)
+            .enumerate()
+            .map(|(i, (&b, raise))| {
+                if let Some(r) = raise {
+                    st.bound = st.bound.max(*r);
+                }
+                st.assign(i as i64, b, 5).0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clamped_message_stays_above_the_committed_time_in_the_replay() {
+        // First run: message 1 arrives late; the idle bound (100) clamps it from 15 to 100.
+        let live = first_run(&[10, 15, 120], &[None, Some(100), None]);
+        assert_eq!(live, vec![10, 100, 120]);
+        // Committed through 50: positions say the partition continues at offset 1.
+        let mut cfg = SourceConfig::new("b", "t");
+        cfg.bind(
+            50,
+            &Positions::from([("t".into(), BTreeMap::from([(0, 1)]))]),
+        );
+        let mut replay = PartitionState::new(0, i64::MAX, cfg.floors(0));
+        let times: Vec<Millis> = [10, 15, 120]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| replay.assign(i as i64, b, 5).0)
+            .collect();
+        // Without the binding message 1 would get 15 <= 50 and its output would be lost.
+        assert_eq!(times, vec![10, 51, 120]);
+    }
+
+    #[test]
+    fn a_binding_that_never_saw_a_partition_puts_all_of_it_above_its_time() {
+        let mut cfg = SourceConfig::new("b", "t");
+        cfg.bind(
+            50,
+            &Positions::from([("other".into(), BTreeMap::from([(0, 7)]))]),
+        );
+        cfg.bind(0, &Positions::new()); // nothing committed: no binding
+        assert_eq!(cfg.floors(3), vec![(0, 50)]);
+        let mut st = PartitionState::new(0, i64::MAX, cfg.floors(3));
+        assert_eq!(st.assign(0, 10, 5), (51, false));
+    }
+
+    #[test]
+    fn positions_fold_to_the_greatest_next_offset() {
+        let mut p = Positions::new();
+        fold_positions(
+            &mut p,
+            &[
+                ("t".to_string(), 0, 5),
+                ("t".to_string(), 0, 3),
+                ("t".to_string(), 1, 9),
+                ("u".to_string(), 0, 1),
+            ],
+        );
+        assert_eq!(
+            p,
+            Positions::from([
+                ("t".into(), BTreeMap::from([(0, 5), (1, 9)])),
+                ("u".into(), BTreeMap::from([(0, 1)])),
+            ])
+        );
+    }
+
+    proptest! {
+        /// For any first run (any broker times, any idle-bound raises) and any committed time,
+        /// the replay with the recorded binding puts exactly the messages the first run had at
+        /// or below the committed time at or below it, and every other above it.
+        #[test]
+        fn the_replay_splits_the_log_where_the_first_run_did(
+            steps in proptest::collection::vec((0i64..1_000, proptest::option::of(0u64..1_200)), 1..60),
+            cut in 0usize..60,
+        ) {
+            let broker: Vec<i64> = steps.iter().map(|s| s.0).collect();
+            let raises: Vec<Option<u64>> = steps.iter().map(|s| s.1).collect();
+            let live = first_run(&broker, &raises);
+            let through = live[cut.min(live.len() - 1)];
+            let next = live.iter().take_while(|&&t| t <= through).count() as i64;
+            let mut cfg = SourceConfig::new("b", "t");
+            cfg.bind(through, &Positions::from([("t".into(), BTreeMap::from([(0, next)]))]));
+            let mut replay = PartitionState::new(0, i64::MAX, cfg.floors(0));
+            for (i, &b) in broker.iter().enumerate() {
+                let (t, _) = replay.assign(i as i64, b, 5);
+                prop_assert_eq!(t <= through, live[i] <= through, "message {} live {} replay {}", i, live[i], t);
             }
         }
     }
