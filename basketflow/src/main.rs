@@ -8,6 +8,8 @@
 #![forbid(missing_docs)]
 
 mod config;
+mod logging;
+mod metrics;
 mod run;
 mod trees_build;
 mod validate;
@@ -40,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: trees_build::TreesCommand,
     },
+    /// The configuration: check a file and the BASKETFLOW_* environment, print the example.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// Serve the HTTP collector: trackers POST events, valid ones are produced to Kafka.
     Collect {
         /// The configuration file.
@@ -53,6 +60,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args)?,
         Command::Trees { command } => trees_build::run(command)?,
+        Command::Config { command } => config::run(command)?,
         Command::Collect { config } => {
             let config = config::Config::load(&config)?;
             basketflow_collector::run(

@@ -17,20 +17,21 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::WorkerConfig;
 
-use basketflow_dataflows::experiences::{decide, TreeStats};
+use basketflow_dataflows::experiences::decide;
 use basketflow_dataflows::parse::parse_messages;
 use basketflow_dataflows::read_models;
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
-use basketflow_sinks::decisions::{store_decisions, DecisionStats};
+use basketflow_sinks::decisions::store_decisions;
 use basketflow_sinks::kafka::ensure_topic;
 use basketflow_sinks::kafka_outputs::{
-    kafka_outputs, prepare_outputs, read_progress, KafkaOutputs, OutputStats,
+    kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
 };
-use basketflow_sinks::read_model_sink::{committed, prepare, write_read_models, SinkStats, Target};
+use basketflow_sinks::read_model_sink::{committed, prepare, write_read_models, Target};
 use timely::dataflow::operators::Concat;
 
 use crate::config::Config;
+use crate::metrics::{self, Registry};
 
 /// Options of `basketflow run`.
 #[derive(Args, Debug, Clone)]
@@ -39,16 +40,16 @@ pub struct RunArgs {
     /// The configuration file.
     #[arg(long, default_value = "basketflow.toml")]
     pub config: PathBuf,
-    /// Worker threads in this process.
-    #[arg(short = 'w', long, default_value_t = 1)]
-    pub workers: usize,
-    /// Processes in the cluster.
-    #[arg(short = 'n', long, default_value_t = 1)]
-    pub processes: usize,
-    /// Index of this process (0-based).
-    #[arg(short = 'p', long, default_value_t = 0)]
-    pub process: usize,
-    /// Host file: one `host:port` per process, in process order.
+    /// Worker threads in this process (default: `cluster.workers`).
+    #[arg(short = 'w', long)]
+    pub workers: Option<usize>,
+    /// Processes in the cluster (default: `cluster.processes`).
+    #[arg(short = 'n', long)]
+    pub processes: Option<usize>,
+    /// Index of this process, 0-based (default: `cluster.process`).
+    #[arg(short = 'p', long)]
+    pub process: Option<usize>,
+    /// Host file: one `host:port` per process, in process order (default: `cluster.hostfile`).
     #[arg(short = 'h', long)]
     pub hostfile: Option<PathBuf>,
     /// Stop once every partition is read up to the end it had at start and every sink has
@@ -60,8 +61,30 @@ pub struct RunArgs {
     pub help: Option<bool>,
 }
 
-/// The timely communication configuration for these options.
-fn communication(args: &RunArgs) -> Result<Communication> {
+/// The cluster shape: flags first, then `[cluster]` of the configuration.
+struct Shape {
+    workers: usize,
+    processes: usize,
+    process: usize,
+    hostfile: Option<PathBuf>,
+}
+
+impl Shape {
+    fn new(args: &RunArgs, config: &Config) -> Shape {
+        Shape {
+            workers: args.workers.unwrap_or(config.cluster.workers),
+            processes: args.processes.unwrap_or(config.cluster.processes),
+            process: args.process.unwrap_or(config.cluster.process),
+            hostfile: args
+                .hostfile
+                .clone()
+                .or_else(|| config.cluster.hostfile.clone()),
+        }
+    }
+}
+
+/// The timely communication configuration for this shape.
+fn communication(args: &Shape) -> Result<Communication> {
     if args.workers == 0 {
         bail!("-w must be at least 1");
     }
@@ -114,12 +137,25 @@ fn communication(args: &RunArgs) -> Result<Communication> {
 /// next run, see the design note on restarts).
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
-    let communication = communication(&args)?;
+    let communication = communication(&Shape::new(&args, &config))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
     fail_loudly_on_panic();
-    let rejections: RejectionCounts = Default::default();
+    crate::logging::init(
+        config.log.format(),
+        config.log.level().unwrap_or(log::LevelFilter::Info),
+    );
+    let registry = Arc::new(Registry {
+        caught_up_lag_ms: config.metrics.caught_up_lag_ms,
+        ..Registry::default()
+    });
+    if let Some(listen) = config.metrics.listen() {
+        let addr = metrics::serve(listen, registry.clone())
+            .with_context(|| format!("serving metrics on {listen} (metrics.listen)"))?;
+        log::info!(address:% = addr; "metrics on http://{addr}/metrics, health on http://{addr}/health");
+    }
+    let rejections: RejectionCounts = registry.rejections.clone();
     let started = Instant::now();
     let exit_when_caught_up = args.exit_when_caught_up;
 
@@ -155,14 +191,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
     let max_lead_ms = config.graph.max_sink_lag_ms;
-    let sink_stats = Arc::new(SinkStats::default());
+    let sink_stats = registry.sink.clone();
     let worker_sink_stats = sink_stats.clone();
-    let tree_stats = Arc::new(TreeStats::default());
+    let tree_stats = registry.trees.clone();
     let worker_tree_stats = tree_stats.clone();
-    let decision_stats = Arc::new(DecisionStats::default());
+    let decision_stats = registry.decisions_log.clone();
     let worker_decision_stats = decision_stats.clone();
-    let output_stats = Arc::new(OutputStats::default());
+    let output_stats = registry.outputs.clone();
     let worker_output_stats = output_stats.clone();
+    let worker_registry = registry.clone();
     let formed = Arc::new(AtomicBool::new(false));
     watch_formation(
         formed.clone(),
@@ -184,11 +221,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             let (producer, k) = prepare_outputs(&outputs).unwrap_or_else(|e| {
                 panic!("worker 0: cannot start the transactional producer: {e}")
             });
-            eprintln!(
-                "basketflow run: ClickHouse ready in {:?}, transactional producer in {:?}",
-                t1 - t0,
-                t1.elapsed()
-            );
+            log::info!(clickhouse_ms = (t1 - t0).as_millis() as u64, producer_ms = t1.elapsed().as_millis() as u64; "outputs ready");
             (c, Some((producer, k.clone())), k)
         } else {
             // Worker 0 may still be creating the schema: wait for its progress table.
@@ -208,10 +241,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             (c, None, k)
         };
         if index == 0 {
-            eprintln!(
-                "basketflow run: resuming: ClickHouse committed through {}, Kafka outputs through {}",
-                read_models_committed.0, kafka_committed.0
-            );
+            worker_registry.has_worker_zero.store(true, Ordering::Relaxed);
+            log::info!(clickhouse_committed = read_models_committed.0, kafka_committed = kafka_committed.0, workers = peers; "cluster formed; resuming after the committed times (the replay before them rebuilds state, writes nothing)");
         }
         let mut source_cfg = SourceConfig::new(&config.kafka.brokers, &config.kafka.events_topic);
         source_cfg.tick_ms = config.graph.tick_ms;
@@ -232,6 +263,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             max_lead_ms,
             stop: shutdown.clone(),
         };
+        metrics::track_arrangements(worker, worker_registry.clone());
         let (stats, writer, outputs_writer, decisions_writer) =
             worker.dataflow::<u64, _, _>(|scope| {
                 let (messages, stats) =
@@ -242,13 +274,18 @@ pub fn run(args: RunArgs) -> Result<()> {
                                 config.kafka.events_topic
                             )
                         });
-                let (trees, _) = kafka_source(scope, trees_cfg, index, peers, Some(gate))
+                let (trees, tree_source_stats) = kafka_source(scope, trees_cfg, index, peers, Some(gate))
                     .unwrap_or_else(|e| {
                         panic!(
                             "worker {index}: cannot read {}: {e}",
                             config.kafka.trees_topic
                         )
                     });
+                {
+                    let mut sources = worker_registry.sources.lock().expect("sources");
+                    sources.push((config.kafka.events_topic.clone(), index, stats.clone()));
+                    sources.push((config.kafka.trees_topic.clone(), index, tree_source_stats));
+                }
                 messages.clone().probe_with(&probe);
                 trees.clone().probe_with(&probe);
                 let event_positions = positions(&messages, &config.kafka.events_topic);
@@ -292,8 +329,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         // signal: then drain until the durable frontier reaches the sources' (stopped)
         // frontier, within the limit.
         let mut drain_deadline: Option<Instant> = None;
+        worker_registry.running.store(true, Ordering::Relaxed);
+        let mut catching_up = CatchUp::new(index);
         loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
+            let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            if index == 0 {
+                worker_registry.frontier_ms.store(frontier, Ordering::Relaxed);
+                catching_up.observe(frontier, &stats);
+            }
             if durable.done() {
                 break;
             }
@@ -304,7 +348,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 });
                 if drained || Instant::now() > deadline {
                     if !drained {
-                        eprintln!("basketflow run: worker {index}: drain not finished in {DRAIN_LIMIT:?}; exiting anyway (the next run redoes it)");
+                        log::warn!(worker = index; "drain not finished in {DRAIN_LIMIT:?}; exiting anyway (the next run redoes it)");
                     }
                     break;
                 }
@@ -332,20 +376,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         let stats = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
         messages += stats.messages.load(Ordering::Relaxed);
     }
-    eprintln!(
-        "basketflow run: {messages} messages in {:.1} s, rejected {:?}; clickhouse: {} batches, {} rows, committed through {}; kafka: {} transactions, {} decisions, {} dead letters, {} suppressed (replayed), committed through {}; decisions stored {}; bad trees {}",
-        started.elapsed().as_secs_f64(),
-        rejections.lock().expect("rejection counts lock"),
-        sink_stats.batches.load(Ordering::Relaxed),
-        sink_stats.rows.load(Ordering::Relaxed),
-        sink_stats.committed.load(Ordering::Relaxed),
-        output_stats.transactions.load(Ordering::Relaxed),
-        output_stats.decisions.load(Ordering::Relaxed),
-        output_stats.dead_letters.load(Ordering::Relaxed),
-        output_stats.suppressed.load(Ordering::Relaxed),
-        output_stats.committed.load(Ordering::Relaxed),
-        decision_stats.stored.load(Ordering::Relaxed),
-        tree_stats.bad_trees.load(Ordering::Relaxed),
+    let rejected = rejections.lock().expect("rejection counts lock").clone();
+    log::info!(
+        messages,
+        seconds:% = format!("{:.1}", started.elapsed().as_secs_f64()),
+        rejected:? = rejected,
+        clickhouse_batches = sink_stats.batches.load(Ordering::Relaxed),
+        clickhouse_rows = sink_stats.rows.load(Ordering::Relaxed),
+        clickhouse_committed = sink_stats.committed.load(Ordering::Relaxed),
+        kafka_transactions = output_stats.transactions.load(Ordering::Relaxed),
+        decisions = output_stats.decisions.load(Ordering::Relaxed),
+        dead_letters = output_stats.dead_letters.load(Ordering::Relaxed),
+        suppressed = output_stats.suppressed.load(Ordering::Relaxed),
+        kafka_committed = output_stats.committed.load(Ordering::Relaxed),
+        decisions_stored = decision_stats.stored.load(Ordering::Relaxed),
+        bad_trees = tree_stats.bad_trees.load(Ordering::Relaxed);
+        "stopped"
     );
     Ok(())
 }
@@ -357,10 +403,49 @@ fn watch_formation(formed: Arc<AtomicBool>, limit: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
         if !formed.load(Ordering::Relaxed) {
-            eprintln!("basketflow run: the cluster did not form within {limit:?} (a peer is down or unreachable); exiting so that the cluster can be restarted");
+            log::error!("the cluster did not form within {limit:?} (a peer is down or unreachable); exiting so that the cluster can be restarted");
             std::process::exit(2);
         }
     });
+}
+
+/// Progress of the catch-up after a start (the replay of the topics): one log line every 5 s
+/// with messages read and the frontier's lag, and one when the frontier first comes within a
+/// second of the wall clock.
+struct CatchUp {
+    index: usize,
+    started: Instant,
+    last: Instant,
+    done: bool,
+}
+
+impl CatchUp {
+    fn new(index: usize) -> CatchUp {
+        CatchUp {
+            index,
+            started: Instant::now(),
+            last: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn observe(&mut self, frontier: u64, stats: &basketflow_ingest::kafka_source::SourceStats) {
+        if self.done || frontier == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let lag_ms = now.saturating_sub(frontier);
+        let read = stats.messages.load(Ordering::Relaxed);
+        if lag_ms <= 1_000 {
+            self.done = true;
+            log::info!(worker = self.index, seconds:% = format!("{:.1}", self.started.elapsed().as_secs_f64()), messages_read_by_worker = read; "caught up");
+        } else if self.last.elapsed() >= Duration::from_secs(5) {
+            self.last = Instant::now();
+            log::info!(worker = self.index, lag_ms, messages_read_by_worker = read; "catching up");
+        }
+    }
 }
 
 /// How long a signalled process drains before it exits anyway.
@@ -373,7 +458,7 @@ fn fail_loudly_on_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default(info);
-        eprintln!("basketflow run: a thread panicked; stopping this process (restart the cluster; it resumes from durable progress)");
+        log::error!("a thread panicked; stopping this process (restart the cluster; it resumes from durable progress)");
         std::process::exit(101);
     }));
 }

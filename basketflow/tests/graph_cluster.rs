@@ -1,5 +1,5 @@
 //! Integration: generated traffic with bad events mixed in, and an experience tree for every
-//! shopper, through the real broker and ClickHouse, on a cluster of 2 processes x 2 workers and
+//! shopper, through the real broker and ClickHouse, on a cluster of 3 processes x 2 workers and
 //! on 1 process x 1 worker, each run to caught-up. Every analyst view must equal the oracle
 //! computed independently from the raw events, both runs must agree, the dead-letter topic must
 //! hold exactly the bad messages (by partition, offset and reason), and both runs must emit
@@ -72,17 +72,17 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         },
         "",
     );
-    let hosts = hostfile(&dir, 2);
+    let hosts = hostfile(&dir, 3);
 
     let started = Instant::now();
-    let cluster: Vec<Child> = (0..2)
+    let cluster: Vec<Child> = (0..3)
         .map(|p| {
-            let args = cluster_args(&cfg_cluster, &hosts, 2, p, 2, true);
+            let args = cluster_args(&cfg_cluster, &hosts, 3, p, 2, true);
             spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
         .collect();
     wait_all(cluster, Duration::from_secs(300));
-    println!("2 processes x 2 workers: {:?}", started.elapsed());
+    println!("3 processes x 2 workers: {:?}", started.elapsed());
     let started = Instant::now();
     wait_all(
         vec![spawn(&[

@@ -57,7 +57,7 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// `cargo bench` passes `--bench`.
+    /// Passed by `cargo bench` (without it, as under `cargo test`, nothing runs).
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -81,6 +81,11 @@ fn key(retailer: usize) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.bench {
+        // `cargo test --all-targets` runs benches without `--bench`: do not load the machine.
+        println!("load: a benchmark; run it with cargo bench -p basketflow-collector --bench load");
+        return Ok(());
+    }
     let runs = args
         .runs
         .split(',')
@@ -146,20 +151,26 @@ fn main() -> Result<()> {
     );
     println!("| batch | target events/s | requests/s | events/s | 200s | p50 ms | p95 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let mut seed = args.seed;
     let mut answered_200 = 0usize;
-    for run in &runs {
+    for (seed, run) in (args.seed..).zip(&runs) {
         let bodies = build_bodies(run, &args, seed);
-        seed += 1;
         let samples = client.block_on(drive(addr, run, &args, bodies))?;
-        answered_200 += samples.iter().filter(|s| s.status == 200).map(|s| s.events).sum::<usize>();
+        answered_200 += samples
+            .iter()
+            .filter(|s| s.status == 200)
+            .map(|s| s.events)
+            .sum::<usize>();
         report(run, &args, samples);
     }
 
     let stored = stored_events(&brokers, &topic)?;
     println!(
         "topic holds {stored} events; {answered_200} were answered 200 (warm-up included): {}",
-        if stored == answered_200 { "equal" } else { "MISMATCH" }
+        if stored == answered_200 {
+            "equal"
+        } else {
+            "MISMATCH"
+        }
     );
     let _ = stop.send(());
     server.block_on(async {
@@ -192,7 +203,8 @@ async fn wait_for_topic(config: CollectorConfig, brokers: &str, topic: &str) -> 
 /// The request bodies of a run, in order, each with its retailer: batches hold one
 /// retailer's events, a JSON array when `batch > 1`, the bare event otherwise.
 fn build_bodies(run: &Run, args: &Args, seed: u64) -> Vec<(usize, Bytes)> {
-    let requests = ((args.warmup + args.duration) as f64 * run.rate / run.batch as f64).ceil() as usize;
+    let requests =
+        ((args.warmup + args.duration) as f64 * run.rate / run.batch as f64).ceil() as usize;
     let gen = Generator::new(GenConfig {
         seed,
         retailers: RETAILERS,
@@ -212,7 +224,8 @@ fn build_bodies(run: &Run, args: &Args, seed: u64) -> Vec<(usize, Bytes)> {
             let body = if run.batch == 1 {
                 events.into_iter().next().unwrap()
             } else {
-                let mut b = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+                let mut b =
+                    Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
                 b.push(b'[');
                 for (i, e) in events.iter().enumerate() {
                     if i > 0 {
@@ -241,11 +254,20 @@ fn retailer_of(payload: &[u8]) -> usize {
         .expect("generator retailer ids are retailer-NN")
 }
 
-async fn drive(addr: SocketAddr, run: &Run, args: &Args, bodies: Vec<(usize, Bytes)>) -> Result<Vec<Sample>> {
+async fn drive(
+    addr: SocketAddr,
+    run: &Run,
+    args: &Args,
+    bodies: Vec<(usize, Bytes)>,
+) -> Result<Vec<Sample>> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let interval = Duration::from_secs_f64(run.batch as f64 / run.rate);
-    let keys: Arc<Vec<String>> = Arc::new((0..RETAILERS as usize).map(|r| format!("Bearer {}", key(r))).collect());
+    let keys: Arc<Vec<String>> = Arc::new(
+        (0..RETAILERS as usize)
+            .map(|r| format!("Bearer {}", key(r)))
+            .collect(),
+    );
     // Connect first, then start the clock.
     let mut senders = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
@@ -265,7 +287,9 @@ async fn drive(addr: SocketAddr, run: &Run, args: &Args, bodies: Vec<(usize, Byt
                 let mut samples = Vec::new();
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((retailer, body)) = bodies.get(k) else { break };
+                    let Some((retailer, body)) = bodies.get(k) else {
+                        break;
+                    };
                     let due = start + interval.mul_f64(k as f64);
                     tokio::time::sleep_until(due).await;
                     sender.ready().await?;
@@ -307,7 +331,11 @@ fn report(run: &Run, args: &Args, samples: Vec<Sample>) {
         .saturating_sub(warmup)
         .as_secs_f64();
     let ok = measured.iter().filter(|s| s.status == 200).count();
-    let events: usize = measured.iter().filter(|s| s.status == 200).map(|s| s.events).sum();
+    let events: usize = measured
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.events)
+        .sum();
     let mut lat: Vec<Duration> = measured.iter().map(|s| s.latency).collect();
     lat.sort();
     let pct = |p: f64| {
@@ -326,7 +354,11 @@ fn report(run: &Run, args: &Args, samples: Vec<Sample>) {
         pct(0.99),
         pct(1.0),
     );
-    let mut statuses: Vec<u16> = measured.iter().map(|s| s.status).filter(|&s| s != 200).collect();
+    let mut statuses: Vec<u16> = measured
+        .iter()
+        .map(|s| s.status)
+        .filter(|&s| s != 200)
+        .collect();
     statuses.sort();
     statuses.dedup();
     if !statuses.is_empty() {

@@ -509,10 +509,7 @@ fn apply_tree(
             stats
                 .bad_trees
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            eprintln!(
-                "experience trees: partition {} offset {}: not a tree: {e}",
-                m.partition, m.offset
-            );
+            log::warn!(partition = m.partition, offset = m.offset; "experience trees: not a tree, skipped: {e}");
             return;
         }
     };
@@ -529,10 +526,7 @@ fn apply_tree(
         stats
             .bad_trees
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
-            "experience trees: partition {} offset {}: {e}",
-            m.partition, m.offset
-        );
+        log::warn!(partition = m.partition, offset = m.offset; "experience trees: invalid tree, skipped: {e}");
         return;
     }
     let key = (tree.retailer_id.clone(), tree.shopper_id.clone());

@@ -49,6 +49,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+
+use crate::throttle::Throttle;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::Operator;
@@ -177,6 +179,9 @@ pub struct SourceStats {
     pub done: AtomicBool,
     /// Activations in which the gate held the source back.
     pub gated: AtomicU64,
+    /// Per owned partition: the next offset to read and the partition's high watermark (-1 until
+    /// the broker has told it): their difference is the consumer lag.
+    pub partitions: std::sync::Mutex<BTreeMap<i32, (i64, i64)>>,
 }
 
 enum Fetched {
@@ -313,9 +318,12 @@ pub fn kafka_source<'scope>(
                     partitions.iter().map(|(&p, s)| (p, s.next)).collect();
                 let thread_cfg = cfg.clone();
                 let stop = stop.clone();
+                let thread_stats = stats.clone();
                 std::thread::Builder::new()
                     .name(format!("kafka-{}-{index}", cfg.topic))
-                    .spawn(move || consume(thread_cfg, assignment, tx, activator, stop))
+                    .spawn(move || {
+                        consume(thread_cfg, assignment, tx, activator, stop, thread_stats)
+                    })
                     .expect("spawning the Kafka consumer thread");
             }
             let mut cap = if partitions.is_empty() {
@@ -329,6 +337,8 @@ pub fn kafka_source<'scope>(
             let margin = cfg.idle_margin_ms;
             let stop_mode = cfg.stop_at_start_watermarks;
             let mut batch: Vec<SourceMessage> = Vec::new();
+            let mut errors_logged = Throttle::new(Duration::from_secs(10));
+            let topic_name = cfg.topic.clone();
             let activator = scope.worker().activator_for(info.address.clone());
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
@@ -382,7 +392,9 @@ pub fn kafka_source<'scope>(
                         }
                         Fetched::Failed(e) => {
                             stats.errors.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("kafka source: {e}");
+                            if let Some(suppressed) = errors_logged.admit(Instant::now()) {
+                                log::warn!(topic = topic_name.as_str(), worker = index, suppressed; "kafka consumer error (librdkafka retries): {e}");
+                            }
                         }
                     }
                 }
@@ -399,6 +411,12 @@ pub fn kafka_source<'scope>(
                     rest = &rest[n..];
                 }
                 batch.clear();
+                {
+                    let mut progress = stats.partitions.lock().expect("partition progress");
+                    for (&p, st) in &partitions {
+                        progress.entry(p).or_insert((0, -1)).0 = st.next;
+                    }
+                }
                 if stop_mode {
                     partitions.retain(|_, s| s.next < s.stop_at);
                 }
@@ -470,6 +488,36 @@ pub fn fold_positions<'a>(
     }
 }
 
+/// Every 2 s, asks the broker for the high watermarks of `partitions` into `stats`.
+fn watch_watermarks(
+    cfg: &SourceConfig,
+    partitions: &[i32],
+    stop: &AtomicBool,
+    stats: &SourceStats,
+) {
+    let Ok(consumer) = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .create::<BaseConsumer>()
+    else {
+        return;
+    };
+    while !stop.load(Ordering::Relaxed) {
+        for &p in partitions {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(2))
+            {
+                stats
+                    .partitions
+                    .lock()
+                    .expect("partition progress")
+                    .entry(p)
+                    .or_insert((0, -1))
+                    .1 = high;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// The consumer thread: fetches, forwards, ticks, and wakes the operator.
 fn consume(
     cfg: SourceConfig,
@@ -477,7 +525,17 @@ fn consume(
     tx: SyncSender<Fetched>,
     activator: SyncActivator,
     stop: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
 ) {
+    {
+        // High watermarks for the lag metric, on a thread of their own: a slow or absent
+        // broker must never delay the consumer's ticks.
+        let (cfg, stop, stats) = (cfg.clone(), stop.clone(), stats.clone());
+        let partitions: Vec<i32> = assignment.iter().map(|(p, _)| *p).collect();
+        let _ = std::thread::Builder::new()
+            .name(format!("kafka-watermarks-{}", cfg.topic))
+            .spawn(move || watch_watermarks(&cfg, &partitions, &stop, &stats));
+    }
     let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         // Offsets are basketflow's own business (durable progress), never the group's.

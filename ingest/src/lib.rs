@@ -9,5 +9,6 @@
 pub mod contract;
 pub mod kafka_source;
 pub mod pii;
+pub mod throttle;
 
 pub use contract::{parse_event, Parsed, RejectCode, Rejection, MAX_ID_BYTES, MAX_MESSAGE_BYTES};

@@ -170,7 +170,7 @@ fn store_loop(target: Target, rx: Receiver<Vec<String>>, stats: Arc<DecisionStat
                 match result {
                     Ok(()) => break,
                     Err(e) => {
-                        eprintln!("decisions writer: insert failed ({e}); retrying in {backoff:?}");
+                        log::warn!(backoff:? = backoff; "clickhouse decisions writer: insert failed, retrying: {e}");
                         sink = None;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));

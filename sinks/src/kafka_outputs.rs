@@ -92,6 +92,44 @@ pub struct OutputStats {
     pub committed: AtomicU64,
     /// Set when everything this run will ever produce is committed.
     pub finished: AtomicBool,
+    /// Decisions committed, by experience kind.
+    pub by_kind: Mutex<BTreeMap<String, u64>>,
+    /// From the causing event's broker time to its decision's commit.
+    pub latency: LatencyHistogram,
+}
+
+/// A latency histogram in milliseconds with fixed buckets, readable from any thread (the
+/// Prometheus exposition of `basketflow run` renders it).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Upper bounds of the buckets, in milliseconds (the last bucket is +Inf, implicit).
+    pub bounds_ms: &'static [u64],
+    /// Observations per bucket (`bounds_ms.len() + 1` of them: the last is above every bound).
+    pub counts: Vec<AtomicU64>,
+    /// Sum of all observations, in milliseconds.
+    pub sum_ms: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        const BOUNDS: &[u64] = &[
+            1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000,
+        ];
+        LatencyHistogram {
+            bounds_ms: BOUNDS,
+            counts: (0..=BOUNDS.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, ms: u64) {
+        let i = self.bounds_ms.partition_point(|&b| b < ms);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
 }
 
 /// The progress record's value.
@@ -104,8 +142,8 @@ struct Progress {
 /// One output record, as exchanged to worker 0.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Out {
-    /// A decision: key (shopper) and JSON.
-    Decision(String, String),
+    /// A decision: key (shopper), JSON, experience kind, logical time.
+    Decision(String, String, String, u64),
     /// A dead letter: key (`partition:offset`) and JSON.
     DeadLetter(String, String),
     /// A source position.
@@ -144,7 +182,7 @@ pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), K
         match p.init_transactions(Duration::from_secs(30)) {
             Ok(()) => break,
             Err(KafkaError::Transaction(e)) if e.is_retriable() => {
-                eprintln!("kafka outputs: init_transactions: {e}; retrying in {backoff:?}");
+                log::warn!(backoff:? = backoff; "kafka outputs: init_transactions failed, retrying: {e}");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -183,10 +221,7 @@ pub fn read_progress(brokers: &str, topic: &str) -> Result<Committed, KafkaError
                         match serde_json::from_slice::<Progress>(value) {
                             Ok(p) => last = Some(p),
                             Err(e) => {
-                                eprintln!(
-                                    "kafka outputs: {topic} offset {} is not a progress record: {e}",
-                                    m.offset()
-                                );
+                                log::error!(topic, offset = m.offset(); "kafka outputs: not a progress record: {e}");
                                 return Err(KafkaError::MessageConsumption(
                                     RDKafkaErrorCode::InvalidRecord,
                                 ));
@@ -233,7 +268,8 @@ pub fn kafka_outputs<'scope>(
     let all = scope.concatenate(vec![
         decisions.map(|d| {
             let json = serde_json::to_string(&d).expect("a decision serializes");
-            Out::Decision(d.shopper_id, json)
+            let kind = d.experience.kind.as_str().to_string();
+            Out::Decision(d.shopper_id, json, kind, d.time)
         }),
         dead_letters.map(|dl| {
             Out::DeadLetter(
@@ -367,6 +403,15 @@ fn produce_loop(
         loop {
             match transact(&cfg, &producer, &txn) {
                 Ok((decisions, dead_letters)) => {
+                    let now = wall_ms();
+                    let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
+                    for o in &txn.records {
+                        if let Out::Decision(_, _, kind, time) = o {
+                            *by_kind.entry(kind.clone()).or_default() += 1;
+                            stats.latency.observe(now.saturating_sub(*time));
+                        }
+                    }
+                    drop(by_kind);
                     stats.decisions.fetch_add(decisions, Ordering::Relaxed);
                     stats
                         .dead_letters
@@ -389,10 +434,7 @@ fn produce_loop(
                             cfg.transactional_id
                         );
                     }
-                    eprintln!(
-                        "kafka outputs: transaction through time {} failed ({e}); retrying in {backoff:?}",
-                        txn.through
-                    );
+                    log::warn!(through = txn.through, backoff:? = backoff; "kafka outputs: transaction failed, aborted, retrying: {e}");
                     let _ = producer.abort_transaction(Duration::from_secs(30));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -402,7 +444,7 @@ fn produce_loop(
                         // new one; init_transactions aborts whatever the old one left open.
                         match prepare_outputs(&cfg) {
                             Ok((p, _)) => producer = p,
-                            Err(e) => eprintln!("kafka outputs: reconnecting failed: {e}"),
+                            Err(e) => log::warn!("kafka outputs: reconnecting failed: {e}"),
                         }
                     }
                 }
@@ -427,7 +469,7 @@ fn transact(
     let (mut decisions, mut dead_letters) = (0, 0);
     for o in &txn.records {
         let (topic, key, payload) = match o {
-            Out::Decision(k, v) => {
+            Out::Decision(k, v, _, _) => {
                 decisions += 1;
                 (&cfg.decisions_topic, k, v)
             }
@@ -468,5 +510,28 @@ fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_bounds() {
+        let h = LatencyHistogram::default();
+        for ms in [0, 1, 2, 3, 10, 11, 10_000, 10_001] {
+            h.observe(ms);
+        }
+        let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        // <=1: 0 and 1; <=2: 2; <=5: 3; <=10: 10; <=25: 11; <=10000: 10000; +Inf: 10001.
+        assert_eq!(counts, vec![2, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(h.sum_ms.load(Ordering::Relaxed), 20_028);
     }
 }

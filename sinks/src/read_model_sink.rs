@@ -280,10 +280,7 @@ fn write_loop(
                     Ok(()) => break,
                     Err(e) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
-                        eprintln!(
-                            "clickhouse writer: writing through time {} failed ({e}); retrying in {:?}",
-                            batch.through, backoff
-                        );
+                        log::warn!(through = batch.through, backoff:? = backoff; "clickhouse writer: write failed, retrying: {e}");
                         sink = None;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -254,7 +254,8 @@ impl Stack {
             format!(
                 "[kafka]\nbrokers = \"{}\"\nevents_topic = \"{}\"\ntrees_topic = \"{}\"\n\
                  rejected_topic = \"{}\"\ndecisions_topic = \"{}\"\n\
-                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n{extra}",
+                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
                 self.brokers,
                 t.events,
                 t.trees,
@@ -478,8 +479,17 @@ pub fn valid_events(messages: &[GenMessage]) -> Vec<Event> {
 
 /// Starts `basketflow` with `args`, output inherited.
 pub fn spawn(args: &[&str]) -> Child {
+    spawn_with_env(args, &[])
+}
+
+/// Starts `basketflow` with `args` and extra environment variables, output inherited.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_basketflow"))
         .args(args)
+        // The tests' own variable for the shared stack must not override the URL in the
+        // configuration they wrote (a private stack's, in the outage test).
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .envs(env.iter().copied())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,0 +1,185 @@
+//! Operations: a running process's Prometheus metrics and health endpoint tell the exact truth.
+//!
+//! One `basketflow run` process (2 workers, metrics address given by the environment variable
+//! `BASKETFLOW_METRICS_LISTEN`, which also proves env overrides reach `run`) reads generated
+//! traffic; once `/health` says it is caught up and the outputs are committed, `/metrics` must
+//! show exactly the messages read, the rejections by reason, the decisions and dead letters the
+//! traffic implies; then SIGTERM must stop it with status 0.
+//!
+//! Needs `scripts/stack up`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use basketflow_examples::Expect;
+use support::{free_port, spawn_with_env, unique_suffix, RunTargets, Stack, Traffic};
+
+/// `GET path` on `addr`: (status code, body).
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Samples of the exposition: `name{labels}` -> value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_and_health_report_exact_counts() {
+    let stack = Stack::shared();
+    let s = unique_suffix();
+    let (events, trees, rejected, decisions, database) = (
+        format!("ops-events-{s}"),
+        format!("ops-trees-{s}"),
+        format!("ops-rejected-{s}"),
+        format!("ops-decisions-{s}"),
+        format!("bf_ops_{s}"),
+    );
+    stack.create_topic(&events, 8, "delete");
+    stack.create_topic(&trees, 8, "compact");
+    stack.create_topic(&rejected, 1, "delete");
+    stack.create_topic(&decisions, 8, "delete");
+    let traffic = Traffic::generate(4_242, 8_000, 800);
+    traffic.produce_trees(&stack, &trees);
+    let landed = stack.produce(&events, &traffic.messages);
+    let dir = std::env::temp_dir().join(format!("basketflow-ops-{s}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = stack.write_config(
+        &dir,
+        "ops",
+        &RunTargets {
+            events: &events,
+            trees: &trees,
+            rejected: &rejected,
+            decisions: &decisions,
+            database: &database,
+        },
+        "",
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = spawn_with_env(
+        &["run", "--config", config.to_str().unwrap(), "-w", "2"],
+        &[("BASKETFLOW_METRICS_LISTEN", &addr)],
+    );
+
+    let want_decisions = traffic.reference_decisions(&landed).len() as f64;
+    let want_dead = traffic.expected_dead_letters(&landed).len() as f64;
+    let mut want_rejected: BTreeMap<String, f64> = BTreeMap::new();
+    for m in &traffic.messages {
+        if let Expect::Rejected(code) = m.expect {
+            *want_rejected
+                .entry(format!(
+                    "basketflow_events_rejected_total{{reason=\"{}\"}}",
+                    code.as_str()
+                ))
+                .or_default() += 1.0;
+        }
+    }
+    // Caught up, and every decision and dead letter committed (polled, with a deadline).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not caught up with everything committed in 120 s"
+        );
+        if let (Some((200, health)), Some((200, text))) =
+            (get(&addr, "/health"), get(&addr, "/metrics"))
+        {
+            let m = samples(&text);
+            let decided: f64 = m
+                .iter()
+                .filter(|(k, _)| k.starts_with("basketflow_decisions_total{"))
+                .map(|(_, v)| v)
+                .sum();
+            let dead = m
+                .get("basketflow_dead_letters_total")
+                .copied()
+                .unwrap_or(0.0);
+            if decided == want_decisions && dead == want_dead {
+                let h: serde_json::Value = serde_json::from_str(&health).unwrap();
+                assert_eq!(h["caught_up"], true, "{health}");
+                assert_eq!(h["writes"], true, "{health}");
+                break m;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        metrics[&format!("basketflow_messages_consumed_total{{topic=\"{events}\"}}")],
+        traffic.messages.len() as f64
+    );
+    assert_eq!(
+        metrics[&format!("basketflow_messages_consumed_total{{topic=\"{trees}\"}}")],
+        traffic.shoppers.len() as f64
+    );
+    let got_rejected: BTreeMap<String, f64> = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("basketflow_events_rejected_total{"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(got_rejected, want_rejected);
+    for p in 0..8 {
+        assert_eq!(
+            metrics[&format!(
+                "basketflow_consumer_lag_messages{{topic=\"{events}\",partition=\"{p}\"}}"
+            )],
+            0.0,
+            "partition {p} fully read"
+        );
+    }
+    assert_eq!(
+        metrics["basketflow_decision_latency_seconds_count"], want_decisions,
+        "one latency observation per decision"
+    );
+    assert!(
+        metrics["basketflow_arrangement_records"] > 0.0,
+        "arrangements hold records"
+    );
+    assert!(metrics["basketflow_resident_memory_bytes"] > 1e6);
+    assert!(metrics["basketflow_clickhouse_batches_total"] >= 1.0);
+    assert_eq!(metrics["basketflow_clickhouse_errors_total"], 0.0);
+    assert_eq!(get(&addr, "/nope").map(|r| r.0), Some(404));
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGTERM: not stopped in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM: exit status {status}");
+    stack.clickhouse(&format!("DROP DATABASE IF EXISTS {database}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
