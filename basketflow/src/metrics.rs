@@ -63,14 +63,23 @@ fn wall_ms() -> u64 {
 
 /// Resident memory of this process, from `/proc/self/status` (0 where unavailable).
 pub fn resident_bytes() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+/// Peak resident memory of this process (0 where unavailable).
+pub fn peak_resident_bytes() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 impl Registry {

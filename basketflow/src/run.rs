@@ -6,8 +6,8 @@
 //! messages go to the dead-letter topic; the read models go to ClickHouse.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -137,7 +137,21 @@ fn communication(args: &Shape) -> Result<Communication> {
 /// next run, see the design note on restarts).
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
-    let communication = communication(&Shape::new(&args, &config))?;
+    let binary = hash_binary();
+    let shape = Shape::new(&args, &config);
+    let process = shape.process;
+    let communication = communication(&shape)?;
+    // Per-process keys (this process's index, its metrics port, its logs) may differ.
+    let mut shared = config.clone();
+    shared.cluster.process = 0;
+    shared.cluster.hostfile = None;
+    shared.metrics.listen = String::new();
+    shared.log = Default::default();
+    let config_digest = digest(
+        toml::to_string(&shared)
+            .context("serializing the configuration")?
+            .as_bytes(),
+    );
     let shutdown = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
@@ -205,10 +219,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         formed.clone(),
         Duration::from_millis(config.graph.startup_timeout_ms),
     );
+    let binary = Arc::new(Mutex::new(Some(binary)));
+    let binary_digest = Arc::new(AtomicU64::new(0));
     let guards = timely::execute(timely_config, move |worker| {
         formed.store(true, Ordering::Relaxed);
         let index = worker.index();
         let peers = worker.peers();
+        let binary = {
+            // The first worker of the process joins the hashing thread; the others wait on
+            // the lock and read its result.
+            let mut pending = binary.lock().expect("binary hash");
+            if let Some(h) = pending.take() {
+                binary_digest.store(h.join().unwrap_or(0), Ordering::Relaxed);
+            }
+            binary_digest.load(Ordering::Relaxed)
+        };
+        let mine = Fingerprint {
+            config: config_digest,
+            binary,
+        };
+        check_agreement(worker, process, mine);
         // Where the previous run's durable outputs stopped: ClickHouse's committed batch and
         // the Kafka outputs' committed transaction. Worker 0 also readies both (schema,
         // discarding uncommitted versions, fencing the old producer).
@@ -390,7 +420,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         suppressed = output_stats.suppressed.load(Ordering::Relaxed),
         kafka_committed = output_stats.committed.load(Ordering::Relaxed),
         decisions_stored = decision_stats.stored.load(Ordering::Relaxed),
-        bad_trees = tree_stats.bad_trees.load(Ordering::Relaxed);
+        bad_trees = tree_stats.bad_trees.load(Ordering::Relaxed),
+        peak_resident_mib = metrics::peak_resident_bytes() >> 20;
         "stopped"
     );
     Ok(())
@@ -461,4 +492,78 @@ fn fail_loudly_on_panic() {
         log::error!("a thread panicked; stopping this process (restart the cluster; it resumes from durable progress)");
         std::process::exit(101);
     }));
+}
+
+/// What every process of a cluster must share: a digest of the effective configuration and one
+/// of the binary (the whole executable file, hashed on a thread while the process starts).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+struct Fingerprint {
+    config: u64,
+    binary: u64,
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Starts hashing this process's executable; the handle yields the digest.
+fn hash_binary() -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(|| {
+        std::env::current_exe()
+            .and_then(std::fs::read)
+            .map_or(0, |bytes| digest(&bytes))
+    })
+}
+
+/// Exchanges every worker's fingerprint and panics, naming the processes that differ, unless
+/// all agree: processes with different configurations would read different topics or write
+/// different databases, and different binaries exchange data bincode cannot decode.
+fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fingerprint) {
+    use timely::dataflow::operators::core::capture::Extract;
+    use timely::dataflow::operators::core::{Capture, ToStream};
+    use timely::dataflow::operators::vec::Broadcast;
+    let index = worker.index();
+    let (probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
+        let all = vec![(process, index, mine)]
+            .to_stream(scope)
+            .container::<Vec<_>>()
+            .broadcast();
+        let probe = ProbeHandle::new();
+        let all = all.probe_with(&probe);
+        (probe, all.capture())
+    });
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+    let all: Vec<(usize, usize, Fingerprint)> = captured
+        .extract()
+        .into_iter()
+        .flat_map(|(_, data)| data)
+        .collect();
+    let differing: Vec<String> = all
+        .iter()
+        .filter(|(_, _, f)| *f != mine)
+        .map(|(p, _, f)| {
+            let what = match (f.config != mine.config, f.binary != mine.binary) {
+                (true, true) => "configuration and binary",
+                (true, false) => "configuration",
+                _ => "binary",
+            };
+            format!("process {p} has a different {what}")
+        })
+        .collect();
+    if !differing.is_empty() {
+        let mut differing = differing;
+        differing.sort();
+        differing.dedup();
+        panic!(
+            "process {process} refuses to start: {} (every process must run the same binary with the same effective configuration)",
+            differing.join(", ")
+        );
+    }
 }

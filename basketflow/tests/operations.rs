@@ -183,3 +183,53 @@ fn metrics_and_health_report_exact_counts() {
     stack.clickhouse(&format!("DROP DATABASE IF EXISTS {database}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn processes_with_different_configurations_refuse_to_start() {
+    let stack = Stack::shared();
+    let s = unique_suffix();
+    let events = format!("ops-mismatch-{s}");
+    stack.create_topic(&events, 2, "delete");
+    let dir = std::env::temp_dir().join(format!("basketflow-mismatch-{s}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (trees, rejected, decisions) = (
+        format!("{events}-trees"),
+        format!("{events}-rejected"),
+        format!("{events}-decisions"),
+    );
+    let targets = RunTargets {
+        events: &events,
+        trees: &trees,
+        rejected: &rejected,
+        decisions: &decisions,
+        database: &format!("bf_mismatch_{s}"),
+    };
+    let same = stack.write_config(&dir, "a", &targets, "");
+    let different = stack.write_config(&dir, "b", &targets, "[graph]\nflush_interval_ms = 999\n");
+    let hosts = support::hostfile(&dir, 2);
+    let children: Vec<std::process::Child> = [&same, &different]
+        .iter()
+        .enumerate()
+        .map(|(p, config)| {
+            Command::new(env!("CARGO_BIN_EXE_basketflow"))
+                .args(support::cluster_args(config, &hosts, 2, p, 1, false))
+                .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (p, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "process {p} must refuse to start");
+        let other = 1 - p;
+        assert!(
+            stderr.contains(&format!(
+                "process {p} refuses to start: process {other} has a different configuration"
+            )),
+            "process {p}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
