@@ -102,7 +102,8 @@ impl Registry {
 
     /// The health document.
     pub fn health(&self) -> serde_json::Value {
-        let committed_lag = |t: u64| (t > 0).then(|| wall_ms().saturating_sub(t));
+        let writes = self.has_worker_zero.load(Ordering::Relaxed);
+        let committed_lag = |t: u64| (writes && t > 0).then(|| wall_ms().saturating_sub(t));
         serde_json::json!({
             "caught_up": self.caught_up(),
             "running": self.running.load(Ordering::Relaxed),
@@ -219,8 +220,9 @@ impl Registry {
             &plain(f64::from(u8::from(self.caught_up()))),
         );
 
+        let writes = self.has_worker_zero.load(Ordering::Relaxed);
         let committed_lag = |t: u64| {
-            if t == 0 {
+            if t == 0 || !writes {
                 f64::NAN
             } else {
                 wall_ms().saturating_sub(t) as f64 / 1000.0

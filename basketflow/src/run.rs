@@ -37,9 +37,10 @@ use crate::metrics::{self, Registry};
 #[derive(Args, Debug, Clone)]
 #[command(disable_help_flag = true)]
 pub struct RunArgs {
-    /// The configuration file.
-    #[arg(long, default_value = "basketflow.toml")]
-    pub config: PathBuf,
+    /// The configuration file (default: `basketflow.toml` if it exists, else the defaults;
+    /// `BASKETFLOW_<SECTION>_<KEY>` variables apply either way).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Worker threads in this process (default: `cluster.workers`).
     #[arg(short = 'w', long)]
     pub workers: Option<usize>,
@@ -136,7 +137,12 @@ fn communication(args: &Shape) -> Result<Communication> {
 /// process exits; after `DRAIN_LIMIT` it exits anyway (what is not committed is redone by the
 /// next run, see the design note on restarts).
 pub fn run(args: RunArgs) -> Result<()> {
-    let config = Config::load(&args.config)?;
+    let default = PathBuf::from("basketflow.toml");
+    let path = args
+        .config
+        .as_deref()
+        .or_else(|| default.exists().then_some(default.as_path()));
+    let config = Config::resolve_file(path)?.config;
     let binary = hash_binary();
     let shape = Shape::new(&args, &config);
     let process = shape.process;
@@ -364,8 +370,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
             let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            // The frontier is global: every worker sees the same; any may report it.
+            worker_registry.frontier_ms.store(frontier, Ordering::Relaxed);
             if index == 0 {
-                worker_registry.frontier_ms.store(frontier, Ordering::Relaxed);
                 catching_up.observe(frontier, &stats);
             }
             if durable.done() {

@@ -213,7 +213,6 @@ fn build(brokers: &str, produce_timeout: Duration) -> Result<FutureProducer, Kaf
             produce_timeout.as_millis().to_string(),
         )
         .set("linger.ms", "1")
-        .set("compression.type", "lz4")
         // After a broker restart, reconnect within a second (default backoff grows to 10 s),
         // so the 503s stop soon after the broker is back.
         .set("reconnect.backoff.max.ms", "1000")
