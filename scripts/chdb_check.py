@@ -149,7 +149,7 @@ def read_model_inserts(db):
         for (d, r, p, c), (u, rev, orders) in sorted(sold.items()))
     yield f"INSERT INTO {db}.product_affinities_versions VALUES " + ", ".join(
         f"('{r}','{a}','{b}',{n},0,1)" for (r, a, b), n in sorted(pairs.items()))
-    yield f"INSERT INTO {db}.progress VALUES (1, now(), 'analyst queries')"
+    yield f"INSERT INTO {db}.progress (time, written_at, note) VALUES (1, now(), 'analyst queries')"
 
 
 def decision_inserts(db):
@@ -248,7 +248,7 @@ def main():
             ('r1','o2','s1','p2','c1',1,100,toDateTime(1768471200),'2026-01-15',0,0,10)""")
         for v, sql in views.items():
             check(s, f"{v}: batch 1 written, no progress row yet: invisible", sql, "")
-        q(f"INSERT INTO {DB}.progress VALUES (10, now(), 'batch 1')")
+        q(f"INSERT INTO {DB}.progress (time, written_at, note) VALUES (10, now(), 'batch 1')")
 
         after_1 = {
             "sold_products_daily": '"2026-01-15","r1","p1","c1",5,500,2\n"2026-01-15","r1","p2","c1",1,150,1',
@@ -282,7 +282,7 @@ def main():
         q(f"""INSERT INTO {DB}.order_lines_versions VALUES
             ('r1','o2','','p2','c1',0,0,toDateTime(0),toDate(0),0,1,15),
             ('r1','o2','s1','p3','c1',4,400,toDateTime(1769938200),'2026-02-01',0,0,15)""")
-        q(f"INSERT INTO {DB}.progress VALUES (20, now(), 'batch 2')")
+        q(f"INSERT INTO {DB}.progress (time, written_at, note) VALUES (20, now(), 'batch 2')")
         after_2 = {
             "sold_products_daily": '"2026-01-15","r1","p1","c1",5,500,2\n"2026-02-01","r1","p1","c1",1,100,1',
             "shopper_purchases": '"r1","s1","p1",3,2,"2026-01-16 13:00:00"',
@@ -337,7 +337,7 @@ def main():
               f"(SELECT count() FROM {DB}.baskets_versions WHERE time > 20) + "
               f"(SELECT count() FROM {DB}.order_lines_versions WHERE time > 20)", "0")
         q(f"INSERT INTO {DB}.sold_products_daily_versions VALUES ('2026-01-15','r1','p1','c1',6,600,3,0,30)")
-        q(f"INSERT INTO {DB}.progress VALUES (30, now(), 'batch 3')")
+        q(f"INSERT INTO {DB}.progress (time, written_at, note) VALUES (30, now(), 'batch 3')")
         after_3 = dict(after_2)
         after_3["sold_products_daily"] = '"2026-01-15","r1","p1","c1",6,600,3\n"2026-02-01","r1","p1","c1",1,100,1'
         for v, sql in views.items():
