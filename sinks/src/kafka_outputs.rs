@@ -49,14 +49,13 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
-use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
-use timely::scheduling::SyncActivator;
 
+use crate::durable::{DurableCap, NoData, Waker};
 use crate::kafka::client_config;
 use crate::read_model_sink::Committed;
 
@@ -279,7 +278,7 @@ pub fn kafka_outputs<'scope>(
         }),
         positions.map(Out::Position),
     ]);
-    let woken: Arc<Mutex<Option<SyncActivator>>> = Arc::new(Mutex::new(None));
+    let woken = Waker::default();
     let in_flight = Arc::new(AtomicBool::new(false));
     let (committed, mut cumulative) = match &prepared {
         Some((_, (t, p))) => (*t, p.clone()),
@@ -303,83 +302,68 @@ pub fn kafka_outputs<'scope>(
         Exchange::new(|_: &Out| 0u64),
         "KafkaOutputs",
         move |cap, info| {
-            *woken.lock().expect("activator slot") =
-                Some(scope.worker().sync_activator_for(info.address.to_vec()));
+            woken.arm(scope.worker().sync_activator_for(info.address.to_vec()));
             let activator = scope.worker().activator_for(info.address.clone());
-            let mut cap = (worker_index == 0).then(|| cap.delayed(&(committed + 1)));
-            move |(input, frontier),
-                      _output: &mut OutputBuilderSession<
-                    '_,
-                    u64,
-                    CapacityContainerBuilder<Vec<()>>,
-                >| {
-                    input.for_each(|time, data| {
-                        let t = *time.least().expect("an input batch has a time");
-                        if t <= committed {
-                            // A replay of what is already out: keep only the positions.
-                            let n = data
-                                .iter()
-                                .filter(|o| !matches!(o, Out::Position(_)))
-                                .count();
-                            stats.suppressed.fetch_add(n as u64, Ordering::Relaxed);
-                            return;
-                        }
-                        pending.entry(t).or_default().append(data);
-                    });
-                    if let Some(c) = cap.as_mut() {
-                        let through = stats.committed.load(Ordering::Relaxed);
-                        if through + 1 > *c.time() {
-                            c.downgrade(&(through + 1));
-                        }
-                        if stats.finished.load(Ordering::Relaxed) {
-                            cap = None;
-                        }
+            let mut cap = DurableCap::new(cap, worker_index == 0, committed);
+            move |(input, frontier), _output: &mut NoData<'_>| {
+                input.for_each(|time, data| {
+                    let t = *time.least().expect("an input batch has a time");
+                    if t <= committed {
+                        // A replay of what is already out: keep only the positions.
+                        let n = data
+                            .iter()
+                            .filter(|o| !matches!(o, Out::Position(_)))
+                            .count();
+                        stats.suppressed.fetch_add(n as u64, Ordering::Relaxed);
+                        return;
                     }
-                    let Some(sender) = tx.as_ref() else { return };
-                    let frontier = frontier.frontier();
-                    if in_flight.load(Ordering::Acquire) {
-                        return; // the thread wakes us when the commit is done
-                    }
-                    let through = match frontier.first() {
-                        Some(&f) => f.saturating_sub(1),
-                        None => pending.keys().next_back().copied().unwrap_or(handed),
-                    };
-                    // Commit when there is output, or (progress only, so that the durable frontier
-                    // moves and sources are not held back) when the interval is over.
-                    let has_output = pending.keys().next().is_some_and(|&t| t <= through);
-                    let due = last_commit.elapsed() >= idle_commit_interval || frontier.is_empty();
-                    if through > handed && !has_output && !due {
-                        activator.activate_after(
-                            idle_commit_interval.saturating_sub(last_commit.elapsed()),
-                        );
-                    }
-                    if through > handed && (has_output || due) {
-                        last_commit = Instant::now();
-                        let later = pending.split_off(&(through + 1));
-                        let ready = std::mem::replace(&mut pending, later);
-                        let mut records = Vec::new();
-                        let mut seen = Vec::new();
-                        for (_, outs) in ready {
-                            for o in outs {
-                                match o {
-                                    Out::Position(p) => seen.push(p),
-                                    o => records.push(o),
-                                }
+                    pending.entry(t).or_default().append(data);
+                });
+                cap.follow(&stats.committed, &stats.finished);
+                let Some(sender) = tx.as_ref() else { return };
+                let frontier = frontier.frontier();
+                if in_flight.load(Ordering::Acquire) {
+                    return; // the thread wakes us when the commit is done
+                }
+                let through = match frontier.first() {
+                    Some(&f) => f.saturating_sub(1),
+                    None => pending.keys().next_back().copied().unwrap_or(handed),
+                };
+                // Commit when there is output, or (progress only, so that the durable frontier
+                // moves and sources are not held back) when the interval is over.
+                let has_output = pending.keys().next().is_some_and(|&t| t <= through);
+                let due = last_commit.elapsed() >= idle_commit_interval || frontier.is_empty();
+                if through > handed && !has_output && !due {
+                    activator
+                        .activate_after(idle_commit_interval.saturating_sub(last_commit.elapsed()));
+                }
+                if through > handed && (has_output || due) {
+                    last_commit = Instant::now();
+                    let later = pending.split_off(&(through + 1));
+                    let ready = std::mem::replace(&mut pending, later);
+                    let mut records = Vec::new();
+                    let mut seen = Vec::new();
+                    for (_, outs) in ready {
+                        for o in outs {
+                            match o {
+                                Out::Position(p) => seen.push(p),
+                                o => records.push(o),
                             }
                         }
-                        fold_positions(&mut cumulative, &seen);
-                        handed = through;
-                        in_flight.store(true, Ordering::Release);
-                        let _ = sender.send(Txn {
-                            through,
-                            records,
-                            positions: cumulative.clone(),
-                        });
                     }
-                    if frontier.is_empty() && pending.is_empty() {
-                        tx = None; // the thread finishes after the last transaction
-                    }
+                    fold_positions(&mut cumulative, &seen);
+                    handed = through;
+                    in_flight.store(true, Ordering::Release);
+                    let _ = sender.send(Txn {
+                        through,
+                        records,
+                        positions: cumulative.clone(),
+                    });
                 }
+                if frontier.is_empty() && pending.is_empty() {
+                    tx = None; // the thread finishes after the last transaction
+                }
+            }
         },
     );
     (durable, writer)
@@ -390,14 +374,10 @@ fn produce_loop(
     mut producer: TxnProducer,
     rx: Receiver<Txn>,
     stats: Arc<OutputStats>,
-    woken: Arc<Mutex<Option<SyncActivator>>>,
+    woken: Waker,
     in_flight: Arc<AtomicBool>,
 ) {
-    let wake = || {
-        if let Some(a) = woken.lock().expect("activator slot").as_ref() {
-            let _ = a.activate();
-        }
-    };
+    let wake = || woken.wake();
     while let Ok(txn) = rx.recv() {
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -11,6 +11,7 @@
 pub mod clickhouse_sink;
 pub mod dead_letters;
 pub mod decisions;
+mod durable;
 pub mod kafka;
 pub mod kafka_outputs;
 pub mod read_model_sink;

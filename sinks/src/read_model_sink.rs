@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,15 +28,14 @@ use basketflow_dataflows::rows::{
 use basketflow_dataflows::ReadModels;
 use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
-use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
-use timely::scheduling::SyncActivator;
 
 use crate::clickhouse_sink::{ClickHouseSink, SinkError};
+use crate::durable::{DurableCap, NoData, Waker};
 use crate::versions::{Batch, Updates};
 
 /// Where the read models go.
@@ -162,7 +161,7 @@ pub fn write_read_models<'scope>(
     let scope = models.baskets.inner.scope();
     let all = scope.concatenate(streams);
     let (tx, rx) = channel::<Batch>();
-    let woken: Arc<Mutex<Option<SyncActivator>>> = Arc::new(Mutex::new(None));
+    let woken = Waker::default();
     let writer = (worker_index == 0).then(|| {
         let stats = stats.clone();
         let woken = woken.clone();
@@ -181,79 +180,55 @@ pub fn write_read_models<'scope>(
         Exchange::new(|_: &(Row, u64, isize)| 0u64),
         "ClickHouseReadModels",
         move |cap, info| {
-            *woken.lock().expect("activator slot") =
-                Some(scope.worker().sync_activator_for(info.address.to_vec()));
+            woken.arm(scope.worker().sync_activator_for(info.address.to_vec()));
             let activator = scope.worker().activator_for(info.address.clone());
             // Only worker 0 writes; the others hold nothing back.
-            let mut cap = (worker_index == 0).then(|| cap.delayed(&(committed + 1)));
-            move |(input, frontier),
-                      _output: &mut OutputBuilderSession<
-                    '_,
-                    u64,
-                    CapacityContainerBuilder<Vec<()>>,
-                >| {
-                    input.for_each(|time, data| {
-                        let t = *time.least().expect("an input batch has a time");
-                        pending.extend(data.drain(..).filter_map(|(row, rt, d)| match row {
-                            // Positions travel at their batch's time; keep the time with them.
-                            Row::Position(p) => Some((Row::Position(p), t, 0)),
-                            row => (rt > committed).then_some((row, rt, d)),
-                        }));
-                    });
-                    // Move the durable frontier to what the writer has committed.
-                    if let Some(c) = cap.as_mut() {
-                        let through = stats.committed.load(Ordering::Relaxed);
-                        if through + 1 > *c.time() {
-                            c.downgrade(&(through + 1));
-                        }
-                        if stats.finished.load(Ordering::Relaxed) {
-                            cap = None;
-                        }
-                    }
-                    let Some(sender) = tx.as_ref() else { return };
-                    let frontier = frontier.frontier();
-                    let done = frontier.is_empty();
-                    if !done && last_flush.elapsed() < flush_interval {
-                        // Come back when the interval is over, even if no input arrives (a drain
-                        // stops the sources, and then nothing else would wake us).
-                        activator
-                            .activate_after(flush_interval.saturating_sub(last_flush.elapsed()));
-                        return;
-                    }
-                    // Everything strictly before the frontier is complete.
-                    let through = match frontier.first() {
-                        Some(&f) => f.saturating_sub(1),
-                        None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
-                    };
-                    if through > max_time {
-                        let (ready, rest): (Vec<_>, Vec<_>) =
-                            pending.drain(..).partition(|u| u.1 <= through);
-                        pending = rest;
-                        max_time = through;
-                        let _ = sender.send(batch_of(through, ready, &mut positions));
-                        last_flush = Instant::now();
-                    }
-                    if done {
-                        // No more input: closing the channel lets the writer finish.
-                        tx = None;
-                    }
+            let mut cap = DurableCap::new(cap, worker_index == 0, committed);
+            move |(input, frontier), _output: &mut NoData<'_>| {
+                input.for_each(|time, data| {
+                    let t = *time.least().expect("an input batch has a time");
+                    pending.extend(data.drain(..).filter_map(|(row, rt, d)| match row {
+                        // Positions travel at their batch's time; keep the time with them.
+                        Row::Position(p) => Some((Row::Position(p), t, 0)),
+                        row => (rt > committed).then_some((row, rt, d)),
+                    }));
+                });
+                // Move the durable frontier to what the writer has committed.
+                cap.follow(&stats.committed, &stats.finished);
+                let Some(sender) = tx.as_ref() else { return };
+                let frontier = frontier.frontier();
+                let done = frontier.is_empty();
+                if !done && last_flush.elapsed() < flush_interval {
+                    // Come back when the interval is over, even if no input arrives (a drain
+                    // stops the sources, and then nothing else would wake us).
+                    activator.activate_after(flush_interval.saturating_sub(last_flush.elapsed()));
+                    return;
                 }
+                // Everything strictly before the frontier is complete.
+                let through = match frontier.first() {
+                    Some(&f) => f.saturating_sub(1),
+                    None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
+                };
+                if through > max_time {
+                    let (ready, rest): (Vec<_>, Vec<_>) =
+                        pending.drain(..).partition(|u| u.1 <= through);
+                    pending = rest;
+                    max_time = through;
+                    let _ = sender.send(batch_of(through, ready, &mut positions));
+                    last_flush = Instant::now();
+                }
+                if done {
+                    // No more input: closing the channel lets the writer finish.
+                    tx = None;
+                }
+            }
         },
     );
     (durable, writer)
 }
 
-fn write_loop(
-    target: Target,
-    rx: Receiver<Batch>,
-    stats: Arc<SinkStats>,
-    woken: Arc<Mutex<Option<SyncActivator>>>,
-) {
-    let wake = || {
-        if let Some(a) = woken.lock().expect("activator slot").as_ref() {
-            let _ = a.activate();
-        }
-    };
+fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>, woken: Waker) {
+    let wake = || woken.wake();
     let rt = runtime();
     rt.block_on(async {
         let mut sink: Option<ClickHouseSink> = None;
