@@ -114,8 +114,9 @@ pub(crate) enum TreesCommand {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct BuildArgs {
     /// The campaign file (TOML, `[[campaign]]` tables; see examples/campaigns.toml).
+    /// Default: `[trees] campaigns` of the configuration.
     #[arg(long)]
-    pub campaigns: PathBuf,
+    pub campaigns: Option<PathBuf>,
     /// The configuration file (kafka.brokers, kafka.trees_topic, [clickhouse]). Default:
     /// ./basketflow.toml if it exists, else the built-in defaults.
     #[arg(long)]
@@ -1287,11 +1288,9 @@ impl Output {
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => Config::load(p),
-        None if Path::new("basketflow.toml").exists() => Config::load(Path::new("basketflow.toml")),
-        None => Ok(Config::default()),
-    }
+    let default = Path::new("basketflow.toml");
+    let path = path.or_else(|| default.exists().then_some(default));
+    Ok(Config::resolve_file(path)?.config)
 }
 
 /// `WHERE` clause restricting `retailer_id` to the builder's retailers, bound to the query.
@@ -1324,10 +1323,14 @@ struct CampaignCounts {
 async fn build(args: BuildArgs) -> Result<()> {
     let began = Instant::now();
     let config = load_config(args.config.as_deref())?;
-    let text = std::fs::read_to_string(&args.campaigns)
-        .with_context(|| format!("reading the campaigns {}", args.campaigns.display()))?;
+    let campaigns = args
+        .campaigns
+        .clone()
+        .unwrap_or_else(|| config.trees.campaigns.clone());
+    let text = std::fs::read_to_string(&campaigns)
+        .with_context(|| format!("reading the campaigns {}", campaigns.display()))?;
     let plans = parse_campaigns(&text)
-        .with_context(|| format!("in the campaigns {}", args.campaigns.display()))?;
+        .with_context(|| format!("in the campaigns {}", campaigns.display()))?;
     let now = match &args.now {
         Some(s) => parse_instant(s, false).context("--now")?,
         None => Timestamp::now(),
