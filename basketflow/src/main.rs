@@ -4,6 +4,8 @@
 //!   integrators; the same code the graph's source and the HTTP collector use).
 //! - `basketflow run`: the graph, as one process of a timely cluster.
 //! - `basketflow trees build`: personalized experience trees from the cold data, published.
+//! - `basketflow collect`: the HTTP Shopper Event API trackers send events to.
+//! - `basketflow config check|example`: validate a configuration; print the commented example.
 
 #![forbid(missing_docs)]
 

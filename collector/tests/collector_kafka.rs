@@ -267,7 +267,7 @@ async fn limits_answer_413_415_400_and_429() {
     let config = CollectorConfig {
         max_body_bytes: 2_000,
         max_batch_events: 3,
-        rate_limit_events_per_s: 5,
+        rate_limit_events_per_s: 1,
         rate_limit_burst: 3,
         ..keyed(&[("r1", "k1")])
     };
@@ -319,7 +319,8 @@ async fn limits_answer_413_415_400_and_429() {
         (400, json!("malformed_body"))
     );
 
-    // 5 events/s, bursts of 3: a full batch passes, the next event right after does not.
+    // 1 event/s, bursts of 3: a full batch passes; the next one right after needs 3 more
+    // tokens, 3 s of refill (the two requests are well under a second apart).
     let r = post(
         c.addr,
         &key,
@@ -327,10 +328,15 @@ async fn limits_answer_413_415_400_and_429() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let r = post(c.addr, &key, e("r4")).await;
+    let r = post(
+        c.addr,
+        &key,
+        format!("[{},{},{}]", e("r4"), e("r5"), e("r6")),
+    )
+    .await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"], "rate_limited");
-    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("retry-after"), Some("3"));
 
     assert_eq!(
         read_topic(&brokers(), &c.topic),
@@ -420,7 +426,7 @@ async fn a_full_in_flight_budget_answers_503_after_the_queue_timeout() {
         max_body_bytes: 1_000,
         max_in_flight_bytes: 1_500,
         queue_timeout_ms: 300,
-        read_timeout_ms: 2_000,
+        read_timeout_ms: 4_000,
         retry_after_s: 3,
         ..CollectorConfig::default()
     };
