@@ -316,14 +316,7 @@ fn sigkill_at_seeded_moments() {
     let traffic = Traffic::generate(seed, 60_000, 2_000);
     traffic.produce_trees(&stack, &names.trees);
     // Live traffic: 60,000 messages over about 15 s while the cluster is killed and restarted.
-    let producer = {
-        let (stack, topic, messages) = (
-            stack.clone(),
-            names.events.clone(),
-            traffic.messages.clone(),
-        );
-        std::thread::spawn(move || stack.produce_paced(&topic, &messages, 4_000))
-    };
+    let producer = traffic.produce_live(&stack, &names.events, 4_000);
     let mut moments = Moments(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut cluster = Cluster::start(&faulty, &dir);
     for round in 0..5 {
@@ -451,14 +444,7 @@ fn clickhouse_and_broker_outages() {
     let secs = outage.as_secs() + 25;
     let traffic = Traffic::generate(seed, (rate * secs) as usize, 2_000);
     traffic.produce_trees(&stack, &names.trees);
-    let producer = {
-        let (stack, topic, messages) = (
-            stack.clone(),
-            names.events.clone(),
-            traffic.messages.clone(),
-        );
-        std::thread::spawn(move || stack.produce_paced(&topic, &messages, rate as u32))
-    };
+    let producer = traffic.produce_live(&stack, &names.events, rate as u32);
     let mut cluster = Cluster::start(&faulty, &dir);
     std::thread::sleep(Duration::from_secs(5));
     cluster.assert_running("before the ClickHouse outage");

@@ -414,6 +414,18 @@ impl Traffic {
         stack.produce_pairs(topic, &pairs);
     }
 
+    /// Produces the messages to `topic` at `per_second` on a thread of its own (live traffic
+    /// while a test disturbs the cluster); the handle yields where each message landed.
+    pub fn produce_live(
+        &self,
+        stack: &Stack,
+        topic: &str,
+        per_second: u32,
+    ) -> std::thread::JoinHandle<Vec<(i32, i64)>> {
+        let (stack, topic, messages) = (stack.clone(), topic.to_string(), self.messages.clone());
+        std::thread::spawn(move || stack.produce_paced(&topic, &messages, per_second))
+    }
+
     /// The decisions a sequential replay of each shopper's events in offset order makes, as
     /// (decision_id, node_id), sorted: `landed` is where each message landed.
     pub fn reference_decisions(&self, landed: &[(i32, i64)]) -> Vec<(String, String)> {
