@@ -55,14 +55,20 @@
 //! Each output is a `sum_by_key` or a `reduce`, so each key has at most one live row and a
 //! change is a `-1` of the old row and a `+1` of the new one at the same time.
 //!
+//! Privacy ([`privacy`]) comes first: erased shoppers and events past their retention period
+//! leave the collection before the de-duplication, their orders staying as anonymous facts
+//! (an empty `shopper_id`), which count in the product figures and order lines but in no
+//! shopper's purchases or basket.
+//!
 //! # State
 //!
 //! The aggregates hold one accumulated value per live key. The de-duplication must remember
 //! every `event_id` (rule 1 has no horizon), so it holds every retained event (once, shared by
 //! its input and output arrangements); the order reduction holds every payment and
 //! cancellation, and the basket join every basket change of each shopper, including those
-//! before the shopper's latest order, which can no longer count. These shrink only if events
-//! are retracted (retention, erasure).
+//! before the shopper's latest order, which can no longer count. These shrink when events are
+//! retracted: after the retention period and on erasure, per-shopper records leave every one
+//! of them (anonymous order facts stay in the de-duplication and order state).
 //!
 //! `benches/read_models.rs` measures throughput (`cargo bench -p basketflow-dataflows`).
 
@@ -71,11 +77,13 @@
 pub mod experiences;
 pub mod oracle;
 pub mod parse;
+pub mod privacy;
 pub mod read_models;
 pub mod rows;
 pub mod wire;
 
 pub use read_models::{
-    deduplicate, read_models, read_models_from_unique, unique_events, ReadModels, UniqueEvents,
+    deduplicate, read_models, read_models_from_unique, unique_events, unique_wire_events,
+    ReadModels, UniqueEvents,
 };
 pub use rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};

@@ -21,10 +21,15 @@
 //!    chosen payment (quantities and revenues summed), with the payment's shopper and instant,
 //!    flagged `cancelled` when the order has any `cancelled` status change. An order without a
 //!    payment has no lines, cancelled or not.
+//! 6. Anonymous events (an empty `shopper_id`, which the contract refuses, so only privacy
+//!    residues have one) count in the sold products, affinities and order lines, never in a
+//!    purchase history or a basket. [`with_privacy`] computes which events are anonymous.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+
+use crate::privacy::{anonymous, Retention};
 
 use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
 
@@ -48,6 +53,39 @@ pub struct ReadModelRows {
     pub baskets: Vec<BasketLine>,
     /// Sorted by key.
     pub order_lines: Vec<PaidOrderLine>,
+}
+
+/// The events the read models see at logical time `at`, given every event with the time it
+/// was read and every erasure `((retailer_id, shopper_id), time)`: an event that has left by
+/// `at` (its retention period is over, or its shopper was erased at `F`, which it leaves at
+/// `max(t, F)`) is replaced by its anonymous residue, if any. Events read after `at` are not
+/// included.
+pub fn with_privacy(
+    events: &[(Event, u64)],
+    erasures: &[((String, String), u64)],
+    retention: &Retention,
+    at: u64,
+) -> Vec<Event> {
+    let mut erased: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for ((retailer, shopper), time) in erasures {
+        let least = erased.entry((retailer, shopper)).or_insert(*time);
+        *least = (*least).min(*time);
+    }
+    events
+        .iter()
+        .filter(|(_, t)| *t <= at)
+        .filter_map(|(event, t)| {
+            let by_erasure = erased
+                .get(&(event.retailer_id.as_str(), event.shopper_id.as_str()))
+                .map_or(u64::MAX, |f| (*t).max(*f));
+            let leaves = retention.leaves_at(event, *t).min(by_erasure);
+            if leaves <= at {
+                anonymous(event)
+            } else {
+                Some(event.clone())
+            }
+        })
+        .collect()
 }
 
 /// Computes the read models from all the events received so far (any order, duplicates
@@ -122,6 +160,9 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
             row.1 += quantity.saturating_mul(*unit_price_cents);
             row.2.insert(order);
 
+            if shopper.is_empty() {
+                continue;
+            }
             let row = purchases.entry((retailer, shopper, product_id)).or_insert((
                 0,
                 BTreeSet::new(),
@@ -161,7 +202,7 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
     // Rule 4: baskets since the latest payment.
     let mut latest_payment: BTreeMap<(&str, &str), Timestamp> = BTreeMap::new();
     for &event in &events {
-        if let EventBody::OrderPaid { .. } = event.body {
+        if let (EventBody::OrderPaid { .. }, false) = (&event.body, event.shopper_id.is_empty()) {
             let latest = latest_payment
                 .entry((&event.retailer_id, &event.shopper_id))
                 .or_insert(event.occurred_at);

@@ -23,6 +23,9 @@ pub const DEAD_LETTER_EXCERPT: usize = 4096;
 /// A refused message, as written to `shopper-events-rejected`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// The refused message's topic, when it is not `shopper-events` (privacy requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     /// Partition of the refused message.
     pub partition: i32,
     /// Offset of the refused message.
@@ -40,10 +43,14 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The Kafka key of the dead letter: `partition:offset`, unique per refused message, so a
+    /// The Kafka key of the dead letter: `partition:offset` (`topic:partition:offset` for
+    /// another topic's messages), unique per refused message, so a
     /// replay's copy is recognisable (and compacts away on a compacted topic).
     pub fn kafka_key(&self) -> String {
-        format!("{}:{}", self.partition, self.offset)
+        match &self.topic {
+            None => format!("{}:{}", self.partition, self.offset),
+            Some(topic) => format!("{topic}:{}:{}", self.partition, self.offset),
+        }
     }
 }
 
@@ -75,6 +82,7 @@ pub fn parse_messages<'scope>(
             m.time,
         )),
         Err(r) => Err(DeadLetter {
+            topic: None,
             partition: m.partition,
             offset: m.offset,
             key: m.key.and_then(|k| String::from_utf8(k).ok()),

@@ -59,6 +59,19 @@ where
     )
 }
 
+/// As [`unique_events`], for events already shared as [`WireEvent`]s (the output of
+/// [`crate::privacy::apply_privacy`]).
+pub fn unique_wire_events<'scope, T>(
+    events: VecCollection<'scope, T, WireEvent>,
+) -> UniqueEvents<'scope, T>
+where
+    T: LogicalTime + Lattice + Ord,
+{
+    first_per_id("UniqueEvents", events, |event: &WireEvent| {
+        event.0.event_id.as_str()
+    })
+}
+
 /// De-duplicates events by `event_id` (rule 1), as a collection of events.
 pub fn deduplicate<'scope, T>(
     events: &VecCollection<'scope, T, Event>,
@@ -300,7 +313,8 @@ where
     let purchases = orders
         .clone()
         .flat_map_ref(|(retailer_id, _order_id), order| {
-            let Some(paid) = order.live() else {
+            // Anonymous orders (privacy residues) have no purchase history.
+            let Some(paid) = order.live().filter(|p| !p.shopper_id.is_empty()) else {
                 return Vec::new();
             };
             units_per_product(&paid.lines)
@@ -416,6 +430,10 @@ where
     // basket changes but no payment. All `None`s of a shopper consolidate into one entry.
     let cutoff_facts = unique.clone().flat_map_ref(|_hash, event| {
         let event = &event.0;
+        if event.shopper_id.is_empty() {
+            // Anonymous orders (privacy residues) end no one's basket.
+            return None;
+        }
         let cutoff = match &event.body {
             EventBody::OrderPaid { .. } => Some(event.occurred_at.0),
             EventBody::ProductAdded(_) | EventBody::ProductRemoved(_) => None,

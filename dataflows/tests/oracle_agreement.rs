@@ -4,6 +4,7 @@
 mod support;
 
 use basketflow_dataflows::oracle;
+use basketflow_dataflows::privacy::Retention;
 use basketflow_vocab::arbitrary::{body, id, product};
 use basketflow_vocab::{BasketChange, Event, EventBody, OrderStatus, Timestamp};
 use proptest::collection::vec;
@@ -85,11 +86,42 @@ fn rounds() -> impl Strategy<Value = Vec<(u64, Vec<Event>)>> {
 }
 
 fn check(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Result<(), TestCaseError> {
-    let output = run(workers, rounds.clone());
-    let mut received: Vec<Event> = Vec::new();
+    check_private(workers, rounds, Vec::new(), None)
+}
+
+/// Erasures of shoppers from the same small alphabets, at any round.
+fn erasure_rounds() -> impl Strategy<Value = ErasureRounds> {
+    vec((1..=ROUNDS, id("r", 2), id("s", 3)), 0..4).prop_map(|erasures| {
+        (1..=ROUNDS)
+            .map(|t| {
+                let at_t = erasures.iter().filter(|e| e.0 == t);
+                (t, at_t.map(|(_, r, s)| (r.clone(), s.clone())).collect())
+            })
+            .collect()
+    })
+}
+
+/// With `retention`, the graph runs with the privacy stage and the oracle reads
+/// [`oracle::with_privacy`] of the events at each time.
+fn check_private(
+    workers: Workers,
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Option<Retention>,
+) -> Result<(), TestCaseError> {
+    let output = run_private(workers, rounds.clone(), erasures.clone(), retention.clone());
+    let erased: Vec<((String, String), u64)> = erasures
+        .iter()
+        .flat_map(|(t, keys)| keys.iter().map(move |k| (k.clone(), *t)))
+        .collect();
+    let mut received: Vec<(Event, u64)> = Vec::new();
     for (time, events) in rounds {
-        received.extend(events);
-        let expected = oracle::read_models(&received);
+        received.extend(events.into_iter().map(|e| (e, time)));
+        let seen = match &retention {
+            Some(retention) => oracle::with_privacy(&received, &erased, retention, time),
+            None => received.iter().map(|(e, _)| e.clone()).collect(),
+        };
+        let expected = oracle::read_models(&seen);
         let actual = rows_at(&output, time);
         prop_assert_eq!(
             &actual.sold_products_daily,
@@ -130,6 +162,44 @@ proptest! {
     #[test]
     fn graph_agrees_with_the_oracle_at_every_time(rounds in rounds()) {
         check(Workers::Direct, rounds)?;
+    }
+}
+
+/// Retention periods of 1 to 3 rounds (retailer "r0" keeps one round longer) or none.
+fn retention() -> impl Strategy<Value = Retention> {
+    (1u64..=ROUNDS, any::<bool>()).prop_map(|(period, longer)| Retention {
+        default_ms: period,
+        per_retailer_ms: if longer {
+            [("r0".to_string(), period + 1)].into_iter().collect()
+        } else {
+            Default::default()
+        },
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(384))]
+
+    #[test]
+    fn with_erasures_and_retention_the_graph_agrees_with_the_oracle(
+        rounds in rounds(),
+        erasures in erasure_rounds(),
+        retention in retention(),
+    ) {
+        check_private(Workers::Direct, rounds, erasures, Some(retention))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn two_workers_with_privacy_agree_with_the_oracle(
+        rounds in rounds(),
+        erasures in erasure_rounds(),
+        retention in retention(),
+    ) {
+        check_private(Workers::Binary(2), rounds, erasures, Some(retention))?;
     }
 }
 

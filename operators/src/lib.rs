@@ -9,6 +9,8 @@
 //!   (replay-stable choice among duplicates, "earliest", "latest").
 //! * [`first_per_id`]: de-duplication of values by an id they contain, arranged by the id's
 //!   hash so that the (unbounded) set of ids costs integers, not strings, in the arrangement.
+//! * [`forget`]: a temporal filter and keyed erasure in one (records leave at an expiry time
+//!   or when their key is forgotten, leaving an optional residue).
 //! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
 //!   one output row per key (sums, counts, several sums at once with tuple differences).
 //!
@@ -20,6 +22,9 @@
 //! are treated as absent by [`first_per_key`] and [`last_per_key`].
 
 #![forbid(missing_docs)]
+
+mod forget;
+pub use forget::forget;
 
 use differential_dataflow::difference::{Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;

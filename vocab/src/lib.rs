@@ -14,12 +14,14 @@
 #[cfg(feature = "arbitrary")]
 pub mod arbitrary;
 pub mod event;
+pub mod privacy;
 pub mod time;
 pub mod tree;
 
 pub use event::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,
 };
+pub use privacy::ErasureRequest;
 pub use time::Timestamp;
 pub use tree::{
     CausedBy, Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,

@@ -4,15 +4,18 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
+use basketflow_dataflows::privacy::{apply_privacy, Erasure, Retention};
 use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_dataflows::{oracle, read_models};
+use basketflow_dataflows::wire::WireEvent;
+use basketflow_dataflows::{oracle, read_models, read_models_from_unique, unique_wire_events};
 use basketflow_vocab::{
-    BasketChange, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,
+    BasketChange, ErasureRequest, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,
 };
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
+use timely::dataflow::operators::Input as _;
 use timely::dataflow::ProbeHandle;
 
 /// One output update: row, logical time, multiplicity.
@@ -43,6 +46,21 @@ pub enum Workers {
 /// letting it finish each time before the next, and returns the consolidated output.
 /// With several workers, worker `w` feeds the events whose index is `w` modulo the workers.
 pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
+    run_private(workers, rounds, Vec::new(), None)
+}
+
+/// Erasures `(retailer_id, shopper_id)` per logical time.
+pub type ErasureRounds = Vec<(u64, Vec<(String, String)>)>;
+
+/// As [`run`], with privacy: `erasures` are fed (by worker 0) at their times, and with a
+/// `retention`, events go through [`apply_privacy`] first, as in the graph (without one, the
+/// read models read the events directly).
+pub fn run_private(
+    workers: Workers,
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Option<Retention>,
+) -> Output {
     let (s_sold, r_sold) = channel();
     let (s_purchases, r_purchases) = channel();
     let (s_affinities, r_affinities) = channel();
@@ -59,9 +77,18 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
             s_baskets.clone(),
             s_lines.clone(),
         );
-        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+        let retention = retention.clone();
+        let (mut input, mut erasure_input) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
-            let models = read_models(&events);
+            let (erasure_input, erasure_stream) = scope.new_input::<Vec<Erasure>>();
+            let models = match retention {
+                Some(retention) => read_models_from_unique(&unique_wire_events(apply_privacy(
+                    events.map(WireEvent::from),
+                    erasure_stream,
+                    retention,
+                ))),
+                None => read_models(&events),
+            };
             models
                 .sold_products_daily
                 .probe_with(&probe)
@@ -87,16 +114,27 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
                 .probe_with(&probe)
                 .inner
                 .capture_into(s_lines);
-            input
+            (input, erasure_input)
         });
         for (time, events) in rounds.iter() {
             input.advance_to(*time);
+            erasure_input.advance_to(*time);
             for (i, event) in events.iter().enumerate() {
                 if i % peers == index {
                     input.insert(event.clone());
                 }
             }
+            if index == 0 {
+                for (t, shoppers) in &erasures {
+                    if t == time {
+                        for (retailer_id, shopper_id) in shoppers {
+                            erasure_input.send(erasure(retailer_id, shopper_id));
+                        }
+                    }
+                }
+            }
             input.advance_to(time + 1);
+            erasure_input.advance_to(time + 1);
             input.flush();
             worker.step_while(|| probe.less_than(input.time()));
         }
@@ -120,6 +158,20 @@ pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
         product_affinities: collect(r_affinities),
         baskets: collect(r_baskets),
         order_lines: collect(r_lines),
+    }
+}
+
+/// An erasure request for `(retailer_id, shopper_id)`.
+pub fn erasure(retailer_id: &str, shopper_id: &str) -> Erasure {
+    Erasure {
+        request: ErasureRequest {
+            request_id: format!("erase-{retailer_id}-{shopper_id}"),
+            retailer_id: retailer_id.into(),
+            shopper_id: shopper_id.into(),
+            requested_at: Timestamp(0),
+        },
+        partition: 0,
+        offset: 0,
     }
 }
 
