@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use basketflow_collector::{AuthMode, CollectorConfig, CollectorError, RetailerKey};
+use basketflow_dataflows::privacy::{Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
 use clap::Subcommand;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::ser::SerializeStruct;
@@ -77,6 +78,8 @@ pub struct Config {
     /// The HTTP collector (`basketflow collect`).
     #[serde(serialize_with = "serialize_collector")]
     pub collector: CollectorConfig,
+    /// Retention periods of per-shopper data (GDPR).
+    pub privacy: PrivacyConfig,
 }
 
 /// `[kafka]`
@@ -306,6 +309,49 @@ pub enum LogFormat {
     Logfmt,
     /// One JSON object per line.
     Json,
+}
+
+/// `[privacy]`: how long per-shopper data is kept. Erasure requests need no setting (they
+/// arrive on `kafka.privacy_topic`; the graph records each one in the `privacy_audit` table).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Days per-shopper data is kept, for every retailer without its own period.
+    pub retention_days: u64,
+    /// The same in milliseconds, instead of `retention_days` (tests with periods of seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    // Last: a table must follow the plain keys.
+    /// Retailers with their own period: retailer id -> days.
+    pub retailers: BTreeMap<String, u64>,
+}
+
+impl PrivacyConfig {
+    /// The retention periods, as the graph applies them.
+    // `basketflow run` hands it to the graph once the retention operator is wired (run.rs).
+    #[allow(dead_code)]
+    pub fn retention(&self) -> Retention {
+        Retention {
+            default_ms: self
+                .retention_ms
+                .unwrap_or_else(|| self.retention_days.saturating_mul(MS_PER_DAY)),
+            per_retailer_ms: self
+                .retailers
+                .iter()
+                .map(|(retailer, days)| (retailer.clone(), days.saturating_mul(MS_PER_DAY)))
+                .collect(),
+        }
+    }
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            retention_days: DEFAULT_RETENTION_DAYS,
+            retention_ms: None,
+            retailers: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[collector]` as TOML. `CollectorConfig` (collector crate) only deserializes; this writes
@@ -691,6 +737,22 @@ impl Config {
             };
             p.add(key, message);
         }
+
+        let privacy = &self.privacy;
+        p.at_least("privacy.retention_days", privacy.retention_days, 1);
+        if let Some(ms) = privacy.retention_ms {
+            p.at_least("privacy.retention_ms", ms, 1);
+        }
+        for (retailer, days) in &privacy.retailers {
+            if retailer.is_empty() {
+                p.add("privacy.retailers", "a retailer id must not be empty");
+            } else if *days < 1 {
+                p.add(
+                    "privacy.retailers",
+                    format!("{retailer:?}: must be at least 1 day, got {days}"),
+                );
+            }
+        }
         p.0
     }
 }
@@ -786,6 +848,7 @@ fn keys_of(section: &str) -> &'static [&'static str] {
         "trees" => field_names::<TreesConfig>(),
         "log" => field_names::<LogConfig>(),
         "collector" => field_names::<CollectorConfig>(),
+        "privacy" => field_names::<PrivacyConfig>(),
         _ => &[],
     }
 }
@@ -804,6 +867,7 @@ fn section_error(section: &str, table: Table) -> Option<toml::de::Error> {
         "trees" => check::<TreesConfig>(table),
         "log" => check::<LogConfig>(table),
         "collector" => check::<CollectorConfig>(table),
+        "privacy" => check::<PrivacyConfig>(table),
         _ => None,
     }
 }
@@ -980,6 +1044,12 @@ fn type_errors(table: &Table, from_env: &BTreeMap<String, String>) -> Vec<Issue>
 /// serde's message about `value`, in the file's words: `expected an integer, got a string`.
 fn explain(message: &str, value: &Value) -> String {
     let message = message.trim();
+    if let Value::Table(entries) = value {
+        // A table of values (`privacy.retailers`): name the entry that is wrong.
+        if let Some(found) = explain_entry(message, entries) {
+            return found;
+        }
+    }
     if let Some((_, expected)) = message
         .strip_prefix("invalid type: ")
         .and_then(|m| m.split_once(", expected "))
@@ -993,6 +1063,30 @@ fn explain(message: &str, value: &Value) -> String {
         return format!("out of range, got {n}");
     }
     message.to_string()
+}
+
+/// serde's message about one entry of the table `entries`, naming it, when the message says
+/// which: the first entry of a type other than the expected one, or the first negative integer.
+fn explain_entry(message: &str, entries: &Table) -> Option<String> {
+    if let Some((_, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split_once(", expected "))
+    {
+        let expected = expected_kind(expected);
+        let (name, entry) = entries.iter().find(|(_, e)| kind(e) != expected)?;
+        return Some(format!(
+            "{name:?}: expected {expected}, got {}",
+            kind(entry)
+        ));
+    }
+    if message.starts_with("invalid value: integer") {
+        let (name, n) = entries.iter().find_map(|(name, e)| match e {
+            Value::Integer(n) if *n < 0 => Some((name, *n)),
+            _ => None,
+        })?;
+        return Some(format!("{name:?}: must not be negative, got {n}"));
+    }
+    None
 }
 
 /// serde's name of an expected type, as a TOML type.
@@ -1237,7 +1331,8 @@ mod tests {
                 "metrics",
                 "trees",
                 "log",
-                "collector"
+                "collector",
+                "privacy"
             ]
         );
         for section in sections() {
@@ -1441,7 +1536,7 @@ mod tests {
             [
                 "BASKETFLOW_GRAHP_TICK_MS: names no configuration key \
                  (BASKETFLOW_<SECTION>_<KEY>; sections: kafka, clickhouse, graph, cluster, \
-                 metrics, trees, log, collector) (did you mean BASKETFLOW_GRAPH_TICK_MS?)",
+                 metrics, trees, log, collector, privacy) (did you mean BASKETFLOW_GRAPH_TICK_MS?)",
                 "BASKETFLOW_GRAPH_FLUSH_INTERVALL_MS: unknown key graph.flush_intervall_ms \
                  (did you mean BASKETFLOW_GRAPH_FLUSH_INTERVAL_MS?)",
                 "BASKETFLOW_Graph_tick_ms: configuration variables are upper case: \
@@ -1508,5 +1603,99 @@ mod tests {
         // The output is a configuration that means the same (but for the password).
         let again = ok(&out, &[]).config;
         assert_eq!(again.graph.tick_ms, 10);
+    }
+
+    #[test]
+    fn privacy_defaults_to_three_years_for_every_retailer() {
+        let c = ok("", &[]).config;
+        assert_eq!(c.privacy.retention_days, 1095);
+        assert_eq!(c.privacy.retention_ms, None);
+        assert!(c.privacy.retailers.is_empty());
+        let retention = c.privacy.retention();
+        assert_eq!(retention, Retention::default());
+        assert_eq!(retention.default_ms, 1095 * 86_400_000);
+        assert_eq!(retention.period_ms("retailer-00"), 1095 * 86_400_000);
+    }
+
+    #[test]
+    fn privacy_periods_per_retailer_and_in_milliseconds() {
+        let text = "[privacy]\nretention_days = 730\n\
+                    [privacy.retailers]\n\"retailer-00\" = 365\n\"retailer-01\" = 30\n";
+        let retention = ok(text, &[]).config.privacy.retention();
+        assert_eq!(
+            retention,
+            Retention {
+                default_ms: 730 * MS_PER_DAY,
+                per_retailer_ms: BTreeMap::from([
+                    ("retailer-00".to_string(), 365 * MS_PER_DAY),
+                    ("retailer-01".to_string(), 30 * MS_PER_DAY),
+                ]),
+            }
+        );
+        assert_eq!(retention.period_ms("retailer-01"), 30 * MS_PER_DAY);
+        assert_eq!(retention.period_ms("retailer-02"), 730 * MS_PER_DAY);
+
+        // retention_ms replaces retention_days, not the retailers' own periods.
+        let r = ok(text, &[("BASKETFLOW_PRIVACY_RETENTION_MS", "5000")]);
+        assert_eq!(
+            r.from_env["privacy.retention_ms"],
+            "BASKETFLOW_PRIVACY_RETENTION_MS"
+        );
+        let retention = r.config.privacy.retention();
+        assert_eq!(retention.default_ms, 5_000);
+        assert_eq!(retention.period_ms("retailer-02"), 5_000);
+        assert_eq!(retention.period_ms("retailer-00"), 365 * MS_PER_DAY);
+
+        // The environment overrides every key, the table of retailers included.
+        let r = ok(
+            "",
+            &[
+                ("BASKETFLOW_PRIVACY_RETENTION_DAYS", "400"),
+                ("BASKETFLOW_PRIVACY_RETAILERS", "{ \"r1\" = 7 }"),
+            ],
+        );
+        assert_eq!(r.config.privacy.retention_days, 400);
+        assert_eq!(
+            r.config.privacy.retention().per_retailer_ms,
+            BTreeMap::from([("r1".to_string(), 7 * MS_PER_DAY)])
+        );
+        // The effective configuration reads back to the same periods.
+        let again = ok(&effective(&r).unwrap(), &[]).config;
+        assert_eq!(again.privacy.retention(), r.config.privacy.retention());
+    }
+
+    #[test]
+    fn privacy_periods_of_zero_are_refused() {
+        assert_eq!(
+            errors(
+                "[privacy]\nretention_days = 0\nretention_ms = 0\n\
+                 [privacy.retailers]\n\"retailer-00\" = 0\n\"retailer-01\" = 10\n",
+                &[]
+            ),
+            [
+                "privacy.retention_days: must be at least 1, got 0",
+                "privacy.retention_ms: must be at least 1, got 0",
+                "privacy.retailers: \"retailer-00\": must be at least 1 day, got 0",
+            ]
+        );
+        assert_eq!(
+            errors("", &[("BASKETFLOW_PRIVACY_RETENTION_DAYS", "0")]),
+            ["BASKETFLOW_PRIVACY_RETENTION_DAYS (privacy.retention_days): must be at least 1, got 0"]
+        );
+        assert_eq!(
+            errors("[privacy]\nretention_days = -1\nretention_day = 3\n", &[]),
+            [
+                "unknown key privacy.retention_day (did you mean privacy.retention_days?)",
+                "privacy.retention_days: must not be negative, got -1",
+            ]
+        );
+        assert_eq!(
+            errors("[privacy.retailers]\nr1 = \"a year\"\n", &[]),
+            ["privacy.retailers: \"r1\": expected an integer, got a string"]
+        );
+        assert_eq!(
+            errors("[privacy.retailers]\nr1 = -5\n", &[]),
+            ["privacy.retailers: \"r1\": must not be negative, got -5"]
+        );
     }
 }

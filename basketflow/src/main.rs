@@ -6,12 +6,14 @@
 //! - `basketflow trees build`: personalized experience trees from the cold data, published.
 //! - `basketflow collect`: the HTTP Shopper Event API trackers send events to.
 //! - `basketflow config check|example`: validate a configuration; print the commented example.
+//! - `basketflow privacy erase|export`: a shopper's right to be forgotten and right of access.
 
 #![forbid(missing_docs)]
 
 mod config;
 mod logging;
 mod metrics;
+mod privacy_cli;
 mod run;
 mod trees_build;
 mod validate;
@@ -49,6 +51,12 @@ enum Command {
         #[command(subcommand)]
         command: config::ConfigCommand,
     },
+    /// A shopper's rights (GDPR): erase them from every derived state and table, export what
+    /// ClickHouse holds about them.
+    Privacy {
+        #[command(subcommand)]
+        command: privacy_cli::PrivacyCommand,
+    },
     /// Serve the HTTP collector: trackers POST events, valid ones are produced to Kafka.
     Collect {
         /// The configuration file.
@@ -63,6 +71,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(args)?,
         Command::Trees { command } => trees_build::run(command)?,
         Command::Config { command } => config::run(command)?,
+        Command::Privacy { command } => privacy_cli::run(command)?,
         Command::Collect { config } => {
             let config = config::Config::load(&config)?;
             basketflow_collector::run(

@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use basketflow_dataflows::experiences::TreeStats;
 use basketflow_ingest::kafka_source::SourceStats;
 use basketflow_sinks::dead_letters::RejectionCounts;
-use basketflow_sinks::decisions::DecisionStats;
 use basketflow_sinks::kafka_outputs::OutputStats;
 use basketflow_sinks::read_model_sink::SinkStats;
 
@@ -37,8 +36,6 @@ pub struct Registry {
     pub outputs: Arc<OutputStats>,
     /// The tree operator.
     pub trees: Arc<TreeStats>,
-    /// The ClickHouse decisions log (worker 0).
-    pub decisions_log: Arc<DecisionStats>,
     /// Rejections by code.
     pub rejections: RejectionCounts,
     /// Records held in this process's arrangements (differential's batch/merge/drop events).
@@ -302,7 +299,19 @@ impl Registry {
             "basketflow_decisions_stored_total",
             "counter",
             "Decisions inserted into the ClickHouse decisions log.",
-            &plain(load(&self.decisions_log.stored)),
+            &plain(load(&self.sink.decisions)),
+        );
+        metric(
+            "basketflow_privacy_erasures_applied_total",
+            "counter",
+            "Erasure requests applied to every ClickHouse table (audited in privacy_audit).",
+            &plain(load(&self.sink.erasures)),
+        );
+        metric(
+            "basketflow_privacy_retention_deleted_rows_total",
+            "counter",
+            "Per-shopper ClickHouse rows deleted because they outlived the retention period.",
+            &plain(load(&self.sink.retention_deleted)),
         );
         metric(
             "basketflow_bad_trees_total",

@@ -19,15 +19,18 @@ use timely::WorkerConfig;
 
 use basketflow_dataflows::experiences::decide;
 use basketflow_dataflows::parse::parse_messages;
-use basketflow_dataflows::read_models;
+use basketflow_dataflows::privacy::{apply_privacy, parse_requests};
+use basketflow_dataflows::wire::WireEvent;
+use basketflow_dataflows::{read_models_from_unique, unique_wire_events};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
-use basketflow_sinks::decisions::store_decisions;
 use basketflow_sinks::kafka::ensure_topic;
 use basketflow_sinks::kafka_outputs::{
     kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
 };
-use basketflow_sinks::read_model_sink::{committed, prepare, write_read_models, Target};
+use basketflow_sinks::read_model_sink::{
+    committed, prepare, write_read_models, PrivateOutputs, Target,
+};
 use timely::dataflow::operators::Concat;
 
 use crate::config::Config;
@@ -197,6 +200,21 @@ pub fn run(args: RunArgs) -> Result<()> {
             &[("cleanup.policy", "compact")],
         ))
         .with_context(|| format!("creating the progress topic {}", outputs.progress_topic))?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(ensure_topic(
+            &config.kafka.brokers,
+            &config.kafka.privacy_topic,
+            1,
+            // Erasures must outlive every replay of the events they erase: keep them forever
+            // (they hold no more than the ids they erase). The graph's times are broker times.
+            &[
+                ("retention.ms", "-1"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ],
+        ))
+        .with_context(|| format!("creating the privacy topic {}", config.kafka.privacy_topic))?;
 
     let timely_config = timely::Config {
         communication,
@@ -210,13 +228,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         password: config.clickhouse.password.clone(),
     };
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
+    let retention = config.privacy.retention();
     let max_lead_ms = config.graph.max_sink_lag_ms;
     let sink_stats = registry.sink.clone();
     let worker_sink_stats = sink_stats.clone();
     let tree_stats = registry.trees.clone();
     let worker_tree_stats = tree_stats.clone();
-    let decision_stats = registry.decisions_log.clone();
-    let worker_decision_stats = decision_stats.clone();
     let output_stats = registry.outputs.clone();
     let worker_output_stats = output_stats.clone();
     let worker_registry = registry.clone();
@@ -286,12 +303,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         source_cfg.stop_at_start_watermarks = exit_when_caught_up;
         let mut trees_cfg = source_cfg.clone();
         trees_cfg.topic = config.kafka.trees_topic.clone();
+        let mut privacy_cfg = source_cfg.clone();
+        privacy_cfg.topic = config.kafka.privacy_topic.clone();
         // Reclock the replay by what is durable (see ingest::kafka_source): each output's
         // binding applies to the topics it depends on (ClickHouse: events; Kafka outputs:
         // events and trees). A binding that does not track a topic says nothing about it.
         source_cfg.bind(read_models_committed.0, &read_models_committed.1);
         source_cfg.bind(kafka_committed.0, &kafka_committed.1);
         trees_cfg.bind(kafka_committed.0, &kafka_committed.1);
+        // Erasures change both outputs: both bindings apply.
+        privacy_cfg.bind(read_models_committed.0, &read_models_committed.1);
+        privacy_cfg.bind(kafka_committed.0, &kafka_committed.1);
         let probe = ProbeHandle::new();
         let durable = ProbeHandle::new();
         let gate = Gate {
@@ -300,7 +322,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             stop: shutdown.clone(),
         };
         metrics::track_arrangements(worker, worker_registry.clone());
-        let (stats, writer, outputs_writer, decisions_writer) =
+        let (stats, writer, outputs_writer) =
             worker.dataflow::<u64, _, _>(|scope| {
                 let (messages, stats) =
                     kafka_source(scope, source_cfg, index, peers, Some(gate.clone()))
@@ -308,6 +330,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                             panic!(
                                 "worker {index}: cannot read {}: {e}",
                                 config.kafka.events_topic
+                            )
+                        });
+                let (requests, privacy_source_stats) =
+                    kafka_source(scope, privacy_cfg, index, peers, Some(gate.clone()))
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "worker {index}: cannot read {}: {e}",
+                                config.kafka.privacy_topic
                             )
                         });
                 let (trees, tree_source_stats) = kafka_source(scope, trees_cfg, index, peers, Some(gate))
@@ -321,20 +351,40 @@ pub fn run(args: RunArgs) -> Result<()> {
                     let mut sources = worker_registry.sources.lock().expect("sources");
                     sources.push((config.kafka.events_topic.clone(), index, stats.clone()));
                     sources.push((config.kafka.trees_topic.clone(), index, tree_source_stats));
+                    sources.push((config.kafka.privacy_topic.clone(), index, privacy_source_stats));
                 }
                 messages.clone().probe_with(&probe);
                 trees.clone().probe_with(&probe);
+                requests.clone().probe_with(&probe);
                 let event_positions = positions(&messages, &config.kafka.events_topic);
                 let tree_positions = positions(&trees, &config.kafka.trees_topic);
+                let privacy_positions = positions(&requests, &config.kafka.privacy_topic);
                 let parsed = parse_messages(messages);
-                let dead_letters =
-                    count_dead_letters(parsed.dead_letters, worker_rejections.clone());
-                let models = read_models(&parsed.events);
-                let decisions = decide(parsed.positioned, trees, worker_tree_stats.clone());
+                let (erasures, bad_requests) = parse_requests(requests, &config.kafka.privacy_topic);
+                let dead_letters = count_dead_letters(
+                    parsed.dead_letters.concat(bad_requests),
+                    worker_rejections.clone(),
+                );
+                let kept = apply_privacy(
+                    parsed.events.map(WireEvent::from),
+                    erasures.clone(),
+                    retention.clone(),
+                );
+                let models = read_models_from_unique(&unique_wire_events(kept));
+                let decisions = decide(
+                    parsed.positioned,
+                    trees,
+                    erasures.clone(),
+                    retention.clone(),
+                    worker_tree_stats.clone(),
+                );
                 let (kafka_durable, outputs_writer) = kafka_outputs(
                     decisions.clone(),
                     dead_letters,
-                    event_positions.clone().concat(tree_positions),
+                    event_positions
+                        .clone()
+                        .concat(tree_positions)
+                        .concat(privacy_positions.clone()),
                     outputs.clone(),
                     kafka_prepared,
                     flush_interval,
@@ -342,16 +392,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                     worker_output_stats.clone(),
                 );
                 kafka_durable.probe_with(&durable);
-                let decisions_writer = store_decisions(
-                    decisions,
-                    target.clone(),
-                    flush_interval,
-                    index,
-                    worker_decision_stats.clone(),
-                );
                 let (clickhouse_durable, writer) = write_read_models(
                     &models,
-                    event_positions,
+                    PrivateOutputs {
+                        decisions,
+                        erasures,
+                        retention: retention.clone(),
+                    },
+                    event_positions.concat(privacy_positions),
                     target.clone(),
                     read_models_committed,
                     flush_interval,
@@ -359,7 +407,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     worker_sink_stats.clone(),
                 );
                 clickhouse_durable.probe_with(&durable);
-                (stats, writer, outputs_writer, decisions_writer)
+                (stats, writer, outputs_writer)
             });
         // Run until every output is durable through the end of the input (caught up), or a
         // signal: then drain until the durable frontier reaches the sources' (stopped)
@@ -396,7 +444,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         // The writers finish what they were handed (their channels closed with the dataflow).
         let finish_by = Instant::now() + Duration::from_secs(5);
-        for handle in [writer, outputs_writer, decisions_writer].into_iter().flatten() {
+        for handle in [writer, outputs_writer].into_iter().flatten() {
             while !handle.is_finished() && Instant::now() < finish_by {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -426,7 +474,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         dead_letters = output_stats.dead_letters.load(Ordering::Relaxed),
         suppressed = output_stats.suppressed.load(Ordering::Relaxed),
         kafka_committed = output_stats.committed.load(Ordering::Relaxed),
-        decisions_stored = decision_stats.stored.load(Ordering::Relaxed),
+        decisions_stored = sink_stats.decisions.load(Ordering::Relaxed),
+        erasures_applied = sink_stats.erasures.load(Ordering::Relaxed),
         bad_trees = tree_stats.bad_trees.load(Ordering::Relaxed),
         peak_resident_mib = metrics::peak_resident_bytes() >> 20;
         "stopped"

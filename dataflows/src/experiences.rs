@@ -14,6 +14,8 @@
 //!
 //! State is kept for every shopper seen (a tree may arrive after their first events) and is
 //! bounded per shopper by the distinct products they bought, never by the number of events.
+//! A shopper without an event for their retailer's retention period loses all but their tree;
+//! an erased shopper loses everything, and their id stays erased ([`crate::privacy`]).
 //!
 //! # Order and determinism
 //! Events and trees are routed by `shopper_id`. The operator acts only on *complete* times
@@ -36,7 +38,7 @@
 //! exists, otherwise puts them back at the root; a different `tree_id` starts at its root; a
 //! null tree message removes the shopper's tree (no more decisions until a new one comes).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -47,10 +49,12 @@ use basketflow_vocab::{
 };
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::{Concat, Map};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::privacy::{Erasure, Retention};
 use crate::wire::WireEvent;
 
 /// How many recent event ids a shopper's state remembers for de-duplication.
@@ -125,6 +129,14 @@ impl Shopper {
             None => self.node.clear(),
         }
         self.tree = tree;
+    }
+
+    /// Drops everything the shopper's events built (basket, session, purchase history,
+    /// recent ids), keeping the tree and starting again at its root (retention).
+    pub fn forget_all_but_the_tree(&mut self) {
+        let tree = self.tree.take();
+        *self = Shopper::default();
+        self.set_tree(tree);
     }
 
     /// The shopper's current node id (empty without a tree).
@@ -418,60 +430,131 @@ pub struct TreeStats {
     pub decisions: std::sync::atomic::AtomicU64,
 }
 
-/// Inputs waiting for their time to complete: per time, a capability to emit at it, the tree
-/// messages and the events.
-type Stash = BTreeMap<Millis, (Capability<Millis>, Vec<SourceMessage>, Vec<PositionedEvent>)>;
+/// What arrived at one time: tree messages, erasures and events, with a capability.
+struct AtTime {
+    cap: Capability<Millis>,
+    trees: Vec<SourceMessage>,
+    erasures: Vec<Erasure>,
+    events: Vec<PositionedEvent>,
+}
+
+/// Inputs waiting for their time to complete.
+type Stash = BTreeMap<Millis, AtTime>;
 
 /// The stash entry for the time of an input batch, holding a capability for that time.
 fn stash_at<'a>(
     stash: &'a mut Stash,
     cap: &timely::dataflow::operators::InputCapability<Millis>,
-) -> &'a mut (Capability<Millis>, Vec<SourceMessage>, Vec<PositionedEvent>) {
+) -> &'a mut AtTime {
     let t = *cap.least().expect("an input batch has a time");
-    stash.entry(t).or_insert_with(|| {
-        (
-            cap.retain_least(0)
-                .expect("an input batch has a capability"),
-            Vec::new(),
-            Vec::new(),
-        )
+    stash.entry(t).or_insert_with(|| AtTime {
+        cap: cap
+            .retain_least(0)
+            .expect("an input batch has a capability"),
+        trees: Vec::new(),
+        erasures: Vec::new(),
+        events: Vec::new(),
     })
 }
 
-/// The tree operator: shoppers' events and tree messages in, decisions out (at the time of the
-/// event that caused them).
+/// The tree operator's second input: tree messages and erasures, both routed by shopper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// A message of `experience-trees`.
+    Tree(SourceMessage),
+    /// An erasure request.
+    Erase(Erasure),
+}
+
+impl Control {
+    fn shopper_id(&self) -> &[u8] {
+        match self {
+            Control::Tree(m) => m.key.as_deref().unwrap_or_default(),
+            Control::Erase(e) => e.request.shopper_id.as_bytes(),
+        }
+    }
+}
+
+/// Per-shopper bookkeeping of the tree operator's retention: when the shopper's last event
+/// was, and whether a check is scheduled.
+#[derive(Debug, Default)]
+struct Seen {
+    last: Millis,
+    scheduled: bool,
+}
+
+/// The tree operator: shoppers' events, tree messages and erasures in, decisions out (at the
+/// time of the event that caused them).
+///
+/// Within a complete time: erasures first (the shopper's state is dropped and the id stays
+/// erased: later trees and events of it are ignored, see [`crate::privacy`]), then trees,
+/// then retention (a shopper without an event for their retailer's period loses their state
+/// but keeps their tree), then events.
 pub fn decide<'scope>(
     events: Stream<'scope, Millis, Vec<PositionedEvent>>,
     trees: Stream<'scope, Millis, Vec<SourceMessage>>,
+    erasures: Stream<'scope, Millis, Vec<Erasure>>,
+    retention: Retention,
     stats: Arc<TreeStats>,
 ) -> Stream<'scope, Millis, Vec<Decision>> {
+    let controls = trees
+        .map(Control::Tree)
+        .concat(erasures.map(Control::Erase));
     let mut stash: Stash = BTreeMap::new();
     let mut shoppers: HashMap<(String, String), Shopper> = HashMap::new();
+    let mut erased: HashSet<(String, String)> = HashSet::new();
+    let mut seen: HashMap<(String, String), Seen> = HashMap::new();
+    let mut checks: BTreeMap<Millis, Vec<(String, String)>> = BTreeMap::new();
     events.binary_frontier(
-        trees,
+        controls,
         Exchange::new(|e: &PositionedEvent| route(e.event.0.shopper_id.as_bytes())),
-        Exchange::new(|m: &SourceMessage| route(m.key.as_deref().unwrap_or_default())),
+        Exchange::new(|c: &Control| route(c.shopper_id())),
         "ExperienceTrees",
         move |_cap, _info| {
-            move |(events_in, events_frontier), (trees_in, trees_frontier), output| {
+            move |(events_in, events_frontier), (controls_in, controls_frontier), output| {
                 events_in.for_each(|cap, data| {
-                    stash_at(&mut stash, &cap).2.append(data);
+                    stash_at(&mut stash, &cap).events.append(data);
                 });
-                trees_in.for_each(|cap, data| {
-                    stash_at(&mut stash, &cap).1.append(data);
+                controls_in.for_each(|cap, data| {
+                    let at = stash_at(&mut stash, &cap);
+                    for c in data.drain(..) {
+                        match c {
+                            Control::Tree(m) => at.trees.push(m),
+                            Control::Erase(e) => at.erasures.push(e),
+                        }
+                    }
                 });
                 while let Some((&t, _)) = stash.first_key_value() {
-                    if events_frontier.less_equal(&t) || trees_frontier.less_equal(&t) {
+                    if events_frontier.less_equal(&t) || controls_frontier.less_equal(&t) {
                         break;
                     }
-                    let (cap, tree_msgs, evs) = stash.remove(&t).expect("first key exists");
-                    for m in tree_msgs {
-                        apply_tree(&mut shoppers, &m, &stats);
+                    let at = stash.remove(&t).expect("first key exists");
+                    for e in at.erasures {
+                        let key = e.shopper();
+                        shoppers.remove(&key);
+                        seen.remove(&key);
+                        erased.insert(key);
                     }
-                    let mut session = output.session(&cap);
-                    for pe in evs {
+                    for m in at.trees {
+                        apply_tree(&mut shoppers, &erased, &m, &stats);
+                    }
+                    expire(&mut checks, &mut seen, &mut shoppers, &retention, t);
+                    let mut session = output.session(&at.cap);
+                    for pe in at.events {
                         let e = &pe.event.0;
                         let key = (e.retailer_id.clone(), e.shopper_id.clone());
+                        if erased.contains(&key) {
+                            continue;
+                        }
+                        let s = seen.entry(key.clone()).or_default();
+                        s.last = t;
+                        if !s.scheduled {
+                            s.scheduled = true;
+                            checks
+                                .entry(t.saturating_add(retention.period_ms(&key.0)))
+                                .or_default()
+                                .push(key.clone());
+                        }
                         let shopper = shoppers.entry(key).or_default();
                         if shopper.apply(e) {
                             if let Some(d) = shopper.step(e, (pe.partition, pe.offset), t) {
@@ -488,8 +571,43 @@ pub fn decide<'scope>(
     )
 }
 
+/// Retention of the tree state at time `t`: each shopper whose check is due and who has had no
+/// event for their retailer's period loses all but their tree (and, without a tree, their
+/// entry); a shopper seen since is checked again a period after their last event.
+fn expire(
+    checks: &mut BTreeMap<Millis, Vec<(String, String)>>,
+    seen: &mut HashMap<(String, String), Seen>,
+    shoppers: &mut HashMap<(String, String), Shopper>,
+    retention: &Retention,
+    t: Millis,
+) {
+    while let Some(entry) = checks.first_entry() {
+        if *entry.key() > t {
+            break;
+        }
+        for key in entry.remove() {
+            let Some(s) = seen.get_mut(&key) else {
+                continue;
+            };
+            let due = s.last.saturating_add(retention.period_ms(&key.0));
+            if due > t {
+                checks.entry(due).or_default().push(key);
+                continue;
+            }
+            seen.remove(&key);
+            if let Some(shopper) = shoppers.get_mut(&key) {
+                shopper.forget_all_but_the_tree();
+                if shopper.tree.is_none() {
+                    shoppers.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 fn apply_tree(
     shoppers: &mut HashMap<(String, String), Shopper>,
+    erased: &HashSet<(String, String)>,
     m: &SourceMessage,
     stats: &TreeStats,
 ) {
@@ -530,6 +648,9 @@ fn apply_tree(
         return;
     }
     let key = (tree.retailer_id.clone(), tree.shopper_id.clone());
+    if erased.contains(&key) {
+        return;
+    }
     shoppers
         .entry(key)
         .or_default()
@@ -800,18 +921,50 @@ mod tests {
         );
     }
 
-    /// The operator on `workers` workers: trees at time 1, events at times 2 and 3.
+    /// The operator on `workers` workers: trees at time 1, events at times 2 and 3, and the
+    /// shopper erased at `erase_at` (if any).
     fn run_operator(workers: usize) -> Vec<(String, String, u64)> {
+        run_operator_erasing(workers, None, Retention::default())
+    }
+
+    fn run_operator_erasing(
+        workers: usize,
+        erase_at: Option<u64>,
+        retention: Retention,
+    ) -> Vec<(String, String, u64)> {
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         timely::execute(timely::Config::process(workers), move |worker| {
             let tx = tx.lock().unwrap().clone();
-            let (mut events_in, mut trees_in) = worker.dataflow::<u64, _, _>(|scope| {
-                let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
-                let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
-                decide(events, trees, Arc::new(TreeStats::default())).capture_into(tx);
-                (ei, ti)
-            });
+            let retention = retention.clone();
+            let (mut events_in, mut trees_in, mut erasures_in) =
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
+                    let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
+                    let (xi, erasures) = scope.new_input::<Vec<Erasure>>();
+                    decide(
+                        events,
+                        trees,
+                        erasures,
+                        retention.clone(),
+                        Arc::new(TreeStats::default()),
+                    )
+                    .capture_into(tx);
+                    (ei, ti, xi)
+                });
+            if let (Some(t), 0) = (erase_at, worker.index()) {
+                erasures_in.advance_to(t);
+                erasures_in.send(Erasure {
+                    request: basketflow_vocab::ErasureRequest {
+                        request_id: "q".into(),
+                        retailer_id: "r".into(),
+                        shopper_id: "s".into(),
+                        requested_at: Timestamp(0),
+                    },
+                    partition: 0,
+                    offset: 0,
+                });
+            }
             if worker.index() == 0 {
                 trees_in.advance_to(1);
                 trees_in.send(SourceMessage {
@@ -864,5 +1017,48 @@ mod tests {
         want.sort();
         assert_eq!(run_operator(1), want);
         assert_eq!(run_operator(2), want);
+    }
+
+    #[test]
+    fn an_erased_shopper_decides_nothing_from_the_erasure_on() {
+        let first = (
+            decision_id("autumn-pasta", 1, "pasta", "e1"),
+            "pasta".to_string(),
+            2,
+        );
+        // Erased at 3, the time of e2: e2 no longer moves the shopper.
+        assert_eq!(
+            run_operator_erasing(1, Some(3), Retention::default()),
+            vec![first.clone()]
+        );
+        assert_eq!(
+            run_operator_erasing(2, Some(3), Retention::default()),
+            vec![first]
+        );
+        // Erased at 1, with the tree: nothing at all.
+        assert_eq!(
+            run_operator_erasing(2, Some(1), Retention::default()),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn retention_forgets_the_basket_of_a_shopper_without_events_for_the_period() {
+        // A period of 1 ms: at time 3 the basket built at 2 is gone, so the wine alone (900
+        // cents) does not reach the threshold of 1000, and the pasta node is not re-entered.
+        let short = Retention {
+            default_ms: 1,
+            per_retailer_ms: Default::default(),
+        };
+        let mut got = run_operator_erasing(1, None, short);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![(
+                decision_id("autumn-pasta", 1, "pasta", "e1"),
+                "pasta".to_string(),
+                2,
+            )]
+        );
     }
 }

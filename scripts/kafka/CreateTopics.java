@@ -1,6 +1,6 @@
 // Creates basketflow's topics if they do not exist, in one JVM (each kafka-topics call would
 // cost a JVM start). Run by scripts/stack as a single-file source program:
-//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup:timestamps ...
+//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup:timestamps[:retention.ms] ...
 // timestamps is CreateTime or LogAppendTime. A topic that exists already keeps its partitions;
 // its cleanup policy and timestamp type are set to the wanted ones (idempotent).
 import java.util.*;
@@ -24,6 +24,9 @@ public class CreateTopics {
                 // LogAppendTime: the broker stamps messages with its clock; the graph's logical
                 // times are these stamps (docs/design/2026-11-22-times-and-frontiers.md).
                 cfg.put("message.timestamp.type", spec[3]);
+                // Optional fifth field: retention.ms (-1 = forever: erasure requests must outlive
+                // every replay of the events they erase).
+                if (spec.length > 4) cfg.put("retention.ms", spec[4]);
                 if (existing.contains(spec[0])) {
                     List<AlterConfigOp> ops = new ArrayList<>();
                     for (Map.Entry<String, String> c : cfg.entrySet())

@@ -41,7 +41,9 @@ use basketflow_dataflows::rows::{
 use clickhouse::{Client, Row, RowWrite};
 use serde::Serialize;
 
+use crate::decisions::DecisionRow;
 use crate::versions::{Batch, ConvertError, ReadModelRow, Version};
+use basketflow_dataflows::privacy::{Erasure, Retention};
 use basketflow_ingest::kafka_source::Positions;
 
 /// Where the database name goes in the statements of [`TABLES`] and [`VIEWS`].
@@ -51,7 +53,7 @@ pub const DATABASE_PLACEHOLDER: &str = "{database}";
 pub const DEFAULT_DATABASE: &str = "basketflow";
 
 /// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
-pub const TABLES: [(&str, &str); 7] = [
+pub const TABLES: [(&str, &str); 8] = [
     ("progress", include_str!("../sql/table_progress.sql")),
     (
         "sold_products_daily_versions",
@@ -77,10 +79,14 @@ pub const TABLES: [(&str, &str); 7] = [
         "experience_decisions_log",
         include_str!("../sql/table_experience_decisions_log.sql"),
     ),
+    (
+        "privacy_audit_log",
+        include_str!("../sql/table_privacy_audit_log.sql"),
+    ),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 6] = [
+pub const VIEWS: [(&str, &str); 7] = [
     (
         "sold_products_daily",
         include_str!("../sql/view_sold_products_daily.sql"),
@@ -99,6 +105,10 @@ pub const VIEWS: [(&str, &str); 6] = [
         "experience_decisions",
         include_str!("../sql/view_experience_decisions.sql"),
     ),
+    (
+        "privacy_audit",
+        include_str!("../sql/view_privacy_audit.sql"),
+    ),
 ];
 
 /// The tables that hold versions (every table of [`TABLES`] but `progress`).
@@ -108,6 +118,29 @@ pub const VERSION_TABLES: [&str; 5] = [
     "product_affinities_versions",
     "baskets_versions",
     "order_lines_versions",
+];
+
+/// The tables a batch writes rows with a `time` into: a crash before the progress row leaves
+/// rows above the committed time in them, which [`ClickHouseSink::discard_uncommitted`]
+/// deletes.
+pub const BATCH_TABLES: [&str; 7] = [
+    "sold_products_daily_versions",
+    "shopper_purchases_versions",
+    "product_affinities_versions",
+    "baskets_versions",
+    "order_lines_versions",
+    "experience_decisions_log",
+    "privacy_audit_log",
+];
+
+/// The tables whose rows name a shopper (`retailer_id`, `shopper_id`, `time` columns): an
+/// erasure deletes the shopper's rows from each, retention the rows older than the period.
+/// `order_lines_versions` also holds anonymous rows (empty `shopper_id`), which stay.
+pub const PER_SHOPPER_TABLES: [&str; 4] = [
+    "shopper_purchases_versions",
+    "baskets_versions",
+    "order_lines_versions",
+    "experience_decisions_log",
 ];
 
 /// `sql` (one of [`TABLES`] or [`VIEWS`]) for database `database`.
@@ -371,10 +404,152 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Writes `batch`: its versions, then its progress row ([`Self::write_versions`],
-    /// [`Self::write_progress`]). An empty batch only advances the progress.
+    /// Inserts the batch's decisions into `experience_decisions_log` (a crash's copies above
+    /// the committed time are discarded on restart, and a replay's copies collapse).
+    async fn write_decisions(&self, batch: &Batch) -> Result<(), SinkError> {
+        if batch.decisions.is_empty() {
+            return Ok(());
+        }
+        if let Some(d) = batch.decisions.iter().find(|d| d.time > batch.through) {
+            return Err(SinkError::Batch(ConvertError::BeyondBatch {
+                table: "experience_decisions",
+                time: d.time,
+                through: batch.through,
+            }));
+        }
+        let mut insert = self
+            .client
+            .insert_unescaped::<DecisionRow>(&format!("{}.experience_decisions_log", self.database))
+            .await?;
+        for d in &batch.decisions {
+            insert.write(&DecisionRow::from(d.clone())).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Forgets the shopper of `erasure` (read at logical time `time`) in every table of
+    /// [`PER_SHOPPER_TABLES`]: counts their rows, deletes them (mutations, waited for), then
+    /// acknowledges the request in `privacy_audit_log`. Call it after the versions of the
+    /// erasure's time are written (the graph's tombstones and anonymous order lines are in the
+    /// batch), so nothing of the shopper is written after it. Idempotent.
+    pub async fn erase(&self, erasure: &Erasure, time: u64) -> Result<[u64; 4], SinkError> {
+        let db = &self.database;
+        let r = &erasure.request;
+        let mut removed = [0u64; 4];
+        for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
+            removed[i] = self
+                .client
+                .query(&format!(
+                    "SELECT count() FROM {db}.{table} WHERE retailer_id = ? AND shopper_id = ?"
+                ))
+                .bind(&r.retailer_id)
+                .bind(&r.shopper_id)
+                .fetch_one()
+                .await?;
+            if removed[i] > 0 {
+                self.client
+                    .query(&format!(
+                        "ALTER TABLE {db}.{table} DELETE WHERE retailer_id = ? AND shopper_id = ?"
+                    ))
+                    .bind(&r.retailer_id)
+                    .bind(&r.shopper_id)
+                    .execute()
+                    .await?;
+            }
+        }
+        for table in PER_SHOPPER_TABLES {
+            self.wait_for_mutations(table).await?;
+        }
+        self.client
+            .query(&format!(
+                "INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, \
+                 applied_at, removed_shopper_purchases, removed_baskets, removed_order_lines, \
+                 removed_experience_decisions, time) VALUES (?, ?, toDateTime(?), now(), ?, ?, ?, ?, ?)"
+            ))
+            .bind(&r.request_id)
+            .bind(&r.retailer_id)
+            .bind(time / 1000)
+            .bind(removed[0])
+            .bind(removed[1])
+            .bind(removed[2])
+            .bind(removed[3])
+            .bind(time)
+            .execute()
+            .await?;
+        log::info!(request_id = r.request_id.as_str(), time, removed_shopper_purchases = removed[0], removed_baskets = removed[1], removed_order_lines = removed[2], removed_experience_decisions = removed[3]; "erasure applied");
+        Ok(removed)
+    }
+
+    /// Deletes the per-shopper rows older than each retailer's retention period at committed
+    /// time `through`: rows of [`PER_SHOPPER_TABLES`] with a shopper and `time < through -
+    /// period`. Such a version is always superseded by one at or below `through` (every event
+    /// leaves the graph's state within its period, which changes the row), so the views do
+    /// not change; only the history that still names the shopper goes. Returns the rows
+    /// deleted.
+    pub async fn apply_retention(
+        &self,
+        through: u64,
+        retention: &Retention,
+    ) -> Result<u64, SinkError> {
+        let db = &self.database;
+        let own: Vec<String> = retention.per_retailer_ms.keys().cloned().collect();
+        let mut deleted = 0;
+        for table in PER_SHOPPER_TABLES {
+            let mut mutated = false;
+            let mut groups: Vec<(Option<&str>, u64)> = vec![(None, retention.default_ms)];
+            groups.extend(
+                retention
+                    .per_retailer_ms
+                    .iter()
+                    .map(|(r, p)| (Some(r.as_str()), *p)),
+            );
+            for (retailer, period) in groups {
+                let Some(cutoff) = through.checked_sub(period) else {
+                    continue;
+                };
+                // (An empty array literal has type Array(Nothing), which `has` refuses.)
+                let condition = match (retailer, own.is_empty()) {
+                    (Some(_), _) => "shopper_id != '' AND time < ? AND retailer_id = ?",
+                    (None, true) => "shopper_id != '' AND time < ?",
+                    (None, false) => "shopper_id != '' AND time < ? AND NOT has(?, retailer_id)",
+                };
+                let bind = |q: clickhouse::query::Query| match (retailer, own.is_empty()) {
+                    (Some(r), _) => q.bind(cutoff).bind(r),
+                    (None, true) => q.bind(cutoff),
+                    (None, false) => q.bind(cutoff).bind(own.clone()),
+                };
+                let n: u64 = bind(self.client.query(&format!(
+                    "SELECT count() FROM {db}.{table} WHERE {condition}"
+                )))
+                .fetch_one()
+                .await?;
+                if n > 0 {
+                    bind(self.client.query(&format!(
+                        "ALTER TABLE {db}.{table} DELETE WHERE {condition}"
+                    )))
+                    .execute()
+                    .await?;
+                    deleted += n;
+                    mutated = true;
+                }
+            }
+            if mutated {
+                self.wait_for_mutations(table).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Writes `batch`: its versions and decisions, then its erasures ([`Self::erase`]), then
+    /// its progress row ([`Self::write_versions`], [`Self::write_progress`]). An empty batch
+    /// only advances the progress.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
         self.write_versions(batch).await?;
+        self.write_decisions(batch).await?;
+        for (erasure, time) in &batch.erasures {
+            self.erase(erasure, *time).await?;
+        }
         let note = format!(
             "versions: sold_products_daily {} shopper_purchases {} product_affinities {} baskets {} \
              order_lines {}",
@@ -426,7 +601,7 @@ impl ClickHouseSink {
         let db = &self.database;
         let committed = self.committed().await?;
         let mut discarded = 0;
-        for table in VERSION_TABLES {
+        for table in BATCH_TABLES {
             let n: u64 = self
                 .client
                 .query(&format!("SELECT count() FROM {db}.{table} WHERE time > ?"))

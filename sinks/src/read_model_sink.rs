@@ -11,6 +11,11 @@
 //! crash left above the committed time, and returns that time; the operator drops updates at or
 //! below it (a replay reproduces the same times, and those are already written).
 //!
+//! The same batches carry the graph's decisions (`experience_decisions_log`) and erasure
+//! requests: the writer inserts the versions and decisions, then forgets each erased shopper
+//! in every per-shopper table, then writes the progress row; between batches it deletes
+//! per-shopper rows past their retention period (see [`ClickHouseSink::apply_retention`]).
+//!
 //! **Faults.** A failed write is retried with exponential backoff (up to 5 s between tries),
 //! forever: ClickHouse being down delays the views, it never loses a batch. While the writer
 //! is stuck, completed batches queue in memory (bounded backpressure comes with the
@@ -22,11 +27,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use basketflow_dataflows::privacy::{Erasure, Retention};
 use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
 use basketflow_dataflows::ReadModels;
 use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_vocab::Decision;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
@@ -69,8 +76,26 @@ pub struct SinkStats {
     pub rows: AtomicU64,
     /// Failed write attempts (each retried).
     pub errors: AtomicU64,
+    /// Decisions inserted into `experience_decisions_log`.
+    pub decisions: AtomicU64,
+    /// Erasure requests applied to every table.
+    pub erasures: AtomicU64,
+    /// Per-shopper rows deleted because they outlived the retention period.
+    pub retention_deleted: AtomicU64,
     /// Set when the writer has written everything it will ever be given.
     pub finished: AtomicBool,
+}
+
+/// The graph's outputs that the ClickHouse writer stores with the read models, in the same
+/// batches: decisions (for `experience_decisions_log`) and erasures (applied to every
+/// per-shopper table before the progress row), with the retention periods it enforces.
+pub struct PrivateOutputs<'scope> {
+    /// The decisions, at the times of the events that caused them.
+    pub decisions: Stream<'scope, u64, Vec<Decision>>,
+    /// Erasure requests, at the times they were read.
+    pub erasures: Stream<'scope, u64, Vec<Erasure>>,
+    /// The retention periods.
+    pub retention: Retention,
 }
 
 /// The single-threaded runtime the ClickHouse writers and start-up checks run on.
@@ -107,11 +132,16 @@ enum Row {
     Basket(BasketLine),
     OrderLine(PaidOrderLine),
     Position(PositionRecord),
+    /// A decision, as JSON (its free-form parameters do not survive bincode).
+    Decision(String),
+    Erasure(Erasure),
 }
 
 fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Positions) -> Batch {
     let mut u = Updates::default();
     let mut seen: Vec<PositionRecord> = Vec::new();
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut erasures = Vec::new();
     for (row, t, d) in updates {
         match row {
             Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
@@ -120,12 +150,24 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
             Row::Basket(r) => u.baskets.push((r, t, d)),
             Row::OrderLine(r) => u.order_lines.push((r, t, d)),
             Row::Position(p) => seen.push(p),
+            Row::Decision(json) => {
+                if d > 0 {
+                    for _ in 0..d {
+                        decisions.push(serde_json::from_str(&json).expect("own JSON"));
+                    }
+                }
+            }
+            Row::Erasure(e) => erasures.push((e, t)),
         }
     }
     fold_positions(positions, &seen);
     let mut batch =
         Batch::from_updates(through, u).expect("updates of completed times convert to versions");
     batch.positions = positions.clone();
+    decisions.sort_by_key(|d: &Decision| d.time);
+    batch.decisions = decisions;
+    erasures.sort_by_key(|(_, t)| *t);
+    batch.erasures = erasures;
     batch
 }
 
@@ -141,8 +183,10 @@ pub type Committed = (u64, Positions);
 /// thread's handle on worker 0. Probing the frontier tells every worker how far ClickHouse
 /// is behind: sources hold back when it lags (see `basketflow_ingest::kafka_source::Gate`),
 /// and a drain is complete when it reaches the sources' frontier.
+#[allow(clippy::too_many_arguments)]
 pub fn write_read_models<'scope>(
     models: &ReadModels<'scope, u64>,
+    outputs: PrivateOutputs<'scope>,
     positions: Stream<'scope, u64, Vec<PositionRecord>>,
     target: Target,
     committed: Committed,
@@ -150,6 +194,11 @@ pub fn write_read_models<'scope>(
     worker_index: usize,
     stats: Arc<SinkStats>,
 ) -> (Stream<'scope, u64, Vec<()>>, Option<JoinHandle<()>>) {
+    let PrivateOutputs {
+        decisions,
+        erasures,
+        retention,
+    } = outputs;
     let streams = vec![
         models.sold_products_daily.clone().map(Row::Sold).inner,
         models.shopper_purchases.clone().map(Row::Purchase).inner,
@@ -157,6 +206,16 @@ pub fn write_read_models<'scope>(
         models.baskets.clone().map(Row::Basket).inner,
         models.order_lines.clone().map(Row::OrderLine).inner,
         positions.map(|p| (Row::Position(p), 0u64, 0isize)),
+        decisions.map(|d| {
+            let t = d.time;
+            (
+                Row::Decision(serde_json::to_string(&d).expect("a decision serializes")),
+                t,
+                1isize,
+            )
+        }),
+        // Erasures travel at the time they were read (their batch's time).
+        erasures.map(|e| (Row::Erasure(e), 0u64, 0isize)),
     ];
     let scope = models.baskets.inner.scope();
     let all = scope.concatenate(streams);
@@ -167,7 +226,7 @@ pub fn write_read_models<'scope>(
         let woken = woken.clone();
         std::thread::Builder::new()
             .name("clickhouse-writer".into())
-            .spawn(move || write_loop(target, rx, stats, woken))
+            .spawn(move || write_loop(target, rx, stats, retention, woken))
             .expect("spawning the ClickHouse writer thread")
     });
     let (committed, mut positions) = committed;
@@ -190,6 +249,8 @@ pub fn write_read_models<'scope>(
                     pending.extend(data.drain(..).filter_map(|(row, rt, d)| match row {
                         // Positions travel at their batch's time; keep the time with them.
                         Row::Position(p) => Some((Row::Position(p), t, 0)),
+                        // Erasures at or below the committed time were applied.
+                        Row::Erasure(e) => (t > committed).then_some((Row::Erasure(e), t, 0)),
                         row => (rt > committed).then_some((row, rt, d)),
                     }));
                 });
@@ -227,9 +288,30 @@ pub fn write_read_models<'scope>(
     (durable, writer)
 }
 
-fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>, woken: Waker) {
+/// How often the writer deletes per-shopper rows past their retention period: a quarter of
+/// the shortest period, between one second and an hour.
+fn retention_interval(retention: &Retention) -> Duration {
+    let shortest = retention
+        .per_retailer_ms
+        .values()
+        .copied()
+        .chain([retention.default_ms])
+        .min()
+        .unwrap_or(retention.default_ms);
+    Duration::from_millis((shortest / 4).clamp(1_000, 3_600_000))
+}
+
+fn write_loop(
+    target: Target,
+    rx: Receiver<Batch>,
+    stats: Arc<SinkStats>,
+    retention: Retention,
+    woken: Waker,
+) {
     let wake = || woken.wake();
     let rt = runtime();
+    let sweep_every = retention_interval(&retention);
+    let mut last_sweep: Option<Instant> = None;
     rt.block_on(async {
         let mut sink: Option<ClickHouseSink> = None;
         while let Ok(mut batch) = rx.recv() {
@@ -241,6 +323,9 @@ fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>, woken:
                 batch.product_affinities.extend(next.product_affinities);
                 batch.baskets.extend(next.baskets);
                 batch.order_lines.extend(next.order_lines);
+                batch.decisions.extend(next.decisions);
+                batch.erasures.extend(next.erasures);
+                batch.positions = next.positions;
             }
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -264,8 +349,33 @@ fn write_loop(target: Target, rx: Receiver<Batch>, stats: Arc<SinkStats>, woken:
             }
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .decisions
+                .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
+            stats
+                .erasures
+                .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
             stats.committed.store(batch.through, Ordering::Relaxed);
             wake();
+            // Retention: best effort between batches (it changes no view; a failure is retried
+            // at the next interval).
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                last_sweep = Some(Instant::now());
+                if let Some(s) = sink.as_ref() {
+                    match s.apply_retention(batch.through, &retention).await {
+                        Ok(n) => {
+                            stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
+                            if n > 0 {
+                                log::info!(through = batch.through, rows = n; "retention: deleted per-shopper rows older than the period");
+                            }
+                        }
+                        Err(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            log::warn!("clickhouse writer: retention failed, retried later: {e}");
+                        }
+                    }
+                }
+            }
         }
     });
     stats.finished.store(true, Ordering::Relaxed);

@@ -320,6 +320,11 @@ pub struct Batch {
     /// How far the sources had read at `through` (recorded in the progress row; a restart
     /// reclocks its replay by it, see `basketflow_ingest::kafka_source`).
     pub positions: basketflow_ingest::kafka_source::Positions,
+    /// Decisions of the batch's times, for `experience_decisions_log`.
+    pub decisions: Vec<basketflow_vocab::Decision>,
+    /// Erasure requests of the batch's times, each with the time it was read: applied to every
+    /// per-shopper table after the versions are written, before the progress row.
+    pub erasures: Vec<(basketflow_dataflows::privacy::Erasure, u64)>,
 }
 
 impl Batch {
@@ -347,6 +352,8 @@ impl Batch {
             baskets: convert(through, updates.baskets)?,
             order_lines: convert(through, updates.order_lines)?,
             positions: Default::default(),
+            decisions: Vec::new(),
+            erasures: Vec::new(),
         })
     }
 
@@ -357,6 +364,7 @@ impl Batch {
             + self.product_affinities.len()
             + self.baskets.len()
             + self.order_lines.len()
+            + self.decisions.len()
     }
 
     /// True when the batch has no version rows (it may still advance the progress).

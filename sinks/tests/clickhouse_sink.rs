@@ -324,12 +324,14 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "baskets_versions",
                     "order_lines_versions",
                     "experience_decisions_log",
+                    "privacy_audit_log",
                     "sold_products_daily",
                     "shopper_purchases",
                     "product_affinities",
                     "baskets",
                     "order_lines",
                     "experience_decisions",
+                    "privacy_audit",
                 ]
                 .map(String::from)
                 .to_vec(),

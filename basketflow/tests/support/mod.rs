@@ -253,7 +253,7 @@ impl Stack {
             &path,
             format!(
                 "[kafka]\nbrokers = \"{}\"\nevents_topic = \"{}\"\ntrees_topic = \"{}\"\n\
-                 rejected_topic = \"{}\"\ndecisions_topic = \"{}\"\n\
+                 rejected_topic = \"{}\"\ndecisions_topic = \"{}\"\nprivacy_topic = \"{}-privacy\"\n\
                  [clickhouse]\nurl = \"{}\"\ndatabase = \"{}\"\n\
                  [metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
                 self.brokers,
@@ -261,6 +261,7 @@ impl Stack {
                 t.trees,
                 t.rejected,
                 t.decisions,
+                t.events,
                 self.clickhouse_url,
                 t.database,
             ),
@@ -382,6 +383,11 @@ pub struct Traffic {
 impl Traffic {
     /// `n` messages of the generator with `seed` (3% bad, 2% duplicates).
     pub fn generate(seed: u64, n: usize, shoppers: u32) -> Traffic {
+        Traffic::generate_from(seed, n, shoppers, GenConfig::default().start)
+    }
+
+    /// As [`Traffic::generate`], with the first event's `occurred_at` at `start`.
+    pub fn generate_from(seed: u64, n: usize, shoppers: u32, start: Timestamp) -> Traffic {
         let messages: Vec<GenMessage> = Generator::new(GenConfig {
             seed,
             shoppers,
@@ -389,6 +395,7 @@ impl Traffic {
             concurrent_sessions: 150,
             bad_share: 0.03,
             duplicate_share: 0.02,
+            start,
             ..GenConfig::default()
         })
         .take(n)
