@@ -328,8 +328,6 @@ pub struct PrivacyConfig {
 
 impl PrivacyConfig {
     /// The retention periods, as the graph applies them.
-    // `basketflow run` hands it to the graph once the retention operator is wired (run.rs).
-    #[allow(dead_code)]
     pub fn retention(&self) -> Retention {
         Retention {
             default_ms: self

@@ -240,10 +240,99 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
     check(&db_rebuild, "after a rebuild");
     assert_eq!(stack.view(&db_rebuild, "privacy_audit").len(), 1);
 
+    // No identifying data anywhere the graph writes: ClickHouse columns and values, and the
+    // topics it produces (decisions, dead letters, progress). The traffic carried PII.
+    assert!(traffic
+        .messages
+        .iter()
+        .any(|m| m.expect
+            == basketflow_examples::Expect::Rejected(basketflow_ingest::RejectCode::Pii)));
+    for d in [&db, &db_rebuild] {
+        assert_no_identifying_data_in_clickhouse(&stack, d);
+    }
+    for (topic, partitions) in [
+        (decisions.clone(), 8),
+        (rejected.clone(), 1),
+        (format!("{decisions}-progress"), 1),
+        (decisions_rebuild.clone(), 8),
+        (rejected_rebuild.clone(), 1),
+    ] {
+        let messages = stack.read_topic(&topic, partitions);
+        assert!(!messages.is_empty(), "{topic} has messages");
+        for m in messages {
+            assert_no_identifying_data(&topic, &String::from_utf8_lossy(&m));
+        }
+    }
+
     for d in [&db, &db_rebuild] {
         stack.clickhouse(&format!("DROP DATABASE IF EXISTS {d}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Fails if `text` (a message or a row, JSON or not) holds an email address, or a JSON key
+/// naming identifying data (the ingest's own rules), at any depth.
+fn assert_no_identifying_data(place: &str, text: &str) {
+    fn walk(place: &str, v: &Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    assert!(
+                        !basketflow_ingest::pii::pii_key(k),
+                        "{place}: a field named {k:?}"
+                    );
+                    walk(place, v);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(place, v)),
+            Value::String(s) => {
+                assert!(
+                    !basketflow_ingest::pii::looks_like_email(s),
+                    "{place}: an email address in {s:?}"
+                );
+                // Strings that are JSON themselves (params, positions, excerpts).
+                if let Ok(inner) = serde_json::from_str::<Value>(s) {
+                    if inner.is_object() || inner.is_array() {
+                        walk(place, &inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !basketflow_ingest::pii::looks_like_email(text),
+        "{place}: an email address in {text}"
+    );
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        walk(place, &v);
+    }
+}
+
+/// Every column name and every row (as JSON) of every table of `db`.
+fn assert_no_identifying_data_in_clickhouse(stack: &Stack, db: &str) {
+    let columns = stack.clickhouse(&format!(
+        "SELECT table, name FROM system.columns WHERE database = '{db}' FORMAT TabSeparated"
+    ));
+    assert!(columns.lines().count() > 20, "{db} has its tables");
+    for line in columns.lines() {
+        let (table, column) = line.split_once('\t').unwrap();
+        assert!(
+            !basketflow_ingest::pii::pii_key(column),
+            "{db}.{table} has a column named {column:?}"
+        );
+    }
+    let tables = stack.clickhouse(&format!(
+        "SELECT name FROM system.tables WHERE database = '{db}' FORMAT TabSeparated"
+    ));
+    for table in tables.lines() {
+        for row in stack
+            .clickhouse(&format!("SELECT * FROM {db}.{table} FORMAT JSONEachRow"))
+            .lines()
+        {
+            assert_no_identifying_data(&format!("{db}.{table}"), row);
+        }
+    }
 }
 
 #[test]

@@ -4,9 +4,12 @@
 //! (no exchange): valid events enter the graph as a differential collection at the message's
 //! logical time; refused ones become [`DeadLetter`]s, which name the partition and offset, the
 //! rejection's code, field and reason. A dead letter carries an excerpt of the payload so an
-//! integrator can see what was sent, except for privacy refusals, whose payload is never kept.
+//! integrator can see what was sent, except for privacy refusals, whose payload is never kept,
+//! and for any payload whose excerpt shows an email address or a key naming identifying data
+//! ([`safe_excerpt`]).
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
+use basketflow_ingest::pii::{looks_like_email, pii_key};
 use basketflow_ingest::{parse_event, RejectCode};
 use basketflow_vocab::Event;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -54,6 +57,28 @@ impl DeadLetter {
     }
 }
 
+/// True when a refused payload's excerpt may be kept: it contains no email address and no
+/// quoted key naming identifying data (`"email":`, `"first_name" :`, ...). Messages refused
+/// before the privacy check (too large, not JSON) can still carry such data; their dead
+/// letters then keep no excerpt, like `pii` refusals.
+pub fn safe_excerpt(text: &str) -> bool {
+    if looks_like_email(text) {
+        return false;
+    }
+    let mut rest = text;
+    while let Some(open) = rest.find('"') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('"') else { break };
+        let key = &after[..close];
+        let tail = after[close + 1..].trim_start();
+        if tail.starts_with(':') && pii_key(key) {
+            return false;
+        }
+        rest = &after[close + 1..];
+    }
+    true
+}
+
 /// What parsing yields: events as a collection (for the read models), the same events with
 /// their partition and offset as a stream (for the experience trees), and dead letters.
 pub struct Parsed<'scope> {
@@ -89,10 +114,12 @@ pub fn parse_messages<'scope>(
             code: r.code.as_str().to_string(),
             field: r.field,
             reason: r.reason,
-            payload_excerpt: (r.code != RejectCode::Pii).then(|| {
-                let n = m.payload.len().min(DEAD_LETTER_EXCERPT);
-                String::from_utf8_lossy(&m.payload[..n]).into_owned()
-            }),
+            payload_excerpt: (r.code != RejectCode::Pii)
+                .then(|| {
+                    let n = m.payload.len().min(DEAD_LETTER_EXCERPT);
+                    String::from_utf8_lossy(&m.payload[..n]).into_owned()
+                })
+                .filter(|excerpt| safe_excerpt(excerpt)),
         }),
     });
     let ok: Stream<'scope, Millis, Vec<(PositionedEvent, Millis)>> = ok;
@@ -104,5 +131,21 @@ pub fn parse_messages<'scope>(
         events,
         positioned: ok.map(|(p, _)| p),
         dead_letters: err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_excerpt;
+
+    #[test]
+    fn excerpts_with_identifying_data_are_not_kept() {
+        assert!(safe_excerpt(r#"{"event_id":"e1","type":"page_viewed""#));
+        assert!(!safe_excerpt(
+            r#"{"event_id":"e1","contact":"jane@example.com"#
+        ));
+        assert!(!safe_excerpt(r#"{"event_id":"e1", "First_Name" : "Jane""#));
+        // A value that merely says "email" is not a key.
+        assert!(safe_excerpt(r#"{"query":"email", "x":1"#));
     }
 }
