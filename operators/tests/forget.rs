@@ -65,7 +65,7 @@ fn run(workers: usize, rounds: Vec<(Vec<Rec>, Vec<char>)>, ttl: u64) -> Updates 
         })
         .collect();
     differential_dataflow::consolidation::consolidate_updates(&mut out);
-    out.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+    out.sort_by_key(|a| (a.1, a.0));
     out
 }
 
