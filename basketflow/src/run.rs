@@ -24,7 +24,7 @@ use basketflow_dataflows::wire::WireEvent;
 use basketflow_dataflows::{read_models_from_unique, unique_wire_events};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
-use basketflow_sinks::kafka::ensure_topic;
+use basketflow_sinks::kafka::{ensure_topic, read_erased};
 use basketflow_sinks::kafka_outputs::{
     kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
 };
@@ -293,6 +293,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             });
             (c, None, k)
         };
+        // Shoppers erased before this run: the ClickHouse writer (worker 0) never writes them.
+        let mut erased_at_start = if index == 0 {
+            read_erased(&config.kafka.brokers, &config.kafka.privacy_topic).unwrap_or_else(|e| {
+                panic!(
+                    "worker 0: cannot read the erasures in {}: {e}",
+                    config.kafka.privacy_topic
+                )
+            })
+        } else {
+            Default::default()
+        };
         if index == 0 {
             worker_registry.has_worker_zero.store(true, Ordering::Relaxed);
             log::info!(clickhouse_committed = read_models_committed.0, kafka_committed = kafka_committed.0, workers = peers; "cluster formed; resuming after the committed times (the replay before them rebuilds state, writes nothing)");
@@ -398,6 +409,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         decisions,
                         erasures,
                         retention: retention.clone(),
+                        erased_at_start: std::mem::take(&mut erased_at_start),
                     },
                     event_positions.concat(privacy_positions),
                     target.clone(),

@@ -31,8 +31,9 @@
 //! park it in the downstream arrangement's batcher, which re-examines pending updates at every
 //! seal (a retention of years would keep every record pending there). The operator keeps one
 //! capability at its earliest scheduled leaving, so downstream frontiers advance freely up to it.
-//! Its state is every record that may still leave (by expiry or by a forget), per key, plus
-//! the least forget time per forgotten key. Records are cloned into the state: use a cheaply
+//! Its state is every record that may still leave (by expiry or by a forget), per key, one
+//! schedule entry per key (its least leaving time), and the least forget time per forgotten
+//! key. Records are cloned into the state: use a cheaply
 //! cloned `D` (an `Arc`). When both inputs are exhausted (the end of a bounded run), held
 //! leavings after the last input time are dropped rather than emitted at future times that no
 //! input will ever reach.
@@ -53,6 +54,34 @@ struct Held<D> {
     time: u64,
     diff: isize,
     leave: u64,
+}
+
+/// The records of one key, and the time the key is scheduled at: its records' least leaving
+/// time (`u64::MAX` when none is scheduled). One schedule entry per key, not per record.
+struct Keyed<D> {
+    records: Vec<Held<D>>,
+    scheduled: u64,
+}
+
+impl<D> Default for Keyed<D> {
+    fn default() -> Self {
+        Keyed {
+            records: Vec::new(),
+            scheduled: u64::MAX,
+        }
+    }
+}
+
+impl<D> Keyed<D> {
+    /// Schedules the key at `leave` if that is earlier than its current time; true if so.
+    fn schedule(&mut self, leave: u64) -> bool {
+        if leave < self.scheduled {
+            self.scheduled = leave;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Removes records from `records` at their leaving time (see the [module docs](self)),
@@ -123,9 +152,9 @@ where
 {
     let route = key.clone();
     let mut forgotten: HashMap<K, u64> = HashMap::new();
-    let mut held: HashMap<K, Vec<Held<D>>> = HashMap::new();
-    // Leaving time -> keys with a record scheduled then (possibly stale: times only decrease,
-    // so a stale entry finds nothing to do).
+    let mut held: HashMap<K, Keyed<D>> = HashMap::new();
+    // Leaving time -> keys scheduled then. An entry is stale when its key has been scheduled
+    // earlier since (a forget); it is skipped.
     let mut schedule: BTreeMap<u64, Vec<K>> = BTreeMap::new();
     let mut cap: Option<Capability<u64>> = None;
     // The greatest time of any input (see the exhausted case below).
@@ -139,13 +168,6 @@ where
             name,
             move |_cap, _info| {
                 move |(records_in, records_frontier), (forgets_in, forgets_frontier), output| {
-                    // Keeps `cap` at or below `at`, from a capability `from <= at`.
-                    let hold =
-                        |cap: &mut Option<Capability<u64>>, from: &Capability<u64>, at: u64| {
-                            if cap.as_ref().is_none_or(|c| *c.time() > at) {
-                                *cap = Some(from.delayed(&at));
-                            }
-                        };
                     forgets_in.for_each(|time, keys| {
                         let from = time
                             .retain_least(0)
@@ -155,16 +177,17 @@ where
                         for k in keys.drain(..) {
                             let least = forgotten.entry(k.clone()).or_insert(f);
                             *least = (*least).min(f);
-                            let Some(records) = held.get_mut(&k) else {
+                            let Some(keyed) = held.get_mut(&k) else {
                                 continue;
                             };
-                            for h in records.iter_mut() {
-                                let leave = h.leave.min(h.time.max(f));
-                                if leave < h.leave {
-                                    h.leave = leave;
-                                    schedule.entry(leave).or_default().push(k.clone());
-                                    hold(&mut cap, &from, leave);
-                                }
+                            let mut least = u64::MAX;
+                            for h in keyed.records.iter_mut() {
+                                h.leave = h.leave.min(h.time.max(f));
+                                least = least.min(h.leave);
+                            }
+                            if keyed.schedule(least) {
+                                schedule.entry(least).or_default().push(k);
+                                hold(&mut cap, &from, least);
                             }
                         }
                     });
@@ -185,16 +208,17 @@ where
                                 continue;
                             }
                             session.give((d.clone(), t, r));
-                            if leave < u64::MAX {
-                                schedule.entry(leave).or_default().push(k.clone());
-                                hold(&mut cap, &from, leave);
-                            }
-                            held.entry(k).or_default().push(Held {
+                            let keyed = held.entry(k.clone()).or_default();
+                            keyed.records.push(Held {
                                 data: d,
                                 time: t,
                                 diff: r,
                                 leave,
                             });
+                            if keyed.schedule(leave) {
+                                schedule.entry(leave).or_default().push(k);
+                                hold(&mut cap, &from, leave);
+                            }
                         }
                     });
                     // Both frontiers are totally ordered: the least element of each bounds them.
@@ -219,12 +243,19 @@ where
                             .as_ref()
                             .expect("a capability is held for every scheduled leaving");
                         let mut session = output.session(c);
+                        let mut later: Vec<(u64, K)> = Vec::new();
                         for k in keys {
-                            let Some(records) = held.get_mut(&k) else {
+                            let Some(keyed) = held.get_mut(&k) else {
                                 continue;
                             };
-                            records.retain(|h| {
+                            if keyed.scheduled != at {
+                                continue; // stale: scheduled earlier since
+                            }
+                            // `at` is the key's least leaving time: nothing of it leaves before.
+                            let mut least = u64::MAX;
+                            keyed.records.retain(|h| {
                                 if h.leave != at {
+                                    least = least.min(h.leave);
                                     return true;
                                 }
                                 if let Some(res) = residue(&h.data) {
@@ -233,9 +264,19 @@ where
                                 session.give((h.data.clone(), at, -h.diff));
                                 false
                             });
-                            if records.is_empty() {
+                            keyed.scheduled = u64::MAX;
+                            if keyed.records.is_empty() {
                                 held.remove(&k);
+                            } else if least < u64::MAX {
+                                keyed.scheduled = least;
+                                later.push((least, k));
                             }
+                        }
+                        drop(session);
+                        // The keys' next leavings come after `at`, which the held capability
+                        // (at or below `at`) covers.
+                        for (least, k) in later {
+                            schedule.entry(least).or_default().push(k);
                         }
                     }
                     if exhausted {
@@ -256,4 +297,11 @@ where
             },
         )
         .as_collection()
+}
+
+/// Keeps `cap` at or below `at`, from a capability `from <= at`.
+fn hold(cap: &mut Option<Capability<u64>>, from: &Capability<u64>, at: u64) {
+    if cap.as_ref().is_none_or(|c| *c.time() > at) {
+        *cap = Some(from.delayed(&at));
+    }
 }

@@ -428,56 +428,77 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Forgets the shopper of `erasure` (read at logical time `time`) in every table of
-    /// [`PER_SHOPPER_TABLES`]: counts their rows, deletes them (mutations, waited for), then
-    /// acknowledges the request in `privacy_audit_log`. Call it after the versions of the
-    /// erasure's time are written (the graph's tombstones and anonymous order lines are in the
-    /// batch), so nothing of the shopper is written after it. Idempotent.
+    /// Forgets the shopper of `erasure` (read at logical time `time`): [`Self::erase_all`] of
+    /// one request. Returns the rows removed per table of [`PER_SHOPPER_TABLES`].
     pub async fn erase(&self, erasure: &Erasure, time: u64) -> Result<[u64; 4], SinkError> {
+        Ok(self.erase_all(&[(erasure.clone(), time)]).await?[0])
+    }
+
+    /// Forgets the shoppers of `erasures` (each read at its logical time) in every table of
+    /// [`PER_SHOPPER_TABLES`]: counts each one's rows, deletes them all (one mutation per table,
+    /// waited for), then acknowledges each request in `privacy_audit_log`. Call it after the
+    /// versions of the erasures' times are written (the graph's tombstones and anonymous order
+    /// lines are in the batch), so nothing of the shoppers is written after it. Idempotent.
+    pub async fn erase_all(&self, erasures: &[(Erasure, u64)]) -> Result<Vec<[u64; 4]>, SinkError> {
         let db = &self.database;
-        let r = &erasure.request;
-        let mut removed = [0u64; 4];
+        let mut removed = vec![[0u64; 4]; erasures.len()];
         for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
-            removed[i] = self
-                .client
-                .query(&format!(
-                    "SELECT count() FROM {db}.{table} WHERE retailer_id = ? AND shopper_id = ?"
-                ))
-                .bind(&r.retailer_id)
-                .bind(&r.shopper_id)
-                .fetch_one()
-                .await?;
-            if removed[i] > 0 {
-                self.client
+            for (n, (erasure, _)) in erasures.iter().enumerate() {
+                removed[n][i] = self
+                    .client
                     .query(&format!(
-                        "ALTER TABLE {db}.{table} DELETE WHERE retailer_id = ? AND shopper_id = ?"
+                        "SELECT count() FROM {db}.{table} WHERE retailer_id = ? AND shopper_id = ?"
                     ))
-                    .bind(&r.retailer_id)
-                    .bind(&r.shopper_id)
-                    .execute()
+                    .bind(&erasure.request.retailer_id)
+                    .bind(&erasure.request.shopper_id)
+                    .fetch_one()
                     .await?;
             }
+            let present: Vec<&Erasure> = erasures
+                .iter()
+                .zip(&removed)
+                .filter(|(_, r)| r[i] > 0)
+                .map(|((e, _), _)| e)
+                .collect();
+            if present.is_empty() {
+                continue;
+            }
+            // On 18.16 a mutation rewrites every part: one per table for all the requests.
+            let condition =
+                vec!["(retailer_id = ? AND shopper_id = ?)"; present.len()].join(" OR ");
+            let mut query = self.client.query(&format!(
+                "ALTER TABLE {db}.{table} DELETE WHERE {condition}"
+            ));
+            for e in &present {
+                query = query
+                    .bind(&e.request.retailer_id)
+                    .bind(&e.request.shopper_id);
+            }
+            query.execute().await?;
         }
         for table in PER_SHOPPER_TABLES {
             self.wait_for_mutations(table).await?;
         }
-        self.client
-            .query(&format!(
-                "INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, \
-                 applied_at, removed_shopper_purchases, removed_baskets, removed_order_lines, \
-                 removed_experience_decisions, time) VALUES (?, ?, toDateTime(?), now(), ?, ?, ?, ?, ?)"
-            ))
-            .bind(&r.request_id)
-            .bind(&r.retailer_id)
-            .bind(time / 1000)
-            .bind(removed[0])
-            .bind(removed[1])
-            .bind(removed[2])
-            .bind(removed[3])
-            .bind(time)
-            .execute()
-            .await?;
-        log::info!(request_id = r.request_id.as_str(), time, removed_shopper_purchases = removed[0], removed_baskets = removed[1], removed_order_lines = removed[2], removed_experience_decisions = removed[3]; "erasure applied");
+        for ((erasure, time), removed) in erasures.iter().zip(&removed) {
+            let r = &erasure.request;
+            self.client
+                .query(&format!(
+                    "INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, \
+                     applied_at, removed_shopper_purchases, removed_baskets, removed_order_lines, \
+                     removed_experience_decisions, time) VALUES (?, ?, toDateTime(?), now(), ?, ?, ?, ?, ?)"
+                ))
+                .bind(&r.request_id)
+                .bind(&r.retailer_id)
+                .bind(time / 1000)
+                .bind(removed[0])
+                .bind(removed[1])
+                .bind(removed[2])
+                .bind(removed[3])
+                .bind(time)
+                .execute()
+                .await?;
+            log::info!(request_id = r.request_id.as_str(), time, removed_shopper_purchases = removed[0], removed_baskets = removed[1], removed_order_lines = removed[2], removed_experience_decisions = removed[3]; "erasure applied");
+        }
         Ok(removed)
     }
 
@@ -547,8 +568,8 @@ impl ClickHouseSink {
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), SinkError> {
         self.write_versions(batch).await?;
         self.write_decisions(batch).await?;
-        for (erasure, time) in &batch.erasures {
-            self.erase(erasure, *time).await?;
+        if !batch.erasures.is_empty() {
+            self.erase_all(&batch.erasures).await?;
         }
         let note = format!(
             "versions: sold_products_daily {} shopper_purchases {} product_affinities {} baskets {} \

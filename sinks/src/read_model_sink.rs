@@ -21,6 +21,7 @@
 //! is stuck, completed batches queue in memory (bounded backpressure comes with the
 //! reliability work).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
@@ -96,6 +97,10 @@ pub struct PrivateOutputs<'scope> {
     pub erasures: Stream<'scope, u64, Vec<Erasure>>,
     /// The retention periods.
     pub retention: Retention,
+    /// Shoppers with an erasure request in the privacy topic when the run started
+    /// ([`crate::kafka::read_erased`]; only worker 0's matters): none of their rows is
+    /// written, whatever its time.
+    pub erased_at_start: BTreeSet<(String, String)>,
 }
 
 /// The single-threaded runtime the ClickHouse writers and start-up checks run on.
@@ -132,9 +137,28 @@ enum Row {
     Basket(BasketLine),
     OrderLine(PaidOrderLine),
     Position(PositionRecord),
-    /// A decision, as JSON (its free-form parameters do not survive bincode).
-    Decision(String),
+    /// A decision's retailer and shopper, and the decision as JSON (its free-form parameters
+    /// do not survive bincode).
+    Decision(String, String, String),
     Erasure(Erasure),
+}
+
+impl Row {
+    /// True when the row names a shopper of `erased`.
+    fn names_one_of(&self, erased: &BTreeSet<(String, String)>) -> bool {
+        if erased.is_empty() {
+            return false;
+        }
+        let (retailer, shopper) = match self {
+            Row::Purchase(r) => (&r.retailer_id, &r.shopper_id),
+            Row::Basket(r) => (&r.retailer_id, &r.shopper_id),
+            Row::OrderLine(r) => (&r.retailer_id, &r.shopper_id),
+            Row::Decision(retailer, shopper, _) => (retailer, shopper),
+            _ => return false,
+        };
+        // (A borrowed lookup of a tuple of Strings needs owned keys.)
+        erased.contains(&(retailer.clone(), shopper.clone()))
+    }
 }
 
 fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Positions) -> Batch {
@@ -150,7 +174,7 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
             Row::Basket(r) => u.baskets.push((r, t, d)),
             Row::OrderLine(r) => u.order_lines.push((r, t, d)),
             Row::Position(p) => seen.push(p),
-            Row::Decision(json) => {
+            Row::Decision(_, _, json) => {
                 if d > 0 {
                     for _ in 0..d {
                         decisions.push(serde_json::from_str(&json).expect("own JSON"));
@@ -198,6 +222,7 @@ pub fn write_read_models<'scope>(
         decisions,
         erasures,
         retention,
+        erased_at_start,
     } = outputs;
     let streams = vec![
         models.sold_products_daily.clone().map(Row::Sold).inner,
@@ -209,7 +234,11 @@ pub fn write_read_models<'scope>(
         decisions.map(|d| {
             let t = d.time;
             (
-                Row::Decision(serde_json::to_string(&d).expect("a decision serializes")),
+                Row::Decision(
+                    d.retailer_id.clone(),
+                    d.shopper_id.clone(),
+                    serde_json::to_string(&d).expect("a decision serializes"),
+                ),
                 t,
                 1isize,
             )
@@ -251,6 +280,9 @@ pub fn write_read_models<'scope>(
                         Row::Position(p) => Some((Row::Position(p), t, 0)),
                         // Erasures at or below the committed time were applied.
                         Row::Erasure(e) => (t > committed).then_some((Row::Erasure(e), t, 0)),
+                        // Nothing of a shopper erased before this run started is written
+                        // again (a replay or a rebuild; their erasure deletes the rest).
+                        row if row.names_one_of(&erased_at_start) => None,
                         row => (rt > committed).then_some((row, rt, d)),
                     }));
                 });
