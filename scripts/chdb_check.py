@@ -186,6 +186,57 @@ def check_analyst_queries(s):
         check(s, f"examples/sql/{name}", query_text(name, params, db), expected, "TabSeparated")
 
 
+def wait_mutations(s, db, table):
+    for _ in range(600):
+        pending = str(s.query(
+            f"SELECT count() FROM system.mutations WHERE database = '{db}' "
+            f"AND table = '{table}' AND is_done = 0", "CSV")).strip()
+        if pending == "0":
+            return
+        time.sleep(0.1)
+    failures.append(f"mutation on {table} not done after 60 s")
+
+
+def check_privacy(s):
+    """The statements ClickHouseSink::erase_all and ::apply_retention send, and the audit view."""
+    db = "basketflow_privacy"
+    s.query(f"CREATE DATABASE {db}")
+    for _, sql in statements(db):
+        s.query(sql)
+    s.query(f"""INSERT INTO {db}.shopper_purchases_versions VALUES
+        ('r1','s1','p1',2,1,toDateTime(1768471200),0,5), ('r1','s1','p1',2,1,toDateTime(1768471200),1,20),
+        ('r1','s2','p1',1,1,toDateTime(1768471200),0,5), ('r2','s1','p1',1,1,toDateTime(1768471200),0,5)""")
+    s.query(f"INSERT INTO {db}.progress (time, written_at, note) VALUES (20, now(), 'erasure')")
+    # One mutation for all of a batch's erasures (s1 at r1, and s9 at r1 who has no rows).
+    s.query(f"ALTER TABLE {db}.shopper_purchases_versions DELETE WHERE "
+            f"(retailer_id = 'r1' AND shopper_id = 's1') OR (retailer_id = 'r1' AND shopper_id = 's9')")
+    wait_mutations(s, db, "shopper_purchases_versions")
+    check(s, "erasure: only the shopper of that retailer is gone",
+          f"SELECT retailer_id, shopper_id FROM {db}.shopper_purchases ORDER BY retailer_id, shopper_id",
+          '"r1","s2"\n"r2","s1"')
+    for _ in range(2):  # a retried batch acknowledges twice; the view shows one row
+        s.query(f"INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, applied_at, "
+                f"removed_shopper_purchases, removed_baskets, removed_order_lines, removed_experience_decisions, time) "
+                f"VALUES ('q1', 'r1', toDateTime(20), toDateTime(30), 2, 0, 0, 0, 20)")
+    s.query(f"INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, applied_at, "
+            f"removed_shopper_purchases, removed_baskets, removed_order_lines, removed_experience_decisions, time) "
+            f"VALUES ('q1', 'r1', toDateTime(20), toDateTime(40), 0, 0, 0, 0, 20)")
+    check(s, "privacy_audit: one row per request, first acknowledgement, true counts",
+          f"SELECT request_id, retailer_id, toUnixTimestamp(received_at), toUnixTimestamp(applied_at), "
+          f"removed_shopper_purchases, removed_baskets FROM {db}.privacy_audit",
+          '"q1","r1",20,30,2,0')
+    # Retention: per-retailer period for r2, the default for the others.
+    s.query(f"ALTER TABLE {db}.shopper_purchases_versions DELETE WHERE "
+            f"shopper_id != '' AND time < 10 AND NOT has(['r2'], retailer_id)")
+    wait_mutations(s, db, "shopper_purchases_versions")
+    s.query(f"ALTER TABLE {db}.shopper_purchases_versions DELETE WHERE "
+            f"shopper_id != '' AND time < 3 AND retailer_id = 'r2'")
+    wait_mutations(s, db, "shopper_purchases_versions")
+    check(s, "retention: rows older than each retailer's period",
+          f"SELECT retailer_id, shopper_id, time FROM {db}.shopper_purchases_versions ORDER BY retailer_id",
+          '"r2","s1",5')
+
+
 def main():
     ensure_chdb()
     import chdb
@@ -350,6 +401,7 @@ def main():
         for v, sql in views.items():
             check(s, f"{v}: after OPTIMIZE FINAL", sql, after_3[v])
 
+        check_privacy(s)
         check_analyst_queries(s)
 
     if failures:
