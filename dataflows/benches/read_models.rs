@@ -6,16 +6,20 @@
 //! rounds of `BATCH` events per logical time; each round is driven to completion before the
 //! next. Prints events per second over the whole run, event generation included.
 //!
-//! `ONLY=dedup` measures the de-duplication alone, `ONLY=none` the input and generator alone.
+//! `ONLY=dedup` measures the de-duplication alone, `ONLY=none` the input and generator alone;
+//! `PRIVACY=1` runs the production path, with the privacy stage (`apply_privacy`, default
+//! retention, no erasures) before the de-duplication.
 
 use std::time::Instant;
 
-use basketflow_dataflows::read_models;
+use basketflow_dataflows::privacy::{apply_privacy, Erasure, Retention};
+use basketflow_dataflows::wire::WireEvent;
+use basketflow_dataflows::{read_models, read_models_from_unique, unique_wire_events};
 use basketflow_vocab::{
     BasketChange, Event, EventBody, OrderLine, OrderStatus, PageType, Product, Timestamp,
 };
 use differential_dataflow::input::Input;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Input as _, Probe};
 use timely::dataflow::ProbeHandle;
 
 struct Rng(u64);
@@ -118,8 +122,9 @@ fn main() {
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index() as u64, worker.peers() as u64);
         let probe = ProbeHandle::new();
-        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+        let (mut input, mut erasures) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
+            let (erasures, erasure_stream) = scope.new_input::<Vec<Erasure>>();
             if std::env::var("ONLY").as_deref() == Ok("dedup") {
                 basketflow_dataflows::unique_events(&events)
                     .stream
@@ -127,13 +132,21 @@ fn main() {
             } else if std::env::var("ONLY").as_deref() == Ok("none") {
                 events.probe_with(&probe);
             } else {
-                let models = read_models(&events);
+                let models = if std::env::var("PRIVACY").is_ok() {
+                    read_models_from_unique(&unique_wire_events(apply_privacy(
+                        events.map(WireEvent::from),
+                        erasure_stream,
+                        Retention::default(),
+                    )))
+                } else {
+                    read_models(&events)
+                };
                 models.sold_products_daily.probe_with(&probe);
                 models.shopper_purchases.probe_with(&probe);
                 models.product_affinities.probe_with(&probe);
                 models.baskets.probe_with(&probe);
             }
-            input
+            (input, erasures)
         });
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
         let mut round = 0u64;
@@ -141,6 +154,7 @@ fn main() {
         while n < total {
             round += 1;
             input.advance_to(round);
+            erasures.advance_to(round);
             for _ in 0..batch / peers {
                 if n >= total {
                     break;
@@ -153,14 +167,34 @@ fn main() {
                 n += peers;
             }
             input.advance_to(round + 1);
+            erasures.advance_to(round + 1);
             input.flush();
             worker.step_while(|| probe.less_than(input.time()));
         }
     })
     .expect("timely runs");
     let secs = started.elapsed().as_secs_f64();
+    let path = if std::env::var("PRIVACY").is_ok() {
+        " (with privacy)"
+    } else {
+        ""
+    };
     println!(
-        "read_models: {total} events, batch {batch}, {workers} worker(s): {secs:.2} s, {:.0} events/s",
-        total as f64 / secs
+        "read_models{path}: {total} events, batch {batch}, {workers} worker(s): {secs:.2} s, {:.0} events/s, peak resident {} MiB",
+        total as f64 / secs,
+        peak_resident_kib() >> 10
     );
+}
+
+/// The process's peak resident memory (`VmHWM` of `/proc/self/status`), in KiB; 0 if unknown.
+fn peak_resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
