@@ -3,7 +3,8 @@
 //!
 //! * Erasure: generated traffic and a tree per shopper; the graph processes the first half;
 //!   `privacy export` shows the victim's rows; `privacy erase` sends the request; the second
-//!   half follows (with more of the victim's events). Then no table of the database (views,
+//!   half follows (with more of the victim's events), on a cluster of 2 processes. Then no
+//!   decision comes from the victim's later events, no table of the database (views,
 //!   versions, decisions log, audit) holds a row naming the victim, every view equals the
 //!   oracle over the events with the victim's replaced by their anonymous residues, the audit
 //!   acknowledges the request, and `privacy export` is empty. A restart (replay) and a rebuild
@@ -22,7 +23,10 @@ use basketflow_dataflows::oracle;
 use basketflow_dataflows::privacy::anonymous;
 use basketflow_vocab::{Event, Timestamp};
 use serde_json::Value;
-use support::{expected, spawn, unique_suffix, valid_events, wait_all, RunTargets, Stack, Traffic};
+use support::{
+    cluster_args, expected, hostfile, spawn, unique_suffix, valid_events, wait_all, RunTargets,
+    Stack, Traffic,
+};
 
 /// Runs `basketflow privacy <args>` with `config` and returns its stdout (it must succeed).
 fn privacy(config: &std::path::Path, args: &[&str]) -> String {
@@ -117,9 +121,11 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
     let (first, second) = traffic.messages.split_at(traffic.messages.len() / 2);
 
     // The victim: the shopper with the most purchase rows after the first half, among those
-    // who also send events in the second half.
+    // who pay again in the second half (a paid order moves every tree to its "paid" node, so
+    // without the erasure they would get a decision then).
     let later: std::collections::BTreeSet<(String, String)> = valid_events(second)
         .into_iter()
+        .filter(|e| matches!(e.body, basketflow_vocab::EventBody::OrderPaid { .. }))
         .map(|e| (e.retailer_id, e.shopper_id))
         .collect();
     let rows = oracle::read_models(&valid_events(first));
@@ -181,8 +187,46 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
     )
     .unwrap();
     assert_eq!(request["request_id"], request_id.as_str());
-    stack.produce(&events, second);
-    run_to_caught_up(&cfg);
+    let landed_later = stack.produce(&events, second);
+    // The rest on a cluster of 2 processes x 1 worker.
+    let hosts = hostfile(&dir, 2);
+    let on_cluster = || {
+        let children = (0..2)
+            .map(|p| {
+                let args = cluster_args(&cfg, &hosts, 2, p, 1, true);
+                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        wait_all(children, Duration::from_secs(300));
+    };
+    on_cluster();
+
+    // No decision for the victim from an event after the erasure (their tree state is gone
+    // and their id stays erased), while other shoppers' later events decide.
+    let later_positions: std::collections::BTreeSet<(i64, i64)> = second
+        .iter()
+        .zip(&landed_later)
+        .map(|(_, &(p, o))| (i64::from(p), o))
+        .collect();
+    let decisions_later: Vec<Value> = stack
+        .read_topic(&decisions, 8)
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .filter(|d: &Value| {
+            let c = &d["caused_by"];
+            later_positions.contains(&(
+                c["partition"].as_i64().unwrap(),
+                c["offset"].as_i64().unwrap(),
+            ))
+        })
+        .collect();
+    assert!(decisions_later.len() > 10, "later events decide for others");
+    assert!(
+        decisions_later
+            .iter()
+            .all(|d| !(d["retailer_id"] == retailer.as_str() && d["shopper_id"] == victim.as_str())),
+        "a decision for the erased shopper"
+    );
 
     // The views as the oracle says, with the victim's events replaced by their residues.
     let seen: Vec<Event> = valid_events(&traffic.messages)
@@ -232,8 +276,9 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
         .iter()
         .any(|l| l.split('\t').nth(2) == Some("")));
 
-    // A restart replays everything and writes nothing new; the victim stays gone.
-    run_to_caught_up(&cfg);
+    // A restart of the cluster replays everything and writes nothing new; the victim stays
+    // gone.
+    on_cluster();
     check(&db, "after a restart");
     assert_eq!(stack.view(&db, "privacy_audit"), audit);
     // A rebuild from the topics into a fresh database: the same, and the victim was never
