@@ -503,8 +503,9 @@ impl ClickHouseSink {
     }
 
     /// Deletes the per-shopper rows older than each retailer's retention period at committed
-    /// time `through`: rows of [`PER_SHOPPER_TABLES`] with a shopper and `time < through -
-    /// period`. Such a version is always superseded by one at or below `through` (every event
+    /// time `through`: whole monthly partitions of the decisions log when every row in them is
+    /// past the longest period, then rows of [`PER_SHOPPER_TABLES`] with a shopper and
+    /// `time < through - period` (mutations). Such a version is always superseded by one at or below `through` (every event
     /// leaves the graph's state within its period, which changes the row), so the views do
     /// not change; only the history that still names the shopper goes. Returns the rows
     /// deleted.
@@ -515,7 +516,9 @@ impl ClickHouseSink {
     ) -> Result<u64, SinkError> {
         let db = &self.database;
         let own: Vec<String> = retention.per_retailer_ms.keys().cloned().collect();
-        let mut deleted = 0;
+        let mut deleted = self
+            .drop_expired_decision_partitions(through, retention)
+            .await?;
         for table in PER_SHOPPER_TABLES {
             let mut mutated = false;
             let mut groups: Vec<(Option<&str>, u64)> = vec![(None, retention.default_ms)];
@@ -560,6 +563,46 @@ impl ClickHouseSink {
             }
         }
         Ok(deleted)
+    }
+
+    /// Retention by partitions where it can be: drops each monthly partition of
+    /// `experience_decisions_log` whose every row is older than the longest retention period
+    /// at `through` (instant, unlike a mutation, which rewrites parts). Returns the rows
+    /// dropped.
+    async fn drop_expired_decision_partitions(
+        &self,
+        through: u64,
+        retention: &Retention,
+    ) -> Result<u64, SinkError> {
+        let db = &self.database;
+        let longest = retention
+            .per_retailer_ms
+            .values()
+            .copied()
+            .chain([retention.default_ms])
+            .max()
+            .unwrap_or(retention.default_ms);
+        let Some(cutoff) = through.checked_sub(longest) else {
+            return Ok(0);
+        };
+        let expired: Vec<(u32, u64)> = self
+            .client
+            .query(&format!(
+                "SELECT toYYYYMM(occurred_at) AS month, count() FROM {db}.experience_decisions_log \
+                 GROUP BY month HAVING max(time) < ? ORDER BY month"
+            ))
+            .bind(cutoff)
+            .fetch_all()
+            .await?;
+        let mut dropped = 0;
+        for (month, rows) in expired {
+            self.execute(&format!(
+                "ALTER TABLE {db}.experience_decisions_log DROP PARTITION {month}"
+            ))
+            .await?;
+            dropped += rows;
+        }
+        Ok(dropped)
     }
 
     /// Writes `batch`: its versions and decisions, then its erasures ([`Self::erase`]), then
