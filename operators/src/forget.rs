@@ -35,17 +35,20 @@
 //! schedule entry per key (its least leaving time), and the least forget time per forgotten
 //! key. Records are cloned into the state: use a cheaply
 //! cloned `D` (an `Arc`). When both inputs are exhausted (the end of a bounded run), held
-//! leavings after the last input time are dropped rather than emitted at future times that no
+//! leavings after the last input time of any worker (each batch's greatest time is broadcast,
+//! so every worker draws the same line) are dropped rather than emitted at future times that no
 //! input will ever reach.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::{Concat, Exchange as _, Map};
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::Stream;
+use timely::dataflow::{Stream, StreamVec};
 
 /// A record that may still leave: its data, time, multiplicity and scheduled leaving time
 /// (`u64::MAX` while it has none).
@@ -159,12 +162,55 @@ where
     let mut cap: Option<Capability<u64>> = None;
     // The greatest time of any input (see the exhausted case below).
     let mut max_seen = 0u64;
+    // Every worker must know the greatest input time of all workers (the exhausted case
+    // below): each batch's greatest time is broadcast as `Err(time)` alongside the forgets
+    // (`Ok(key)`, routed by key).
+    let greatest = |name: &str,
+                    times: StreamVec<'scope, u64, u64>|
+     -> StreamVec<'scope, u64, Result<K, u64>> {
+        times
+            .unary(Pipeline, name, |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        if let Some(max) = data.iter().max() {
+                            output.session(&time).give(Err::<K, u64>(*max));
+                        }
+                    });
+                }
+            })
+            .broadcast()
+    };
+    let record_times = greatest(
+        "ForgetRecordTimes",
+        records.inner.clone().map(|(_, t, _)| t),
+    );
+    let forget_times = forgets
+        .clone()
+        .unary(Pipeline, "ForgetTimes", |_cap, _info| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    if !data.is_empty() {
+                        output
+                            .session(&time)
+                            .give(*time.least().expect("an input batch has a time"));
+                    }
+                });
+            }
+        });
+    let controls = forgets
+        .map(Ok::<K, u64>)
+        .exchange(|c: &Result<K, u64>| match c {
+            Ok(k) => k.hashed().into(),
+            Err(_) => 0,
+        })
+        .concat(record_times)
+        .concat(greatest("ForgetForgetTimes", forget_times));
     records
         .inner
         .binary_frontier(
-            forgets,
+            controls,
             Exchange::new(move |(d, _t, _r): &(D, u64, isize)| route(d).hashed().into()),
-            Exchange::new(|k: &K| k.hashed().into()),
+            Pipeline,
             name,
             move |_cap, _info| {
                 move |(records_in, records_frontier), (forgets_in, forgets_frontier), output| {
@@ -174,7 +220,14 @@ where
                             .expect("an input batch has a capability");
                         let f = *from.time();
                         max_seen = max_seen.max(f);
-                        for k in keys.drain(..) {
+                        for control in keys.drain(..) {
+                            let k = match control {
+                                Ok(k) => k,
+                                Err(seen) => {
+                                    max_seen = max_seen.max(seen);
+                                    continue;
+                                }
+                            };
                             let least = forgotten.entry(k.clone()).or_insert(f);
                             *least = (*least).min(f);
                             let Some(keyed) = held.get_mut(&k) else {
