@@ -24,7 +24,7 @@ use basketflow_dataflows::wire::WireEvent;
 use basketflow_dataflows::{read_models_from_unique, unique_wire_events};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
-use basketflow_sinks::kafka::{ensure_topic, read_erased};
+use basketflow_sinks::kafka::{ensure_topic, read_erased, set_topic_configs};
 use basketflow_sinks::kafka_outputs::{
     kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
 };
@@ -200,21 +200,32 @@ pub fn run(args: RunArgs) -> Result<()> {
             &[("cleanup.policy", "compact")],
         ))
         .with_context(|| format!("creating the progress topic {}", outputs.progress_topic))?;
+    // Erasures must outlive every replay of the events they erase: keep them forever (they
+    // hold no more than the ids they erase). The graph's times are broker times. Set on an
+    // existing topic too (one auto-created with the broker's defaults would expire them).
+    let privacy_configs = [
+        ("retention.ms", "-1"),
+        ("message.timestamp.type", "LogAppendTime"),
+    ];
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(ensure_topic(
-            &config.kafka.brokers,
-            &config.kafka.privacy_topic,
-            1,
-            // Erasures must outlive every replay of the events they erase: keep them forever
-            // (they hold no more than the ids they erase). The graph's times are broker times.
-            &[
-                ("retention.ms", "-1"),
-                ("message.timestamp.type", "LogAppendTime"),
-            ],
-        ))
-        .with_context(|| format!("creating the privacy topic {}", config.kafka.privacy_topic))?;
+        .block_on(async {
+            ensure_topic(
+                &config.kafka.brokers,
+                &config.kafka.privacy_topic,
+                1,
+                &privacy_configs,
+            )
+            .await?;
+            set_topic_configs(
+                &config.kafka.brokers,
+                &config.kafka.privacy_topic,
+                &privacy_configs,
+            )
+            .await
+        })
+        .with_context(|| format!("preparing the privacy topic {}", config.kafka.privacy_topic))?;
 
     let timely_config = timely::Config {
         communication,

@@ -7,7 +7,9 @@ use basketflow_vocab::ErasureRequest;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -93,4 +95,26 @@ pub fn read_erased(brokers: &str, topic: &str) -> Result<BTreeSet<(String, Strin
         }
     }
     Ok(erased)
+}
+
+/// Sets `configs` on an existing `topic` (a topic created elsewhere, e.g. auto-created with the
+/// broker's defaults, gets the settings basketflow relies on). Not incremental: configs not
+/// named return to the broker's defaults.
+pub async fn set_topic_configs(
+    brokers: &str,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.alter_configs([&alter], &opts).await? {
+        if let Err((_, code)) = result {
+            return Err(KafkaError::AdminOp(code));
+        }
+    }
+    Ok(())
 }
