@@ -143,6 +143,17 @@ pub const PER_SHOPPER_TABLES: [&str; 4] = [
     "experience_decisions_log",
 ];
 
+/// The key columns of a per-shopper versions table (`None` for the decisions log).
+fn version_key(table: &str) -> Option<&'static str> {
+    match table {
+        "shopper_purchases_versions" | "baskets_versions" => {
+            Some("retailer_id, shopper_id, product_id")
+        }
+        "order_lines_versions" => Some("retailer_id, order_id, product_id, category"),
+        _ => None,
+    }
+}
+
 /// `sql` (one of [`TABLES`] or [`VIEWS`]) for database `database`.
 pub fn statement(sql: &str, database: &str) -> String {
     sql.replace(DATABASE_PLACEHOLDER, database)
@@ -533,10 +544,20 @@ impl ClickHouseSink {
                     continue;
                 };
                 // (An empty array literal has type Array(Nothing), which `has` refuses.)
-                let condition = match (retailer, own.is_empty()) {
+                let base = match (retailer, own.is_empty()) {
                     (Some(_), _) => "shopper_id != '' AND time < ? AND retailer_id = ?",
                     (None, true) => "shopper_id != '' AND time < ?",
                     (None, false) => "shopper_id != '' AND time < ? AND NOT has(?, retailer_id)",
+                };
+                // A key's newest committed version, when live, is never deleted: it may be
+                // unchanged since an event left (a duplicate copy took over), and the view
+                // shows it. Decisions are not versioned.
+                let condition = match version_key(table) {
+                    Some(key) => format!(
+                        "{base} AND ({key}, time) NOT IN (SELECT {key}, max(time) FROM {db}.{table} \
+                         WHERE time <= {through} GROUP BY {key} HAVING argMax(deleted, time) = 0)"
+                    ),
+                    None => base.to_string(),
                 };
                 let bind = |q: clickhouse::query::Query| match (retailer, own.is_empty()) {
                     (Some(r), _) => q.bind(cutoff).bind(r),

@@ -253,7 +253,16 @@ async fn erasure_forgets_the_shopper_everywhere_and_retention_only_superseded_hi
     );
 
     // Decisions of a month whose every row is past the period go by dropping the partition.
-    let mut b90 = Batch::from_updates(90, Updates::default()).unwrap();
+    // (And s5's purchase at 30, never changed since: its newest version is live, so it stays,
+    // however old; e.g. a duplicate copy took over when the first one left.)
+    let mut b90 = Batch::from_updates(
+        90,
+        Updates {
+            shopper_purchases: vec![(purchase("s5", 1), 30, 1)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut old = decision("s3", 50);
     old.caused_by.occurred_at = Timestamp(AT.0 - 40 * 86_400_000_000); // another month
     b90.decisions = vec![old, decision("s4", 80)];
@@ -267,6 +276,14 @@ async fn erasure_forgets_the_shopper_everywhere_and_retention_only_superseded_hi
     assert_eq!(
         text(&sink, "SELECT decision_id FROM DB.experience_decisions_log").await,
         "d-s4\n"
+    );
+    assert_eq!(
+        text(
+            &sink,
+            "SELECT shopper_id, quantity FROM DB.shopper_purchases"
+        )
+        .await,
+        "s5\t1\n"
     );
 
     sink.client()
