@@ -290,15 +290,7 @@ fn assert_converged(stack: &Stack, names: &Names, traffic: &Traffic, landed: &[(
 
 fn reference_run(config: &Path) {
     let started = Instant::now();
-    wait_all(
-        vec![spawn(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--exit-when-caught-up",
-        ])],
-        Duration::from_secs(300),
-    );
+    support::run_caught_up(config);
     println!("uninterrupted 1 x 1 run: {:?}", started.elapsed());
 }
 

@@ -24,8 +24,8 @@ use basketflow_dataflows::privacy::anonymous;
 use basketflow_vocab::{Event, Timestamp};
 use serde_json::Value;
 use support::{
-    cluster_args, expected, hostfile, spawn, unique_suffix, valid_events, wait_all, RunTargets,
-    Stack, Traffic,
+    cluster_args, expected, hostfile, run_caught_up, spawn, unique_suffix, valid_events, wait_all,
+    RunTargets, Stack, Traffic,
 };
 
 /// Runs `basketflow privacy <args>` with `config` and returns its stdout (it must succeed).
@@ -76,18 +76,6 @@ fn rows_naming(stack: &Stack, db: &str, retailer: &str, shopper: &str) -> Vec<(S
             (t.to_string(), n.trim().parse().unwrap())
         })
         .collect()
-}
-
-fn run_to_caught_up(config: &std::path::Path) {
-    wait_all(
-        vec![spawn(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--exit-when-caught-up",
-        ])],
-        Duration::from_secs(300),
-    );
 }
 
 #[test]
@@ -161,7 +149,7 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
 
     traffic.produce_trees(&stack, &trees);
     stack.produce(&events, first);
-    run_to_caught_up(&cfg);
+    run_caught_up(&cfg);
     let before = exported(&cfg, &retailer, &victim);
     let held: std::collections::BTreeMap<_, _> = before.iter().cloned().collect();
     assert!(held["shopper_purchases"] > 0, "export before: {before:?}");
@@ -283,7 +271,7 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
     assert_eq!(stack.view(&db, "privacy_audit"), audit);
     // A rebuild from the topics into a fresh database: the same, and the victim was never
     // written at all (the writer knew the erasure from the start: it found nothing to delete).
-    run_to_caught_up(&cfg_rebuild);
+    run_caught_up(&cfg_rebuild);
     check(&db_rebuild, "after a rebuild");
     let rebuilt = stack.view(&db_rebuild, "privacy_audit");
     assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");

@@ -72,6 +72,15 @@ impl Retention {
             .unwrap_or(self.default_ms)
     }
 
+    /// The shortest and the longest period of any retailer, in milliseconds.
+    pub fn bounds_ms(&self) -> (u64, u64) {
+        self.per_retailer_ms
+            .values()
+            .fold((self.default_ms, self.default_ms), |(lo, hi), p| {
+                (lo.min(*p), hi.max(*p))
+            })
+    }
+
     /// When an event read at logical time `time` leaves the per-shopper state:
     /// `max(time, min(occurred_at, time) + period)`.
     pub fn leaves_at(&self, event: &Event, time: Millis) -> Millis {

@@ -596,14 +596,7 @@ impl ClickHouseSink {
         retention: &Retention,
     ) -> Result<u64, SinkError> {
         let db = &self.database;
-        let longest = retention
-            .per_retailer_ms
-            .values()
-            .copied()
-            .chain([retention.default_ms])
-            .max()
-            .unwrap_or(retention.default_ms);
-        let Some(cutoff) = through.checked_sub(longest) else {
+        let Some(cutoff) = through.checked_sub(retention.bounds_ms().1) else {
             return Ok(0);
         };
         let expired: Vec<(u32, u64)> = self

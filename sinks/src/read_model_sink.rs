@@ -143,12 +143,12 @@ enum Row {
     Erasure(Erasure),
 }
 
+/// Erased shoppers by retailer, for lookups by `&str` (no allocation per row).
+type Erased = std::collections::BTreeMap<String, BTreeSet<String>>;
+
 impl Row {
     /// True when the row names a shopper of `erased`.
-    fn names_one_of(&self, erased: &BTreeSet<(String, String)>) -> bool {
-        if erased.is_empty() {
-            return false;
-        }
+    fn names_one_of(&self, erased: &Erased) -> bool {
         let (retailer, shopper) = match self {
             Row::Purchase(r) => (&r.retailer_id, &r.shopper_id),
             Row::Basket(r) => (&r.retailer_id, &r.shopper_id),
@@ -156,8 +156,9 @@ impl Row {
             Row::Decision(retailer, shopper, _) => (retailer, shopper),
             _ => return false,
         };
-        // (A borrowed lookup of a tuple of Strings needs owned keys.)
-        erased.contains(&(retailer.clone(), shopper.clone()))
+        erased
+            .get(retailer.as_str())
+            .is_some_and(|shoppers| shoppers.contains(shopper.as_str()))
     }
 }
 
@@ -224,6 +225,14 @@ pub fn write_read_models<'scope>(
         retention,
         erased_at_start,
     } = outputs;
+    let mut erased_at_start_by_retailer = Erased::new();
+    for (retailer, shopper) in erased_at_start {
+        erased_at_start_by_retailer
+            .entry(retailer)
+            .or_default()
+            .insert(shopper);
+    }
+    let erased_at_start = erased_at_start_by_retailer;
     let streams = vec![
         models.sold_products_daily.clone().map(Row::Sold).inner,
         models.shopper_purchases.clone().map(Row::Purchase).inner,
@@ -323,14 +332,7 @@ pub fn write_read_models<'scope>(
 /// How often the writer deletes per-shopper rows past their retention period: a quarter of
 /// the shortest period, between one second and an hour.
 fn retention_interval(retention: &Retention) -> Duration {
-    let shortest = retention
-        .per_retailer_ms
-        .values()
-        .copied()
-        .chain([retention.default_ms])
-        .min()
-        .unwrap_or(retention.default_ms);
-    Duration::from_millis((shortest / 4).clamp(1_000, 3_600_000))
+    Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
 }
 
 fn write_loop(

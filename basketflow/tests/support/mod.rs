@@ -536,6 +536,20 @@ pub fn wait_all(mut children: Vec<Child>, limit: Duration) {
     }
 }
 
+/// Runs `basketflow run --config config --exit-when-caught-up` (1 x 1) to its end, within
+/// 300 s.
+pub fn run_caught_up(config: &Path) {
+    wait_all(
+        vec![spawn(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-caught-up",
+        ])],
+        Duration::from_secs(300),
+    );
+}
+
 /// The `basketflow run` arguments of process `p` of an `n`-process cluster with `w` workers.
 pub fn cluster_args(
     config: &Path,
