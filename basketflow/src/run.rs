@@ -375,12 +375,16 @@ pub fn run(args: RunArgs) -> Result<()> {
                     sources.push((config.kafka.trees_topic.clone(), index, tree_source_stats));
                     sources.push((config.kafka.privacy_topic.clone(), index, privacy_source_stats));
                 }
-                messages.clone().probe_with(&probe);
-                trees.clone().probe_with(&probe);
-                requests.clone().probe_with(&probe);
-                let event_positions = positions(&messages, &config.kafka.events_topic);
-                let tree_positions = positions(&trees, &config.kafka.trees_topic);
-                let privacy_positions = positions(&requests, &config.kafka.privacy_topic);
+                // Each source's stream has one reader (`positions`), which moves the messages
+                // on; the probes watch the (small) position streams, whose frontiers are the
+                // sources'.
+                let (messages, event_positions) = positions(messages, &config.kafka.events_topic);
+                let (trees, tree_positions) = positions(trees, &config.kafka.trees_topic);
+                let (requests, privacy_positions) =
+                    positions(requests, &config.kafka.privacy_topic);
+                event_positions.clone().probe_with(&probe);
+                tree_positions.clone().probe_with(&probe);
+                privacy_positions.clone().probe_with(&probe);
                 let parsed = parse_messages(messages);
                 let (erasures, bad_requests) = parse_requests(requests, &config.kafka.privacy_topic);
                 let dead_letters = count_dead_letters(

@@ -399,18 +399,17 @@ pub fn kafka_source<'scope>(
                     }
                 }
                 // Emit, grouped by time (sorting is stable: offsets stay in order).
+                // Moved, not cloned: a clone copied every payload (6% of a worker's time).
                 batch.sort_by_key(|m| m.time);
-                let mut rest = &batch[..];
-                while let Some(first) = rest.first() {
-                    let t = first.time;
-                    let n = rest.iter().take_while(|m| m.time == t).count();
+                let mut drained = batch.drain(..).peekable();
+                while let Some(t) = drained.peek().map(|m| m.time) {
                     let time_cap = c.delayed(&t);
-                    output
-                        .session(&time_cap)
-                        .give_iterator(rest[..n].iter().cloned());
-                    rest = &rest[n..];
+                    let mut session = output.session(&time_cap);
+                    while let Some(m) = drained.next_if(|m| m.time == t) {
+                        session.give(m);
+                    }
                 }
-                batch.clear();
+                drop(drained);
                 {
                     let mut progress = stats.partitions.lock().expect("partition progress");
                     for (&p, st) in &partitions {
@@ -446,31 +445,41 @@ pub type PositionRecord = (String, i32, i64);
 
 /// The positions `messages` (read from `topic`) reach at each time: per batch, one record per
 /// partition (its last offset + 1). Sinks fold these into the [`Positions`] they record with a
-/// committed time. Cheap: no exchange, a handful of records per batch.
+/// committed time. Returns the messages (moved through, not copied) and the records.
+///
+/// Take the messages from here rather than reading the source's stream twice: timely gives
+/// every reader but the last a copy of each batch, payloads included.
 pub fn positions<'scope>(
-    messages: &MessageStream<'scope>,
+    messages: MessageStream<'scope>,
     topic: &str,
-) -> Stream<'scope, Millis, Vec<PositionRecord>> {
+) -> (
+    MessageStream<'scope>,
+    Stream<'scope, Millis, Vec<PositionRecord>>,
+) {
+    use timely::dataflow::operators::core::OkErr;
     let topic = topic.to_string();
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
-    messages.clone().unary(Pipeline, "Positions", move |_, _| {
-        move |input, output| {
-            input.for_each(|cap, data| {
-                last.clear();
-                for m in data.iter() {
-                    let e = last.entry(m.partition).or_insert(m.offset + 1);
-                    *e = (*e).max(m.offset + 1);
-                }
-                let cap = cap
-                    .retain_least(0)
-                    .expect("an input batch has a capability");
-                let mut session = output.session(&cap);
-                for (&p, &next) in &last {
-                    session.give((topic.clone(), p, next));
-                }
-            });
-        }
-    })
+    let both: Stream<'scope, Millis, Vec<Result<SourceMessage, PositionRecord>>> =
+        messages.unary(Pipeline, "Positions", move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    last.clear();
+                    for m in data.iter() {
+                        let e = last.entry(m.partition).or_insert(m.offset + 1);
+                        *e = (*e).max(m.offset + 1);
+                    }
+                    let cap = cap
+                        .retain_least(0)
+                        .expect("an input batch has a capability");
+                    let mut session = output.session(&cap);
+                    for (&p, &next) in &last {
+                        session.give(Err((topic.clone(), p, next)));
+                    }
+                    session.give_iterator(data.drain(..).map(Ok));
+                });
+            }
+        });
+    both.ok_err(|x: Result<SourceMessage, PositionRecord>| x)
 }
 
 /// Folds position records into `into` (keeping the greater offset per partition).

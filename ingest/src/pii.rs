@@ -80,12 +80,40 @@ const STEMS: &[&str] = &[
 /// assert!(!pii_key("product_title"));
 /// ```
 pub fn pii_key(key: &str) -> bool {
+    // Every message's every key passes here: an ASCII key (all of the contract's, nearly all
+    // others) is normalized into a stack buffer, without allocating or Unicode tables.
+    let mut buffer = [0u8; 64];
+    if key.is_ascii() && key.len() <= buffer.len() {
+        let mut n = 0;
+        for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+            buffer[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        // ASCII letters and digits only: the slice is valid UTF-8.
+        return std::str::from_utf8(&buffer[..n]).is_ok_and(normalized_pii);
+    }
     let norm: String = key
         .chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect();
-    EXACT.contains(&norm.as_str()) || STEMS.iter().any(|stem| norm.contains(stem))
+    normalized_pii(&norm)
+}
+
+/// [`pii_key`] of a name already normalized (lower case, letters and digits only).
+fn normalized_pii(norm: &str) -> bool {
+    if EXACT.contains(&norm) {
+        return true;
+    }
+    // One pass over the name, trying only the stems that start with the byte at hand (a
+    // `contains` per stem cost a tenth of a worker's time in the profile).
+    let bytes = norm.as_bytes();
+    (0..bytes.len()).any(|i| {
+        let rest = &bytes[i..];
+        STEMS
+            .iter()
+            .any(|stem| stem.as_bytes()[0] == rest[0] && rest.starts_with(stem.as_bytes()))
+    })
 }
 
 /// Whether a string contains something shaped like an email address (`local@domain.tld`).
@@ -97,6 +125,9 @@ pub fn pii_key(key: &str) -> bool {
 /// assert!(!looks_like_email("50% @ checkout"));
 /// ```
 pub fn looks_like_email(s: &str) -> bool {
+    if !s.contains('@') {
+        return false;
+    }
     let bytes = s.as_bytes();
     let local_char = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
     let domain_char = |b: u8| b.is_ascii_alphanumeric() || b".-".contains(&b);
@@ -203,6 +234,47 @@ mod tests {
         ] {
             assert!(!pii_key(k), "{k} should not be PII");
         }
+    }
+
+    /// The rule as first written (allocating, Unicode throughout): the fast path must agree.
+    fn reference(key: &str) -> bool {
+        let norm: String = key
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect();
+        EXACT.contains(&norm.as_str()) || STEMS.iter().any(|stem| norm.contains(stem))
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_rule_on_every_kind_of_key() {
+        let long = "x".repeat(80);
+        let keys = [
+            "event_id",
+            "E-Mail",
+            "N_A_M_E",
+            "Ünterschrift_E-Mail",
+            "Âge",
+            "catégorie",
+            "ΕΜΑΙΛ",
+            "e\u{301}mail",
+            "",
+            "__",
+            "ip",
+            "zip_code2",
+            "Name ",
+            "ＥＭＡＩＬ",
+            &long,
+            &format!("{long}_email"),
+            &format!("{}email", "x".repeat(59)),
+            &format!("{}email", "x".repeat(60)),
+        ];
+        for k in keys {
+            assert_eq!(pii_key(k), reference(k), "{k:?}");
+        }
+        assert!(pii_key(&format!("{long}_email")));
+        assert!(!pii_key(&long));
+        assert!(pii_key("N_A_M_E"));
     }
 
     #[test]
