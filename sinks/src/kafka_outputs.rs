@@ -473,6 +473,15 @@ fn transact(
             .payload(&progress)
             .partition(0),
     )?;
+    // rdkafka's `commit_transaction` first flushes, and its flush polls for events in steps of
+    // up to 100 ms; the producer's own thread takes the delivery reports, so that poll always
+    // ran out: every commit took 100 ms and that was the floor of the decision latency. Wait
+    // for the deliveries here (librdkafka's queue drains in a millisecond or two), so that its
+    // flush finds nothing outstanding and returns at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
     producer.commit_transaction(Duration::from_secs(30))?;
     Ok((decisions, dead_letters))
 }
