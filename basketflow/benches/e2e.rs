@@ -118,7 +118,12 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Every topic this run created (deleted at the end: a broker with thousands of leftover
+/// partitions answers slower, which would skew the next run's broker baseline).
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 fn create_topic(name: &str, partitions: i32, cleanup: &str) {
+    CREATED.lock().unwrap().push(name.to_string());
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(basketflow_sinks::kafka::ensure_topic(
@@ -329,6 +334,11 @@ impl Graph {
                 if t == "trees" { "compact" } else { "delete" },
             );
         }
+        // Created by the graph itself.
+        CREATED
+            .lock()
+            .unwrap()
+            .push(format!("bench-privacy-{full}"));
         let database = format!("bf_bench_{name}_{suffix}");
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -1085,4 +1095,28 @@ fn main() {
         .unwrap();
     println!("\n{md}");
     let _ = std::fs::remove_dir_all(&dir);
+    delete_created_topics();
+}
+
+/// Deletes the topics of [`CREATED`] and the graphs' progress topics.
+fn delete_created_topics() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let mut names = CREATED.lock().unwrap().clone();
+    let progress: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with("bench-decisions-"))
+        .map(|n| format!("{n}-progress"))
+        .collect();
+    names.extend(progress);
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("an admin client");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let result = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(admin.delete_topics(&refs, &AdminOptions::new()));
+    if let Err(e) = result {
+        eprintln!("deleting the bench's topics: {e}");
+    }
 }

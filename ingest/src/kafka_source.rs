@@ -555,8 +555,12 @@ fn consume(
         .set("enable.partition.eof", "true")
         // Read only committed data: a producer's aborted transaction never enters the graph.
         .set("isolation.level", "read_committed")
-        // Answer a fetch as soon as one byte is there, waiting at most 100 ms otherwise.
-        .set("fetch.wait.max.ms", "100")
+        // Answer a fetch as soon as one byte is there, waiting at most 10 ms otherwise. The
+        // end of a partition (EOF, which lets its bound follow the wall clock) is only seen on
+        // a fetch answer: at 100 ms the frontier, and so every decision, waited up to that long
+        // behind a partition that had just been read to its end (10,000 events/s: event ->
+        // decision p99 1,349 ms before, 561 ms after, with the other changes of the same day).
+        .set("fetch.wait.max.ms", "10")
         .create()
     {
         Ok(c) => c,
