@@ -374,24 +374,28 @@ impl Graph {
         c
     }
 
-    fn query(&self, sql: &str) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", "--data-binary", sql, &clickhouse_url()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// ClickHouse's committed time (0 before the first batch).
     fn clickhouse_committed(&self) -> u64 {
-        self.query(&format!("SELECT max(time) FROM {}.progress", self.database))
-            .parse()
-            .unwrap_or(0)
+        clickhouse_committed(&self.database)
     }
 
     fn drop(&self) {
-        self.query(&format!("DROP DATABASE IF EXISTS {}", self.database));
+        query(&format!("DROP DATABASE IF EXISTS {}", self.database));
     }
+}
+
+fn query(sql: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--data-binary", sql, &clickhouse_url()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// ClickHouse's committed time in `database` (0 before the first batch).
+fn clickhouse_committed(database: &str) -> u64 {
+    query(&format!("SELECT max(time) FROM {database}.progress"))
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Reads the Kafka outputs' progress topic as it grows: the committed time of the decisions.
@@ -633,15 +637,10 @@ fn sustain_probe(
         let (stop, lags, kafka) = (stop.clone(), lags.clone(), kafka.clone());
         let database = g.database.clone();
         std::thread::spawn(move || {
-            let g = Graph {
-                name: String::new(),
-                config: Default::default(),
-                database,
-            };
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let now = wall_ms();
-                let ch = now.saturating_sub(g.clickhouse_committed());
+                let ch = now.saturating_sub(clickhouse_committed(&database));
                 let k = now.saturating_sub(*kafka.lock().unwrap());
                 lags.lock()
                     .unwrap()
@@ -651,7 +650,7 @@ fn sustain_probe(
         })
     };
     let t = Instant::now();
-    let produced = produce(&events, &messages, Some(rate));
+    produce(&events, &messages, Some(rate));
     let offered = messages.len() as f64 / t.elapsed().as_secs_f64();
     // Caught up within 10 s of the end?
     let end = wall_ms();
@@ -676,7 +675,6 @@ fn sustain_probe(
     let max_ch = measured.iter().map(|l| l.1).max().unwrap_or(u64::MAX);
     let max_kafka = measured.iter().map(|l| l.2).max().unwrap_or(u64::MAX);
     let sustained = caught_up && max_ch <= 5_000 && max_kafka <= 5_000;
-    drop(produced);
     println!("sustain, {workers} worker(s), {rate}/s for {seconds} s (offered {offered:.0}/s): max lag ClickHouse {max_ch} ms, decisions {max_kafka} ms, caught up after: {caught_up} -> {}", if sustained { "sustained" } else { "not sustained" });
     json!({"workers": workers, "rate": rate, "offered_per_s": offered, "seconds": seconds,
         "max_clickhouse_lag_ms": max_ch, "max_decisions_lag_ms": max_kafka, "caught_up_after": caught_up, "sustained": sustained})
@@ -975,13 +973,8 @@ fn main() {
                 let (stop, committed, database) =
                     (stop.clone(), committed.clone(), g.database.clone());
                 std::thread::spawn(move || {
-                    let g = Graph {
-                        name: String::new(),
-                        config: Default::default(),
-                        database,
-                    };
                     while !stop.load(Ordering::Relaxed) {
-                        let t = g.clickhouse_committed();
+                        let t = clickhouse_committed(&database);
                         committed.lock().unwrap().push((Instant::now(), t));
                         std::thread::sleep(Duration::from_millis(10));
                     }

@@ -16,7 +16,10 @@ use std::collections::BTreeSet;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use support::{cluster_args, hostfile, spawn, unique_suffix, wait_all, RunTargets, Stack, Traffic};
+use support::{
+    cluster_args, hostfile, run_caught_up, spawn, unique_suffix, wait_all, RunTargets, Stack,
+    Traffic,
+};
 
 #[test]
 fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact() {
@@ -84,15 +87,7 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     wait_all(cluster, Duration::from_secs(300));
     println!("3 processes x 2 workers: {:?}", started.elapsed());
     let started = Instant::now();
-    wait_all(
-        vec![spawn(&[
-            "run",
-            "--config",
-            cfg_single.to_str().unwrap(),
-            "--exit-when-caught-up",
-        ])],
-        Duration::from_secs(300),
-    );
+    run_caught_up(&cfg_single);
     println!("1 process x 1 worker: {:?}", started.elapsed());
 
     // The oracle, from the raw messages the ingest accepts.
