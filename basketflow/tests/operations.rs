@@ -97,7 +97,8 @@ fn metrics_and_health_report_exact_counts() {
                 .or_default() += 1.0;
         }
     }
-    // Caught up, and every decision and dead letter committed (polled, with a deadline).
+    // Caught up, every decision and dead letter committed and a first ClickHouse batch written
+    // (polled, with a deadline).
     let deadline = Instant::now() + Duration::from_secs(120);
     let metrics = loop {
         assert!(
@@ -117,7 +118,13 @@ fn metrics_and_health_report_exact_counts() {
                 .get("basketflow_dead_letters_total")
                 .copied()
                 .unwrap_or(0.0);
-            if decided == want_decisions && dead == want_dead {
+            // ClickHouse too: the Kafka outputs commit every few ms and can be done before
+            // the ClickHouse writer's first batch.
+            let batches = m
+                .get("basketflow_clickhouse_batches_total")
+                .copied()
+                .unwrap_or(0.0);
+            if decided == want_decisions && dead == want_dead && batches >= 1.0 {
                 let h: serde_json::Value = serde_json::from_str(&health).unwrap();
                 assert_eq!(h["caught_up"], true, "{health}");
                 assert_eq!(h["writes"], true, "{health}");
