@@ -21,7 +21,7 @@ use basketflow_dataflows::experiences::decide;
 use basketflow_dataflows::parse::parse_messages;
 use basketflow_dataflows::privacy::{apply_privacy, parse_requests};
 use basketflow_dataflows::wire::WireEvent;
-use basketflow_dataflows::{read_models_from_unique, unique_wire_events};
+use basketflow_dataflows::{changes_read_models, read_models_from_unique, unique_wire_events};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
 use basketflow_sinks::kafka::{ensure_topic, read_erased, set_topic_configs};
@@ -391,8 +391,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                     parsed.dead_letters.concat(bad_requests),
                     worker_rejections.clone(),
                 );
+                // Only the events that can change a read model enter its state (the privacy
+                // operator's included); the decisions read every event from `positioned`.
                 let kept = apply_privacy(
-                    parsed.events.map(WireEvent::from),
+                    parsed
+                        .events
+                        .filter(|e| changes_read_models(e))
+                        .map(WireEvent::from),
                     erasures.clone(),
                     retention.clone(),
                 );

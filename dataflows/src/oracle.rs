@@ -7,7 +7,10 @@
 //! ClickHouse tables with it too.
 //!
 //! Rules (the product's contract):
-//! 1. Events with the same `event_id` count once: the copy least by `Ord` on [`Event`].
+//! 1. Only basket changes, payments and `cancelled` status changes count (the others change
+//!    no read model). Those with the same `event_id` count once: the copy least by `Ord` on
+//!    [`Event`] (a page view or a `delivered` change sharing an order's `event_id` does not
+//!    compete with it).
 //! 2. An order is `(retailer_id, order_id)`; its lines and shopper come from its earliest
 //!    `order_paid` (ties: smallest `event_id`). An order with any `cancelled` status change (same
 //!    retailer and order id, any shopper, any time) counts in no sold-product figure.
@@ -30,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
 
 use crate::privacy::{anonymous, Retention};
+use crate::read_models::changes_read_models;
 
 use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
 
@@ -93,7 +97,7 @@ pub fn with_privacy(
 pub fn read_models(events: &[Event]) -> ReadModelRows {
     // Rule 1: one event per id, the least copy.
     let mut by_id: BTreeMap<&str, &Event> = BTreeMap::new();
-    for event in events {
+    for event in events.iter().filter(|e| changes_read_models(e)) {
         by_id
             .entry(&event.event_id)
             .and_modify(|kept| {

@@ -44,7 +44,8 @@ pub struct ReadModels<'scope, T: LogicalTime> {
 /// boundaries here as [`WireEvent`]s.
 pub type UniqueEvents<'scope, T> = ValArrangement<'scope, T, u64, WireEvent>;
 
-/// De-duplicates events by `event_id` (rule 1), keeping the copy that sorts first.
+/// De-duplicates the events that change a read model ([`changes_read_models`]) by `event_id`
+/// (rule 1), keeping the copy that sorts first; the other events are dropped.
 ///
 /// The result is an arrangement that several parts of the graph can read without copying it;
 /// [`deduplicate`] gives it as a collection of events.
@@ -52,11 +53,7 @@ pub fn unique_events<'scope, T>(events: &VecCollection<'scope, T, Event>) -> Uni
 where
     T: LogicalTime + Lattice + Ord,
 {
-    first_per_id(
-        "UniqueEvents",
-        events.clone().map(WireEvent::from),
-        |event: &WireEvent| event.0.event_id.as_str(),
-    )
+    unique_wire_events(events.clone().map(WireEvent::from))
 }
 
 /// As [`unique_events`], for events already shared as [`WireEvent`]s (the output of
@@ -67,12 +64,34 @@ pub fn unique_wire_events<'scope, T>(
 where
     T: LogicalTime + Lattice + Ord,
 {
-    first_per_id("UniqueEvents", events, |event: &WireEvent| {
-        event.0.event_id.as_str()
-    })
+    first_per_id(
+        "UniqueEvents",
+        events.filter(|event: &WireEvent| changes_read_models(&event.0)),
+        |event: &WireEvent| event.0.event_id.as_str(),
+    )
 }
 
-/// De-duplicates events by `event_id` (rule 1), as a collection of events.
+/// True for the events that can change a read model: basket changes, payments and
+/// cancellations (rule 1 de-duplicates these only).
+///
+/// Page views, clicks, searches and `delivered` status changes feed the experience trees, never
+/// a read model, so the graph drops them before any read-model state (the privacy operator's
+/// included) holds them: that state is then proportional to these events alone.
+pub fn changes_read_models(event: &Event) -> bool {
+    matches!(
+        event.body,
+        EventBody::ProductAdded(_)
+            | EventBody::ProductRemoved(_)
+            | EventBody::OrderPaid { .. }
+            | EventBody::OrderStatusChanged {
+                status: OrderStatus::Cancelled,
+                ..
+            }
+    )
+}
+
+/// De-duplicates the events that change a read model by `event_id` (rule 1), as a collection
+/// of events.
 pub fn deduplicate<'scope, T>(
     events: &VecCollection<'scope, T, Event>,
 ) -> VecCollection<'scope, T, Event>

@@ -642,3 +642,49 @@ fn deduplicate_keeps_the_least_copy_of_each_event() {
     updates.sort();
     assert_eq!(updates, vec![(a_least, 0, 1), (b, 0, 1)]);
 }
+
+#[test]
+fn events_that_change_no_read_model_do_not_compete_for_an_event_id() {
+    use basketflow_vocab::{EventBody, PageType};
+    let d = day(DAY);
+    // A page view and a `delivered` change reuse the ids of a payment and a cancellation. They
+    // sort first (variant and status order), but change no read model: they are dropped before
+    // the de-duplication, so the payment counts, and the cancellation of the other order too.
+    let view = ev(
+        "e1",
+        "s1",
+        &t("10:00"),
+        EventBody::PageViewed {
+            url: "https://shop.example/".into(),
+            page_type: PageType::Home,
+            product_id: None,
+            category: None,
+        },
+    );
+    let payment = ev("e1", "s1", &t("10:00"), paid("o1", &[("p1", "c1", 2, 100)]));
+    let other = ev("e2", "s1", &t("10:01"), paid("o2", &[("p2", "c1", 1, 50)]));
+    let delivered_o2 = ev("e3", "s1", &t("10:02"), delivered("o2"));
+    let cancelled_o2 = ev("e3", "s1", &t("10:02"), cancelled("o2"));
+    let rounds = vec![
+        (1, vec![view, payment, other]),
+        (2, vec![delivered_o2, cancelled_o2]),
+    ];
+    let out = run(Workers::Direct, rounds.clone());
+    assert_eq!(
+        out.sold_products_daily,
+        vec![
+            (sold(d, "p1", "c1", 2, 200, 1), 1, 1),
+            (sold(d, "p2", "c1", 1, 50, 1), 1, 1),
+            (sold(d, "p2", "c1", 1, 50, 1), 2, -1),
+        ]
+    );
+    let mut seen = Vec::new();
+    for (time, events) in rounds {
+        seen.extend(events);
+        assert_eq!(
+            rows_at(&out, time),
+            basketflow_dataflows::oracle::read_models(&seen),
+            "time {time}"
+        );
+    }
+}
