@@ -571,8 +571,10 @@ fn catch_up(
     topic: &str,
     events: usize,
     workers: usize,
+    arrangement_names: bool,
 ) -> Value {
-    let g = Graph::new(dir, name, suffix, topic, "[log]\nlevel = \"info\"\n");
+    let extra = format!("arrangement_names = {arrangement_names}\n[log]\nlevel = \"info\"\n");
+    let g = Graph::new(dir, name, suffix, topic, &extra);
     let cpu = ThreadCpu::default();
     let t = Instant::now();
     let child = g
@@ -602,7 +604,30 @@ fn catch_up(
         "events_per_s": events as f64 / steady, "events_per_s_with_startup": events as f64 / wall,
         "peak_resident_mib": peak_mib(&log), "cpu_seconds": total,
         "cpu_us_per_event": total * 1e6 / events as f64, "cpu_us_per_event_by_group": per_event_us,
+        "arrangement_peak_records": arrangement_peaks(&log),
     })
+}
+
+/// The `arrangement peak records` line of a run with `metrics.arrangement_names`: records per
+/// arrangement name, largest first (empty without it).
+fn arrangement_peaks(log: &str) -> Vec<(String, i64)> {
+    let Some(line) = log.lines().find(|l| l.contains("arrangement peak records")) else {
+        return Vec::new();
+    };
+    let Some(rest) = line.split_once("peaks=").map(|(_, r)| r) else {
+        return Vec::new();
+    };
+    let value = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next().unwrap_or(""),
+        None => rest.split_whitespace().next().unwrap_or(""),
+    };
+    value
+        .split(';')
+        .filter_map(|pair| {
+            let (name, n) = pair.rsplit_once('=')?;
+            Some((name.to_string(), n.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A sustained-rate probe: `rate` open loop for `seconds` on a live graph of `workers`.
@@ -847,6 +872,7 @@ fn main() {
                 &backlog,
                 args.events,
                 workers,
+                false,
             );
             println!("catch-up, {workers} worker(s): {r}");
             let rate = r["events_per_s"].as_f64().unwrap();
@@ -893,10 +919,17 @@ fn main() {
             md.push_str(&format!(
                 "| highest sustained rate, {workers} worker(s), {} s | {} |\n",
                 args.sustain_seconds,
-                best.map_or("none of the probes".into(), |b| format!(
-                    "{b} events/s ({:.2} of the raw consumer)",
-                    f64::from(b) / consume_rate
-                ))
+                best.map_or("none of the probes".into(), |b| {
+                    if consume_rate.is_finite() {
+                        format!(
+                            "{b} events/s ({:.2} of the raw consumer)",
+                            f64::from(b) / consume_rate
+                        )
+                    } else {
+                        // The baseline phase did not run: no raw consumer rate to compare.
+                        format!("{b} events/s")
+                    }
+                })
             ));
             results[format!("sustained_{workers}w")] = json!(best);
         }
@@ -1059,7 +1092,7 @@ fn main() {
             let topic = format!("bench-memory-{n}-{suffix}");
             create_topic(&topic, PARTITIONS, "delete");
             produce_streaming(&topic, generator(3, GenConfig::default().start, 1_000.0), n);
-            let r = catch_up(&dir, &format!("memory{n}"), &suffix, &topic, n, 1);
+            let r = catch_up(&dir, &format!("memory{n}"), &suffix, &topic, n, 1, true);
             println!("memory, {n} events: {r}");
             md.push_str(&format!(
                 "| peak resident memory after {n} events (1 worker) | {} MiB ({:.0} events/s) |\n",
@@ -1073,6 +1106,24 @@ fn main() {
                 / first["peak_resident_mib"].as_f64().unwrap().max(1.0);
             md.push_str(&format!("| memory ratio, last / first | {ratio:.2} |\n"));
             results["memory_ratio"] = json!(ratio);
+            // Where the records are: the largest arrangements of the last run, beside the first.
+            let peaks = |r: &Value| -> BTreeMap<String, i64> {
+                serde_json::from_value::<Vec<(String, i64)>>(r["arrangement_peak_records"].clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect()
+            };
+            let (p_first, p_last) = (peaks(first), peaks(last));
+            let mut largest: Vec<(&String, &i64)> = p_last.iter().collect();
+            largest.sort_by(|a, b| b.1.cmp(a.1));
+            for (name, n) in largest.into_iter().take(8) {
+                md.push_str(&format!(
+                    "| peak records, `{name}` | {} after {} events, {n} after {} |\n",
+                    p_first.get(name).copied().unwrap_or(0),
+                    first["events"],
+                    last["events"]
+                ));
+            }
         }
         results["memory"] = json!(all);
     }

@@ -230,6 +230,10 @@ pub struct MetricsConfig {
     /// The health endpoint reports "caught up" while the graph's frontier is within this many
     /// milliseconds of the wall clock.
     pub caught_up_lag_ms: u64,
+    /// Names each arrangement in `basketflow_arrangement_records_by_name` and in the `stopped`
+    /// log line (its peak records). Off by default: it turns on timely's operator log, whose
+    /// scheduling events cost a little on every step.
+    pub arrangement_names: bool,
 }
 
 impl MetricsConfig {
@@ -247,6 +251,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: "127.0.0.1:9464".into(),
             caught_up_lag_ms: 5_000,
+            arrangement_names: false,
         }
     }
 }

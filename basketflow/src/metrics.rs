@@ -42,6 +42,9 @@ pub struct Registry {
     pub arranged_records: AtomicI64,
     /// Records waiting in this process's arrangement batchers.
     pub batcher_records: AtomicI64,
+    /// Per worker, records held and the peak held per arrangement name (only with
+    /// `metrics.arrangement_names`).
+    pub arrangements: Mutex<BTreeMap<usize, BTreeMap<String, ArrangementRecords>>>,
     /// The graph's input frontier (ms), `u64::MAX` when the input is done; 0 before start.
     pub frontier_ms: AtomicU64,
     /// Set once the cluster has formed and the dataflow is built.
@@ -376,6 +379,21 @@ impl Registry {
             "Resident memory of this process.",
             resident_bytes() as f64,
         );
+        let by_name = self.arrangement_records();
+        if !by_name.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP basketflow_arrangement_records_by_name Updates held per arrangement (metrics.arrangement_names).\n# TYPE basketflow_arrangement_records_by_name gauge"
+            );
+            for (name, r) in &by_name {
+                let label = name.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "basketflow_arrangement_records_by_name{{arrangement=\"{label}\"}} {}",
+                    r.now
+                );
+            }
+        }
         out
     }
 }
@@ -432,26 +450,89 @@ fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
     )
 }
 
+/// The records one arrangement (all arrangements of one name, on one worker) holds now, and
+/// the most it has held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArrangementRecords {
+    /// Records held now.
+    pub now: i64,
+    /// The most records held at once.
+    pub peak: i64,
+}
+
+impl Registry {
+    /// Records per arrangement name, summed over this process's workers (now, and the sum of
+    /// the workers' peaks), largest peak first.
+    pub fn arrangement_records(&self) -> Vec<(String, ArrangementRecords)> {
+        let mut sum: BTreeMap<String, ArrangementRecords> = BTreeMap::new();
+        for per_name in self.arrangements.lock().expect("arrangements lock").values() {
+            for (name, r) in per_name {
+                let s = sum.entry(name.clone()).or_default();
+                s.now += r.now;
+                s.peak += r.peak;
+            }
+        }
+        let mut all: Vec<_> = sum.into_iter().collect();
+        all.sort_by(|a, b| b.1.peak.cmp(&a.1.peak).then_with(|| a.0.cmp(&b.0)));
+        all
+    }
+}
+
 /// Counts the records of this worker's arrangements into `registry` from differential's log
 /// events (batches add their length, completed merges replace two batches with one, drops
-/// remove). Call before building the dataflow.
-pub fn track_arrangements(worker: &mut timely::worker::Worker, registry: Arc<Registry>) {
+/// remove). With `by_name`, also per arrangement: timely's operator log names the operators
+/// (`Operates` events, logged as the dataflow is built), and differential's events carry the
+/// operator's id. Call before building the dataflow.
+pub fn track_arrangements(
+    worker: &mut timely::worker::Worker,
+    registry: Arc<Registry>,
+    by_name: bool,
+) {
     use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+    use timely::logging::{TimelyEvent, TimelyEventBuilder};
+    let index = worker.index();
     let Some(mut register) = worker.log_register() else {
         return;
     };
+    // Operator id -> name, and records per operator id (this worker's; both loggers run on the
+    // worker's thread).
+    let names: Rc<RefCell<HashMap<usize, String>>> = Rc::default();
+    let held: Rc<RefCell<HashMap<usize, ArrangementRecords>>> = Rc::default();
+    if by_name {
+        let names = names.clone();
+        register.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
+            let Some(events) = data else { return };
+            for (_, event) in events.iter() {
+                if let TimelyEvent::Operates(o) = event {
+                    names.borrow_mut().insert(o.id, o.name.clone());
+                }
+            }
+        });
+    }
     register.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_time, data| {
         let Some(events) = data else { return };
         let (mut arranged, mut batcher) = (0i64, 0i64);
+        let mut held = held.borrow_mut();
+        let mut add = |operator: usize, n: i64| {
+            arranged += n;
+            if by_name {
+                let r = held.entry(operator).or_default();
+                r.now += n;
+                r.peak = r.peak.max(r.now);
+            }
+        };
         for (_, event) in events.iter() {
             match event {
-                DifferentialEvent::Batch(b) => arranged += b.length as i64,
+                DifferentialEvent::Batch(b) => add(b.operator, b.length as i64),
                 DifferentialEvent::Merge(m) => {
                     if let Some(n) = m.complete {
-                        arranged += n as i64 - m.length1 as i64 - m.length2 as i64;
+                        add(m.operator, n as i64 - m.length1 as i64 - m.length2 as i64);
                     }
                 }
-                DifferentialEvent::Drop(d) => arranged -= d.length as i64,
+                DifferentialEvent::Drop(d) => add(d.operator, -(d.length as i64)),
                 DifferentialEvent::Batcher(b) => batcher += b.records_diff as i64,
                 _ => {}
             }
@@ -462,5 +543,23 @@ pub fn track_arrangements(worker: &mut timely::worker::Worker, registry: Arc<Reg
         registry
             .batcher_records
             .fetch_add(batcher, Ordering::Relaxed);
+        if by_name {
+            let names = names.borrow();
+            let mut per_name: BTreeMap<String, ArrangementRecords> = BTreeMap::new();
+            for (id, r) in held.iter() {
+                let name = names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("operator {id}"));
+                let s = per_name.entry(name).or_default();
+                s.now += r.now;
+                s.peak += r.peak;
+            }
+            registry
+                .arrangements
+                .lock()
+                .expect("arrangements lock")
+                .insert(index, per_name);
+        }
     });
 }

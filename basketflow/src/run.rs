@@ -343,7 +343,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             max_lead_ms,
             stop: shutdown.clone(),
         };
-        metrics::track_arrangements(worker, worker_registry.clone());
+        metrics::track_arrangements(
+            worker,
+            worker_registry.clone(),
+            config.metrics.arrangement_names,
+        );
         let (stats, writer, outputs_writer) =
             worker.dataflow::<u64, _, _>(|scope| {
                 let (messages, stats) =
@@ -396,7 +400,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 let kept = apply_privacy(
                     parsed
                         .events
-                        .filter(|e| changes_read_models(e))
+                        .filter(changes_read_models)
                         .map(WireEvent::from),
                     erasures.clone(),
                     retention.clone(),
@@ -512,6 +516,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         peak_resident_mib = metrics::peak_resident_bytes() >> 20;
         "stopped"
     );
+    let arrangements = registry.arrangement_records();
+    if !arrangements.is_empty() {
+        // The peak records per arrangement (dropped with the dataflow by now).
+        let peaks: Vec<String> = arrangements
+            .iter()
+            .map(|(name, r)| format!("{name}={}", r.peak))
+            .collect();
+        log::info!(peaks:% = peaks.join(";"); "arrangement peak records");
+    }
     Ok(())
 }
 
