@@ -465,7 +465,12 @@ impl Registry {
     /// the workers' peaks), largest peak first.
     pub fn arrangement_records(&self) -> Vec<(String, ArrangementRecords)> {
         let mut sum: BTreeMap<String, ArrangementRecords> = BTreeMap::new();
-        for per_name in self.arrangements.lock().expect("arrangements lock").values() {
+        for per_name in self
+            .arrangements
+            .lock()
+            .expect("arrangements lock")
+            .values()
+        {
             for (name, r) in per_name {
                 let s = sum.entry(name.clone()).or_default();
                 s.now += r.now;

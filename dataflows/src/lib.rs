@@ -5,7 +5,7 @@
 //! an experience emit decisions; see that module for its state and determinism argument).
 //!
 //! [`read_models()`] turns a collection of validated
-//! [`Event`](basketflow_vocab::Event)s (duplicates allowed, any arrival order, any lattice time)
+//! [`Event`](basketflow_vocab::Event)s (duplicates allowed, any arrival order, any totally ordered time)
 //! into five collections of rows ([`rows`]) that ClickHouse stores: sold products per day,
 //! shopper purchase histories, product affinities, current baskets, and the lines of every paid
 //! order with its cancellation flag. [`oracle`] computes the same rows from scratch in plain
@@ -85,7 +85,7 @@ pub mod rows;
 pub mod wire;
 
 pub use read_models::{
-    changes_read_models, deduplicate, read_models, read_models_from_unique, unique_events, unique_wire_events,
-    ReadModels, UniqueEvents,
+    changes_read_models, deduplicate, read_models, read_models_from_unique, unique_events,
+    unique_wire_events, ReadModels, UniqueEvents,
 };
 pub use rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};

@@ -15,6 +15,7 @@ use differential_dataflow::lattice::Lattice;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
 
 use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
@@ -51,7 +52,7 @@ pub type UniqueEvents<'scope, T> = ValArrangement<'scope, T, u64, WireEvent>;
 /// [`deduplicate`] gives it as a collection of events.
 pub fn unique_events<'scope, T>(events: &VecCollection<'scope, T, Event>) -> UniqueEvents<'scope, T>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     unique_wire_events(events.clone().map(WireEvent::from))
 }
@@ -62,7 +63,7 @@ pub fn unique_wire_events<'scope, T>(
     events: VecCollection<'scope, T, WireEvent>,
 ) -> UniqueEvents<'scope, T>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     first_per_id(
         "UniqueEvents",
@@ -96,17 +97,17 @@ pub fn deduplicate<'scope, T>(
     events: &VecCollection<'scope, T, Event>,
 ) -> VecCollection<'scope, T, Event>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     unique_events(events).as_collection(|_hash, event| Event::clone(&event.0))
 }
 
 /// Builds the read models from validated events (duplicates allowed, any arrival order).
 ///
-/// Generic over the logical time `T` of the scope (any lattice; the tests use `u64`).
+/// Generic over the logical time `T` of the scope (totally ordered, as the sums need; the graph and the tests use `u64`).
 pub fn read_models<'scope, T>(events: &VecCollection<'scope, T, Event>) -> ReadModels<'scope, T>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     read_models_from_unique(&unique_events(events))
 }
@@ -115,7 +116,7 @@ where
 /// parts of the graph can share that arrangement).
 pub fn read_models_from_unique<'scope, T>(unique: &UniqueEvents<'scope, T>) -> ReadModels<'scope, T>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     let orders = paid_orders(unique);
     ReadModels {
@@ -208,7 +209,7 @@ type PaidOrders<'scope, T> = ValArrangement<'scope, T, (String, String), OrderSt
 
 fn paid_orders<'scope, T>(unique: &UniqueEvents<'scope, T>) -> PaidOrders<'scope, T>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     let facts = unique.clone().flat_map_ref(|_hash, event| {
         let event = &event.0;
@@ -268,7 +269,7 @@ fn sold_products_daily<'scope, T>(
     orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, SoldProductDaily>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     // Each order contributes (units, revenue, 1) once per (product, category) it contains.
     let contributions = orders
@@ -325,7 +326,7 @@ fn shopper_purchases<'scope, T>(
     orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, ShopperPurchase>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     // One record per order and product: (occurred_at, units). Equal records of different
     // orders consolidate into one value with a multiplicity, which the reduction multiplies.
@@ -381,7 +382,7 @@ fn product_affinities<'scope, T>(
     orders: &PaidOrders<'scope, T>,
 ) -> VecCollection<'scope, T, ProductAffinity>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     let pairs = orders
         .clone()
@@ -415,7 +416,7 @@ where
 /// after the payment retracts the lines with `cancelled = false` and inserts them with `true`.
 fn order_lines<'scope, T>(orders: &PaidOrders<'scope, T>) -> VecCollection<'scope, T, PaidOrderLine>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     orders
         .clone()
@@ -443,7 +444,7 @@ where
 
 fn baskets<'scope, T>(unique: &UniqueEvents<'scope, T>) -> VecCollection<'scope, T, BasketLine>
 where
-    T: LogicalTime + Lattice + Ord,
+    T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     // Per (retailer, shopper): the latest `order_paid` instant, or `None` if the shopper has
     // basket changes but no payment. All `None`s of a shopper consolidate into one entry.

@@ -29,8 +29,10 @@ pub use forget::forget;
 use differential_dataflow::difference::{Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
+use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 /// The arrangements these operators return: `(key, value)` pairs with `isize` multiplicities.
@@ -170,29 +172,21 @@ where
 /// accumulated value per key after compaction, however many records contributed. `D` may be a
 /// tuple such as `(isize, isize, isize)` to maintain several sums at once; such a tuple is zero,
 /// and its key absent, only when every component is zero.
+///
+/// The only state is that input arrangement: the output is read off it as each batch arrives
+/// (differential's `count_total`, which needs totally ordered times), so no second arrangement
+/// keeps a copy of every row.
 pub fn sum_by_key<'scope, T, K, D>(
     name: &str,
     updates: VecCollection<'scope, T, (K, D), isize>,
 ) -> VecCollection<'scope, T, (K, D), isize>
 where
-    T: Timestamp + Lattice + Ord,
+    T: Timestamp + Lattice + TotalOrder + Ord,
     K: ExchangeData + Hashable,
     D: ExchangeData + Semigroup + Multiply<isize, Output = D>,
 {
     updates
         .explode(|(key, value)| Some((key, value)))
         .arrange_by_self_named(&format!("Arrange: {name}"))
-        .reduce_abelian::<_, ValBuilder<K, D, T, isize>, ValSpine<K, D, T, isize>, _, _>(
-            name,
-            |_key, input, output| output.push((input[0].1.clone(), 1)),
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(
-                    updates
-                        .drain(..)
-                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
-                );
-            },
-        )
-        .as_collection(|key, sum| (key.clone(), sum.clone()))
+        .count_total_core()
 }
