@@ -4,11 +4,11 @@
 //! and [`experiences`] (each shopper's events move them along their experience tree; nodes with
 //! an experience emit decisions; see that module for its state and determinism argument).
 //!
-//! [`read_models()`] turns a collection of validated
-//! [`Event`](basketflow_vocab::Event)s (duplicates allowed, any arrival order, any totally ordered time)
-//! into five collections of rows ([`rows`]) that ClickHouse stores: sold products per day,
-//! shopper purchase histories, product affinities, current baskets, and the lines of every paid
-//! order with its cancellation flag. [`oracle`] computes the same rows from scratch in plain
+//! [`read_models()`] turns a collection of validated [`Event`](basketflow_vocab::Event)s
+//! (duplicates allowed, any arrival order, any totally ordered time) into five collections of rows
+//! ([`rows`]) that ClickHouse stores: sold products per day, shopper purchase histories, product
+//! affinities, current baskets, and the lines of every paid order with its cancellation flag.
+//! [`oracle`] computes the same rows from scratch in plain
 //! Rust; the tests check that the graph agrees with it at every logical time.
 //!
 //! # Design, and why it is exact
@@ -18,12 +18,12 @@
 //! changes arrive as retractions and insertions at the time that caused them.
 //!
 //! 1. **De-duplication** ([`unique_events`]): only events that can change a read model
-//!    ([`changes_read_models`]: basket changes, payments, cancellations; about 40% of a
-//!    typical stream) enter the read-model state at all. For each `event_id`, the least of
-//!    their copies with positive multiplicity ([`basketflow_operators::first_per_id`]). `reduce` sees the copies sorted,
-//!    so the winner depends only on the set of copies, never on their order of arrival: every
-//!    replay agrees. The arrangement is keyed by a 64-bit hash of `event_id` (integers are cheap
-//!    to merge; colliding ids are still told apart, so this stays exact) and holds events behind
+//!    ([`changes_read_models`]: basket changes, payments, cancellations; about 40% of a typical
+//!    stream) enter the read-model state at all. For each `event_id`, the least of their copies
+//!    with positive multiplicity ([`basketflow_operators::first_per_id`]). `reduce` sees the copies
+//!    sorted, so the winner depends only on the set of copies, never on their order of arrival:
+//!    every replay agrees. The arrangement is keyed by a 64-bit hash of `event_id` (integers are
+//!    cheap to merge; colliding ids are still told apart, so this stays exact) and holds events behind
 //!    an `Arc` (merges clone values; the input and output arrangements share one copy). The
 //!    three projections below read the arrangement in place. Events are exchanged as
 //!    [`wire::WireEvent`]s, because `Event`'s JSON-shaped serde (flatten, internally tagged
@@ -64,12 +64,13 @@
 //!
 //! # State
 //!
-//! The aggregates hold one accumulated value per live key. The de-duplication must remember
-//! every `event_id` (rule 1 has no horizon), so it holds every retained event (once, shared by
-//! its input and output arrangements); the order reduction holds every payment and
-//! cancellation, and the basket join every basket change of each shopper, including those
-//! before the shopper's latest order, which can no longer count. These shrink when events are
-//! retracted: after the retention period and on erasure, per-shopper records leave every one
+//! The aggregates hold one accumulated value per live key; a `sum_by_key` holds only its input
+//! arrangement (the sums are read off it). The de-duplication must remember every `event_id` of the
+//! events that change a read model (rule 1 has no horizon), so it holds every retained one (once,
+//! shared by its input and output arrangements); the order reduction holds every payment and
+//! cancellation, and the basket join every basket change of each shopper, including those before
+//! the shopper's latest order, which can no longer count. These shrink when events are retracted:
+//! after the retention period and on erasure, per-shopper records leave every one
 //! of them (anonymous order facts stay in the de-duplication and order state).
 //!
 //! `benches/read_models.rs` measures throughput (`cargo bench -p basketflow-dataflows`).
