@@ -42,9 +42,9 @@ pub struct Registry {
     pub arranged_records: AtomicI64,
     /// Records waiting in this process's arrangement batchers.
     pub batcher_records: AtomicI64,
-    /// Per worker, records held and the peak held per arrangement name (only with
+    /// Per worker, its arrangements' names and records by operator id (only with
     /// `metrics.arrangement_names`).
-    pub arrangements: Mutex<BTreeMap<usize, BTreeMap<String, ArrangementRecords>>>,
+    pub arrangements: Mutex<BTreeMap<usize, WorkerArrangements>>,
     /// The graph's input frontier (ms), `u64::MAX` when the input is done; 0 before start.
     pub frontier_ms: AtomicU64,
     /// Set once the cluster has formed and the dataflow is built.
@@ -460,19 +460,33 @@ pub struct ArrangementRecords {
     pub peak: i64,
 }
 
+/// One worker's operator names and records per arrangement operator, by operator id.
+#[derive(Debug, Default)]
+pub struct WorkerArrangements {
+    /// Operator id -> name (timely's `Operates` events).
+    pub names: std::collections::HashMap<usize, String>,
+    /// Operator id -> records (differential's batch, merge and drop events).
+    pub held: std::collections::HashMap<usize, ArrangementRecords>,
+}
+
 impl Registry {
     /// Records per arrangement name, summed over this process's workers (now, and the sum of
     /// the workers' peaks), largest peak first.
     pub fn arrangement_records(&self) -> Vec<(String, ArrangementRecords)> {
         let mut sum: BTreeMap<String, ArrangementRecords> = BTreeMap::new();
-        for per_name in self
+        for worker in self
             .arrangements
             .lock()
             .expect("arrangements lock")
             .values()
         {
-            for (name, r) in per_name {
-                let s = sum.entry(name.clone()).or_default();
+            for (id, r) in &worker.held {
+                let name = worker
+                    .names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("operator {id}"));
+                let s = sum.entry(name).or_default();
                 s.now += r.now;
                 s.peak += r.peak;
             }
@@ -494,25 +508,26 @@ pub fn track_arrangements(
     by_name: bool,
 ) {
     use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    use std::rc::Rc;
     use timely::logging::{TimelyEvent, TimelyEventBuilder};
     let index = worker.index();
     let Some(mut register) = worker.log_register() else {
         return;
     };
-    // Operator id -> name, and records per operator id (this worker's; both loggers run on the
-    // worker's thread).
-    let names: Rc<RefCell<HashMap<usize, String>>> = Rc::default();
-    let held: Rc<RefCell<HashMap<usize, ArrangementRecords>>> = Rc::default();
     if by_name {
-        let names = names.clone();
+        let registry = registry.clone();
         register.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
             let Some(events) = data else { return };
+            let mut names = None;
             for (_, event) in events.iter() {
                 if let TimelyEvent::Operates(o) = event {
-                    names.borrow_mut().insert(o.id, o.name.clone());
+                    // Only while the dataflow is built: lock once per flush that has names.
+                    let all = names.get_or_insert_with(|| {
+                        registry.arrangements.lock().expect("arrangements lock")
+                    });
+                    all.entry(index)
+                        .or_default()
+                        .names
+                        .insert(o.id, o.name.clone());
                 }
             }
         });
@@ -520,11 +535,16 @@ pub fn track_arrangements(
     register.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_time, data| {
         let Some(events) = data else { return };
         let (mut arranged, mut batcher) = (0i64, 0i64);
-        let mut held = held.borrow_mut();
+        let mut all = by_name.then(|| registry.arrangements.lock().expect("arrangements lock"));
         let mut add = |operator: usize, n: i64| {
             arranged += n;
-            if by_name {
-                let r = held.entry(operator).or_default();
+            if let Some(all) = all.as_mut() {
+                let r = all
+                    .entry(index)
+                    .or_default()
+                    .held
+                    .entry(operator)
+                    .or_default();
                 r.now += n;
                 r.peak = r.peak.max(r.now);
             }
@@ -548,23 +568,5 @@ pub fn track_arrangements(
         registry
             .batcher_records
             .fetch_add(batcher, Ordering::Relaxed);
-        if by_name {
-            let names = names.borrow();
-            let mut per_name: BTreeMap<String, ArrangementRecords> = BTreeMap::new();
-            for (id, r) in held.iter() {
-                let name = names
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("operator {id}"));
-                let s = per_name.entry(name).or_default();
-                s.now += r.now;
-                s.peak += r.peak;
-            }
-            registry
-                .arrangements
-                .lock()
-                .expect("arrangements lock")
-                .insert(index, per_name);
-        }
     });
 }
