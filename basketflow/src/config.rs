@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use basketflow_collector::{AuthMode, CollectorConfig, CollectorError, RetailerKey};
-use basketflow_dataflows::privacy::{Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
+use basketflow_vocab::privacy::{Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
 use clap::Subcommand;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::ser::SerializeStruct;

@@ -13,15 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use timely::communication::Config as Communication;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::WorkerConfig;
 
-use basketflow_dataflows::experiences::decide;
-use basketflow_dataflows::parse::parse_messages;
-use basketflow_dataflows::privacy::{apply_privacy, parse_requests};
-use basketflow_dataflows::wire::WireEvent;
-use basketflow_dataflows::{changes_read_models, read_models_from_unique, unique_wire_events};
+use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
 use basketflow_sinks::kafka::{ensure_topic, read_erased, set_topic_configs};
@@ -31,7 +27,6 @@ use basketflow_sinks::kafka_outputs::{
 use basketflow_sinks::read_model_sink::{
     committed, prepare, write_read_models, PrivateOutputs, Target,
 };
-use timely::dataflow::operators::Concat;
 
 use crate::config::Config;
 use crate::metrics::{self, Registry};
@@ -389,32 +384,21 @@ pub fn run(args: RunArgs) -> Result<()> {
                 event_positions.clone().probe_with(&probe);
                 tree_positions.clone().probe_with(&probe);
                 privacy_positions.clone().probe_with(&probe);
-                let parsed = parse_messages(messages);
-                let (erasures, bad_requests) = parse_requests(requests, &config.kafka.privacy_topic);
-                let dead_letters = count_dead_letters(
-                    parsed.dead_letters.concat(bad_requests),
-                    worker_rejections.clone(),
+                let graph = graph::build(
+                    Sources {
+                        events: messages,
+                        trees,
+                        privacy: requests,
+                    },
+                    graph::Settings {
+                        privacy_topic: config.kafka.privacy_topic.clone(),
+                        retention: retention.clone(),
+                        tree_stats: worker_tree_stats.clone(),
+                    },
                 );
-                // Only the events that can change a read model enter its state (the privacy
-                // operator's included); the decisions read every event from `positioned`.
-                let kept = apply_privacy(
-                    parsed
-                        .events
-                        .filter(changes_read_models)
-                        .map(WireEvent::from),
-                    erasures.clone(),
-                    retention.clone(),
-                );
-                let models = read_models_from_unique(&unique_wire_events(kept));
-                let decisions = decide(
-                    parsed.positioned,
-                    trees,
-                    erasures.clone(),
-                    retention.clone(),
-                    worker_tree_stats.clone(),
-                );
+                let dead_letters = count_dead_letters(graph.dead_letters, worker_rejections.clone());
                 let (kafka_durable, outputs_writer) = kafka_outputs(
-                    decisions.clone(),
+                    graph.decisions.clone(),
                     dead_letters,
                     event_positions
                         .clone()
@@ -428,10 +412,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                 );
                 kafka_durable.probe_with(&durable);
                 let (clickhouse_durable, writer) = write_read_models(
-                    &models,
+                    &graph.read_models,
                     PrivateOutputs {
-                        decisions,
-                        erasures,
+                        decisions: graph.decisions,
+                        erasures: graph.erasures,
                         retention: retention.clone(),
                         erased_at_start: std::mem::take(&mut erased_at_start),
                     },

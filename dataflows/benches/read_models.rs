@@ -12,12 +12,13 @@
 
 use std::time::Instant;
 
-use basketflow_dataflows::privacy::{apply_privacy, Erasure, Retention};
-use basketflow_dataflows::wire::WireEvent;
+use basketflow_dataflows::privacy::apply_privacy;
 use basketflow_dataflows::{read_models, read_models_from_unique, unique_wire_events};
+use basketflow_vocab::WireEvent;
 use basketflow_vocab::{
     BasketChange, Event, EventBody, OrderLine, OrderStatus, PageType, Product, Timestamp,
 };
+use basketflow_vocab::{Erasure, Retention};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::{Input as _, Probe};
 use timely::dataflow::ProbeHandle;

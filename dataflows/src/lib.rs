@@ -1,6 +1,7 @@
 //! The basketflow graph, as functions over differential collections.
 //!
-//! The graph's steps: [`parse`] (Kafka messages to events and dead letters), the read models,
+//! [`graph::build`] assembles the whole graph (its picture is in [`graph`]): the parse stage
+//! (`basketflow_ingest::parse`: Kafka messages to events and dead letters), [`privacy`], the read models,
 //! and [`experiences`] (each shopper's events move them along their experience tree; nodes with
 //! an experience emit decisions; see that module for its state and determinism argument).
 //!
@@ -26,7 +27,7 @@
 //!    cheap to merge; colliding ids are still told apart, so this stays exact) and holds events behind
 //!    an `Arc` (merges clone values; the input and output arrangements share one copy). The
 //!    three projections below read the arrangement in place. Events are exchanged as
-//!    [`wire::WireEvent`]s, because `Event`'s JSON-shaped serde (flatten, internally tagged
+//!    [`WireEvent`](basketflow_vocab::WireEvent)s, because `Event`'s JSON-shaped serde (flatten, internally tagged
 //!    body) is not bincode-encodable and timely uses bincode between processes.
 //! 2. **Orders**: each `order_paid` and each `cancelled` status change becomes a fact keyed by
 //!    `(retailer_id, order_id)`. A fact `Cancelled` sorts before any `Paid(occurred_at,
@@ -78,12 +79,11 @@
 #![forbid(missing_docs)]
 
 pub mod experiences;
+pub mod graph;
 pub mod oracle;
-pub mod parse;
 pub mod privacy;
 pub mod read_models;
 pub mod rows;
-pub mod wire;
 
 pub use read_models::{
     changes_read_models, deduplicate, read_models, read_models_from_unique, unique_events,

@@ -32,8 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
 
-use crate::privacy::{anonymous, Retention};
+use crate::privacy::anonymous;
 use crate::read_models::changes_read_models;
+use basketflow_vocab::Retention;
 
 use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
 

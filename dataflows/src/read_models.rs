@@ -19,7 +19,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
 
 use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
-use crate::wire::WireEvent;
+use basketflow_vocab::WireEvent;
 
 /// The five read models, as differential collections of rows (multiplicity `isize`).
 ///

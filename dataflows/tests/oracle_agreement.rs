@@ -4,13 +4,26 @@
 mod support;
 
 use basketflow_dataflows::oracle;
-use basketflow_dataflows::privacy::Retention;
 use basketflow_vocab::arbitrary::{body, id, product};
+use basketflow_vocab::Retention;
 use basketflow_vocab::{BasketChange, Event, EventBody, OrderStatus, Timestamp};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use support::*;
+
+use std::sync::mpsc::{channel, Receiver};
+
+use basketflow_dataflows::experiences::decision_id;
+use basketflow_dataflows::graph::{self, Sources};
+use basketflow_ingest::kafka_source::SourceMessage;
+use basketflow_vocab::{
+    Condition, DeadLetter, Decision, Experience, ExperienceKind, ExperienceTree, Node, Product,
+    ProductMatch,
+};
+use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::ProbeHandle;
 
 const ROUNDS: u64 = 4;
 const HOUR: i64 = 3_600_000_000;
@@ -240,4 +253,363 @@ fn the_generator_produces_the_interesting_cases() {
         live_lines > 0 && cancelled_lines > 0,
         "{live_lines} {cancelled_lines}"
     );
+}
+
+// ---- The whole graph (`graph::build`): Kafka-shaped messages in, every output captured. ----
+
+/// What the whole graph emitted.
+struct GraphOutput {
+    models: Output,
+    /// Decisions without their wall-clock instant, sorted.
+    decisions: Vec<(u64, String, String, String, String, i32, i64)>,
+    /// Dead letters as `(topic, partition, offset, code)`, sorted.
+    dead_letters: Vec<(Option<String>, i32, i64, String)>,
+}
+
+const PARTITIONS: i32 = 4;
+const PRIVACY_TOPIC: &str = "privacy-requests";
+
+/// The partition of a shopper's messages (Kafka's key = shopper, so one partition each).
+fn partition_of(shopper_id: &str) -> i32 {
+    shopper_id.bytes().map(i32::from).sum::<i32>() % PARTITIONS
+}
+
+/// A tree for every shopper of the small alphabets: a recommendation once the basket holds a
+/// product of category `c0`, a tension cart from 1,000 cents on.
+fn trees() -> Vec<ExperienceTree> {
+    let node = |id: &str, conditions, kind: Option<ExperienceKind>, children: &[&str]| Node {
+        id: id.into(),
+        conditions,
+        experience: kind.map(|kind| Experience {
+            kind,
+            params: Default::default(),
+        }),
+        children: children.iter().map(|c| c.to_string()).collect(),
+    };
+    let mut trees = Vec::new();
+    for r in 0..2 {
+        for s in 0..3 {
+            trees.push(ExperienceTree {
+                tree_id: "t".into(),
+                version: 1,
+                retailer_id: format!("r{r}"),
+                shopper_id: format!("s{s}"),
+                root: "start".into(),
+                nodes: vec![
+                    node("start", vec![], None, &["c0"]),
+                    node(
+                        "c0",
+                        vec![Condition::BasketContains {
+                            matches: ProductMatch {
+                                product_id: None,
+                                category: Some("c0".into()),
+                                brand: None,
+                            },
+                            min_quantity: 1,
+                        }],
+                        Some(ExperienceKind::ProductRecommendation),
+                        &["big"],
+                    ),
+                    node(
+                        "big",
+                        vec![Condition::BasketValueAtLeast { cents: 1_000 }],
+                        Some(ExperienceKind::TensionCart),
+                        &[],
+                    ),
+                ],
+            });
+        }
+    }
+    trees
+}
+
+/// Runs [`graph::build`] on `workers` over Kafka-shaped messages: each round's events as JSON
+/// on `shopper-events` (partition by shopper, worker `w` reading partitions `p % workers ==
+/// w`, as the Kafka source assigns them) plus one malformed message; the erasures as requests
+/// on `privacy-requests` plus, in round 1, one invalid request; every shopper's tree on
+/// `experience-trees` in round 1.
+fn run_whole_graph(
+    workers: Workers,
+    rounds: &[(u64, Vec<Event>)],
+    erasures: &ErasureRounds,
+    retention: &Retention,
+) -> GraphOutput {
+    let message = |partition, offset, time, key: &str, payload: Vec<u8>| SourceMessage {
+        partition,
+        offset,
+        time,
+        key: Some(key.as_bytes().to_vec()),
+        payload,
+    };
+    // Every message of the run, by topic, with the round it is read in.
+    let (mut events, mut privacy, mut tree_messages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = [0i64; PARTITIONS as usize];
+    for (time, round) in rounds {
+        for event in round {
+            let p = partition_of(&event.shopper_id);
+            let payload = serde_json::to_vec(event).expect("an event serializes");
+            events.push(message(
+                p,
+                next[p as usize],
+                *time,
+                &event.shopper_id,
+                payload,
+            ));
+            next[p as usize] += 1;
+        }
+        events.push(message(0, next[0], *time, "s0", b"{\"event_id\":".to_vec()));
+        next[0] += 1;
+    }
+    privacy.push(message(0, 0, 1, "s0", b"not a request".to_vec()));
+    for (time, keys) in erasures {
+        for (retailer_id, shopper_id) in keys {
+            let request = support::erasure(retailer_id, shopper_id).request;
+            let offset = privacy.len() as i64;
+            let payload = serde_json::to_vec(&request).expect("a request serializes");
+            privacy.push(message(0, offset, *time, shopper_id, payload));
+        }
+    }
+    for (offset, tree) in trees().into_iter().enumerate() {
+        let payload = serde_json::to_vec(&tree).expect("a tree serializes");
+        let p = partition_of(&tree.shopper_id);
+        tree_messages.push(message(p, offset as i64, 1, &tree.shopper_id, payload));
+    }
+    let last = rounds.iter().map(|(t, _)| *t).max().unwrap_or(0);
+    let (s_sold, r_sold) = channel();
+    let (s_purchases, r_purchases) = channel();
+    let (s_affinities, r_affinities) = channel();
+    let (s_baskets, r_baskets) = channel();
+    let (s_lines, r_lines) = channel();
+    let (s_decisions, r_decisions) = channel();
+    let (s_dead, r_dead) = channel();
+    let retention = retention.clone();
+    let logic = move |worker: &mut timely::worker::Worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let probe = ProbeHandle::new();
+        let (s_decisions, s_dead) = (s_decisions.clone(), s_dead.clone());
+        let (a, b, c, d, e) = (
+            s_sold.clone(),
+            s_purchases.clone(),
+            s_affinities.clone(),
+            s_baskets.clone(),
+            s_lines.clone(),
+        );
+        let settings = graph::Settings {
+            privacy_topic: PRIVACY_TOPIC.into(),
+            retention: retention.clone(),
+            tree_stats: Default::default(),
+        };
+        let mut inputs = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_in, events) = scope.new_input::<Vec<SourceMessage>>();
+            let (trees_in, trees) = scope.new_input::<Vec<SourceMessage>>();
+            let (privacy_in, privacy) = scope.new_input::<Vec<SourceMessage>>();
+            let out = graph::build(
+                Sources {
+                    events,
+                    trees,
+                    privacy,
+                },
+                settings,
+            );
+            let m = out.read_models;
+            m.sold_products_daily
+                .probe_with(&probe)
+                .inner
+                .capture_into(a);
+            m.shopper_purchases.probe_with(&probe).inner.capture_into(b);
+            m.product_affinities
+                .probe_with(&probe)
+                .inner
+                .capture_into(c);
+            m.baskets.probe_with(&probe).inner.capture_into(d);
+            m.order_lines.probe_with(&probe).inner.capture_into(e);
+            out.decisions.probe_with(&probe).capture_into(s_decisions);
+            out.dead_letters.probe_with(&probe).capture_into(s_dead);
+            [events_in, trees_in, privacy_in]
+        });
+        let topics = [&events, &tree_messages, &privacy];
+        for time in 1..=last {
+            for (input, messages) in inputs.iter_mut().zip(topics) {
+                input.advance_to(time);
+                for m in messages.iter().filter(|m| m.time == time) {
+                    if m.partition as usize % peers == index {
+                        input.send(m.clone());
+                    }
+                }
+                input.advance_to(time + 1);
+                input.flush();
+            }
+            worker.step_while(|| probe.less_than(&(time + 1)));
+        }
+    };
+    match workers {
+        Workers::Direct => timely::execute_directly(logic),
+        Workers::Threads(n) => {
+            timely::execute(timely::Config::process(n), logic).expect("timely runs");
+        }
+        Workers::Binary(n) => {
+            let config = timely::Config {
+                communication: timely::CommunicationConfig::ProcessBinary(n),
+                worker: timely::WorkerConfig::default(),
+            };
+            timely::execute(config, logic).expect("timely runs");
+        }
+    }
+    let mut decisions: Vec<_> = drain(r_decisions)
+        .into_iter()
+        .map(|d: Decision| {
+            let c = d.caused_by;
+            (
+                d.time,
+                d.decision_id,
+                d.shopper_id,
+                d.node_id,
+                c.event_id,
+                c.partition,
+                c.offset,
+            )
+        })
+        .collect();
+    decisions.sort();
+    let mut dead_letters: Vec<_> = drain(r_dead)
+        .into_iter()
+        .map(|d: DeadLetter| (d.topic, d.partition, d.offset, d.code))
+        .collect();
+    dead_letters.sort();
+    GraphOutput {
+        models: Output {
+            sold_products_daily: collect(r_sold),
+            shopper_purchases: collect(r_purchases),
+            product_affinities: collect(r_affinities),
+            baskets: collect(r_baskets),
+            order_lines: collect(r_lines),
+        },
+        decisions,
+        dead_letters,
+    }
+}
+
+/// Every record a captured stream carried.
+fn drain<D>(receiver: Receiver<CaptureEvent<u64, Vec<D>>>) -> Vec<D> {
+    receiver
+        .try_iter()
+        .flat_map(|event| match event {
+            CaptureEvent::Messages(_, data) => data,
+            CaptureEvent::Progress(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// The whole graph's read models equal the oracle's at every time, every malformed message
+/// and invalid request is a dead letter (and nothing else is), and the decisions are the same
+/// on one worker and on two exchanging serialized data.
+fn check_whole_graph(
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Retention,
+) -> Result<(), TestCaseError> {
+    let one = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention);
+    let erased: Vec<((String, String), u64)> = erasures
+        .iter()
+        .flat_map(|(t, keys)| keys.iter().map(move |k| (k.clone(), *t)))
+        .collect();
+    let mut received: Vec<(Event, u64)> = Vec::new();
+    for (time, events) in &rounds {
+        received.extend(events.iter().map(|e| (e.clone(), *time)));
+        let seen = oracle::with_privacy(&received, &erased, &retention, *time);
+        prop_assert_eq!(
+            rows_at(&one.models, *time),
+            oracle::read_models(&seen),
+            "read models at {}",
+            time
+        );
+    }
+    let mut expected_dead = vec![(
+        Some(PRIVACY_TOPIC.to_string()),
+        0,
+        0,
+        "invalid_privacy_request".to_string(),
+    )];
+    let mut offset = 0;
+    for (_, events) in &rounds {
+        offset += events
+            .iter()
+            .filter(|e| partition_of(&e.shopper_id) == 0)
+            .count() as i64;
+        expected_dead.push((None, 0, offset, "malformed_json".to_string()));
+        offset += 1;
+    }
+    expected_dead.sort();
+    prop_assert_eq!(&one.dead_letters, &expected_dead);
+    let two = run_whole_graph(Workers::Binary(2), &rounds, &erasures, &retention);
+    prop_assert_eq!(&two.models, &one.models);
+    prop_assert_eq!(&two.decisions, &one.decisions);
+    prop_assert_eq!(&two.dead_letters, &one.dead_letters);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn the_whole_graph_agrees_with_the_oracle_on_one_and_two_workers(
+        rounds in rounds(),
+        erasures in erasure_rounds(),
+        retention in retention(),
+    ) {
+        check_whole_graph(rounds, erasures, retention)?;
+    }
+}
+
+#[test]
+fn the_whole_graph_decides_on_a_basket_change() {
+    let at = |s| Timestamp(BASE + s * HOUR);
+    let pasta = |quantity| {
+        EventBody::ProductAdded(BasketChange {
+            product: Product {
+                product_id: "p1".into(),
+                category: "c0".into(),
+                brand: None,
+                unit_price_cents: 600,
+            },
+            quantity,
+        })
+    };
+    let event = |id: &str, body| Event {
+        event_id: id.into(),
+        retailer_id: "r0".into(),
+        shopper_id: "s1".into(),
+        session_id: None,
+        occurred_at: at(1),
+        body,
+    };
+    let rounds = vec![
+        (1, vec![event("e1", pasta(1))]),
+        (2, vec![event("e2", pasta(1)), event("e2", pasta(1))]),
+    ];
+    let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+    let p = partition_of("s1");
+    let expected = vec![
+        (
+            1,
+            decision_id("t", 1, "c0", "e1"),
+            "s1".to_string(),
+            "c0".to_string(),
+            "e1".to_string(),
+            p,
+            0,
+        ),
+        // The copy of e2 (same event id) moves the shopper once.
+        (
+            2,
+            decision_id("t", 1, "big", "e2"),
+            "s1".to_string(),
+            "big".to_string(),
+            "e2".to_string(),
+            p,
+            // After e1 and, when s1's partition is 0 (it is), the round's malformed message.
+            if p == 0 { 2 } else { 1 },
+        ),
+    ];
+    assert_eq!(out.decisions, expected);
 }

@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod kafka_source;
+pub mod parse;
 pub mod pii;
 pub mod throttle;
 

@@ -58,25 +58,7 @@ where
     K: ExchangeData + Hashable,
     V: ExchangeData,
 {
-    updates
-        .arrange_by_key_named(&format!("Arrange: {name}"))
-        .reduce_abelian::<_, ValBuilder<K, V, T, isize>, ValSpine<K, V, T, isize>, _, _>(
-            name,
-            |_key, input, output| {
-                // `input` is sorted by value: the first positive one is the least present.
-                if let Some((value, _)) = input.iter().find(|(_, diff)| *diff > 0) {
-                    output.push(((*value).clone(), 1));
-                }
-            },
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(
-                    updates
-                        .drain(..)
-                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
-                );
-            },
-        )
+    one_per_key(name, updates, Extreme::Least)
 }
 
 /// For each key, the greatest value (by `Ord`) whose accumulated multiplicity is positive, with
@@ -95,12 +77,41 @@ where
     K: ExchangeData + Hashable,
     V: ExchangeData,
 {
+    one_per_key(name, updates, Extreme::Greatest)
+}
+
+/// Which value per key [`one_per_key`] keeps.
+#[derive(Clone, Copy)]
+enum Extreme {
+    Least,
+    Greatest,
+}
+
+/// [`first_per_key`] and [`last_per_key`]: one `reduce` that keeps, per key, the least or the
+/// greatest value whose accumulated multiplicity is positive.
+fn one_per_key<'scope, T, K, V>(
+    name: &str,
+    updates: VecCollection<'scope, T, (K, V), isize>,
+    extreme: Extreme,
+) -> ValArrangement<'scope, T, K, V>
+where
+    T: Timestamp + Lattice + Ord,
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+{
     updates
         .arrange_by_key_named(&format!("Arrange: {name}"))
         .reduce_abelian::<_, ValBuilder<K, V, T, isize>, ValSpine<K, V, T, isize>, _, _>(
             name,
-            |_key, input, output| {
-                if let Some((value, _)) = input.iter().rev().find(|(_, diff)| *diff > 0) {
+            move |_key, input, output| {
+                // `input` is sorted by value: the first positive one is the least present,
+                // the last positive one the greatest.
+                let present = |(_, diff): &&(&V, isize)| *diff > 0;
+                let found = match extreme {
+                    Extreme::Least => input.iter().find(present),
+                    Extreme::Greatest => input.iter().rev().find(present),
+                };
+                if let Some((value, _)) = found {
                     output.push(((*value).clone(), 1));
                 }
             },

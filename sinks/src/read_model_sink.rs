@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_dataflows::privacy::{Erasure, Retention};
 use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
 use basketflow_dataflows::ReadModels;
 use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
 use basketflow_vocab::Decision;
+use basketflow_vocab::{Erasure, Retention};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;

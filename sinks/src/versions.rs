@@ -324,7 +324,7 @@ pub struct Batch {
     pub decisions: Vec<basketflow_vocab::Decision>,
     /// Erasure requests of the batch's times, each with the time it was read: applied to every
     /// per-shopper table after the versions are written, before the progress row.
-    pub erasures: Vec<(basketflow_dataflows::privacy::Erasure, u64)>,
+    pub erasures: Vec<(basketflow_vocab::Erasure, u64)>,
 }
 
 impl Batch {

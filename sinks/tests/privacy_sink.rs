@@ -6,11 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::privacy::{Erasure, Retention};
 use basketflow_dataflows::rows::{PaidOrderLine, ShopperPurchase, SoldProductDaily};
 use basketflow_sinks::clickhouse_sink::{ClickHouseSink, PER_SHOPPER_TABLES};
 use basketflow_sinks::versions::{Batch, Updates};
 use basketflow_vocab::{CausedBy, Decision, ErasureRequest, Experience, ExperienceKind, Timestamp};
+use basketflow_vocab::{Erasure, Retention};
 
 fn url() -> String {
     std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())

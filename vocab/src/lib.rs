@@ -11,19 +11,23 @@
 
 #![forbid(missing_docs)]
 
-#[cfg(feature = "arbitrary")]
+#[cfg(any(test, feature = "arbitrary"))]
 pub mod arbitrary;
+pub mod dead_letter;
 pub mod event;
 pub mod privacy;
 pub mod time;
 pub mod tree;
+pub mod wire;
 
+pub use dead_letter::DeadLetter;
 pub use event::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,
 };
-pub use privacy::ErasureRequest;
+pub use privacy::{Erasure, ErasureRequest, Retention};
 pub use time::Timestamp;
 pub use tree::{
     CausedBy, Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
     ProductMatch,
 };
+pub use wire::{PositionedEvent, WireEvent};

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::experiences::Shopper;
 use basketflow_dataflows::oracle;
-use basketflow_dataflows::parse::DeadLetter;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
 use basketflow_vocab::time::MICROS_PER_DAY;
+use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
     Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
     ProductMatch, Timestamp,

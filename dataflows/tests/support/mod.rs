@@ -4,15 +4,16 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use basketflow_dataflows::privacy::{apply_privacy, Erasure, Retention};
+use basketflow_dataflows::privacy::apply_privacy;
 use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_dataflows::wire::WireEvent;
 use basketflow_dataflows::{oracle, read_models, read_models_from_unique, unique_wire_events};
+use basketflow_vocab::WireEvent;
 use basketflow_vocab::{
     BasketChange, ErasureRequest, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,
 };
+use basketflow_vocab::{Erasure, Retention};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
 use timely::dataflow::operators::Input as _;
@@ -177,7 +178,7 @@ pub fn erasure(retailer_id: &str, shopper_id: &str) -> Erasure {
 
 /// Drains captured messages and consolidates them: one entry per (row, time), non-zero,
 /// sorted by (time, row).
-fn collect<D: Ord>(receiver: Receiver<CaptureEvent<u64, Vec<Update<D>>>>) -> Vec<Update<D>> {
+pub fn collect<D: Ord>(receiver: Receiver<CaptureEvent<u64, Vec<Update<D>>>>) -> Vec<Update<D>> {
     let mut updates: Vec<Update<D>> = receiver
         .try_iter()
         .flat_map(|event| match event {

@@ -9,8 +9,8 @@
 //! and not here fails to build), and `Ord` is `Event`'s own, so choices made on wrapped events
 //! are the same as on events.
 
-use basketflow_vocab::Timestamp;
-use basketflow_vocab::{BasketChange, Event, EventBody, OrderLine, OrderStatus, PageType, Product};
+use crate::Timestamp;
+use crate::{BasketChange, Event, EventBody, OrderLine, OrderStatus, PageType, Product};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 
@@ -20,6 +20,18 @@ use std::sync::Arc;
 /// and cloning an `Arc` costs no allocation, where cloning an event costs one per string.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WireEvent(#[serde(with = "shared_event")] pub Arc<Event>);
+
+/// An event with where it was read (its partition and offset of `shopper-events`), as the
+/// experience-tree operator needs it: the decision names its cause by position.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PositionedEvent {
+    /// The event.
+    pub event: WireEvent,
+    /// Its partition of `shopper-events`.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
 
 impl From<Event> for WireEvent {
     fn from(event: Event) -> Self {
@@ -144,7 +156,7 @@ mod order_lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basketflow_vocab::arbitrary::event;
+    use crate::arbitrary::event;
     use proptest::prelude::*;
 
     proptest! {

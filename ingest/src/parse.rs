@@ -1,61 +1,25 @@
-//! The first step of the graph: Kafka messages become events or dead letters.
+//! The graph's first step: Kafka messages become events or dead letters, privacy requests
+//! become erasures or dead letters.
 //!
-//! Every message goes through [`basketflow_ingest::parse_event`], on the worker that read it
+//! Every message goes through [`parse_event`](crate::parse_event), on the worker that read it
 //! (no exchange): valid events enter the graph as a differential collection at the message's
 //! logical time; refused ones become [`DeadLetter`]s, which name the partition and offset, the
 //! rejection's code, field and reason. A dead letter carries an excerpt of the payload so an
 //! integrator can see what was sent, except for privacy refusals, whose payload is never kept,
 //! and for any payload whose excerpt shows an email address or a key naming identifying data
-//! ([`safe_excerpt`]).
+//! ([`safe_excerpt`]). Messages on `privacy-requests` become [`Erasure`]s ([`parse_requests`]).
 
-use basketflow_ingest::kafka_source::{Millis, SourceMessage};
-use basketflow_ingest::pii::{looks_like_email, pii_key};
-use basketflow_ingest::{parse_event, RejectCode};
-use basketflow_vocab::Event;
+use basketflow_vocab::{DeadLetter, Erasure, ErasureRequest, Event, PositionedEvent, WireEvent};
 use differential_dataflow::{AsCollection, VecCollection};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::{Map, OkErr};
 use timely::dataflow::Stream;
 
-use crate::experiences::PositionedEvent;
-use crate::wire::WireEvent;
+use crate::kafka_source::{Millis, SourceMessage};
+use crate::pii::{looks_like_email, pii_key};
+use crate::{parse_event, RejectCode};
 
 /// How much of a refused payload a dead letter keeps, in bytes.
 pub const DEAD_LETTER_EXCERPT: usize = 4096;
-
-/// A refused message, as written to `shopper-events-rejected`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The refused message's topic, when it is not `shopper-events` (privacy requests).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
-    /// Partition of the refused message.
-    pub partition: i32,
-    /// Offset of the refused message.
-    pub offset: i64,
-    /// The message key, if it was UTF-8.
-    pub key: Option<String>,
-    /// The rejection code (`malformed_json`, `pii`, ...).
-    pub code: String,
-    /// Path of the offending field, empty for the message as a whole.
-    pub field: String,
-    /// What is wrong.
-    pub reason: String,
-    /// The payload's first bytes (lossy UTF-8); absent for privacy refusals.
-    pub payload_excerpt: Option<String>,
-}
-
-impl DeadLetter {
-    /// The Kafka key of the dead letter: `partition:offset` (`topic:partition:offset` for
-    /// another topic's messages), unique per refused message, so a
-    /// replay's copy is recognisable (and compacts away on a compacted topic).
-    pub fn kafka_key(&self) -> String {
-        match &self.topic {
-            None => format!("{}:{}", self.partition, self.offset),
-            Some(topic) => format!("{topic}:{}:{}", self.partition, self.offset),
-        }
-    }
-}
 
 /// True when a refused payload's excerpt may be kept: it contains no email address and no
 /// quoted key naming identifying data (`"email":`, `"first_name" :`, ...). Messages refused
@@ -132,6 +96,41 @@ pub fn parse_messages<'scope>(
         positioned: ok.map(|(p, _)| p),
         dead_letters: err,
     }
+}
+
+/// The rejection code of a message on `privacy-requests` that is not a valid request.
+pub const INVALID_PRIVACY_REQUEST: &str = "invalid_privacy_request";
+
+/// Splits the messages of `privacy-requests` into erasures and dead letters (code
+/// [`INVALID_PRIVACY_REQUEST`]; no payload excerpt is kept, it names a shopper).
+pub fn parse_requests<'scope>(
+    messages: Stream<'scope, Millis, Vec<SourceMessage>>,
+    topic: &str,
+) -> (
+    Stream<'scope, Millis, Vec<Erasure>>,
+    Stream<'scope, Millis, Vec<DeadLetter>>,
+) {
+    let topic = topic.to_string();
+    #[allow(clippy::result_large_err)]
+    messages.ok_err(
+        move |m: SourceMessage| match ErasureRequest::parse(&m.payload) {
+            Ok(request) => Ok(Erasure {
+                request,
+                partition: m.partition,
+                offset: m.offset,
+            }),
+            Err(reason) => Err(DeadLetter {
+                topic: Some(topic.clone()),
+                partition: m.partition,
+                offset: m.offset,
+                key: m.key.and_then(|k| String::from_utf8(k).ok()),
+                code: INVALID_PRIVACY_REQUEST.to_string(),
+                field: String::new(),
+                reason,
+                payload_excerpt: None,
+            }),
+        },
+    )
 }
 
 #[cfg(test)]

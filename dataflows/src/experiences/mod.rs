@@ -1,0 +1,301 @@
+//! Experience trees: each shopper's events move them along their tree; nodes with an
+//! experience emit decisions.
+//!
+//! # State
+//! Per `(retailer_id, shopper_id)`, a [`Shopper`] holds what the conditions read:
+//! - the basket as the shopper's events built it, in arrival order: adds minus removes since
+//!   the last paid order, lines at zero dropped;
+//! - the current session's searches and views (reset when `session_id` changes);
+//! - the purchase history: per product, category and brand, the number of paid orders that
+//!   contained it; a cancellation (before or after the payment, of one of the shopper's last
+//!   64 orders) takes the order out;
+//! - the last 256 `event_id`s, so a duplicate never moves the shopper twice;
+//! - the tree and the shopper's node in it.
+//!
+//! State is kept for every shopper seen (a tree may arrive after their first events) and is
+//! bounded per shopper by the distinct products they bought, never by the number of events.
+//! A shopper without an event for their retailer's retention period loses all but their tree;
+//! an erased shopper loses everything, and their id stays erased ([`crate::privacy`]).
+//!
+//! # Order and determinism
+//! Events and trees are routed by `shopper_id`. The operator acts only on *complete* times
+//! (both input frontiers have passed them), in time order; within a time, tree updates first
+//! (a tree published at broker time `t` governs the shopper's events from `t` on), then events
+//! in arrival order. All of a shopper's events come from one partition and one reading worker,
+//! and timely's channels are FIFO, so the order is the partition's offset order whatever the
+//! cluster shape: the same input gives the same decisions on 1 worker or many processes.
+//!
+//! # Moving along the tree
+//! After an event updates the state, the children of the shopper's node are tried in order;
+//! the first whose conditions all hold becomes the node (one step per event). If it carries an
+//! experience, a [`Decision`] is emitted, with the conditions that held as readable reasons.
+//! The journey starts again at the root when a new session starts and after a paid order (once
+//! the order's own step is taken), so a shopper meets their tree on every visit.
+//! `decision_id` is a digest of tree, version, node and event: a replay yields the same ids.
+//!
+//! # Tree changes
+//! A new version of the same `tree_id` keeps the shopper on the node of the same id if it still
+//! exists, otherwise puts them back at the root; a different `tree_id` starts at its root; a
+//! null tree message removes the shopper's tree (no more decisions until a new one comes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use basketflow_ingest::kafka_source::{Millis, SourceMessage};
+use basketflow_vocab::{Decision, Erasure, ExperienceTree, PositionedEvent, Retention};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::{Concat, Map};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+mod shopper;
+#[cfg(test)]
+mod tests;
+
+pub use shopper::{decision_id, Shopper, RECENT_EVENT_IDS, RECENT_ORDERS};
+
+/// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker).
+fn route(shopper_id: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    shopper_id.hash(&mut h);
+    h.finish()
+}
+
+/// Counters of the tree operator.
+#[derive(Debug, Default)]
+pub struct TreeStats {
+    /// Tree messages that did not parse or check (ignored).
+    pub bad_trees: std::sync::atomic::AtomicU64,
+    /// Decisions emitted.
+    pub decisions: std::sync::atomic::AtomicU64,
+}
+
+/// What arrived at one time: tree messages, erasures and events, with a capability.
+struct AtTime {
+    cap: Capability<Millis>,
+    trees: Vec<SourceMessage>,
+    erasures: Vec<Erasure>,
+    events: Vec<PositionedEvent>,
+}
+
+/// Inputs waiting for their time to complete.
+type Stash = BTreeMap<Millis, AtTime>;
+
+/// The stash entry for the time of an input batch, holding a capability for that time.
+fn stash_at<'a>(
+    stash: &'a mut Stash,
+    cap: &timely::dataflow::operators::InputCapability<Millis>,
+) -> &'a mut AtTime {
+    let t = *cap.least().expect("an input batch has a time");
+    stash.entry(t).or_insert_with(|| AtTime {
+        cap: cap
+            .retain_least(0)
+            .expect("an input batch has a capability"),
+        trees: Vec::new(),
+        erasures: Vec::new(),
+        events: Vec::new(),
+    })
+}
+
+/// The tree operator's second input: tree messages and erasures, both routed by shopper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// A message of `experience-trees`.
+    Tree(SourceMessage),
+    /// An erasure request.
+    Erase(Erasure),
+}
+
+impl Control {
+    fn shopper_id(&self) -> &[u8] {
+        match self {
+            Control::Tree(m) => m.key.as_deref().unwrap_or_default(),
+            Control::Erase(e) => e.request.shopper_id.as_bytes(),
+        }
+    }
+}
+
+/// Per-shopper bookkeeping of the tree operator's retention: when the shopper's last event
+/// was, and whether a check is scheduled.
+#[derive(Debug, Default)]
+struct Seen {
+    last: Millis,
+    scheduled: bool,
+}
+
+/// The tree operator: shoppers' events, tree messages and erasures in, decisions out (at the
+/// time of the event that caused them).
+///
+/// Within a complete time: erasures first (the shopper's state is dropped and the id stays
+/// erased: later trees and events of it are ignored, see [`crate::privacy`]), then trees,
+/// then retention (a shopper without an event for their retailer's period loses their state
+/// but keeps their tree), then events.
+pub fn decide<'scope>(
+    events: Stream<'scope, Millis, Vec<PositionedEvent>>,
+    trees: Stream<'scope, Millis, Vec<SourceMessage>>,
+    erasures: Stream<'scope, Millis, Vec<Erasure>>,
+    retention: Retention,
+    stats: Arc<TreeStats>,
+) -> Stream<'scope, Millis, Vec<Decision>> {
+    let controls = trees
+        .map(Control::Tree)
+        .concat(erasures.map(Control::Erase));
+    let mut stash: Stash = BTreeMap::new();
+    let mut shoppers: HashMap<(String, String), Shopper> = HashMap::new();
+    let mut erased: HashSet<(String, String)> = HashSet::new();
+    let mut seen: HashMap<(String, String), Seen> = HashMap::new();
+    let mut checks: BTreeMap<Millis, Vec<(String, String)>> = BTreeMap::new();
+    events.binary_frontier(
+        controls,
+        Exchange::new(|e: &PositionedEvent| route(e.event.0.shopper_id.as_bytes())),
+        Exchange::new(|c: &Control| route(c.shopper_id())),
+        "ExperienceTrees",
+        move |_cap, _info| {
+            move |(events_in, events_frontier), (controls_in, controls_frontier), output| {
+                events_in.for_each(|cap, data| {
+                    stash_at(&mut stash, &cap).events.append(data);
+                });
+                controls_in.for_each(|cap, data| {
+                    let at = stash_at(&mut stash, &cap);
+                    for c in data.drain(..) {
+                        match c {
+                            Control::Tree(m) => at.trees.push(m),
+                            Control::Erase(e) => at.erasures.push(e),
+                        }
+                    }
+                });
+                while let Some((&t, _)) = stash.first_key_value() {
+                    if events_frontier.less_equal(&t) || controls_frontier.less_equal(&t) {
+                        break;
+                    }
+                    let at = stash.remove(&t).expect("first key exists");
+                    for e in at.erasures {
+                        let key = e.shopper();
+                        shoppers.remove(&key);
+                        seen.remove(&key);
+                        erased.insert(key);
+                    }
+                    for m in at.trees {
+                        apply_tree(&mut shoppers, &erased, &m, &stats);
+                    }
+                    expire(&mut checks, &mut seen, &mut shoppers, &retention, t);
+                    let mut session = output.session(&at.cap);
+                    for pe in at.events {
+                        let e = &pe.event.0;
+                        let key = (e.retailer_id.clone(), e.shopper_id.clone());
+                        if erased.contains(&key) {
+                            continue;
+                        }
+                        let s = seen.entry(key.clone()).or_default();
+                        s.last = t;
+                        if !s.scheduled {
+                            s.scheduled = true;
+                            checks
+                                .entry(t.saturating_add(retention.period_ms(&key.0)))
+                                .or_default()
+                                .push(key.clone());
+                        }
+                        let shopper = shoppers.entry(key).or_default();
+                        if shopper.apply(e) {
+                            if let Some(d) = shopper.step(e, (pe.partition, pe.offset), t) {
+                                stats
+                                    .decisions
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                session.give(d);
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Retention of the tree state at time `t`: each shopper whose check is due and who has had no
+/// event for their retailer's period loses all but their tree (and, without a tree, their
+/// entry); a shopper seen since is checked again a period after their last event.
+fn expire(
+    checks: &mut BTreeMap<Millis, Vec<(String, String)>>,
+    seen: &mut HashMap<(String, String), Seen>,
+    shoppers: &mut HashMap<(String, String), Shopper>,
+    retention: &Retention,
+    t: Millis,
+) {
+    while let Some(entry) = checks.first_entry() {
+        if *entry.key() > t {
+            break;
+        }
+        for key in entry.remove() {
+            let Some(s) = seen.get_mut(&key) else {
+                continue;
+            };
+            let due = s.last.saturating_add(retention.period_ms(&key.0));
+            if due > t {
+                checks.entry(due).or_default().push(key);
+                continue;
+            }
+            seen.remove(&key);
+            if let Some(shopper) = shoppers.get_mut(&key) {
+                shopper.forget_all_but_the_tree();
+                if !shopper.has_tree() {
+                    shoppers.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+fn apply_tree(
+    shoppers: &mut HashMap<(String, String), Shopper>,
+    erased: &HashSet<(String, String)>,
+    m: &SourceMessage,
+    stats: &TreeStats,
+) {
+    let shopper_id = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
+    if m.payload.is_empty() {
+        // A null value: the shopper no longer has a tree, at any retailer.
+        for ((_, s), state) in shoppers.iter_mut() {
+            if *s == shopper_id {
+                state.set_tree(None);
+            }
+        }
+        return;
+    }
+    let tree: ExperienceTree = match serde_json::from_slice(&m.payload) {
+        Ok(tree) => tree,
+        Err(e) => {
+            stats
+                .bad_trees
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::warn!(partition = m.partition, offset = m.offset; "experience trees: not a tree, skipped: {e}");
+            return;
+        }
+    };
+    if let Err(e) = tree.check().and_then(|()| {
+        (tree.shopper_id == shopper_id)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "key {shopper_id:?} is not the tree's shopper {:?}",
+                    tree.shopper_id
+                )
+            })
+    }) {
+        stats
+            .bad_trees
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::warn!(partition = m.partition, offset = m.offset; "experience trees: invalid tree, skipped: {e}");
+        return;
+    }
+    let key = (tree.retailer_id.clone(), tree.shopper_id.clone());
+    if erased.contains(&key) {
+        return;
+    }
+    shoppers
+        .entry(key)
+        .or_default()
+        .set_tree(Some(Arc::new(tree)));
+}

@@ -1,0 +1,363 @@
+//! One shopper's state machine: what their events did (basket, session, purchases, recent ids)
+//! and where they stand in their tree. Pure (no timely): the operator in [`super`] routes,
+//! orders and stashes, and calls it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use basketflow_ingest::kafka_source::Millis;
+use basketflow_vocab::{
+    CausedBy, Condition, Decision, Event, EventBody, ExperienceTree, OrderStatus, ProductMatch,
+    Timestamp,
+};
+
+/// How many recent event ids a shopper's state remembers for de-duplication.
+pub const RECENT_EVENT_IDS: usize = 256;
+
+/// How many recent orders a shopper's state can still take back on a cancellation.
+pub const RECENT_ORDERS: usize = 64;
+
+/// A basket line as the tree sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Line {
+    units: i64,
+    category: String,
+    brand: Option<String>,
+    unit_price_cents: i64,
+}
+
+/// Lines of a paid order, for the purchase history: (product, category, brand).
+type OrderItems = Vec<(String, String, Option<String>)>;
+
+/// What the conditions of one shopper's tree read, and where the shopper is in it.
+#[derive(Debug, Default)]
+pub struct Shopper {
+    basket: BTreeMap<String, Line>,
+    session: Option<String>,
+    searches: Vec<String>,
+    product_views: BTreeMap<String, u32>,
+    category_views: BTreeMap<String, u32>,
+    product_orders: BTreeMap<String, u32>,
+    category_orders: BTreeMap<String, u32>,
+    brand_orders: BTreeMap<String, u32>,
+    orders: BTreeMap<String, OrderItems>,
+    order_ids: VecDeque<String>,
+    cancelled: VecDeque<String>,
+    recent: VecDeque<String>,
+    tree: Option<Arc<ExperienceTree>>,
+    node: String,
+}
+
+fn bump(map: &mut BTreeMap<String, u32>, key: &str, by: i32) {
+    let n = map.entry(key.to_string()).or_default();
+    *n = n.saturating_add_signed(by);
+    if *n == 0 {
+        map.remove(key);
+    }
+}
+
+impl Shopper {
+    /// Installs `tree` (or removes the tree when `None`), keeping the shopper's node when the
+    /// new version of the same tree still has it.
+    pub fn set_tree(&mut self, tree: Option<Arc<ExperienceTree>>) {
+        match &tree {
+            Some(new) => {
+                let keep = self.tree.as_ref().is_some_and(|old| {
+                    old.tree_id == new.tree_id && new.nodes.iter().any(|n| n.id == self.node)
+                });
+                if !keep {
+                    self.node = new.root.clone();
+                }
+            }
+            None => self.node.clear(),
+        }
+        self.tree = tree;
+    }
+
+    /// Drops everything the shopper's events built (basket, session, purchase history,
+    /// recent ids), keeping the tree and starting again at its root (retention).
+    pub fn forget_all_but_the_tree(&mut self) {
+        let tree = self.tree.take();
+        *self = Shopper::default();
+        self.set_tree(tree);
+    }
+
+    /// True when the shopper has a tree (their state must then be kept).
+    pub fn has_tree(&self) -> bool {
+        self.tree.is_some()
+    }
+
+    /// The shopper's current node id (empty without a tree).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Applies one event to the state. Returns false for a duplicate (already applied).
+    pub fn apply(&mut self, event: &Event) -> bool {
+        if self.recent.iter().any(|id| *id == event.event_id) {
+            return false;
+        }
+        if self.recent.len() == RECENT_EVENT_IDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(event.event_id.clone());
+        if event.session_id != self.session {
+            self.session = event.session_id.clone();
+            self.searches.clear();
+            self.product_views.clear();
+            self.category_views.clear();
+            // A new visit: the journey starts again at the root.
+            if let Some(tree) = &self.tree {
+                self.node.clone_from(&tree.root);
+            }
+        }
+        match &event.body {
+            EventBody::PageViewed {
+                product_id,
+                category,
+                ..
+            } => {
+                if let Some(p) = product_id {
+                    bump(&mut self.product_views, p, 1);
+                }
+                if let Some(c) = category {
+                    bump(&mut self.category_views, c, 1);
+                }
+            }
+            EventBody::SearchPerformed { query, .. } => {
+                if self.searches.len() == 32 {
+                    self.searches.remove(0);
+                }
+                self.searches.push(query.to_lowercase());
+            }
+            EventBody::ProductAdded(c) | EventBody::ProductRemoved(c) => {
+                let sign = if matches!(event.body, EventBody::ProductAdded(_)) {
+                    1
+                } else {
+                    -1
+                };
+                let line = self.basket.entry(c.product.product_id.clone()).or_default();
+                line.units += sign * i64::from(c.quantity);
+                line.category.clone_from(&c.product.category);
+                line.brand.clone_from(&c.product.brand);
+                line.unit_price_cents = c.product.unit_price_cents;
+                if line.units <= 0 {
+                    self.basket.remove(&c.product.product_id);
+                }
+            }
+            EventBody::OrderPaid {
+                order_id, lines, ..
+            } => {
+                self.basket.clear();
+                if !self.orders.contains_key(order_id) && !self.cancelled.contains(order_id) {
+                    let items: OrderItems = lines
+                        .iter()
+                        .map(|l| (l.product_id.clone(), l.category.clone(), l.brand.clone()))
+                        .collect();
+                    self.count_order(&items, 1);
+                    self.orders.insert(order_id.clone(), items);
+                    // Remember the items of the last orders only, for a later cancellation.
+                    self.order_ids.push_back(order_id.clone());
+                    if self.order_ids.len() > RECENT_ORDERS {
+                        if let Some(old) = self.order_ids.pop_front() {
+                            self.orders.remove(&old);
+                        }
+                    }
+                }
+            }
+            EventBody::OrderStatusChanged {
+                order_id,
+                status: OrderStatus::Cancelled,
+            } => {
+                if let Some(items) = self.orders.remove(order_id) {
+                    self.count_order(&items, -1);
+                }
+                if self.cancelled.len() == 64 {
+                    self.cancelled.pop_front();
+                }
+                self.cancelled.push_back(order_id.clone());
+            }
+            EventBody::OrderStatusChanged { .. } | EventBody::LinkClicked { .. } => {}
+        }
+        true
+    }
+
+    /// Counts an order once per distinct product, category and brand.
+    fn count_order(&mut self, items: &OrderItems, by: i32) {
+        let mut products: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+        let mut categories: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
+        let mut brands: Vec<&str> = items.iter().filter_map(|i| i.2.as_deref()).collect();
+        for list in [&mut products, &mut categories, &mut brands] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        for p in products {
+            bump(&mut self.product_orders, p, by);
+        }
+        for c in categories {
+            bump(&mut self.category_orders, c, by);
+        }
+        for b in brands {
+            bump(&mut self.brand_orders, b, by);
+        }
+    }
+
+    fn basket_units(&self, m: &ProductMatch) -> i64 {
+        self.basket
+            .iter()
+            .filter(|(p, l)| {
+                m.product_id.as_deref() == Some(p.as_str())
+                    || m.category.as_deref() == Some(l.category.as_str())
+                    || (m.brand.is_some() && m.brand == l.brand)
+            })
+            .map(|(_, l)| l.units)
+            .sum()
+    }
+
+    fn basket_value(&self) -> i64 {
+        self.basket
+            .values()
+            .map(|l| l.units.saturating_mul(l.unit_price_cents))
+            .sum()
+    }
+
+    /// Whether `condition` holds after `event`; if so, why, in words.
+    pub fn holds(&self, condition: &Condition, event: &Event) -> Option<String> {
+        fn what(m: &ProductMatch) -> String {
+            match (&m.product_id, &m.category, &m.brand) {
+                (Some(p), _, _) => format!("product {p}"),
+                (_, Some(c), _) => format!("category {c}"),
+                (_, _, Some(b)) => format!("brand {b}"),
+                _ => "nothing".into(),
+            }
+        }
+        match condition {
+            Condition::BasketContains {
+                matches,
+                min_quantity,
+            } => {
+                let units = self.basket_units(matches);
+                (units >= i64::from(*min_quantity)).then(|| {
+                    format!(
+                        "basket contains {}: {units} units (>= {min_quantity})",
+                        what(matches)
+                    )
+                })
+            }
+            Condition::BasketValueAtLeast { cents } => {
+                let value = self.basket_value();
+                (value >= *cents).then(|| format!("basket value {value} cents (>= {cents})"))
+            }
+            Condition::Searched { term } => {
+                let term_lc = term.to_lowercase();
+                self.searches
+                    .iter()
+                    .find(|q| q.contains(&term_lc))
+                    .map(|q| format!("searched {q:?} (contains {term:?})"))
+            }
+            Condition::Viewed { matches, min_count } => {
+                let views = match (&matches.product_id, &matches.category) {
+                    (Some(p), _) => self.product_views.get(p).copied().unwrap_or(0),
+                    (_, Some(c)) => self.category_views.get(c).copied().unwrap_or(0),
+                    _ => 0,
+                };
+                (views >= *min_count).then(|| {
+                    format!(
+                        "viewed {} {views} times this session (>= {min_count})",
+                        what(matches)
+                    )
+                })
+            }
+            Condition::BoughtBefore {
+                matches,
+                min_orders,
+            } => {
+                let orders = match (&matches.product_id, &matches.category, &matches.brand) {
+                    (Some(p), _, _) => self.product_orders.get(p),
+                    (_, Some(c), _) => self.category_orders.get(c),
+                    (_, _, Some(b)) => self.brand_orders.get(b),
+                    _ => None,
+                }
+                .copied()
+                .unwrap_or(0);
+                (orders >= *min_orders).then(|| {
+                    format!(
+                        "bought {} in {orders} orders (>= {min_orders})",
+                        what(matches)
+                    )
+                })
+            }
+            Condition::OrderPaid {} => match &event.body {
+                EventBody::OrderPaid { order_id, .. } => Some(format!("paid order {order_id}")),
+                _ => None,
+            },
+        }
+    }
+
+    /// Tries the children of the current node after `event`; moves to the first whose
+    /// conditions hold. Returns the decision if that node carries an experience.
+    pub fn step(&mut self, event: &Event, position: (i32, i64), time: Millis) -> Option<Decision> {
+        let decision = self.advance(event, position, time);
+        // A paid order ends the journey: the next one starts at the root.
+        if let (EventBody::OrderPaid { .. }, Some(tree)) = (&event.body, &self.tree) {
+            self.node.clone_from(&tree.root);
+        }
+        decision
+    }
+
+    fn advance(&mut self, event: &Event, position: (i32, i64), time: Millis) -> Option<Decision> {
+        let tree = self.tree.clone()?;
+        let here = tree.nodes.iter().find(|n| n.id == self.node)?;
+        for child_id in &here.children {
+            let Some(child) = tree.nodes.iter().find(|n| &n.id == child_id) else {
+                continue;
+            };
+            let reasons: Option<Vec<String>> = child
+                .conditions
+                .iter()
+                .map(|c| self.holds(c, event))
+                .collect();
+            let Some(reasons) = reasons else { continue };
+            self.node.clone_from(&child.id);
+            let experience = child.experience.clone()?;
+            return Some(Decision {
+                decision_id: decision_id(&tree.tree_id, tree.version, &child.id, &event.event_id),
+                retailer_id: event.retailer_id.clone(),
+                shopper_id: event.shopper_id.clone(),
+                session_id: event.session_id.clone(),
+                experience,
+                tree_id: tree.tree_id.clone(),
+                tree_version: tree.version,
+                node_id: child.id.clone(),
+                reasons,
+                caused_by: CausedBy {
+                    event_id: event.event_id.clone(),
+                    partition: position.0,
+                    offset: position.1,
+                    occurred_at: event.occurred_at,
+                },
+                time,
+                decided_at: Timestamp::now(),
+            });
+        }
+        None
+    }
+}
+
+/// A deterministic decision id: 128-bit FNV-1a over tree, version, node and event, in hex.
+pub fn decision_id(tree_id: &str, version: u64, node_id: &str, event_id: &str) -> String {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    let prime: u128 = 0x0000000001000000000000000000013b;
+    for part in [
+        tree_id.as_bytes(),
+        &version.to_be_bytes(),
+        node_id.as_bytes(),
+        event_id.as_bytes(),
+    ] {
+        for &b in part.iter().chain([0xffu8].iter()) {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(prime);
+        }
+    }
+    format!("{h:032x}")
+}

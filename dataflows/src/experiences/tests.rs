@@ -1,0 +1,405 @@
+//! Tests of the experience-tree operator and the shopper state machine.
+
+use super::*;
+use basketflow_vocab::{
+    BasketChange, Condition, Event, EventBody, Experience, ExperienceKind, Node, OrderLine,
+    OrderStatus, ParamValue, Product, ProductMatch, Timestamp, WireEvent,
+};
+use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
+use timely::dataflow::operators::Input;
+
+fn tree(version: u64) -> ExperienceTree {
+    let experience = |kind, k: &str, v: ParamValue| Experience {
+        kind,
+        params: [(k.to_string(), v)].into_iter().collect(),
+    };
+    ExperienceTree {
+        tree_id: "autumn-pasta".into(),
+        version,
+        retailer_id: "r".into(),
+        shopper_id: "s".into(),
+        root: "start".into(),
+        nodes: vec![
+            Node {
+                id: "start".into(),
+                conditions: vec![],
+                experience: None,
+                children: vec!["pasta".into(), "loyal".into()],
+            },
+            Node {
+                id: "pasta".into(),
+                conditions: vec![Condition::BasketContains {
+                    matches: ProductMatch {
+                        product_id: None,
+                        category: Some("pasta".into()),
+                        brand: None,
+                    },
+                    min_quantity: 1,
+                }],
+                experience: Some(experience(
+                    ExperienceKind::ProductRecommendation,
+                    "product_id",
+                    ParamValue::Text("sauce-1".into()),
+                )),
+                children: vec!["threshold".into()],
+            },
+            Node {
+                id: "threshold".into(),
+                conditions: vec![Condition::BasketValueAtLeast { cents: 1000 }],
+                experience: Some(experience(
+                    ExperienceKind::TensionCart,
+                    "threshold_cents",
+                    ParamValue::Int(1500),
+                )),
+                children: vec![],
+            },
+            Node {
+                id: "loyal".into(),
+                conditions: vec![
+                    Condition::OrderPaid {},
+                    Condition::BoughtBefore {
+                        matches: ProductMatch {
+                            product_id: None,
+                            category: None,
+                            brand: Some("acme".into()),
+                        },
+                        min_orders: 2,
+                    },
+                ],
+                experience: Some(experience(
+                    ExperienceKind::GamifiedPromotion,
+                    "prize",
+                    ParamValue::Text("basket".into()),
+                )),
+                children: vec![],
+            },
+        ],
+    }
+}
+
+fn event(id: &str, body: EventBody) -> Event {
+    Event {
+        event_id: id.into(),
+        retailer_id: "r".into(),
+        shopper_id: "s".into(),
+        session_id: Some("x".into()),
+        occurred_at: Timestamp(1_000_000),
+        body,
+    }
+}
+
+fn add(id: &str, product: &str, category: &str, cents: i64) -> Event {
+    event(
+        id,
+        EventBody::ProductAdded(BasketChange {
+            product: Product {
+                product_id: product.into(),
+                category: category.into(),
+                brand: Some("acme".into()),
+                unit_price_cents: cents,
+            },
+            quantity: 1,
+        }),
+    )
+}
+
+fn paid(id: &str, order: &str) -> Event {
+    event(
+        id,
+        EventBody::OrderPaid {
+            order_id: order.into(),
+            lines: vec![OrderLine {
+                product_id: "p".into(),
+                category: "pasta".into(),
+                brand: Some("acme".into()),
+                quantity: 1,
+                unit_price_cents: 100,
+            }],
+            total_cents: 100,
+        },
+    )
+}
+
+/// Per event: the node reached, and the decision's node and reasons if one fired.
+type Step = (String, Option<(String, Vec<String>)>);
+
+/// Applies events in order; returns a [`Step`] per event.
+fn walk(s: &mut Shopper, events: &[Event]) -> Vec<Step> {
+    events
+        .iter()
+        .map(|e| {
+            let d = if s.apply(e) {
+                s.step(e, (0, 0), 7)
+            } else {
+                None
+            };
+            (s.node().to_string(), d.map(|d| (d.node_id, d.reasons)))
+        })
+        .collect()
+}
+
+#[test]
+fn events_move_the_shopper_and_nodes_with_experiences_decide() {
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(tree(1))));
+    let got = walk(
+        &mut s,
+        &[
+            add("e1", "rice-1", "rice", 200),
+            add("e2", "pasta-1", "pasta", 300),
+            add("e2", "pasta-1", "pasta", 300),
+            add("e3", "wine-1", "wine", 800),
+            add("e4", "wine-2", "wine", 800),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            ("start".into(), None),
+            (
+                "pasta".into(),
+                Some((
+                    "pasta".into(),
+                    vec!["basket contains category pasta: 1 units (>= 1)".into()]
+                ))
+            ),
+            ("pasta".into(), None), // the duplicate e2 changes nothing
+            (
+                "threshold".into(),
+                Some((
+                    "threshold".into(),
+                    vec!["basket value 1300 cents (>= 1000)".into()]
+                ))
+            ),
+            ("threshold".into(), None), // a leaf: the shopper stays
+        ]
+    );
+}
+
+#[test]
+fn purchase_history_counts_orders_and_forgets_cancelled_ones() {
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(tree(1))));
+    let cancel = event(
+        "c1",
+        EventBody::OrderStatusChanged {
+            order_id: "o1".into(),
+            status: OrderStatus::Cancelled,
+        },
+    );
+    let got = walk(
+        &mut s,
+        &[paid("e1", "o1"), cancel, paid("e2", "o2"), paid("e3", "o3")],
+    );
+    assert_eq!(got[0], ("start".into(), None)); // one acme order: not yet loyal
+    assert_eq!(got[2], ("start".into(), None)); // o1 cancelled, o2 paid: still one
+    assert_eq!(
+        got[3],
+        (
+            "start".into(), // the paid order ends the journey: back at the root
+            Some((
+                "loyal".into(),
+                vec![
+                    "paid order o3".into(),
+                    "bought brand acme in 2 orders (>= 2)".into()
+                ]
+            ))
+        )
+    );
+    // A cancellation that comes before its payment keeps the order out of the history.
+    let mut s = Shopper::default();
+    let early = event(
+        "c9",
+        EventBody::OrderStatusChanged {
+            order_id: "o9".into(),
+            status: OrderStatus::Cancelled,
+        },
+    );
+    s.apply(&early);
+    s.apply(&paid("e9", "o9"));
+    assert!(s
+        .holds(
+            &Condition::BoughtBefore {
+                matches: ProductMatch {
+                    product_id: Some("p".into()),
+                    category: None,
+                    brand: None
+                },
+                min_orders: 1
+            },
+            &early
+        )
+        .is_none());
+}
+
+#[test]
+fn a_new_version_keeps_the_node_a_new_tree_restarts() {
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(tree(1))));
+    walk(&mut s, &[add("e1", "pasta-1", "pasta", 300)]);
+    assert_eq!(s.node(), "pasta");
+    s.set_tree(Some(Arc::new(tree(2))));
+    assert_eq!(s.node(), "pasta");
+    let mut other = tree(1);
+    other.tree_id = "winter".into();
+    s.set_tree(Some(Arc::new(other)));
+    assert_eq!(s.node(), "start");
+    s.set_tree(None);
+    assert_eq!(
+        walk(&mut s, &[add("e2", "pasta-2", "pasta", 1)]),
+        vec![(String::new(), None)]
+    );
+}
+
+#[test]
+fn decision_ids_are_stable_digests() {
+    let a = decision_id("t", 1, "n", "e");
+    assert_eq!(a, decision_id("t", 1, "n", "e"));
+    assert_eq!(a.len(), 32);
+    assert_ne!(a, decision_id("t", 2, "n", "e"));
+    assert_ne!(
+        decision_id("ab", 1, "c", "e"),
+        decision_id("a", 1, "bc", "e")
+    );
+}
+
+/// The operator on `workers` workers: trees at time 1, events at times 2 and 3, and the
+/// shopper erased at `erase_at` (if any).
+fn run_operator(workers: usize) -> Vec<(String, String, u64)> {
+    run_operator_erasing(workers, None, Retention::default())
+}
+
+fn run_operator_erasing(
+    workers: usize,
+    erase_at: Option<u64>,
+    retention: Retention,
+) -> Vec<(String, String, u64)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let tx = tx.lock().unwrap().clone();
+        let retention = retention.clone();
+        let (mut events_in, mut trees_in, mut erasures_in) =
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
+                let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
+                let (xi, erasures) = scope.new_input::<Vec<Erasure>>();
+                decide(
+                    events,
+                    trees,
+                    erasures,
+                    retention.clone(),
+                    Arc::new(TreeStats::default()),
+                )
+                .capture_into(tx);
+                (ei, ti, xi)
+            });
+        if let (Some(t), 0) = (erase_at, worker.index()) {
+            erasures_in.advance_to(t);
+            erasures_in.send(Erasure {
+                request: basketflow_vocab::ErasureRequest {
+                    request_id: "q".into(),
+                    retailer_id: "r".into(),
+                    shopper_id: "s".into(),
+                    requested_at: Timestamp(0),
+                },
+                partition: 0,
+                offset: 0,
+            });
+        }
+        if worker.index() == 0 {
+            trees_in.advance_to(1);
+            trees_in.send(SourceMessage {
+                partition: 0,
+                offset: 0,
+                time: 1,
+                key: Some(b"s".to_vec()),
+                payload: serde_json::to_vec(&tree(1)).unwrap(),
+            });
+            events_in.advance_to(2);
+            let pe = |e: Event, offset| PositionedEvent {
+                event: WireEvent::from(e),
+                partition: 3,
+                offset,
+            };
+            events_in.send(pe(add("e1", "pasta-1", "pasta", 300), 10));
+            events_in.advance_to(3);
+            events_in.send(pe(add("e2", "wine-1", "wine", 900), 11));
+        }
+    })
+    .unwrap();
+    let mut got: Vec<(String, String, u64)> = rx
+        .try_iter()
+        .flat_map(|e| match e {
+            CaptureEvent::Messages(_, data) => data
+                .into_iter()
+                .map(|d: Decision| (d.decision_id, d.node_id, d.time))
+                .collect(),
+            CaptureEvent::Progress(_) => Vec::new(),
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn the_operator_decides_the_same_on_one_and_two_workers() {
+    let mut want = vec![
+        (
+            decision_id("autumn-pasta", 1, "pasta", "e1"),
+            "pasta".to_string(),
+            2,
+        ),
+        (
+            decision_id("autumn-pasta", 1, "threshold", "e2"),
+            "threshold".to_string(),
+            3,
+        ),
+    ];
+    want.sort();
+    assert_eq!(run_operator(1), want);
+    assert_eq!(run_operator(2), want);
+}
+
+#[test]
+fn an_erased_shopper_decides_nothing_from_the_erasure_on() {
+    let first = (
+        decision_id("autumn-pasta", 1, "pasta", "e1"),
+        "pasta".to_string(),
+        2,
+    );
+    // Erased at 3, the time of e2: e2 no longer moves the shopper.
+    assert_eq!(
+        run_operator_erasing(1, Some(3), Retention::default()),
+        vec![first.clone()]
+    );
+    assert_eq!(
+        run_operator_erasing(2, Some(3), Retention::default()),
+        vec![first]
+    );
+    // Erased at 1, with the tree: nothing at all.
+    assert_eq!(
+        run_operator_erasing(2, Some(1), Retention::default()),
+        vec![]
+    );
+}
+
+#[test]
+fn retention_forgets_the_basket_of_a_shopper_without_events_for_the_period() {
+    // A period of 1 ms: at time 3 the basket built at 2 is gone, so the wine alone (900
+    // cents) does not reach the threshold of 1000, and the pasta node is not re-entered.
+    let short = Retention {
+        default_ms: 1,
+        per_retailer_ms: Default::default(),
+    };
+    let mut got = run_operator_erasing(1, None, short);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(
+            decision_id("autumn-pasta", 1, "pasta", "e1"),
+            "pasta".to_string(),
+            2,
+        )]
+    );
+}

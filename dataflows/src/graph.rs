@@ -1,0 +1,104 @@
+//! The whole basketflow graph, assembled in one function: [`build`].
+//!
+//! ```text
+//!  shopper-events ──► parse_messages ──┬─ dead letters ─────────────────────────────► Outputs.dead_letters
+//!   (SourceMessage)   (ingest::parse)  │
+//!                                      ├─ events ─► changes_read_models? ─► apply_privacy ─► de-duplicate
+//!                                      │                                      ▲    (forget)     by event_id
+//!                                      │                                      │                    │
+//!  privacy-requests ─► parse_requests ─┼─ erasures ───────────────────────────┤       read models ◄┘
+//!                     (ingest::parse)  │   (also ───────────────────────────────────► Outputs.erasures)
+//!                                      │   bad requests ──► dead letters      │   sold_products_daily,
+//!                                      │                                      │   shopper_purchases,
+//!                                      └─ positioned events ──┐               │   product_affinities,
+//!                                                             ▼               │   baskets, order_lines
+//!  experience-trees ──────────────────────────────────────► decide ◄──────────┘        │
+//!   (SourceMessage, key = shopper)          (experiences: one state machine per shopper)│
+//!                                                             │                         ▼
+//!                                                             └──► Outputs.decisions   Outputs.read_models
+//! ```
+//!
+//! The graph knows nothing about where its inputs come from or where its outputs go: the
+//! binary feeds it Kafka sources (`basketflow_ingest::kafka_source`) and hands its outputs to
+//! the sinks (ClickHouse for the read models, decisions and erasures; Kafka transactions for
+//! decisions and dead letters); a test feeds it in-memory messages and captures the outputs
+//! (`tests/graph.rs` compares every view with the [`crate::oracle`]).
+//!
+//! Only the events that can change a read model ([`changes_read_models`]) enter the
+//! read-model state, privacy's included; the decisions read every valid event.
+
+use std::sync::Arc;
+
+use basketflow_ingest::kafka_source::{Millis, SourceMessage};
+use basketflow_ingest::parse::{parse_messages, parse_requests};
+use basketflow_vocab::{DeadLetter, Decision, Erasure, Retention, WireEvent};
+use timely::dataflow::operators::Concat;
+use timely::dataflow::Stream;
+
+use crate::experiences::{decide, TreeStats};
+use crate::privacy::apply_privacy;
+use crate::read_models::{
+    changes_read_models, read_models_from_unique, unique_wire_events, ReadModels,
+};
+
+/// The graph's three inputs: the messages of its three topics, at their logical times.
+pub struct Sources<'scope> {
+    /// Messages of `shopper-events` (tracker events, valid or not).
+    pub events: Stream<'scope, Millis, Vec<SourceMessage>>,
+    /// Messages of `experience-trees` (key = shopper; a null payload removes the tree).
+    pub trees: Stream<'scope, Millis, Vec<SourceMessage>>,
+    /// Messages of `privacy-requests` (erasure requests).
+    pub privacy: Stream<'scope, Millis, Vec<SourceMessage>>,
+}
+
+/// What the graph needs besides its inputs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The name of the privacy-requests topic, written into its dead letters.
+    pub privacy_topic: String,
+    /// Retention periods of per-shopper state.
+    pub retention: Retention,
+    /// Counters of the experience-tree operator (bad trees, decisions).
+    pub tree_stats: Arc<TreeStats>,
+}
+
+/// The graph's outputs, for the sinks (or a test) to take.
+pub struct Outputs<'scope> {
+    /// The five read models, as upsert collections.
+    pub read_models: ReadModels<'scope, Millis>,
+    /// Experience decisions, at the time of the event that caused them.
+    pub decisions: Stream<'scope, Millis, Vec<Decision>>,
+    /// Refused messages of `shopper-events` and `privacy-requests`.
+    pub dead_letters: Stream<'scope, Millis, Vec<DeadLetter>>,
+    /// Valid erasure requests, at the time they were read (the ClickHouse writer applies them
+    /// to the stored tables too).
+    pub erasures: Stream<'scope, Millis, Vec<Erasure>>,
+}
+
+/// Builds the whole graph on `sources` (see the module docs for its picture).
+pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'scope> {
+    let parsed = parse_messages(sources.events);
+    let (erasures, bad_requests) = parse_requests(sources.privacy, &settings.privacy_topic);
+    let kept = apply_privacy(
+        parsed
+            .events
+            .filter(changes_read_models)
+            .map(WireEvent::from),
+        erasures.clone(),
+        settings.retention.clone(),
+    );
+    let read_models = read_models_from_unique(&unique_wire_events(kept));
+    let decisions = decide(
+        parsed.positioned,
+        sources.trees,
+        erasures.clone(),
+        settings.retention,
+        settings.tree_stats,
+    );
+    Outputs {
+        read_models,
+        decisions,
+        dead_letters: parsed.dead_letters.concat(bad_requests),
+        erasures,
+    }
+}
