@@ -16,7 +16,6 @@ mod metrics;
 mod privacy_cli;
 mod run;
 mod trees_build;
-mod validate;
 
 use std::io;
 
@@ -86,7 +85,8 @@ fn main() -> Result<()> {
             )?
         }
         Command::Validate => {
-            let summary = validate::validate(io::stdin().lock(), io::stdout().lock())?;
+            let summary =
+                basketflow_ingest::validate::validate(io::stdin().lock(), io::stdout().lock())?;
             let rejected: u64 = summary.rejected.values().sum();
             eprintln!(
                 "validate: {} lines, {} ok ({} with unknown fields), {} rejected {:?}",

@@ -11,5 +11,6 @@ pub mod kafka_source;
 pub mod parse;
 pub mod pii;
 pub mod throttle;
+pub mod validate;
 
 pub use contract::{parse_event, Parsed, RejectCode, Rejection, MAX_ID_BYTES, MAX_MESSAGE_BYTES};

@@ -1,4 +1,4 @@
-//! `basketflow validate`: the contract's verdict on each line of a JSON-lines stream.
+//! The contract's verdict on each line of a JSON-lines stream (`basketflow validate`).
 //!
 //! For tracker integrators: pipe events in, read one JSON verdict per input line, in order:
 //! `{"line":N,"ok":true,"type":"..."}` or
@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 
-use basketflow_ingest::{parse_event, RejectCode, Rejection, MAX_MESSAGE_BYTES};
+use crate::{parse_event, RejectCode, Rejection, MAX_MESSAGE_BYTES};
 use serde_json::json;
 
 /// Counts of one validation run.
