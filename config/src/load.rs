@@ -186,9 +186,11 @@ impl Config {
 
 /// One refusal of serde's: where, and serde's message.
 struct Refusal {
-    /// The key path, `["graph", "tick_ms"]`; a `Seq` segment as its index.
+    /// The refused key, `["graph", "tick_ms"]`, or section, `["graph"]`: a deeper path is cut
+    /// to its key, so that each key is reported once.
     path: Vec<String>,
-    /// How deep the refused value is: `privacy.retailers.r1` is the entry `r1` of a table.
+    /// The refused entry of a table of values, one level below the key: `r1` of
+    /// `privacy.retailers.r1`.
     entry: Option<String>,
     /// serde's message.
     message: String,

@@ -203,6 +203,24 @@ fn type_errors_name_the_key_every_one() {
 }
 
 #[test]
+fn the_environment_applies_after_the_file_is_checked() {
+    // A value of the wrong type in the file that a variable replaces is no error.
+    let r = ok(
+        "[graph]\ntick_ms = \"5\"\n",
+        &[("BASKETFLOW_GRAPH_TICK_MS", "10")],
+    );
+    assert_eq!(r.config.graph.tick_ms, 10);
+    // A section that is not a table is reported and left out; a variable still sets its keys.
+    assert_eq!(
+        errors("graph = 1\n", &[("BASKETFLOW_GRAPH_TICK_MS", "0")]),
+        [
+            "graph: expected a table [graph], got an integer",
+            "BASKETFLOW_GRAPH_TICK_MS (graph.tick_ms): must be at least 1, got 0",
+        ]
+    );
+}
+
+#[test]
 fn a_syntax_error_is_one_issue() {
     let e = errors("[graph\n", &[]);
     assert_eq!(e.len(), 1);

@@ -1,9 +1,8 @@
 //! The configuration's types, one per section of `basketflow.toml`, and their defaults.
 //!
 //! Every key has a default, so an empty section is a valid one. The serde derives are the
-//! single statement of the keys: the loader ([`crate::load`]) reads the keys of each section
-//! from them, so a new field is known to the unknown-key and environment checks as soon as it
-//! exists.
+//! single statement of the keys: the loader reads each section's keys from them, so a new field
+//! is known to the unknown-key and environment checks as soon as it exists.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
