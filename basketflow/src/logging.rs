@@ -16,14 +16,8 @@ use std::io::Write;
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// Line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// `key=value` pairs.
-    Logfmt,
-    /// One JSON object per line.
-    Json,
-}
+/// Line format (`[log] format`): `Logfmt` (`key=value` pairs) or `Json` (one object per line).
+pub use basketflow_config::LogFormat as Format;
 
 struct Logger {
     format: Format,

@@ -10,7 +10,7 @@
 
 #![forbid(missing_docs)]
 
-mod config;
+use basketflow_config as config;
 mod logging;
 mod metrics;
 mod privacy_cli;
