@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use basketflow_ingest::RejectCode;
 
+/// The `Content-Type` of [`Metrics::render`]'s text (Prometheus text format 0.0.4).
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// HTTP statuses `POST /v1/events` answers with (others are counted as `other`).
