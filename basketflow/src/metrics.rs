@@ -8,16 +8,29 @@
 //! - `GET /health`: `200` with a JSON body when the process is caught up (its frontier is within
 //!   `metrics.caught_up_lag_ms` of the wall clock), `503` with the same body otherwise.
 //!
-//! The server is a plain thread on a `TcpListener`: scrapes are rare and small, and it must keep
-//! answering while the workers are busy.
+//! The pieces count in plain atomics; at each scrape a prometheus-client [`Collector`] reads
+//! them and the client's encoder writes the exposition. axum serves both endpoints on a thread
+//! of its own, so they keep answering while the workers are busy. The alerts of the runbook
+//! over these metrics are `deploy/prometheus/alerts.yml`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use basketflow_dataflows::experiences::TreeStats;
 use basketflow_ingest::kafka_source::SourceStats;
@@ -114,23 +127,64 @@ impl Registry {
             "kafka_outputs_committed_lag_ms": committed_lag(self.outputs.committed.load(Ordering::Relaxed)),
         })
     }
+}
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let plain = |v: f64| vec![(String::new(), v)];
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+/// Reads the counters that the graph's pieces keep (atomics and small maps updated on the data
+/// path) at each scrape and hands their current values to prometheus-client's encoder as
+/// constant metrics: the pieces stay free of any metrics library, and nothing is mirrored.
+struct Scrape(Arc<Registry>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+/// Label pairs of one sample (none for a metric without labels).
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one metric family: its `HELP` and `TYPE` lines, then one sample per label set.
+fn family<M: EncodeMetric + TypedMetric>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> fmt::Result {
+    // The encoder appends `_total` to counters; the names written here are the exposed ones.
+    let name = match M::TYPE {
+        MetricType::Counter => name.strip_suffix("_total").expect("counters end in _total"),
+        _ => name,
+    };
+    let mut metric = out.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(out: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: &AtomicU64) -> fmt::Result {
+    let v = ConstCounter::new(v.load(Ordering::Relaxed));
+    family(out, name, help, [(Labels::new(), v)])
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: N,
+) -> fmt::Result {
+    family(out, name, help, [(Labels::new(), ConstGauge::new(v))])
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let r = &*self.0;
+        let out = &mut out;
 
         // Sources, summed per topic; lag per partition.
-        let sources = self.sources.lock().expect("sources").clone();
+        let sources = r.sources.lock().expect("sources").clone();
         let mut per_topic: BTreeMap<&str, [u64; 5]> = BTreeMap::new();
-        let mut lag: Vec<(String, f64)> = Vec::new();
+        let mut lag: Vec<(Labels, ConstGauge)> = Vec::new();
         for (topic, _, s) in sources.iter() {
             let e = per_topic.entry(topic.as_str()).or_default();
             e[0] += s.messages.load(Ordering::Relaxed);
@@ -142,311 +196,287 @@ impl Registry {
                 if *high < 0 {
                     continue; // no watermark from the broker yet
                 }
-                lag.push((
-                    format!("{{topic=\"{topic}\",partition=\"{p}\"}}"),
-                    (high - next).max(0) as f64,
-                ));
+                let labels = vec![("topic", topic.clone()), ("partition", p.to_string())];
+                lag.push((labels, ConstGauge::new((high - next).max(0))));
             }
         }
-        let by_topic = |i: usize| -> Vec<(String, f64)> {
+        let by_topic = |i: usize| {
             per_topic
                 .iter()
-                .map(|(t, v)| (format!("{{topic=\"{t}\"}}"), v[i] as f64))
-                .collect()
+                .map(move |(t, v)| (vec![("topic", t.to_string())], ConstCounter::new(v[i])))
         };
-        metric(
-            "basketflow_messages_consumed_total",
-            "counter",
-            "Messages read from Kafka by this process.",
-            &by_topic(0),
-        );
-        metric(
-            "basketflow_message_bytes_consumed_total",
-            "counter",
-            "Payload bytes read from Kafka by this process.",
-            &by_topic(1),
-        );
-        metric(
-            "basketflow_consumer_errors_total",
-            "counter",
-            "Consumer errors (librdkafka retries them).",
-            &by_topic(2),
-        );
-        metric(
-            "basketflow_messages_clamped_total",
-            "counter",
-            "Messages whose broker time was below their partition's idle bound.",
-            &by_topic(3),
-        );
-        metric(
-            "basketflow_source_held_back_total",
-            "counter",
-            "Source activations held back because a durable output lagged.",
-            &by_topic(4),
-        );
-        metric(
-            "basketflow_consumer_lag_messages",
-            "gauge",
-            "High watermark minus next offset, per owned partition.",
-            &lag,
-        );
-
-        let rejected: Vec<(String, f64)> = self
-            .rejections
-            .lock()
-            .expect("rejections")
-            .iter()
-            .map(|(code, n)| (format!("{{reason=\"{code}\"}}"), *n as f64))
-            .collect();
-        metric(
-            "basketflow_events_rejected_total",
-            "counter",
-            "Messages refused by the event contract, by reason.",
-            &rejected,
-        );
-        let lag_s = self
-            .frontier_lag_ms()
-            .map_or(f64::NAN, |l| l as f64 / 1000.0);
-        metric(
-            "basketflow_frontier_lag_seconds",
-            "gauge",
-            "How far the graph's input frontier trails the wall clock.",
-            &plain(lag_s),
-        );
-        metric(
-            "basketflow_caught_up",
-            "gauge",
-            "1 when the frontier lag is within metrics.caught_up_lag_ms.",
-            &plain(f64::from(u8::from(self.caught_up()))),
-        );
-
-        let writes = self.has_worker_zero.load(Ordering::Relaxed);
-        let committed_lag = |t: u64| {
-            if t == 0 || !writes {
-                f64::NAN
-            } else {
-                wall_ms().saturating_sub(t) as f64 / 1000.0
-            }
-        };
-        metric(
-            "basketflow_clickhouse_batches_total",
-            "counter",
-            "Read-model batches committed to ClickHouse.",
-            &plain(load(&self.sink.batches)),
-        );
-        metric(
-            "basketflow_clickhouse_rows_total",
-            "counter",
-            "Version rows written to ClickHouse.",
-            &plain(load(&self.sink.rows)),
-        );
-        metric(
-            "basketflow_clickhouse_errors_total",
-            "counter",
-            "Failed ClickHouse write attempts (each retried).",
-            &plain(load(&self.sink.errors)),
-        );
-        metric(
-            "basketflow_clickhouse_committed_lag_seconds",
-            "gauge",
-            "Wall clock minus the committed time of the read models (writer process only).",
-            &plain(committed_lag(self.sink.committed.load(Ordering::Relaxed))),
-        );
-        metric(
-            "basketflow_kafka_transactions_total",
-            "counter",
-            "Kafka output transactions committed.",
-            &plain(load(&self.outputs.transactions)),
-        );
-        metric(
-            "basketflow_kafka_transaction_retries_total",
-            "counter",
-            "Kafka output transactions aborted and retried.",
-            &plain(load(&self.outputs.retries)),
-        );
-        metric(
-            "basketflow_kafka_outputs_committed_lag_seconds",
-            "gauge",
-            "Wall clock minus the committed time of the Kafka outputs (writer process only).",
-            &plain(committed_lag(
-                self.outputs.committed.load(Ordering::Relaxed),
-            )),
-        );
-        let kinds: Vec<(String, f64)> = self
-            .outputs
-            .by_kind
-            .lock()
-            .expect("by kind")
-            .iter()
-            .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64))
-            .collect();
-        metric(
-            "basketflow_decisions_total",
-            "counter",
-            "Decisions committed to the decisions topic, by experience kind.",
-            &kinds,
-        );
-        metric(
-            "basketflow_dead_letters_total",
-            "counter",
-            "Dead letters committed to the rejected topic.",
-            &plain(load(&self.outputs.dead_letters)),
-        );
-        metric(
-            "basketflow_outputs_suppressed_total",
-            "counter",
-            "Outputs of replayed times, not produced again.",
-            &plain(load(&self.outputs.suppressed)),
-        );
-        metric(
-            "basketflow_decisions_stored_total",
-            "counter",
-            "Decisions inserted into the ClickHouse decisions log.",
-            &plain(load(&self.sink.decisions)),
-        );
-        metric(
-            "basketflow_privacy_erasures_applied_total",
-            "counter",
-            "Erasure requests applied to every ClickHouse table (audited in privacy_audit).",
-            &plain(load(&self.sink.erasures)),
-        );
-        metric(
-            "basketflow_privacy_retention_deleted_rows_total",
-            "counter",
-            "Per-shopper ClickHouse rows deleted because they outlived the retention period.",
-            &plain(load(&self.sink.retention_deleted)),
-        );
-        metric(
-            "basketflow_bad_trees_total",
-            "counter",
-            "Experience-tree messages that did not parse or check.",
-            &plain(load(&self.trees.bad_trees)),
-        );
-
-        let h = &self.outputs.latency;
-        let mut buckets = Vec::new();
-        let mut cumulative = 0u64;
-        for (i, c) in h.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
-            let le = h
-                .bounds_ms
-                .get(i)
-                .map_or("+Inf".to_string(), |b| format!("{}", *b as f64 / 1000.0));
-            buckets.push((format!("_bucket{{le=\"{le}\"}}"), cumulative as f64));
-        }
-        buckets.push((
-            "_sum".to_string(),
-            h.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        ));
-        buckets.push(("_count".to_string(), cumulative as f64));
-        let _ = writeln!(
+        family(
             out,
-            "# HELP basketflow_decision_latency_seconds From the causing event's broker append time to its decision's commit.\n# TYPE basketflow_decision_latency_seconds histogram"
-        );
-        for (suffix, v) in buckets {
-            let (name_suffix, labels) = suffix
-                .split_once('{')
-                .map_or((suffix.as_str(), String::new()), |(a, b)| {
-                    (a, format!("{{{b}"))
-                });
-            let _ = writeln!(
-                out,
-                "basketflow_decision_latency_seconds{name_suffix}{labels} {v}"
-            );
-        }
+            "basketflow_messages_consumed_total",
+            "Messages read from Kafka by this process.",
+            by_topic(0),
+        )?;
+        family(
+            out,
+            "basketflow_message_bytes_consumed_total",
+            "Payload bytes read from Kafka by this process.",
+            by_topic(1),
+        )?;
+        family(
+            out,
+            "basketflow_consumer_errors_total",
+            "Consumer errors (librdkafka retries them).",
+            by_topic(2),
+        )?;
+        family(
+            out,
+            "basketflow_messages_clamped_total",
+            "Messages whose broker time was below their partition's idle bound.",
+            by_topic(3),
+        )?;
+        family(
+            out,
+            "basketflow_source_held_back_total",
+            "Source activations held back because a durable output lagged.",
+            by_topic(4),
+        )?;
+        family(
+            out,
+            "basketflow_consumer_lag_messages",
+            "High watermark minus next offset, per owned partition.",
+            lag,
+        )?;
 
-        let mut metric = |name: &str, kind: &str, help: &str, v: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+        let rejected: Vec<_> = (r.rejections.lock().expect("rejections").iter())
+            .map(|(code, n)| (vec![("reason", code.clone())], ConstCounter::new(*n)))
+            .collect();
+        family(
+            out,
+            "basketflow_events_rejected_total",
+            "Messages refused by the event contract, by reason.",
+            rejected,
+        )?;
+        let lag_s = r.frontier_lag_ms().map_or(f64::NAN, |l| l as f64 / 1000.0);
+        gauge(
+            out,
+            "basketflow_frontier_lag_seconds",
+            "How far the graph's input frontier trails the wall clock.",
+            lag_s,
+        )?;
+        gauge(
+            out,
+            "basketflow_caught_up",
+            "1 when the frontier lag is within metrics.caught_up_lag_ms.",
+            i64::from(r.caught_up()),
+        )?;
+
+        let writes = r.has_worker_zero.load(Ordering::Relaxed);
+        let committed_lag = |t: &AtomicU64| match t.load(Ordering::Relaxed) {
+            t if t == 0 || !writes => f64::NAN,
+            t => wall_ms().saturating_sub(t) as f64 / 1000.0,
         };
-        metric(
+        let (sink, outputs) = (&r.sink, &r.outputs);
+        counter(
+            out,
+            "basketflow_clickhouse_batches_total",
+            "Read-model batches committed to ClickHouse.",
+            &sink.batches,
+        )?;
+        counter(
+            out,
+            "basketflow_clickhouse_rows_total",
+            "Version rows written to ClickHouse.",
+            &sink.rows,
+        )?;
+        counter(
+            out,
+            "basketflow_clickhouse_errors_total",
+            "Failed ClickHouse write attempts (each retried).",
+            &sink.errors,
+        )?;
+        gauge(
+            out,
+            "basketflow_clickhouse_committed_lag_seconds",
+            "Wall clock minus the committed time of the read models (writer process only).",
+            committed_lag(&sink.committed),
+        )?;
+        counter(
+            out,
+            "basketflow_kafka_transactions_total",
+            "Kafka output transactions committed.",
+            &outputs.transactions,
+        )?;
+        counter(
+            out,
+            "basketflow_kafka_transaction_retries_total",
+            "Kafka output transactions aborted and retried.",
+            &outputs.retries,
+        )?;
+        gauge(
+            out,
+            "basketflow_kafka_outputs_committed_lag_seconds",
+            "Wall clock minus the committed time of the Kafka outputs (writer process only).",
+            committed_lag(&outputs.committed),
+        )?;
+        let kinds: Vec<_> = (outputs.by_kind.lock().expect("by kind").iter())
+            .map(|(k, n)| (vec![("kind", k.clone())], ConstCounter::new(*n)))
+            .collect();
+        family(
+            out,
+            "basketflow_decisions_total",
+            "Decisions committed to the decisions topic, by experience kind.",
+            kinds,
+        )?;
+        counter(
+            out,
+            "basketflow_dead_letters_total",
+            "Dead letters committed to the rejected topic.",
+            &outputs.dead_letters,
+        )?;
+        counter(
+            out,
+            "basketflow_outputs_suppressed_total",
+            "Outputs of replayed times, not produced again.",
+            &outputs.suppressed,
+        )?;
+        counter(
+            out,
+            "basketflow_decisions_stored_total",
+            "Decisions inserted into the ClickHouse decisions log.",
+            &sink.decisions,
+        )?;
+        counter(
+            out,
+            "basketflow_privacy_erasures_applied_total",
+            "Erasure requests applied to every ClickHouse table (audited in privacy_audit).",
+            &sink.erasures,
+        )?;
+        counter(
+            out,
+            "basketflow_privacy_retention_deleted_rows_total",
+            "Per-shopper ClickHouse rows deleted because they outlived the retention period.",
+            &sink.retention_deleted,
+        )?;
+        counter(
+            out,
+            "basketflow_bad_trees_total",
+            "Experience-tree messages that did not parse or check.",
+            &r.trees.bad_trees,
+        )?;
+
+        // Buckets as kept (per bucket, the last above every bound): the encoder accumulates.
+        let h = &outputs.latency;
+        let bounds = (h.bounds_ms.iter().map(|b| *b as f64 / 1000.0)).chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = (bounds.zip(&h.counts))
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = h.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        out.encode_descriptor(
+            "basketflow_decision_latency_seconds",
+            "From the causing event's broker append time to its decision's commit.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+
+        gauge(
+            out,
             "basketflow_arrangement_records",
-            "gauge",
             "Updates held in this process's differential arrangements.",
-            self.arranged_records.load(Ordering::Relaxed) as f64,
-        );
-        metric(
+            r.arranged_records.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            out,
             "basketflow_batcher_records",
-            "gauge",
             "Updates waiting in this process's arrangement batchers.",
-            self.batcher_records.load(Ordering::Relaxed) as f64,
-        );
-        metric(
+            r.batcher_records.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            out,
             "basketflow_resident_memory_bytes",
-            "gauge",
             "Resident memory of this process.",
-            resident_bytes() as f64,
-        );
-        let by_name = self.arrangement_records();
+            resident_bytes(),
+        )?;
+        let by_name = r.arrangement_records();
         if !by_name.is_empty() {
-            let _ = writeln!(
+            family(
                 out,
-                "# HELP basketflow_arrangement_records_by_name Updates held per arrangement (metrics.arrangement_names).\n# TYPE basketflow_arrangement_records_by_name gauge"
-            );
-            for (name, r) in &by_name {
-                let label = name.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
-                    out,
-                    "basketflow_arrangement_records_by_name{{arrangement=\"{label}\"}} {}",
-                    r.now
-                );
-            }
+                "basketflow_arrangement_records_by_name",
+                "Updates held per arrangement (metrics.arrangement_names).",
+                (by_name.into_iter())
+                    .map(|(name, r)| (vec![("arrangement", name)], ConstGauge::new(r.now))),
+            )?;
         }
-        out
+        Ok(())
     }
 }
 
-/// Serves `/metrics` and `/health` for `registry` on `listen`, on a thread of its own.
+/// What the HTTP handlers share: the process's registry and its exposition.
+struct Served {
+    registry: Arc<Registry>,
+    exposition: prometheus_client::registry::Registry,
+}
+
+impl Served {
+    fn new(registry: Arc<Registry>) -> Self {
+        let mut exposition = prometheus_client::registry::Registry::default();
+        exposition.register_collector(Box::new(Scrape(registry.clone())));
+        Served {
+            registry,
+            exposition,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.exposition).expect("a String takes any text");
+        text
+    }
+}
+
+/// Serves `/metrics` and `/health` for `registry` on `listen` with axum, on a thread of its
+/// own with a one-thread tokio runtime: scrapes are rare and small, and they must be answered
+/// while the workers are busy. Binds before returning, so a taken address is an error here.
 pub fn serve(listen: &str, registry: Arc<Registry>) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(listen)?;
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics or /health\n") })
+        .with_state(Arc::new(Served::new(registry)));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &registry);
+            let served = runtime.block_on(async move {
+                axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
+            });
+            if let Err(e) = served {
+                log::error!(address:% = addr, error:% = e; "the metrics server stopped");
             }
         })?;
     Ok(addr)
 }
 
-fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Drain the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", registry.render()),
-        "/health" => {
-            let status = if registry.caught_up() {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
-            (
-                status,
-                "application/json",
-                registry.health().to_string() + "\n",
-            )
-        }
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics or /health\n".to_string(),
-        ),
+async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        served.metrics(),
+    )
+}
+
+/// `200` when caught up, `503` otherwise; the health document either way.
+async fn health(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    let status = if served.registry.caught_up() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        served.registry.health().to_string() + "\n",
     )
 }
 
@@ -569,4 +599,145 @@ pub fn track_arrangements(
             .batcher_records
             .fetch_add(batcher, Ordering::Relaxed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A registry with a value in every kind of metric.
+    fn busy() -> Arc<Registry> {
+        let r = Arc::new(Registry::default());
+        let events = Arc::new(SourceStats::default());
+        events.messages.store(7, Ordering::Relaxed);
+        events.bytes.store(700, Ordering::Relaxed);
+        events
+            .partitions
+            .lock()
+            .unwrap()
+            .extend([(0, (10, 15)), (1, (4, -1))]);
+        r.sources.lock().unwrap().extend([
+            ("events".to_string(), 0, events.clone()),
+            ("events".to_string(), 1, events),
+        ]);
+        r.rejections.lock().unwrap().insert("pii".into(), 2);
+        r.outputs.by_kind.lock().unwrap().insert("upsell".into(), 3);
+        r.outputs.dead_letters.store(1, Ordering::Relaxed);
+        for ms in [1, 3, 30_000] {
+            r.outputs.latency.observe(ms);
+        }
+        r.arranged_records.store(42, Ordering::Relaxed);
+        r.frontier_ms.store(u64::MAX, Ordering::Relaxed);
+        r.running.store(true, Ordering::Relaxed);
+        let mut arrangements = r.arrangements.lock().unwrap();
+        let worker = arrangements.entry(0).or_default();
+        worker.names.insert(5, "Arrange: \"baskets\"".into());
+        worker
+            .held
+            .insert(5, ArrangementRecords { now: 9, peak: 12 });
+        drop(arrangements);
+        r
+    }
+
+    #[test]
+    fn the_exposition_has_the_names_labels_and_values_of_the_runbook() {
+        let text = Served::new(busy()).metrics();
+        for line in [
+            "# HELP basketflow_messages_consumed_total Messages read from Kafka by this process.",
+            "# TYPE basketflow_messages_consumed_total counter",
+            "basketflow_messages_consumed_total{topic=\"events\"} 14",
+            "basketflow_message_bytes_consumed_total{topic=\"events\"} 1400",
+            "# TYPE basketflow_consumer_lag_messages gauge",
+            "basketflow_consumer_lag_messages{topic=\"events\",partition=\"0\"} 5",
+            "basketflow_events_rejected_total{reason=\"pii\"} 2",
+            "basketflow_frontier_lag_seconds 0.0",
+            "basketflow_caught_up 1",
+            "basketflow_clickhouse_committed_lag_seconds NaN",
+            "basketflow_decisions_total{kind=\"upsell\"} 3",
+            "basketflow_dead_letters_total 1",
+            "basketflow_clickhouse_errors_total 0",
+            "# TYPE basketflow_decision_latency_seconds histogram",
+            "basketflow_decision_latency_seconds_bucket{le=\"0.001\"} 1",
+            "basketflow_decision_latency_seconds_bucket{le=\"0.002\"} 1",
+            "basketflow_decision_latency_seconds_bucket{le=\"0.005\"} 2",
+            "basketflow_decision_latency_seconds_bucket{le=\"10\"} 2",
+            "basketflow_decision_latency_seconds_bucket{le=\"+Inf\"} 3",
+            "basketflow_decision_latency_seconds_sum 30.004",
+            "basketflow_decision_latency_seconds_count 3",
+            "basketflow_arrangement_records 42",
+            "basketflow_arrangement_records_by_name{arrangement=\"Arrange: \\\"baskets\\\"\"} 9",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // No watermark yet: no lag sample for partition 1; one `+Inf` bucket.
+        assert!(!text.contains("partition=\"1\""), "{text}");
+        assert_eq!(text.matches("le=\"+Inf\"").count(), 1, "{text}");
+    }
+
+    /// Every `basketflow_…` name in `deploy/prometheus/alerts.yml` is a series of the exposition.
+    #[test]
+    fn the_alert_rules_use_exposed_metric_names() {
+        let text = Served::new(busy()).metrics();
+        let mut exposed = BTreeSet::new();
+        for line in text.lines() {
+            let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|l| l.split_once(' '))
+            else {
+                continue;
+            };
+            exposed.insert(name.to_string());
+            if kind == "histogram" {
+                exposed.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+            }
+        }
+        let rules = include_str!("../../deploy/prometheus/alerts.yml");
+        let used: BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .filter(|w| w.starts_with("basketflow_"))
+            .collect();
+        assert!(used.len() >= 10, "{used:?}");
+        for name in used {
+            assert!(
+                exposed.contains(name),
+                "alerts.yml uses {name}, not exposed: {exposed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_is_served_with_its_status_and_other_paths_are_not_found() {
+        let registry = Arc::new(Registry {
+            caught_up_lag_ms: 5_000,
+            ..Registry::default()
+        });
+        let addr = serve("127.0.0.1:0", registry.clone()).unwrap();
+        let get = |path: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        let starting = get("/health");
+        assert!(starting.starts_with("HTTP/1.1 503"), "{starting}");
+        assert!(starting.contains("\"running\":false"), "{starting}");
+        registry.running.store(true, Ordering::Relaxed);
+        registry.frontier_ms.store(wall_ms(), Ordering::Relaxed);
+        let caught_up = get("/health");
+        assert!(caught_up.starts_with("HTTP/1.1 200"), "{caught_up}");
+        assert!(caught_up.contains("\"caught_up\":true"), "{caught_up}");
+        let metrics = get("/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("\nbasketflow_caught_up 1\n"), "{metrics}");
+        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    }
 }

@@ -44,7 +44,7 @@
 //! | [`auth`] | API keys (SHA-256 in the config) and per-retailer token buckets |
 //! | [`cors`] | CORS for the configured retailer origins |
 //! | [`producer`] | the idempotent producer; one outcome per event, within deadlines |
-//! | [`metrics`] | Prometheus text exposition |
+//! | [`metrics`] | Prometheus metrics (prometheus-client), served as text on `GET /metrics` |
 
 #![forbid(missing_docs)]
 

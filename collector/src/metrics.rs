@@ -1,7 +1,9 @@
-//! Prometheus metrics of the collector, in the text exposition format (`GET /metrics`).
+//! Prometheus metrics of the collector (`GET /metrics`), kept in prometheus-client's metric
+//! types and written by its encoder in the Prometheus text format.
 //!
-//! Counters and histograms are plain atomics updated on the request path; rendering reads
-//! them without locks. Names:
+//! Counters are atomics updated on the request path; the counters of every HTTP status and
+//! reason are created up front (so each is exposed from zero) and kept by index, so counting
+//! takes no lock and no allocation. Names:
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
@@ -14,11 +16,17 @@
 //! | `basketflow_collector_produce_seconds` | histogram | (first event handed to the producer to last acknowledgement, per request) |
 //! | `basketflow_collector_in_flight_bytes` | gauge | (bytes of bodies held, see `max_in_flight_bytes`) |
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use basketflow_ingest::RejectCode;
+
+/// The `Content-Type` of [`Metrics::render`]'s text (Prometheus text format 0.0.4).
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// HTTP statuses `POST /v1/events` answers with (others are counted as `other`).
 const STATUSES: [u16; 8] = [200, 400, 401, 408, 413, 415, 429, 503];
@@ -29,52 +37,104 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
 
-/// A latency histogram (cumulative buckets are computed when rendering).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// The `code` label of the requests and rejections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: String,
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
+/// The counters of `codes`, created in `family` (so it exposes each of them), in that order.
+fn by_code(family: &Family<Code, Counter>, codes: impl Iterator<Item = String>) -> Vec<Counter> {
+    codes
+        .map(|code| family.get_or_create_owned(&Code { code }))
+        .collect()
 }
 
 /// Every metric of one collector.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: [AtomicU64; STATUSES.len() + 1],
-    accepted: AtomicU64,
-    rejected: [AtomicU64; RejectCode::ALL.len() + 1],
-    failed: AtomicU64,
-    unknown_fields: AtomicU64,
-    /// `POST /v1/events`, from receipt to answer.
+    registry: Registry,
+    /// By the index of the status in `STATUSES`, then `other`.
+    requests: Vec<Counter>,
+    accepted: Counter,
+    /// By the index of the code in `RejectCode::ALL`, then `unauthorized`.
+    rejected: Vec<Counter>,
+    failed: Counter,
+    unknown_fields: Counter,
+    /// `POST /v1/events`, from receipt to answer, in seconds.
     pub request_seconds: Histogram,
-    /// Per request, from the first event handed to the producer to the last acknowledgement.
+    /// Per request, from the first event handed to the producer to the last acknowledgement,
+    /// in seconds.
     pub produce_seconds: Histogram,
+    in_flight_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // Help texts without the final period: the registry adds it.
+        let mut registry = Registry::with_prefix("basketflow_collector");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Answers to POST /v1/events, by HTTP status",
+            requests.clone(),
+        );
+        let accepted = Counter::default();
+        registry.register(
+            "events_accepted",
+            "Events acknowledged by the broker",
+            accepted.clone(),
+        );
+        let rejected = Family::default();
+        registry.register(
+            "events_rejected",
+            "Events refused, by reason",
+            rejected.clone(),
+        );
+        let failed = Counter::default();
+        registry.register(
+            "events_failed",
+            "Valid events the broker did not acknowledge in time (answered 503)",
+            failed.clone(),
+        );
+        let unknown_fields = Counter::default();
+        registry.register(
+            "events_unknown_fields",
+            "Accepted events carrying fields the contract does not know",
+            unknown_fields.clone(),
+        );
+        let request_seconds = Histogram::new(BUCKETS);
+        registry.register(
+            "request_seconds",
+            "POST /v1/events, from receipt to answer",
+            request_seconds.clone(),
+        );
+        let produce_seconds = Histogram::new(BUCKETS);
+        registry.register(
+            "produce_seconds",
+            "Per request, from handing the events to the producer to the last broker acknowledgement",
+            produce_seconds.clone(),
+        );
+        let in_flight_bytes = Gauge::default();
+        registry.register(
+            "in_flight_bytes",
+            "Request bytes held (received, not yet answered)",
+            in_flight_bytes.clone(),
+        );
+        let statuses = STATUSES.iter().map(u16::to_string);
+        let reasons = RejectCode::ALL.iter().map(|c| c.as_str().to_string());
+        Metrics {
+            requests: by_code(&requests, statuses.chain(["other".to_string()])),
+            rejected: by_code(&rejected, reasons.chain([UNAUTHORIZED.to_string()])),
+            registry,
+            accepted,
+            failed,
+            unknown_fields,
+            request_seconds,
+            produce_seconds,
+            in_flight_bytes,
+        }
+    }
 }
 
 impl Metrics {
@@ -84,12 +144,12 @@ impl Metrics {
             .iter()
             .position(|&s| s == status)
             .unwrap_or(STATUSES.len());
-        self.requests[i].fetch_add(1, Relaxed);
+        self.requests[i].inc();
     }
 
     /// Counts acknowledged events.
     pub fn accepted(&self, n: u64) {
-        self.accepted.fetch_add(n, Relaxed);
+        self.accepted.inc_by(n);
     }
 
     /// Counts an event refused by the contract (`Some(code)`) or for its retailer (`None`).
@@ -97,89 +157,26 @@ impl Metrics {
         let i = code.map_or(RejectCode::ALL.len(), |c| {
             RejectCode::ALL.iter().position(|&k| k == c).unwrap()
         });
-        self.rejected[i].fetch_add(1, Relaxed);
+        self.rejected[i].inc();
     }
 
     /// Counts valid events the broker did not acknowledge.
     pub fn failed(&self, n: u64) {
-        self.failed.fetch_add(n, Relaxed);
+        self.failed.inc_by(n);
     }
 
     /// Counts an accepted event that carried fields the contract does not know.
     pub fn unknown_fields(&self) {
-        self.unknown_fields.fetch_add(1, Relaxed);
+        self.unknown_fields.inc();
     }
 
-    /// The text exposition of every metric; `in_flight_bytes` is sampled by the caller.
+    /// The text exposition ([`CONTENT_TYPE`]) of every metric; `in_flight_bytes` is sampled by
+    /// the caller.
     pub fn render(&self, in_flight_bytes: u64) -> String {
+        self.in_flight_bytes
+            .set(i64::try_from(in_flight_bytes).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
-        let p = "basketflow_collector";
-        let _ = writeln!(
-            out,
-            "# HELP {p}_requests_total Answers to POST /v1/events, by HTTP status.\n\
-             # TYPE {p}_requests_total counter"
-        );
-        let codes = STATUSES.iter().map(|s| s.to_string());
-        for (code, n) in codes.chain(["other".into()]).zip(&self.requests) {
-            let _ = writeln!(
-                out,
-                "{p}_requests_total{{code=\"{code}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} counter\n{p}_{name} {}",
-                v.load(Relaxed)
-            );
-        };
-        counter(
-            &mut out,
-            "events_accepted_total",
-            "Events acknowledged by the broker.",
-            &self.accepted,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {p}_events_rejected_total Events refused, by reason.\n\
-             # TYPE {p}_events_rejected_total counter"
-        );
-        let labels = RejectCode::ALL.iter().map(|c| c.as_str());
-        for (code, n) in labels.chain([UNAUTHORIZED]).zip(&self.rejected) {
-            let _ = writeln!(
-                out,
-                "{p}_events_rejected_total{{code=\"{code}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        counter(
-            &mut out,
-            "events_failed_total",
-            "Valid events the broker did not acknowledge in time (answered 503).",
-            &self.failed,
-        );
-        counter(
-            &mut out,
-            "events_unknown_fields_total",
-            "Accepted events carrying fields the contract does not know.",
-            &self.unknown_fields,
-        );
-        self.request_seconds.render(
-            &mut out,
-            &format!("{p}_request_seconds"),
-            "POST /v1/events, from receipt to answer.",
-        );
-        self.produce_seconds.render(
-            &mut out,
-            &format!("{p}_produce_seconds"),
-            "Per request, from handing the events to the producer to the last broker acknowledgement.",
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {p}_in_flight_bytes Request bytes held (received, not yet answered).\n\
-             # TYPE {p}_in_flight_bytes gauge\n{p}_in_flight_bytes {in_flight_bytes}"
-        );
+        prometheus_text::encode(&mut out, &self.registry).expect("a String takes any text");
         out
     }
 }
@@ -187,6 +184,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn renders_exact_counters_and_cumulative_buckets() {
@@ -197,9 +195,12 @@ mod tests {
         m.accepted(3);
         m.rejected(Some(RejectCode::Pii));
         m.rejected(None);
-        m.produce_seconds.observe(Duration::from_micros(1500));
-        m.produce_seconds.observe(Duration::from_millis(40));
-        m.produce_seconds.observe(Duration::from_secs(60));
+        m.produce_seconds
+            .observe(Duration::from_micros(1500).as_secs_f64());
+        m.produce_seconds
+            .observe(Duration::from_millis(40).as_secs_f64());
+        m.produce_seconds
+            .observe(Duration::from_secs(60).as_secs_f64());
         let text = m.render(42);
         for line in [
             "basketflow_collector_requests_total{code=\"200\"} 2",

@@ -248,7 +248,10 @@ async fn post_events(State(state): State<Arc<Shared>>, request: Request) -> Resp
         Err(refusal) => refusal.into(),
     };
     state.metrics.request(response.status().as_u16());
-    state.metrics.request_seconds.observe(started.elapsed());
+    state
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
     state.cors.decorate(&parts.headers, response.headers_mut());
     response
 }
@@ -274,7 +277,7 @@ async fn metrics(State(state): State<Arc<Shared>>) -> Response {
     let mut response = Response::new(Body::from(state.metrics.render(state.in_flight_bytes())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }
@@ -543,7 +546,9 @@ impl Shared {
                 .collect();
             let started = Instant::now();
             let outcomes = self.producer.produce(&records, deadline).await;
-            self.metrics.produce_seconds.observe(started.elapsed());
+            self.metrics
+                .produce_seconds
+                .observe(started.elapsed().as_secs_f64());
             for ((index, _, unknown), outcome) in valid.iter().zip(outcomes) {
                 match outcome {
                     Ok(()) if *unknown => self.metrics.unknown_fields(),
