@@ -1,6 +1,6 @@
 //! The pure tree builder: the active campaigns ([`Plan`]s) and the cold data's rows in, one
-//! [`ExperienceTree`] per shopper out. No I/O: the caller reads the rows ([`crate::cold_data`])
-//! and publishes the trees ([`crate::publish`]); everything here is unit-tested exactly
+//! [`ExperienceTree`] per shopper out. No I/O: the caller reads the rows (`cold_data`)
+//! and publishes the trees (`publish`); everything here is unit-tested exactly
 //! (`builder/tests.rs`).
 //!
 //! A campaign is active when `start <= now < end` (`--now`, default: the current time). A shopper

@@ -9,22 +9,22 @@
 //!
 //! # The flow
 //! ```text
-//! campaigns.toml ─ campaigns::parse_campaigns ─> plans ─ select_active(--now) ─> active plans
-//!                                                                                    │
-//! ClickHouse (cold_data), only the retailers the active plans target:                ▼
-//!   sold_products_daily, summed over days ──────────────────────────────> Builder::new
-//!   product_affinities (streamed) ──────────────────────────────────────> Builder::add_affinity
-//!   shopper_purchases (streamed in shopper order, one shopper at a time) ─> Builder::build
-//!                                                                                    │ tree
-//! publish: the trees topic (key = shopper_id), or stdout with --dry-run  <───────────┘
-//!                                                                                    │
-//! summary: one JSON line (stdout; stderr with --dry-run), progress on stderr         ▼
+//! campaigns file ── parse_campaigns ──> plans ── select_active(--now) ──> active plans
+//!                                                                             │
+//! ClickHouse (cold_data), only the retailers the active plans target:         ▼
+//!   sold_products_daily, summed over days ────────────────────────────> Builder::new
+//!   product_affinities, streamed ─────────────────────────────────────> Builder::add_affinity
+//!   shopper_purchases, streamed in shopper order, one shopper at a time ─> Builder::build
+//!                                                                             │ a tree
+//!                                                                             ▼
+//!        publish: the trees topic (key = shopper_id), or stdout with --dry-run;
+//!        then one JSON summary line (stdout; stderr with --dry-run)
 //! ```
 //!
 //! | module | job |
 //! |---|---|
 //! | [`campaigns`] | the campaign file: types, parser, checks, which campaigns are active |
-//! | [`builder`] | the pure builder: plans and rows in, trees out (no I/O; the personalization rules) |
+//! | [`builder`] | the pure builder (no I/O): plans and rows in, trees out; the rules |
 //! | `cold_data` | the reads of the analyst views in ClickHouse |
 //! | `publish` | the trees topic's producer (or stdout), deliveries counted |
 //! | this file | the command line, the settings and the flow above, the summary |

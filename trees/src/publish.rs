@@ -102,7 +102,8 @@ impl Output {
         match metadata.topics().first() {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
             _ => bail!(
-                "topic {topic} does not exist on {brokers}: create it (compacted), e.g. scripts/stack up"
+                "topic {topic} does not exist on {brokers}: create it (compacted), e.g. \
+                 scripts/stack up"
             ),
         }
         Ok(Output(Destination::Kafka {
