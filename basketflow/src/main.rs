@@ -15,7 +15,6 @@ mod logging;
 mod metrics;
 mod privacy_cli;
 mod run;
-mod trees_build;
 
 use std::io;
 
@@ -48,7 +47,7 @@ enum Command {
     /// Experience trees: build them from the cold data in ClickHouse and publish them.
     Trees {
         #[command(subcommand)]
-        command: trees_build::TreesCommand,
+        command: basketflow_trees::TreesCommand,
     },
     /// The configuration: check a file and the BASKETFLOW_* environment, print the example.
     Config {
@@ -73,7 +72,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args)?,
-        Command::Trees { command } => trees_build::run(command)?,
+        Command::Trees { command } => basketflow_trees::run(command, trees_settings)?,
         Command::Config { command } => config::run(command)?,
         Command::Privacy { command } => privacy_cli::run(command)?,
         Command::Collect { config } => {
@@ -95,4 +94,23 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tree builder's settings: the configuration file `path` (default: ./basketflow.toml if
+/// it exists, else the built-in defaults) with the environment applied.
+fn trees_settings(path: Option<&std::path::Path>) -> Result<basketflow_trees::Settings> {
+    let default = std::path::Path::new(config::DEFAULT_PATH);
+    let path = path.or_else(|| default.exists().then_some(default));
+    let config = config::Config::resolve_file(path)?.config;
+    Ok(basketflow_trees::Settings {
+        brokers: config.kafka.brokers,
+        trees_topic: config.kafka.trees_topic,
+        clickhouse: basketflow_trees::ClickHouseSettings {
+            url: config.clickhouse.url,
+            database: config.clickhouse.database,
+            user: config.clickhouse.user,
+            password: config.clickhouse.password,
+        },
+        campaigns: config.trees.campaigns,
+    })
 }

@@ -1,0 +1,216 @@
+//! The reads of the cold data: the analyst views of ClickHouse (`sold_products_daily`,
+//! `product_affinities`, `shopper_purchases`) that the builder takes in, restricted to the
+//! retailers the active campaigns target.
+//!
+//! Rows are read as tuples of their columns, in the `SELECT`'s order (RowBinary is
+//! positional), and turned into the read models' own row types
+//! ([`basketflow_dataflows::rows`]): the `clickhouse` crate reads only types that implement its
+//! `Row` trait, which only its derive may implement and which the orphan rule keeps out of this
+//! crate for types defined in another one. `shopper_purchases` comes back in shopper order, one
+//! shopper's rows at a time ([`Purchases`]), so memory holds one shopper, never the table.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
+use basketflow_vocab::Timestamp;
+use clickhouse::query::{Query, RowCursor};
+use clickhouse::Client;
+
+use crate::builder::ProductSales;
+
+/// Where the cold data is: the ClickHouse HTTP interface and the database of the analyst views.
+#[derive(Clone, Debug)]
+pub struct ClickHouseSettings {
+    /// HTTP interface URL, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// The database holding the analyst views.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A reader of the analyst views, restricted to some retailers.
+pub(crate) struct ColdData {
+    client: Client,
+    database: String,
+    /// The retailers read (`None`: all).
+    retailers: Option<BTreeSet<String>>,
+}
+
+/// `sold_products_daily` summed over days: retailer, product, category, units, revenue, orders.
+type ProductSalesColumns = (String, String, String, i64, i64, i64);
+/// `product_affinities`: retailer, product a, product b, orders together.
+type AffinityColumns = (String, String, String, i64);
+/// `shopper_purchases`: retailer, shopper, product, units, orders, last purchase (`DateTime`,
+/// seconds).
+type PurchaseColumns = (String, String, String, i64, i64, u32);
+
+impl ColdData {
+    /// Connects to ClickHouse (checking that the server answers); reads will be restricted to
+    /// `retailers` (`None`: all).
+    pub async fn connect(
+        settings: &ClickHouseSettings,
+        retailers: Option<BTreeSet<String>>,
+    ) -> Result<ColdData> {
+        let sink = ClickHouseSink::connect(
+            &settings.url,
+            &settings.database,
+            &settings.user,
+            &settings.password,
+        )
+        .await
+        .with_context(|| format!("connecting to ClickHouse at {}", settings.url))?;
+        Ok(ColdData {
+            client: sink.client().clone(),
+            database: sink.database().to_owned(),
+            retailers,
+        })
+    }
+
+    /// `WHERE` clause restricting `retailer_id` to the retailers, bound by [`Self::query`].
+    fn retailer_clause(&self) -> &'static str {
+        if self.retailers.is_some() {
+            "WHERE has(?, retailer_id)"
+        } else {
+            ""
+        }
+    }
+
+    /// The query `sql`, with the retailers bound to its [`Self::retailer_clause`].
+    fn query(&self, sql: &str) -> Query {
+        let query = self.client.query(sql);
+        match &self.retailers {
+            Some(set) => query.bind(set.iter().cloned().collect::<Vec<String>>()),
+            None => query,
+        }
+    }
+
+    /// Every product's figures, summed over days, in (retailer, product, category) order.
+    pub async fn products(&self) -> Result<Vec<ProductSales>> {
+        let (db, clause) = (&self.database, self.retailer_clause());
+        let sql = format!(
+            "SELECT retailer_id, product_id, category, sum(quantity) AS quantity, \
+             sum(revenue_cents) AS revenue_cents, sum(orders) AS orders \
+             FROM {db}.sold_products_daily {clause} \
+             GROUP BY retailer_id, product_id, category \
+             ORDER BY retailer_id, product_id, category"
+        );
+        let rows = self
+            .query(&sql)
+            .fetch_all::<ProductSalesColumns>()
+            .await
+            .context("reading sold_products_daily")?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(retailer_id, product_id, category, quantity, revenue_cents, orders)| {
+                    ProductSales {
+                        retailer_id,
+                        product_id,
+                        category,
+                        quantity,
+                        revenue_cents,
+                        orders,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Calls `f` on every affinity, in (retailer, product a, product b) order; the number of
+    /// rows read.
+    pub async fn for_each_affinity(&self, mut f: impl FnMut(&ProductAffinity)) -> Result<u64> {
+        let (db, clause) = (&self.database, self.retailer_clause());
+        let sql = format!(
+            "SELECT retailer_id, product_a, product_b, orders_together \
+             FROM {db}.product_affinities {clause} \
+             ORDER BY retailer_id, product_a, product_b"
+        );
+        let mut cursor = self
+            .query(&sql)
+            .fetch::<AffinityColumns>()
+            .context("reading product_affinities")?;
+        let mut rows = 0u64;
+        while let Some((retailer_id, product_a, product_b, orders_together)) =
+            cursor.next().await.context("reading product_affinities")?
+        {
+            rows += 1;
+            f(&ProductAffinity {
+                retailer_id,
+                product_a,
+                product_b,
+                orders_together,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The number of distinct shoppers with purchases.
+    pub async fn count_shoppers(&self) -> Result<u64> {
+        let (db, clause) = (&self.database, self.retailer_clause());
+        let sql = format!("SELECT uniqExact(shopper_id) FROM {db}.shopper_purchases {clause}");
+        self.query(&sql)
+            .fetch_one::<u64>()
+            .await
+            .context("counting shoppers")
+    }
+
+    /// The purchases, one shopper at a time, in shopper id order.
+    pub fn purchases(&self) -> Result<Purchases> {
+        let (db, clause) = (&self.database, self.retailer_clause());
+        let sql = format!(
+            "SELECT retailer_id, shopper_id, product_id, quantity, orders, last_purchase_at \
+             FROM {db}.shopper_purchases {clause} \
+             ORDER BY shopper_id, retailer_id, product_id"
+        );
+        let cursor = self
+            .query(&sql)
+            .fetch::<PurchaseColumns>()
+            .context("reading shopper_purchases")?;
+        Ok(Purchases { cursor, next: None })
+    }
+}
+
+/// `shopper_purchases` in shopper order, grouped by shopper.
+pub(crate) struct Purchases {
+    cursor: RowCursor<PurchaseColumns>,
+    /// The first row of the next shopper, read with the previous shopper's rows.
+    next: Option<ShopperPurchase>,
+}
+
+impl Purchases {
+    /// The next shopper's rows (every retailer, at least one row), or `None` after the last.
+    pub async fn next_shopper(&mut self) -> Result<Option<Vec<ShopperPurchase>>> {
+        let mut group: Vec<ShopperPurchase> = self.next.take().into_iter().collect();
+        loop {
+            let row = self
+                .cursor
+                .next()
+                .await
+                .context("reading shopper_purchases")?;
+            let Some((retailer_id, shopper_id, product_id, quantity, orders, last)) = row else {
+                return Ok((!group.is_empty()).then_some(group));
+            };
+            let row = ShopperPurchase {
+                retailer_id,
+                shopper_id,
+                product_id,
+                quantity,
+                orders,
+                // ClickHouse keeps whole seconds (`DateTime`).
+                last_purchase_at: Timestamp(i64::from(last) * 1_000_000),
+            };
+            match group.first() {
+                Some(first) if first.shopper_id != row.shopper_id => {
+                    self.next = Some(row);
+                    return Ok(Some(group));
+                }
+                _ => group.push(row),
+            }
+        }
+    }
+}
