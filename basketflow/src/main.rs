@@ -12,7 +12,6 @@
 
 use basketflow_config as config;
 mod logging;
-mod metrics;
 mod privacy_cli;
 mod run;
 

@@ -29,7 +29,7 @@ use basketflow_sinks::read_model_sink::{
 };
 
 use crate::config::Config;
-use crate::metrics::{self, Registry};
+use basketflow_metrics::{self as metrics, Registry};
 
 /// Options of `basketflow run`.
 #[derive(Args, Debug, Clone)]
