@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::experiences::TreeStats;
 use basketflow_ingest::kafka_source::SourceStats;
+use basketflow_sinks::clickhouse::SinkStats;
 use basketflow_sinks::dead_letters::RejectionCounts;
 use basketflow_sinks::kafka_outputs::OutputStats;
-use basketflow_sinks::read_model_sink::SinkStats;
 
 /// Everything a process reports.
 #[derive(Default)]

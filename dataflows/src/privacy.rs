@@ -24,95 +24,19 @@
 //! away. The erasure is a fact of the `privacy-requests` topic, read again on every replay at
 //! the same logical time, so a restart or a rebuild never brings the shopper back.
 
-use std::collections::BTreeMap;
-
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
 use basketflow_vocab::{ErasureRequest, Event, EventBody};
 use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::{Map, OkErr};
 use timely::dataflow::Stream;
 
 use crate::parse::DeadLetter;
 use crate::wire::WireEvent;
 
-/// Milliseconds in a day.
-pub const MS_PER_DAY: u64 = 86_400_000;
-
-/// The default retention period: 1095 days (three years, the article's history).
-pub const DEFAULT_RETENTION_DAYS: u64 = 1095;
+pub use basketflow_vocab::privacy::{Erasure, Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
 
 /// The rejection code of a message on `privacy-requests` that is not a valid request.
 pub const INVALID_PRIVACY_REQUEST: &str = "invalid_privacy_request";
-
-/// How long per-shopper data is kept, per retailer, in milliseconds of graph time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retention {
-    /// The period of every retailer without its own.
-    pub default_ms: u64,
-    /// Retailers with their own period.
-    pub per_retailer_ms: BTreeMap<String, u64>,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            default_ms: DEFAULT_RETENTION_DAYS * MS_PER_DAY,
-            per_retailer_ms: BTreeMap::new(),
-        }
-    }
-}
-
-impl Retention {
-    /// The period of `retailer_id`, in milliseconds.
-    pub fn period_ms(&self, retailer_id: &str) -> u64 {
-        self.per_retailer_ms
-            .get(retailer_id)
-            .copied()
-            .unwrap_or(self.default_ms)
-    }
-
-    /// The shortest and the longest period of any retailer, in milliseconds.
-    pub fn bounds_ms(&self) -> (u64, u64) {
-        self.per_retailer_ms
-            .values()
-            .fold((self.default_ms, self.default_ms), |(lo, hi), p| {
-                (lo.min(*p), hi.max(*p))
-            })
-    }
-
-    /// When an event read at logical time `time` leaves the per-shopper state:
-    /// `max(time, min(occurred_at, time) + period)`.
-    pub fn leaves_at(&self, event: &Event, time: Millis) -> Millis {
-        let occurred_ms = u64::try_from(event.occurred_at.0.div_euclid(1000)).unwrap_or(0);
-        time.max(
-            occurred_ms
-                .min(time)
-                .saturating_add(self.period_ms(&event.retailer_id)),
-        )
-    }
-}
-
-/// An erasure request as the graph carries it, at the logical time it was read.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Erasure {
-    /// The request.
-    pub request: ErasureRequest,
-    /// Its partition of `privacy-requests`.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-}
-
-impl Erasure {
-    /// The key the graph forgets: `(retailer_id, shopper_id)`.
-    pub fn shopper(&self) -> (String, String) {
-        (
-            self.request.retailer_id.clone(),
-            self.request.shopper_id.clone(),
-        )
-    }
-}
 
 /// Splits the messages of `privacy-requests` into erasures and dead letters (code
 /// [`INVALID_PRIVACY_REQUEST`]; no payload excerpt is kept, it names a shopper).
@@ -174,38 +98,4 @@ pub fn apply_privacy<'scope>(
         move |e: &WireEvent, t| Some(retention.leaves_at(&e.0, t)),
         |e: &WireEvent| anonymous(&e.0).map(WireEvent::from),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use basketflow_vocab::Timestamp;
-
-    #[test]
-    fn retention_counts_from_the_earlier_of_the_tracker_and_broker_clocks() {
-        let mut r = Retention {
-            default_ms: 1_000,
-            per_retailer_ms: BTreeMap::new(),
-        };
-        r.per_retailer_ms.insert("short".into(), 10);
-        let event = |retailer: &str, occurred_ms: i64| Event {
-            event_id: "e".into(),
-            retailer_id: retailer.into(),
-            shopper_id: "s".into(),
-            session_id: None,
-            occurred_at: Timestamp(occurred_ms * 1000),
-            body: EventBody::SearchPerformed {
-                query: "q".into(),
-                result_count: None,
-            },
-        };
-        assert_eq!(r.leaves_at(&event("r", 5_000), 5_000), 6_000);
-        // A tracker clock in the future does not extend the period.
-        assert_eq!(r.leaves_at(&event("r", 9_000), 5_000), 6_000);
-        // One in the past shortens it, never below the time it was read.
-        assert_eq!(r.leaves_at(&event("r", 4_500), 5_000), 5_500);
-        assert_eq!(r.leaves_at(&event("r", 1), 5_000), 5_000);
-        assert_eq!(r.leaves_at(&event("short", 5_000), 5_000), 5_010);
-        assert_eq!(Retention::default().period_ms("x"), 1095 * MS_PER_DAY);
-    }
 }

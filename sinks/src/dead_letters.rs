@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use basketflow_dataflows::parse::DeadLetter;
+use basketflow_vocab::DeadLetter;
 use timely::dataflow::operators::core::Inspect;
 use timely::dataflow::Stream;
 

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_dataflows::parse::DeadLetter;
 use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_vocab::DeadLetter;
 use basketflow_vocab::Decision;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -55,9 +55,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
 
+use crate::durable::Committed;
 use crate::durable::{DurableCap, NoData, Waker};
 use crate::kafka::client_config;
-use crate::read_model_sink::Committed;
 
 /// Where the Kafka outputs go.
 #[derive(Clone, Debug)]
