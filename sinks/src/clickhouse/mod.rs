@@ -52,6 +52,8 @@ use clickhouse::Client;
 
 use crate::clickhouse::versions::ConvertError;
 
+#[cfg(test)]
+mod fixtures;
 pub mod operator;
 pub mod privacy;
 pub mod reader;

@@ -252,19 +252,12 @@ mod tests {
     use basketflow_vocab::{PaidOrderLine, ShopperPurchase, SoldProductDaily};
 
     use super::*;
+    use crate::clickhouse::fixtures::{paid_line, sold};
 
     #[test]
     fn values_out_of_range_are_errors() {
         let v = Version {
-            row: SoldProductDaily {
-                day: -1,
-                retailer_id: "r".into(),
-                product_id: "p".into(),
-                category: "c".into(),
-                quantity: 1,
-                revenue_cents: 1,
-                orders: 1,
-            },
+            row: SoldProductDaily { day: -1, ..sold() },
             deleted: false,
             time: 1,
         };
@@ -292,16 +285,9 @@ mod tests {
             })
         ));
         let line = PaidOrderLine {
-            retailer_id: "r".into(),
-            order_id: "o".into(),
-            product_id: "p".into(),
-            category: "c".into(),
-            shopper_id: "s".into(),
-            quantity: 1,
-            revenue_cents: 1,
             ordered_at: Timestamp(-1),
             day: 0,
-            cancelled: false,
+            ..paid_line(false)
         };
         let v = Version {
             row: line.clone(),

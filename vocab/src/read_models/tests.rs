@@ -1,29 +1,26 @@
 use super::*;
 
 fn sold() -> SoldProductDaily {
+    let key = (20_000, "r".to_string(), "p".to_string(), "c".to_string());
     SoldProductDaily {
-        day: 20_000,
-        retailer_id: "r".into(),
-        product_id: "p".into(),
-        category: "c".into(),
         quantity: 3,
         revenue_cents: 300,
         orders: 1,
+        ..SoldProductDaily::tombstone(key)
     }
 }
 
 fn line() -> PaidOrderLine {
+    let key = ["r", "o", "p", "c"].map(String::from);
+    let [retailer, order, product, category] = key;
     PaidOrderLine {
-        retailer_id: "r".into(),
-        order_id: "o".into(),
-        product_id: "p".into(),
-        category: "c".into(),
         shopper_id: "s".into(),
         quantity: 2,
         revenue_cents: 300,
         ordered_at: Timestamp(1_700_000_000_000_000),
         day: 19_675,
         cancelled: true,
+        ..PaidOrderLine::tombstone((retailer, order, product, category))
     }
 }
 
@@ -40,25 +37,20 @@ fn round_trips<R: ReadModel + PartialEq>(row: R) {
 #[test]
 fn every_read_model_round_trips_through_its_values() {
     round_trips(sold());
+    let [r, s, p, a, b] = ["r", "s", "p", "a", "b"].map(String::from);
     round_trips(ShopperPurchase {
-        retailer_id: "r".into(),
-        shopper_id: "s".into(),
-        product_id: "p".into(),
         quantity: 2,
         orders: 2,
         last_purchase_at: Timestamp(1_700_000_000_000_000),
+        ..ShopperPurchase::tombstone((r.clone(), s.clone(), p.clone()))
     });
     round_trips(ProductAffinity {
-        retailer_id: "r".into(),
-        product_a: "a".into(),
-        product_b: "b".into(),
         orders_together: 5,
+        ..ProductAffinity::tombstone((r.clone(), a, b))
     });
     round_trips(BasketLine {
-        retailer_id: "r".into(),
-        shopper_id: "s".into(),
-        product_id: "p".into(),
         quantity: 1,
+        ..BasketLine::tombstone((r, s, p))
     });
     round_trips(line());
 }

@@ -1,6 +1,7 @@
 use basketflow_vocab::Timestamp;
 
 use super::*;
+use crate::clickhouse::fixtures::{paid_line, sold};
 
 fn line(shopper: &str, product: &str, quantity: i64) -> BasketLine {
     BasketLine {
@@ -72,15 +73,7 @@ fn inserts_changes_deletions_and_noops() {
 
 #[test]
 fn tombstones_of_every_read_model_keep_the_key_and_zero_the_values() {
-    let sold = SoldProductDaily {
-        day: 20_000,
-        retailer_id: "r".into(),
-        product_id: "p".into(),
-        category: "c".into(),
-        quantity: 3,
-        revenue_cents: 300,
-        orders: 1,
-    };
+    let sold = sold();
     assert_eq!(
         to_versions(vec![(sold.clone(), 9, -1)]).unwrap(),
         vec![Version {
@@ -124,18 +117,7 @@ fn tombstones_of_every_read_model_keep_the_key_and_zero_the_values() {
             ..pair
         }
     );
-    let line = PaidOrderLine {
-        retailer_id: "r".into(),
-        order_id: "o".into(),
-        product_id: "p".into(),
-        category: "c".into(),
-        shopper_id: "s".into(),
-        quantity: 2,
-        revenue_cents: 300,
-        ordered_at: Timestamp(1_700_000_000_000_000),
-        day: 19_675,
-        cancelled: true,
-    };
+    let line = paid_line(true);
     assert_eq!(
         to_versions(vec![(line.clone(), 4, -1)]).unwrap()[0].row,
         PaidOrderLine {
@@ -152,18 +134,7 @@ fn tombstones_of_every_read_model_keep_the_key_and_zero_the_values() {
 
 #[test]
 fn a_cancellation_of_a_paid_order_is_a_new_version_of_each_line() {
-    let line = |cancelled| PaidOrderLine {
-        retailer_id: "r".into(),
-        order_id: "o".into(),
-        product_id: "p".into(),
-        category: "c".into(),
-        shopper_id: "s".into(),
-        quantity: 2,
-        revenue_cents: 300,
-        ordered_at: Timestamp(1_700_000_000_000_000),
-        day: 19_675,
-        cancelled,
-    };
+    let line = paid_line;
     let batch = Batch::from_updates(
         2,
         Updates {
