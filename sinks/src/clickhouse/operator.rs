@@ -68,10 +68,10 @@ pub struct PrivateOutputs<'scope> {
 /// time with the source positions recorded at it.
 pub fn prepare(target: &Target) -> Result<Committed, ClickHouseError> {
     runtime().block_on(async {
-        let sink = target.connect().await?;
-        sink.migrate().await?;
-        sink.discard_uncommitted().await?;
-        sink.committed_positions().await
+        let store = target.connect().await?;
+        store.migrate().await?;
+        store.discard_uncommitted().await?;
+        store.committed_positions().await
     })
 }
 

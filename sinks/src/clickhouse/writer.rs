@@ -21,7 +21,7 @@ use crate::clickhouse::versions::Batch;
 use crate::clickhouse::Target;
 use crate::durable::Waker;
 
-/// What the sink has done, readable from any thread.
+/// What the ClickHouse sink (operator and writer) has done, readable from any thread.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// The committed time: every time at or below it is in the views.
@@ -69,7 +69,7 @@ pub(crate) fn write_loop(
     let sweep_every = retention_interval(&retention);
     let mut last_sweep: Option<Instant> = None;
     rt.block_on(async {
-        let mut sink: Option<ClickHouseStore> = None;
+        let mut store: Option<ClickHouseStore> = None;
         while let Ok(mut batch) = rx.recv() {
             // Coalesce what queued up while the last write ran: one insert per table.
             while let Ok(next) = rx.try_recv() {
@@ -78,10 +78,10 @@ pub(crate) fn write_loop(
             let mut backoff = Duration::from_millis(100);
             loop {
                 let result = async {
-                    if sink.is_none() {
-                        sink = Some(target.connect().await?);
+                    if store.is_none() {
+                        store = Some(target.connect().await?);
                     }
-                    sink.as_ref().expect("connected").write_batch(&batch).await
+                    store.as_ref().expect("connected").write_batch(&batch).await
                 }
                 .await;
                 match result {
@@ -89,7 +89,7 @@ pub(crate) fn write_loop(
                     Err(e) => {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         log::warn!(through = batch.through, backoff:? = backoff; "clickhouse writer: write failed, retrying: {e}");
-                        sink = None;
+                        store = None;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -109,7 +109,7 @@ pub(crate) fn write_loop(
             // at the next interval).
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
                 last_sweep = Some(Instant::now());
-                if let Some(s) = sink.as_ref() {
+                if let Some(s) = store.as_ref() {
                     match s.apply_retention(batch.through, &retention).await {
                         Ok(n) => {
                             stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
