@@ -1,14 +1,14 @@
 //! The RowBinary rows of the ClickHouse tables: what the store inserts and the reader reads.
 //!
-//! Read models have no row structs of their own here: [`StoredVersion`] (a row of
+//! Read models have no row structs of their own here: `StoredVersion` (a row of
 //! `<name>_versions`) and [`ViewRow`] (a row of the view `<name>`) work for any
 //! [`ReadModel`], column by column, from its definition. Each [`Value`] is converted to its
 //! column's binary form (`Date`: days as `UInt16`, `DateTime`: seconds as `UInt32`, flags as
 //! `UInt8`); a value that does not fit is a [`ClickHouseError::OutOfRange`] naming the table
-//! and the column ([`check_range`]), found before anything is written. Reading converts back:
+//! and the column (`check_range`), found before anything is written. Reading converts back:
 //! a `DateTime` comes back in whole seconds.
 //!
-//! [`DecisionRow`] is a row of `experience_decisions_log`.
+//! `DecisionRow` is a row of `experience_decisions_log`.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -2,7 +2,7 @@
 //! over HTTP, and discards what a crash left uncommitted.
 //!
 //! A batch ([`Batch`]) is written as its versions (one RowBinary `INSERT` per read model, from
-//! its definition: [`StoredVersion`]), its decisions, its erasures
+//! its definition: `StoredVersion`), its decisions, its erasures
 //! ([`crate::clickhouse::privacy`]), then its progress row, which makes it visible in the
 //! views. The schema is [`crate::clickhouse::schema`]'s.
 
