@@ -198,7 +198,7 @@ def wait_mutations(s, db, table):
 
 
 def check_privacy(s):
-    """The statements ClickHouseSink::erase_all and ::apply_retention send, and the audit view."""
+    """The statements ClickHouseStore::erase_all and ::apply_retention send, and the audit view."""
     db = "basketflow_privacy"
     s.query(f"CREATE DATABASE {db}")
     for _, sql in statements(db):
@@ -374,7 +374,7 @@ def main():
         # The recovery mutation, then batch 3 written again in full.
         for t in ["sold_products_daily_versions", "shopper_purchases_versions",
                   "product_affinities_versions", "baskets_versions", "order_lines_versions"]:
-            # As ClickHouseSink::discard_uncommitted does it: a mutation, then poll
+            # As ClickHouseStore::discard_uncommitted does it: a mutation, then poll
             # system.mutations (18.16 has no mutations_sync).
             q(f"ALTER TABLE {DB}.{t} DELETE WHERE time > 20")
             for _ in range(600):

@@ -5,7 +5,7 @@
 //! binary installs. Lines look like
 //!
 //! ```text
-//! ts=2026-11-22T04:01:02.345Z level=warn target=basketflow_sinks::read_model_sink msg="clickhouse write failed" through=1795318092704 error="..."
+//! ts=2026-11-22T04:01:02.345Z level=warn target=basketflow_sinks::clickhouse::writer msg="clickhouse write failed" through=1795318092704 error="..."
 //! {"ts":"2026-11-22T04:01:02.345Z","level":"warn","target":"...","msg":"...","through":1795318092704}
 //! ```
 //!

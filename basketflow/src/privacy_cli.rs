@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
+use basketflow_sinks::clickhouse::ClickHouseReader;
 use basketflow_sinks::kafka::client_config;
 use basketflow_vocab::{ErasureRequest, Timestamp};
 use clap::{Args, Subcommand};
@@ -144,9 +144,9 @@ pub fn erasure_request(
     ErasureRequest::parse(&json).map_err(|why| anyhow!("invalid erasure request: {why}"))
 }
 
-async fn connect(config: &Config) -> Result<ClickHouseSink> {
+async fn connect(config: &Config) -> Result<ClickHouseReader> {
     let ch = &config.clickhouse;
-    ClickHouseSink::connect(&ch.url, &ch.database, &ch.user, &ch.password)
+    ClickHouseReader::connect(&ch.url, &ch.database, &ch.user, &ch.password)
         .await
         .with_context(|| format!("connecting to ClickHouse at {}", ch.url))
 }
@@ -156,7 +156,7 @@ async fn erase(args: EraseArgs) -> Result<()> {
     let request = erasure_request(&args.retailer, &args.shopper, args.request_id.as_deref())?;
     let json = serde_json::to_string(&request).context("writing the request as JSON")?;
     // Before anything is sent: --wait against a ClickHouse it cannot reach would only time out.
-    let sink = if args.wait {
+    let reader = if args.wait {
         Some(connect(&config).await?)
     } else {
         None
@@ -199,11 +199,11 @@ async fn erase(args: EraseArgs) -> Result<()> {
     out.flush()?;
     drop(out);
 
-    let Some(sink) = sink else {
+    let Some(reader) = reader else {
         return Ok(());
     };
     let timeout = Duration::from_secs(args.timeout_s);
-    match wait_for_audit(&sink, &request.request_id, timeout).await? {
+    match wait_for_audit(&reader, &request.request_id, timeout).await? {
         Some(row) => {
             println!("{row}");
             Ok(())
@@ -215,7 +215,7 @@ async fn erase(args: EraseArgs) -> Result<()> {
                  the graph applies it when it reads it.",
                 request.request_id,
                 args.timeout_s,
-                sink.database()
+                reader.database()
             );
             std::process::exit(1);
         }
@@ -254,13 +254,13 @@ fn missing(code: RDKafkaErrorCode) -> bool {
 /// `timeout` has passed (`None`). A missing table means the graph has not applied any request
 /// yet; ClickHouse errors are retried until the timeout, and the last one is then returned.
 pub(crate) async fn wait_for_audit(
-    sink: &ClickHouseSink,
+    reader: &ClickHouseReader,
     request_id: &str,
     timeout: Duration,
 ) -> Result<Option<Value>> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last_error = match audit_row(sink, request_id).await {
+        let last_error = match audit_row(reader, request_id).await {
             Ok(Some(row)) => return Ok(Some(row)),
             Ok(None) => None,
             Err(e) => Some(e),
@@ -270,7 +270,7 @@ pub(crate) async fn wait_for_audit(
             return match last_error {
                 Some(e) => Err(e.context(format!(
                     "waiting for request {request_id} in {}.{AUDIT_TABLE}",
-                    sink.database()
+                    reader.database()
                 ))),
                 None => Ok(None),
             };
@@ -280,9 +280,9 @@ pub(crate) async fn wait_for_audit(
 }
 
 /// The audit row of `request_id`, if the table and the row exist.
-async fn audit_row(sink: &ClickHouseSink, request_id: &str) -> Result<Option<Value>> {
-    let db = sink.database();
-    let tables: u64 = sink
+async fn audit_row(reader: &ClickHouseReader, request_id: &str) -> Result<Option<Value>> {
+    let db = reader.database();
+    let tables: u64 = reader
         .client()
         .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
         .bind(db)
@@ -293,7 +293,7 @@ async fn audit_row(sink: &ClickHouseSink, request_id: &str) -> Result<Option<Val
     if tables == 0 {
         return Ok(None);
     }
-    let query = sink
+    let query = reader
         .client()
         .query(&format!(
             "SELECT * FROM {db}.{AUDIT_TABLE} WHERE request_id = ? ORDER BY applied_at LIMIT 1"
@@ -331,8 +331,8 @@ async fn export(args: ExportArgs) -> Result<()> {
             bail!("{flag} must not be empty");
         }
     }
-    let sink = connect(&config).await?;
-    let document = export_document(&sink, &config, &args.retailer, &args.shopper).await?;
+    let reader = connect(&config).await?;
+    let document = export_document(&reader, &config, &args.retailer, &args.shopper).await?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &document)?;
     writeln!(out)?;
@@ -343,16 +343,16 @@ async fn export(args: ExportArgs) -> Result<()> {
 /// The export of one shopper: every row of each of [`EXPORT_VIEWS`] with their `retailer_id`
 /// and `shopper_id`, and a note on the topics that keep their raw data.
 pub(crate) async fn export_document(
-    sink: &ClickHouseSink,
+    reader: &ClickHouseReader,
     config: &Config,
     retailer_id: &str,
     shopper_id: &str,
 ) -> Result<Value> {
-    let db = sink.database();
+    let db = reader.database();
     let exported_at = Timestamp::now();
     let mut tables = Map::new();
     for (view, order) in EXPORT_VIEWS {
-        let query = sink
+        let query = reader
             .client()
             .query(&format!(
                 "SELECT * FROM {db}.{view} WHERE retailer_id = ? AND shopper_id = ? \

@@ -19,13 +19,11 @@ use timely::WorkerConfig;
 
 use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
+use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs, Target};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
 use basketflow_sinks::kafka::{ensure_topic, read_erased, set_topic_configs};
 use basketflow_sinks::kafka_outputs::{
     kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
-};
-use basketflow_sinks::read_model_sink::{
-    committed, prepare, write_read_models, PrivateOutputs, Target,
 };
 
 use crate::config::Config;

@@ -12,10 +12,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use basketflow_dataflows::rows::{BasketLine, PaidOrderLine, ShopperPurchase};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
-use basketflow_sinks::read_model_sink::{prepare, Target};
-use basketflow_sinks::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::{prepare, ClickHouseStore, Target};
+use basketflow_vocab::read_models::{BasketLine, PaidOrderLine, ShopperPurchase};
 use basketflow_vocab::{ErasureRequest, Timestamp};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -413,7 +412,7 @@ fn order_line(retailer: &str, order: &str, shopper: &str, product: &str) -> Paid
 }
 
 /// Inserts one decision into `db.experience_decisions_log` (what the decisions sink writes).
-async fn decision(sink: &ClickHouseSink, id: &str, retailer: &str, shopper: &str) {
+async fn decision(sink: &ClickHouseStore, id: &str, retailer: &str, shopper: &str) {
     sink.client()
         .query(&format!(
             "INSERT INTO {}.experience_decisions_log VALUES \

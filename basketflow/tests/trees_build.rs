@@ -14,10 +14,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase, SoldProductDaily};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
+use basketflow_sinks::clickhouse::versions::{Batch, Version};
+use basketflow_sinks::clickhouse::ClickHouseStore;
 use basketflow_sinks::kafka::{client_config, ensure_topic};
-use basketflow_sinks::versions::{Batch, Version};
+use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase, SoldProductDaily};
 use basketflow_vocab::{ExperienceTree, Timestamp};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -521,7 +521,7 @@ async fn trees_build_publishes_one_exact_personalized_tree_per_active_shopper() 
         .unwrap()
         .as_millis();
     let database = format!("bf_trees_{millis}");
-    let sink = ClickHouseSink::connect(&clickhouse_url(), &database, "default", "")
+    let sink = ClickHouseStore::connect(&clickhouse_url(), &database, "default", "")
         .await
         .expect("connecting to ClickHouse; is the stack up? run scripts/stack up");
     sink.migrate().await.unwrap();

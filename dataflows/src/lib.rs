@@ -7,7 +7,7 @@
 //!
 //! [`read_models()`] turns a collection of validated [`Event`](basketflow_vocab::Event)s
 //! (duplicates allowed, any arrival order, any totally ordered time) into five collections of rows
-//! ([`rows`]) that ClickHouse stores: sold products per day, shopper purchase histories, product
+//! ([`basketflow_vocab::read_models`]) that ClickHouse stores: sold products per day, shopper purchase histories, product
 //! affinities, current baskets, and the lines of every paid order with its cancellation flag.
 //! [`oracle`] computes the same rows from scratch in plain
 //! Rust; the tests check that the graph agrees with it at every logical time.
@@ -83,10 +83,8 @@ pub mod graph;
 pub mod oracle;
 pub mod privacy;
 pub mod read_models;
-pub mod rows;
 
 pub use read_models::{
     changes_read_models, deduplicate, read_models, read_models_from_unique, unique_events,
     unique_wire_events, ReadModels, UniqueEvents,
 };
-pub use rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};

@@ -36,7 +36,9 @@ use crate::privacy::anonymous;
 use crate::read_models::changes_read_models;
 use basketflow_vocab::Retention;
 
-use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_vocab::read_models::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 
 /// Units, revenue and the distinct order ids of one sold-product key.
 type Figures<'a> = (i64, i64, BTreeSet<&'a str>);

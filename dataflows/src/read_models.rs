@@ -18,26 +18,14 @@ use serde::{Deserialize, Serialize};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
 
-use crate::rows::{BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily};
+use basketflow_vocab::read_models::{
+    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_vocab::WireEvent;
 
-/// The five read models, as differential collections of rows (multiplicity `isize`).
-///
-/// In each collection a key has at most one live row (see [`crate::rows`]), so a sink can apply
-/// the `(row, time, diff)` updates of each completed time as deletes and inserts.
-pub struct ReadModels<'scope, T: LogicalTime> {
-    /// Per day, retailer, product and category: units, revenue and orders sold.
-    pub sold_products_daily: VecCollection<'scope, T, SoldProductDaily>,
-    /// Per retailer, shopper and product: units, orders and the latest purchase.
-    pub shopper_purchases: VecCollection<'scope, T, ShopperPurchase>,
-    /// Per retailer and pair of products: orders containing both.
-    pub product_affinities: VecCollection<'scope, T, ProductAffinity>,
-    /// Per retailer, shopper and product: the units in the current basket.
-    pub baskets: VecCollection<'scope, T, BasketLine>,
-    /// Per retailer, order, product and category: the lines of every paid order, cancelled
-    /// ones included (flagged).
-    pub order_lines: VecCollection<'scope, T, PaidOrderLine>,
-}
+/// The five read models, as differential collections of rows: defined with the rows in
+/// [`basketflow_vocab::read_models`], which the ClickHouse sink also reads.
+pub use basketflow_vocab::read_models::ReadModels;
 
 /// Events with the same `event_id` reduced to one: the least copy by `Ord` on [`Event`].
 ///

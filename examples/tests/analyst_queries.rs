@@ -3,7 +3,7 @@
 //!
 //! A small hand-made set of events goes through the oracle (`basketflow_dataflows::oracle`),
 //! its rows become versions at one time (`Batch::from_updates`) that
-//! `ClickHouseSink::write_batch` writes into a fresh database (`bf_q_<millis>`, migrated by the
+//! `ClickHouseStore::write_batch` writes into a fresh database (`bf_q_<millis>`, migrated by the
 //! sink, dropped at the end); decisions go into `experience_decisions_log` twice each (as a
 //! replay writes them), read through the `experience_decisions` view. Each query file runs with its placeholders and the
 //! database name replaced, and its TabSeparated output is compared with the rows computed by
@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::oracle;
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
-use basketflow_sinks::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::ClickHouseStore;
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
 
 /// The database name the query files are written against.
@@ -370,7 +370,7 @@ fn every_query_file_documents_its_placeholders_and_is_tested() {
     }
 }
 
-async fn run_query(sink: &ClickHouseSink, file: &str, params: &[(&str, &str)]) -> String {
+async fn run_query(sink: &ClickHouseStore, file: &str, params: &[(&str, &str)]) -> String {
     let sql = query_text(file, sink.database(), params);
     let bytes = sink
         .client()
@@ -383,7 +383,7 @@ async fn run_query(sink: &ClickHouseSink, file: &str, params: &[(&str, &str)]) -
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-async fn scenario(sink: ClickHouseSink) {
+async fn scenario(sink: ClickHouseStore) {
     let db = sink.database().to_owned();
     sink.migrate().await.unwrap();
 
@@ -478,7 +478,7 @@ async fn example_queries_give_exact_results_on_the_server() {
         .unwrap()
         .as_millis();
     let database = format!("bf_q_{millis}");
-    let sink = ClickHouseSink::connect(&url(), &database, "default", "")
+    let sink = ClickHouseStore::connect(&url(), &database, "default", "")
         .await
         .unwrap_or_else(|e| {
             panic!(

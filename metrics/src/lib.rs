@@ -39,9 +39,9 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use basketflow_dataflows::experiences::TreeStats;
 use basketflow_ingest::kafka_source::SourceStats;
+use basketflow_sinks::clickhouse::SinkStats;
 use basketflow_sinks::dead_letters::RejectionCounts;
 use basketflow_sinks::kafka_outputs::OutputStats;
-use basketflow_sinks::read_model_sink::SinkStats;
 
 /// Everything a process reports.
 #[derive(Default)]

@@ -1,7 +1,8 @@
 -- Versions of the sold_products_daily read model: one row per key and graph time at which the
 -- key changed (deleted = 1: the key has no row from that time on). Ordered by (key, time) so that
 -- merges only collapse identical versions (replays), never a committed version (see
--- sinks/src/clickhouse_sink.rs).
+-- sinks/src/clickhouse/mod.rs). Columns and key: the read model's definition in
+-- vocab/src/read_models.rs (a test of sinks/src/clickhouse/schema.rs compares them).
 -- Monthly partitions so that retention can drop whole months.
 CREATE TABLE IF NOT EXISTS {database}.sold_products_daily_versions
 (

@@ -9,10 +9,16 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use basketflow_ingest::kafka_source::Positions;
+
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::Capability;
 use timely::scheduling::SyncActivator;
+
+/// What a restart of a writer starts from: its committed time and the sources' positions
+/// recorded with it.
+pub type Committed = (u64, Positions);
 
 /// The output session of a durable-frontier operator (it never gives data).
 pub(crate) type NoData<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<()>>>;

@@ -55,9 +55,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
 
+use crate::durable::Committed;
 use crate::durable::{DurableCap, NoData, Waker};
 use crate::kafka::client_config;
-use crate::read_model_sink::Committed;
 
 /// Where the Kafka outputs go.
 #[derive(Clone, Debug)]

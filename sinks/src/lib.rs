@@ -1,18 +1,18 @@
 //! Sinks: where the graph's outputs leave it, for ClickHouse and for Kafka.
 //!
 //! This crate owns every write basketflow makes outside itself: the Kafka plumbing the other
-//! writers build on ([`kafka`]), the conversion of the graph's read-model updates into stored
-//! versions ([`versions`]) and the ClickHouse writer of those versions with its analyst views
-//! ([`clickhouse_sink`]), and the graph's Kafka outputs (decisions, dead letters), produced
-//! exactly once in Kafka transactions ([`kafka_outputs`]).
+//! writers build on ([`kafka`]); ClickHouse ([`clickhouse`]: the sink operator and its writer
+//! thread, the versions of the read models, the store with its schema, erasure and retention,
+//! and a reader for everyone who reads the stored data back); and the graph's Kafka outputs
+//! (decisions, dead letters), produced exactly once in Kafka transactions ([`kafka_outputs`]).
+//! Both writers expose a durable frontier ([`Committed`] is what each restarts from).
 
 #![forbid(missing_docs)]
 
-pub mod clickhouse_sink;
+pub mod clickhouse;
 pub mod dead_letters;
-pub mod decisions;
 mod durable;
 pub mod kafka;
 pub mod kafka_outputs;
-pub mod read_model_sink;
-pub mod versions;
+
+pub use durable::Committed;

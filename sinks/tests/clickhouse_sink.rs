@@ -7,11 +7,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::rows::{
+use basketflow_sinks::clickhouse::schema::VERSION_TABLES;
+use basketflow_sinks::clickhouse::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::{ClickHouseStore, Migration};
+use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_sinks::clickhouse_sink::{ClickHouseSink, Migration, VERSION_TABLES};
-use basketflow_sinks::versions::{Batch, Updates};
 use basketflow_vocab::Timestamp;
 use clickhouse::Row;
 use serde::Deserialize;
@@ -28,8 +29,8 @@ fn unique_database(name: &str) -> String {
     format!("bf_test_{name}_{nanos}")
 }
 
-async fn connect(database: &str) -> ClickHouseSink {
-    ClickHouseSink::connect(&url(), database, "default", "")
+async fn connect(database: &str) -> ClickHouseStore {
+    ClickHouseStore::connect(&url(), database, "default", "")
         .await
         .unwrap_or_else(|e| {
             panic!(
@@ -42,7 +43,7 @@ async fn connect(database: &str) -> ClickHouseSink {
 /// Runs `scenario` on a fresh database and drops the database afterwards, even on failure.
 async fn with_database<F, Fut>(name: &str, scenario: F)
 where
-    F: FnOnce(ClickHouseSink) -> Fut,
+    F: FnOnce(ClickHouseStore) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let database = unique_database(name);
@@ -121,7 +122,7 @@ struct Views {
     order_lines: Vec<PaidOrderLine>,
 }
 
-async fn views(sink: &ClickHouseSink) -> Views {
+async fn views(sink: &ClickHouseStore) -> Views {
     let db = sink.database();
     let c = sink.client();
     Views {
@@ -301,7 +302,7 @@ fn line(product: &str, quantity: i64) -> BasketLine {
     }
 }
 
-async fn count(sink: &ClickHouseSink, sql: &str) -> u64 {
+async fn count(sink: &ClickHouseStore, sql: &str) -> u64 {
     sink.client().query(sql).fetch_one().await.unwrap()
 }
 
@@ -600,6 +601,72 @@ async fn many_rows_go_in_one_insert_per_table() {
              AND active"
         );
         assert_eq!(count(&sink, &sql).await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_reader_reads_every_read_model_back_into_its_own_row_type() {
+    with_database("reader", |sink| async move {
+        sink.migrate().await.unwrap();
+        let purchases = vec![bought("p1", 2, 1, AT_1), bought("p2", 1, 1, AT_2)];
+        let orders = vec![
+            ordered("o1", "p1", 2, AT_1, JAN_15),
+            cancelled(ordered("o2", "p2", 1, AT_3, FEB_01)),
+        ];
+        let updates = Updates {
+            sold_products_daily: vec![(sold(JAN_15, "p1", 2, 200, 1), 1, 1)],
+            shopper_purchases: purchases.iter().map(|r| (r.clone(), 1, 1)).collect(),
+            product_affinities: vec![(pair("p1", "p2", 1), 1, 1)],
+            baskets: vec![(line("p3", 4), 1, 1)],
+            order_lines: orders.iter().map(|r| (r.clone(), 1, 1)).collect(),
+        };
+        sink.write_batch(&Batch::from_updates(1, updates).unwrap())
+            .await
+            .unwrap();
+        let reader = sink.reader();
+        assert_eq!(
+            reader
+                .read_model::<SoldProductDaily>("")
+                .fetch_all()
+                .await
+                .unwrap(),
+            vec![sold(JAN_15, "p1", 2, 200, 1)]
+        );
+        assert_eq!(
+            reader
+                .read_model::<ShopperPurchase>("WHERE retailer_id = ? ORDER BY product_id")
+                .bind("r1")
+                .fetch_all()
+                .await
+                .unwrap(),
+            purchases
+        );
+        assert_eq!(
+            reader
+                .read_model::<ProductAffinity>("")
+                .fetch_all()
+                .await
+                .unwrap(),
+            vec![pair("p1", "p2", 1)]
+        );
+        assert_eq!(
+            reader
+                .read_model::<BasketLine>("")
+                .fetch_all()
+                .await
+                .unwrap(),
+            vec![line("p3", 4)]
+        );
+        let mut cursor = reader
+            .read_model::<PaidOrderLine>("ORDER BY order_id")
+            .fetch()
+            .unwrap();
+        let mut read = Vec::new();
+        while let Some(row) = cursor.next().await.unwrap() {
+            read.push(row);
+        }
+        assert_eq!(read, orders);
     })
     .await;
 }

@@ -6,11 +6,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::rows::{PaidOrderLine, ShopperPurchase, SoldProductDaily};
-use basketflow_sinks::clickhouse_sink::{ClickHouseSink, PER_SHOPPER_TABLES};
-use basketflow_sinks::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::schema::PER_SHOPPER_TABLES;
+use basketflow_sinks::clickhouse::versions::{Batch, Updates};
+use basketflow_sinks::clickhouse::ClickHouseStore;
+use basketflow_vocab::privacy::{Erasure, Retention};
+use basketflow_vocab::read_models::{PaidOrderLine, ShopperPurchase, SoldProductDaily};
 use basketflow_vocab::{CausedBy, Decision, ErasureRequest, Experience, ExperienceKind, Timestamp};
-use basketflow_vocab::{Erasure, Retention};
 
 fn url() -> String {
     std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
@@ -81,7 +82,7 @@ fn decision(shopper: &str, time: u64) -> Decision {
     }
 }
 
-async fn text(sink: &ClickHouseSink, sql: &str) -> String {
+async fn text(sink: &ClickHouseStore, sql: &str) -> String {
     let db = sink.database().to_string();
     let bytes = sink
         .client()
@@ -101,7 +102,7 @@ async fn erasure_forgets_the_shopper_everywhere_and_retention_only_superseded_hi
         .unwrap()
         .as_nanos();
     let db = format!("bf_test_privacy_{nanos}");
-    let sink = ClickHouseSink::connect(&url(), &db, "default", "")
+    let sink = ClickHouseStore::connect(&url(), &db, "default", "")
         .await
         .expect("ClickHouse is up (scripts/stack up)");
     sink.migrate().await.unwrap();

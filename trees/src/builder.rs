@@ -66,7 +66,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase};
+use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase};
 use basketflow_vocab::{
     Condition, Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch,
 };

@@ -2,21 +2,18 @@
 //! `product_affinities`, `shopper_purchases`) that the builder takes in, restricted to the
 //! retailers the active campaigns target.
 //!
-//! Rows are read as tuples of their columns, in the `SELECT`'s order (RowBinary is
-//! positional), and turned into the read models' own row types
-//! ([`basketflow_dataflows::rows`]): the `clickhouse` crate reads only types that implement its
-//! `Row` trait, which only its derive may implement and which the orphan rule keeps out of this
-//! crate for types defined in another one. `shopper_purchases` comes back in shopper order, one
-//! shopper's rows at a time ([`Purchases`]), so memory holds one shopper, never the table.
+//! The read models' rows come back as their own types ([`basketflow_vocab::read_models`]),
+//! through [`ClickHouseReader::read_model`], which derives the columns from each model's one
+//! definition; only the builder's own input, sales summed over days, is read as a tuple.
+//! `shopper_purchases` comes back in shopper order, one shopper's rows at a time
+//! ([`Purchases`]), so memory holds one shopper, never the table.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
-use basketflow_vocab::Timestamp;
-use clickhouse::query::{Query, RowCursor};
-use clickhouse::Client;
+use basketflow_sinks::clickhouse::{ClickHouseReader, ReadModelCursor, ReadModelQuery};
+use basketflow_vocab::{ProductAffinity, ReadModel, ShopperPurchase};
+use clickhouse::query::Query;
 
 use crate::builder::ProductSales;
 
@@ -35,19 +32,13 @@ pub struct ClickHouseSettings {
 
 /// A reader of the analyst views, restricted to some retailers.
 pub(crate) struct ColdData {
-    client: Client,
-    database: String,
+    reader: ClickHouseReader,
     /// The retailers read (`None`: all).
     retailers: Option<BTreeSet<String>>,
 }
 
 /// `sold_products_daily` summed over days: retailer, product, category, units, revenue, orders.
 type ProductSalesColumns = (String, String, String, i64, i64, i64);
-/// `product_affinities`: retailer, product a, product b, orders together.
-type AffinityColumns = (String, String, String, i64);
-/// `shopper_purchases`: retailer, shopper, product, units, orders, last purchase (`DateTime`,
-/// seconds).
-type PurchaseColumns = (String, String, String, i64, i64, u32);
 
 impl ColdData {
     /// Connects to ClickHouse (checking that the server answers); reads will be restricted to
@@ -56,7 +47,7 @@ impl ColdData {
         settings: &ClickHouseSettings,
         retailers: Option<BTreeSet<String>>,
     ) -> Result<ColdData> {
-        let sink = ClickHouseSink::connect(
+        let reader = ClickHouseReader::connect(
             &settings.url,
             &settings.database,
             &settings.user,
@@ -64,11 +55,7 @@ impl ColdData {
         )
         .await
         .with_context(|| format!("connecting to ClickHouse at {}", settings.url))?;
-        Ok(ColdData {
-            client: sink.client().clone(),
-            database: sink.database().to_owned(),
-            retailers,
-        })
+        Ok(ColdData { reader, retailers })
     }
 
     /// `WHERE` clause restricting `retailer_id` to the retailers, bound by [`Self::query`].
@@ -82,16 +69,31 @@ impl ColdData {
 
     /// The query `sql`, with the retailers bound to its [`Self::retailer_clause`].
     fn query(&self, sql: &str) -> Query {
-        let query = self.client.query(sql);
+        let query = self.reader.client().query(sql);
         match &self.retailers {
-            Some(set) => query.bind(set.iter().cloned().collect::<Vec<String>>()),
+            Some(set) => query.bind(self.retailer_list(set)),
             None => query,
         }
     }
 
+    /// Rows of read model `R` from its view, restricted to the retailers, in `order`.
+    fn read_model<R: ReadModel>(&self, order: &str) -> ReadModelQuery<R> {
+        let tail = format!("{} ORDER BY {order}", self.retailer_clause());
+        let query = self.reader.read_model::<R>(&tail);
+        match &self.retailers {
+            Some(set) => query.bind(self.retailer_list(set)),
+            None => query,
+        }
+    }
+
+    /// The retailers as a ClickHouse array parameter.
+    fn retailer_list(&self, set: &BTreeSet<String>) -> Vec<String> {
+        set.iter().cloned().collect()
+    }
+
     /// Every product's figures, summed over days, in (retailer, product, category) order.
     pub async fn products(&self) -> Result<Vec<ProductSales>> {
-        let (db, clause) = (&self.database, self.retailer_clause());
+        let (db, clause) = (self.reader.database(), self.retailer_clause());
         let sql = format!(
             "SELECT retailer_id, product_id, category, sum(quantity) AS quantity, \
              sum(revenue_cents) AS revenue_cents, sum(orders) AS orders \
@@ -124,34 +126,21 @@ impl ColdData {
     /// Calls `f` on every affinity, in (retailer, product a, product b) order; the number of
     /// rows read.
     pub async fn for_each_affinity(&self, mut f: impl FnMut(&ProductAffinity)) -> Result<u64> {
-        let (db, clause) = (&self.database, self.retailer_clause());
-        let sql = format!(
-            "SELECT retailer_id, product_a, product_b, orders_together \
-             FROM {db}.product_affinities {clause} \
-             ORDER BY retailer_id, product_a, product_b"
-        );
         let mut cursor = self
-            .query(&sql)
-            .fetch::<AffinityColumns>()
+            .read_model::<ProductAffinity>("retailer_id, product_a, product_b")
+            .fetch()
             .context("reading product_affinities")?;
         let mut rows = 0u64;
-        while let Some((retailer_id, product_a, product_b, orders_together)) =
-            cursor.next().await.context("reading product_affinities")?
-        {
+        while let Some(row) = cursor.next().await.context("reading product_affinities")? {
             rows += 1;
-            f(&ProductAffinity {
-                retailer_id,
-                product_a,
-                product_b,
-                orders_together,
-            });
+            f(&row);
         }
         Ok(rows)
     }
 
     /// The number of distinct shoppers with purchases.
     pub async fn count_shoppers(&self) -> Result<u64> {
-        let (db, clause) = (&self.database, self.retailer_clause());
+        let (db, clause) = (self.reader.database(), self.retailer_clause());
         let sql = format!("SELECT uniqExact(shopper_id) FROM {db}.shopper_purchases {clause}");
         self.query(&sql)
             .fetch_one::<u64>()
@@ -161,15 +150,9 @@ impl ColdData {
 
     /// The purchases, one shopper at a time, in shopper id order.
     pub fn purchases(&self) -> Result<Purchases> {
-        let (db, clause) = (&self.database, self.retailer_clause());
-        let sql = format!(
-            "SELECT retailer_id, shopper_id, product_id, quantity, orders, last_purchase_at \
-             FROM {db}.shopper_purchases {clause} \
-             ORDER BY shopper_id, retailer_id, product_id"
-        );
         let cursor = self
-            .query(&sql)
-            .fetch::<PurchaseColumns>()
+            .read_model::<ShopperPurchase>("shopper_id, retailer_id, product_id")
+            .fetch()
             .context("reading shopper_purchases")?;
         Ok(Purchases { cursor, next: None })
     }
@@ -177,7 +160,7 @@ impl ColdData {
 
 /// `shopper_purchases` in shopper order, grouped by shopper.
 pub(crate) struct Purchases {
-    cursor: RowCursor<PurchaseColumns>,
+    cursor: ReadModelCursor<ShopperPurchase>,
     /// The first row of the next shopper, read with the previous shopper's rows.
     next: Option<ShopperPurchase>,
 }
@@ -192,17 +175,8 @@ impl Purchases {
                 .next()
                 .await
                 .context("reading shopper_purchases")?;
-            let Some((retailer_id, shopper_id, product_id, quantity, orders, last)) = row else {
+            let Some(row) = row else {
                 return Ok((!group.is_empty()).then_some(group));
-            };
-            let row = ShopperPurchase {
-                retailer_id,
-                shopper_id,
-                product_id,
-                quantity,
-                orders,
-                // ClickHouse keeps whole seconds (`DateTime`).
-                last_purchase_at: Timestamp(i64::from(last) * 1_000_000),
             };
             match group.first() {
                 Some(first) if first.shopper_id != row.shopper_id => {

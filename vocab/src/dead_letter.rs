@@ -1,5 +1,7 @@
-//! Dead letters: refused messages as the graph carries them and writes them to
-//! `shopper-events-rejected` (the rejection, where the message was read, a safe excerpt).
+//! Dead letters: messages the graph refused, as it writes them to `shopper-events-rejected`.
+//!
+//! The parse stage and the privacy-requests reader (`basketflow_ingest::parse`) make them;
+//! the Kafka outputs (`basketflow_sinks::kafka_outputs`) produce them exactly once.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,9 @@
 //! The shared vocabulary of basketflow.
 //!
 //! Every crate on the data's path speaks these types: `ingest` turns bytes into [`Event`]s,
-//! `dataflows` computes on them, `sinks` write what the graph derives, and `examples` generates
-//! them. The types mirror the event contract with trackers (`shared/mission.md`): they are facts,
+//! `dataflows` computes on them, `sinks` write what the graph derives ([`read_models`]: one
+//! definition per read model, from which the sinks' storage is derived), and `examples`
+//! generates them. The types mirror the event contract with trackers (`shared/mission.md`): they are facts,
 //! never updated, identified by `event_id`, keyed by `shopper_id`.
 //!
 //! Serialization with serde gives exactly the contract's JSON: `Event` serializes to the message a
@@ -16,15 +17,20 @@ pub mod arbitrary;
 pub mod dead_letter;
 pub mod event;
 pub mod privacy;
+pub mod read_models;
 pub mod time;
 pub mod tree;
 pub mod wire;
 
 pub use dead_letter::DeadLetter;
+
 pub use event::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,
 };
 pub use privacy::{Erasure, ErasureRequest, Retention};
+pub use read_models::{
+    BasketLine, PaidOrderLine, ProductAffinity, ReadModel, ShopperPurchase, SoldProductDaily,
+};
 pub use time::Timestamp;
 pub use tree::{
     CausedBy, Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,

@@ -1,18 +1,25 @@
-//! Privacy requests: a shopper's right to be forgotten, as messages on `privacy-requests`.
+//! Privacy: a shopper's right to be forgotten and how long per-shopper data is kept.
 //!
-//! A request names one shopper of one retailer. Once the graph applies it, every derived state
-//! and table keyed by or containing that `(retailer_id, shopper_id)` forgets them; anonymous
-//! product-level figures keep the shopper's past orders without the id. The rule for later
-//! events of the same id, and how the erasure survives replays, are in
-//! `basketflow_dataflows::privacy`, which applies the [`Erasure`]s and the [`Retention`]
-//! defined here.
+//! An [`ErasureRequest`] (a message on `privacy-requests`) names one shopper of one retailer.
+//! Once the graph applies it, every derived state and table keyed by or containing that
+//! `(retailer_id, shopper_id)` forgets them; anonymous product-level figures keep the shopper's
+//! past orders without the id. The graph carries a request as an [`Erasure`], at the logical
+//! time it read it. [`Retention`] says when per-shopper data leaves the graph's state and the
+//! stored tables. The rules for later events of an erased id, and how an erasure survives
+//! replays, are in `basketflow_dataflows::privacy`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::Event;
 use crate::time::Timestamp;
-use crate::Event;
+
+/// Milliseconds in a day.
+pub const MS_PER_DAY: u64 = 86_400_000;
+
+/// The default retention period: 1095 days (three years, the article's history).
+pub const DEFAULT_RETENTION_DAYS: u64 = 1095;
 
 /// Ids in a request are at most this long (the event contract's limit).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -58,12 +65,6 @@ impl ErasureRequest {
     }
 }
 
-/// Milliseconds in a day.
-pub const MS_PER_DAY: u64 = 86_400_000;
-
-/// The default retention period: 1095 days (three years, the article's history).
-pub const DEFAULT_RETENTION_DAYS: u64 = 1095;
-
 /// How long per-shopper data is kept, per retailer, in milliseconds of graph time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
@@ -100,7 +101,7 @@ impl Retention {
             })
     }
 
-    /// When an event read at logical time `time` leaves the per-shopper state:
+    /// When an event read at logical time `time` (milliseconds) leaves the per-shopper state:
     /// `max(time, min(occurred_at, time) + period)`.
     pub fn leaves_at(&self, event: &Event, time: u64) -> u64 {
         let occurred_ms = u64::try_from(event.occurred_at.0.div_euclid(1000)).unwrap_or(0);
@@ -136,7 +137,6 @@ impl Erasure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventBody;
 
     #[test]
     fn requests_round_trip_and_bad_ones_say_why() {
@@ -165,6 +165,7 @@ mod tests {
 
     #[test]
     fn retention_counts_from_the_earlier_of_the_tracker_and_broker_clocks() {
+        use crate::EventBody;
         let mut r = Retention {
             default_ms: 1_000,
             per_retailer_ms: BTreeMap::new(),

@@ -5,10 +5,10 @@
 use std::sync::mpsc::{channel, Receiver};
 
 use basketflow_dataflows::privacy::apply_privacy;
-use basketflow_dataflows::rows::{
+use basketflow_dataflows::{oracle, read_models, read_models_from_unique, unique_wire_events};
+use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_dataflows::{oracle, read_models, read_models_from_unique, unique_wire_events};
 use basketflow_vocab::WireEvent;
 use basketflow_vocab::{
     BasketChange, ErasureRequest, Event, EventBody, OrderLine, OrderStatus, Product, Timestamp,

@@ -1,11 +1,13 @@
-//! The graph's read models into ClickHouse: completed times only, consolidated, batched.
+//! The timely operator of the ClickHouse sink: the graph's read models into ClickHouse,
+//! completed times only, consolidated, batched.
 //!
 //! Every worker sends its read-model updates to worker 0 (one writer keeps one progress
 //! sequence). There a sink operator buffers them by time; when its input frontier has passed a
 //! time, that time is complete. At most every `flush_interval` (and when the input ends) the
-//! updates of all completed, not yet written times become one [`Batch`] for a writer thread,
-//! which inserts the versions of every table and then the progress row (see
-//! [`crate::clickhouse_sink`]): thousands of rows per insert, never one per event.
+//! updates of all completed, not yet written times become one [`Batch`] for the writer thread
+//! ([`crate::clickhouse::writer`]), which inserts the versions of every table and then the
+//! progress row (see [`crate::clickhouse::store`]): thousands of rows per insert, never one
+//! per event.
 //!
 //! **Restart.** Before the graph starts, [`prepare`] migrates the schema, discards versions a
 //! crash left above the committed time, and returns that time; the operator drops updates at or
@@ -14,7 +16,7 @@
 //! The same batches carry the graph's decisions (`experience_decisions_log`) and erasure
 //! requests: the writer inserts the versions and decisions, then forgets each erased shopper
 //! in every per-shopper table, then writes the progress row; between batches it deletes
-//! per-shopper rows past their retention period (see [`ClickHouseSink::apply_retention`]).
+//! per-shopper rows past their retention period (see [`ClickHouseStore::apply_retention`](crate::clickhouse::ClickHouseStore::apply_retention)).
 //!
 //! **Faults.** A failed write is retried with exponential backoff (up to 5 s between tries),
 //! forever: ClickHouse being down delays the views, it never loses a batch. While the writer
@@ -22,19 +24,18 @@
 //! reliability work).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_dataflows::rows::{
-    BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
-};
-use basketflow_dataflows::ReadModels;
 use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_vocab::privacy::{Erasure, Retention};
+use basketflow_vocab::read_models::{
+    BasketLine, PaidOrderLine, ProductAffinity, ReadModels, ShopperPurchase, SoldProductDaily,
+};
 use basketflow_vocab::Decision;
-use basketflow_vocab::{Erasure, Retention};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
@@ -42,50 +43,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::Stream;
 
-use crate::clickhouse_sink::{ClickHouseSink, SinkError};
-use crate::durable::{DurableCap, NoData, Waker};
-use crate::versions::{Batch, Updates};
-
-/// Where the read models go.
-#[derive(Clone, Debug)]
-pub struct Target {
-    /// ClickHouse HTTP URL.
-    pub url: String,
-    /// Database.
-    pub database: String,
-    /// User.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl Target {
-    /// A sink on this target (checks that the server answers).
-    pub async fn connect(&self) -> Result<ClickHouseSink, SinkError> {
-        ClickHouseSink::connect(&self.url, &self.database, &self.user, &self.password).await
-    }
-}
-
-/// What the sink has done, readable from any thread.
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    /// The committed time: every time at or below it is in the views.
-    pub committed: AtomicU64,
-    /// Batches written.
-    pub batches: AtomicU64,
-    /// Version rows written.
-    pub rows: AtomicU64,
-    /// Failed write attempts (each retried).
-    pub errors: AtomicU64,
-    /// Decisions inserted into `experience_decisions_log`.
-    pub decisions: AtomicU64,
-    /// Erasure requests applied to every table.
-    pub erasures: AtomicU64,
-    /// Per-shopper rows deleted because they outlived the retention period.
-    pub retention_deleted: AtomicU64,
-    /// Set when the writer has written everything it will ever be given.
-    pub finished: AtomicBool,
-}
+use crate::clickhouse::versions::{Batch, Updates};
+use crate::clickhouse::writer::{runtime, write_loop, SinkStats};
+use crate::clickhouse::{ClickHouseError, Target};
+use crate::durable::{Committed, DurableCap, NoData, Waker};
 
 /// The graph's outputs that the ClickHouse writer stores with the read models, in the same
 /// batches: decisions (for `experience_decisions_log`) and erasures (applied to every
@@ -103,28 +64,20 @@ pub struct PrivateOutputs<'scope> {
     pub erased_at_start: BTreeSet<(String, String)>,
 }
 
-/// The single-threaded runtime the ClickHouse writers and start-up checks run on.
-pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime for the ClickHouse writer")
-}
-
 /// Connects, migrates the schema, discards uncommitted versions, and returns the committed
 /// time with the source positions recorded at it.
-pub fn prepare(target: &Target) -> Result<Committed, SinkError> {
+pub fn prepare(target: &Target) -> Result<Committed, ClickHouseError> {
     runtime().block_on(async {
-        let sink = target.connect().await?;
-        sink.migrate().await?;
-        sink.discard_uncommitted().await?;
-        sink.committed_positions().await
+        let store = target.connect().await?;
+        store.migrate().await?;
+        store.discard_uncommitted().await?;
+        store.committed_positions().await
     })
 }
 
 /// The committed time and positions of `target`, without changing anything (for workers other
 /// than 0, which need them to reclock their sources).
-pub fn committed(target: &Target) -> Result<Committed, SinkError> {
+pub fn committed(target: &Target) -> Result<Committed, ClickHouseError> {
     runtime().block_on(async { target.connect().await?.committed_positions().await })
 }
 
@@ -195,9 +148,6 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
     batch.erasures = erasures;
     batch
 }
-
-/// What a restart starts from: the committed time and the positions recorded with it.
-pub type Committed = (u64, Positions);
 
 /// Writes `models` to `target` from worker 0, skipping times at or below the committed time
 /// (from [`prepare`]); `positions` (from the events source) are recorded with each progress
@@ -327,91 +277,4 @@ pub fn write_read_models<'scope>(
         },
     );
     (durable, writer)
-}
-
-/// How often the writer deletes per-shopper rows past their retention period: a quarter of
-/// the shortest period, between one second and an hour.
-fn retention_interval(retention: &Retention) -> Duration {
-    Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
-}
-
-fn write_loop(
-    target: Target,
-    rx: Receiver<Batch>,
-    stats: Arc<SinkStats>,
-    retention: Retention,
-    woken: Waker,
-) {
-    let wake = || woken.wake();
-    let rt = runtime();
-    let sweep_every = retention_interval(&retention);
-    let mut last_sweep: Option<Instant> = None;
-    rt.block_on(async {
-        let mut sink: Option<ClickHouseSink> = None;
-        while let Ok(mut batch) = rx.recv() {
-            // Coalesce what queued up while the last write ran: one insert per table.
-            while let Ok(next) = rx.try_recv() {
-                batch.through = next.through;
-                batch.sold_products_daily.extend(next.sold_products_daily);
-                batch.shopper_purchases.extend(next.shopper_purchases);
-                batch.product_affinities.extend(next.product_affinities);
-                batch.baskets.extend(next.baskets);
-                batch.order_lines.extend(next.order_lines);
-                batch.decisions.extend(next.decisions);
-                batch.erasures.extend(next.erasures);
-                batch.positions = next.positions;
-            }
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let result = async {
-                    if sink.is_none() {
-                        sink = Some(target.connect().await?);
-                    }
-                    sink.as_ref().expect("connected").write_batch(&batch).await
-                }
-                .await;
-                match result {
-                    Ok(()) => break,
-                    Err(e) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(through = batch.through, backoff:? = backoff; "clickhouse writer: write failed, retrying: {e}");
-                        sink = None;
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats
-                .decisions
-                .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
-            stats
-                .erasures
-                .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
-            stats.committed.store(batch.through, Ordering::Relaxed);
-            wake();
-            // Retention: best effort between batches (it changes no view; a failure is retried
-            // at the next interval).
-            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                last_sweep = Some(Instant::now());
-                if let Some(s) = sink.as_ref() {
-                    match s.apply_retention(batch.through, &retention).await {
-                        Ok(n) => {
-                            stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
-                            if n > 0 {
-                                log::info!(through = batch.through, rows = n; "retention: deleted per-shopper rows older than the period");
-                            }
-                        }
-                        Err(e) => {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            log::warn!("clickhouse writer: retention failed, retried later: {e}");
-                        }
-                    }
-                }
-            }
-        }
-    });
-    stats.finished.store(true, Ordering::Relaxed);
-    wake();
 }

@@ -1,0 +1,197 @@
+//! Privacy in the stored tables: erasure of a shopper and the retention period, as methods of
+//! [`ClickHouseStore`].
+//!
+//! Erasures run inside a batch ([`ClickHouseStore::write_batch`]): after its versions, before
+//! its progress row, so nothing of the shopper is written after them and a crash repeats them.
+//! Retention runs between batches ([`crate::clickhouse::writer`]); it never changes a view.
+
+use basketflow_vocab::privacy::{Erasure, Retention};
+
+use crate::clickhouse::schema::{version_key, PER_SHOPPER_TABLES};
+use crate::clickhouse::store::ClickHouseStore;
+use crate::clickhouse::ClickHouseError;
+
+impl ClickHouseStore {
+    /// Forgets the shopper of `erasure` (read at logical time `time`): [`Self::erase_all`] of
+    /// one request. Returns the rows removed per table of [`PER_SHOPPER_TABLES`].
+    pub async fn erase(&self, erasure: &Erasure, time: u64) -> Result<[u64; 4], ClickHouseError> {
+        Ok(self.erase_all(&[(erasure.clone(), time)]).await?[0])
+    }
+
+    /// Forgets the shoppers of `erasures` (each read at its logical time) in every table of
+    /// [`PER_SHOPPER_TABLES`]: counts each one's rows, deletes them all (one mutation per table,
+    /// waited for), then acknowledges each request in `privacy_audit_log`. Call it after the
+    /// versions of the erasures' times are written (the graph's tombstones and anonymous order
+    /// lines are in the batch), so nothing of the shoppers is written after it. Idempotent.
+    pub async fn erase_all(
+        &self,
+        erasures: &[(Erasure, u64)],
+    ) -> Result<Vec<[u64; 4]>, ClickHouseError> {
+        let db = self.database();
+        let mut removed = vec![[0u64; 4]; erasures.len()];
+        for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
+            for (n, (erasure, _)) in erasures.iter().enumerate() {
+                removed[n][i] = self
+                    .client()
+                    .query(&format!(
+                        "SELECT count() FROM {db}.{table} WHERE retailer_id = ? AND shopper_id = ?"
+                    ))
+                    .bind(&erasure.request.retailer_id)
+                    .bind(&erasure.request.shopper_id)
+                    .fetch_one()
+                    .await?;
+            }
+            let present: Vec<&Erasure> = erasures
+                .iter()
+                .zip(&removed)
+                .filter(|(_, r)| r[i] > 0)
+                .map(|((e, _), _)| e)
+                .collect();
+            if present.is_empty() {
+                continue;
+            }
+            // On 18.16 a mutation rewrites every part: one per table for all the requests.
+            let condition =
+                vec!["(retailer_id = ? AND shopper_id = ?)"; present.len()].join(" OR ");
+            let mut query = self.client().query(&format!(
+                "ALTER TABLE {db}.{table} DELETE WHERE {condition}"
+            ));
+            for e in &present {
+                query = query
+                    .bind(&e.request.retailer_id)
+                    .bind(&e.request.shopper_id);
+            }
+            query.execute().await?;
+        }
+        for table in PER_SHOPPER_TABLES {
+            self.wait_for_mutations(table).await?;
+        }
+        for ((erasure, time), removed) in erasures.iter().zip(&removed) {
+            let r = &erasure.request;
+            self.client()
+                .query(&format!(
+                    "INSERT INTO {db}.privacy_audit_log (request_id, retailer_id, received_at, \
+                     applied_at, removed_shopper_purchases, removed_baskets, removed_order_lines, \
+                     removed_experience_decisions, time) VALUES (?, ?, toDateTime(?), now(), ?, ?, ?, ?, ?)"
+                ))
+                .bind(&r.request_id)
+                .bind(&r.retailer_id)
+                .bind(time / 1000)
+                .bind(removed[0])
+                .bind(removed[1])
+                .bind(removed[2])
+                .bind(removed[3])
+                .bind(time)
+                .execute()
+                .await?;
+            log::info!(request_id = r.request_id.as_str(), time, removed_shopper_purchases = removed[0], removed_baskets = removed[1], removed_order_lines = removed[2], removed_experience_decisions = removed[3]; "erasure applied");
+        }
+        Ok(removed)
+    }
+
+    /// Deletes the per-shopper rows older than each retailer's retention period at committed
+    /// time `through`: whole monthly partitions of the decisions log when every row in them is
+    /// past the longest period, then rows of [`PER_SHOPPER_TABLES`] with a shopper and
+    /// `time < through - period` (mutations). Such a version is always superseded by one at or below `through` (every event
+    /// leaves the graph's state within its period, which changes the row), so the views do
+    /// not change; only the history that still names the shopper goes. Returns the rows
+    /// deleted.
+    pub async fn apply_retention(
+        &self,
+        through: u64,
+        retention: &Retention,
+    ) -> Result<u64, ClickHouseError> {
+        let db = self.database();
+        let own: Vec<String> = retention.per_retailer_ms.keys().cloned().collect();
+        let mut deleted = self
+            .drop_expired_decision_partitions(through, retention)
+            .await?;
+        for table in PER_SHOPPER_TABLES {
+            let mut mutated = false;
+            let mut groups: Vec<(Option<&str>, u64)> = vec![(None, retention.default_ms)];
+            groups.extend(
+                retention
+                    .per_retailer_ms
+                    .iter()
+                    .map(|(r, p)| (Some(r.as_str()), *p)),
+            );
+            for (retailer, period) in groups {
+                let Some(cutoff) = through.checked_sub(period) else {
+                    continue;
+                };
+                // (An empty array literal has type Array(Nothing), which `has` refuses.)
+                let base = match (retailer, own.is_empty()) {
+                    (Some(_), _) => "shopper_id != '' AND time < ? AND retailer_id = ?",
+                    (None, true) => "shopper_id != '' AND time < ?",
+                    (None, false) => "shopper_id != '' AND time < ? AND NOT has(?, retailer_id)",
+                };
+                // A key's newest committed version, when live, is never deleted: it may be
+                // unchanged since an event left (a duplicate copy took over), and the view
+                // shows it. Decisions are not versioned.
+                let condition = match version_key(table) {
+                    Some(key) => format!(
+                        "{base} AND ({key}, time) NOT IN (SELECT {key}, max(time) FROM {db}.{table} \
+                         WHERE time <= {through} GROUP BY {key} HAVING argMax(deleted, time) = 0)"
+                    ),
+                    None => base.to_string(),
+                };
+                let bind = |q: clickhouse::query::Query| match (retailer, own.is_empty()) {
+                    (Some(r), _) => q.bind(cutoff).bind(r),
+                    (None, true) => q.bind(cutoff),
+                    (None, false) => q.bind(cutoff).bind(own.clone()),
+                };
+                let n: u64 = bind(self.client().query(&format!(
+                    "SELECT count() FROM {db}.{table} WHERE {condition}"
+                )))
+                .fetch_one()
+                .await?;
+                if n > 0 {
+                    bind(self.client().query(&format!(
+                        "ALTER TABLE {db}.{table} DELETE WHERE {condition}"
+                    )))
+                    .execute()
+                    .await?;
+                    deleted += n;
+                    mutated = true;
+                }
+            }
+            if mutated {
+                self.wait_for_mutations(table).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Retention by partitions where it can be: drops each monthly partition of
+    /// `experience_decisions_log` whose every row is older than the longest retention period
+    /// at `through` (instant, unlike a mutation, which rewrites parts). Returns the rows
+    /// dropped.
+    async fn drop_expired_decision_partitions(
+        &self,
+        through: u64,
+        retention: &Retention,
+    ) -> Result<u64, ClickHouseError> {
+        let db = self.database();
+        let Some(cutoff) = through.checked_sub(retention.bounds_ms().1) else {
+            return Ok(0);
+        };
+        let expired: Vec<(u32, u64)> = self
+            .client()
+            .query(&format!(
+                "SELECT toYYYYMM(occurred_at) AS month, count() FROM {db}.experience_decisions_log \
+                 GROUP BY month HAVING max(time) < ? ORDER BY month"
+            ))
+            .bind(cutoff)
+            .fetch_all()
+            .await?;
+        let mut dropped = 0;
+        for (month, rows) in expired {
+            self.execute(&format!(
+                "ALTER TABLE {db}.experience_decisions_log DROP PARTITION {month}"
+            ))
+            .await?;
+            dropped += rows;
+        }
+        Ok(dropped)
+    }
+}

@@ -1,0 +1,276 @@
+//! The schema: the DDL of every table and view (`sinks/sql/*.sql`, included here and run
+//! verbatim by `scripts/chdb_check.py` on a current ClickHouse) and its migration.
+//!
+//! The read models' tables and views are checked against their definitions
+//! ([`basketflow_vocab::read_models`]) by this module's tests: a versions table has the
+//! model's columns with their types, then `deleted UInt8` and `time UInt64`, and is ordered by
+//! the key, then `time`; a view selects the key columns and `argMax(column, time)` of the
+//! others, grouped by the key. Editing a read model's definition without its SQL (or the
+//! reverse) fails them.
+
+use basketflow_vocab::read_models::DEFINITIONS;
+
+use crate::clickhouse::store::ClickHouseStore;
+use crate::clickhouse::ClickHouseError;
+
+/// Where the database name goes in the statements of [`TABLES`] and [`VIEWS`].
+pub const DATABASE_PLACEHOLDER: &str = "{database}";
+
+/// The default database name.
+pub const DEFAULT_DATABASE: &str = "basketflow";
+
+/// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
+pub const TABLES: [(&str, &str); 8] = [
+    ("progress", include_str!("../../sql/table_progress.sql")),
+    (
+        "sold_products_daily_versions",
+        include_str!("../../sql/table_sold_products_daily_versions.sql"),
+    ),
+    (
+        "shopper_purchases_versions",
+        include_str!("../../sql/table_shopper_purchases_versions.sql"),
+    ),
+    (
+        "product_affinities_versions",
+        include_str!("../../sql/table_product_affinities_versions.sql"),
+    ),
+    (
+        "baskets_versions",
+        include_str!("../../sql/table_baskets_versions.sql"),
+    ),
+    (
+        "order_lines_versions",
+        include_str!("../../sql/table_order_lines_versions.sql"),
+    ),
+    (
+        "experience_decisions_log",
+        include_str!("../../sql/table_experience_decisions_log.sql"),
+    ),
+    (
+        "privacy_audit_log",
+        include_str!("../../sql/table_privacy_audit_log.sql"),
+    ),
+];
+
+/// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
+pub const VIEWS: [(&str, &str); 7] = [
+    (
+        "sold_products_daily",
+        include_str!("../../sql/view_sold_products_daily.sql"),
+    ),
+    (
+        "shopper_purchases",
+        include_str!("../../sql/view_shopper_purchases.sql"),
+    ),
+    (
+        "product_affinities",
+        include_str!("../../sql/view_product_affinities.sql"),
+    ),
+    ("baskets", include_str!("../../sql/view_baskets.sql")),
+    (
+        "order_lines",
+        include_str!("../../sql/view_order_lines.sql"),
+    ),
+    (
+        "experience_decisions",
+        include_str!("../../sql/view_experience_decisions.sql"),
+    ),
+    (
+        "privacy_audit",
+        include_str!("../../sql/view_privacy_audit.sql"),
+    ),
+];
+
+/// The tables that hold versions (every table of [`TABLES`] but `progress`): one per read
+/// model, `<name>_versions`, in the order of [`DEFINITIONS`].
+pub const VERSION_TABLES: [&str; 5] = {
+    let mut tables = [""; 5];
+    let mut i = 0;
+    while i < tables.len() {
+        tables[i] = DEFINITIONS[i].versions_table;
+        i += 1;
+    }
+    tables
+};
+
+/// The tables a batch writes rows with a `time` into: a crash before the progress row leaves
+/// rows above the committed time in them, which [`ClickHouseStore::discard_uncommitted`]
+/// deletes.
+pub const BATCH_TABLES: [&str; 7] = [
+    "sold_products_daily_versions",
+    "shopper_purchases_versions",
+    "product_affinities_versions",
+    "baskets_versions",
+    "order_lines_versions",
+    "experience_decisions_log",
+    "privacy_audit_log",
+];
+
+/// The tables whose rows name a shopper (`retailer_id`, `shopper_id`, `time` columns): an
+/// erasure deletes the shopper's rows from each, retention the rows older than the period.
+/// The versions tables among them are those of the read models with a `shopper_id` column
+/// ([`Definition::names_shoppers`](basketflow_vocab::read_models::Definition::names_shoppers)).
+/// `order_lines_versions` also holds anonymous rows (empty `shopper_id`), which stay.
+pub const PER_SHOPPER_TABLES: [&str; 4] = [
+    "shopper_purchases_versions",
+    "baskets_versions",
+    "order_lines_versions",
+    "experience_decisions_log",
+];
+
+/// The key columns of `table`, comma-separated, when it is a read model's versions table.
+pub(crate) fn version_key(table: &str) -> Option<String> {
+    DEFINITIONS
+        .iter()
+        .find(|d| d.versions_table == table)
+        .map(|d| {
+            d.key_columns()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+}
+
+/// `sql` (one of [`TABLES`] or [`VIEWS`]) for database `database`.
+pub fn statement(sql: &str, database: &str) -> String {
+    sql.replace(DATABASE_PLACEHOLDER, database)
+}
+
+/// Views are compared and swapped under temporary names with these prefixes.
+const PROBE_PREFIX: &str = "_bf_probe_";
+const OLD_PREFIX: &str = "_bf_old_";
+
+/// What [`ClickHouseStore::migrate`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Migration {
+    /// Objects that did not exist and were created (`database`, then table and view names).
+    pub created: Vec<String>,
+    /// Existing views whose definition differed from [`VIEWS`] and were replaced.
+    pub replaced_views: Vec<String>,
+}
+
+impl Migration {
+    /// True when the schema was already as [`TABLES`] and [`VIEWS`] say.
+    pub fn is_noop(&self) -> bool {
+        self.created.is_empty() && self.replaced_views.is_empty()
+    }
+}
+
+impl ClickHouseStore {
+    /// Creates the database, the tables and the views that do not exist, and replaces views
+    /// whose definition differs from [`VIEWS`] (atomically, by `RENAME`). Idempotent. Existing
+    /// tables are left as they are, even if their columns differ.
+    pub async fn migrate(&self) -> Result<Migration, ClickHouseError> {
+        let db = self.database();
+        let mut migration = Migration::default();
+        let exists: u64 = self
+            .client()
+            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .bind(db)
+            .fetch_one()
+            .await?;
+        if exists == 0 {
+            self.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                .await?;
+            migration.created.push(db.to_owned());
+        }
+        for (name, sql) in TABLES {
+            if !self.exists(name).await? {
+                self.execute(&statement(sql, db)).await?;
+                migration.created.push(name.to_owned());
+            }
+        }
+        // Databases from before positions were recorded (18.16 has no ADD COLUMN IF NOT EXISTS).
+        let has_positions: u64 = self
+            .client()
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'positions'")
+            .bind(db)
+            .fetch_one()
+            .await?;
+        if has_positions == 0 {
+            self.execute(&format!(
+                "ALTER TABLE {db}.progress ADD COLUMN positions String"
+            ))
+            .await?;
+            migration.created.push("progress.positions".to_owned());
+        }
+        for (name, sql) in VIEWS {
+            self.drop_if_exists(&format!("{PROBE_PREFIX}{name}"))
+                .await?;
+            self.drop_if_exists(&format!("{OLD_PREFIX}{name}")).await?;
+            if !self.exists(name).await? {
+                self.execute(&statement(sql, db)).await?;
+                migration.created.push(name.to_owned());
+            } else if self.replace_view_if_changed(name, sql).await? {
+                migration.replaced_views.push(name.to_owned());
+            }
+        }
+        Ok(migration)
+    }
+
+    /// Creates the view under a probe name, compares the server's rendering of both, and swaps
+    /// them if they differ. True when the view was replaced.
+    async fn replace_view_if_changed(
+        &self,
+        name: &str,
+        sql: &str,
+    ) -> Result<bool, ClickHouseError> {
+        let db = self.database();
+        let probe = format!("{PROBE_PREFIX}{name}");
+        let probe_sql = probe_statement(name, sql);
+        self.execute(&statement(&probe_sql, db)).await?;
+        let current = self.create_query(name).await?;
+        let wanted = self
+            .create_query(&probe)
+            .await?
+            .replace(&format!("{db}.{probe}"), &format!("{db}.{name}"));
+        if current == wanted {
+            self.drop_if_exists(&probe).await?;
+            return Ok(false);
+        }
+        let old = format!("{OLD_PREFIX}{name}");
+        self.execute(&format!(
+            "RENAME TABLE {db}.{name} TO {db}.{old}, {db}.{probe} TO {db}.{name}"
+        ))
+        .await?;
+        self.drop_if_exists(&old).await?;
+        Ok(true)
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
+        let n: u64 = self
+            .client()
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+            .bind(self.database())
+            .bind(name)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn create_query(&self, name: &str) -> Result<String, ClickHouseError> {
+        Ok(self
+            .client()
+            .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
+            .bind(self.database())
+            .bind(name)
+            .fetch_one()
+            .await?)
+    }
+
+    async fn drop_if_exists(&self, name: &str) -> Result<(), ClickHouseError> {
+        self.execute(&format!("DROP TABLE IF EXISTS {}.{name}", self.database()))
+            .await
+    }
+}
+
+/// `sql` of view `name` creating the view under its probe name instead.
+fn probe_statement(name: &str, sql: &str) -> String {
+    let from = format!("{DATABASE_PLACEHOLDER}.{name} AS");
+    let to = format!("{DATABASE_PLACEHOLDER}.{PROBE_PREFIX}{name} AS");
+    debug_assert!(sql.contains(&from), "view {name}: unexpected statement");
+    sql.replacen(&from, &to, 1)
+}
+
+#[cfg(test)]
+mod tests;

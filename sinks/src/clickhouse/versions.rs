@@ -1,0 +1,263 @@
+//! From the graph's differential updates to the version rows the ClickHouse store keeps.
+//!
+//! Each read-model output of the graph is an upsert stream: a key has at most one live row, and
+//! a change is the retraction (`-1`) of the old row and the insertion (`+1`) of the new one at
+//! the same time. The sink stores such a stream as *versions*: for a key and a time at which
+//! the key changed, the key's row as of that time, or a tombstone when the key has no row any
+//! more (key fields, zero values, `deleted = 1`).
+//!
+//! [`to_versions`] is the conversion. It consolidates the updates per `(key, time)` and then,
+//! for each `(key, time)`:
+//! - a row with net diff `+1` → that row, `deleted = false`, at that time;
+//! - only a row with net diff `-1` → the key's tombstone at that time;
+//! - nothing left → nothing (e.g. a change to identical figures, or an insert and a retraction
+//!   of the same row at the same time).
+//!
+//! A batch spanning several times gets one version per key **and per time** at which the key
+//! changed (not only the last): the storage then holds every completed time exactly, whatever
+//! time the progress row names, at the cost of a few more rows when a key changes several times
+//! within one batch. Anything that is not an upsert stream (a net diff other than -1, 0 or +1,
+//! two rows inserted or two retracted for one key at one time) is a [`ConvertError`]: it is a
+//! bug upstream, and guessing would store wrong figures.
+
+use basketflow_vocab::privacy::Erasure;
+use basketflow_vocab::read_models::{
+    BasketLine, PaidOrderLine, ProductAffinity, ReadModel, ShopperPurchase, SoldProductDaily,
+};
+
+/// One differential update as the graph emits it: `(row, logical time, diff)`.
+pub type Update<R> = (R, u64, isize);
+
+/// One stored version: the key's row as of `time`, or its tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version<R> {
+    /// The row; for a tombstone, the key fields with zero values.
+    pub row: R,
+    /// True when the key has no row from `time` on.
+    pub deleted: bool,
+    /// The graph's logical time of the change.
+    pub time: u64,
+}
+
+/// Updates that are not an upsert stream (at most one live row per key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// After consolidation, a row's net diff at one time is neither -1, 0 nor +1.
+    #[error("{table}: key {key} at time {time}: net diff {diff} for one row (expected -1 or +1)")]
+    Multiplicity {
+        /// The read model.
+        table: &'static str,
+        /// The key, debug-formatted.
+        key: String,
+        /// The logical time.
+        time: u64,
+        /// The row's net diff.
+        diff: isize,
+    },
+    /// Two or more distinct rows inserted (or retracted) for one key at one time.
+    #[error("{table}: key {key} at time {time}: {count} rows {what} (at most one per key)")]
+    SeveralRows {
+        /// The read model.
+        table: &'static str,
+        /// The key, debug-formatted.
+        key: String,
+        /// The logical time.
+        time: u64,
+        /// How many distinct rows.
+        count: usize,
+        /// `"inserted"` or `"retracted"`.
+        what: &'static str,
+    },
+    /// An update's time is after the time the batch claims to complete.
+    #[error("{table}: update at time {time} is beyond the batch's time {through}")]
+    BeyondBatch {
+        /// The read model.
+        table: &'static str,
+        /// The update's time.
+        time: u64,
+        /// The batch's time.
+        through: u64,
+    },
+}
+
+/// Converts the updates of a set of completed times into versions, sorted by key then time.
+///
+/// See the [module documentation](self) for the rules.
+pub fn to_versions<R: ReadModel>(
+    updates: impl IntoIterator<Item = Update<R>>,
+) -> Result<Vec<Version<R>>, ConvertError> {
+    let mut sorted: Vec<(R::Key, u64, R, isize)> = updates
+        .into_iter()
+        .map(|(row, time, diff)| (row.key(), time, row, diff))
+        .collect();
+    sorted.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+
+    // Consolidate: one entry per (key, time, row) with the sum of its diffs, zeros dropped.
+    let mut consolidated: Vec<(R::Key, u64, R, isize)> = Vec::with_capacity(sorted.len());
+    for (key, time, row, diff) in sorted {
+        match consolidated.last_mut() {
+            Some(last) if last.1 == time && last.2 == row => last.3 += diff,
+            _ => {
+                if consolidated.last().is_some_and(|last| last.3 == 0) {
+                    consolidated.pop();
+                }
+                consolidated.push((key, time, row, diff));
+            }
+        }
+    }
+    if consolidated.last().is_some_and(|last| last.3 == 0) {
+        consolidated.pop();
+    }
+
+    let mut versions = Vec::new();
+    let mut rest = consolidated.as_slice();
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|u| u.1 == first.1 && u.0 == first.0)
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let (key, time) = (&first.0, first.1);
+        if let Some(bad) = group.iter().find(|u| u.3.abs() != 1) {
+            return Err(ConvertError::Multiplicity {
+                table: R::DEFINITION.name,
+                key: format!("{key:?}"),
+                time,
+                diff: bad.3,
+            });
+        }
+        let inserted: Vec<&R> = group.iter().filter(|u| u.3 > 0).map(|u| &u.2).collect();
+        let retracted = group.len() - inserted.len();
+        let several = |count, what| ConvertError::SeveralRows {
+            table: R::DEFINITION.name,
+            key: format!("{key:?}"),
+            time,
+            count,
+            what,
+        };
+        if inserted.len() > 1 {
+            return Err(several(inserted.len(), "inserted"));
+        }
+        if retracted > 1 {
+            return Err(several(retracted, "retracted"));
+        }
+        versions.push(match inserted.first() {
+            Some(row) => Version {
+                row: (*row).clone(),
+                deleted: false,
+                time,
+            },
+            None => Version {
+                row: R::tombstone(key.clone()),
+                deleted: true,
+                time,
+            },
+        });
+    }
+    Ok(versions)
+}
+
+/// The graph's updates to every read model for a set of completed times.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Updates {
+    /// Updates to `sold_products_daily`.
+    pub sold_products_daily: Vec<Update<SoldProductDaily>>,
+    /// Updates to `shopper_purchases`.
+    pub shopper_purchases: Vec<Update<ShopperPurchase>>,
+    /// Updates to `product_affinities`.
+    pub product_affinities: Vec<Update<ProductAffinity>>,
+    /// Updates to `baskets`.
+    pub baskets: Vec<Update<BasketLine>>,
+    /// Updates to `order_lines`.
+    pub order_lines: Vec<Update<PaidOrderLine>>,
+}
+
+/// What the sink writes for a set of completed times: the versions of every read model, then a
+/// progress row with time `through`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Every time `<= through` is complete once this batch is written: the progress row's time.
+    pub through: u64,
+    /// Versions for `sold_products_daily_versions`.
+    pub sold_products_daily: Vec<Version<SoldProductDaily>>,
+    /// Versions for `shopper_purchases_versions`.
+    pub shopper_purchases: Vec<Version<ShopperPurchase>>,
+    /// Versions for `product_affinities_versions`.
+    pub product_affinities: Vec<Version<ProductAffinity>>,
+    /// Versions for `baskets_versions`.
+    pub baskets: Vec<Version<BasketLine>>,
+    /// Versions for `order_lines_versions`.
+    pub order_lines: Vec<Version<PaidOrderLine>>,
+    /// How far the sources had read at `through` (recorded in the progress row; a restart
+    /// reclocks its replay by it, see `basketflow_ingest::kafka_source`).
+    pub positions: basketflow_ingest::kafka_source::Positions,
+    /// Decisions of the batch's times, for `experience_decisions_log`.
+    pub decisions: Vec<basketflow_vocab::Decision>,
+    /// Erasure requests of the batch's times, each with the time it was read: applied to every
+    /// per-shopper table after the versions are written, before the progress row.
+    pub erasures: Vec<(Erasure, u64)>,
+}
+
+impl Batch {
+    /// Converts the updates of all times `<= through` that are not yet written (see
+    /// [`to_versions`]). Every update must have a time `<= through`.
+    pub fn from_updates(through: u64, updates: Updates) -> Result<Batch, ConvertError> {
+        fn convert<R: ReadModel>(
+            through: u64,
+            updates: Vec<Update<R>>,
+        ) -> Result<Vec<Version<R>>, ConvertError> {
+            if let Some(&(_, time, _)) = updates.iter().find(|u| u.1 > through) {
+                return Err(ConvertError::BeyondBatch {
+                    table: R::DEFINITION.name,
+                    time,
+                    through,
+                });
+            }
+            to_versions(updates)
+        }
+        Ok(Batch {
+            through,
+            sold_products_daily: convert(through, updates.sold_products_daily)?,
+            shopper_purchases: convert(through, updates.shopper_purchases)?,
+            product_affinities: convert(through, updates.product_affinities)?,
+            baskets: convert(through, updates.baskets)?,
+            order_lines: convert(through, updates.order_lines)?,
+            positions: Default::default(),
+            decisions: Vec::new(),
+            erasures: Vec::new(),
+        })
+    }
+
+    /// The number of version rows in the batch (the progress row not counted).
+    pub fn len(&self) -> usize {
+        self.sold_products_daily.len()
+            + self.shopper_purchases.len()
+            + self.product_affinities.len()
+            + self.baskets.len()
+            + self.order_lines.len()
+            + self.decisions.len()
+    }
+
+    /// True when the batch has no version rows (it may still advance the progress).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the later batch `next` (its times all after this one's): one batch through
+    /// `next.through`, with `next`'s positions.
+    pub fn append(&mut self, next: Batch) {
+        self.through = next.through;
+        self.sold_products_daily.extend(next.sold_products_daily);
+        self.shopper_purchases.extend(next.shopper_purchases);
+        self.product_affinities.extend(next.product_affinities);
+        self.baskets.extend(next.baskets);
+        self.order_lines.extend(next.order_lines);
+        self.decisions.extend(next.decisions);
+        self.erasures.extend(next.erasures);
+        self.positions = next.positions;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! The writer thread of the ClickHouse sink: writes the batches the operator
+//! ([`crate::clickhouse::operator`]) cuts, in order, with the store
+//! ([`crate::clickhouse::ClickHouseStore::write_batch`]).
+//!
+//! Batches that queue while a write runs are coalesced into one (one insert per table). A
+//! failed write is retried with exponential backoff (up to 5 s between tries), forever, on a
+//! new connection. Between batches, at most every quarter of the shortest retention period,
+//! the writer deletes per-shopper rows past their period (best effort: a failure is retried at
+//! the next interval; it changes no view). After each commit it updates [`SinkStats`] and
+//! wakes the operator, which moves the durable frontier.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use basketflow_vocab::privacy::Retention;
+
+use crate::clickhouse::store::ClickHouseStore;
+use crate::clickhouse::versions::Batch;
+use crate::clickhouse::Target;
+use crate::durable::Waker;
+
+/// What the ClickHouse sink (operator and writer) has done, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// The committed time: every time at or below it is in the views.
+    pub committed: AtomicU64,
+    /// Batches written.
+    pub batches: AtomicU64,
+    /// Version rows written.
+    pub rows: AtomicU64,
+    /// Failed write attempts (each retried).
+    pub errors: AtomicU64,
+    /// Decisions inserted into `experience_decisions_log`.
+    pub decisions: AtomicU64,
+    /// Erasure requests applied to every table.
+    pub erasures: AtomicU64,
+    /// Per-shopper rows deleted because they outlived the retention period.
+    pub retention_deleted: AtomicU64,
+    /// Set when the writer has written everything it will ever be given.
+    pub finished: AtomicBool,
+}
+
+/// The single-threaded runtime the ClickHouse writers and start-up checks run on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime for the ClickHouse writer")
+}
+
+/// How often the writer deletes per-shopper rows past their retention period: a quarter of
+/// the shortest period, between one second and an hour.
+fn retention_interval(retention: &Retention) -> Duration {
+    Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
+}
+
+/// Writes every batch of `rx` to `target` until the channel closes, then sets `finished`.
+pub(crate) fn write_loop(
+    target: Target,
+    rx: Receiver<Batch>,
+    stats: Arc<SinkStats>,
+    retention: Retention,
+    woken: Waker,
+) {
+    let wake = || woken.wake();
+    let rt = runtime();
+    let sweep_every = retention_interval(&retention);
+    let mut last_sweep: Option<Instant> = None;
+    rt.block_on(async {
+        let mut store: Option<ClickHouseStore> = None;
+        while let Ok(mut batch) = rx.recv() {
+            // Coalesce what queued up while the last write ran: one insert per table.
+            while let Ok(next) = rx.try_recv() {
+                batch.append(next);
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let result = async {
+                    if store.is_none() {
+                        store = Some(target.connect().await?);
+                    }
+                    store.as_ref().expect("connected").write_batch(&batch).await
+                }
+                .await;
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(through = batch.through, backoff:? = backoff; "clickhouse writer: write failed, retrying: {e}");
+                        store = None;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .decisions
+                .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
+            stats
+                .erasures
+                .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
+            stats.committed.store(batch.through, Ordering::Relaxed);
+            wake();
+            // Retention: best effort between batches (it changes no view; a failure is retried
+            // at the next interval).
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                last_sweep = Some(Instant::now());
+                if let Some(s) = store.as_ref() {
+                    match s.apply_retention(batch.through, &retention).await {
+                        Ok(n) => {
+                            stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
+                            if n > 0 {
+                                log::info!(through = batch.through, rows = n; "retention: deleted per-shopper rows older than the period");
+                            }
+                        }
+                        Err(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            log::warn!("clickhouse writer: retention failed, retried later: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    stats.finished.store(true, Ordering::Relaxed);
+    wake();
+}
