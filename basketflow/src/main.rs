@@ -13,6 +13,7 @@
 mod config;
 mod logging;
 mod metrics;
+mod preflight;
 mod privacy_cli;
 mod run;
 mod trees_build;

@@ -169,6 +169,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.log.format(),
         config.log.level().unwrap_or(log::LevelFilter::Info),
     );
+    // An operator's mistake (a topic missing, ClickHouse down) ends here, before the cluster
+    // forms, in one line and exit status 3, not in a worker's panic.
+    crate::preflight::check(&config);
     let registry = Arc::new(Registry {
         caught_up_lag_ms: config.metrics.caught_up_lag_ms,
         ..Registry::default()
@@ -621,9 +624,10 @@ fn hash_binary() -> std::thread::JoinHandle<u64> {
     })
 }
 
-/// Exchanges every worker's fingerprint and panics, naming the processes that differ, unless
-/// all agree: processes with different configurations would read different topics or write
-/// different databases, and different binaries exchange data bincode cannot decode.
+/// Exchanges every worker's fingerprint and refuses to start (an operator error), naming the
+/// processes that differ, unless all agree: processes with different configurations would read
+/// different topics or write different databases, and different binaries exchange data bincode
+/// cannot decode.
 fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fingerprint) {
     use timely::dataflow::operators::core::capture::Extract;
     use timely::dataflow::operators::core::{Capture, ToStream};
@@ -662,9 +666,9 @@ fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fi
         let mut differing = differing;
         differing.sort();
         differing.dedup();
-        panic!(
+        crate::preflight::refuse(format_args!(
             "process {process} refuses to start: {} (every process must run the same binary with the same effective configuration)",
             differing.join(", ")
-        );
+        ));
     }
 }

@@ -81,7 +81,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use basketflow_sinks::clickhouse_sink::ClickHouseSink;
-use basketflow_sinks::kafka::client_config;
+use basketflow_kafka::{client_config, keyed_producer};
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::{
     Condition, Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch,
@@ -1407,12 +1407,10 @@ async fn build(args: BuildArgs) -> Result<()> {
         Output::Print(std::io::BufWriter::new(std::io::stdout()))
     } else {
         let deliveries = Arc::new(Deliveries::default());
-        let producer: ThreadedProducer<DeliveryContext> = client_config(&config.kafka.brokers)
-            // Retries never duplicate or reorder messages within a partition.
-            .set("enable.idempotence", "true")
-            // Same key -> same partition as Java clients and the traffic generator.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "20")
+        // Idempotent, and keyed as Java clients and the traffic generator key.
+        let producer: ThreadedProducer<DeliveryContext> =
+            keyed_producer(client_config(&config.kafka.brokers))
+                .set("linger.ms", "20")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "200000")
             // A missing topic is an error, not an uncompacted topic created on the fly.

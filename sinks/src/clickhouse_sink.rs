@@ -44,7 +44,7 @@ use serde::Serialize;
 use crate::decisions::DecisionRow;
 use crate::versions::{Batch, ConvertError, ReadModelRow, Version};
 use basketflow_dataflows::privacy::{Erasure, Retention};
-use basketflow_ingest::kafka_source::Positions;
+use basketflow_kafka::Positions;
 
 /// Where the database name goes in the statements of [`TABLES`] and [`VIEWS`].
 pub const DATABASE_PLACEHOLDER: &str = "{database}";

@@ -33,7 +33,7 @@ use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
 use basketflow_dataflows::ReadModels;
-use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_kafka::{fold_positions, PositionRecord, Positions};
 use basketflow_vocab::Decision;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -98,7 +98,7 @@ pub struct PrivateOutputs<'scope> {
     /// The retention periods.
     pub retention: Retention,
     /// Shoppers with an erasure request in the privacy topic when the run started
-    /// ([`crate::kafka::read_erased`]; only worker 0's matters): none of their rows is
+    /// ([`basketflow_kafka::read_erased`]; only worker 0's matters): none of their rows is
     /// written, whatever its time.
     pub erased_at_start: BTreeSet<(String, String)>,
 }
