@@ -32,9 +32,9 @@ pub fn check(config: &Config) {
             .find(|(topic, _)| *topic == e.topic())
             .map_or("kafka", |(_, key)| *key);
         match &e {
-            TopicError::Missing { .. } => {
-                refuse(format_args!("{e}: create it with scripts/stack up or set {key}"))
-            }
+            TopicError::Missing { .. } => refuse(format_args!(
+                "{e}: create it with scripts/stack up or set {key}"
+            )),
             TopicError::Unavailable { .. } => refuse(format_args!(
                 "{e}: check that the brokers are up and kafka.brokers names them"
             )),

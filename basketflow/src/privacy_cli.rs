@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_kafka::{client_config, keyed_producer};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_vocab::{ErasureRequest, Timestamp};
 use clap::{Args, Subcommand};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};

@@ -80,8 +80,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_kafka::{client_config, keyed_producer};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::{
     Condition, Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch,
@@ -1411,12 +1411,12 @@ async fn build(args: BuildArgs) -> Result<()> {
         let producer: ThreadedProducer<DeliveryContext> =
             keyed_producer(client_config(&config.kafka.brokers))
                 .set("linger.ms", "20")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "200000")
-            // A missing topic is an error, not an uncompacted topic created on the fly.
-            .set("allow.auto.create.topics", "false")
-            .create_with_context(DeliveryContext(deliveries.clone()))
-            .context("creating the Kafka producer")?;
+                .set("compression.type", "lz4")
+                .set("queue.buffering.max.messages", "200000")
+                // A missing topic is an error, not an uncompacted topic created on the fly.
+                .set("allow.auto.create.topics", "false")
+                .create_with_context(DeliveryContext(deliveries.clone()))
+                .context("creating the Kafka producer")?;
         let topic = config.kafka.trees_topic.clone();
         let metadata = producer
             .client()

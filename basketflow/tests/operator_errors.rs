@@ -103,7 +103,11 @@ fn assert_refused(out: &Output, expected: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line, got:\n{stderr}");
     assert!(lines[0].contains("level=error"), "{}", lines[0]);
-    assert!(lines[0].contains(expected), "expected {expected:?} in {}", lines[0]);
+    assert!(
+        lines[0].contains(expected),
+        "expected {expected:?} in {}",
+        lines[0]
+    );
 }
 
 #[test]

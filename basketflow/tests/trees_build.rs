@@ -15,8 +15,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::rows::{ProductAffinity, ShopperPurchase, SoldProductDaily};
-use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_kafka::{client_config, ensure_topic};
+use basketflow_sinks::clickhouse_sink::ClickHouseSink;
 use basketflow_sinks::versions::{Batch, Version};
 use basketflow_vocab::{ExperienceTree, Timestamp};
 use rdkafka::consumer::{BaseConsumer, Consumer};

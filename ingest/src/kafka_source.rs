@@ -44,7 +44,9 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use basketflow_kafka::{source_consumer_config, topic_partitions, unnamed_client_config, TopicError};
+use basketflow_kafka::{
+    source_consumer_config, topic_partitions, unnamed_client_config, TopicError,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};

@@ -11,6 +11,7 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -51,8 +52,12 @@ impl TopicError {
     }
 }
 
-/// How long one metadata request may wait for the brokers.
+/// How long a source's metadata request may wait for the brokers.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`check_topics_exist`] waits for the brokers: a broker that is up answers metadata
+/// in milliseconds, and an operator who named the wrong brokers should not wait half a minute.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a topic the brokers call unknown is asked about again before it counts as missing: a
 /// topic created a moment ago (a test, `scripts/stack up`) can be absent from a broker's
@@ -66,19 +71,33 @@ pub fn topic_partitions(
     brokers: &str,
     topic: &str,
 ) -> Result<Vec<i32>, TopicError> {
+    partitions_within(consumer, brokers, topic, METADATA_TIMEOUT)
+}
+
+/// [`topic_partitions`], waiting at most `timeout` for the brokers.
+fn partitions_within(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, TopicError> {
     let metadata_error = |source| TopicError::Unavailable {
         topic: topic.to_string(),
         brokers: brokers.to_string(),
         source,
     };
     let md = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .fetch_metadata(Some(topic), timeout)
         .map_err(metadata_error)?;
     let missing = || TopicError::Missing {
         topic: topic.to_string(),
         brokers: brokers.to_string(),
     };
-    let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(missing)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(missing)?;
     match t.error().map(RDKafkaErrorCode::from) {
         None => {}
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
@@ -96,6 +115,9 @@ pub fn topic_partitions(
 /// creates a topic (a consumer's metadata requests do not ask the brokers to).
 pub fn check_topics_exist(brokers: &str, topics: &[&str]) -> Result<(), TopicError> {
     let consumer: BaseConsumer = client_config(brokers)
+        // The check reports what went wrong in its error; librdkafka's own lines about
+        // refused connections would only repeat it, several times.
+        .set_log_level(RDKafkaLogLevel::Emerg)
         .create()
         .map_err(|source| TopicError::Unavailable {
             topic: topics.first().copied().unwrap_or_default().to_string(),
@@ -105,13 +127,15 @@ pub fn check_topics_exist(brokers: &str, topics: &[&str]) -> Result<(), TopicErr
     for topic in topics {
         let started = Instant::now();
         loop {
-            match topic_partitions(&consumer, brokers, topic) {
+            match partitions_within(&consumer, brokers, topic, CHECK_TIMEOUT) {
                 Ok(_) => break,
                 // The brokers did not answer within the timeout: asking again only doubles it.
-                Err(e @ TopicError::Unavailable {
-                    source: KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
-                    ..
-                }) => return Err(e),
+                Err(
+                    e @ TopicError::Unavailable {
+                        source: KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+                        ..
+                    },
+                ) => return Err(e),
                 Err(e) if started.elapsed() >= MISSING_GRACE => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }

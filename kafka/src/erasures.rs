@@ -14,7 +14,8 @@ use crate::config::committed_reader_config;
 /// the beginning to the end it has now (committed messages only). The ClickHouse writer uses
 /// it at start so that a replay or a rebuild never writes a row of a shopper already erased.
 pub fn read_erased(brokers: &str, topic: &str) -> Result<BTreeSet<(String, String)>, KafkaError> {
-    let consumer: BaseConsumer = committed_reader_config(brokers, "basketflow-erasures").create()?;
+    let consumer: BaseConsumer =
+        committed_reader_config(brokers, "basketflow-erasures").create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let partitions: Vec<i32> = metadata
         .topics()

@@ -32,7 +32,8 @@ pub struct ProgressRecord {
 /// there is none). Reads committed data only, so an open or aborted transaction's record never
 /// counts.
 pub fn read_progress(brokers: &str, topic: &str) -> Result<(u64, Positions), KafkaError> {
-    let consumer: BaseConsumer = committed_reader_config(brokers, "basketflow-progress").create()?;
+    let consumer: BaseConsumer =
+        committed_reader_config(brokers, "basketflow-progress").create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
     // The last record is near the end (each commit adds one record and one marker); look
     // at the tail first and read everything only if the tail holds no committed record.
