@@ -205,7 +205,7 @@ pub fn owned_partitions(
     let unavailable = |source| TopicError::Unavailable {
         topic: topic.to_string(),
         brokers: brokers.to_string(),
-        source,
+        source: Box::new(source),
     };
     let consumer: BaseConsumer = unnamed_client_config(brokers)
         .create()

@@ -37,9 +37,9 @@ pub enum TopicError {
         topic: String,
         /// The bootstrap servers asked.
         brokers: String,
-        /// librdkafka's error.
+        /// librdkafka's error (boxed: it is large, and errors travel in `Result`s).
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -48,6 +48,17 @@ impl TopicError {
     pub fn topic(&self) -> &str {
         match self {
             TopicError::Missing { topic, .. } | TopicError::Unavailable { topic, .. } => topic,
+        }
+    }
+
+    /// True when the brokers did not answer in time.
+    fn timed_out(&self) -> bool {
+        match self {
+            TopicError::Unavailable { source, .. } => matches!(
+                **source,
+                KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)
+            ),
+            TopicError::Missing { .. } => false,
         }
     }
 }
@@ -84,7 +95,7 @@ fn partitions_within(
     let metadata_error = |source| TopicError::Unavailable {
         topic: topic.to_string(),
         brokers: brokers.to_string(),
-        source,
+        source: Box::new(source),
     };
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
@@ -122,7 +133,7 @@ pub fn check_topics_exist(brokers: &str, topics: &[&str]) -> Result<(), TopicErr
         .map_err(|source| TopicError::Unavailable {
             topic: topics.first().copied().unwrap_or_default().to_string(),
             brokers: brokers.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     for topic in topics {
         let started = Instant::now();
@@ -130,12 +141,7 @@ pub fn check_topics_exist(brokers: &str, topics: &[&str]) -> Result<(), TopicErr
             match partitions_within(&consumer, brokers, topic, CHECK_TIMEOUT) {
                 Ok(_) => break,
                 // The brokers did not answer within the timeout: asking again only doubles it.
-                Err(
-                    e @ TopicError::Unavailable {
-                        source: KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
-                        ..
-                    },
-                ) => return Err(e),
+                Err(e) if e.timed_out() => return Err(e),
                 Err(e) if started.elapsed() >= MISSING_GRACE => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
