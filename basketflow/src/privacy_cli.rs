@@ -163,8 +163,8 @@ async fn erase(args: EraseArgs) -> Result<()> {
     };
 
     let topic = &config.kafka.privacy_topic;
-    // Idempotent (retries never duplicate the request), keyed as Java clients, the collector
-    // and the trees builder key.
+    // Idempotent (retries never duplicate the request), and partitioned by key as Java
+    // clients, the collector and the trees builder do.
     let producer: FutureProducer = keyed_producer(client_config(&config.kafka.brokers))
         // Acknowledged = on every in-sync replica.
         .set("acks", "all")

@@ -1407,7 +1407,7 @@ async fn build(args: BuildArgs) -> Result<()> {
         Output::Print(std::io::BufWriter::new(std::io::stdout()))
     } else {
         let deliveries = Arc::new(Deliveries::default());
-        // Idempotent, and keyed as Java clients and the traffic generator key.
+        // Idempotent, and partitioned by key as Java clients and the traffic generator do.
         let producer: ThreadedProducer<DeliveryContext> =
             keyed_producer(client_config(&config.kafka.brokers))
                 .set("linger.ms", "20")

@@ -70,9 +70,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// in milliseconds, and an operator who named the wrong brokers should not wait half a minute.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a topic the brokers call unknown is asked about again before it counts as missing: a
-/// topic created a moment ago (a test, `scripts/stack up`) can be absent from a broker's
-/// metadata for a few milliseconds after its creation returned.
+/// How long [`check_topics_exist`] asks again about a topic the brokers call unknown (or
+/// answer about with another error, e.g. no leader yet) before it reports it: a topic created a
+/// moment ago (a test, `scripts/stack up`) can be absent from a broker's metadata for a few
+/// milliseconds after its creation returned.
 const MISSING_GRACE: Duration = Duration::from_secs(2);
 
 /// The partitions of `topic`, sorted, as the brokers of `consumer` (bootstrap servers

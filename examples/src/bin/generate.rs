@@ -141,7 +141,7 @@ fn main() -> Result<()> {
         }),
         (None, Some(brokers)) => {
             let counting = Arc::new(Counting::default());
-            // Idempotent, and keyed as Java clients key.
+            // Idempotent, and partitioned by key as Java clients do.
             let producer: ThreadedProducer<Ctx> = keyed_producer(unnamed_client_config(brokers))
                 // Batch for up to 5 ms: big batches at 10k/s, no visible latency.
                 .set("linger.ms", "5")
