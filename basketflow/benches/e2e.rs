@@ -126,7 +126,7 @@ fn create_topic(name: &str, partitions: i32, cleanup: &str) {
     CREATED.lock().unwrap().push(name.to_string());
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(basketflow_sinks::kafka::ensure_topic(
+        .block_on(basketflow_kafka::ensure_topic(
             &brokers(),
             name,
             partitions,

@@ -12,6 +12,7 @@
 
 use basketflow_config as config;
 mod logging;
+mod preflight;
 mod privacy_cli;
 mod run;
 

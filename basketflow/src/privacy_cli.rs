@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use basketflow_kafka::{client_config, keyed_producer};
 use basketflow_sinks::clickhouse::ClickHouseReader;
-use basketflow_sinks::kafka::client_config;
 use basketflow_vocab::{ErasureRequest, Timestamp};
 use clap::{Args, Subcommand};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -163,12 +163,11 @@ async fn erase(args: EraseArgs) -> Result<()> {
     };
 
     let topic = &config.kafka.privacy_topic;
-    let producer: FutureProducer = client_config(&config.kafka.brokers)
-        // Retries never duplicate the request; acknowledged = on every in-sync replica.
-        .set("enable.idempotence", "true")
+    // Idempotent (retries never duplicate the request), and partitioned by key as Java
+    // clients, the collector and the trees builder do.
+    let producer: FutureProducer = keyed_producer(client_config(&config.kafka.brokers))
+        // Acknowledged = on every in-sync replica.
         .set("acks", "all")
-        // Same key -> same partition as Java clients, the collector and the trees builder.
-        .set("partitioner", "murmur2_random")
         .set(
             "message.timeout.ms",
             DELIVERY_TIMEOUT.as_millis().to_string(),

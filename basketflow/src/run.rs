@@ -19,12 +19,11 @@ use timely::WorkerConfig;
 
 use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
+use basketflow_kafka::read_progress;
+use basketflow_kafka::{ensure_topic, read_erased, set_topic_configs};
 use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs, Target};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
-use basketflow_sinks::kafka::{ensure_topic, read_erased, set_topic_configs};
-use basketflow_sinks::kafka_outputs::{
-    kafka_outputs, prepare_outputs, read_progress, KafkaOutputs,
-};
+use basketflow_sinks::kafka_outputs::{kafka_outputs, prepare_outputs, KafkaOutputs};
 
 use crate::config::Config;
 use basketflow_metrics::{self as metrics, Registry};
@@ -162,6 +161,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.log.format(),
         config.log.level().unwrap_or(log::LevelFilter::Info),
     );
+    // An operator's mistake (a topic missing, ClickHouse down) ends here, before the cluster
+    // forms, in one line and exit status 3, not in a worker's panic.
+    crate::preflight::check(&config);
     let registry = Arc::new(Registry {
         caught_up_lag_ms: config.metrics.caught_up_lag_ms,
         ..Registry::default()
@@ -603,9 +605,10 @@ fn hash_binary() -> std::thread::JoinHandle<u64> {
     })
 }
 
-/// Exchanges every worker's fingerprint and panics, naming the processes that differ, unless
-/// all agree: processes with different configurations would read different topics or write
-/// different databases, and different binaries exchange data bincode cannot decode.
+/// Exchanges every worker's fingerprint and refuses to start (an operator error), naming the
+/// processes that differ, unless all agree: processes with different configurations would read
+/// different topics or write different databases, and different binaries exchange data bincode
+/// cannot decode.
 fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fingerprint) {
     use timely::dataflow::operators::core::capture::Extract;
     use timely::dataflow::operators::core::{Capture, ToStream};
@@ -644,9 +647,9 @@ fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fi
         let mut differing = differing;
         differing.sort();
         differing.dedup();
-        panic!(
+        crate::preflight::refuse(format_args!(
             "process {process} refuses to start: {} (every process must run the same binary with the same effective configuration)",
             differing.join(", ")
-        );
+        ));
     }
 }

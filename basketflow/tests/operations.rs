@@ -204,6 +204,8 @@ fn processes_with_different_configurations_refuse_to_start() {
         format!("{events}-rejected"),
         format!("{events}-decisions"),
     );
+    // The topics the graph reads must exist: a missing one is refused before the cluster forms.
+    stack.create_topic(&trees, 2, "compact");
     let targets = RunTargets {
         events: &events,
         trees: &trees,

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use basketflow_kafka::{client_config, ensure_topic};
 use basketflow_sinks::clickhouse::versions::{Batch, Version};
 use basketflow_sinks::clickhouse::ClickHouseStore;
-use basketflow_sinks::kafka::{client_config, ensure_topic};
 use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase, SoldProductDaily};
 use basketflow_vocab::{ExperienceTree, Timestamp};
 use rdkafka::consumer::{BaseConsumer, Consumer};

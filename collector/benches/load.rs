@@ -29,7 +29,7 @@ use axum::body::Bytes;
 use basketflow_collector::auth::key_sha256;
 use basketflow_collector::{AuthMode, Collector, CollectorConfig, RetailerKey};
 use basketflow_examples::{Config as GenConfig, Generator};
-use basketflow_sinks::kafka::{client_config, ensure_topic};
+use basketflow_kafka::{client_config, ensure_topic};
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;

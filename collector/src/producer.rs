@@ -18,7 +18,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use basketflow_sinks::kafka::client_config;
+use basketflow_kafka::{client_config, keyed_producer};
 
 /// What the broker said about one event: `Ok` = stored, `Err` = not stored (why).
 pub type Outcome = Result<(), String>;
@@ -197,15 +197,12 @@ impl EventProducer {
 }
 
 fn build(brokers: &str, produce_timeout: Duration) -> Result<FutureProducer, KafkaError> {
-    client_config(brokers)
+    // Idempotent: retries after a lost answer never store an event twice or out of order.
+    keyed_producer(client_config(brokers))
         // Tell the collector apart from the graph's clients in broker logs.
         .set("client.id", "basketflow-collector")
-        // Retries after a lost answer never store an event twice or out of order.
-        .set("enable.idempotence", "true")
         // Acknowledged = on every in-sync replica: the HTTP answer promises persistence.
         .set("acks", "all")
-        // Same key -> same partition as Java clients (Kafka's default murmur2).
-        .set("partitioner", "murmur2_random")
         // A down or slow broker becomes a delivery error (503) after this, instead of requests
         // waiting for librdkafka's default of 5 minutes.
         .set(

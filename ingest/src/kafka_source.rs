@@ -44,7 +44,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
+use basketflow_kafka::{
+    source_consumer_config, topic_partitions, unnamed_client_config, TopicError,
+};
+use basketflow_kafka::{PositionRecord, Positions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -103,9 +106,6 @@ impl SourceConfig {
         f
     }
 }
-
-/// Next offset to read per partition, by topic: how far the sources had read at a time.
-pub type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
 
 /// What may hold a source back: the frontier of durable outputs, and a stop flag.
 #[derive(Clone)]
@@ -191,34 +191,28 @@ enum Fetched {
     Failed(String),
 }
 
-/// Partitions of `topic` owned by worker `index` of `peers`, with the high watermarks they had
-/// at start.
+/// Partitions of `topic` owned by worker `index` of `peers`, with the low and high watermarks
+/// they had at start. A topic that does not exist is [`TopicError::Missing`].
 pub fn owned_partitions(
     brokers: &str,
     topic: &str,
     index: usize,
     peers: usize,
-) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or(KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopic,
-        ))?;
-    if let Some(e) = t.error() {
-        return Err(KafkaError::MetadataFetch(e.into()));
-    }
+) -> Result<Vec<(i32, i64, i64)>, TopicError> {
+    let unavailable = |source| TopicError::Unavailable {
+        topic: topic.to_string(),
+        brokers: brokers.to_string(),
+        source: Box::new(source),
+    };
+    let consumer: BaseConsumer = unnamed_client_config(brokers)
+        .create()
+        .map_err(unavailable)?;
     let mut out = Vec::new();
-    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    ids.sort_unstable();
-    for p in ids {
+    for p in topic_partitions(&consumer, brokers, topic)? {
         if p as usize % peers == index {
-            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .map_err(unavailable)?;
             out.push((p, low, high));
         }
     }
@@ -285,14 +279,15 @@ impl PartitionState {
 pub type MessageStream<'scope> = Stream<'scope, Millis, Vec<SourceMessage>>;
 
 /// Builds the source on `scope` for worker `index` of `peers`. The consumer thread starts
-/// immediately; the stream carries [`SourceMessage`]s at their logical times.
+/// immediately; the stream carries [`SourceMessage`]s at their logical times. Fails if the
+/// topic's partitions cannot be listed ([`TopicError::Missing`] when it does not exist).
 pub fn kafka_source<'scope>(
     scope: Scope<'scope, Millis>,
     cfg: SourceConfig,
     index: usize,
     peers: usize,
     gate: Option<Gate>,
-) -> Result<(MessageStream<'scope>, Arc<SourceStats>), KafkaError> {
+) -> Result<(MessageStream<'scope>, Arc<SourceStats>), TopicError> {
     let owned = owned_partitions(&cfg.brokers, &cfg.topic, index, peers)?;
     let stats = Arc::new(SourceStats::default());
     let mut partitions: BTreeMap<i32, PartitionState> = owned
@@ -439,10 +434,6 @@ pub fn kafka_source<'scope>(
     Ok((stream, stats))
 }
 
-/// One position record: after the messages of this time, `topic`'s `partition` continues at
-/// `next_offset`.
-pub type PositionRecord = (String, i32, i64);
-
 /// The positions `messages` (read from `topic`) reach at each time: per batch, one record per
 /// partition (its last offset + 1). Sinks fold these into the [`Positions`] they record with a
 /// committed time. Returns the messages (moved through, not copied) and the records.
@@ -482,21 +473,6 @@ pub fn positions<'scope>(
     both.ok_err(|x: Result<SourceMessage, PositionRecord>| x)
 }
 
-/// Folds position records into `into` (keeping the greater offset per partition).
-pub fn fold_positions<'a>(
-    into: &mut Positions,
-    records: impl IntoIterator<Item = &'a PositionRecord>,
-) {
-    for (topic, p, next) in records {
-        let e = into
-            .entry(topic.clone())
-            .or_default()
-            .entry(*p)
-            .or_insert(*next);
-        *e = (*e).max(*next);
-    }
-}
-
 /// Every 2 s, asks the broker for the high watermarks of `partitions` into `stats`.
 fn watch_watermarks(
     cfg: &SourceConfig,
@@ -504,10 +480,7 @@ fn watch_watermarks(
     stop: &AtomicBool,
     stats: &SourceStats,
 ) {
-    let Ok(consumer) = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .create::<BaseConsumer>()
-    else {
+    let Ok(consumer) = unnamed_client_config(&cfg.brokers).create::<BaseConsumer>() else {
         return;
     };
     while !stop.load(Ordering::Relaxed) {
@@ -545,24 +518,7 @@ fn consume(
             .name(format!("kafka-watermarks-{}", cfg.topic))
             .spawn(move || watch_watermarks(&cfg, &partitions, &stop, &stats));
     }
-    let consumer: BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        // Offsets are basketflow's own business (durable progress), never the group's.
-        .set("group.id", "basketflow-graph")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // We need to know when a partition is idle: its EOF moves the frontier on.
-        .set("enable.partition.eof", "true")
-        // Read only committed data: a producer's aborted transaction never enters the graph.
-        .set("isolation.level", "read_committed")
-        // Answer a fetch as soon as one byte is there, waiting at most 10 ms otherwise. The
-        // end of a partition (EOF, which lets its bound follow the wall clock) is only seen on
-        // a fetch answer: at 100 ms the frontier, and so every decision, waited up to that long
-        // behind a partition that had just been read to its end (10,000 events/s: event ->
-        // decision p99 1,349 ms before, 561 ms after, with the other changes of the same day).
-        .set("fetch.wait.max.ms", "10")
-        .create()
-    {
+    let consumer: BaseConsumer = match source_consumer_config(&cfg.brokers).create() {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Fetched::Failed(format!("creating consumer: {e}")));
@@ -700,27 +656,6 @@ mod tests {
         assert_eq!(cfg.floors(3), vec![(0, 50)]);
         let mut st = PartitionState::new(0, i64::MAX, cfg.floors(3));
         assert_eq!(st.assign(0, 10, 5), (51, false));
-    }
-
-    #[test]
-    fn positions_fold_to_the_greatest_next_offset() {
-        let mut p = Positions::new();
-        fold_positions(
-            &mut p,
-            &[
-                ("t".to_string(), 0, 5),
-                ("t".to_string(), 0, 3),
-                ("t".to_string(), 1, 9),
-                ("u".to_string(), 0, 1),
-            ],
-        );
-        assert_eq!(
-            p,
-            Positions::from([
-                ("t".into(), BTreeMap::from([(0, 5), (1, 9)])),
-                ("u".into(), BTreeMap::from([(0, 1)])),
-            ])
-        );
     }
 
     proptest! {

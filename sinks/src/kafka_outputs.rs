@@ -40,14 +40,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_kafka::progress::PROGRESS_KEY;
+use basketflow_kafka::{
+    client_config, fold_positions, read_progress, PositionRecord, Positions, ProgressRecord,
+};
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::Decision;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
@@ -57,7 +58,6 @@ use timely::dataflow::Stream;
 
 use crate::durable::Committed;
 use crate::durable::{DurableCap, NoData, Waker};
-use crate::kafka::client_config;
 
 /// Where the Kafka outputs go.
 #[derive(Clone, Debug)]
@@ -131,13 +131,6 @@ impl LatencyHistogram {
     }
 }
 
-/// The progress record's value.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Progress {
-    through: u64,
-    positions: Positions,
-}
-
 /// One output record, as exchanged to worker 0.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Out {
@@ -190,61 +183,6 @@ pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), K
     }
     let committed = read_progress(&cfg.brokers, &cfg.progress_topic)?;
     Ok((p, committed))
-}
-
-/// The last committed progress record of `topic` (`(0, empty)` when there is none). Reads
-/// committed data only, so an open or aborted transaction's record never counts.
-pub fn read_progress(brokers: &str, topic: &str) -> Result<Committed, KafkaError> {
-    let consumer: BaseConsumer = client_config(brokers)
-        // Our own offsets; no group state.
-        .set("group.id", "basketflow-progress")
-        .set("enable.auto.commit", "false")
-        // Only committed transactions' progress counts.
-        .set("isolation.level", "read_committed")
-        // Stop at the end.
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
-    // The last record is near the end (each commit adds one record and one marker); look
-    // at the tail first and read everything only if the tail holds no committed record.
-    for start in [high.saturating_sub(64).max(low), low] {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(start))?;
-        consumer.assign(&tpl)?;
-        let mut last: Option<Progress> = None;
-        if high > start {
-            loop {
-                match consumer.poll(Duration::from_secs(30)) {
-                    Some(Ok(m)) => {
-                        let value = m.payload().unwrap_or_default();
-                        match serde_json::from_slice::<Progress>(value) {
-                            Ok(p) => last = Some(p),
-                            Err(e) => {
-                                log::error!(topic, offset = m.offset(); "kafka outputs: not a progress record: {e}");
-                                return Err(KafkaError::MessageConsumption(
-                                    RDKafkaErrorCode::InvalidRecord,
-                                ));
-                            }
-                        }
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => return Err(e),
-                    None => {
-                        return Err(KafkaError::MessageConsumption(
-                            RDKafkaErrorCode::OperationTimedOut,
-                        ))
-                    }
-                }
-            }
-        }
-        if let Some(p) = last {
-            return Ok((p.through, p.positions));
-        }
-        if start == low {
-            break;
-        }
-    }
-    Ok((0, Positions::new()))
 }
 
 /// Produces `decisions` and `dead_letters` exactly once (see the module docs), recording
@@ -461,7 +399,7 @@ fn transact(
         };
         send(producer, BaseRecord::to(topic).key(key).payload(payload))?;
     }
-    let progress = serde_json::to_string(&Progress {
+    let progress = serde_json::to_string(&ProgressRecord {
         through: txn.through,
         positions: txn.positions.clone(),
     })
@@ -469,7 +407,7 @@ fn transact(
     send(
         producer,
         BaseRecord::to(&cfg.progress_topic)
-            .key("progress")
+            .key(PROGRESS_KEY)
             .payload(&progress)
             .partition(0),
     )?;

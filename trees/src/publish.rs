@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use basketflow_sinks::kafka::client_config;
+use basketflow_kafka::{client_config, keyed_producer};
 use basketflow_vocab::ExperienceTree;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -83,11 +83,8 @@ impl Output {
     /// A producer to `topic` on `brokers`, after checking that the topic exists.
     pub fn kafka(brokers: &str, topic: &str) -> Result<Output> {
         let deliveries = Arc::new(Deliveries::default());
-        let producer: ThreadedProducer<DeliveryContext> = client_config(brokers)
-            // Retries never duplicate or reorder messages within a partition.
-            .set("enable.idempotence", "true")
-            // Same key -> same partition as Java clients and the traffic generator.
-            .set("partitioner", "murmur2_random")
+        // Idempotent, and partitioned by key as Java clients and the traffic generator do.
+        let producer: ThreadedProducer<DeliveryContext> = keyed_producer(client_config(brokers))
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "200000")

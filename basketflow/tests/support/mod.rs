@@ -81,7 +81,7 @@ impl Stack {
     /// Creates `name` (LogAppendTime) unless it exists.
     pub fn create_topic(&self, name: &str, partitions: i32, cleanup: &str) {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(basketflow_sinks::kafka::ensure_topic(
+        rt.block_on(basketflow_kafka::ensure_topic(
             &self.brokers,
             name,
             partitions,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use basketflow_collector::{Collector, CollectorConfig};
-use basketflow_sinks::kafka::{client_config, ensure_topic};
+use basketflow_kafka::{client_config, ensure_topic};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use basketflow_examples::{Config, Generator};
+use basketflow_kafka::{keyed_producer, unnamed_client_config};
 use basketflow_vocab::Timestamp;
 
 /// Command-line options.
@@ -141,12 +141,8 @@ fn main() -> Result<()> {
         }),
         (None, Some(brokers)) => {
             let counting = Arc::new(Counting::default());
-            let producer: ThreadedProducer<Ctx> = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                // Retries never duplicate or reorder messages within a partition.
-                .set("enable.idempotence", "true")
-                // Same key -> same partition as Java clients (Kafka's default murmur2).
-                .set("partitioner", "murmur2_random")
+            // Idempotent, and partitioned by key as Java clients do.
+            let producer: ThreadedProducer<Ctx> = keyed_producer(unnamed_client_config(brokers))
                 // Batch for up to 5 ms: big batches at 10k/s, no visible latency.
                 .set("linger.ms", "5")
                 // 1 KB JSON compresses about 4x: less broker I/O and disk.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use basketflow_ingest::kafka_source::{fold_positions, PositionRecord, Positions};
+use basketflow_kafka::{fold_positions, PositionRecord, Positions};
 use basketflow_vocab::privacy::{Erasure, Retention};
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ReadModels, ShopperPurchase, SoldProductDaily,
@@ -59,7 +59,7 @@ pub struct PrivateOutputs<'scope> {
     /// The retention periods.
     pub retention: Retention,
     /// Shoppers with an erasure request in the privacy topic when the run started
-    /// ([`crate::kafka::read_erased`]; only worker 0's matters): none of their rows is
+    /// ([`basketflow_kafka::read_erased`]; only worker 0's matters): none of their rows is
     /// written, whatever its time.
     pub erased_at_start: BTreeSet<(String, String)>,
 }

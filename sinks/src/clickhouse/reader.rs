@@ -7,7 +7,7 @@
 
 use std::marker::PhantomData;
 
-use basketflow_ingest::kafka_source::Positions;
+use basketflow_kafka::Positions;
 use basketflow_vocab::ReadModel;
 use clickhouse::query::{Query, RowCursor};
 use clickhouse::sql::Bind;

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use basketflow_ingest::kafka_source::Positions;
+use basketflow_kafka::Positions;
 use basketflow_vocab::ReadModel;
 use clickhouse::Client;
 

@@ -191,7 +191,7 @@ pub struct Batch {
     pub order_lines: Vec<Version<PaidOrderLine>>,
     /// How far the sources had read at `through` (recorded in the progress row; a restart
     /// reclocks its replay by it, see `basketflow_ingest::kafka_source`).
-    pub positions: basketflow_ingest::kafka_source::Positions,
+    pub positions: basketflow_kafka::Positions,
     /// Decisions of the batch's times, for `experience_decisions_log`.
     pub decisions: Vec<basketflow_vocab::Decision>,
     /// Erasure requests of the batch's times, each with the time it was read: applied to every

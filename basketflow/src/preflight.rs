@@ -1,0 +1,71 @@
+//! Operator errors: what `basketflow run` checks before it forms its cluster, and how it refuses.
+//!
+//! A topic that does not exist, brokers or a ClickHouse that do not answer, processes that
+//! disagree on their configuration: these are an operator's mistakes, not bugs. Each ends the
+//! process with one error line on stderr that says what is wrong and what to do, and exit status
+//! [`OPERATOR_ERROR`]; a panic (status 101) stays the answer to bugs and crashes. Checked before
+//! the cluster forms, a mistake is reported once per process, in seconds, instead of as a
+//! worker's panic deep in the graph's start-up.
+
+use std::fmt::Display;
+
+use basketflow_kafka::{check_topics_exist, TopicError};
+use basketflow_sinks::clickhouse::Target;
+
+use crate::config::Config;
+
+/// Exit status of `basketflow run` on an operator error (see the README's "Operations").
+pub const OPERATOR_ERROR: i32 = 3;
+
+/// Refuses to start, with [`refuse`], unless the topics the graph reads exist on the brokers and
+/// ClickHouse answers. Call before the cluster forms.
+pub fn check(config: &Config) {
+    let kafka = &config.kafka;
+    let read = [
+        (kafka.events_topic.as_str(), "kafka.events_topic"),
+        (kafka.trees_topic.as_str(), "kafka.trees_topic"),
+    ];
+    let topics: Vec<&str> = read.iter().map(|(topic, _)| *topic).collect();
+    if let Err(e) = check_topics_exist(&kafka.brokers, &topics) {
+        let key = read
+            .iter()
+            .find(|(topic, _)| *topic == e.topic())
+            .map_or("kafka", |(_, key)| *key);
+        match &e {
+            TopicError::Missing { .. } => refuse(format_args!(
+                "{e}: create it with scripts/stack up or set {key}"
+            )),
+            TopicError::Unavailable { .. } => refuse(format_args!(
+                "{e}: check that the brokers are up and kafka.brokers names them"
+            )),
+        }
+    }
+    let clickhouse = &config.clickhouse;
+    let target = Target {
+        url: clickhouse.url.clone(),
+        database: clickhouse.database.clone(),
+        user: clickhouse.user.clone(),
+        password: clickhouse.password.clone(),
+    };
+    let answered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(target.connect()).map_err(|e| e.to_string()));
+    if let Err(e) = answered {
+        refuse(format_args!(
+            "cannot use ClickHouse at {}: {e}: check that it is up (scripts/stack up) and \
+             clickhouse.url, clickhouse.database, clickhouse.user and clickhouse.password",
+            clickhouse.url
+        ));
+    }
+}
+
+/// Logs `message` as one error line (line breaks in it, e.g. from a server's answer, become
+/// spaces) and exits with [`OPERATOR_ERROR`].
+pub fn refuse(message: impl Display) -> ! {
+    let message = message.to_string();
+    let line: Vec<&str> = message.split_whitespace().collect();
+    log::error!("{}", line.join(" "));
+    std::process::exit(OPERATOR_ERROR);
+}

@@ -1,0 +1,98 @@
+//! The Kafka outputs' progress record and its reader.
+//!
+//! `basketflow_sinks::kafka_outputs` commits, in the same Kafka transaction as the decisions
+//! and dead letters of a batch of times, one [`ProgressRecord`] to the progress topic (one
+//! partition, compacted, key [`PROGRESS_KEY`]). [`read_progress`] finds the last committed one
+//! at start: which times are already out, and where the sources had read then.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::config::committed_reader_config;
+use crate::positions::Positions;
+
+/// The key of every progress record (the topic is compacted: only the last one is kept).
+pub const PROGRESS_KEY: &str = "progress";
+
+/// The progress record's value, as JSON: `{"through": t, "positions": {topic: {partition: next
+/// offset}}}`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProgressRecord {
+    /// Every output at or below this logical time is committed.
+    pub through: u64,
+    /// How far the sources had read at `through`.
+    pub positions: Positions,
+}
+
+/// The last committed progress record of `topic`, as `(through, positions)` (`(0, empty)` when
+/// there is none). Reads committed data only, so an open or aborted transaction's record never
+/// counts.
+pub fn read_progress(brokers: &str, topic: &str) -> Result<(u64, Positions), KafkaError> {
+    let consumer: BaseConsumer =
+        committed_reader_config(brokers, "basketflow-progress").create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
+    // The last record is near the end (each commit adds one record and one marker); look
+    // at the tail first and read everything only if the tail holds no committed record.
+    for start in [high.saturating_sub(64).max(low), low] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let mut last: Option<ProgressRecord> = None;
+        if high > start {
+            loop {
+                match consumer.poll(Duration::from_secs(30)) {
+                    Some(Ok(m)) => {
+                        let value = m.payload().unwrap_or_default();
+                        match serde_json::from_slice::<ProgressRecord>(value) {
+                            Ok(p) => last = Some(p),
+                            Err(e) => {
+                                log::error!(topic, offset = m.offset(); "kafka outputs: not a progress record: {e}");
+                                return Err(KafkaError::MessageConsumption(
+                                    RDKafkaErrorCode::InvalidRecord,
+                                ));
+                            }
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        return Err(KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::OperationTimedOut,
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(p) = last {
+            return Ok((p.through, p.positions));
+        }
+        if start == low {
+            break;
+        }
+    }
+    Ok((0, Positions::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_progress_record_is_the_json_the_outputs_have_always_written() {
+        let record = ProgressRecord {
+            through: 50,
+            positions: Positions::from([("t".into(), BTreeMap::from([(0, 7), (3, 1)]))]),
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(json, r#"{"through":50,"positions":{"t":{"0":7,"3":1}}}"#);
+        assert_eq!(
+            serde_json::from_str::<ProgressRecord>(&json).unwrap(),
+            record
+        );
+    }
+}
