@@ -46,7 +46,7 @@
 //!      (not a sum, hence a reduce over the live orders of that key).
 //!    * `product_affinities`: each order contributes `1` per pair `a < b` of its distinct
 //!      products, summed per key.
-//! 4. **Baskets**: per `(retailer, shopper)`, [`basketflow_operators::last_per_key`] over
+//! 4. **Baskets**: per `(retailer, shopper)`, [`basketflow_operators::one_per_key`] (greatest) over
 //!    `Some(occurred_at)` of every `order_paid` and `None` for every basket change gives the
 //!    cut-off: the latest payment, or `None` ("all changes count") for a shopper who has
 //!    changes but never paid. The changes, keyed by `(retailer, shopper)`, are joined with the

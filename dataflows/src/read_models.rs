@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use basketflow_operators::{first_per_id, last_per_key, sum_by_key, ValArrangement};
+use basketflow_operators::{first_per_id, one_per_key, sum_by_key, Extreme, ValArrangement};
 use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -452,7 +452,7 @@ where
             cutoff,
         ))
     });
-    let cutoffs = last_per_key("LatestOrderPaid", cutoff_facts);
+    let cutoffs = one_per_key("LatestOrderPaid", cutoff_facts, Extreme::Greatest);
 
     // Per (retailer, shopper): each change as (occurred_at, product, signed units).
     let changes = unique.clone().flat_map_ref(|_hash, event| {

@@ -5,7 +5,7 @@
 //! frontier advances: the memory an operator holds is bounded by the distinct `(key, value)`
 //! pairs (or keys) that are live, never by the number of updates ever seen.
 //!
-//! * [`first_per_key`] / [`last_per_key`]: for each key, the least / greatest value present
+//! * [`one_per_key`]: for each key, the least or the greatest value present
 //!   (replay-stable choice among duplicates, "earliest", "latest").
 //! * [`first_per_id`]: de-duplication of values by an id they contain, arranged by the id's
 //!   hash so that the (unbounded) set of ids costs integers, not strings, in the arrangement.
@@ -19,7 +19,7 @@
 //! same time, which is exactly what an upsert-style sink needs.
 //!
 //! All inputs use `isize` multiplicities. Records whose accumulated multiplicity is not positive
-//! are treated as absent by [`first_per_key`] and [`last_per_key`].
+//! are treated as absent by [`one_per_key`].
 
 #![forbid(missing_docs)]
 
@@ -38,58 +38,48 @@ use timely::progress::Timestamp;
 /// The arrangements these operators return: `(key, value)` pairs with `isize` multiplicities.
 pub type ValArrangement<'scope, T, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, T, isize>>>;
 
-/// For each key, the least value (by `Ord`) whose accumulated multiplicity is positive, with
-/// multiplicity one.
-///
-/// Use it to pick a replay-stable representative among copies (de-duplication: the smallest
-/// copy wins, whatever the arrival order), or the earliest of several facts when the value
-/// starts with a time. Keys whose values all have non-positive multiplicity are absent.
+/// Which value per key [`one_per_key`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extreme {
+    /// The least value (by `Ord`): a replay-stable representative among copies
+    /// (de-duplication: the smallest copy wins, whatever the arrival order), or the earliest of
+    /// several facts when the value starts with a time.
+    Least,
+    /// The greatest value: "the latest" of several facts when the value starts with a time.
+    /// With `Option<_>` values, `None` sorts first, so a key present only through `None` values
+    /// yields `None`: a convenient way to say "this key exists but has no such fact" with one
+    /// entry per key (equal `None`s consolidate into one entry with a count).
+    Greatest,
+}
+
+/// For each key, the least or the greatest value (by `Ord`, see [`Extreme`]) whose accumulated
+/// multiplicity is positive, with multiplicity one. Keys whose values all have non-positive
+/// multiplicity are absent.
 ///
 /// The result is an arrangement (keyed like the input) so that callers can join against it or
 /// read it with `flat_map_ref` without another copy; use `.as_collection(..)` for a collection.
 /// State: the input arrangement (distinct live `(key, value)` pairs) and the output (one value
 /// per key).
-pub fn first_per_key<'scope, T, K, V>(
-    name: &str,
-    updates: VecCollection<'scope, T, (K, V), isize>,
-) -> ValArrangement<'scope, T, K, V>
-where
-    T: Timestamp + Lattice + Ord,
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-{
-    one_per_key(name, updates, Extreme::Least)
-}
-
-/// For each key, the greatest value (by `Ord`) whose accumulated multiplicity is positive, with
-/// multiplicity one.
 ///
-/// The mirror image of [`first_per_key`]: "the latest" of several facts when the value starts
-/// with a time. With `Option<_>` values, `None` sorts first, so a key present only through
-/// `None` values yields `None`: a convenient way to say "this key exists but has no such fact"
-/// with one entry per key (equal `None`s consolidate into one entry with a count).
-pub fn last_per_key<'scope, T, K, V>(
-    name: &str,
-    updates: VecCollection<'scope, T, (K, V), isize>,
-) -> ValArrangement<'scope, T, K, V>
-where
-    T: Timestamp + Lattice + Ord,
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-{
-    one_per_key(name, updates, Extreme::Greatest)
-}
-
-/// Which value per key [`one_per_key`] keeps.
-#[derive(Clone, Copy)]
-enum Extreme {
-    Least,
-    Greatest,
-}
-
-/// [`first_per_key`] and [`last_per_key`]: one `reduce` that keeps, per key, the least or the
-/// greatest value whose accumulated multiplicity is positive.
-fn one_per_key<'scope, T, K, V>(
+/// # Examples
+///
+/// ```
+/// use basketflow_operators::{one_per_key, Extreme};
+/// use differential_dataflow::input::Input;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     let (_input, updates) = scope.new_collection_from(vec![("a", 3), ("a", 1), ("b", 2)]);
+///     one_per_key("Latest", updates, Extreme::Greatest)
+///         .as_collection(|k, v| (*k, *v))
+///         .inner
+///         .capture()
+/// });
+/// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+/// rows.sort();
+/// assert_eq!(rows, vec![(("a", 3), 0, 1), (("b", 2), 0, 1)]);
+/// ```
+pub fn one_per_key<'scope, T, K, V>(
     name: &str,
     updates: VecCollection<'scope, T, (K, V), isize>,
     extreme: Extreme,
@@ -135,6 +125,27 @@ where
 /// share a key but are still told apart (by `Eq` on the ids): the result is exact. The values
 /// are stored once per distinct live value; make them cheap to clone (e.g. behind an `Arc`)
 /// when they are large, since arrangements clone values as they merge batches.
+///
+/// # Examples
+///
+/// ```
+/// use basketflow_operators::first_per_id;
+/// use differential_dataflow::input::Input;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     // Two copies of event "e1" (the least wins) and one of "e2".
+///     let copies = vec![("e1", 9), ("e1", 4), ("e2", 7)];
+///     let (_input, values) = scope.new_collection_from(copies);
+///     first_per_id("Dedup", values, |v: &(&str, i32)| v.0)
+///         .as_collection(|_hash, v| *v)
+///         .inner
+///         .capture()
+/// });
+/// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+/// rows.sort();
+/// assert_eq!(rows, vec![(("e1", 4), 0, 1), (("e2", 7), 0, 1)]);
+/// ```
 pub fn first_per_id<'scope, T, V, I, F>(
     name: &str,
     values: VecCollection<'scope, T, V, isize>,
@@ -187,6 +198,22 @@ where
 /// The only state is that input arrangement: the output is read off it as each batch arrives
 /// (differential's `count_total`, which needs totally ordered times), so no second arrangement
 /// keeps a copy of every row.
+///
+/// # Examples
+///
+/// ```
+/// use basketflow_operators::sum_by_key;
+/// use differential_dataflow::input::Input;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     let (_input, sales) = scope.new_collection_from(vec![("p1", 2isize), ("p1", 3), ("p2", 1)]);
+///     sum_by_key("Units", sales).inner.capture()
+/// });
+/// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+/// rows.sort();
+/// assert_eq!(rows, vec![(("p1", 5), 0, 1), (("p2", 1), 0, 1)]);
+/// ```
 pub fn sum_by_key<'scope, T, K, D>(
     name: &str,
     updates: VecCollection<'scope, T, (K, D), isize>,

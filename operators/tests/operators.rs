@@ -1,6 +1,6 @@
 //! Exact outputs of the generic operators, with insertions and retractions over three times.
 
-use basketflow_operators::{first_per_id, first_per_key, last_per_key, sum_by_key};
+use basketflow_operators::{first_per_id, one_per_key, sum_by_key, Extreme};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Event};
 
@@ -53,7 +53,7 @@ fn first_and_last_per_key_follow_insertions_and_retractions() {
         vec![(('k', 1), -1), (('k', 3), -1)],
     ];
     let first = run(rounds.clone(), |c| {
-        first_per_key("First", c).as_collection(|k, v| (*k, *v))
+        one_per_key("First", c, Extreme::Least).as_collection(|k, v| (*k, *v))
     });
     assert_eq!(
         first,
@@ -66,7 +66,7 @@ fn first_and_last_per_key_follow_insertions_and_retractions() {
         ]
     );
     let last = run(rounds, |c| {
-        last_per_key("Last", c).as_collection(|k, v| (*k, *v))
+        one_per_key("Last", c, Extreme::Greatest).as_collection(|k, v| (*k, *v))
     });
     assert_eq!(
         last,
