@@ -17,9 +17,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use basketflow_collector::CollectorConfig;
+use basketflow_testkit::kafka::read_text_pairs;
 use serde_json::json;
 
-use common::{event, post, read_topic, request, start, stored};
+use common::{event, post, request, start, stored};
 
 /// A private single-broker stack, stopped and removed when dropped.
 struct PrivateKafka {
@@ -65,7 +66,7 @@ impl PrivateKafka {
                 "port {p} is taken; set OUTAGE_KAFKA_PORT to a free pair of ports"
             );
         }
-        let dir = std::env::temp_dir().join(common::unique("collector-outage-stack"));
+        let dir = std::env::temp_dir().join(basketflow_testkit::unique("collector-outage-stack"));
         std::fs::create_dir_all(dir.join("kafka")).unwrap();
         // Reuse the jars of the shared stack if it has them (read-only), instead of having
         // Maven copy 50 MB again; the stack script re-fetches if their stamp does not match.
@@ -199,7 +200,7 @@ async fn a_stopped_broker_gets_503_and_nothing_acknowledged_is_lost() {
 
     let brokers = kafka.brokers();
     let topic = c.topic.clone();
-    let got = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic))
+    let got = tokio::task::spawn_blocking(move || read_text_pairs(&brokers, &topic))
         .await
         .unwrap();
     let want: Vec<&str> = before.iter().chain(&after).map(String::as_str).collect();

@@ -5,57 +5,37 @@
 //! Runs against `$BASKETFLOW_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`, user `default`,
 //! no password), each test in a database of its own (`bf_test_...`), dropped at the end.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use basketflow_dataflows::rows::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
 use basketflow_sinks::clickhouse_sink::{ClickHouseSink, Migration, VERSION_TABLES};
 use basketflow_sinks::versions::{Batch, Updates};
+use basketflow_testkit::rows::{self, affinity};
+use basketflow_testkit::stack::clickhouse_url;
+use basketflow_testkit::Database;
 use basketflow_vocab::Timestamp;
 use clickhouse::Row;
 use serde::Deserialize;
 
-fn url() -> String {
-    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-fn unique_database(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("bf_test_{name}_{nanos}")
-}
-
 async fn connect(database: &str) -> ClickHouseSink {
-    ClickHouseSink::connect(&url(), database, "default", "")
+    ClickHouseSink::connect(&clickhouse_url(), database, "default", "")
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "ClickHouse at {} ({e}); is the stack up? run scripts/stack up",
-                url()
+                clickhouse_url()
             )
         })
 }
 
-/// Runs `scenario` on a fresh database and drops the database afterwards, even on failure.
+/// Runs `scenario` on a fresh database, dropped afterwards, even on failure.
 async fn with_database<F, Fut>(name: &str, scenario: F)
 where
     F: FnOnce(ClickHouseSink) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
 {
-    let database = unique_database(name);
-    let sink = connect(&database).await;
-    let outcome = tokio::spawn(scenario(sink.clone())).await;
-    sink.client()
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute()
-        .await
-        .unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    let database = Database::fresh(&clickhouse_url(), &format!("bf_test_{name}"));
+    scenario(connect(&database).await).await;
 }
 
 // ---- rows as the views return them (RowBinary: Date = u16 days, DateTime = u32 seconds) ----
@@ -231,6 +211,7 @@ const AT_2: Timestamp = Timestamp(1_768_568_400_000_000);
 /// 2026-02-01T09:30:00Z.
 const AT_3: Timestamp = Timestamp(1_769_938_200_000_000);
 
+/// A sale of product `product` of `r1` in category `c1`.
 fn sold(
     day: i32,
     product: &str,
@@ -238,15 +219,7 @@ fn sold(
     revenue_cents: i64,
     orders: i64,
 ) -> SoldProductDaily {
-    SoldProductDaily {
-        day,
-        retailer_id: "r1".into(),
-        product_id: product.into(),
-        category: "c1".into(),
-        quantity,
-        revenue_cents,
-        orders,
-    }
+    rows::sold(day, product, "c1", quantity, revenue_cents, orders)
 }
 
 fn bought(product: &str, quantity: i64, orders: i64, at: Timestamp) -> ShopperPurchase {
@@ -257,15 +230,6 @@ fn bought(product: &str, quantity: i64, orders: i64, at: Timestamp) -> ShopperPu
         quantity,
         orders,
         last_purchase_at: at,
-    }
-}
-
-fn pair(a: &str, b: &str, orders_together: i64) -> ProductAffinity {
-    ProductAffinity {
-        retailer_id: "r1".into(),
-        product_a: a.into(),
-        product_b: b.into(),
-        orders_together,
     }
 }
 
@@ -354,7 +318,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     (sold(JAN_15, "p1", 5, 500, 2), 10, 1),
                 ],
                 shopper_purchases: vec![(bought("p1", 2, 1, AT_1), 5, 1)],
-                product_affinities: vec![(pair("p1", "p2", 1), 5, 1)],
+                product_affinities: vec![(affinity("p1", "p2", 1), 5, 1)],
                 baskets: vec![
                     (line("p1", 2), 5, 1),
                     (line("p3", 1), 5, 1),
@@ -377,7 +341,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
         let after_1 = Views {
             sold_products_daily: vec![sold(JAN_15, "p1", 5, 500, 2), sold(JAN_15, "p2", 1, 150, 1)],
             shopper_purchases: vec![bought("p1", 2, 1, AT_1)],
-            product_affinities: vec![pair("p1", "p2", 1)],
+            product_affinities: vec![affinity("p1", "p2", 1)],
             baskets: vec![line("p1", 2)],
             order_lines: vec![
                 cancelled(ordered("o1", "p1", 2, AT_1, JAN_15)),
@@ -401,8 +365,8 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     (bought("p1", 3, 2, AT_2), 15, 1),
                 ],
                 product_affinities: vec![
-                    (pair("p1", "p2", 1), 20, -1),
-                    (pair("p1", "p2", 1), 20, 1),
+                    (affinity("p1", "p2", 1), 20, -1),
+                    (affinity("p1", "p2", 1), 20, 1),
                 ],
                 baskets: vec![
                     (line("p1", 2), 15, -1),
@@ -425,7 +389,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
         let after_2 = Views {
             sold_products_daily: vec![sold(JAN_15, "p1", 5, 500, 2), sold(FEB_01, "p1", 1, 100, 1)],
             shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
-            product_affinities: vec![pair("p1", "p2", 1)],
+            product_affinities: vec![affinity("p1", "p2", 1)],
             baskets: vec![line("p1", 3)],
             order_lines: vec![
                 cancelled(ordered("o1", "p1", 2, AT_1, JAN_15)),
@@ -454,7 +418,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     (sold(JAN_15, "p1", 9, 900, 9), 30, 1),
                 ],
                 shopper_purchases: vec![(bought("p1", 3, 2, AT_2), 30, -1)],
-                product_affinities: vec![(pair("p1", "p3", 1), 30, 1)],
+                product_affinities: vec![(affinity("p1", "p3", 1), 30, 1)],
                 baskets: vec![(line("p1", 3), 30, -1)],
                 order_lines: vec![(ordered("o3", "p1", 1, AT_3, FEB_01), 30, 1)],
             },
@@ -492,7 +456,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
         let after_3 = Views {
             sold_products_daily: vec![sold(JAN_15, "p1", 6, 600, 3), sold(FEB_01, "p1", 1, 100, 1)],
             shopper_purchases: vec![bought("p1", 3, 2, AT_2)],
-            product_affinities: vec![pair("p1", "p2", 1)],
+            product_affinities: vec![affinity("p1", "p2", 1)],
             baskets: vec![line("p2", 1)],
             order_lines: after_2.order_lines.clone(),
         };
