@@ -20,11 +20,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use basketflow_testkit::clickhouse::committed_time;
-use basketflow_testkit::{free_port, hostfile, unique_suffix, wait_all, ChildGuard, Stack};
+use basketflow_testkit::{
+    free_port, hostfile, unique_suffix, wait_all, ChildGuard, Ports, PrivateStack, Stack,
+};
 use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
 
 /// A small deterministic generator for kill moments and victims (xorshift64*).
@@ -312,63 +313,18 @@ fn sigkill_at_seeded_moments() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A private stack under a temporary directory, stopped when dropped.
-struct PrivateStack {
-    env: Vec<(String, String)>,
-    stack: Stack,
-}
-
-impl PrivateStack {
-    fn up() -> PrivateStack {
-        let dir =
-            std::env::temp_dir().join(format!("basketflow-private-stack-{}", unique_suffix()));
-        let port = free_port;
-        let (kafka, controller, http, tcp) = (port(), port(), port(), port());
-        let env = vec![
-            (
-                "BASKETFLOW_STACK_DIR".to_string(),
-                dir.display().to_string(),
-            ),
-            ("KAFKA_PORT".to_string(), kafka.to_string()),
-            ("KAFKA_CONTROLLER_PORT".to_string(), controller.to_string()),
-            ("CLICKHOUSE_HTTP_PORT".to_string(), http.to_string()),
-            ("CLICKHOUSE_TCP_PORT".to_string(), tcp.to_string()),
-            ("KAFKA_HEAP".to_string(), "384M".to_string()),
-        ];
-        let s = PrivateStack {
-            env,
-            stack: Stack::at(
-                &format!("127.0.0.1:{kafka}"),
-                &format!("http://127.0.0.1:{http}"),
-            ),
-        };
-        s.script(&["up"]);
-        s
-    }
-
-    fn script(&self, args: &[&str]) {
-        let started = Instant::now();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-        let ok = Command::new(script)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .status()
-            .expect("running scripts/stack")
-            .success();
-        assert!(ok, "scripts/stack {args:?} failed");
-        println!("scripts/stack {args:?}: {:?}", started.elapsed());
-    }
-}
-
-impl Drop for PrivateStack {
-    fn drop(&mut self) {
-        // Removed whole: nothing to delete topic by topic.
-        self.stack.keep_everything();
-        self.script(&["down"]);
-        if let Some((_, dir)) = self.env.iter().find(|(k, _)| k == "BASKETFLOW_STACK_DIR") {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// A private stack (broker and ClickHouse on free ports), started; stopped when dropped.
+fn private_stack() -> PrivateStack {
+    let port = free_port;
+    let ports = Ports {
+        kafka: port(),
+        kafka_controller: port(),
+        clickhouse_http: port(),
+        clickhouse_tcp: port(),
+    };
+    let private = PrivateStack::new("basketflow-private-stack", ports, "384M");
+    private.script(&["up"]);
+    private
 }
 
 /// Resident memory of `pid` in MiB.
@@ -391,8 +347,8 @@ fn clickhouse_and_broker_outages() {
     );
     let seed = seed();
     println!("outage seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed}), ClickHouse down for {outage:?}");
-    let private = PrivateStack::up();
-    let stack = private.stack.clone();
+    let private = private_stack();
+    let stack = private.stack().clone();
     let names = Names::new("outage");
     names.create_topics(&stack);
     let dir = std::env::temp_dir().join(format!("basketflow-outage-{seed}-{}", unique_suffix()));

@@ -10,9 +10,11 @@
 //!   the guard is dropped, so a failing test leaves no `basketflow run` behind; [`wait_all`]
 //!   waits for children with a limit.
 //!
-//! Besides: reading a topic to its end ([`read_to_end`]), producing with each message's landing
-//! place ([`produce`]), free ports and host files ([`free_port`], [`hostfile`]), and builders of
-//! events ([`events`]) and read-model rows ([`rows`]) for hand-written scenarios.
+//! A [`PrivateStack`] (`scripts/stack` on ports of its own) serves tests that stop the broker
+//! or ClickHouse. Besides: reading a topic to its end ([`read_to_end`]), producing with each
+//! message's landing place ([`produce`]), free ports and host files ([`free_port`],
+//! [`hostfile`]), and builders of events ([`events`]) and read-model rows ([`rows`]) for
+//! hand-written scenarios.
 //!
 //! Dev-only: crates use it as a dev-dependency.
 
@@ -22,6 +24,7 @@ pub mod clickhouse;
 pub mod events;
 pub mod kafka;
 pub mod names;
+pub mod private_stack;
 pub mod process;
 pub mod rows;
 pub mod stack;
@@ -29,5 +32,6 @@ pub mod stack;
 pub use clickhouse::Database;
 pub use kafka::{produce, read_to_end, Isolation, Landed, Produced, Record, Topics};
 pub use names::{unique, unique_suffix};
+pub use private_stack::{Ports, PrivateStack};
 pub use process::{clear_basketflow_env, free_port, hostfile, wait_all, ChildGuard};
 pub use stack::Stack;
