@@ -6,16 +6,13 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use basketflow_testkit::clear_basketflow_env;
+
 /// Runs `basketflow config <args>` in `dir` with exactly the `BASKETFLOW_*` variables `vars`.
 fn config(dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_basketflow"));
     command.arg("config").args(args).current_dir(dir);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("BASKETFLOW_") {
-            command.env_remove(name);
-        }
-    }
-    command
+    clear_basketflow_env(&mut command)
         .envs(vars.iter().copied())
         .env("RUST_BACKTRACE", "0")
         .output()

@@ -20,10 +20,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::{cluster_args, hostfile, spawn, unique_suffix, wait_all, RunTargets, Stack, Traffic};
+use basketflow_testkit::clickhouse::committed_time;
+use basketflow_testkit::{
+    free_port, hostfile, unique_suffix, wait_all, ChildGuard, Ports, PrivateStack, Stack,
+};
+use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
 
 /// A small deterministic generator for kill moments and victims (xorshift64*).
 struct Moments(u64);
@@ -119,11 +122,11 @@ impl Names {
     }
 }
 
-/// The 2-process x 2-worker cluster under test.
+/// The 2-process x 2-worker cluster under test (its processes killed when it is dropped).
 struct Cluster {
     config: PathBuf,
     hosts: PathBuf,
-    processes: Vec<Child>,
+    processes: Vec<ChildGuard>,
 }
 
 impl Cluster {
@@ -157,8 +160,7 @@ impl Cluster {
 
     /// SIGKILL process `victim`; the other must exit by itself (non-zero) within 15 s.
     fn kill(&mut self, victim: usize) {
-        self.processes[victim].kill().unwrap();
-        self.processes[victim].wait().unwrap();
+        self.processes[victim].kill_and_wait();
         let other = &mut self.processes[1 - victim];
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -170,7 +172,6 @@ impl Cluster {
                 break;
             }
             if Instant::now() > deadline {
-                let _ = other.kill();
                 panic!(
                     "process {} kept running after its peer was killed: a half-working cluster",
                     1 - victim
@@ -184,12 +185,7 @@ impl Cluster {
     fn terminate(&mut self) {
         let started = Instant::now();
         for c in &self.processes {
-            let ok = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "sending SIGTERM");
+            assert!(c.terminate(), "sending SIGTERM");
         }
         let children = std::mem::take(&mut self.processes);
         wait_all(children, Duration::from_secs(10));
@@ -206,33 +202,6 @@ impl Cluster {
             .collect();
         wait_all(children, Duration::from_secs(300));
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.processes {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The ClickHouse sink's committed time in `db` (0 while its tables do not exist).
-fn committed_time(stack: &Stack, db: &str) -> u64 {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--data-binary",
-            &format!("SELECT max(time) FROM {db}.progress"),
-            &stack.clickhouse_url,
-        ])
-        .output()
-        .expect("running curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 /// Everything the faulty run must end with, compared with the oracle, the reference run and
@@ -290,7 +259,7 @@ fn assert_converged(stack: &Stack, names: &Names, traffic: &Traffic, landed: &[(
 
 fn reference_run(config: &Path) {
     let started = Instant::now();
-    support::run_caught_up(config);
+    run_caught_up(config);
     println!("uninterrupted 1 x 1 run: {:?}", started.elapsed());
 }
 
@@ -316,9 +285,9 @@ fn sigkill_at_seeded_moments() {
         // cluster works: after its first commit since the restart, at a random moment (then a
         // ClickHouse batch or a Kafka transaction is usually under way).
         if round > 0 {
-            let before = committed_time(&stack, &names.database);
+            let before = committed_time(&stack.clickhouse_url, &names.database);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while committed_time(&stack, &names.database) == before {
+            while committed_time(&stack.clickhouse_url, &names.database) == before {
                 assert!(
                     Instant::now() < deadline,
                     "no progress within 30 s after restart {round}"
@@ -341,67 +310,21 @@ fn sigkill_at_seeded_moments() {
     cluster.catch_up();
     reference_run(&reference);
     assert_converged(&stack, &names, &traffic, &landed);
-    for db in [&names.database, &names.reference_database] {
-        stack.clickhouse(&format!("DROP DATABASE IF EXISTS {db}"));
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A private stack under a temporary directory, stopped when dropped.
-struct PrivateStack {
-    env: Vec<(String, String)>,
-    stack: Stack,
-}
-
-impl PrivateStack {
-    fn up() -> PrivateStack {
-        let dir =
-            std::env::temp_dir().join(format!("basketflow-private-stack-{}", unique_suffix()));
-        let port = support::free_port;
-        let (kafka, controller, http, tcp) = (port(), port(), port(), port());
-        let env = vec![
-            (
-                "BASKETFLOW_STACK_DIR".to_string(),
-                dir.display().to_string(),
-            ),
-            ("KAFKA_PORT".to_string(), kafka.to_string()),
-            ("KAFKA_CONTROLLER_PORT".to_string(), controller.to_string()),
-            ("CLICKHOUSE_HTTP_PORT".to_string(), http.to_string()),
-            ("CLICKHOUSE_TCP_PORT".to_string(), tcp.to_string()),
-            ("KAFKA_HEAP".to_string(), "384M".to_string()),
-        ];
-        let s = PrivateStack {
-            env,
-            stack: Stack {
-                brokers: format!("127.0.0.1:{kafka}"),
-                clickhouse_url: format!("http://127.0.0.1:{http}"),
-            },
-        };
-        s.script(&["up"]);
-        s
-    }
-
-    fn script(&self, args: &[&str]) {
-        let started = Instant::now();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-        let ok = Command::new(script)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .status()
-            .expect("running scripts/stack")
-            .success();
-        assert!(ok, "scripts/stack {args:?} failed");
-        println!("scripts/stack {args:?}: {:?}", started.elapsed());
-    }
-}
-
-impl Drop for PrivateStack {
-    fn drop(&mut self) {
-        self.script(&["down"]);
-        if let Some((_, dir)) = self.env.iter().find(|(k, _)| k == "BASKETFLOW_STACK_DIR") {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// A private stack (broker and ClickHouse on free ports), started; stopped when dropped.
+fn private_stack() -> PrivateStack {
+    let port = free_port;
+    let ports = Ports {
+        kafka: port(),
+        kafka_controller: port(),
+        clickhouse_http: port(),
+        clickhouse_tcp: port(),
+    };
+    let private = PrivateStack::new("basketflow-private-stack", ports, "384M");
+    private.script(&["up"]);
+    private
 }
 
 /// Resident memory of `pid` in MiB.
@@ -424,8 +347,8 @@ fn clickhouse_and_broker_outages() {
     );
     let seed = seed();
     println!("outage seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed}), ClickHouse down for {outage:?}");
-    let private = PrivateStack::up();
-    let stack = private.stack.clone();
+    let private = private_stack();
+    let stack = private.stack().clone();
     let names = Names::new("outage");
     names.create_topics(&stack);
     let dir = std::env::temp_dir().join(format!("basketflow-outage-{seed}-{}", unique_suffix()));

@@ -8,18 +8,16 @@
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
-//! topics and databases of its own, with unique names, and drops the databases at the end.
+//! topics and databases of its own, with unique names, deleted and dropped at the end (also on
+//! failure).
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use support::{
-    cluster_args, hostfile, run_caught_up, spawn, unique_suffix, wait_all, RunTargets, Stack,
-    Traffic,
-};
+use basketflow_testkit::{hostfile, unique_suffix, wait_all, ChildGuard, Stack};
+use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
 
 #[test]
 fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact() {
@@ -78,7 +76,7 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     let hosts = hostfile(&dir, 3);
 
     let started = Instant::now();
-    let cluster: Vec<Child> = (0..3)
+    let cluster: Vec<ChildGuard> = (0..3)
         .map(|p| {
             let args = cluster_args(&cfg_cluster, &hosts, 3, p, 2, true);
             spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -151,8 +149,5 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         want_decisions.len()
     );
 
-    for db in [&db_cluster, &db_single] {
-        stack.clickhouse(&format!("DROP DATABASE IF EXISTS {db}"));
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }

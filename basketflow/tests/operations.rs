@@ -13,11 +13,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use basketflow_examples::Expect;
-use support::{free_port, spawn_with_env, unique_suffix, RunTargets, Stack, Traffic};
+use basketflow_testkit::{free_port, hostfile, unique_suffix, ChildGuard, Stack};
+use support::{basketflow, cluster_args, spawn_with_env, GraphStack, RunTargets, Traffic};
 
 /// `GET path` on `addr`: (status code, body).
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -169,25 +169,11 @@ fn metrics_and_health_report_exact_counts() {
     assert_eq!(metrics["basketflow_clickhouse_errors_total"], 0.0);
     assert_eq!(get(&addr, "/nope").map(|r| r.0), Some(404));
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "SIGTERM: not stopped in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    assert!(child.terminate());
+    let status = child
+        .wait_for(Duration::from_secs(10))
+        .expect("SIGTERM: not stopped in 10 s");
     assert!(status.success(), "SIGTERM: exit status {status}");
-    stack.clickhouse(&format!("DROP DATABASE IF EXISTS {database}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -215,21 +201,21 @@ fn processes_with_different_configurations_refuse_to_start() {
     };
     let same = stack.write_config(&dir, "a", &targets, "");
     let different = stack.write_config(&dir, "b", &targets, "[graph]\nflush_interval_ms = 999\n");
-    let hosts = support::hostfile(&dir, 2);
-    let children: Vec<std::process::Child> = [&same, &different]
+    let hosts = hostfile(&dir, 2);
+    let children: Vec<ChildGuard> = [&same, &different]
         .iter()
         .enumerate()
         .map(|(p, config)| {
-            Command::new(env!("CARGO_BIN_EXE_basketflow"))
-                .args(support::cluster_args(config, &hosts, 2, p, 1, false))
-                .env_remove("BASKETFLOW_CLICKHOUSE_URL")
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            ChildGuard::spawn(
+                basketflow()
+                    .args(cluster_args(config, &hosts, 2, p, 1, false))
+                    .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+                    .stderr(std::process::Stdio::piped()),
+            )
         })
         .collect();
     for (p, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
+        let out = child.wait_with_output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "process {p} must refuse to start");
         let other = 1 - p;

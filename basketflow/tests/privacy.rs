@@ -16,21 +16,21 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use basketflow_dataflows::oracle;
 use basketflow_dataflows::privacy::anonymous;
+use basketflow_testkit::{hostfile, unique_suffix, wait_all, Stack};
 use basketflow_vocab::{Event, Timestamp};
 use serde_json::Value;
 use support::{
-    cluster_args, expected, hostfile, run_caught_up, spawn, unique_suffix, valid_events, wait_all,
-    RunTargets, Stack, Traffic,
+    basketflow, cluster_args, expected, run_caught_up, spawn, valid_events, GraphStack, RunTargets,
+    Traffic,
 };
 
 /// Runs `basketflow privacy <args>` with `config` and returns its stdout (it must succeed).
 fn privacy(config: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_basketflow"))
+    let out = basketflow()
         .arg("privacy")
         .args(args)
         .args(["--config", config.to_str().unwrap()])
@@ -305,9 +305,6 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
         }
     }
 
-    for d in [&db, &db_rebuild] {
-        stack.clickhouse(&format!("DROP DATABASE IF EXISTS {d}"));
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -497,13 +494,8 @@ fn with_a_retention_of_seconds_per_shopper_data_leaves_and_product_figures_stay(
         .collect();
     assert_eq!(got_lines, want_lines, "order lines, anonymous");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &graph.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(graph.terminate());
     let exit = graph.wait().unwrap();
     assert!(exit.success(), "the graph drains on SIGTERM: {exit}");
-    stack.clickhouse(&format!("DROP DATABASE IF EXISTS {db}"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,8 @@
 //! `basketflow privacy erase` and `basketflow privacy export`, run as a user runs them, against
 //! the stack of `scripts/stack up` (`$BASKETFLOW_BROKERS`, `$BASKETFLOW_CLICKHOUSE_URL`;
 //! defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Each test uses topics and a ClickHouse
-//! database of its own; the databases are dropped at the end, also on failure.
+//! database of its own; the topics are deleted and the databases dropped at the end, also on
+//! failure.
 //!
 //! Every child starts without the caller's `BASKETFLOW_*` variables and in an empty directory
 //! (no `basketflow.toml`), with exactly the overrides the test sets.
@@ -9,32 +10,26 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use basketflow_sinks::clickhouse::versions::{Batch, Updates};
-use basketflow_sinks::clickhouse::{prepare, ClickHouseStore, Target};
+use basketflow_sinks::clickhouse::ClickHouseStore;
+use basketflow_sinks::clickhouse::{prepare, Target};
+use basketflow_testkit::kafka::watermarks;
+use basketflow_testkit::{clear_basketflow_env, unique, ChildGuard, Database, Stack};
 use basketflow_vocab::read_models::{BasketLine, PaidOrderLine, ShopperPurchase};
 use basketflow_vocab::{ErasureRequest, Timestamp};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use support::{unique_suffix, Stack};
+use support::basketflow;
 
 /// `basketflow privacy <args>` in an empty directory with exactly the `BASKETFLOW_*` variables
 /// `vars`.
 fn privacy(args: &[&str], vars: &[(&str, &str)]) -> Command {
     let dir = std::env::temp_dir().join(format!("basketflow-privacy-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_basketflow"));
+    let mut command = basketflow();
     command.arg("privacy").args(args).current_dir(&dir);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("BASKETFLOW_") {
-            command.env_remove(name);
-        }
-    }
-    command
+    clear_basketflow_env(&mut command)
         .envs(vars.iter().copied())
         .env("RUST_BACKTRACE", "0");
     command
@@ -50,69 +45,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), unique_suffix())
-}
-
-/// Drops its ClickHouse database when dropped (also when the test fails).
-struct Database<'a> {
-    stack: &'a Stack,
-    name: String,
-}
-
-impl<'a> Database<'a> {
-    fn new(stack: &'a Stack, prefix: &str) -> Database<'a> {
-        Database {
-            stack,
-            name: unique(prefix),
-        }
-    }
-}
-
-impl Drop for Database<'_> {
-    fn drop(&mut self) {
-        self.stack
-            .clickhouse(&format!("DROP DATABASE IF EXISTS {}", self.name));
-    }
-}
-
 /// Every (key, value) in partition 0 of `topic`, from the beginning to the high watermark.
 fn messages(stack: &Stack, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &stack.brokers)
-        .set("group.id", "privacy-cli-test")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap();
+    let (low, high) = watermarks(&stack.brokers, topic, 0);
     assert_eq!(low, 0, "{topic} is fresh");
-    let mut out = Vec::new();
-    if high == 0 {
-        return out;
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out reading {topic}"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            )),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
+    let out: Vec<(Vec<u8>, Vec<u8>)> = stack
+        .read_to_end(topic)
+        .into_iter()
+        .filter(|r| r.partition == 0)
+        .map(|r| (r.key.unwrap_or_default(), r.payload.unwrap_or_default()))
+        .collect();
     assert_eq!(out.len() as i64, high, "every message of {topic} read");
     out
 }
@@ -120,7 +62,7 @@ fn messages(stack: &Stack, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 #[test]
 fn erase_produces_one_request_keyed_by_the_shopper() {
     let stack = Stack::shared();
-    let topic = unique("bf-test-privacy-erase").replace('_', "-");
+    let topic = unique("bf-test-privacy-erase");
     stack.create_topic(&topic, 1, "delete");
     let vars = [
         ("BASKETFLOW_KAFKA_BROKERS", stack.brokers.as_str()),
@@ -197,7 +139,7 @@ fn erase_produces_one_request_keyed_by_the_shopper() {
 #[test]
 fn erase_refuses_a_request_the_graph_would_refuse_and_a_missing_topic() {
     let stack = Stack::shared();
-    let topic = unique("bf-test-privacy-refused").replace('_', "-");
+    let topic = unique("bf-test-privacy-refused");
     stack.create_topic(&topic, 1, "delete");
     let long = "r".repeat(129);
     let out = run(
@@ -218,7 +160,7 @@ fn erase_refuses_a_request_the_graph_would_refuse_and_a_missing_topic() {
     assert!(messages(&stack, &topic).is_empty(), "nothing was sent");
 
     // A topic that does not exist is named, not created.
-    let missing = unique("bf-test-privacy-missing").replace('_', "-");
+    let missing = unique("bf-test-privacy-missing");
     let out = run(
         &["erase", "--retailer", "r1", "--shopper", "s1"],
         &[
@@ -245,7 +187,7 @@ fn read_line(reader: &mut impl BufRead) -> String {
     line
 }
 
-fn wait_for(mut child: Child, stdout: &mut impl Read) -> (Option<i32>, String, String) {
+fn wait_for(mut child: ChildGuard, stdout: &mut impl Read) -> (Option<i32>, String, String) {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let mut stderr = String::new();
@@ -262,29 +204,29 @@ fn wait_for(mut child: Child, stdout: &mut impl Read) -> (Option<i32>, String, S
 #[test]
 fn erase_wait_prints_the_audit_row_once_the_graph_wrote_it() {
     let stack = Stack::shared();
-    let topic = unique("bf-test-privacy-wait").replace('_', "-");
+    let topic = unique("bf-test-privacy-wait");
     stack.create_topic(&topic, 1, "delete");
-    let db = Database::new(&stack, "bf_test_privacy_wait");
-    let mut child = privacy(
-        &[
-            "erase",
-            "--retailer",
-            "retailer-07",
-            "--shopper",
-            "shopper-42",
-            "--wait",
-        ],
-        &[
-            ("BASKETFLOW_KAFKA_BROKERS", stack.brokers.as_str()),
-            ("BASKETFLOW_KAFKA_PRIVACY_TOPIC", topic.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name.as_str()),
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let db = Database::fresh(&stack.clickhouse_url, "bf_test_privacy_wait");
+    let mut child = ChildGuard::spawn(
+        privacy(
+            &[
+                "erase",
+                "--retailer",
+                "retailer-07",
+                "--shopper",
+                "shopper-42",
+                "--wait",
+            ],
+            &[
+                ("BASKETFLOW_KAFKA_BROKERS", stack.brokers.as_str()),
+                ("BASKETFLOW_KAFKA_PRIVACY_TOPIC", topic.as_str()),
+                ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
+                ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name()),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     // The request is delivered once its line is printed; neither the database nor the audit
     // table exist yet, so the command is waiting.
@@ -293,19 +235,19 @@ fn erase_wait_prints_the_audit_row_once_the_graph_wrote_it() {
     assert_eq!(messages(&stack, &topic).len(), 1);
 
     // What the graph's audit sink does once the erasure is applied everywhere.
-    stack.clickhouse(&format!("CREATE DATABASE {}", db.name));
+    stack.clickhouse(&format!("CREATE DATABASE {}", db.name()));
     stack.clickhouse(&format!(
         "CREATE TABLE {}.privacy_audit (request_id String, retailer_id String, \
          received_at DateTime, applied_at DateTime, removed_shopper_purchases UInt64, \
          removed_baskets UInt64, removed_order_lines UInt64, \
          removed_experience_decisions UInt64) ENGINE = MergeTree() ORDER BY request_id",
-        db.name
+        db.name()
     ));
     stack.clickhouse(&format!(
         "INSERT INTO {}.privacy_audit VALUES \
          ('another-request', 'retailer-07', '2026-12-01 09:00:00', '2026-12-01 09:00:01', 9, 9, 9, 9), \
          ('{}', 'retailer-07', '2026-12-01 10:00:00', '2026-12-01 10:00:02', 3, 1, 4, 2)",
-        db.name, request.request_id
+        db.name(), request.request_id
     ));
 
     let (code, rest, stderr) = wait_for(child, &mut stdout);
@@ -325,10 +267,10 @@ fn erase_wait_prints_the_audit_row_once_the_graph_wrote_it() {
 #[test]
 fn erase_wait_gives_up_after_the_timeout() {
     let stack = Stack::shared();
-    let topic = unique("bf-test-privacy-timeout").replace('_', "-");
+    let topic = unique("bf-test-privacy-timeout");
     stack.create_topic(&topic, 1, "delete");
     // A database that never gets an audit table.
-    let db = Database::new(&stack, "bf_test_privacy_timeout");
+    let db = Database::fresh(&stack.clickhouse_url, "bf_test_privacy_timeout");
     let out = run(
         &[
             "erase",
@@ -346,7 +288,7 @@ fn erase_wait_gives_up_after_the_timeout() {
             ("BASKETFLOW_KAFKA_BROKERS", stack.brokers.as_str()),
             ("BASKETFLOW_KAFKA_PRIVACY_TOPIC", topic.as_str()),
             ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name.as_str()),
+            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name()),
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -362,7 +304,7 @@ fn erase_wait_gives_up_after_the_timeout() {
     assert!(
         stderr.contains(&format!(
             "privacy erase: request ticket-9 not applied within 1 s: no row in {}.privacy_audit",
-            db.name
+            db.name()
         )),
         "{stderr}"
     );
@@ -432,10 +374,10 @@ async fn decision(sink: &ClickHouseStore, id: &str, retailer: &str, shopper: &st
 #[test]
 fn export_lists_exactly_the_shoppers_rows_of_every_view() {
     let stack = Stack::shared();
-    let db = Database::new(&stack, "bf_test_privacy_export");
+    let db = Database::fresh(&stack.clickhouse_url, "bf_test_privacy_export");
     let target = Target {
         url: stack.clickhouse_url.clone(),
-        database: db.name.clone(),
+        database: db.name().to_string(),
         user: "default".into(),
         password: String::new(),
     };
@@ -496,7 +438,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         &["export", "--retailer", "retailer-a", "--shopper", me],
         &[
             ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name.as_str()),
+            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name()),
         ],
     );
     let after = Timestamp::now();
@@ -584,7 +526,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         &["export", "--retailer", "retailer-a", "--shopper", other],
         &[
             ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name.as_str()),
+            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name()),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -607,7 +549,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         &["export", "--retailer", "retailer-a", "--shopper", "nobody"],
         &[
             ("BASKETFLOW_CLICKHOUSE_URL", stack.clickhouse_url.as_str()),
-            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name.as_str()),
+            ("BASKETFLOW_CLICKHOUSE_DATABASE", db.name()),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));

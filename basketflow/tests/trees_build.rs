@@ -7,29 +7,20 @@
 //!
 //! Needs the broker at `$BASKETFLOW_BROKERS` (default 127.0.0.1:9092) and ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL` (default http://127.0.0.1:8123). The database
-//! (`bf_trees_<millis>`) is dropped at the end.
+//! (`bf_trees_<unique suffix>`) is dropped and the topic deleted at the end, also on failure.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use basketflow_kafka::{client_config, ensure_topic};
 use basketflow_sinks::clickhouse::versions::{Batch, Version};
 use basketflow_sinks::clickhouse::ClickHouseStore;
+use basketflow_testkit::kafka::{read_text_pairs, Topics};
+use basketflow_testkit::stack::{brokers, clickhouse_url};
+use basketflow_testkit::Database;
 use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase, SoldProductDaily};
 use basketflow_vocab::{ExperienceTree, Timestamp};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-
-fn brokers() -> String {
-    std::env::var("BASKETFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn clickhouse_url() -> String {
-    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
 
 fn version<R>(row: R, time: u64) -> Version<R> {
     Version {
@@ -190,48 +181,6 @@ announce_before_cents = 1500
 reward_cents = 500
 "#;
 
-/// Every (key, value) of `topic`, from the beginning to the current end of each partition.
-fn read_all(topic: &str) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = client_config(&brokers())
-        .set("group.id", format!("{topic}-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
-        if high == 0 {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(Instant::now() < deadline, "timed out reading {topic}[{p}]");
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => out.push((
-                    String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
-                    String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
-                )),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("consuming {topic}: {e}"),
-                None => {}
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn run_build(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "trees",
@@ -304,11 +253,10 @@ fn pasta_ids(loyal: bool) -> Vec<String> {
 }
 
 async fn scenario(database: String, dir: std::path::PathBuf) {
-    let millis = database.trim_start_matches("bf_trees_").to_owned();
-    let topic = format!("test-trees-{millis}");
-    ensure_topic(&brokers(), &topic, 4, &[("cleanup.policy", "compact")])
-        .await
-        .expect("creating the trees topic; is the stack up? run scripts/stack up");
+    let suffix = database.trim_start_matches("bf_trees_").to_owned();
+    let topic = format!("test-trees-{suffix}");
+    let topics = Topics::new(&brokers());
+    topics.create(&topic, 4, &[("cleanup.policy", "compact")]);
     std::fs::write(
         dir.join("basketflow.toml"),
         format!(
@@ -358,7 +306,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
 
     // What the topic holds: one tree per shopper, key = shopper_id.
-    let published = read_all(&topic);
+    let published = read_text_pairs(&brokers(), &topic);
     let trees: BTreeMap<String, Value> = published
         .iter()
         .map(|(k, v)| {
@@ -459,7 +407,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     let printed: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     let values: Vec<String> = published.iter().map(|(_, v)| v.clone()).collect();
     assert_eq!(printed, values);
-    assert_eq!(read_all(&topic).len(), 5);
+    assert_eq!(read_text_pairs(&brokers(), &topic).len(), 5);
     let dry: Value = serde_json::from_str(text(&out.stderr).lines().last().unwrap()).unwrap();
     assert_eq!(
         (dry["dry_run"].clone(), dry["trees"].clone()),
@@ -516,11 +464,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trees_build_publishes_one_exact_personalized_tree_per_active_shopper() {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let database = format!("bf_trees_{millis}");
+    let database = Database::fresh(&clickhouse_url(), "bf_trees");
     let sink = ClickHouseStore::connect(&clickhouse_url(), &database, "default", "")
         .await
         .expect("connecting to ClickHouse; is the stack up? run scripts/stack up");
@@ -544,16 +488,8 @@ async fn trees_build_publishes_one_exact_personalized_tree_per_active_shopper() 
     .await
     .unwrap();
 
-    let dir = std::env::temp_dir().join(&database);
+    let dir = std::env::temp_dir().join(database.name());
     std::fs::create_dir_all(&dir).unwrap();
-    let outcome = tokio::spawn(scenario(database.clone(), dir.clone())).await;
-    sink.client()
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute()
-        .await
-        .unwrap();
+    scenario(database.to_string(), dir.clone()).await;
     let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }

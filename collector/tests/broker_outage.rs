@@ -13,93 +13,64 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use basketflow_collector::CollectorConfig;
+use basketflow_testkit::kafka::read_text_pairs;
+use basketflow_testkit::{Ports, PrivateStack};
 use serde_json::json;
 
-use common::{event, post, read_topic, request, start, stored};
+use common::{event, post, request, start, stored};
 
-/// A private single-broker stack, stopped and removed when dropped.
-struct PrivateKafka {
-    dir: PathBuf,
-    port: u16,
+/// The repository.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
-impl PrivateKafka {
-    fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf()
-    }
-
-    fn stack(&self, args: &[&str]) {
-        let status = Command::new(Self::repo().join("scripts/stack"))
-            .args(args)
-            .env("BASKETFLOW_STACK_DIR", &self.dir)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .env("KAFKA_HEAP", "256M")
-            // Not started (only `kafka` is), but set so that nothing can touch the shared one.
-            .env("CLICKHOUSE_HTTP_PORT", (self.port + 2).to_string())
-            .env("CLICKHOUSE_TCP_PORT", (self.port + 3).to_string())
-            .status()
-            .expect("scripts/stack runs");
+/// A private single broker (`scripts/stack up kafka`), stopped and removed when dropped.
+fn private_kafka() -> PrivateStack {
+    let port: u16 = std::env::var("OUTAGE_KAFKA_PORT")
+        .ok()
+        .map(|p| p.parse().expect("OUTAGE_KAFKA_PORT is a port"))
+        .unwrap_or(29092);
+    for p in [port, port + 1] {
         assert!(
-            status.success(),
-            "scripts/stack {args:?} failed for {}",
-            self.dir.display()
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+            "port {p} is taken; set OUTAGE_KAFKA_PORT to a free pair of ports"
         );
     }
-
-    fn up() -> PrivateKafka {
-        let port: u16 = std::env::var("OUTAGE_KAFKA_PORT")
-            .ok()
-            .map(|p| p.parse().expect("OUTAGE_KAFKA_PORT is a port"))
-            .unwrap_or(29092);
-        for p in [port, port + 1] {
-            assert!(
-                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-                "port {p} is taken; set OUTAGE_KAFKA_PORT to a free pair of ports"
-            );
-        }
-        let dir = std::env::temp_dir().join(common::unique("collector-outage-stack"));
-        std::fs::create_dir_all(dir.join("kafka")).unwrap();
-        // Reuse the jars of the shared stack if it has them (read-only), instead of having
-        // Maven copy 50 MB again; the stack script re-fetches if their stamp does not match.
-        let shared_libs = Self::repo().join(".stack/kafka/libs");
-        if shared_libs.join(".stamp").exists() {
-            std::os::unix::fs::symlink(&shared_libs, dir.join("kafka/libs")).unwrap();
-        }
-        let kafka = PrivateKafka { dir, port };
-        kafka.stack(&["up", "kafka"]);
-        kafka
+    let ports = Ports {
+        kafka: port,
+        kafka_controller: port + 1,
+        // Not started (only `kafka` is), but set so that nothing can touch the shared one.
+        clickhouse_http: port + 2,
+        clickhouse_tcp: port + 3,
+    };
+    let kafka = PrivateStack::new("collector-outage-stack", ports, "256M");
+    std::fs::create_dir_all(kafka.dir().join("kafka")).unwrap();
+    // Reuse the jars of the shared stack if it has them (read-only), instead of having
+    // Maven copy 50 MB again; the stack script re-fetches if their stamp does not match.
+    let shared_libs = repo().join(".stack/kafka/libs");
+    if shared_libs.join(".stamp").exists() {
+        std::os::unix::fs::symlink(&shared_libs, kafka.dir().join("kafka/libs")).unwrap();
     }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        self.stack(&["down"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    kafka.script(&["up", "kafka"]);
+    kafka
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_broker_gets_503_and_nothing_acknowledged_is_lost() {
-    let kafka = tokio::task::spawn_blocking(PrivateKafka::up).await.unwrap();
+    let kafka = tokio::task::spawn_blocking(private_kafka).await.unwrap();
     let config = CollectorConfig {
         produce_timeout_ms: 2_000,
         queue_timeout_ms: 500,
         retry_after_s: 1,
         ..CollectorConfig::default()
     };
-    let c = start(config, &kafka.brokers(), "collector-outage", 4).await;
+    let c = start(config, &kafka.stack().brokers, "collector-outage", 4).await;
 
     let before: Vec<String> = (0..3)
         .map(|i| event(&format!("a{i}"), "r1", &format!("s{i}")))
@@ -109,7 +80,7 @@ async fn a_stopped_broker_gets_503_and_nothing_acknowledged_is_lost() {
     assert_eq!(r.json()["accepted"], 3);
 
     let kafka = tokio::task::spawn_blocking(move || {
-        kafka.stack(&["down", "kafka"]);
+        kafka.script(&["down", "kafka"]);
         kafka
     })
     .await
@@ -168,7 +139,7 @@ async fn a_stopped_broker_gets_503_and_nothing_acknowledged_is_lost() {
     );
 
     let kafka = tokio::task::spawn_blocking(move || {
-        kafka.stack(&["up", "kafka"]);
+        kafka.script(&["up", "kafka"]);
         kafka
     })
     .await
@@ -197,9 +168,9 @@ async fn a_stopped_broker_gets_503_and_nothing_acknowledged_is_lost() {
     }
     eprintln!("recovered after {attempts} attempt(s)");
 
-    let brokers = kafka.brokers();
+    let brokers = kafka.stack().brokers.clone();
     let topic = c.topic.clone();
-    let got = tokio::task::spawn_blocking(move || read_topic(&brokers, &topic))
+    let got = tokio::task::spawn_blocking(move || read_text_pairs(&brokers, &topic))
         .await
         .unwrap();
     let want: Vec<&str> = before.iter().chain(&after).map(String::as_str).collect();

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use basketflow_collector::auth::key_sha256;
 use basketflow_collector::{AuthMode, CollectorConfig, RetailerKey};
+use basketflow_testkit::kafka::read_text_pairs;
+use basketflow_testkit::stack::brokers;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{brokers, event, post, read_topic, request, start, stored};
+use common::{event, post, request, start, stored};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -111,7 +113,7 @@ async fn good_events_in_every_shape_are_stored_once_as_sent() {
     assert_eq!(r.json()["accepted"], 2);
 
     assert_eq!(
-        read_topic(&brokers(), &c.topic),
+        read_text_pairs(&brokers(), &c.topic),
         stored(&[single, &e1, &e2, &e3, &e4, &e5, &e6, &e7, &e8, &e9]),
         "every accepted event exactly once, key = shopper_id, bytes as sent"
     );
@@ -174,7 +176,10 @@ async fn bad_and_mixed_batches_get_a_verdict_per_event() {
         ]
     );
 
-    assert_eq!(read_topic(&brokers(), &c.topic), stored(&[&good1, &good2]));
+    assert_eq!(
+        read_text_pairs(&brokers(), &c.topic),
+        stored(&[&good1, &good2])
+    );
 
     let metrics = request(c.addr, "GET", "/metrics", &[], "").await;
     assert_eq!(metrics.status, 200);
@@ -258,7 +263,7 @@ async fn a_key_authorizes_its_own_retailer_only() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["results"][0]["code"], "unauthorized");
 
-    assert_eq!(read_topic(&brokers(), &c.topic), stored(&[&a, &b]));
+    assert_eq!(read_text_pairs(&brokers(), &c.topic), stored(&[&a, &b]));
     c.stop().await;
 }
 
@@ -339,7 +344,7 @@ async fn limits_answer_413_415_400_and_429() {
     assert_eq!(r.header("retry-after"), Some("3"));
 
     assert_eq!(
-        read_topic(&brokers(), &c.topic),
+        read_text_pairs(&brokers(), &c.topic),
         stored(&[&e("r1"), &e("r2"), &e("r3")])
     );
     c.stop().await;
@@ -469,6 +474,6 @@ async fn a_full_in_flight_budget_answers_503_after_the_queue_timeout() {
     assert_eq!(h.json()["in_flight_bytes"], 0);
     assert_eq!(post(c.addr, &[], e.clone()).await.status, 200);
 
-    assert_eq!(read_topic(&brokers(), &c.topic), stored(&[&small, &e]));
+    assert_eq!(read_text_pairs(&brokers(), &c.topic), stored(&[&small, &e]));
     c.stop().await;
 }

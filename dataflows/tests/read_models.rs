@@ -2,6 +2,8 @@
 
 mod support;
 
+use basketflow_testkit::events::{added, cancelled, day, delivered, ev, ev_at, paid, removed};
+use basketflow_testkit::rows::{affinity, basket, order_line, purchase, sold};
 use support::*;
 
 const DAY: &str = "2026-11-22";

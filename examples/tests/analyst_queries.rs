@@ -3,11 +3,11 @@
 //!
 //! A small hand-made set of events goes through the oracle (`basketflow_dataflows::oracle`),
 //! its rows become versions at one time (`Batch::from_updates`) that
-//! `ClickHouseStore::write_batch` writes into a fresh database (`bf_q_<millis>`, migrated by the
-//! sink, dropped at the end); decisions go into `experience_decisions_log` twice each (as a
-//! replay writes them), read through the `experience_decisions` view. Each query file runs with its placeholders and the
-//! database name replaced, and its TabSeparated output is compared with the rows computed by
-//! hand below. `scripts/chdb_check.py` runs the same queries over the same data set on a
+//! `ClickHouseStore::write_batch` writes into a fresh database (`bf_q_<unique suffix>`, migrated
+//! by the sink, dropped at the end, also on failure); decisions go into
+//! `experience_decisions_log` twice each (as a replay writes them), read through the
+//! `experience_decisions` view. Each query file runs with its placeholders and the database name
+//! replaced, and its TabSeparated output is compared with the rows computed by hand below. `scripts/chdb_check.py` runs the same queries over the same data set on a
 //! current ClickHouse (chdb); keep its `ORDERS`, `DECISIONS` and `QUERIES` in step with this
 //! file.
 //!
@@ -15,19 +15,17 @@
 //! no password).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::oracle;
 use basketflow_sinks::clickhouse::versions::{Batch, Updates};
 use basketflow_sinks::clickhouse::ClickHouseStore;
-use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+use basketflow_testkit::events::{ev_at, paid, status};
+use basketflow_testkit::stack::clickhouse_url;
+use basketflow_testkit::Database;
+use basketflow_vocab::{Event, OrderStatus};
 
 /// The database name the query files are written against.
 const DATABASE_IN_FILES: &str = "basketflow.";
-
-fn url() -> String {
-    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
 
 fn sql_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/sql"))
@@ -80,53 +78,11 @@ fn query_text(file: &str, database: &str, params: &[(&str, &str)]) -> String {
 
 // ---- the data set (the same as scripts/chdb_check.py's) ----
 
-fn at(s: &str) -> Timestamp {
-    Timestamp::parse_rfc3339(s).expect("valid RFC 3339")
-}
-
-fn ev(retailer: &str, id: &str, shopper: &str, occurred_at: &str, body: EventBody) -> Event {
-    Event {
-        event_id: id.into(),
-        retailer_id: retailer.into(),
-        shopper_id: shopper.into(),
-        session_id: None,
-        occurred_at: at(occurred_at),
-        body,
-    }
-}
-
-/// `order_paid` with lines `(product_id, category, quantity, unit_price_cents)`.
-fn paid(order_id: &str, lines: &[(&str, &str, u32, i64)]) -> EventBody {
-    EventBody::OrderPaid {
-        order_id: order_id.into(),
-        lines: lines
-            .iter()
-            .map(
-                |&(product_id, category, quantity, unit_price_cents)| OrderLine {
-                    product_id: product_id.into(),
-                    category: category.into(),
-                    brand: None,
-                    quantity,
-                    unit_price_cents,
-                },
-            )
-            .collect(),
-        total_cents: 0,
-    }
-}
-
-fn status(order_id: &str, status: OrderStatus) -> EventBody {
-    EventBody::OrderStatusChanged {
-        order_id: order_id.into(),
-        status,
-    }
-}
-
 /// Paid orders of two retailers over 2026-11-10 .. 2026-11-23, with a duplicate, a losing
 /// second payment, a cancellation after payment (o3) and one before payment (o6), and an order
 /// id (o1) used by both retailers.
 fn events() -> Vec<Event> {
-    let o1 = ev(
+    let o1 = ev_at(
         "r1",
         "e01",
         "s1",
@@ -144,7 +100,7 @@ fn events() -> Vec<Event> {
     vec![
         o1.clone(),
         o1,
-        ev(
+        ev_at(
             "r1",
             "e02",
             "s2",
@@ -160,14 +116,14 @@ fn events() -> Vec<Event> {
             ),
         ),
         // A later payment of o2: not the order's.
-        ev(
+        ev_at(
             "r1",
             "e12",
             "s2",
             "2026-11-21T13:00:00Z",
             paid("o2", &[("p-wine", "drinks", 9, 1)]),
         ),
-        ev(
+        ev_at(
             "r1",
             "e03",
             "s3",
@@ -177,56 +133,56 @@ fn events() -> Vec<Event> {
                 &[("p-pasta", "pasta", 1, 150), ("p-wine", "drinks", 1, 1200)],
             ),
         ),
-        ev(
+        ev_at(
             "r1",
             "e04",
             "s3",
             "2026-11-22T18:00:00Z",
             status("o3", OrderStatus::Cancelled),
         ),
-        ev(
+        ev_at(
             "r1",
             "e05",
             "s1",
             "2026-11-10T08:00:00Z",
             paid("o4", &[("p-wine", "drinks", 5, 1200)]),
         ),
-        ev(
+        ev_at(
             "r1",
             "e06",
             "s4",
             "2026-11-23T08:00:00Z",
             paid("o5", &[("p-cheese", "dairy", 10, 500)]),
         ),
-        ev(
+        ev_at(
             "r1",
             "e07",
             "s9",
             "2026-11-19T09:00:00Z",
             status("o6", OrderStatus::Cancelled),
         ),
-        ev(
+        ev_at(
             "r1",
             "e08",
             "s2",
             "2026-11-19T10:00:00Z",
             paid("o6", &[("p-sauce", "sauce", 1, 300)]),
         ),
-        ev(
+        ev_at(
             "r1",
             "e11",
             "s1",
             "2026-11-21T08:00:00Z",
             status("o1", OrderStatus::Delivered),
         ),
-        ev(
+        ev_at(
             "r2",
             "e09",
             "s1",
             "2026-11-21T10:00:00Z",
             paid("o1", &[("q-00", "pasta", 4, 100)]),
         ),
-        ev(
+        ev_at(
             "r2",
             "e10",
             "s5",
@@ -473,26 +429,14 @@ async fn scenario(sink: ClickHouseStore) {
 
 #[tokio::test]
 async fn example_queries_give_exact_results_on_the_server() {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let database = format!("bf_q_{millis}");
-    let sink = ClickHouseStore::connect(&url(), &database, "default", "")
+    let database = Database::fresh(&clickhouse_url(), "bf_q");
+    let sink = ClickHouseStore::connect(&clickhouse_url(), &database, "default", "")
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "ClickHouse at {} ({e}); is the stack up? run scripts/stack up",
-                url()
+                clickhouse_url()
             )
         });
-    let outcome = tokio::spawn(scenario(sink.clone())).await;
-    sink.client()
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute()
-        .await
-        .unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    scenario(sink).await;
 }

@@ -4,18 +4,14 @@
 //! the product figures, and is acknowledged in `privacy_audit` without a shopper id; retention
 //! deletes only superseded history, so no view changes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use basketflow_sinks::clickhouse::schema::PER_SHOPPER_TABLES;
 use basketflow_sinks::clickhouse::versions::{Batch, Updates};
 use basketflow_sinks::clickhouse::ClickHouseStore;
-use basketflow_vocab::privacy::{Erasure, Retention};
+use basketflow_testkit::stack::clickhouse_url;
+use basketflow_testkit::Database;
 use basketflow_vocab::read_models::{PaidOrderLine, ShopperPurchase, SoldProductDaily};
 use basketflow_vocab::{CausedBy, Decision, ErasureRequest, Experience, ExperienceKind, Timestamp};
-
-fn url() -> String {
-    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
+use basketflow_vocab::{Erasure, Retention};
 
 const AT: Timestamp = Timestamp(1_795_219_200_000_000); // 2026-11-21T00:00:00Z
 
@@ -97,12 +93,8 @@ async fn text(sink: &ClickHouseStore, sql: &str) -> String {
 
 #[tokio::test]
 async fn erasure_forgets_the_shopper_everywhere_and_retention_only_superseded_history() {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let db = format!("bf_test_privacy_{nanos}");
-    let sink = ClickHouseStore::connect(&url(), &db, "default", "")
+    let db = Database::fresh(&clickhouse_url(), "bf_test_privacy");
+    let sink = ClickHouseStore::connect(&clickhouse_url(), &db, "default", "")
         .await
         .expect("ClickHouse is up (scripts/stack up)");
     sink.migrate().await.unwrap();
@@ -286,12 +278,6 @@ async fn erasure_forgets_the_shopper_everywhere_and_retention_only_superseded_hi
         .await,
         "s5\t1\n"
     );
-
-    sink.client()
-        .query(&format!("DROP DATABASE {db}"))
-        .execute()
-        .await
-        .unwrap();
 }
 
 trait CloneAs {

@@ -1,223 +1,134 @@
-//! Helpers the graph's integration tests share: a stack (broker + ClickHouse) to talk to,
-//! producing and reading topics, running `basketflow run`, the oracle's rows as ClickHouse
-//! prints them, and the reference decisions of a sequential replay.
+//! Helpers the graph's integration tests share, on top of `basketflow_testkit` (the stack, and
+//! the topics and databases a test made there removed when it ends; children killed when
+//! dropped): producing generated traffic and reading the graph's outputs ([`GraphStack`]),
+//! running `basketflow run`, the oracle's rows as ClickHouse prints them, and the reference
+//! decisions of a sequential replay.
 //!
 //! Each test binary uses a subset.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use basketflow_dataflows::experiences::Shopper;
 use basketflow_dataflows::oracle;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
+use basketflow_testkit::kafka::{produce, test_producer};
+use basketflow_testkit::{wait_all, ChildGuard, Stack};
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
     Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
     ProductMatch, Timestamp,
 };
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-/// A broker and a ClickHouse server to run against.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// ClickHouse HTTP URL.
-    pub clickhouse_url: String,
-}
-
-impl Stack {
-    /// The shared stack of `scripts/stack up` (`$BASKETFLOW_BROKERS`,
-    /// `$BASKETFLOW_CLICKHOUSE_URL`; defaults 127.0.0.1:9092 and http://127.0.0.1:8123).
-    pub fn shared() -> Stack {
-        Stack {
-            brokers: std::env::var("BASKETFLOW_BROKERS")
-                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
-            clickhouse_url: std::env::var("BASKETFLOW_CLICKHOUSE_URL")
-                .unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
-        }
-    }
-
-    /// Runs `sql` over ClickHouse's HTTP interface and returns the response body.
-    pub fn clickhouse(&self, sql: &str) -> String {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--fail-with-body",
-                "--data-binary",
-                sql,
-                &self.clickhouse_url,
-            ])
-            .output()
-            .expect("running curl");
-        let body = String::from_utf8(out.stdout).unwrap();
-        assert!(out.status.success(), "ClickHouse refused {sql}: {body}");
-        body
-    }
-
-    /// Every row of a view, TabSeparated, sorted.
-    pub fn view(&self, database: &str, name: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .clickhouse(&format!(
-                "SELECT * FROM {database}.{name} FORMAT TabSeparated"
-            ))
-            .lines()
-            .map(String::from)
-            .collect();
-        lines.sort();
-        lines
-    }
-
-    /// Creates `name` (LogAppendTime) unless it exists.
-    pub fn create_topic(&self, name: &str, partitions: i32, cleanup: &str) {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(basketflow_kafka::ensure_topic(
-            &self.brokers,
-            name,
-            partitions,
-            &[
-                ("message.timestamp.type", "LogAppendTime"),
-                ("cleanup.policy", cleanup),
-            ],
-        ))
-        .unwrap_or_else(|e| panic!("creating {name}: {e}; is the stack up? run scripts/stack up"));
-    }
-
+/// What the graph's tests do on a [`Stack`]: produce traffic, read the graph's outputs, write
+/// its configuration.
+pub trait GraphStack {
     /// Produces `messages` to `topic`, keyed by shopper; returns each one's (partition, offset).
-    pub fn produce(&self, topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)> {
-        let pairs: Vec<(&[u8], &[u8])> = messages
-            .iter()
-            .map(|m| (m.key.as_bytes(), m.payload.as_slice()))
-            .collect();
-        self.produce_pairs(topic, &pairs)
-    }
+    fn produce(&self, topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)>;
 
     /// Produces `messages` to `topic` at about `per_second` messages a second (open loop: on
     /// schedule, whatever the broker's state); returns each one's (partition, offset).
-    pub fn produce_paced(
+    fn produce_paced(
+        &self,
+        topic: &str,
+        messages: &[GenMessage],
+        per_second: u32,
+    ) -> Vec<(i32, i64)>;
+
+    /// Produces (key, value) pairs to `topic`; returns each one's (partition, offset).
+    fn produce_pairs(&self, topic: &str, messages: &[(&[u8], &[u8])]) -> Vec<(i32, i64)>;
+
+    /// Every value in partitions `0..partitions` of `topic`, from the beginning to the end, as a
+    /// consumer reading committed data sees it.
+    fn read_topic(&self, topic: &str, partitions: i32) -> Vec<Vec<u8>>;
+
+    /// Every dead letter in `topic`, read from the beginning to the end (committed only).
+    fn dead_letters(&self, topic: &str) -> Vec<DeadLetter>;
+
+    /// Decisions on `topic` (8 partitions) as (decision_id, node_id), sorted, duplicates kept.
+    fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)>;
+
+    /// Decisions in `db.experience_decisions` as (decision_id, node_id), sorted.
+    fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
+
+    /// Writes a `basketflow.toml` for `targets` on this stack; the database and the topics the
+    /// binary creates (privacy requests, the decisions' progress) are removed with the stack.
+    fn write_config(&self, dir: &Path, name: &str, t: &RunTargets, extra: &str) -> PathBuf;
+}
+
+/// Where each message landed, all delivered.
+fn positions(produced: basketflow_testkit::Produced) -> Vec<(i32, i64)> {
+    produced
+        .landed
+        .iter()
+        .map(|l| {
+            let l = l.expect("every test message is delivered");
+            (l.partition, l.offset)
+        })
+        .collect()
+}
+
+fn pairs(messages: &[GenMessage]) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+    messages
+        .iter()
+        .map(|m| (m.key.as_bytes(), m.payload.as_slice()))
+}
+
+impl GraphStack for Stack {
+    fn produce(&self, topic: &str, messages: &[GenMessage]) -> Vec<(i32, i64)> {
+        positions(produce(
+            &test_producer(&self.brokers),
+            topic,
+            pairs(messages),
+            None,
+        ))
+    }
+
+    fn produce_paced(
         &self,
         topic: &str,
         messages: &[GenMessage],
         per_second: u32,
     ) -> Vec<(i32, i64)> {
-        let pairs: Vec<(&[u8], &[u8])> = messages
-            .iter()
-            .map(|m| (m.key.as_bytes(), m.payload.as_slice()))
-            .collect();
-        self.produce_pairs_paced(topic, &pairs, Some(per_second))
+        positions(produce(
+            &test_producer(&self.brokers),
+            topic,
+            pairs(messages),
+            Some(per_second),
+        ))
     }
 
-    /// Produces (key, value) pairs to `topic`; returns each one's (partition, offset).
-    pub fn produce_pairs(&self, topic: &str, messages: &[(&[u8], &[u8])]) -> Vec<(i32, i64)> {
-        self.produce_pairs_paced(topic, messages, None)
+    fn produce_pairs(&self, topic: &str, messages: &[(&[u8], &[u8])]) -> Vec<(i32, i64)> {
+        positions(produce(
+            &test_producer(&self.brokers),
+            topic,
+            messages.iter().copied(),
+            None,
+        ))
     }
 
-    fn produce_pairs_paced(
-        &self,
-        topic: &str,
-        messages: &[(&[u8], &[u8])],
-        per_second: Option<u32>,
-    ) -> Vec<(i32, i64)> {
-        let started = Instant::now();
-        let landed = Arc::new(Mutex::new(vec![None; messages.len()]));
-        let producer: ThreadedProducer<Landing> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("enable.idempotence", "true")
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .create_with_context(Landing(landed.clone()))
-            .expect("creating a producer; is the stack up? run scripts/stack up");
-        for (i, (key, payload)) in messages.iter().enumerate() {
-            if let Some(rate) = per_second {
-                let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            let mut record = BaseRecord::with_opaque_to(topic, Box::new(i))
-                .key(*key)
-                .payload(*payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                }
-            }
-        }
-        // Long enough to ride out a broker restart in the fault tests.
-        producer.flush(Duration::from_secs(300)).unwrap();
-        let landed = landed.lock().unwrap();
-        landed
-            .iter()
-            .map(|l| l.expect("delivery reported"))
+    fn read_topic(&self, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+        self.read_to_end(topic)
+            .into_iter()
+            .filter(|r| r.partition < partitions)
+            .map(|r| r.payload.expect("a value"))
             .collect()
     }
 
-    /// Every dead letter in `topic`, read from the beginning to the end (committed only).
-    pub fn dead_letters(&self, topic: &str) -> Vec<DeadLetter> {
+    fn dead_letters(&self, topic: &str) -> Vec<DeadLetter> {
         self.read_topic(topic, 1)
             .iter()
             .map(|v| serde_json::from_slice(v).unwrap())
             .collect()
     }
 
-    /// Every value in `topic` (all `partitions`), from the beginning to the end, as a consumer
-    /// reading committed data sees it.
-    pub fn read_topic(&self, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for p in 0..partitions {
-            out.extend(self.read_partition(topic, p));
-        }
-        out
-    }
-
-    fn read_partition(&self, topic: &str, partition: i32) -> Vec<Vec<u8>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "graph-cluster-test")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        if high == 0 {
-            return out;
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "timed out reading {topic}");
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => out.push(m.payload().unwrap().to_vec()),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
-        out
-    }
-
-    /// Decisions on `topic` (8 partitions) as (decision_id, node_id), sorted, duplicates kept.
-    pub fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)> {
+    fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)> {
         let mut got: Vec<(String, String)> = self
             .read_topic(topic, 8)
             .iter()
@@ -230,8 +141,7 @@ impl Stack {
         got
     }
 
-    /// Decisions in `db.experience_decisions` as (decision_id, node_id), sorted.
-    pub fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)> {
+    fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)> {
         let mut stored: Vec<(String, String)> = self
             .clickhouse(&format!(
                 "SELECT decision_id, node_id FROM {db}.experience_decisions FORMAT TabSeparated"
@@ -246,8 +156,11 @@ impl Stack {
         stored
     }
 
-    /// Writes a `basketflow.toml` for `targets` on this stack.
-    pub fn write_config(&self, dir: &Path, name: &str, t: &RunTargets, extra: &str) -> PathBuf {
+    fn write_config(&self, dir: &Path, name: &str, t: &RunTargets, extra: &str) -> PathBuf {
+        self.database(t.database);
+        self.topics().delete_later(format!("{}-privacy", t.events));
+        self.topics()
+            .delete_later(format!("{}-progress", t.decisions));
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
@@ -269,39 +182,6 @@ impl Stack {
         .unwrap();
         path
     }
-}
-
-/// Where each produced message landed: (partition, offset) by message index.
-type Landings = Arc<Mutex<Vec<Option<(i32, i64)>>>>;
-
-/// Remembers where each produced message landed.
-struct Landing(Landings);
-
-impl ClientContext for Landing {}
-
-impl ProducerContext for Landing {
-    type DeliveryOpaque = Box<usize>;
-    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
-        let m = result.as_ref().expect("every test message is delivered");
-        self.0.lock().unwrap()[*index] = Some((m.partition(), m.offset()));
-    }
-}
-
-/// A unique suffix for topic and database names.
-pub fn unique_suffix() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The topics and database of one run.
@@ -496,44 +376,29 @@ pub fn valid_events(messages: &[GenMessage]) -> Vec<Event> {
         .collect()
 }
 
-/// Starts `basketflow` with `args`, output inherited.
-pub fn spawn(args: &[&str]) -> Child {
+/// A command running the `basketflow` binary under test.
+pub fn basketflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_basketflow"))
+}
+
+/// Starts `basketflow` with `args`, output inherited; killed if dropped while running.
+pub fn spawn(args: &[&str]) -> ChildGuard {
     spawn_with_env(args, &[])
 }
 
-/// Starts `basketflow` with `args` and extra environment variables, output inherited.
-pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_basketflow"))
-        .args(args)
-        // The tests' own variable for the shared stack must not override the URL in the
-        // configuration they wrote (a private stack's, in the outage test).
-        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
-        .envs(env.iter().copied())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting basketflow")
-}
-
-/// Waits for every child to exit successfully within `limit`.
-pub fn wait_all(mut children: Vec<Child>, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !children.is_empty() {
-        children.retain_mut(|c| match c.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "basketflow run exited with {status}");
-                false
-            }
-            None => true,
-        });
-        if Instant::now() > deadline {
-            for c in &mut children {
-                let _ = c.kill();
-            }
-            panic!("basketflow run did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Starts `basketflow` with `args` and extra environment variables, output inherited; killed if
+/// dropped while running.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
+    ChildGuard::spawn(
+        basketflow()
+            .args(args)
+            // The tests' own variable for the shared stack must not override the URL in the
+            // configuration they wrote (a private stack's, in the outage test).
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .envs(env.iter().copied())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit()),
+    )
 }
 
 /// Runs `basketflow run --config config --exit-when-caught-up` (1 x 1) to its end, within
@@ -576,16 +441,6 @@ pub fn cluster_args(
         args.push("--exit-when-caught-up".into());
     }
     args
-}
-
-/// A host file for `n` processes on loopback (fresh ports).
-pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("hosts");
-    let lines: String = (0..n)
-        .map(|_| format!("127.0.0.1:{}\n", free_port()))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
 }
 
 fn day(d: i32) -> String {

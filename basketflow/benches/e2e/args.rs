@@ -1,0 +1,70 @@
+//! The benchmark's command line (after `cargo bench -p basketflow --bench e2e --`); unknown
+//! arguments (cargo's own, such as `--bench`) are skipped.
+
+/// What `--help` prints.
+pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
+    [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
+    [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
+    [--memory-events 1000000,10000000]";
+
+/// What to run, and how much.
+pub struct Args {
+    /// Phases to run, of `baseline`, `catchup`, `sustain`, `latency`, `memory`.
+    pub phases: Vec<String>,
+    /// Messages of the backlog (baseline and catch-up).
+    pub events: usize,
+    /// Offered rates of the latency phase, events/s.
+    pub rates: Vec<u32>,
+    /// Seconds per latency rate.
+    pub seconds: u64,
+    /// Seconds per sustained-rate probe.
+    pub sustain_seconds: u64,
+    /// Probes per worker count.
+    pub sustain_probes: usize,
+    /// Stream lengths of the memory phase.
+    pub memory_events: Vec<usize>,
+}
+
+/// The arguments of this process.
+pub fn args() -> Args {
+    let mut a = Args {
+        phases: ["baseline", "catchup", "sustain", "latency", "memory"]
+            .map(String::from)
+            .to_vec(),
+        events: 300_000,
+        rates: vec![1_000, 10_000, 50_000],
+        seconds: 15,
+        sustain_seconds: 60,
+        sustain_probes: 3,
+        memory_events: vec![1_000_000, 10_000_000],
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let list = |v: &str| -> Vec<usize> {
+        v.split(',')
+            .map(|r| r.parse().expect("a comma-separated list of numbers"))
+            .collect()
+    };
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--phases" => a.phases = value.split(',').map(String::from).collect(),
+            "--events" => a.events = value.parse().expect("--events N"),
+            "--rates" => a.rates = list(&value).into_iter().map(|r| r as u32).collect(),
+            "--seconds" => a.seconds = value.parse().expect("--seconds S"),
+            "--sustain-seconds" => a.sustain_seconds = value.parse().expect("--sustain-seconds S"),
+            "--sustain-probes" => a.sustain_probes = value.parse().expect("--sustain-probes N"),
+            "--memory-events" => a.memory_events = list(&value),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}

@@ -1,0 +1,441 @@
+//! The five measurements (see the crate's docs), each adding its figures to the results and
+//! its rows to the table.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
+use basketflow_ingest::parse_event;
+use basketflow_testkit::ChildGuard;
+use basketflow_vocab::Timestamp;
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+use crate::report::{plot, summary};
+use crate::sampling::{arrangement_peaks, log_instant, peak_mib, run_sampled, ThreadCpu};
+use crate::stack::{
+    clickhouse_committed, generate, generator, kafka_committed_watch, produce, produce_streaming,
+    read_all, tree, wall_ms, watch, Graph, Site,
+};
+use crate::{Bench, PARTITIONS, TICK_MS};
+
+/// A catch-up run over `topic` (`events` messages): its figures.
+pub fn catch_up(
+    site: &Site,
+    name: &str,
+    topic: &str,
+    events: usize,
+    workers: usize,
+    arrangement_names: bool,
+) -> Value {
+    let extra = format!("arrangement_names = {arrangement_names}\n[log]\nlevel = \"info\"\n");
+    let g = Graph::new(site, name, topic, &extra);
+    let cpu = ThreadCpu::default();
+    let t = Instant::now();
+    let child = ChildGuard::spawn(
+        g.command(workers)
+            .arg("--exit-when-caught-up")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let log = run_sampled(child, &cpu);
+    let wall = t.elapsed().as_secs_f64();
+    let formed = log_instant(&log, "cluster formed");
+    let stopped = log_instant(&log, "msg=stopped");
+    let steady = match (formed, stopped) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => wall,
+    };
+    drop(g);
+    let groups = cpu.groups();
+    let total: f64 = groups.values().sum();
+    let per_event_us: BTreeMap<&str, f64> = groups
+        .iter()
+        .map(|(k, v)| (*k, v * 1e6 / events as f64))
+        .collect();
+    json!({
+        "workers": workers, "events": events, "wall_seconds": wall, "steady_seconds": steady,
+        "events_per_s": events as f64 / steady, "events_per_s_with_startup": events as f64 / wall,
+        "peak_resident_mib": peak_mib(&log), "cpu_seconds": total,
+        "cpu_us_per_event": total * 1e6 / events as f64, "cpu_us_per_event_by_group": per_event_us,
+        "arrangement_peak_records": arrangement_peaks(&log),
+    })
+}
+
+/// A sustained-rate probe: `rate` open loop for `seconds` on a live graph of `workers`.
+pub fn sustain_probe(site: &Site, workers: usize, rate: u32, seconds: u64) -> Value {
+    let name = format!("sustain{workers}x{rate}");
+    let events = format!("bench-events-{name}-{}", site.suffix);
+    site.stack.create_topic(&events, PARTITIONS, "delete");
+    let g = Graph::new(site, &name, &events, "[log]\nlevel = \"warn\"\n");
+    let messages = generate(
+        7,
+        rate as usize * seconds as usize,
+        Timestamp::now(),
+        f64::from(rate),
+    );
+    let mut graph = ChildGuard::spawn(
+        g.command(workers)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    wait_ready(&g);
+    let stop = Arc::new(AtomicBool::new(false));
+    let kafka = kafka_committed_watch(format!("bench-decisions-{}-progress", g.name), stop.clone());
+    let lags: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::default();
+    let poller = {
+        let (stop, lags, kafka) = (stop.clone(), lags.clone(), kafka.clone());
+        let database = g.database.to_string();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let now = wall_ms();
+                let ch = now.saturating_sub(clickhouse_committed(&database));
+                let k = now.saturating_sub(*kafka.lock().unwrap());
+                lags.lock()
+                    .unwrap()
+                    .push((start.elapsed().as_secs_f64(), ch, k));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let t = Instant::now();
+    produce(&events, &messages, Some(rate));
+    let offered = messages.len() as f64 / t.elapsed().as_secs_f64();
+    // Caught up within 10 s of the end?
+    let end = wall_ms();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut caught_up = false;
+    while Instant::now() < deadline {
+        if g.clickhouse_committed() >= end && *kafka.lock().unwrap() >= end {
+            caught_up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    let _ = graph.terminate();
+    let _ = graph.wait();
+    drop(g);
+    let lags = lags.lock().unwrap().clone();
+    let measured: Vec<&(f64, u64, u64)> = lags.iter().filter(|(s, _, _)| *s >= 5.0).collect();
+    let max_ch = measured.iter().map(|l| l.1).max().unwrap_or(u64::MAX);
+    let max_kafka = measured.iter().map(|l| l.2).max().unwrap_or(u64::MAX);
+    let sustained = caught_up && max_ch <= 5_000 && max_kafka <= 5_000;
+    println!("sustain, {workers} worker(s), {rate}/s for {seconds} s (offered {offered:.0}/s): max lag ClickHouse {max_ch} ms, decisions {max_kafka} ms, caught up after: {caught_up} -> {}", if sustained { "sustained" } else { "not sustained" });
+    json!({"workers": workers, "rate": rate, "offered_per_s": offered, "seconds": seconds,
+        "max_clickhouse_lag_ms": max_ch, "max_decisions_lag_ms": max_kafka, "caught_up_after": caught_up, "sustained": sustained})
+}
+
+/// Waits until the graph has committed a first batch (idle partitions follow the wall clock).
+pub fn wait_ready(g: &Graph) {
+    let ready = Instant::now();
+    while g.clickhouse_committed() == 0 {
+        assert!(
+            ready.elapsed() < Duration::from_secs(120),
+            "the live graph did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Phase 1, baselines: the backlog produced (the producer's rate) and read back by a plain consumer
+/// (the raw consumer's rate, read_committed); the parse stage alone, in this process.
+pub fn baseline(bench: &mut Bench) {
+    let (args, stack, backlog) = (&bench.args, &bench.site.stack, &bench.backlog);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    stack.create_topic(backlog, PARTITIONS, "delete");
+    let messages = generate(1, args.events, GenConfig::default().start, 1_000.0);
+    let bytes = messages.iter().map(|m| m.payload.len()).sum::<usize>() / args.events;
+    let t = Instant::now();
+    produce(backlog, &messages, None);
+    let produce_rate = args.events as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    assert_eq!(read_all(backlog), args.events);
+    let consume_rate = args.events as f64 / t.elapsed().as_secs_f64();
+    // The parse stage alone, in this process, on one thread.
+    let t = Instant::now();
+    let valid = messages
+        .iter()
+        .filter(|m| parse_event(&m.payload).is_ok())
+        .count();
+    let parse_us = t.elapsed().as_secs_f64() * 1e6 / args.events as f64;
+    println!("baseline: produce {produce_rate:.0}/s, raw consumer {consume_rate:.0}/s ({bytes} bytes/message); parse {parse_us:.2} us/message ({valid} valid)");
+    results["baseline"] = json!({"produce_per_s": produce_rate, "consume_per_s": consume_rate, "bytes_per_message": bytes, "parse_us_per_message": parse_us});
+    md.push_str(&format!("| producer, ~{bytes} B messages | {produce_rate:.0} msg/s |\n| raw consumer (read_committed) | {consume_rate:.0} msg/s |\n| parse + validate, one thread | {parse_us:.1} µs/message |\n"));
+    bench.consume_rate = consume_rate;
+}
+
+/// Phase 2, catch-up throughput over the backlog, on 1 and 2 workers.
+pub fn catchup(bench: &mut Bench) {
+    let (args, site, backlog) = (&bench.args, &bench.site, &bench.backlog);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let (consume_rate, catchup_rates) = (bench.consume_rate, &mut bench.catchup_rates);
+    let mut all = Vec::new();
+    for workers in [1usize, 2] {
+        let r = catch_up(
+            site,
+            &format!("catchup{workers}"),
+            backlog,
+            args.events,
+            workers,
+            false,
+        );
+        println!("catch-up, {workers} worker(s): {r}");
+        let rate = r["events_per_s"].as_f64().unwrap();
+        catchup_rates.insert(workers, rate);
+        let by = r["cpu_us_per_event_by_group"].as_object().unwrap();
+        let by: Vec<String> = by
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap()))
+            .collect();
+        md.push_str(&format!(
+            "| catch-up, {workers} worker(s) | {rate:.0} events/s ({:.0} with start-up), {:.2} of the raw consumer; peak {} MiB; CPU {:.1} µs/event ({}) |\n",
+            r["events_per_s_with_startup"].as_f64().unwrap(),
+            rate / consume_rate,
+            r["peak_resident_mib"],
+            r["cpu_us_per_event"].as_f64().unwrap(),
+            by.join(", ")
+        ));
+        all.push(r);
+    }
+    results["catch_up"] = json!(all);
+}
+
+/// Phase 3, the highest sustained rate on 1 and 2 workers, probed from 80% of the catch-up rate.
+pub fn sustain(bench: &mut Bench) {
+    let (args, site) = (&bench.args, &bench.site);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let (consume_rate, catchup_rates) = (bench.consume_rate, &bench.catchup_rates);
+    let mut all = Vec::new();
+    for workers in [1usize, 2] {
+        let start = catchup_rates.get(&workers).copied().unwrap_or(20_000.0) * 0.8;
+        let mut rate = ((start / 1_000.0).round() * 1_000.0).max(1_000.0) as u32;
+        let mut best: Option<u32> = None;
+        for _ in 0..args.sustain_probes {
+            let r = sustain_probe(site, workers, rate, args.sustain_seconds);
+            let ok = r["sustained"].as_bool().unwrap_or(false);
+            all.push(r);
+            if ok {
+                best = Some(best.map_or(rate, |b| b.max(rate)));
+                rate = (f64::from(rate) * 1.2 / 1_000.0).round() as u32 * 1_000;
+            } else {
+                rate = ((f64::from(rate) * 0.75 / 1_000.0).round() as u32 * 1_000).max(1_000);
+            }
+            if best.is_some_and(|b| rate <= b) {
+                break;
+            }
+        }
+        md.push_str(&format!(
+            "| highest sustained rate, {workers} worker(s), {} s | {} |\n",
+            args.sustain_seconds,
+            best.map_or("none of the probes".into(), |b| {
+                if consume_rate.is_finite() {
+                    format!(
+                        "{b} events/s ({:.2} of the raw consumer)",
+                        f64::from(b) / consume_rate
+                    )
+                } else {
+                    // The baseline phase did not run: no raw consumer rate to compare.
+                    format!("{b} events/s")
+                }
+            })
+        ));
+        results[format!("sustained_{workers}w")] = json!(best);
+    }
+    results["sustain_probes"] = json!(all);
+}
+
+/// Phase 4, latency on a live 2-worker graph, per offered rate.
+pub fn latency(bench: &mut Bench) {
+    let (args, site) = (&bench.args, &bench.site);
+    let (stack, suffix) = (&site.stack, &site.suffix);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let live_events = format!("bench-live-{suffix}");
+    stack.create_topic(&live_events, PARTITIONS, "delete");
+    let g = Graph::new(
+        site,
+        "live",
+        &live_events,
+        "[graph]\nflush_interval_ms = 5\n[log]\nlevel = \"warn\"\n",
+    );
+    let traffic: Vec<(u32, Vec<GenMessage>)> = args
+        .rates
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let n = r as usize * args.seconds as usize;
+            (
+                r,
+                generate(100 + i as u64, n, Timestamp::now(), f64::from(r)),
+            )
+        })
+        .collect();
+    let mut shoppers = BTreeSet::new();
+    for (_, ms) in &traffic {
+        for m in ms.iter().filter(|m| matches!(m.expect, Expect::Valid)) {
+            let e = parse_event(&m.payload).unwrap().event;
+            shoppers.insert((e.retailer_id, e.shopper_id));
+        }
+    }
+    let trees: Vec<GenMessage> = shoppers
+        .iter()
+        .map(|(r, s)| GenMessage {
+            key: s.clone(),
+            payload: serde_json::to_vec(&tree(r, s)).unwrap(),
+            expect: Expect::Valid,
+            kind: "tree",
+        })
+        .collect();
+    produce(&format!("bench-trees-{}", g.name), &trees, None);
+    let mut graph = ChildGuard::spawn(g.command(2).stdout(Stdio::null()).stderr(Stdio::inherit()));
+    wait_ready(&g);
+    let mut latency = Vec::new();
+    for (rate, ms) in &traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let decisions = watch(
+            format!("bench-decisions-{}", g.name),
+            |m| {
+                let d: Value = serde_json::from_slice(m.payload()?).ok()?;
+                let c = &d["caused_by"];
+                Some((c["partition"].as_i64()? as i32, c["offset"].as_i64()?))
+            },
+            stop.clone(),
+        );
+        let round_trip = watch(
+            live_events.clone(),
+            |m| Some((m.partition(), m.offset())),
+            stop.clone(),
+        );
+        // ClickHouse's committed time, every 10 ms: (instant, committed logical time).
+        let committed: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+        let poller = {
+            let (stop, committed, database) =
+                (stop.clone(), committed.clone(), g.database.to_string());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = clickhouse_committed(&database);
+                    committed.lock().unwrap().push((Instant::now(), t));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500)); // the watchers are assigned
+        let produced = produce(&live_events, ms, Some(*rate));
+        std::thread::sleep(Duration::from_secs(5)); // the last decisions arrive
+        stop.store(true, Ordering::Relaxed);
+        let (decided, read) = (decisions.join().unwrap(), round_trip.join().unwrap());
+        poller.join().unwrap();
+        // The first second is warm-up (consumers' first fetches): not measured.
+        let warm = *rate as usize;
+        let by_position: HashMap<(i32, i64), Instant> = produced
+            .landed
+            .iter()
+            .zip(&produced.sent)
+            .skip(warm)
+            .filter_map(|(l, s)| l.map(|l| ((l.partition, l.offset), *s)))
+            .collect();
+        let ms_of = |seen: &HashMap<(i32, i64), Instant>| -> Vec<f64> {
+            seen.iter()
+                .filter_map(|(k, at)| {
+                    by_position
+                        .get(k)
+                        .map(|s| at.duration_since(*s).as_secs_f64() * 1e3)
+                })
+                .collect()
+        };
+        // Orders: visible once ClickHouse's committed time reaches their logical time.
+        let committed = committed.lock().unwrap().clone();
+        let visible: Vec<f64> = ms
+            .iter()
+            .zip(produced.landed.iter().zip(&produced.sent))
+            .skip(warm)
+            .filter(|(m, _)| m.kind == "order_paid" && matches!(m.expect, Expect::Valid))
+            .filter_map(|(_, (l, s))| {
+                let broker_ms = (*l)?.broker_ms;
+                let time = ((broker_ms + TICK_MS - 1) / TICK_MS * TICK_MS) as u64;
+                let i = committed.partition_point(|(_, c)| *c < time);
+                committed
+                    .get(i)
+                    .map(|(at, _)| at.saturating_duration_since(*s).as_secs_f64() * 1e3)
+            })
+            .collect();
+        let (d, r, v) = (
+            summary(ms_of(&decided)),
+            summary(ms_of(&read)),
+            summary(visible),
+        );
+        println!("rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
+        latency.push(json!({"rate": rate, "event_to_decision_ms": d, "broker_round_trip_ms": r, "order_to_clickhouse_ms": v,
+            "p99_ratio": d["p99"].as_f64().unwrap_or(f64::NAN) / r["p99"].as_f64().unwrap_or(f64::NAN)}));
+    }
+    let _ = graph.terminate();
+    let _ = graph.wait();
+    drop(g);
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    for l in &latency {
+        let (d, r, v) = (
+            &l["event_to_decision_ms"],
+            &l["broker_round_trip_ms"],
+            &l["order_to_clickhouse_ms"],
+        );
+        md.push_str(&format!(
+            "| {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
+            l["rate"], f(d, "p50"), f(d, "p95"), f(d, "p99"), f(d, "max"), d["n"],
+            f(l, "p99_ratio"), f(r, "p50"), f(r, "p95"), f(r, "p99"), f(r, "max"),
+            l["rate"], f(v, "p50"), f(v, "p99"), f(v, "max"), v["n"],
+        ));
+    }
+    std::fs::write(bench.out_dir.join("latency.svg"), plot(&latency)).unwrap();
+    results["latency"] = json!(latency);
+}
+
+/// Phase 5, peak memory after 1 M and 10 M events of one stream.
+pub fn memory(bench: &mut Bench) {
+    let (args, site) = (&bench.args, &bench.site);
+    let (stack, suffix) = (&site.stack, &site.suffix);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let mut all = Vec::new();
+    for &n in &args.memory_events {
+        let topic = format!("bench-memory-{n}-{suffix}");
+        stack.create_topic(&topic, PARTITIONS, "delete");
+        produce_streaming(&topic, generator(3, GenConfig::default().start, 1_000.0), n);
+        let r = catch_up(site, &format!("memory{n}"), &topic, n, 1, true);
+        println!("memory, {n} events: {r}");
+        md.push_str(&format!(
+            "| peak resident memory after {n} events (1 worker) | {} MiB ({:.0} events/s) |\n",
+            r["peak_resident_mib"],
+            r["events_per_s"].as_f64().unwrap()
+        ));
+        all.push(r);
+    }
+    if let (Some(first), Some(last)) = (all.first(), all.last()) {
+        let ratio = last["peak_resident_mib"].as_f64().unwrap()
+            / first["peak_resident_mib"].as_f64().unwrap().max(1.0);
+        md.push_str(&format!("| memory ratio, last / first | {ratio:.2} |\n"));
+        results["memory_ratio"] = json!(ratio);
+        // Where the records are: the largest arrangements of the last run, beside the first.
+        let peaks = |r: &Value| -> BTreeMap<String, i64> {
+            serde_json::from_value::<Vec<(String, i64)>>(r["arrangement_peak_records"].clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let (p_first, p_last) = (peaks(first), peaks(last));
+        let mut largest: Vec<(&String, &i64)> = p_last.iter().collect();
+        largest.sort_by(|a, b| b.1.cmp(a.1));
+        for (name, n) in largest.into_iter().take(8) {
+            md.push_str(&format!(
+                "| peak records, `{name}` | {} after {} events, {n} after {} |\n",
+                p_first.get(name).copied().unwrap_or(0),
+                first["events"],
+                last["events"]
+            ));
+        }
+    }
+    results["memory"] = json!(all);
+}

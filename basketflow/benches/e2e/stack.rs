@@ -1,0 +1,296 @@
+//! The stack side of the benchmark: graphs (topics, database, configuration, command),
+//! producing the generator's traffic, reading it back as a plain consumer, and watching the
+//! durable outputs' committed times and the topics as they grow.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use basketflow_examples::{Config as GenConfig, Generator, Message as GenMessage};
+use basketflow_testkit::clickhouse::committed_time;
+use basketflow_testkit::kafka::{send_retrying, Landing};
+use basketflow_testkit::stack::{brokers, clickhouse_url};
+use basketflow_testkit::{Database, Produced, Stack};
+use basketflow_vocab::{Condition, Experience, ExperienceKind, ExperienceTree, Node, Timestamp};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::{PARTITIONS, SHOPPERS};
+
+/// Milliseconds since the epoch (the graph's idle partitions follow it).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The same producer settings as the collector's (lz4, linger 1 ms, idempotent).
+fn producer_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000");
+    config
+}
+
+/// Produces `messages`, paced at `rate` per second if given (open loop, each timed from when
+/// it was due), and waits for every delivery.
+pub fn produce(topic: &str, messages: &[GenMessage], rate: Option<u32>) -> Produced {
+    basketflow_testkit::produce(
+        &producer_config(),
+        topic,
+        messages
+            .iter()
+            .map(|m| (m.key.as_bytes(), m.payload.as_slice())),
+        rate,
+    )
+}
+
+/// Produces the first `n` messages of `stream` without keeping them (memory phase).
+pub fn produce_streaming(topic: &str, stream: impl Iterator<Item = GenMessage>, n: usize) {
+    let p: ThreadedProducer<Landing> = producer_config()
+        .create_with_context(Landing::new(0))
+        .expect("a producer");
+    for m in stream.take(n) {
+        // Not recorded: the landing vector is empty.
+        let record = BaseRecord::with_opaque_to(topic, Box::new(usize::MAX))
+            .key(m.key.as_bytes())
+            .payload(&m.payload[..]);
+        send_retrying(&p, record);
+    }
+    p.flush(Duration::from_secs(300))
+        .expect("every message is delivered");
+}
+
+pub fn consumer(isolation: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "basketflow-bench")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .expect("a consumer")
+}
+
+/// Reads every partition of `topic` from the start to its current end; returns the count.
+pub fn read_all(topic: &str) -> usize {
+    let c = consumer("read_committed");
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for p in 0..PARTITIONS {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        remaining += high - low;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    while remaining > 0 {
+        if let Some(Ok(_)) = c.poll(Duration::from_secs(10)) {
+            n += 1;
+            remaining -= 1;
+        }
+    }
+    n
+}
+
+/// A tree per shopper that decides on every basket (a tension cart from 1 cent).
+pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
+    ExperienceTree {
+        tree_id: "bench".into(),
+        version: 1,
+        retailer_id: retailer_id.into(),
+        shopper_id: shopper_id.into(),
+        root: "start".into(),
+        nodes: vec![
+            Node {
+                id: "start".into(),
+                conditions: vec![],
+                experience: None,
+                children: vec!["basket".into()],
+            },
+            Node {
+                id: "basket".into(),
+                conditions: vec![Condition::BasketValueAtLeast { cents: 1 }],
+                experience: Some(Experience {
+                    kind: ExperienceKind::TensionCart,
+                    params: Default::default(),
+                }),
+                children: vec![],
+            },
+        ],
+    }
+}
+
+/// The generator's stream: `SHOPPERS` shoppers, 3% bad, 2% duplicates.
+pub fn generator(seed: u64, start: Timestamp, events_per_second: f64) -> Generator {
+    Generator::new(GenConfig {
+        seed,
+        shoppers: SHOPPERS,
+        bad_share: 0.03,
+        duplicate_share: 0.02,
+        start,
+        events_per_second,
+        ..GenConfig::default()
+    })
+}
+
+/// The first `n` messages of [`generator`].
+pub fn generate(seed: u64, n: usize, start: Timestamp, events_per_second: f64) -> Vec<GenMessage> {
+    generator(seed, start, events_per_second).take(n).collect()
+}
+
+/// Where this run's graphs live: the stack (every topic created there is deleted when it is
+/// dropped), the directory of their configurations, and the suffix of their names.
+pub struct Site {
+    /// The shared stack.
+    pub stack: Stack,
+    /// The graphs' configuration files.
+    pub dir: PathBuf,
+    /// This run's suffix of topic and database names (milliseconds since the epoch).
+    pub suffix: String,
+}
+
+/// One graph's topics and database, named after `name`; the database is dropped with it, the
+/// topics (also those the graph creates) with the stack.
+pub struct Graph {
+    /// `name-suffix`, in its topics' names.
+    pub name: String,
+    /// Its `basketflow.toml`.
+    pub config: PathBuf,
+    /// Its ClickHouse database.
+    pub database: Database,
+}
+
+impl Graph {
+    /// Creates the trees, rejected and decisions topics of graph `name` reading `events`, and
+    /// writes its configuration (with `extra` appended) into `dir`.
+    pub fn new(site: &Site, name: &str, events: &str, extra: &str) -> Graph {
+        let Site { stack, dir, suffix } = site;
+        let full = format!("{name}-{suffix}");
+        for (t, p) in [
+            ("trees", PARTITIONS),
+            ("rejected", 1),
+            ("decisions", PARTITIONS),
+        ] {
+            stack.create_topic(
+                &format!("bench-{t}-{full}"),
+                p,
+                if t == "trees" { "compact" } else { "delete" },
+            );
+        }
+        // Created by the graph itself.
+        stack.topics().delete_later(format!("bench-privacy-{full}"));
+        stack
+            .topics()
+            .delete_later(format!("bench-decisions-{full}-progress"));
+        let database = Database::named(&clickhouse_url(), format!("bf_bench_{name}_{suffix}"));
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"{b}\"\nevents_topic = \"{events}\"\ntrees_topic = \"bench-trees-{full}\"\n\
+                 rejected_topic = \"bench-rejected-{full}\"\ndecisions_topic = \"bench-decisions-{full}\"\n\
+                 privacy_topic = \"bench-privacy-{full}\"\n\
+                 [clickhouse]\nurl = \"{ch}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"off\"\n\
+                 {extra}",
+                b = brokers(),
+                ch = clickhouse_url(),
+            ),
+        )
+        .unwrap();
+        Graph {
+            name: full,
+            config,
+            database,
+        }
+    }
+
+    /// `basketflow run` of this graph with `workers` workers.
+    pub fn command(&self, workers: usize) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_basketflow"));
+        c.args([
+            "run",
+            "--config",
+            self.config.to_str().unwrap(),
+            "-w",
+            &workers.to_string(),
+        ])
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL");
+        c
+    }
+
+    /// ClickHouse's committed time in its database (0 before the first batch).
+    pub fn clickhouse_committed(&self) -> u64 {
+        clickhouse_committed(&self.database)
+    }
+}
+
+/// ClickHouse's committed time in `database` (0 before the first batch).
+pub fn clickhouse_committed(database: &str) -> u64 {
+    committed_time(&clickhouse_url(), database)
+}
+
+/// Reads the Kafka outputs' progress topic as it grows: the committed time of the decisions.
+pub fn kafka_committed_watch(topic: String, stop: Arc<AtomicBool>) -> Arc<Mutex<u64>> {
+    let latest = Arc::new(Mutex::new(0u64));
+    let out = latest.clone();
+    std::thread::spawn(move || {
+        let c = consumer("read_committed");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let through = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    .and_then(|v| v["through"].as_u64());
+                if let Some(t) = through {
+                    let mut l = latest.lock().unwrap();
+                    *l = (*l).max(t);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Reads `topic` from its end as messages arrive, recording when each key (`key_of`) became
+/// readable, until `stop`.
+pub fn watch(
+    topic: String,
+    key_of: fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<(i32, i64)>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<HashMap<(i32, i64), Instant>> {
+    let c = consumer("read_committed");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topic, p, Offset::End).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    std::thread::spawn(move || {
+        let mut seen = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                if let Some(k) = key_of(&m) {
+                    seen.entry(k).or_insert_with(Instant::now);
+                }
+            }
+        }
+        seen
+    })
+}
