@@ -8,49 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use basketflow_testkit::kafka::Topics;
+use basketflow_testkit::stack::brokers;
+use basketflow_testkit::unique;
 
 /// Exit status of an operator error (README, "Operations").
 const OPERATOR_ERROR: i32 = 3;
-
-fn brokers() -> String {
-    std::env::var("BASKETFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test-{name}-{nanos}")
-}
-
-/// Topics created for a test, deleted when dropped (also when the test fails).
-struct Topics(Vec<String>);
-
-impl Topics {
-    fn create(names: &[&str]) -> Topics {
-        let topics = Topics(names.iter().map(|n| n.to_string()).collect());
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        for name in names {
-            rt.block_on(basketflow_kafka::ensure_topic(&brokers(), name, 2, &[]))
-                .unwrap_or_else(|e| {
-                    panic!("creating {name}: {e}; is the stack up? run scripts/stack up")
-                });
-        }
-        topics
-    }
-}
-
-impl Drop for Topics {
-    fn drop(&mut self) {
-        let names: Vec<&str> = self.0.iter().map(String::as_str).collect();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        if let Err(e) = rt.block_on(basketflow_kafka::delete_topics(&brokers(), &names)) {
-            eprintln!("deleting {names:?}: {e}");
-        }
-    }
-}
 
 /// A configuration in `dir` reading `events` and `trees`, writing to ClickHouse at `clickhouse`.
 fn config(dir: &Path, events: &str, trees: &str, clickhouse: &str) -> PathBuf {
@@ -132,7 +97,8 @@ fn a_missing_trees_topic_names_its_own_key() {
     let dir = tempdir("missing-trees");
     let events = unique("events");
     let trees = unique("missing-trees");
-    let _topics = Topics::create(&[&events]);
+    let topics = Topics::new(&brokers());
+    topics.create(&events, 2, &[]);
     let out = run(&config(&dir, &events, &trees, "http://127.0.0.1:8123"));
     assert_refused(
         &out,
@@ -150,7 +116,9 @@ fn an_unreachable_clickhouse_is_one_line_and_exit_status_3() {
     let dir = tempdir("no-clickhouse");
     let events = unique("events");
     let trees = unique("trees");
-    let _topics = Topics::create(&[&events, &trees]);
+    let topics = Topics::new(&brokers());
+    topics.create(&events, 2, &[]);
+    topics.create(&trees, 2, &[]);
     // A port nothing listens on: bound, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -442,19 +442,7 @@ fn run_whole_graph(
             worker.step_while(|| probe.less_than(&(time + 1)));
         }
     };
-    match workers {
-        Workers::Direct => timely::execute_directly(logic),
-        Workers::Threads(n) => {
-            timely::execute(timely::Config::process(n), logic).expect("timely runs");
-        }
-        Workers::Binary(n) => {
-            let config = timely::Config {
-                communication: timely::CommunicationConfig::ProcessBinary(n),
-                worker: timely::WorkerConfig::default(),
-            };
-            timely::execute(config, logic).expect("timely runs");
-        }
-    }
+    execute(workers, logic);
     let mut decisions: Vec<_> = drain(r_decisions)
         .into_iter()
         .map(|d: Decision| {

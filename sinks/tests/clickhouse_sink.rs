@@ -5,11 +5,11 @@
 //! Runs against `$BASKETFLOW_CLICKHOUSE_URL` (default `http://127.0.0.1:8123`, user `default`,
 //! no password), each test in a database of its own (`bf_test_...`), dropped at the end.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use basketflow_sinks::clickhouse::schema::VERSION_TABLES;
 use basketflow_sinks::clickhouse::versions::{Batch, Updates};
 use basketflow_sinks::clickhouse::{ClickHouseStore, Migration};
+use basketflow_testkit::stack::clickhouse_url;
+use basketflow_testkit::Database;
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
@@ -17,46 +17,25 @@ use basketflow_vocab::Timestamp;
 use clickhouse::Row;
 use serde::Deserialize;
 
-fn url() -> String {
-    std::env::var("BASKETFLOW_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-fn unique_database(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("bf_test_{name}_{nanos}")
-}
-
 async fn connect(database: &str) -> ClickHouseStore {
-    ClickHouseStore::connect(&url(), database, "default", "")
+    ClickHouseStore::connect(&clickhouse_url(), database, "default", "")
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "ClickHouse at {} ({e}); is the stack up? run scripts/stack up",
-                url()
+                clickhouse_url()
             )
         })
 }
 
-/// Runs `scenario` on a fresh database and drops the database afterwards, even on failure.
+/// Runs `scenario` on a fresh database, dropped afterwards, even on failure.
 async fn with_database<F, Fut>(name: &str, scenario: F)
 where
     F: FnOnce(ClickHouseStore) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
 {
-    let database = unique_database(name);
-    let sink = connect(&database).await;
-    let outcome = tokio::spawn(scenario(sink.clone())).await;
-    sink.client()
-        .query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute()
-        .await
-        .unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    let database = Database::fresh(&clickhouse_url(), &format!("bf_test_{name}"));
+    scenario(connect(database.name()).await).await;
 }
 
 // ---- rows as the views return them (RowBinary: Date = u16 days, DateTime = u32 seconds) ----

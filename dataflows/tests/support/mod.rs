@@ -137,6 +137,21 @@ pub fn run_private(
             worker.step_while(|| probe.less_than(input.time()));
         }
     };
+    execute(workers, logic);
+    Output {
+        sold_products_daily: collect(r_sold),
+        shopper_purchases: collect(r_purchases),
+        product_affinities: collect(r_affinities),
+        baskets: collect(r_baskets),
+        order_lines: collect(r_lines),
+    }
+}
+
+/// Runs `logic` on every worker of `workers`, until the dataflows it builds are done.
+pub fn execute<F>(workers: Workers, logic: F)
+where
+    F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
+{
     match workers {
         Workers::Direct => timely::execute_directly(logic),
         Workers::Threads(n) => {
@@ -149,13 +164,6 @@ pub fn run_private(
             };
             timely::execute(config, logic).expect("timely runs");
         }
-    }
-    Output {
-        sold_products_daily: collect(r_sold),
-        shopper_purchases: collect(r_purchases),
-        product_affinities: collect(r_affinities),
-        baskets: collect(r_baskets),
-        order_lines: collect(r_lines),
     }
 }
 
