@@ -69,7 +69,8 @@ pub enum Extreme {
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
-///     let (_input, updates) = scope.new_collection_from(vec![("a", 3), ("a", 1), ("b", 2)]);
+///     // (key, value): key 1 has values 3 and 1, key 2 has 2.
+///     let (_input, updates) = scope.new_collection_from(vec![(1u32, 3u32), (1, 1), (2, 2)]);
 ///     one_per_key("Latest", updates, Extreme::Greatest)
 ///         .as_collection(|k, v| (*k, *v))
 ///         .inner
@@ -77,7 +78,7 @@ pub enum Extreme {
 /// });
 /// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
 /// rows.sort();
-/// assert_eq!(rows, vec![(("a", 3), 0, 1), (("b", 2), 0, 1)]);
+/// assert_eq!(rows, vec![((1, 3), 0, 1), ((2, 2), 0, 1)]);
 /// ```
 pub fn one_per_key<'scope, T, K, V>(
     name: &str,
@@ -134,17 +135,17 @@ where
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
-///     // Two copies of event "e1" (the least wins) and one of "e2".
-///     let copies = vec![("e1", 9), ("e1", 4), ("e2", 7)];
+///     // (id, payload): two copies of id 1 (the least wins) and one of id 2.
+///     let copies = vec![(1u32, 9i32), (1, 4), (2, 7)];
 ///     let (_input, values) = scope.new_collection_from(copies);
-///     first_per_id("Dedup", values, |v: &(&str, i32)| v.0)
+///     first_per_id("Dedup", values, |v: &(u32, i32)| &v.0)
 ///         .as_collection(|_hash, v| *v)
 ///         .inner
 ///         .capture()
 /// });
 /// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
 /// rows.sort();
-/// assert_eq!(rows, vec![(("e1", 4), 0, 1), (("e2", 7), 0, 1)]);
+/// assert_eq!(rows, vec![((1, 4), 0, 1), ((2, 7), 0, 1)]);
 /// ```
 pub fn first_per_id<'scope, T, V, I, F>(
     name: &str,
@@ -207,12 +208,13 @@ where
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
-///     let (_input, sales) = scope.new_collection_from(vec![("p1", 2isize), ("p1", 3), ("p2", 1)]);
+///     // (product, units sold)
+///     let (_input, sales) = scope.new_collection_from(vec![(1u32, 2isize), (1, 3), (2, 1)]);
 ///     sum_by_key("Units", sales).inner.capture()
 /// });
 /// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
 /// rows.sort();
-/// assert_eq!(rows, vec![(("p1", 5), 0, 1), (("p2", 1), 0, 1)]);
+/// assert_eq!(rows, vec![((1, 5), 0, 1), ((2, 1), 0, 1)]);
 /// ```
 pub fn sum_by_key<'scope, T, K, D>(
     name: &str,
