@@ -54,6 +54,7 @@ use crate::clickhouse::versions::ConvertError;
 
 #[cfg(test)]
 mod fixtures;
+mod migrate;
 pub mod operator;
 pub mod privacy;
 pub mod reader;

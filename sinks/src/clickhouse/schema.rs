@@ -1,5 +1,5 @@
 //! The schema: the DDL of every table and view (`sinks/sql/*.sql`, included here and run
-//! verbatim by `scripts/chdb_check.py` on a current ClickHouse) and its migration.
+//! verbatim by `scripts/chdb_check.py` on a current ClickHouse); `super::migrate` runs it.
 //!
 //! The read models' tables and views are checked against their definitions
 //! ([`basketflow_vocab::read_models`]) by this module's tests: a versions table has the
@@ -9,9 +9,6 @@
 //! reverse) fails them.
 
 use basketflow_vocab::read_models::DEFINITIONS;
-
-use crate::clickhouse::store::ClickHouseStore;
-use crate::clickhouse::ClickHouseError;
 
 /// Where the database name goes in the statements of [`TABLES`] and [`VIEWS`].
 pub const DATABASE_PLACEHOLDER: &str = "{database}";
@@ -94,7 +91,7 @@ pub const VERSION_TABLES: [&str; 5] = {
 };
 
 /// The tables a batch writes rows with a `time` into: a crash before the progress row leaves
-/// rows above the committed time in them, which [`ClickHouseStore::discard_uncommitted`]
+/// rows above the committed time in them, which [`ClickHouseStore::discard_uncommitted`](crate::clickhouse::ClickHouseStore::discard_uncommitted)
 /// deletes.
 pub const BATCH_TABLES: [&str; 7] = [
     "sold_products_daily_versions",
@@ -137,10 +134,10 @@ pub fn statement(sql: &str, database: &str) -> String {
 }
 
 /// Views are compared and swapped under temporary names with these prefixes.
-const PROBE_PREFIX: &str = "_bf_probe_";
-const OLD_PREFIX: &str = "_bf_old_";
+pub(crate) const PROBE_PREFIX: &str = "_bf_probe_";
+pub(crate) const OLD_PREFIX: &str = "_bf_old_";
 
-/// What [`ClickHouseStore::migrate`] did.
+/// What [`ClickHouseStore::migrate`](crate::clickhouse::ClickHouseStore::migrate) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Migration {
     /// Objects that did not exist and were created (`database`, then table and view names).
@@ -156,116 +153,8 @@ impl Migration {
     }
 }
 
-impl ClickHouseStore {
-    /// Creates the database, the tables and the views that do not exist, and replaces views
-    /// whose definition differs from [`VIEWS`] (atomically, by `RENAME`). Idempotent. Existing
-    /// tables are left as they are, even if their columns differ.
-    pub async fn migrate(&self) -> Result<Migration, ClickHouseError> {
-        let db = self.database();
-        let mut migration = Migration::default();
-        let exists: u64 = self
-            .client()
-            .query("SELECT count() FROM system.databases WHERE name = ?")
-            .bind(db)
-            .fetch_one()
-            .await?;
-        if exists == 0 {
-            self.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-                .await?;
-            migration.created.push(db.to_owned());
-        }
-        for (name, sql) in TABLES {
-            if !self.exists(name).await? {
-                self.execute(&statement(sql, db)).await?;
-                migration.created.push(name.to_owned());
-            }
-        }
-        // Databases from before positions were recorded (18.16 has no ADD COLUMN IF NOT EXISTS).
-        let has_positions: u64 = self
-            .client()
-            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'positions'")
-            .bind(db)
-            .fetch_one()
-            .await?;
-        if has_positions == 0 {
-            self.execute(&format!(
-                "ALTER TABLE {db}.progress ADD COLUMN positions String"
-            ))
-            .await?;
-            migration.created.push("progress.positions".to_owned());
-        }
-        for (name, sql) in VIEWS {
-            self.drop_if_exists(&format!("{PROBE_PREFIX}{name}"))
-                .await?;
-            self.drop_if_exists(&format!("{OLD_PREFIX}{name}")).await?;
-            if !self.exists(name).await? {
-                self.execute(&statement(sql, db)).await?;
-                migration.created.push(name.to_owned());
-            } else if self.replace_view_if_changed(name, sql).await? {
-                migration.replaced_views.push(name.to_owned());
-            }
-        }
-        Ok(migration)
-    }
-
-    /// Creates the view under a probe name, compares the server's rendering of both, and swaps
-    /// them if they differ. True when the view was replaced.
-    async fn replace_view_if_changed(
-        &self,
-        name: &str,
-        sql: &str,
-    ) -> Result<bool, ClickHouseError> {
-        let db = self.database();
-        let probe = format!("{PROBE_PREFIX}{name}");
-        let probe_sql = probe_statement(name, sql);
-        self.execute(&statement(&probe_sql, db)).await?;
-        let current = self.create_query(name).await?;
-        let wanted = self
-            .create_query(&probe)
-            .await?
-            .replace(&format!("{db}.{probe}"), &format!("{db}.{name}"));
-        if current == wanted {
-            self.drop_if_exists(&probe).await?;
-            return Ok(false);
-        }
-        let old = format!("{OLD_PREFIX}{name}");
-        self.execute(&format!(
-            "RENAME TABLE {db}.{name} TO {db}.{old}, {db}.{probe} TO {db}.{name}"
-        ))
-        .await?;
-        self.drop_if_exists(&old).await?;
-        Ok(true)
-    }
-
-    async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
-        let n: u64 = self
-            .client()
-            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
-            .bind(self.database())
-            .bind(name)
-            .fetch_one()
-            .await?;
-        Ok(n > 0)
-    }
-
-    async fn create_query(&self, name: &str) -> Result<String, ClickHouseError> {
-        Ok(self
-            .client()
-            .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
-            .bind(self.database())
-            .bind(name)
-            .fetch_one()
-            .await?)
-    }
-
-    async fn drop_if_exists(&self, name: &str) -> Result<(), ClickHouseError> {
-        self.execute(&format!("DROP TABLE IF EXISTS {}.{name}", self.database()))
-            .await
-    }
-}
-
 /// `sql` of view `name` creating the view under its probe name instead.
-fn probe_statement(name: &str, sql: &str) -> String {
+pub(crate) fn probe_statement(name: &str, sql: &str) -> String {
     let from = format!("{DATABASE_PLACEHOLDER}.{name} AS");
     let to = format!("{DATABASE_PLACEHOLDER}.{PROBE_PREFIX}{name} AS");
     debug_assert!(sql.contains(&from), "view {name}: unexpected statement");
