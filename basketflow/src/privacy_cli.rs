@@ -202,7 +202,7 @@ async fn erase(args: EraseArgs) -> Result<()> {
         return Ok(());
     };
     let timeout = Duration::from_secs(args.timeout_s);
-    match wait_for_audit(&reader, &request.request_id, timeout).await? {
+    match wait_for_audit(&reader, &request.retailer_id, &request.request_id, timeout).await? {
         Some(row) => {
             println!("{row}");
             Ok(())
@@ -249,17 +249,19 @@ fn missing(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Polls `<database>.privacy_audit` for the row of `request_id` until it exists (`Some`) or
+/// Polls `<database>.privacy_audit` for the row of `retailer_id`'s `request_id` (request ids
+/// are unique per retailer) until it exists (`Some`) or
 /// `timeout` has passed (`None`). A missing table means the graph has not applied any request
 /// yet; ClickHouse errors are retried until the timeout, and the last one is then returned.
 pub(crate) async fn wait_for_audit(
     reader: &ClickHouseReader,
+    retailer_id: &str,
     request_id: &str,
     timeout: Duration,
 ) -> Result<Option<Value>> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last_error = match audit_row(reader, request_id).await {
+        let last_error = match audit_row(reader, retailer_id, request_id).await {
             Ok(Some(row)) => return Ok(Some(row)),
             Ok(None) => None,
             Err(e) => Some(e),
@@ -278,8 +280,12 @@ pub(crate) async fn wait_for_audit(
     }
 }
 
-/// The audit row of `request_id`, if the table and the row exist.
-async fn audit_row(reader: &ClickHouseReader, request_id: &str) -> Result<Option<Value>> {
+/// The audit row of `retailer_id`'s `request_id`, if the table and the row exist.
+async fn audit_row(
+    reader: &ClickHouseReader,
+    retailer_id: &str,
+    request_id: &str,
+) -> Result<Option<Value>> {
     let db = reader.database();
     let tables: u64 = reader
         .client()
@@ -295,8 +301,10 @@ async fn audit_row(reader: &ClickHouseReader, request_id: &str) -> Result<Option
     let query = reader
         .client()
         .query(&format!(
-            "SELECT * FROM {db}.{AUDIT_TABLE} WHERE request_id = ? ORDER BY applied_at LIMIT 1"
+            "SELECT * FROM {db}.{AUDIT_TABLE} WHERE retailer_id = ? AND request_id = ? \
+             ORDER BY applied_at LIMIT 1"
         ))
+        .bind(retailer_id)
         .bind(request_id);
     Ok(json_rows(query)
         .await

@@ -1,5 +1,5 @@
-//! Integration: generated traffic with bad events mixed in, and an experience tree for every
-//! shopper, through the real broker and ClickHouse, on a cluster of 3 processes x 2 workers and
+//! Integration: generated traffic with bad events mixed in, a retailer that reuses the other
+//! retailers' ids of every kind, and an experience tree for every retailer's shopper, through the real broker and ClickHouse, on a cluster of 3 processes x 2 workers and
 //! on 1 process x 1 worker, each run to caught-up. Every analyst view must equal the oracle
 //! computed independently from the raw events, both runs must agree, the dead-letter topic must
 //! hold exactly the bad messages (by partition, offset and reason), and both runs must emit
@@ -42,7 +42,9 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
 
     let seed = 20_261_122;
     println!("generator seed {seed}");
-    let traffic = Traffic::generate(seed, 30_000, 2_000);
+    // A third of the valid events again at a retailer that reuses every id (a copied
+    // integration): its figures must be exactly its own, the others' unchanged.
+    let traffic = Traffic::generate(seed, 30_000, 2_000).with_copying_retailer("retailer-copy", 3);
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -91,6 +93,10 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     // The oracle, from the raw messages the ingest accepts.
     for (name, want) in traffic.expected_views() {
         assert!(!want.is_empty(), "the traffic should fill {name}");
+        assert!(
+            want.iter().any(|row| row.contains("retailer-copy")),
+            "the copying retailer should have rows in {name}"
+        );
         assert_eq!(
             stack.view(&db_cluster, name),
             want,

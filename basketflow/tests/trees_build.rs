@@ -19,7 +19,7 @@ use basketflow_testkit::kafka::{read_text_pairs, Topics};
 use basketflow_testkit::stack::{brokers, clickhouse_url};
 use basketflow_testkit::Database;
 use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase, SoldProductDaily};
-use basketflow_vocab::{ExperienceTree, Timestamp};
+use basketflow_vocab::{tree_key, ExperienceTree, Timestamp};
 use serde_json::{json, Value};
 
 fn version<R>(row: R, time: u64) -> Version<R> {
@@ -85,7 +85,7 @@ fn batch() -> Batch {
         version(bought("cust-003", "r00-milk-0001", 1, 1), 5),
         // cust-004: only at retailer-01 (coffee).
         version(bought("cust-004", "r01-coffee-0001", 3, 3), 5),
-        // cust-005: at both retailers: the first campaign of the file wins.
+        // cust-005: a shopper id at both retailers: two shoppers, one tree each.
         version(bought("cust-005", "r00-milk-0001", 1, 1), 5),
         version(bought("cust-005", "r01-coffee-0001", 1, 1), 5),
         // cust-006: bought, then the order was cancelled (deleted): not active.
@@ -273,7 +273,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "trees build failed: {stderr}");
     assert!(
-        stderr.contains("trees: 2/5 shoppers") && stderr.contains("trees: 4/5 shoppers"),
+        stderr.contains("trees: 2/6 shoppers") && stderr.contains("trees: 4/6 shoppers"),
         "progress lines missing: {stderr}"
     );
     let stdout = text(&out.stdout);
@@ -288,11 +288,12 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         summary["campaigns_skipped"],
         json!([{"id": "expired", "reason": "ended at 2026-09-01T00:00:00Z"}])
     );
-    assert_eq!(summary["shoppers"], 5);
-    assert_eq!(summary["trees"], 5);
+    // Retailer and shopper: cust-005 is a shopper at each retailer.
+    assert_eq!(summary["shoppers"], 6);
+    assert_eq!(summary["trees"], 6);
     // Every retailer-00 shopper could also have had coffee-break.
     assert_eq!(summary["shadowed"], 4);
-    assert_eq!(summary["delivered"], 5);
+    assert_eq!(summary["delivered"], 6);
     assert_eq!(summary["delivery_failures"], 0);
     assert_eq!(
         summary["by_campaign"],
@@ -300,39 +301,52 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
             "autumn-pasta": {"trees": 4, "loyal": 1,
                 "recommendation": {"best_seller": 2, "bought_before": 1, "bought_together": 1},
                 "segments": {"new": 2, "occasional": 1, "regular": 1}},
-            "coffee-break": {"trees": 1, "loyal": 0,
-                "recommendation": {"bought_together": 1}, "segments": {}},
+            "coffee-break": {"trees": 2, "loyal": 0,
+                "recommendation": {"bought_together": 2}, "segments": {}},
         })
     );
 
-    // What the topic holds: one tree per shopper, key = shopper_id.
+    // What the topic holds: one tree per shopper, key = retailer_id U+001F shopper_id.
     let published = read_text_pairs(&brokers(), &topic);
-    let trees: BTreeMap<String, Value> = published
+    let trees: BTreeMap<(String, String), Value> = published
         .iter()
         .map(|(k, v)| {
             let tree: ExperienceTree = serde_json::from_str(v).unwrap();
             tree.check().unwrap();
-            assert_eq!(&tree.shopper_id, k);
+            assert_eq!(k, &tree_key(&tree.retailer_id, &tree.shopper_id));
             assert_eq!(tree.version, 42);
-            (k.clone(), serde_json::from_str(v).unwrap())
+            (
+                (tree.retailer_id.clone(), tree.shopper_id.clone()),
+                serde_json::from_str(v).unwrap(),
+            )
         })
         .collect();
     assert_eq!(trees.len(), published.len(), "a shopper published twice");
+    let keys: Vec<(&str, &str)> = trees
+        .keys()
+        .map(|(r, s)| (r.as_str(), s.as_str()))
+        .collect();
     assert_eq!(
-        trees.keys().collect::<Vec<_>>(),
-        ["cust-001", "cust-002", "cust-003", "cust-004", "cust-005"]
+        keys,
+        [
+            ("retailer-00", "cust-001"),
+            ("retailer-00", "cust-002"),
+            ("retailer-00", "cust-003"),
+            ("retailer-00", "cust-005"),
+            ("retailer-01", "cust-004"),
+            ("retailer-01", "cust-005"),
+        ]
     );
-    let about = |s: &str| (trees[s]["tree_id"].clone(), trees[s]["retailer_id"].clone());
+    let at = |r: &str, s: &str| &trees[&(format!("retailer-{r}"), s.to_string())];
     for s in ["cust-001", "cust-002", "cust-003", "cust-005"] {
-        assert_eq!(about(s), (json!("autumn-pasta"), json!("retailer-00")));
+        assert_eq!(at("00", s)["tree_id"], json!("autumn-pasta"));
     }
-    assert_eq!(
-        about("cust-004"),
-        (json!("coffee-break"), json!("retailer-01"))
-    );
+    for s in ["cust-004", "cust-005"] {
+        assert_eq!(at("01", s)["tree_id"], json!("coffee-break"));
+    }
 
     // cust-001: 5 orders, spend 6 x 150 + 3 x 300 + 4 x 100 = 2200 -> 440 -> 500 -> 1000.
-    let t = &trees["cust-001"];
+    let t = at("00", "cust-001");
     assert_eq!(node_ids(t), pasta_ids(true));
     assert_eq!(
         params(t, "basket"),
@@ -352,7 +366,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         json!({"prize": "basket_back", "max_prize_cents": 400, "win_one_in": 20})
     );
     // cust-002: favourite pasta-0001, bought with sauce-0003 in 4 orders.
-    let t = &trees["cust-002"];
+    let t = at("00", "cust-002");
     assert_eq!(node_ids(t), pasta_ids(false));
     assert_eq!(
         params(t, "searched:pasta/basket"),
@@ -365,7 +379,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     assert_eq!(params(t, "viewed:pasta")["discount_percent"], 14);
     // cust-003 and cust-005 (shadowed coffee-break): the best-selling sauce, the maximum discount.
     for s in ["cust-003", "cust-005"] {
-        let t = &trees[s];
+        let t = at("00", s);
         assert_eq!(node_ids(t), pasta_ids(false));
         assert_eq!(
             params(t, "basket"),
@@ -380,9 +394,17 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     }
     // cust-004, the whole tree: coffee-0001 goes with milk-0002 (not the best-selling milk);
     // spend 3 x 549 over 3 orders -> 549 -> 1000 -> threshold 2000, announced at 500.
+    let mut cust_005 = at("01", "cust-005").clone();
+    cust_005["shopper_id"] = json!("cust-004");
     assert_eq!(
-        trees["cust-004"],
-        json!({"tree_id": "coffee-break", "version": 42, "retailer_id": "retailer-01",
+        &cust_005,
+        at("01", "cust-004"),
+        "cust-005 at retailer-01 (one coffee order of 549) gets cust-004's tree, from \
+         retailer-01's data only"
+    );
+    assert_eq!(
+        at("01", "cust-004"),
+        &json!({"tree_id": "coffee-break", "version": 42, "retailer_id": "retailer-01",
                "shopper_id": "cust-004", "root": "start", "nodes": [
             {"id": "start", "conditions": [], "experience": null, "children": ["basket"]},
             {"id": "basket",
@@ -407,11 +429,11 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     let printed: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     let values: Vec<String> = published.iter().map(|(_, v)| v.clone()).collect();
     assert_eq!(printed, values);
-    assert_eq!(read_text_pairs(&brokers(), &topic).len(), 5);
+    assert_eq!(read_text_pairs(&brokers(), &topic).len(), 6);
     let dry: Value = serde_json::from_str(text(&out.stderr).lines().last().unwrap()).unwrap();
     assert_eq!(
         (dry["dry_run"].clone(), dry["trees"].clone()),
-        (json!(true), json!(5))
+        (json!(true), json!(6))
     );
 
     // --limit stops after that many shoppers.
@@ -423,8 +445,8 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
     assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), &printed[..2]);
 
-    // Only the first campaign (retailer-00): the queries filter on the retailer; cust-004 (only
-    // at retailer-01) gets nothing, the others the same trees as before.
+    // Only the first campaign (retailer-00): the queries filter on the retailer; retailer-01's
+    // shoppers get nothing, the others the same trees as before.
     let first = &CAMPAIGNS[..CAMPAIGNS.find("[[campaign]]\nid = \"expired\"").unwrap()];
     std::fs::write(dir.join("campaigns.toml"), first).unwrap();
     let out = run_build(&dir, &["--dry-run"]);
@@ -435,7 +457,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
     let want: Vec<&str> = values
         .iter()
-        .filter(|v| !v.contains("cust-004"))
+        .filter(|v| !v.contains("\"retailer_id\":\"retailer-01\""))
         .map(|v| v.as_str())
         .collect();
     assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), want);

@@ -20,10 +20,12 @@
 //!
 //! 1. **De-duplication** ([`unique_events`]): only events that can change a read model
 //!    ([`changes_read_models`]: basket changes, payments, cancellations; about 40% of a typical
-//!    stream) enter the read-model state at all. For each `event_id`, the least of their copies
-//!    with positive multiplicity ([`basketflow_operators::first_per_id`]). `reduce` sees the copies
-//!    sorted, so the winner depends only on the set of copies, never on their order of arrival:
-//!    every replay agrees. The arrangement is keyed by a 64-bit hash of `event_id` (integers are
+//!    stream) enter the read-model state at all. For each `(retailer_id, event_id)` (an event id
+//!    is unique per retailer: two retailers may reuse each other's ids of every kind), the least
+//!    of their copies with positive multiplicity ([`basketflow_operators::first_per_id`]).
+//!    `reduce` sees the copies sorted, so the winner depends only on the set of copies, never on
+//!    their order of arrival: every replay agrees. The arrangement is keyed by a 64-bit hash of
+//!    `(retailer_id, event_id)` (integers are
 //!    cheap to merge; colliding ids are still told apart, so this stays exact) and holds events behind
 //!    an `Arc` (merges clone values; the input and output arrangements share one copy). The
 //!    three projections below read the arrangement in place. Events are exchanged as

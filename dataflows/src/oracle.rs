@@ -8,9 +8,11 @@
 //!
 //! Rules (the product's contract):
 //! 1. Only basket changes, payments and `cancelled` status changes count (the others change
-//!    no read model). Those with the same `event_id` count once: the copy least by `Ord` on
-//!    [`Event`] (a page view or a `delivered` change sharing an order's `event_id` does not
-//!    compete with it).
+//!    no read model). Those with the same `(retailer_id, event_id)` count once: the copy least
+//!    by `Ord` on [`Event`] (a page view or a `delivered` change sharing an order's `event_id`
+//!    does not compete with it). An `event_id` is unique per retailer only: another retailer's
+//!    event with the same id is another event, and each retailer's figures are what they would
+//!    be if it were alone.
 //! 2. An order is `(retailer_id, order_id)`; its lines and shopper come from its earliest
 //!    `order_paid` (ties: smallest `event_id`). An order with any `cancelled` status change (same
 //!    retailer and order id, any shopper, any time) counts in no sold-product figure.
@@ -98,11 +100,11 @@ pub fn with_privacy(
 /// Computes the read models from all the events received so far (any order, duplicates
 /// allowed).
 pub fn read_models(events: &[Event]) -> ReadModelRows {
-    // Rule 1: one event per id, the least copy.
-    let mut by_id: BTreeMap<&str, &Event> = BTreeMap::new();
+    // Rule 1: one event per (retailer, id), the least copy.
+    let mut by_id: BTreeMap<(&str, &str), &Event> = BTreeMap::new();
     for event in events.iter().filter(|e| changes_read_models(e)) {
         by_id
-            .entry(&event.event_id)
+            .entry((&event.retailer_id, &event.event_id))
             .and_modify(|kept| {
                 if event < *kept {
                     *kept = event;

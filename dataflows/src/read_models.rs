@@ -27,14 +27,16 @@ use basketflow_vocab::WireEvent;
 /// [`basketflow_vocab::read_models`], which the ClickHouse sink also reads.
 pub use basketflow_vocab::read_models::ReadModels;
 
-/// Events with the same `event_id` reduced to one: the least copy by `Ord` on [`Event`].
+/// Events with the same `(retailer_id, event_id)` reduced to one: the least copy by `Ord` on
+/// [`Event`]. An `event_id` is unique per retailer only: two retailers' events with the same
+/// id are different events.
 ///
-/// Arranged by a hash of `event_id` (see [`first_per_id`]). Events cross worker (and process)
+/// Arranged by a hash of `(retailer_id, event_id)` (see [`first_per_id`]). Events cross worker (and process)
 /// boundaries here as [`WireEvent`]s.
 pub type UniqueEvents<'scope, T> = ValArrangement<'scope, T, u64, WireEvent>;
 
-/// De-duplicates the events that change a read model ([`changes_read_models`]) by `event_id`
-/// (rule 1), keeping the copy that sorts first; the other events are dropped.
+/// De-duplicates the events that change a read model ([`changes_read_models`]) by
+/// `(retailer_id, event_id)` (rule 1), keeping the copy that sorts first; the other events are dropped.
 ///
 /// The result is an arrangement that several parts of the graph can read without copying it;
 /// [`deduplicate`] gives it as a collection of events.
@@ -56,7 +58,7 @@ where
     first_per_id(
         "UniqueEvents",
         events.filter(|event: &WireEvent| changes_read_models(&event.0)),
-        |event: &WireEvent| event.0.event_id.as_str(),
+        |event: &WireEvent| (event.0.retailer_id.as_str(), event.0.event_id.as_str()),
     )
 }
 
@@ -79,8 +81,8 @@ pub fn changes_read_models(event: &Event) -> bool {
     )
 }
 
-/// De-duplicates the events that change a read model by `event_id` (rule 1), as a collection
-/// of events.
+/// De-duplicates the events that change a read model by `(retailer_id, event_id)` (rule 1),
+/// as a collection of events.
 pub fn deduplicate<'scope, T>(
     events: &VecCollection<'scope, T, Event>,
 ) -> VecCollection<'scope, T, Event>

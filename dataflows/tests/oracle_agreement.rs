@@ -6,7 +6,7 @@ mod support;
 use basketflow_dataflows::oracle;
 use basketflow_vocab::arbitrary::{body, id, product};
 use basketflow_vocab::Retention;
-use basketflow_vocab::{BasketChange, Event, EventBody, OrderStatus, Timestamp};
+use basketflow_vocab::{tree_key, BasketChange, Event, EventBody, OrderStatus, Timestamp};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -274,7 +274,8 @@ fn partition_of(shopper_id: &str) -> i32 {
     shopper_id.bytes().map(i32::from).sum::<i32>() % PARTITIONS
 }
 
-/// A tree for every shopper of the small alphabets: a recommendation once the basket holds a
+/// A tree for every shopper of the small alphabets (three retailers, the same shopper ids at
+/// each, so the trees topic holds three trees per shopper id): a recommendation once the basket holds a
 /// product of category `c0`, a tension cart from 1,000 cents on.
 fn trees() -> Vec<ExperienceTree> {
     let node = |id: &str, conditions, kind: Option<ExperienceKind>, children: &[&str]| Node {
@@ -287,7 +288,7 @@ fn trees() -> Vec<ExperienceTree> {
         children: children.iter().map(|c| c.to_string()).collect(),
     };
     let mut trees = Vec::new();
-    for r in 0..2 {
+    for r in 0..3 {
         for s in 0..3 {
             trees.push(ExperienceTree {
                 tree_id: "t".into(),
@@ -372,7 +373,8 @@ fn run_whole_graph(
     for (offset, tree) in trees().into_iter().enumerate() {
         let payload = serde_json::to_vec(&tree).expect("a tree serializes");
         let p = partition_of(&tree.shopper_id);
-        tree_messages.push(message(p, offset as i64, 1, &tree.shopper_id, payload));
+        let key = tree_key(&tree.retailer_id, &tree.shopper_id);
+        tree_messages.push(message(p, offset as i64, 1, &key, payload));
     }
     let last = rounds.iter().map(|(t, _)| *t).max().unwrap_or(0);
     let (s_sold, r_sold) = channel();
@@ -580,7 +582,7 @@ fn the_whole_graph_decides_on_a_basket_change() {
     let expected = vec![
         (
             1,
-            decision_id("t", 1, "c0", "e1"),
+            decision_id("r0", "s1", "t", 1, "c0", "e1"),
             "s1".to_string(),
             "c0".to_string(),
             "e1".to_string(),
@@ -590,7 +592,7 @@ fn the_whole_graph_decides_on_a_basket_change() {
         // The copy of e2 (same event id) moves the shopper once.
         (
             2,
-            decision_id("t", 1, "big", "e2"),
+            decision_id("r0", "s1", "t", 1, "big", "e2"),
             "s1".to_string(),
             "big".to_string(),
             "e2".to_string(),
@@ -600,4 +602,158 @@ fn the_whole_graph_decides_on_a_basket_change() {
         ),
     ];
     assert_eq!(out.decisions, expected);
+}
+
+// ---- Retailers are tenants: a run of several retailers is the union of each one alone. ----
+
+/// Rounds of two retailers' events from small alphabets that share every kind of id (`r0` and
+/// `r1` draw event, shopper, session, order and product ids from the same few), plus a third
+/// retailer `r2` whose tracker is a copied integration: some of the others' events again, with
+/// the same ids, sent by `r2` in the same round.
+fn tenant_rounds() -> impl Strategy<Value = Vec<(u64, Vec<Event>)>> {
+    (rounds(), vec(any::<bool>(), 40)).prop_map(|(mut rounds, copied)| {
+        let mut flags = copied.into_iter().cycle();
+        for (_, events) in rounds.iter_mut() {
+            let copies: Vec<Event> = events
+                .iter()
+                .filter(|_| flags.next().unwrap_or(false))
+                .map(|e| Event {
+                    retailer_id: "r2".into(),
+                    ..e.clone()
+                })
+                .collect();
+            events.extend(copies);
+        }
+        rounds
+    })
+}
+
+/// Erasures of any of the three retailers' shoppers.
+fn tenant_erasures() -> impl Strategy<Value = ErasureRounds> {
+    vec((1..=ROUNDS, id("r", 3), id("s", 3)), 0..4).prop_map(|erasures| {
+        (1..=ROUNDS)
+            .map(|t| {
+                let at_t = erasures.iter().filter(|e| e.0 == t);
+                (t, at_t.map(|(_, r, s)| (r.clone(), s.clone())).collect())
+            })
+            .collect()
+    })
+}
+
+/// A decision as the comparison of tenants sees it: everything but its partition and offset
+/// (a retailer alone has other neighbours in its partitions).
+fn decisions_without_positions(out: &GraphOutput) -> Vec<(u64, String, String, String, String)> {
+    let mut d: Vec<_> = out
+        .decisions
+        .iter()
+        .map(|(t, id, shopper, node, event, _, _)| {
+            (*t, id.clone(), shopper.clone(), node.clone(), event.clone())
+        })
+        .collect();
+    d.sort();
+    d
+}
+
+/// The read models of all retailers at `time`, given each retailer's alone.
+fn union_at(alone: &[GraphOutput], time: u64) -> oracle::ReadModelRows {
+    let mut all = oracle::ReadModelRows::default();
+    for out in alone {
+        let rows = rows_at(&out.models, time);
+        all.sold_products_daily.extend(rows.sold_products_daily);
+        all.shopper_purchases.extend(rows.shopper_purchases);
+        all.product_affinities.extend(rows.product_affinities);
+        all.baskets.extend(rows.baskets);
+        all.order_lines.extend(rows.order_lines);
+    }
+    all.sold_products_daily.sort();
+    all.shopper_purchases.sort();
+    all.product_affinities.sort();
+    all.baskets.sort();
+    all.order_lines.sort();
+    all
+}
+
+fn check_tenants_apart(
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Retention,
+) -> Result<(), TestCaseError> {
+    let together = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention);
+    let alone: Vec<GraphOutput> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|r| {
+            let own_rounds: Vec<(u64, Vec<Event>)> = rounds
+                .iter()
+                .map(|(t, events)| {
+                    let own = events.iter().filter(|e| e.retailer_id == *r);
+                    (*t, own.cloned().collect())
+                })
+                .collect();
+            let own_erasures: ErasureRounds = erasures
+                .iter()
+                .map(|(t, keys)| (*t, keys.iter().filter(|k| k.0 == *r).cloned().collect()))
+                .collect();
+            run_whole_graph(Workers::Direct, &own_rounds, &own_erasures, &retention)
+        })
+        .collect();
+    for (time, _) in &rounds {
+        prop_assert_eq!(
+            rows_at(&together.models, *time),
+            union_at(&alone, *time),
+            "read models at {}",
+            time
+        );
+    }
+    let mut each: Vec<_> = alone.iter().flat_map(decisions_without_positions).collect();
+    each.sort();
+    prop_assert_eq!(decisions_without_positions(&together), each);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn retailers_sharing_every_id_get_what_each_gets_alone(
+        rounds in tenant_rounds(),
+        erasures in tenant_erasures(),
+        retention in retention(),
+    ) {
+        check_tenants_apart(rounds, erasures, retention)?;
+    }
+}
+
+/// The case the issue was filed with, fixed: a second retailer whose tracker reuses the first
+/// one's event ids (with its own shoppers, orders and products) keeps all of its figures.
+#[test]
+fn a_retailer_reusing_another_retailers_event_ids_keeps_its_figures() {
+    let paid = |retailer: &str, product: &str| Event {
+        event_id: "e1".into(),
+        retailer_id: retailer.into(),
+        shopper_id: "s1".into(),
+        session_id: None,
+        occurred_at: Timestamp(BASE),
+        body: EventBody::OrderPaid {
+            order_id: "o1".into(),
+            lines: vec![basketflow_vocab::OrderLine {
+                product_id: product.into(),
+                category: "c0".into(),
+                brand: None,
+                quantity: 2,
+                unit_price_cents: 150,
+            }],
+            total_cents: 300,
+        },
+    };
+    let rounds = vec![(1, vec![paid("r0", "p0"), paid("r1", "p1")])];
+    let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+    let sold: Vec<(String, String, i64)> = rows_at(&out.models, 1)
+        .sold_products_daily
+        .into_iter()
+        .map(|r| (r.retailer_id, r.product_id, r.quantity))
+        .collect();
+    assert_eq!(
+        sold,
+        vec![("r0".into(), "p0".into(), 2), ("r1".into(), "p1".into(), 2)]
+    );
 }

@@ -10,7 +10,8 @@
 //! 3. privacy: any PII field name or email-shaped string, at any depth (`pii`), see [`crate::pii`];
 //! 4. `type`: present (`missing_field`), a string (`wrong_type`), known (`unknown_type`);
 //! 5. the common fields, then the type's own fields, in contract order: presence, JSON type,
-//!    then value (`invalid_value`: empty or over-long ids, quantities below 1, negative money,
+//!    then value (`invalid_value`: over-long ids, ids that are empty, blank or hold a control or
+//!    bidirectional formatting character ([`basketflow_vocab::ids`]), quantities below 1, negative money,
 //!    unknown enum values, timestamps that are not RFC 3339 or outside 1970..2100).
 //!
 //! Fields the contract does not know are tolerated (forward compatibility) and reported in
@@ -22,6 +23,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use basketflow_vocab::ids::id_problem;
 use basketflow_vocab::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product, Timestamp,
 };
@@ -390,14 +392,9 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| wrong_type(&self.path(key), "a string", v))
     }
 
+    /// An identifier ([`basketflow_vocab::ids`]): at most [`MAX_ID_BYTES`] bytes of non-blank
+    /// printable text (no control or bidirectional formatting characters).
     fn check_id(&self, key: &str, s: &str) -> Result<String, Rejection> {
-        if s.is_empty() {
-            return Err(reject(
-                RejectCode::InvalidValue,
-                &self.path(key),
-                "must not be empty".into(),
-            ));
-        }
         if s.len() > MAX_ID_BYTES {
             return Err(reject(
                 RejectCode::InvalidValue,
@@ -405,10 +402,13 @@ impl<'a> Fields<'a> {
                 format!("is {} bytes, the limit is {MAX_ID_BYTES}", s.len()),
             ));
         }
+        if let Some(why) = id_problem(s) {
+            return Err(reject(RejectCode::InvalidValue, &self.path(key), why));
+        }
         Ok(s.to_string())
     }
 
-    /// A required identifier: a non-empty string of at most [`MAX_ID_BYTES`] bytes.
+    /// A required identifier (see [`Self::check_id`]).
     fn id(&mut self, key: &'static str) -> Result<String, Rejection> {
         let s = self.required_str(key)?;
         self.check_id(key, s)

@@ -75,6 +75,44 @@ fn every_bad_input_gets_its_exact_reason() {
             "shopper_id",
             "must not be empty".into(),
         ),
+        // Identifiers are non-blank printable text: these would live in keys, rows, logs
+        // and every retailer's exports.
+        (
+            add_with(r#""retailer_id":"r1""#, r#""retailer_id":"\u0000""#),
+            InvalidValue,
+            "retailer_id",
+            "contains U+0000 at character 1: identifiers must be printable text, without control or bidirectional formatting characters".into(),
+        ),
+        (
+            add_with(r#""shopper_id":"s1""#, r#""shopper_id":"s\n1""#),
+            InvalidValue,
+            "shopper_id",
+            "contains U+000A at character 2: identifiers must be printable text, without control or bidirectional formatting characters".into(),
+        ),
+        (
+            add_with(r#""event_id":"e1""#, r#""event_id":"\u001b[31me1""#),
+            InvalidValue,
+            "event_id",
+            "contains U+001B at character 1: identifiers must be printable text, without control or bidirectional formatting characters".into(),
+        ),
+        (
+            add_with(r#""product_id":"p1""#, "\"product_id\":\"p\u{202e}1\""),
+            InvalidValue,
+            "product.product_id",
+            "contains U+202E at character 2: identifiers must be printable text, without control or bidirectional formatting characters".into(),
+        ),
+        (
+            add_with(r#""shopper_id":"s1""#, r#""shopper_id":"   ""#),
+            InvalidValue,
+            "shopper_id",
+            "must not be blank".into(),
+        ),
+        (
+            add_with(r#""shopper_id":"s1""#, r#""shopper_id":"s1","session_id":"\u0085""#),
+            InvalidValue,
+            "session_id",
+            "contains U+0085 at character 1: identifiers must be printable text, without control or bidirectional formatting characters".into(),
+        ),
         (
             add_with(r#""retailer_id":"r1""#, &format!(r#""retailer_id":"{long_id}""#)),
             InvalidValue,

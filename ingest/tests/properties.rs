@@ -104,6 +104,10 @@ proptest! {
         let replacements = [
             json!(null), json!(""), json!("x".repeat(129)), json!("x"), json!(7), json!(-1),
             json!(0), json!(2.5), json!(2.0), json!({}), json!([]), json!(true),
+            // Identifiers that are not printable text (or blank) and ones that are.
+            json!("\u{0}"), json!("a\nb"), json!("\u{1b}[31m"), json!("x\u{7f}"),
+            json!("\u{85}"), json!("r\u{202e}"), json!("\u{2066}x"), json!("\u{61c}"),
+            json!("   "), json!("\u{3000}"), json!(" a "), json!("日本"), json!("a\u{a0}b"),
         ];
         for path in &all {
             let edits = std::iter::once(None).chain(replacements.iter().map(Some));

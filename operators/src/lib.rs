@@ -7,8 +7,9 @@
 //!
 //! * [`one_per_key`]: for each key, the least or the greatest value present
 //!   (replay-stable choice among duplicates, "earliest", "latest").
-//! * [`first_per_id`]: de-duplication of values by an id they contain, arranged by the id's
-//!   hash so that the (unbounded) set of ids costs integers, not strings, in the arrangement.
+//! * [`first_per_id`]: de-duplication of values by a scoped id they contain (an id unique
+//!   within its tenant), arranged by the pair's hash so that the (unbounded) set of ids costs
+//!   integers, not strings, in the arrangement.
 //! * [`forget`]: a temporal filter and keyed erasure in one (records leave at an expiry time
 //!   or when their key is forgotten, leaving an optional residue).
 //! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
@@ -117,15 +118,21 @@ where
         )
 }
 
-/// For each distinct `id(value)`, the least value (by `Ord`) with positive multiplicity, with
-/// multiplicity one: de-duplication by an id that is part of the value.
+/// For each distinct scoped id `id(value)` = `(scope, id)`, the least value (by `Ord`) with
+/// positive multiplicity, with multiplicity one: de-duplication by an id that is part of the
+/// value and unique only within its scope.
 ///
-/// The result is arranged by a 64-bit hash of the id ([`Hashable::hashed`], the same in every
-/// worker and process of one build) rather than by the id itself, so that the arrangement's keys
-/// are integers, cheap to sort, merge and exchange whatever the ids are. Ids whose hashes collide
-/// share a key but are still told apart (by `Eq` on the ids): the result is exact. The values
-/// are stored once per distinct live value; make them cheap to clone (e.g. behind an `Arc`)
-/// when they are large, since arrangements clone values as they merge batches.
+/// The scope is the tenant that guarantees the id's uniqueness: for shopper events it is the
+/// retailer (`(retailer_id, event_id)`), since two retailers may reuse each other's ids. Values
+/// with the same id in different scopes are different values, both kept.
+///
+/// The result is arranged by a 64-bit hash of `(scope, id)` ([`Hashable::hashed`], the same in
+/// every worker and process of one build) rather than by the pair itself, so that the
+/// arrangement's keys are integers, cheap to sort, merge and exchange whatever the ids are.
+/// Pairs whose hashes collide share a key but are still told apart (by `Eq` on scope and id):
+/// the result is exact. The values are stored once per distinct live value; make them cheap to
+/// clone (e.g. behind an `Arc`) when they are large, since arrangements clone values as they
+/// merge batches.
 ///
 /// # Examples
 ///
@@ -135,19 +142,23 @@ where
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
-///     // (id, payload): two copies of id 1 (the least wins) and one of id 2.
-///     let copies = vec![(1u32, 9i32), (1, 4), (2, 7)];
+///     // (scope, id, payload): two copies of id 1 in scope 'a' (the least wins), one of id 2,
+///     // and id 1 again in scope 'b' (another tenant's id 1: kept).
+///     let copies = vec![('a', 1u32, 9i32), ('a', 1, 4), ('a', 2, 7), ('b', 1, 3)];
 ///     let (_input, values) = scope.new_collection_from(copies);
-///     first_per_id("Dedup", values, |v: &(u32, i32)| &v.0)
+///     first_per_id("Dedup", values, |v: &(char, u32, i32)| (&v.0, &v.1))
 ///         .as_collection(|_hash, v| *v)
 ///         .inner
 ///         .capture()
 /// });
 /// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
 /// rows.sort();
-/// assert_eq!(rows, vec![((1, 4), 0, 1), ((2, 7), 0, 1)]);
+/// assert_eq!(
+///     rows,
+///     vec![(('a', 1, 4), 0, 1), (('a', 2, 7), 0, 1), (('b', 1, 3), 0, 1)]
+/// );
 /// ```
-pub fn first_per_id<'scope, T, V, I, F>(
+pub fn first_per_id<'scope, T, V, S, I, F>(
     name: &str,
     values: VecCollection<'scope, T, V, isize>,
     id: F,
@@ -155,19 +166,20 @@ pub fn first_per_id<'scope, T, V, I, F>(
 where
     T: Timestamp + Lattice + Ord,
     V: ExchangeData,
+    S: std::hash::Hash + Eq + ?Sized,
     I: std::hash::Hash + Eq + ?Sized,
-    F: Fn(&V) -> &I + Clone + 'static,
+    F: Fn(&V) -> (&S, &I) + Clone + 'static,
 {
     let id_of = id.clone();
     values
-        .map(move |value| ((&id_of(&value)).hashed(), value))
+        .map(move |value| (id_of(&value).hashed(), value))
         .arrange_by_key_named(&format!("Arrange: {name}"))
         .reduce_abelian::<_, ValBuilder<u64, V, T, isize>, ValSpine<u64, V, T, isize>, _, _>(
             name,
             move |_hash, input, output| {
-                // Usually one id per hash. Values are sorted: the first positive value of an id
-                // is its least.
-                let mut done: Vec<&I> = Vec::new();
+                // Usually one scoped id per hash. Values are sorted: the first positive value
+                // of a scoped id is its least.
+                let mut done: Vec<(&S, &I)> = Vec::new();
                 for (value, diff) in input {
                     let value_id = id(value);
                     if *diff > 0 && !done.contains(&value_id) {

@@ -116,25 +116,38 @@ impl std::hash::Hash for Colliding {
 
 #[test]
 fn first_per_id_tells_colliding_ids_apart() {
-    // Values (id, content); ids 'x' and 'y' share one hash, hence one key.
+    // Values (scope, id, content); ids 'x' and 'y' share one hash, and so do scopes 'a' and
+    // 'b': every value shares one key, and the scoped ids are still told apart.
+    let (a, b) = (Colliding('a'), Colliding('b'));
     let (x, y) = (Colliding('x'), Colliding('y'));
     let rounds = vec![
-        vec![((x, 5), 1), ((y, 7), 1), ((x, 9), 1)],
-        vec![((x, 2), 1), ((y, 7), -1)],
-        vec![((y, 8), 1)],
+        vec![
+            ((a, x, 5), 1),
+            ((a, y, 7), 1),
+            ((a, x, 9), 1),
+            ((b, x, 6), 1),
+        ],
+        vec![((a, x, 2), 1), ((a, y, 7), -1)],
+        vec![((a, y, 8), 1), ((b, x, 1), 1)],
     ];
     let first = run(rounds, |c| {
-        first_per_id("FirstPerId", c, |v: &(Colliding, i32)| &v.0).as_collection(|_hash, v| *v)
+        first_per_id("FirstPerId", c, |v: &(Colliding, Colliding, i32)| {
+            (&v.0, &v.1)
+        })
+        .as_collection(|_hash, v| *v)
     });
     assert_eq!(
         first,
         vec![
-            ((x, 5), 1, 1),
-            ((y, 7), 1, 1),
-            ((x, 2), 2, 1),
-            ((x, 5), 2, -1),
-            ((y, 7), 2, -1),
-            ((y, 8), 3, 1),
+            ((a, x, 5), 1, 1),
+            ((a, y, 7), 1, 1),
+            ((b, x, 6), 1, 1),
+            ((a, x, 2), 2, 1),
+            ((a, x, 5), 2, -1),
+            ((a, y, 7), 2, -1),
+            ((a, y, 8), 3, 1),
+            ((b, x, 1), 3, 1),
+            ((b, x, 6), 3, -1),
         ]
     );
 }

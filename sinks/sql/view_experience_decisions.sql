@@ -1,8 +1,9 @@
--- One row per decision (the first decided_at among replayed copies).
+-- One row per decision (the first decided_at among replayed copies). Grouped by retailer too:
+-- retailers are tenants, and a decision is always one retailer's.
 CREATE VIEW IF NOT EXISTS {database}.experience_decisions AS
 SELECT
     decision_id,
-    any(retailer_id) AS retailer_id,
+    retailer_id,
     any(shopper_id) AS shopper_id,
     any(session_id) AS session_id,
     any(kind) AS kind,
@@ -17,4 +18,4 @@ SELECT
     any(occurred_at) AS occurred_at,
     min(decided_at) AS decided_at
 FROM {database}.experience_decisions_log
-GROUP BY decision_id
+GROUP BY retailer_id, decision_id

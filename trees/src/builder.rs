@@ -1,16 +1,17 @@
 //! The pure tree builder: the active campaigns ([`Plan`]s) and the cold data's rows in, one
-//! [`ExperienceTree`] per shopper out. No I/O: the caller reads the rows (`cold_data`)
+//! [`ExperienceTree`] per retailer's shopper out. No I/O: the caller reads the rows (`cold_data`)
 //! and publishes the trees (`publish`); everything here is unit-tested exactly
 //! (`builder/tests.rs`).
 //!
 //! A campaign is active when `start <= now < end` (`--now`, default: the current time). A shopper
-//! is active for a campaign when they have at least one purchase (a `shopper_purchases` row) at
-//! a retailer the campaign targets. The topic holds one tree per shopper, so a shopper gets the
-//! tree of the first active campaign of the file that targets them, at the targeted retailer
-//! where they have the most orders (then the greatest spend, then the smallest retailer id).
-//! Shoppers who had other candidates are counted as `shadowed` in the summary.
+//! is a retailer's shopper: retailers are tenants, and the same `shopper_id` at two retailers
+//! is two people, each with their own tree, built from their own retailer's data only. A
+//! shopper is active for a campaign when they have at least one purchase (a `shopper_purchases`
+//! row) and the campaign targets their retailer. The topic holds one tree per retailer and
+//! shopper, so a shopper gets the tree of the first active campaign of the file that targets
+//! their retailer; shoppers who had other candidates are counted as `shadowed` in the summary.
 //!
-//! # The shopper's figures (from the cold data, at the chosen retailer)
+//! # The shopper's figures (from the cold data of their retailer)
 //! - A product's category is the one `sold_products_daily` gives it (the category with the most
 //!   units if rows disagree); its unit price is its revenue divided by its units, rounded.
 //! - *Orders*: the shopper's number of orders is estimated as the greatest `orders` of their
@@ -64,7 +65,7 @@
 //! whatever order ClickHouse returns rows in.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase};
 use basketflow_vocab::{
@@ -692,44 +693,40 @@ impl Builder {
         })
     }
 
-    /// The tree of `shopper_id`, whose `shopper_purchases` rows (every retailer, any order) are
-    /// `rows`.
-    pub fn build(&self, shopper_id: &str, rows: &[ShopperPurchase]) -> ShopperOutcome {
-        let retailers: BTreeSet<&str> = rows
+    /// The tree of `retailer_id`'s shopper `shopper_id`, whose `shopper_purchases` rows are
+    /// `rows` (rows of other retailers or shoppers are ignored: a shopper id names a person at
+    /// one retailer only, and another retailer's shopper with the same id is another person,
+    /// with their own tree).
+    pub fn build(
+        &self,
+        retailer_id: &str,
+        shopper_id: &str,
+        rows: &[ShopperPurchase],
+    ) -> ShopperOutcome {
+        let mine: Vec<ShopperPurchase> = rows
             .iter()
-            .filter(|r| r.shopper_id == shopper_id && r.orders > 0)
-            .map(|r| r.retailer_id.as_str())
+            .filter(|r| r.retailer_id == retailer_id && r.shopper_id == shopper_id)
+            .cloned()
             .collect();
-        let candidates: Vec<(usize, &str)> = self
-            .plans
-            .iter()
-            .enumerate()
-            .flat_map(|(i, plan)| {
-                retailers
-                    .iter()
-                    .filter(|r| plan.targets(r))
-                    .map(move |r| (i, *r))
-            })
-            .collect();
-        let Some(&(first, _)) = candidates.first() else {
+        let candidates: Vec<usize> = if mine.iter().any(|r| r.orders > 0) {
+            self.plans
+                .iter()
+                .enumerate()
+                .filter(|(_, plan)| plan.targets(retailer_id))
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let Some(&first) = candidates.first() else {
             return ShopperOutcome {
                 tree: None,
                 candidates: 0,
             };
         };
-        let mine: Vec<ShopperPurchase> = rows
-            .iter()
-            .filter(|r| r.shopper_id == shopper_id)
-            .cloned()
-            .collect();
-        let best = candidates
-            .iter()
-            .filter(|(i, _)| *i == first)
-            .map(|(_, r)| self.profile(r, &mine))
-            .min_by_key(|p| (Reverse(p.orders), Reverse(p.spend_cents), p.retailer))
-            .expect("at least one candidate");
+        let profile = self.profile(retailer_id, &mine);
         ShopperOutcome {
-            tree: self.tree(first, shopper_id, &best),
+            tree: self.tree(first, shopper_id, &profile),
             candidates: candidates.len(),
         }
     }

@@ -5,7 +5,7 @@
 //! The read models' rows come back as their own types ([`basketflow_vocab::read_models`]),
 //! through [`ClickHouseReader::read_model`], which derives the columns from each model's one
 //! definition; only the builder's own input, sales summed over days, is read as a tuple.
-//! `shopper_purchases` comes back in shopper order, one shopper's rows at a time
+//! `shopper_purchases` comes back in (retailer, shopper) order, one shopper's rows at a time
 //! ([`Purchases`]), so memory holds one shopper, never the table.
 
 use std::collections::BTreeSet;
@@ -138,27 +138,29 @@ impl ColdData {
         Ok(rows)
     }
 
-    /// The number of distinct shoppers with purchases.
+    /// The number of distinct shoppers (retailer and shopper id) with purchases.
     pub async fn count_shoppers(&self) -> Result<u64> {
         let (db, clause) = (self.reader.database(), self.retailer_clause());
-        let sql = format!("SELECT uniqExact(shopper_id) FROM {db}.shopper_purchases {clause}");
+        let sql = format!(
+            "SELECT uniqExact(retailer_id, shopper_id) FROM {db}.shopper_purchases {clause}"
+        );
         self.query(&sql)
             .fetch_one::<u64>()
             .await
             .context("counting shoppers")
     }
 
-    /// The purchases, one shopper at a time, in shopper id order.
+    /// The purchases, one retailer's shopper at a time, in (retailer, shopper) order.
     pub fn purchases(&self) -> Result<Purchases> {
         let cursor = self
-            .read_model::<ShopperPurchase>("shopper_id, retailer_id, product_id")
+            .read_model::<ShopperPurchase>("retailer_id, shopper_id, product_id")
             .fetch()
             .context("reading shopper_purchases")?;
         Ok(Purchases { cursor, next: None })
     }
 }
 
-/// `shopper_purchases` in shopper order, grouped by shopper.
+/// `shopper_purchases` in (retailer, shopper) order, grouped by retailer and shopper.
 pub(crate) struct Purchases {
     cursor: ReadModelCursor<ShopperPurchase>,
     /// The first row of the next shopper, read with the previous shopper's rows.
@@ -166,7 +168,7 @@ pub(crate) struct Purchases {
 }
 
 impl Purchases {
-    /// The next shopper's rows (every retailer, at least one row), or `None` after the last.
+    /// The next retailer's shopper's rows (at least one row), or `None` after the last.
     pub async fn next_shopper(&mut self) -> Result<Option<Vec<ShopperPurchase>>> {
         let mut group: Vec<ShopperPurchase> = self.next.take().into_iter().collect();
         loop {
@@ -179,7 +181,10 @@ impl Purchases {
                 return Ok((!group.is_empty()).then_some(group));
             };
             match group.first() {
-                Some(first) if first.shopper_id != row.shopper_id => {
+                Some(first)
+                    if (&first.retailer_id, &first.shopper_id)
+                        != (&row.retailer_id, &row.shopper_id) =>
+                {
                     self.next = Some(row);
                     return Ok(Some(group));
                 }

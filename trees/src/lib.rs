@@ -77,7 +77,7 @@ pub struct BuildArgs {
     /// goes to stderr).
     #[arg(long)]
     pub dry_run: bool,
-    /// Stop after this many shoppers (in shopper id order).
+    /// Stop after this many shoppers (in retailer, then shopper id order).
     #[arg(long)]
     pub limit: Option<u64>,
     /// The instant campaigns are active at: RFC 3339 or a date (midnight UTC). Default: now.
@@ -219,7 +219,7 @@ async fn build(
                 limited = true;
                 break;
             }
-            let outcome = builder.build(&group[0].shopper_id, &group);
+            let outcome = builder.build(&group[0].retailer_id, &group[0].shopper_id, &group);
             shoppers += 1;
             if outcome.candidates > 1 {
                 shadowed += 1;

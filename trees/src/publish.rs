@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use basketflow_kafka::{client_config, keyed_producer};
-use basketflow_vocab::ExperienceTree;
+use basketflow_vocab::{tree_key, ExperienceTree};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -121,8 +121,9 @@ impl Output {
             Destination::Kafka {
                 producer, topic, ..
             } => {
+                let key = tree_key(&tree.retailer_id, &tree.shopper_id);
                 let mut record = BaseRecord::to(topic.as_str())
-                    .key(tree.shopper_id.as_bytes())
+                    .key(key.as_bytes())
                     .payload(json.as_bytes());
                 loop {
                     match producer.send(record) {

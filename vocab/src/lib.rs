@@ -16,6 +16,7 @@
 pub mod arbitrary;
 pub mod dead_letter;
 pub mod event;
+pub mod ids;
 pub mod privacy;
 pub mod read_models;
 pub mod time;
@@ -33,7 +34,7 @@ pub use read_models::{
 };
 pub use time::Timestamp;
 pub use tree::{
-    CausedBy, Condition, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
-    ProductMatch,
+    split_tree_key, tree_key, CausedBy, Condition, Decision, Experience, ExperienceKind,
+    ExperienceTree, Node, ParamValue, ProductMatch, TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

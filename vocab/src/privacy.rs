@@ -44,8 +44,8 @@ pub struct ErasureRequest {
 }
 
 impl ErasureRequest {
-    /// Parses and checks a request: JSON with exactly the four fields, ids non-empty and at
-    /// most [`MAX_REQUEST_ID_BYTES`] bytes. The error says what is wrong, in one sentence.
+    /// Parses and checks a request: JSON with exactly the four fields, ids of 1 to
+    /// [`MAX_REQUEST_ID_BYTES`] bytes of non-blank printable text ([`crate::ids`]). The error says what is wrong, in one sentence.
     pub fn parse(bytes: &[u8]) -> Result<ErasureRequest, String> {
         let request: ErasureRequest =
             serde_json::from_slice(bytes).map_err(|e| format!("not an erasure request: {e}"))?;
@@ -59,6 +59,9 @@ impl ErasureRequest {
                     "{name} must have 1 to {MAX_REQUEST_ID_BYTES} bytes, got {}",
                     id.len()
                 ));
+            }
+            if let Some(why) = crate::ids::id_problem(id) {
+                return Err(format!("{name} {why}"));
             }
         }
         Ok(request)
@@ -155,6 +158,17 @@ mod tests {
         assert_eq!(
             ErasureRequest::parse(empty).unwrap_err(),
             "shopper_id must have 1 to 128 bytes, got 0"
+        );
+        let escape = br#"{"request_id":"q1","retailer_id":"\u001b[31m","shopper_id":"s","requested_at":"2026-12-01T10:00:00Z"}"#;
+        assert_eq!(
+            ErasureRequest::parse(escape).unwrap_err(),
+            "retailer_id contains U+001B at character 1: identifiers must be printable text, \
+             without control or bidirectional formatting characters"
+        );
+        let blank = br#"{"request_id":"q1","retailer_id":"r1","shopper_id":"  ","requested_at":"2026-12-01T10:00:00Z"}"#;
+        assert_eq!(
+            ErasureRequest::parse(blank).unwrap_err(),
+            "shopper_id must not be blank"
         );
         let extra = br#"{"request_id":"q1","retailer_id":"r1","shopper_id":"s","requested_at":"2026-12-01T10:00:00Z","email":"a@b.c"}"#;
         assert!(ErasureRequest::parse(extra)

@@ -1,7 +1,7 @@
 //! Experience trees: a shopper's precomputed journey, and the decisions it produces.
 //!
-//! A tree arrives as JSON on `experience-trees` (key = `shopper_id`; a null value removes the
-//! shopper's tree). Each [`Node`] lists [`Condition`]s over the shopper's hot data (basket,
+//! A tree arrives as JSON on `experience-trees` (key = [`tree_key`]: `retailer_id`, the byte
+//! `0x1F`, `shopper_id`; a null value removes that retailer's shopper's tree). Each [`Node`] lists [`Condition`]s over the shopper's hot data (basket,
 //! searches and views of the session, the event itself) and cold data (what the shopper bought
 //! before, from the graph's own purchase history), and may carry an [`Experience`] with
 //! personalized parameters. The shopper starts at the root; after each of their events, the
@@ -22,6 +22,44 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
+
+/// Separates retailer and shopper in the key of a tree message: ASCII's unit separator
+/// (U+001F), a control character, which no identifier may contain (identifiers are printable
+/// text), so the key splits in exactly one way.
+pub const TREE_KEY_SEPARATOR: char = '\u{1f}';
+
+/// The key of a tree's messages on `experience-trees`: `retailer_id`, U+001F, `shopper_id`.
+///
+/// Retailers are tenants and may reuse each other's shopper ids, so the compacted topic keys
+/// a tree by both: compaction keeps the latest tree of each retailer's shopper, and a null
+/// value (tombstone) with this key removes one retailer's tree and no other. Any producer
+/// (ours in `basketflow-trees`, or a retailer's own tool) must use exactly these bytes, e.g.
+/// `printf 'retailer-00\x1fcust-42'` as the key; the default partitioner then keeps all of a
+/// key's messages in order on one partition.
+///
+/// ```
+/// use basketflow_vocab::{split_tree_key, tree_key};
+/// let key = tree_key("retailer-00", "cust-42");
+/// assert_eq!(key, "retailer-00\u{1f}cust-42");
+/// assert_eq!(split_tree_key(key.as_bytes()), Some(("retailer-00", "cust-42")));
+/// assert_eq!(split_tree_key(b"cust-42"), None);
+/// ```
+pub fn tree_key(retailer_id: &str, shopper_id: &str) -> String {
+    let mut key = String::with_capacity(retailer_id.len() + 1 + shopper_id.len());
+    key.push_str(retailer_id);
+    key.push(TREE_KEY_SEPARATOR);
+    key.push_str(shopper_id);
+    key
+}
+
+/// The `(retailer_id, shopper_id)` of a tree message's key ([`tree_key`]); `None` unless the
+/// key is UTF-8 with exactly one separator and both parts non-empty.
+pub fn split_tree_key(key: &[u8]) -> Option<(&str, &str)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let (retailer_id, shopper_id) = key.split_once(TREE_KEY_SEPARATOR)?;
+    (!retailer_id.is_empty() && !shopper_id.is_empty() && !shopper_id.contains(TREE_KEY_SEPARATOR))
+        .then_some((retailer_id, shopper_id))
+}
 
 /// One shopper's experience tree.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -213,9 +251,19 @@ pub struct Decision {
 }
 
 impl ExperienceTree {
-    /// Checks the tree's shape: unique node ids, a root that exists, children that exist, and
+    /// Checks the tree: tree, retailer and shopper ids that are identifiers ([`crate::ids`]),
+    /// unique node ids, a root that exists, children that exist, and
     /// each product match naming exactly one of product, category or brand.
     pub fn check(&self) -> Result<(), String> {
+        for (name, id) in [
+            ("tree_id", &self.tree_id),
+            ("retailer_id", &self.retailer_id),
+            ("shopper_id", &self.shopper_id),
+        ] {
+            if let Some(why) = crate::ids::id_problem(id) {
+                return Err(format!("{name} {why}"));
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if !ids.insert(n.id.as_str()) {

@@ -285,7 +285,7 @@ pub fn latency(bench: &mut Bench) {
     let trees: Vec<GenMessage> = shoppers
         .iter()
         .map(|(r, s)| GenMessage {
-            key: s.clone(),
+            key: basketflow_vocab::tree_key(r, s),
             payload: serde_json::to_vec(&tree(r, s)).unwrap(),
             expect: Expect::Valid,
             kind: "tree",

@@ -22,8 +22,8 @@ use basketflow_testkit::{wait_all, ChildGuard, Stack};
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
-    Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
-    ProductMatch, Timestamp,
+    tree_key, Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, Node,
+    ParamValue, ProductMatch, Timestamp,
 };
 
 /// What the graph's tests do on a [`Stack`]: produce traffic, read the graph's outputs, write
@@ -184,6 +184,81 @@ impl GraphStack for Stack {
     }
 }
 
+/// A test's own topics (the usual partitions and policies, created on the stack and deleted
+/// with it), database name and working directory, and the configuration of a run on them.
+#[allow(dead_code)] // each test binary uses some of these helpers
+pub struct TestRun {
+    /// Shopper events in (8 partitions).
+    pub events: String,
+    /// Trees in (8 partitions, compacted), unless the test made its own.
+    pub trees: String,
+    /// Dead letters out (1 partition).
+    pub rejected: String,
+    /// Decisions out (8 partitions).
+    pub decisions: String,
+    /// The ClickHouse database (the binary creates it).
+    pub database: String,
+    /// A scratch directory (configuration files).
+    pub dir: PathBuf,
+    /// The configuration of a run on these targets (written by [`TestRun::create`]).
+    pub config: PathBuf,
+}
+
+#[allow(dead_code)]
+impl TestRun {
+    /// Creates the topics of a test called `name` with `trees_configs` as the trees topic's
+    /// configuration (on top of `LogAppendTime`; `trees_partitions` partitions), and writes the
+    /// configuration of a run with `extra` appended.
+    pub fn create(
+        stack: &Stack,
+        name: &str,
+        trees_partitions: i32,
+        trees_configs: &[(&str, &str)],
+        extra: &str,
+    ) -> TestRun {
+        let suffix = basketflow_testkit::unique_suffix();
+        let topic = |kind: &str| format!("it-{name}-{kind}-{suffix}");
+        let (events, trees) = (topic("events"), topic("trees"));
+        let (rejected, decisions) = (topic("rejected"), topic("decisions"));
+        stack.create_topic(&events, 8, "delete");
+        stack.create_topic(&rejected, 1, "delete");
+        stack.create_topic(&decisions, 8, "delete");
+        let mut configs = vec![("message.timestamp.type", "LogAppendTime")];
+        configs.extend_from_slice(trees_configs);
+        stack.topics().create(&trees, trees_partitions, &configs);
+        let database = format!("bf_it_{name}_{suffix}");
+        let dir = std::env::temp_dir().join(format!("basketflow-it-{name}-{suffix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = stack.write_config(
+            &dir,
+            name,
+            &RunTargets {
+                events: &events,
+                trees: &trees,
+                rejected: &rejected,
+                decisions: &decisions,
+                database: &database,
+            },
+            extra,
+        );
+        TestRun {
+            events,
+            trees,
+            rejected,
+            decisions,
+            database,
+            dir,
+            config,
+        }
+    }
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The topics and database of one run.
 pub struct RunTargets<'a> {
     /// Shopper events in.
@@ -287,12 +362,47 @@ impl Traffic {
         Traffic { messages, shoppers }
     }
 
+    /// This traffic plus a tenant that reuses its ids: after every `every`-th valid (or
+    /// duplicate) message, a copy with `retailer_id` set to `retailer` and every other id
+    /// unchanged (a copied tracker integration: the same event, shopper, session, order and
+    /// product ids at another retailer). The copies count as that retailer's own events.
+    pub fn with_copying_retailer(self, retailer: &str, every: usize) -> Traffic {
+        let mut messages = Vec::with_capacity(self.messages.len() * 2);
+        let mut seen = 0usize;
+        for m in self.messages {
+            let copy = match m.expect {
+                Expect::Valid | Expect::Duplicate => {
+                    seen += 1;
+                    seen.is_multiple_of(every).then(|| {
+                        let mut v: serde_json::Value =
+                            serde_json::from_slice(&m.payload).expect("a valid message is JSON");
+                        v["retailer_id"] = serde_json::json!(retailer);
+                        GenMessage {
+                            key: m.key.clone(),
+                            payload: serde_json::to_vec(&v).unwrap(),
+                            expect: m.expect,
+                            kind: m.kind,
+                        }
+                    })
+                }
+                Expect::Rejected(_) => None,
+            };
+            messages.push(m);
+            messages.extend(copy);
+        }
+        let shoppers = valid_events(&messages)
+            .iter()
+            .map(|e| (e.retailer_id.clone(), e.shopper_id.clone()))
+            .collect();
+        Traffic { messages, shoppers }
+    }
+
     /// Produces one tree per shopper to `topic`.
     pub fn produce_trees(&self, stack: &Stack, topic: &str) {
         let trees: Vec<(String, Vec<u8>)> = self
             .shoppers
             .iter()
-            .map(|(r, s)| (s.clone(), serde_json::to_vec(&tree_for(r, s)).unwrap()))
+            .map(|(r, s)| (tree_key(r, s), serde_json::to_vec(&tree_for(r, s)).unwrap()))
             .collect();
         let pairs: Vec<(&[u8], &[u8])> = trees
             .iter()

@@ -18,8 +18,9 @@
 //! an erased shopper loses everything, and their id stays erased ([`crate::privacy`]).
 //!
 //! # Order and determinism
-//! Events and trees are routed by `shopper_id`. The operator acts only on *complete* times
-//! (both input frontiers have passed them), in time order; within a time, tree updates first
+//! Events and trees are routed by `shopper_id` (a tree's from its key, [`split_tree_key`]).
+//! The operator acts only on *complete* times (both input frontiers have passed them), in
+//! time order; within a time, tree updates first
 //! (a tree published at broker time `t` governs the shopper's events from `t` on), then events
 //! in arrival order. All of a shopper's events come from one partition and one reading worker,
 //! and timely's channels are FIFO, so the order is the partition's offset order whatever the
@@ -31,19 +32,23 @@
 //! experience, a [`Decision`] is emitted, with the conditions that held as readable reasons.
 //! The journey starts again at the root when a new session starts and after a paid order (once
 //! the order's own step is taken), so a shopper meets their tree on every visit.
-//! `decision_id` is a digest of tree, version, node and event: a replay yields the same ids.
+//! `decision_id` is a digest of retailer, shopper, tree, version, node and event: a replay
+//! yields the same ids.
 //!
 //! # Tree changes
 //! A new version of the same `tree_id` keeps the shopper on the node of the same id if it still
 //! exists, otherwise puts them back at the root; a different `tree_id` starts at its root; a
-//! null tree message removes the shopper's tree (no more decisions until a new one comes).
+//! null tree message removes that retailer's shopper's tree (no more decisions until a new one
+//! comes); another retailer's shopper with the same id keeps theirs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
-use basketflow_vocab::{Decision, Erasure, ExperienceTree, PositionedEvent, Retention};
+use basketflow_vocab::{
+    split_tree_key, Decision, Erasure, ExperienceTree, PositionedEvent, Retention,
+};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::{Concat, Map};
@@ -57,7 +62,8 @@ mod tests;
 
 pub use shopper::{decision_id, Shopper, RECENT_EVENT_IDS, RECENT_ORDERS};
 
-/// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker).
+/// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker;
+/// routing by the shopper id alone keeps that true whatever the retailer).
 fn route(shopper_id: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     shopper_id.hash(&mut h);
@@ -110,9 +116,14 @@ pub enum Control {
 }
 
 impl Control {
+    /// The shopper id to route by: a tree's from its key ([`split_tree_key`]; a key that does
+    /// not split is routed whole, and refused where it lands).
     fn shopper_id(&self) -> &[u8] {
         match self {
-            Control::Tree(m) => m.key.as_deref().unwrap_or_default(),
+            Control::Tree(m) => {
+                let key = m.key.as_deref().unwrap_or_default();
+                split_tree_key(key).map_or(key, |(_, shopper_id)| shopper_id.as_bytes())
+            }
             Control::Erase(e) => e.request.shopper_id.as_bytes(),
         }
     }
@@ -248,49 +259,54 @@ fn expire(
     }
 }
 
+/// Applies one message of `experience-trees` (key [`basketflow_vocab::tree_key`]): a tree for
+/// the key's retailer and shopper, or a null value that removes it. A key that does not split,
+/// a payload that is not a valid tree, or a tree for another retailer or shopper than its key
+/// is counted in [`TreeStats::bad_trees`], logged and skipped.
 fn apply_tree(
     shoppers: &mut HashMap<(String, String), Shopper>,
     erased: &HashSet<(String, String)>,
     m: &SourceMessage,
     stats: &TreeStats,
 ) {
-    let shopper_id = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
+    let refuse = |why: String| {
+        stats
+            .bad_trees
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::warn!(partition = m.partition, offset = m.offset; "experience trees: {why}");
+    };
+    let key = m.key.as_deref().unwrap_or_default();
+    let Some((retailer_id, shopper_id)) = split_tree_key(key) else {
+        refuse(format!(
+            "key {:?} is not retailer_id, U+001F, shopper_id; skipped",
+            String::from_utf8_lossy(key)
+        ));
+        return;
+    };
+    let key = (retailer_id.to_owned(), shopper_id.to_owned());
     if m.payload.is_empty() {
-        // A null value: the shopper no longer has a tree, at any retailer.
-        for ((_, s), state) in shoppers.iter_mut() {
-            if *s == shopper_id {
-                state.set_tree(None);
-            }
+        // A null value: this retailer's shopper no longer has a tree.
+        if let Some(state) = shoppers.get_mut(&key) {
+            state.set_tree(None);
         }
         return;
     }
     let tree: ExperienceTree = match serde_json::from_slice(&m.payload) {
         Ok(tree) => tree,
-        Err(e) => {
-            stats
-                .bad_trees
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            log::warn!(partition = m.partition, offset = m.offset; "experience trees: not a tree, skipped: {e}");
-            return;
-        }
+        Err(e) => return refuse(format!("not a tree, skipped: {e}")),
     };
     if let Err(e) = tree.check().and_then(|()| {
-        (tree.shopper_id == shopper_id)
+        (tree.retailer_id == key.0 && tree.shopper_id == key.1)
             .then_some(())
             .ok_or_else(|| {
                 format!(
-                    "key {shopper_id:?} is not the tree's shopper {:?}",
-                    tree.shopper_id
+                    "key ({:?}, {:?}) is not the tree's retailer and shopper ({:?}, {:?})",
+                    key.0, key.1, tree.retailer_id, tree.shopper_id
                 )
             })
     }) {
-        stats
-            .bad_trees
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::warn!(partition = m.partition, offset = m.offset; "experience trees: invalid tree, skipped: {e}");
-        return;
+        return refuse(format!("invalid tree, skipped: {e}"));
     }
-    let key = (tree.retailer_id.clone(), tree.shopper_id.clone());
     if erased.contains(&key) {
         return;
     }

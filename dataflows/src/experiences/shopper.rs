@@ -321,7 +321,14 @@ impl Shopper {
             self.node.clone_from(&child.id);
             let experience = child.experience.clone()?;
             return Some(Decision {
-                decision_id: decision_id(&tree.tree_id, tree.version, &child.id, &event.event_id),
+                decision_id: decision_id(
+                    &event.retailer_id,
+                    &event.shopper_id,
+                    &tree.tree_id,
+                    tree.version,
+                    &child.id,
+                    &event.event_id,
+                ),
                 retailer_id: event.retailer_id.clone(),
                 shopper_id: event.shopper_id.clone(),
                 session_id: event.session_id.clone(),
@@ -344,11 +351,26 @@ impl Shopper {
     }
 }
 
-/// A deterministic decision id: 128-bit FNV-1a over tree, version, node and event, in hex.
-pub fn decision_id(tree_id: &str, version: u64, node_id: &str, event_id: &str) -> String {
+/// A deterministic decision id: 128-bit FNV-1a over retailer, shopper, tree, version, node
+/// and event, in hex (each part ends with a byte `0xff`, which UTF-8 text never holds, so
+/// parts cannot run into each other).
+///
+/// Retailer and shopper are part of it because ids are unique per retailer only: two
+/// retailers may use the same tree id, node ids and event ids for two shoppers with the same
+/// id, and their decisions are still two decisions.
+pub fn decision_id(
+    retailer_id: &str,
+    shopper_id: &str,
+    tree_id: &str,
+    version: u64,
+    node_id: &str,
+    event_id: &str,
+) -> String {
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
     let prime: u128 = 0x0000000001000000000000000000013b;
     for part in [
+        retailer_id.as_bytes(),
+        shopper_id.as_bytes(),
         tree_id.as_bytes(),
         &version.to_be_bytes(),
         node_id.as_bytes(),

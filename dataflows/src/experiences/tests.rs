@@ -253,13 +253,20 @@ fn a_new_version_keeps_the_node_a_new_tree_restarts() {
 
 #[test]
 fn decision_ids_are_stable_digests() {
-    let a = decision_id("t", 1, "n", "e");
-    assert_eq!(a, decision_id("t", 1, "n", "e"));
+    let a = decision_id("r", "s", "t", 1, "n", "e");
+    assert_eq!(a, decision_id("r", "s", "t", 1, "n", "e"));
     assert_eq!(a.len(), 32);
-    assert_ne!(a, decision_id("t", 2, "n", "e"));
+    assert_ne!(a, decision_id("r", "s", "t", 2, "n", "e"));
+    // Another retailer's shopper with the same ids gets another decision.
+    assert_ne!(a, decision_id("r2", "s", "t", 1, "n", "e"));
+    assert_ne!(a, decision_id("r", "s2", "t", 1, "n", "e"));
     assert_ne!(
-        decision_id("ab", 1, "c", "e"),
-        decision_id("a", 1, "bc", "e")
+        decision_id("r", "s", "ab", 1, "c", "e"),
+        decision_id("r", "s", "a", 1, "bc", "e")
+    );
+    assert_ne!(
+        decision_id("ab", "c", "t", 1, "n", "e"),
+        decision_id("a", "bc", "t", 1, "n", "e")
     );
 }
 
@@ -313,7 +320,7 @@ fn run_operator_erasing(
                 partition: 0,
                 offset: 0,
                 time: 1,
-                key: Some(b"s".to_vec()),
+                key: Some(basketflow_vocab::tree_key("r", "s").into_bytes()),
                 payload: serde_json::to_vec(&tree(1)).unwrap(),
             });
             events_in.advance_to(2);
@@ -346,12 +353,12 @@ fn run_operator_erasing(
 fn the_operator_decides_the_same_on_one_and_two_workers() {
     let mut want = vec![
         (
-            decision_id("autumn-pasta", 1, "pasta", "e1"),
+            decision_id("r", "s", "autumn-pasta", 1, "pasta", "e1"),
             "pasta".to_string(),
             2,
         ),
         (
-            decision_id("autumn-pasta", 1, "threshold", "e2"),
+            decision_id("r", "s", "autumn-pasta", 1, "threshold", "e2"),
             "threshold".to_string(),
             3,
         ),
@@ -364,7 +371,7 @@ fn the_operator_decides_the_same_on_one_and_two_workers() {
 #[test]
 fn an_erased_shopper_decides_nothing_from_the_erasure_on() {
     let first = (
-        decision_id("autumn-pasta", 1, "pasta", "e1"),
+        decision_id("r", "s", "autumn-pasta", 1, "pasta", "e1"),
         "pasta".to_string(),
         2,
     );
@@ -397,7 +404,7 @@ fn retention_forgets_the_basket_of_a_shopper_without_events_for_the_period() {
     assert_eq!(
         got,
         vec![(
-            decision_id("autumn-pasta", 1, "pasta", "e1"),
+            decision_id("r", "s", "autumn-pasta", 1, "pasta", "e1"),
             "pasta".to_string(),
             2,
         )]

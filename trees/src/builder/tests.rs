@@ -86,22 +86,26 @@ fn builder(campaigns: &str, version: u64) -> Builder {
     b
 }
 
-/// Every shopper's outcome, in shopper order (rows grouped like the I/O part does).
+/// Every retailer's shopper's outcome, in shopper then retailer order (rows grouped by
+/// retailer and shopper like the I/O part does).
 fn build_all(b: &Builder, rows: &[ShopperPurchase]) -> Vec<(String, ShopperOutcome)> {
-    let mut by_shopper: BTreeMap<String, Vec<ShopperPurchase>> = BTreeMap::new();
+    let mut by_shopper: BTreeMap<(String, String), Vec<ShopperPurchase>> = BTreeMap::new();
     for r in rows {
         by_shopper
-            .entry(r.shopper_id.clone())
+            .entry((r.shopper_id.clone(), r.retailer_id.clone()))
             .or_default()
             .push(r.clone());
     }
     by_shopper
         .into_iter()
-        .map(|(s, rows)| {
-            let outcome = b.build(&s, &rows);
+        .map(|((s, r), rows)| {
+            let outcome = b.build(&r, &s, &rows);
             if let Some(t) = &outcome.tree {
                 t.tree.check().unwrap();
-                assert_eq!(t.tree.shopper_id, s);
+                assert_eq!(
+                    (t.tree.retailer_id.as_str(), t.tree.shopper_id.as_str()),
+                    (r.as_str(), s.as_str())
+                );
             }
             (s, outcome)
         })
@@ -113,7 +117,7 @@ fn tree_of(b: &Builder, shopper: &str) -> ExperienceTree {
         .into_iter()
         .filter(|r| r.shopper_id == shopper)
         .collect();
-    let tree = b.build(shopper, &rows).tree.unwrap().tree;
+    let tree = b.build("r1", shopper, &rows).tree.unwrap().tree;
     tree.check().unwrap();
     tree
 }
@@ -289,7 +293,7 @@ fn the_same_inputs_in_any_order_give_the_same_trees() {
 }
 
 #[test]
-fn the_first_campaign_wins_at_the_retailer_with_the_most_orders() {
+fn each_retailer_s_shopper_gets_the_first_campaign_targeting_their_retailer() {
     let campaigns = r#"
         [[campaign]]
         id = "r2-only"
@@ -305,6 +309,8 @@ fn the_first_campaign_wins_at_the_retailer_with_the_most_orders() {
         experiences = ["product_recommendation"]
     "#;
     let b = builder(campaigns, 1);
+    // The same shopper ids at two retailers are different shoppers: each gets a tree at their
+    // own retailer, from their own rows.
     let rows = vec![
         bought("r1", "erin", "r1-pasta-1", 9, 9),
         bought("r2", "erin", "r2-pasta-1", 1, 1),
@@ -328,18 +334,21 @@ fn the_first_campaign_wins_at_the_retailer_with_the_most_orders() {
     assert_eq!(
         got,
         [
-            ("erin", "r2-only", "r2", 3),
-            ("fred", "r2-only", "r2", 3),
+            ("erin", "everywhere", "r1", 1),
+            ("erin", "r2-only", "r2", 2),
+            ("fred", "everywhere", "r1", 1),
+            ("fred", "r2-only", "r2", 2),
             ("gina", "everywhere", "r1", 1),
         ]
     );
-    // Only the recommendation is enabled: start -> basket, nothing else.
-    let erin = &all[0].1.tree.as_ref().unwrap().tree;
-    assert_eq!(ids(erin), ["start", "basket"]);
-    assert_eq!(
-        params(erin, "basket"),
-        json!({"product_id": "r2-sauce-1", "reason": "best_seller"})
-    );
+    // Another retailer's rows never shape a shopper's tree: erin at r1 alone gets the same
+    // tree as erin at r1 among every row.
+    let alone: Vec<ShopperPurchase> = rows
+        .iter()
+        .filter(|r| r.retailer_id == "r1")
+        .cloned()
+        .collect();
+    assert_eq!(b.build("r1", "erin", &alone), b.build("r1", "erin", &rows));
 }
 
 #[test]
@@ -422,7 +431,7 @@ fn without_a_known_complement_the_basket_node_stays_as_a_waypoint() {
         experiences = ["product_recommendation"]
     "#;
     let b = builder(nothing, 1);
-    let out = b.build("alice", &purchases());
+    let out = b.build("r1", "alice", &purchases());
     assert_eq!(out.tree, None);
     assert_eq!(out.candidates, 1);
 }
