@@ -1,7 +1,8 @@
 //! Operator errors: what `basketflow run` checks before it forms its cluster, and how it refuses.
 //!
-//! A topic that does not exist, brokers or a ClickHouse that do not answer, processes that
-//! disagree on their configuration: these are an operator's mistakes, not bugs. Each ends the
+//! A topic that does not exist, brokers or a ClickHouse that do not answer, a `graph.tick_ms`
+//! other than the one the committed outputs were written with, processes that disagree on
+//! their configuration: these are an operator's mistakes, not bugs. Each ends the
 //! process with one error line on stderr that says what is wrong and what to do, and exit status
 //! [`OPERATOR_ERROR`]; a panic (status 101) stays the answer to bugs and crashes. Checked before
 //! the cluster forms, a mistake is reported once per process, in seconds, instead of as a
@@ -9,7 +10,7 @@
 
 use std::fmt::Display;
 
-use basketflow_kafka::{check_topics_exist, TopicError};
+use basketflow_kafka::{check_topics_exist, read_progress_record, TopicError};
 use basketflow_sinks::clickhouse::Target;
 
 use crate::config::Config;
@@ -41,23 +42,61 @@ pub fn check(config: &Config) {
         }
     }
     let clickhouse = &config.clickhouse;
-    let target = Target {
+    let target = clickhouse_target(config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let answered = runtime.block_on(async {
+        let store = target.connect().await?;
+        store.committed_tick_ms().await
+    });
+    let clickhouse_tick = match answered {
+        Ok(tick) => tick,
+        Err(e) => refuse(format_args!(
+            "cannot use ClickHouse at {}: {e}: check that it is up (scripts/stack up) and \
+             clickhouse.url, clickhouse.database, clickhouse.user and clickhouse.password",
+            clickhouse.url
+        )),
+    };
+    // The replay is reclocked by the committed positions with the tick they were written with
+    // (ingest::kafka_source): another tick would put some replayed messages above the
+    // committed time, and they would be written twice.
+    let progress_topic = config.kafka.progress_topic();
+    // Created at the first start: until then there is nothing to check.
+    let kafka_tick = check_topics_exist(&config.kafka.brokers, &[&progress_topic])
+        .ok()
+        .and_then(|()| read_progress_record(&config.kafka.brokers, &progress_topic).ok())
+        .flatten()
+        .and_then(|p| p.tick_ms);
+    for (tick, place) in [
+        (
+            clickhouse_tick,
+            format!("ClickHouse {}.progress", clickhouse.database),
+        ),
+        (kafka_tick, format!("Kafka topic {progress_topic}")),
+    ] {
+        if let Some(tick) = tick.filter(|t| *t != config.graph.tick_ms) {
+            refuse(format_args!(
+                "graph.tick_ms is {} but the committed outputs in {place} were written with \
+                 {tick}: the replay would be reclocked differently and write some messages \
+                 twice; set graph.tick_ms = {tick}, or start over with a new \
+                 clickhouse.database and kafka.decisions_topic",
+                config.graph.tick_ms
+            ));
+        }
+    }
+}
+
+/// The ClickHouse target of `config` (the read models' writer, the preflight's checks).
+pub fn clickhouse_target(config: &Config) -> Target {
+    let clickhouse = &config.clickhouse;
+    Target {
         url: clickhouse.url.clone(),
         database: clickhouse.database.clone(),
         user: clickhouse.user.clone(),
         password: clickhouse.password.clone(),
-    };
-    let answered = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(target.connect()).map_err(|e| e.to_string()));
-    if let Err(e) = answered {
-        refuse(format_args!(
-            "cannot use ClickHouse at {}: {e}: check that it is up (scripts/stack up) and \
-             clickhouse.url, clickhouse.database, clickhouse.user and clickhouse.password",
-            clickhouse.url
-        ));
+        tick_ms: config.graph.tick_ms,
     }
 }
 

@@ -21,7 +21,7 @@ use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
 use basketflow_kafka::read_progress;
 use basketflow_kafka::{ensure_topic, read_erased, set_topic_configs};
-use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs, Target};
+use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
 use basketflow_sinks::kafka_outputs::{kafka_outputs, prepare_outputs, KafkaOutputs};
 
@@ -183,6 +183,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         rejected_topic: config.kafka.rejected_topic.clone(),
         progress_topic: config.kafka.progress_topic(),
         transactional_id: config.kafka.transactional_id(),
+        tick_ms: config.graph.tick_ms,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -227,12 +228,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         worker: WorkerConfig::default(),
     };
     let worker_rejections = rejections.clone();
-    let target = Target {
-        url: config.clickhouse.url.clone(),
-        database: config.clickhouse.database.clone(),
-        user: config.clickhouse.user.clone(),
-        password: config.clickhouse.password.clone(),
-    };
+    let target = crate::preflight::clickhouse_target(&config);
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
     let retention = config.privacy.retention();
     let max_lead_ms = config.graph.max_sink_lag_ms;

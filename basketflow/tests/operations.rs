@@ -236,3 +236,53 @@ fn processes_with_different_configurations_refuse_to_start() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A restart with another `graph.tick_ms` than the committed outputs were written with would
+/// reclock the replay differently (a message before a recorded position could land above the
+/// committed time and be written twice): `run` refuses it, one line and status 3, naming the
+/// tick to set; with the recorded tick it starts.
+#[test]
+fn a_tick_other_than_the_committed_outputs_one_is_refused() {
+    let stack = Stack::shared();
+    let run = support::TestRun::create(&stack, "tick", 8, &[("cleanup.policy", "compact")], "");
+    let traffic = Traffic::generate(5, 200, 20);
+    stack.produce(&run.events, &traffic.messages);
+    support::run_caught_up(&run.config);
+    let retick = |tick: u64, name: &str| {
+        stack.write_config(
+            &run.dir,
+            name,
+            &RunTargets {
+                events: &run.events,
+                trees: &run.trees,
+                rejected: &run.rejected,
+                decisions: &run.decisions,
+                database: &run.database,
+            },
+            &format!("[graph]\ntick_ms = {tick}\n"),
+        )
+    };
+    let out = basketflow()
+        .args(["run", "--exit-when-caught-up", "--config"])
+        .arg(retick(10, "tick10"))
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got:\n{stderr}");
+    assert!(
+        lines[0].contains(&format!(
+            "graph.tick_ms is 10 but the committed outputs in ClickHouse {}.progress were \
+             written with 5: the replay would be reclocked differently and write some messages \
+             twice; set graph.tick_ms = 5",
+            run.database
+        )),
+        "{}",
+        lines[0]
+    );
+    // The recorded tick, given explicitly: it starts, and is caught up at once.
+    support::run_caught_up(&retick(5, "tick5"));
+}

@@ -380,6 +380,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         database: db.name().to_string(),
         user: "default".into(),
         password: String::new(),
+        tick_ms: 5,
     };
     prepare(&target).unwrap_or_else(|e| {
         panic!(

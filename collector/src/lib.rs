@@ -13,7 +13,7 @@
 //! tracker was told is stored can be lost by a collector crash afterwards. An event whose
 //! acknowledgement did not come is never reported as accepted: the request gets 503 and the
 //! event the status `failed`, so the tracker retries it. (Re-sending is safe: the graph
-//! de-duplicates by `event_id`.) Answering before the acknowledgement (fire-and-forget, as
+//! de-duplicates by `(retailer_id, event_id)`.) Answering before the acknowledgement (fire-and-forget, as
 //! some collectors do for latency) would make every collector crash or broker outage a silent
 //! loss of events that trackers have already discarded.
 //!

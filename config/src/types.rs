@@ -45,7 +45,7 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Shopper events in.
     pub events_topic: String,
-    /// Experience trees in (compacted, key = shopper).
+    /// Experience trees in (compacted, key = retailer U+001F shopper).
     pub trees_topic: String,
     /// Decisions out.
     pub decisions_topic: String,

@@ -4,7 +4,8 @@
 //!  shopper-events ──► parse_messages ──┬─ dead letters ─────────────────────────────► Outputs.dead_letters
 //!   (SourceMessage)   (ingest::parse)  │
 //!                                      ├─ events ─► changes_read_models? ─► apply_privacy ─► de-duplicate
-//!                                      │                                      ▲    (forget)     by event_id
+//!                                      │                                      ▲    (forget)     by (retailer,
+//!                                      │                                      │                 event_id)
 //!                                      │                                      │                    │
 //!  privacy-requests ─► parse_requests ─┼─ erasures ───────────────────────────┤       read models ◄┘
 //!                     (ingest::parse)  │   (also ───────────────────────────────────► Outputs.erasures)
@@ -13,7 +14,7 @@
 //!                                      └─ positioned events ──┐               │   product_affinities,
 //!                                                             ▼               │   baskets, order_lines
 //!  experience-trees ──────────────────────────────────────► decide ◄──────────┘        │
-//!   (SourceMessage, key = shopper)          (experiences: one state machine per shopper)│
+//!   (key = retailer U+001F shopper)         (experiences: one state machine per shopper)│
 //!                                                             │                         ▼
 //!                                                             └──► Outputs.decisions   Outputs.read_models
 //! ```
@@ -45,7 +46,8 @@ use crate::read_models::{
 pub struct Sources<'scope> {
     /// Messages of `shopper-events` (tracker events, valid or not).
     pub events: Stream<'scope, Millis, Vec<SourceMessage>>,
-    /// Messages of `experience-trees` (key = shopper; a null payload removes the tree).
+    /// Messages of `experience-trees` (key = [`basketflow_vocab::tree_key`]: retailer, U+001F,
+    /// shopper; a null payload removes that retailer's shopper's tree).
     pub trees: Stream<'scope, Millis, Vec<SourceMessage>>,
     /// Messages of `privacy-requests` (erasure requests).
     pub privacy: Stream<'scope, Millis, Vec<SourceMessage>>,

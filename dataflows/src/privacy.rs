@@ -15,7 +15,7 @@
 //!   event: an event read at time `t` that occurred at `o` leaves at
 //!   `max(t, min(o, t) + period)` (the tracker's clock can only make it leave earlier, never
 //!   later than `t + period`). Orders then stay as anonymous facts, as for an erasure. The
-//!   de-duplication by `event_id` therefore has a horizon: a copy arriving after the first
+//!   de-duplication by `(retailer_id, event_id)` therefore has a horizon: a copy arriving after the first
 //!   copy's period is counted again, anonymously or within its own period.
 //!
 //! Both are one [`basketflow_operators::forget`] before the de-duplication: an event leaves

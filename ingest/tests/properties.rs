@@ -9,18 +9,22 @@ use basketflow_vocab::arbitrary;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+/// `schema/shopper-event.schema.json`, parsed.
+fn schema_json() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schema/shopper-event.schema.json"
+    );
+    let text = std::fs::read_to_string(path).expect("schema/shopper-event.schema.json exists");
+    serde_json::from_str(&text).expect("the schema is valid JSON")
+}
+
 fn schema() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schema/shopper-event.schema.json"
-        );
-        let text = std::fs::read_to_string(path).expect("schema/shopper-event.schema.json exists");
-        let schema: Value = serde_json::from_str(&text).expect("the schema is valid JSON");
         jsonschema::options()
             .should_validate_formats(true)
-            .build(&schema)
+            .build(&schema_json())
             .expect("the schema is a valid JSON Schema")
     })
 }
@@ -125,6 +129,44 @@ proptest! {
                 );
             }
         }
+    }
+}
+
+/// The schema's `$defs/id` alone, as a validator of one string.
+fn id_schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        jsonschema::options()
+            .build(&schema_json()["$defs"]["id"])
+            .expect("$defs/id is a valid JSON Schema")
+    })
+}
+
+/// Short strings over every character, weighted towards the ones the identifier rule is about
+/// (controls, separators, white space, invisible and bidirectional formatting characters).
+fn any_id() -> impl Strategy<Value = String> {
+    let interesting = prop::sample::select(vec![
+        '\0', '\t', '\n', '\r', ' ', 'a', 'Z', '7', '-', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}',
+        '\u{a0}', '\u{ad}', '\u{61c}', '\u{1680}', '\u{2000}', '\u{200a}', '\u{200b}', '\u{200c}',
+        '\u{200d}', '\u{200e}', '\u{200f}', '\u{2028}', '\u{2029}', '\u{202a}', '\u{202e}',
+        '\u{202f}', '\u{205f}', '\u{2060}', '\u{2066}', '\u{2069}', '\u{3000}', '\u{feff}', 'é',
+        '日', '🛒',
+    ]);
+    prop::collection::vec(prop_oneof![2 => interesting, 1 => any::<char>()], 0..8)
+        .prop_map(|chars| chars.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn the_schema_and_the_identifier_rule_agree_on_every_string(id in any_id()) {
+        let rust = basketflow_vocab::ids::id_problem(&id);
+        prop_assert_eq!(
+            rust.is_none(),
+            id_schema().is_valid(&json!(id)),
+            "disagreement on {:?} (rule: {:?})", id, rust
+        );
     }
 }
 

@@ -30,4 +30,4 @@ pub use admin::{
 pub use config::{client_config, keyed_producer, source_consumer_config, unnamed_client_config};
 pub use erasures::read_erased;
 pub use positions::{fold_positions, PositionRecord, Positions};
-pub use progress::{read_progress, ProgressRecord};
+pub use progress::{read_progress, read_progress_record, ProgressRecord};

@@ -26,12 +26,63 @@ pub struct ProgressRecord {
     pub through: u64,
     /// How far the sources had read at `through`.
     pub positions: Positions,
+    /// The graph's `tick_ms` when this was written: the replay is reclocked by the positions
+    /// only with the same tick. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_ms: Option<u64>,
 }
 
 /// The last committed progress record of `topic`, as `(through, positions)` (`(0, empty)` when
 /// there is none). Reads committed data only, so an open or aborted transaction's record never
 /// counts.
 pub fn read_progress(brokers: &str, topic: &str) -> Result<(u64, Positions), KafkaError> {
+    Ok(read_progress_record(brokers, topic)?
+        .map_or((0, Positions::new()), |p| (p.through, p.positions)))
+}
+
+/// How long [`read_progress_record`] retries the broker's transient answers.
+const TRANSIENT_GRACE: Duration = Duration::from_secs(60);
+
+/// True for the answers a broker gives while a topic is new or its leadership moves (a topic
+/// another process has just created, a restarted broker electing leaders): asking again soon
+/// succeeds.
+fn transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+        )
+    )
+}
+
+/// The last committed progress record of `topic`, whole; `None` when there is none. Transient
+/// broker answers ([`transient`]) are retried for up to a minute, with backoff, before they are
+/// returned.
+pub fn read_progress_record(
+    brokers: &str,
+    topic: &str,
+) -> Result<Option<ProgressRecord>, KafkaError> {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match read_progress_once(brokers, topic) {
+            Err(e) if transient(&e) && started.elapsed() < TRANSIENT_GRACE => {
+                log::warn!(topic, backoff:? = backoff; "reading the progress topic: {e}; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn read_progress_once(brokers: &str, topic: &str) -> Result<Option<ProgressRecord>, KafkaError> {
     let consumer: BaseConsumer =
         committed_reader_config(brokers, "basketflow-progress").create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
@@ -67,14 +118,14 @@ pub fn read_progress(brokers: &str, topic: &str) -> Result<(u64, Positions), Kaf
                 }
             }
         }
-        if let Some(p) = last {
-            return Ok((p.through, p.positions));
+        if last.is_some() {
+            return Ok(last);
         }
         if start == low {
             break;
         }
     }
-    Ok((0, Positions::new()))
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -84,12 +135,24 @@ mod tests {
 
     #[test]
     fn a_progress_record_is_the_json_the_outputs_have_always_written() {
-        let record = ProgressRecord {
+        let mut record = ProgressRecord {
             through: 50,
             positions: Positions::from([("t".into(), BTreeMap::from([(0, 7), (3, 1)]))]),
+            tick_ms: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(json, r#"{"through":50,"positions":{"t":{"0":7,"3":1}}}"#);
+        assert_eq!(
+            serde_json::from_str::<ProgressRecord>(&json).unwrap(),
+            record
+        );
+        // Since the tick is recorded: the same, with the tick.
+        record.tick_ms = Some(5);
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"through":50,"positions":{"t":{"0":7,"3":1}},"tick_ms":5}"#
+        );
         assert_eq!(
             serde_json::from_str::<ProgressRecord>(&json).unwrap(),
             record

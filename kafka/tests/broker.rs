@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use basketflow_kafka::progress::PROGRESS_KEY;
 use basketflow_kafka::{
     check_topics_exist, client_config, delete_topics, ensure_topic, read_erased, read_progress,
-    Positions, ProgressRecord, TopicError,
+    read_progress_record, Positions, ProgressRecord, TopicError,
 };
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -145,6 +145,7 @@ fn the_last_progress_record_is_read_back_and_an_empty_topic_has_none() {
         serde_json::to_string(&ProgressRecord {
             through,
             positions: Positions::from([("events".into(), BTreeMap::from([(0, offset)]))]),
+            tick_ms: Some(5),
         })
         .unwrap()
     };
@@ -156,6 +157,12 @@ fn the_last_progress_record_is_read_back_and_an_empty_topic_has_none() {
             20,
             Positions::from([("events".into(), BTreeMap::from([(0, 7)]))])
         )
+    );
+    assert_eq!(
+        read_progress_record(&brokers(), &topic.0)
+            .unwrap()
+            .and_then(|p| p.tick_ms),
+        Some(5)
     );
 }
 

@@ -72,6 +72,9 @@ pub struct KafkaOutputs {
     pub progress_topic: String,
     /// The cluster's transactional id: the same on every restart, unique per cluster.
     pub transactional_id: String,
+    /// The graph's `graph.tick_ms`, recorded with each progress record (a restart with another
+    /// tick would reclock the replay differently; `basketflow run` refuses it).
+    pub tick_ms: u64,
 }
 
 /// Counters of the Kafka outputs.
@@ -402,6 +405,7 @@ fn transact(
     let progress = serde_json::to_string(&ProgressRecord {
         through: txn.through,
         positions: txn.positions.clone(),
+        tick_ms: Some(cfg.tick_ms),
     })
     .expect("progress serializes");
     send(

@@ -27,26 +27,6 @@ pub fn query(url: &str, sql: &str) -> Result<String, String> {
     }
 }
 
-/// As [`query`], as `user` with `password` (letters, digits, `-` and `_` only: they go into
-/// the URL).
-pub fn query_as(url: &str, user: &str, password: &str, sql: &str) -> Result<String, String> {
-    let plain = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    assert!(
-        plain(user) && plain(password),
-        "a user or password for a URL"
-    );
-    query(
-        &format!(
-            "{}/?user={user}&password={password}",
-            url.trim_end_matches('/')
-        ),
-        sql,
-    )
-}
-
 /// The committed time of basketflow's ClickHouse writer in `database` (the `progress` table's
 /// largest time; 0 while the table does not exist or the server does not answer).
 pub fn committed_time(url: &str, database: &str) -> u64 {

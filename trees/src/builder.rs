@@ -174,7 +174,8 @@ pub struct BuiltTree {
 pub struct ShopperOutcome {
     /// The tree, if an active campaign targets the shopper and enables something for them.
     pub tree: Option<BuiltTree>,
-    /// How many (campaign, retailer) pairs could have given the shopper a tree.
+    /// How many active campaigns target the shopper's retailer (more than one: the first wins,
+    /// the shopper is counted as shadowed).
     pub candidates: usize,
 }
 

@@ -3,8 +3,8 @@
 //! The data scientists' tool: it reads campaign definitions (a TOML file, see
 //! `examples/campaigns.toml`), reads the cold data from ClickHouse's analyst views
 //! (`shopper_purchases`, `product_affinities`, `sold_products_daily`), computes one tree per
-//! active shopper and publishes it on the compacted trees topic (key = `shopper_id`, value = the
-//! tree as JSON), or prints the trees with `--dry-run`. The binary parses the command line
+//! active retailer's shopper and publishes it on the compacted trees topic (key =
+//! [`basketflow_vocab::tree_key`]: `retailer_id`, U+001F, `shopper_id`; value = the tree as JSON), or prints the trees with `--dry-run`. The binary parses the command line
 //! ([`TreesCommand`]) and calls [`run`] with the [`Settings`] of its configuration.
 //!
 //! # The flow
@@ -17,7 +17,7 @@
 //!   shopper_purchases, streamed in shopper order, one shopper at a time ─> Builder::build
 //!                                                                             │ a tree
 //!                                                                             ▼
-//!        publish: the trees topic (key = shopper_id), or stdout with --dry-run;
+//!        publish: the trees topic (key = retailer U+001F shopper), or stdout with --dry-run;
 //!        then one JSON summary line (stdout; stderr with --dry-run)
 //! ```
 //!
@@ -58,7 +58,8 @@ use crate::publish::{Delivered, Output};
 #[derive(Subcommand, Debug)]
 pub enum TreesCommand {
     /// Compute a personalized tree per active shopper from the cold data in ClickHouse and
-    /// publish them on the trees topic (key = shopper_id); prints a JSON summary line.
+    /// publish them on the trees topic (key = retailer U+001F shopper); prints a JSON summary
+    /// line.
     Build(BuildArgs),
 }
 
@@ -97,7 +98,7 @@ pub struct BuildArgs {
 pub struct Settings {
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The trees topic (compacted, key = `shopper_id`).
+    /// The trees topic (compacted, key = [`basketflow_vocab::tree_key`]).
     pub trees_topic: String,
     /// Where the cold data is.
     pub clickhouse: ClickHouseSettings,

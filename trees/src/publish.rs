@@ -1,5 +1,5 @@
-//! Where the trees go: the trees topic (key = `shopper_id`, value = the tree as JSON; the topic
-//! is compacted, so it keeps each shopper's latest tree), or stdout as JSON lines for
+//! Where the trees go: the trees topic (key = [`basketflow_vocab::tree_key`], value = the tree
+//! as JSON; the topic is compacted, so it keeps each retailer's shopper's latest tree), or stdout as JSON lines for
 //! `--dry-run`.
 //!
 //! The producer is idempotent and partitions like the Java clients, so a shopper's tree lands

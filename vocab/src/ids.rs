@@ -7,6 +7,9 @@
 //! - not blank: at least one character that is not white space (Unicode `White_Space`);
 //! - no control character: C0 (U+0000..U+001F, including tab and newline), DEL (U+007F),
 //!   C1 (U+0080..U+009F), which include the escape that starts terminal (ANSI) sequences;
+//! - no line or paragraph separator (U+2028, U+2029: line breaks in logs and exports), no
+//!   invisible zero-width character (U+200B, U+2060 and the byte-order mark U+FEFF: two ids
+//!   that look the same would differ);
 //! - no bidirectional formatting character: U+061C, U+200E, U+200F, U+202A..U+202E
 //!   (embeddings and overrides) and U+2066..U+2069 (isolates), which make text display in
 //!   another order than it is stored (a "right-to-left override" id looks like another id).
@@ -20,10 +23,15 @@ pub fn is_forbidden_in_id(c: char) -> bool {
         '\u{0}'..='\u{1f}'
         | '\u{7f}'..='\u{9f}'
         | '\u{61c}'
+        | '\u{200b}'
         | '\u{200e}'
         | '\u{200f}'
+        | '\u{2028}'
+        | '\u{2029}'
         | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}')
+        | '\u{2060}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}')
 }
 
 /// Why `id` is not an acceptable identifier (a phrase that follows the field's name, e.g.
@@ -80,6 +88,11 @@ mod tests {
             ("evil\u{202e}gpj.exe", 0x202e),
             ("\u{202a}", 0x202a),
             ("\u{2066}x\u{2069}", 0x2066),
+            ("a\u{2028}b", 0x2028),
+            ("\u{2029}", 0x2029),
+            ("a\u{200b}", 0x200b),
+            ("\u{2060}a", 0x2060),
+            ("\u{feff}a", 0xfeff),
         ] {
             let why = id_problem(bad).unwrap_or_default();
             assert!(

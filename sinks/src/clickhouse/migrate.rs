@@ -31,19 +31,24 @@ impl ClickHouseStore {
                 migration.created.push(name.to_owned());
             }
         }
-        // Databases from before positions were recorded (18.16 has no ADD COLUMN IF NOT EXISTS).
-        let has_positions: u64 = self
-            .client()
-            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'positions'")
-            .bind(db)
-            .fetch_one()
-            .await?;
-        if has_positions == 0 {
-            self.execute(&format!(
-                "ALTER TABLE {db}.progress ADD COLUMN positions String"
-            ))
-            .await?;
-            migration.created.push("progress.positions".to_owned());
+        // Columns added to `progress` since it was first created (18.16 has no ADD COLUMN IF
+        // NOT EXISTS): the sources' positions, then the graph's tick (older rows read "" and
+        // 0: none recorded).
+        for (column, ty) in [("positions", "String"), ("tick_ms", "UInt64")] {
+            let present: u64 = self
+                .client()
+                .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = ?")
+                .bind(db)
+                .bind(column)
+                .fetch_one()
+                .await?;
+            if present == 0 {
+                self.execute(&format!(
+                    "ALTER TABLE {db}.progress ADD COLUMN {column} {ty}"
+                ))
+                .await?;
+                migration.created.push(format!("progress.{column}"));
+            }
         }
         for (name, sql) in VIEWS {
             self.drop_if_exists(&format!("{PROBE_PREFIX}{name}"))

@@ -11,7 +11,6 @@
 //! | [`schema`] | the DDL of `sinks/sql/`, checked against the read models' definitions; migration |
 //! | [`rows`] | RowBinary rows: a read model's versions and view rows (from its definition), decisions |
 //! | [`reader`] | [`ClickHouseReader`]: reads (views, committed time) for the CLI and the tree builder |
-//! | [`access`] | analysts see only their retailer: per-retailer users, databases and filtered views |
 //!
 //! # Storage
 //! Database `basketflow` (configurable). For each read model `<name>` (one definition each, in
@@ -53,7 +52,6 @@ use clickhouse::Client;
 
 use crate::clickhouse::versions::ConvertError;
 
-pub mod access;
 #[cfg(test)]
 mod fixtures;
 mod migrate;
@@ -84,12 +82,18 @@ pub struct Target {
     pub user: String,
     /// Password.
     pub password: String,
+    /// The graph's `graph.tick_ms`, recorded with each progress row (0: not recorded).
+    pub tick_ms: u64,
 }
 
 impl Target {
     /// A store on this target (checks that the server answers).
     pub async fn connect(&self) -> Result<ClickHouseStore, ClickHouseError> {
-        ClickHouseStore::connect(&self.url, &self.database, &self.user, &self.password).await
+        Ok(
+            ClickHouseStore::connect(&self.url, &self.database, &self.user, &self.password)
+                .await?
+                .with_tick_ms(self.tick_ms),
+        )
     }
 }
 

@@ -85,6 +85,30 @@ impl ClickHouseReader {
         })
     }
 
+    /// The `tick_ms` recorded with the committed progress row: `None` when nothing is
+    /// committed, the database or table does not exist yet, or the row is from a version that
+    /// did not record it.
+    pub async fn committed_tick_ms(&self) -> Result<Option<u64>, ClickHouseError> {
+        let db = &self.database;
+        let has_tick: u64 = self
+            .client
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'tick_ms'")
+            .bind(db)
+            .fetch_one()
+            .await?;
+        if has_tick == 0 {
+            return Ok(None);
+        }
+        let rows: Vec<u64> = self
+            .client
+            .query(&format!(
+                "SELECT tick_ms FROM {db}.progress ORDER BY time DESC LIMIT 1"
+            ))
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().next().filter(|t| *t > 0))
+    }
+
     /// The committed time: the greatest progress row's, 0 when there is none.
     pub async fn committed(&self) -> Result<u64, ClickHouseError> {
         let db = &self.database;

@@ -28,6 +28,7 @@ pub const DEFAULT_MUTATION_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct ClickHouseStore {
     reader: ClickHouseReader,
     mutation_timeout: Duration,
+    tick_ms: u64,
 }
 
 impl ClickHouseStore {
@@ -42,7 +43,15 @@ impl ClickHouseStore {
         Ok(ClickHouseStore {
             reader: ClickHouseReader::connect(url, database, user, password).await?,
             mutation_timeout: DEFAULT_MUTATION_TIMEOUT,
+            tick_ms: 0,
         })
+    }
+
+    /// The same store, recording `tick_ms` (the graph's `graph.tick_ms`) with each progress
+    /// row (0, the default, records "unknown").
+    pub fn with_tick_ms(mut self, tick_ms: u64) -> Self {
+        self.tick_ms = tick_ms;
+        self
     }
 
     /// The same store, waiting at most `timeout` for mutations.
@@ -121,11 +130,13 @@ impl ClickHouseStore {
         let positions = serde_json::to_string(positions).expect("positions serialize");
         self.client()
             .query(&format!(
-                "INSERT INTO {db}.progress (time, written_at, note, positions) VALUES (?, now(), ?, ?)"
+                "INSERT INTO {db}.progress (time, written_at, note, positions, tick_ms) \
+                 VALUES (?, now(), ?, ?, ?)"
             ))
             .bind(through)
             .bind(note)
             .bind(positions)
+            .bind(self.tick_ms)
             .execute()
             .await?;
         Ok(())
@@ -184,6 +195,12 @@ impl ClickHouseStore {
     /// ([`ClickHouseReader::committed_positions`]).
     pub async fn committed_positions(&self) -> Result<(u64, Positions), ClickHouseError> {
         self.reader.committed_positions().await
+    }
+
+    /// The tick recorded with the committed progress row
+    /// ([`ClickHouseReader::committed_tick_ms`]).
+    pub async fn committed_tick_ms(&self) -> Result<Option<u64>, ClickHouseError> {
+        self.reader.committed_tick_ms().await
     }
 
     /// The committed time ([`ClickHouseReader::committed`]).
