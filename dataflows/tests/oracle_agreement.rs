@@ -757,3 +757,48 @@ fn a_retailer_reusing_another_retailers_event_ids_keeps_its_figures() {
         vec![("r0".into(), "p0".into(), 2), ("r1".into(), "p1".into(), 2)]
     );
 }
+
+#[test]
+fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
+    // Guard against a generator that silently stops exercising tenancy: over a fixed seed, most
+    // cases must hold event ids that r0 and r1 both use and that r2 copies, read-model rows of
+    // the copying retailer r2, and (in a good share) its decisions.
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut shared, mut copier_rows, mut copier_decisions) = (0, 0, 0);
+    for _ in 0..32 {
+        let rounds = tenant_rounds().new_tree(&mut runner).unwrap().current();
+        let all: Vec<&Event> = rounds.iter().flat_map(|(_, e)| e).collect();
+        let ids = |r: &str| -> std::collections::BTreeSet<&str> {
+            all.iter()
+                .filter(|e| e.retailer_id == r)
+                .map(|e| e.event_id.as_str())
+                .collect()
+        };
+        let (r0, r1, r2) = (ids("r0"), ids("r1"), ids("r2"));
+        if r0.intersection(&r1).next().is_some() && r2.iter().any(|i| r0.contains(i)) {
+            shared += 1;
+        }
+        let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+        let rows = rows_at(&out.models, ROUNDS);
+        if rows.order_lines.iter().any(|l| l.retailer_id == "r2")
+            || rows.baskets.iter().any(|b| b.retailer_id == "r2")
+        {
+            copier_rows += 1;
+        }
+        if out
+            .decisions
+            .iter()
+            .any(|(_, id, shopper, node, event, _, _)| {
+                *id == decision_id("r2", shopper, "t", 1, node, event)
+            })
+        {
+            copier_decisions += 1;
+        }
+    }
+    assert!(
+        shared >= 16 && copier_rows >= 16 && copier_decisions >= 8,
+        "cases with shared ids {shared}, with r2 rows {copier_rows}, with r2 decisions {copier_decisions} (of 32)"
+    );
+}
