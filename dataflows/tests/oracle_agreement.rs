@@ -104,7 +104,12 @@ fn check(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Result<(), TestCas
 
 /// Erasures of shoppers from the same small alphabets, at any round.
 fn erasure_rounds() -> impl Strategy<Value = ErasureRounds> {
-    vec((1..=ROUNDS, id("r", 2), id("s", 3)), 0..4).prop_map(|erasures| {
+    erasures_of(2)
+}
+
+/// Erasures of shoppers of the first `retailers` retailers, at any round.
+fn erasures_of(retailers: u32) -> impl Strategy<Value = ErasureRounds> {
+    vec((1..=ROUNDS, id("r", retailers), id("s", 3)), 0..4).prop_map(|erasures| {
         (1..=ROUNDS)
             .map(|t| {
                 let at_t = erasures.iter().filter(|e| e.0 == t);
@@ -630,14 +635,7 @@ fn tenant_rounds() -> impl Strategy<Value = Vec<(u64, Vec<Event>)>> {
 
 /// Erasures of any of the three retailers' shoppers.
 fn tenant_erasures() -> impl Strategy<Value = ErasureRounds> {
-    vec((1..=ROUNDS, id("r", 3), id("s", 3)), 0..4).prop_map(|erasures| {
-        (1..=ROUNDS)
-            .map(|t| {
-                let at_t = erasures.iter().filter(|e| e.0 == t);
-                (t, at_t.map(|(_, r, s)| (r.clone(), s.clone())).collect())
-            })
-            .collect()
-    })
+    erasures_of(3)
 }
 
 /// A decision as the comparison of tenants sees it: everything but its partition and offset
