@@ -125,15 +125,20 @@ fn trees_of_two_retailers_for_one_shopper_id_survive_compaction_and_a_restart() 
     assert_eq!(latest(tree_key(b, "cust-2")), None);
 
     // The same event ids at both retailers, for both shopper ids.
-    let first: Vec<(String, String)> = [(a, "cust-1"), (b, "cust-1"), (a, "cust-2"), (b, "cust-2")]
-        .iter()
-        .map(|(r, s)| (s.to_string(), added("e1", r, s, 200)))
-        .collect();
-    let pairs: Vec<(&[u8], &[u8])> = first
-        .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-        .collect();
-    stack.produce_pairs(events, &pairs);
+    // Every shopper at both retailers adds `cents` of pasta with the same event id.
+    let add_everywhere = |event_id: &str, cents: i64| {
+        let messages: Vec<(String, String)> =
+            [(a, "cust-1"), (b, "cust-1"), (a, "cust-2"), (b, "cust-2")]
+                .iter()
+                .map(|(r, s)| (s.to_string(), added(event_id, r, s, cents)))
+                .collect();
+        let pairs: Vec<(&[u8], &[u8])> = messages
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        stack.produce_pairs(events, &pairs);
+    };
+    add_everywhere("e1", 200);
 
     run_caught_up(config);
     let decided = |r: &str, s: &str, version: u64, node: &str, event: &str| {
@@ -151,16 +156,7 @@ fn trees_of_two_retailers_for_one_shopper_id_survive_compaction_and_a_restart() 
     assert_eq!(stack.decisions_on_kafka(&run.decisions), want);
 
     // A restart (state rebuilt from the compacted topic and the events), then more events.
-    let second: Vec<(String, String)> =
-        [(a, "cust-1"), (b, "cust-1"), (a, "cust-2"), (b, "cust-2")]
-            .iter()
-            .map(|(r, s)| (s.to_string(), added("e2", r, s, 2_900)))
-            .collect();
-    let pairs: Vec<(&[u8], &[u8])> = second
-        .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-        .collect();
-    stack.produce_pairs(events, &pairs);
+    add_everywhere("e2", 2_900);
     run_caught_up(config);
     want.extend([
         decided(a, "cust-1", 2, "big", "e2"),
