@@ -566,9 +566,17 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(8);
 /// A panic on any thread (a worker, a writer, timely's network threads when a peer dies) ends
 /// the whole process with status 101 after printing it: the cluster then fails loudly and is
 /// restarted as a whole, instead of limping on with a dead worker (timely's failure model).
+///
+/// One exception: once this process has decided to refuse to start (see [`check_agreement`]),
+/// a peer that refuses first and exits closes its connections, and the network thread's panic
+/// would hide the refusal under a backtrace and status 101; the hook then prints the refusal
+/// and exits with its status instead.
 fn fail_loudly_on_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if let Some(refusal) = PENDING_REFUSAL.get() {
+            crate::preflight::refuse(refusal);
+        }
         default(info);
         log::error!("a thread panicked; stopping this process (restart the cluster; it resumes from durable progress)");
         std::process::exit(101);
@@ -643,9 +651,38 @@ fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fi
         let mut differing = differing;
         differing.sort();
         differing.dedup();
-        crate::preflight::refuse(format_args!(
+        let refusal = format!(
             "process {process} refuses to start: {} (every process must run the same binary with the same effective configuration)",
             differing.join(", ")
-        ));
+        );
+        // Exiting now could close this process's connections before its own fingerprint has
+        // left them, and a peer would die of a reset connection without knowing why. So the
+        // refusal is recorded first (a later network panic prints it, see
+        // `fail_loudly_on_panic`), and one more round in which every worker takes part
+        // means every peer has all fingerprints, and so its own refusal, before anyone exits.
+        let refusal = PENDING_REFUSAL.get_or_init(|| refusal);
+        barrier(worker);
+        crate::preflight::refuse(refusal);
+    }
+}
+
+/// The refusal this process has decided on, if any (see [`check_agreement`]).
+static PENDING_REFUSAL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Returns once every worker of the cluster has reached its own call.
+fn barrier(worker: &mut timely::worker::Worker) {
+    use timely::dataflow::operators::core::ToStream;
+    use timely::dataflow::operators::vec::Broadcast;
+    let probe = worker.dataflow::<u64, _, _>(|scope| {
+        let probe = ProbeHandle::new();
+        let _ = Vec::<()>::new()
+            .to_stream(scope)
+            .container::<Vec<_>>()
+            .broadcast()
+            .probe_with(&probe);
+        probe
+    });
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(10)));
     }
 }
