@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use basketflow_testkit::clickhouse::committed_time;
 use basketflow_testkit::{
-    free_port, hostfile, unique_suffix, wait_all, ChildGuard, Ports, PrivateStack, Stack,
+    free_port, hostfile, read_to_end, unique_suffix, wait_all, ChildGuard, Isolation, Ports,
+    PrivateStack, Stack,
 };
 use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
 
@@ -223,6 +224,9 @@ fn assert_converged(stack: &Stack, names: &Names, traffic: &Traffic, landed: &[(
     let want = traffic.reference_decisions(landed);
     assert!(want.len() > 100, "the traffic should make decisions");
     let got = stack.decisions_on_kafka(&names.decisions);
+    if got != want {
+        explain_decision_mismatch(stack, &names.decisions, &got, &want);
+    }
     assert_eq!(got.len(), want.len(), "each decision exactly once on Kafka");
     assert_eq!(
         got, want,
@@ -254,6 +258,52 @@ fn assert_converged(stack: &Stack, names: &Names, traffic: &Traffic, landed: &[(
         "converged: 5 views equal the oracle, {} decisions and {} dead letters exactly once",
         want.len(),
         want_dead.len()
+    );
+}
+
+/// Prints what differs between the committed decisions and the expected ones, and where
+/// each missing or extra one is in the topic read uncommitted (in an aborted or open
+/// transaction, or nowhere), so that a failure says whether the writer or the reading lost it.
+fn explain_decision_mismatch(
+    stack: &Stack,
+    topic: &str,
+    got: &[(String, String)],
+    want: &[(String, String)],
+) {
+    let got_set: BTreeSet<&(String, String)> = got.iter().collect();
+    let want_set: BTreeSet<&(String, String)> = want.iter().collect();
+    let uncommitted = read_to_end(&stack.brokers, topic, Isolation::Uncommitted);
+    let place = |id: &str| -> Vec<(i32, i64)> {
+        uncommitted
+            .iter()
+            .filter(|r| {
+                r.payload.as_deref().is_some_and(|p| {
+                    serde_json::from_slice::<basketflow_vocab::Decision>(p)
+                        .is_ok_and(|d| d.decision_id == id)
+                })
+            })
+            .map(|r| (r.partition, r.offset))
+            .collect()
+    };
+    for d in want_set.difference(&got_set) {
+        println!(
+            "missing from the committed decisions: {d:?}, uncommitted at {:?}",
+            place(&d.0)
+        );
+    }
+    for d in got_set.difference(&want_set) {
+        println!("not expected: {d:?}, uncommitted at {:?}", place(&d.0));
+    }
+    let mut last: std::collections::BTreeMap<i32, i64> = Default::default();
+    for r in &uncommitted {
+        let e = last.entry(r.partition).or_default();
+        *e = (*e).max(r.offset);
+    }
+    println!(
+        "{} committed, {} expected, {} records read uncommitted; last offset per partition {last:?}",
+        got.len(),
+        want.len(),
+        uncommitted.len()
     );
 }
 

@@ -46,9 +46,10 @@ use basketflow_kafka::{
 };
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::Decision;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
@@ -152,10 +153,45 @@ struct Txn {
     positions: Positions,
 }
 
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+/// Counts the delivery reports of the current transaction, so that a commit is only attempted
+/// when every record of it was acknowledged, and a commit that succeeds with a record missing
+/// (a client bug; librdkafka had such around epoch bumps) is logged instead of passing silently.
+#[derive(Default)]
+pub struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Deliveries {
+    fn reset(&self) {
+        self.delivered.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+type TxnProducer = ThreadedProducer<Deliveries>;
 
 fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
-    client_config(&cfg.brokers)
+    let mut config = client_config(&cfg.brokers);
+    // librdkafka's own tracing of this client (e.g. `eos,msg,protocol` to follow a transaction
+    // through a broker outage); off unless asked for.
+    if let Ok(debug) = std::env::var("LIBRDKAFKA_OUTPUTS_DEBUG") {
+        config.set("debug", debug);
+    }
+    config
         // Fences older instances and makes the outputs and the progress record atomic.
         .set("transactional.id", &cfg.transactional_id)
         // A crash leaves a transaction open until a restart fences it or this expires; keep
@@ -165,7 +201,7 @@ fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
         .set("linger.ms", "0")
         // Same key -> same partition as Java clients (Kafka's default murmur2).
         .set("partitioner", "murmur2_random")
-        .create()
+        .create_with_context(Deliveries::default())
 }
 
 /// Connects the transactional producer (fencing older instances and aborting what a crash left
@@ -355,19 +391,19 @@ fn produce_loop(
                             cfg.transactional_id
                         );
                     }
-                    log::warn!(through = txn.through, backoff:? = backoff; "kafka outputs: transaction failed, aborted, retrying: {e}");
-                    let _ = producer.abort_transaction(Duration::from_secs(30));
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    log::warn!(through = txn.through, backoff:? = backoff; "kafka outputs: transaction failed, aborting it and retrying: {e}");
                     let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-                    if fatal {
-                        // The client is unusable (e.g. after a long broker outage): start a
-                        // new one; init_transactions aborts whatever the old one left open.
+                    if fatal || !abort(&producer) {
+                        // The client is unusable (a fatal error, e.g. after a long broker
+                        // outage, or an abort that cannot complete): start a new one, whose
+                        // init_transactions aborts whatever the old one left open.
                         match prepare_outputs(&cfg) {
                             Ok((p, _)) => producer = p,
                             Err(e) => log::warn!("kafka outputs: reconnecting failed: {e}"),
                         }
                     }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -379,13 +415,42 @@ fn produce_loop(
     wake();
 }
 
+/// Aborts the open transaction, retrying what librdkafka says may be retried; false if it
+/// cannot be aborted (the producer must then be replaced).
+fn abort(producer: &TxnProducer) -> bool {
+    for _ in 0..TXN_CALL_ATTEMPTS {
+        match producer.abort_transaction(TXN_CALL_TIMEOUT) {
+            Ok(()) => return true,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                log::warn!("kafka outputs: abort failed, retrying: {e}");
+            }
+            Err(e) => {
+                log::warn!("kafka outputs: abort failed: {e}");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// How long one librdkafka transaction call may take, and how many times a retriable one is
+/// repeated before the producer is replaced.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const TXN_CALL_ATTEMPTS: usize = 4;
+
 /// One transaction: every record, the progress record, commit. Returns how many decisions and
 /// dead letters it produced.
+///
+/// The commit is only attempted once every record was acknowledged (a failed delivery aborts
+/// and retries the whole transaction), and a commit that fails with a retriable error (its
+/// outcome unknown, e.g. a timeout) is repeated, as librdkafka prescribes: aborting then could
+/// abort a transaction the broker is completing.
 fn transact(
     cfg: &KafkaOutputs,
     producer: &TxnProducer,
     txn: &Txn,
 ) -> Result<(u64, u64), KafkaError> {
+    producer.context().reset();
     producer.begin_transaction()?;
     let (mut decisions, mut dead_letters) = (0, 0);
     for o in &txn.records {
@@ -415,16 +480,38 @@ fn transact(
             .payload(&progress)
             .partition(0),
     )?;
+    let sent = decisions + dead_letters + 1;
     // rdkafka's `commit_transaction` first flushes, and its flush polls for events in steps of
     // up to 100 ms; the producer's own thread takes the delivery reports, so that poll always
     // ran out: every commit took 100 ms and that was the floor of the decision latency. Wait
     // for the deliveries here (librdkafka's queue drains in a millisecond or two), so that its
     // flush finds nothing outstanding and returns at once.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + TXN_CALL_TIMEOUT;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));
     }
-    producer.commit_transaction(Duration::from_secs(30))?;
+    let deliveries = producer.context();
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut)).inspect_err(|_| {
+            log::warn!(failed, sent; "kafka outputs: records of the transaction were not delivered");
+        });
+    }
+    let mut attempt = 1;
+    loop {
+        match producer.commit_transaction(TXN_CALL_TIMEOUT) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < TXN_CALL_ATTEMPTS => {
+                log::warn!(through = txn.through, attempt; "kafka outputs: commit's outcome unknown, committing again: {e}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let delivered = deliveries.delivered.load(Ordering::Relaxed);
+    if delivered != sent {
+        log::error!(through = txn.through, sent, delivered; "kafka outputs: a transaction committed without every record acknowledged");
+    }
     Ok((decisions, dead_letters))
 }
 
