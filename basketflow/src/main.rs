@@ -7,10 +7,12 @@
 //! - `basketflow collect`: the HTTP Shopper Event API trackers send events to.
 //! - `basketflow config check|example`: validate a configuration; print the commented example.
 //! - `basketflow privacy erase|export`: a shopper's right to be forgotten and right of access.
+//! - `basketflow analysts provision`: each retailer's analysts read their retailer's rows only.
 
 #![forbid(missing_docs)]
 
 use basketflow_config as config;
+mod analysts_cli;
 mod logging;
 mod preflight;
 mod privacy_cli;
@@ -60,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: privacy_cli::PrivacyCommand,
     },
+    /// Analysts' access in ClickHouse: one user per retailer, reading only that retailer's
+    /// rows of every analyst view.
+    Analysts {
+        #[command(subcommand)]
+        command: analysts_cli::AnalystsCommand,
+    },
     /// Serve the HTTP collector: trackers POST events, valid ones are produced to Kafka.
     Collect {
         /// The configuration file.
@@ -75,6 +83,7 @@ fn main() -> Result<()> {
         Command::Trees { command } => basketflow_trees::run(command, trees_settings)?,
         Command::Config { command } => config::run(command)?,
         Command::Privacy { command } => privacy_cli::run(command)?,
+        Command::Analysts { command } => analysts_cli::run(command)?,
         Command::Collect { config } => {
             let config = config::Config::load(&config)?;
             basketflow_collector::run(

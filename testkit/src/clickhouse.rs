@@ -12,10 +12,21 @@ use crate::names::unique_suffix;
 /// Runs `sql` on the server at `url` (user `default`, no password): the response body, or the
 /// server's error text (or curl's) when it refuses.
 pub fn query(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--data-binary", sql, url])
-        .output()
-        .map_err(|e| format!("running curl: {e}"))?;
+    curl(Command::new("curl").args(["-sS", "--fail-with-body", "--data-binary", sql, url]))
+}
+
+/// [`query`] as `user` with `password` (HTTP basic authentication).
+pub fn query_as(url: &str, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    curl(
+        Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--data-binary", sql, url, "-u"])
+            .arg(format!("{user}:{password}")),
+    )
+}
+
+/// Runs a prepared `curl`: its body, or the body and curl's own message.
+fn curl(command: &mut Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| format!("running curl: {e}"))?;
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(body)

@@ -11,6 +11,7 @@
 //! | [`schema`] | the DDL of `sinks/sql/`, checked against the read models' definitions; migration |
 //! | [`rows`] | RowBinary rows: a read model's versions and view rows (from its definition), decisions |
 //! | [`reader`] | [`ClickHouseReader`]: reads (views, committed time) for the CLI and the tree builder |
+//! | [`copies`] | retailer copies: each retailer's rows in a database its analysts alone may read |
 //!
 //! # Storage
 //! Database `basketflow` (configurable). For each read model `<name>` (one definition each, in
@@ -52,6 +53,7 @@ use clickhouse::Client;
 
 use crate::clickhouse::versions::ConvertError;
 
+pub mod copies;
 #[cfg(test)]
 mod fixtures;
 mod migrate;

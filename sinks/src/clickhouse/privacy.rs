@@ -28,6 +28,7 @@ impl ClickHouseStore {
         erasures: &[(Erasure, u64)],
     ) -> Result<Vec<[u64; 4]>, ClickHouseError> {
         let db = self.database();
+        let stores = self.stores().await?;
         let mut removed = vec![[0u64; 4]; erasures.len()];
         for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
             for (n, (erasure, _)) in erasures.iter().enumerate() {
@@ -50,21 +51,27 @@ impl ClickHouseStore {
             if present.is_empty() {
                 continue;
             }
-            // On 18.16 a mutation rewrites every part: one per table for all the requests.
+            // On 18.16 a mutation rewrites every part: one per table for all the requests. The
+            // retailer copies (`super::copies`) hold the same rows of their retailer.
             let condition =
                 vec!["(retailer_id = ? AND shopper_id = ?)"; present.len()].join(" OR ");
-            let mut query = self.client().query(&format!(
-                "ALTER TABLE {db}.{table} DELETE WHERE {condition}"
-            ));
-            for e in &present {
-                query = query
-                    .bind(&e.request.retailer_id)
-                    .bind(&e.request.shopper_id);
+            for store in &stores {
+                let mut query = store.client().query(&format!(
+                    "ALTER TABLE {}.{table} DELETE WHERE {condition}",
+                    store.database()
+                ));
+                for e in &present {
+                    query = query
+                        .bind(&e.request.retailer_id)
+                        .bind(&e.request.shopper_id);
+                }
+                query.execute().await?;
             }
-            query.execute().await?;
         }
-        for table in PER_SHOPPER_TABLES {
-            self.wait_for_mutations(table).await?;
+        for store in &stores {
+            for table in PER_SHOPPER_TABLES {
+                store.wait_for_mutations(table).await?;
+            }
         }
         for ((erasure, time), removed) in erasures.iter().zip(&removed) {
             let r = &erasure.request;
@@ -96,7 +103,25 @@ impl ClickHouseStore {
     /// leaves the graph's state within its period, which changes the row), so the views do
     /// not change; only the history that still names the shopper goes. Returns the rows
     /// deleted.
+    ///
+    /// Applied to every retailer copy too (`super::copies`); the count is the main database's.
     pub async fn apply_retention(
+        &self,
+        through: u64,
+        retention: &Retention,
+    ) -> Result<u64, ClickHouseError> {
+        let mut deleted = 0;
+        for (i, store) in self.stores().await?.iter().enumerate() {
+            let n = store.apply_retention_here(through, retention).await?;
+            if i == 0 {
+                deleted = n;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// [`Self::apply_retention`] on this store's database alone.
+    async fn apply_retention_here(
         &self,
         through: u64,
         retention: &Retention,

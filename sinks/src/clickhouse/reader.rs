@@ -38,6 +38,15 @@ impl ClickHouseReader {
         })
     }
 
+    /// The same server and credentials, reading `database` (a plain name, checked when the
+    /// reader was made for another one; no round trip).
+    pub fn with_database(&self, database: &str) -> ClickHouseReader {
+        ClickHouseReader {
+            client: self.client.clone(),
+            database: database.to_owned(),
+        }
+    }
+
     /// The database this reader reads.
     pub fn database(&self) -> &str {
         &self.database

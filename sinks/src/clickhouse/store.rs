@@ -60,6 +60,15 @@ impl ClickHouseStore {
         self
     }
 
+    /// The same store on another database of the same server (no round trip).
+    pub fn on(&self, database: &str) -> ClickHouseStore {
+        ClickHouseStore {
+            reader: self.reader.with_database(database),
+            mutation_timeout: self.mutation_timeout,
+            tick_ms: self.tick_ms,
+        }
+    }
+
     /// The database this store writes.
     pub fn database(&self) -> &str {
         self.reader.database()
@@ -212,26 +221,33 @@ impl ClickHouseStore {
     /// until the mutations are done: call it on restart, before writing again. Returns how many
     /// versions it deleted.
     pub async fn discard_uncommitted(&self) -> Result<u64, ClickHouseError> {
-        let db = self.database();
         let committed = self.committed().await?;
         let mut discarded = 0;
-        for table in BATCH_TABLES {
-            let n: u64 = self
-                .client()
-                .query(&format!("SELECT count() FROM {db}.{table} WHERE time > ?"))
-                .bind(committed)
-                .fetch_one()
-                .await?;
-            if n > 0 {
-                self.client()
-                    .query(&format!("ALTER TABLE {db}.{table} DELETE WHERE time > ?"))
+        // The main database first (its count is what is returned), then each retailer copy
+        // (`super::copies`): their feeders copied the same uncommitted rows.
+        for (i, store) in self.stores().await?.iter().enumerate() {
+            let db = store.database();
+            for table in BATCH_TABLES {
+                let n: u64 = store
+                    .client()
+                    .query(&format!("SELECT count() FROM {db}.{table} WHERE time > ?"))
                     .bind(committed)
-                    .execute()
+                    .fetch_one()
                     .await?;
-                discarded += n;
+                if n > 0 {
+                    store
+                        .client()
+                        .query(&format!("ALTER TABLE {db}.{table} DELETE WHERE time > ?"))
+                        .bind(committed)
+                        .execute()
+                        .await?;
+                    if i == 0 {
+                        discarded += n;
+                    }
+                }
+                // Also waits for the mutations of an earlier, interrupted discard.
+                store.wait_for_mutations(table).await?;
             }
-            // Also waits for the mutations of an earlier, interrupted discard.
-            self.wait_for_mutations(table).await?;
         }
         Ok(discarded)
     }

@@ -1,0 +1,219 @@
+//! `basketflow analysts provision`: each listed retailer's analysts get a ClickHouse user
+//! that reads that retailer's rows of every analyst view, and nothing else.
+//!
+//! Reads the configuration (`--config`, as `run`: the ClickHouse address, user and database)
+//! and the access file (`--access`, default `analysts.toml`; see `examples/analysts.toml`):
+//!
+//! ```toml
+//! # The directory of the server's config.xml and users.xml: the command writes
+//! # users.d/basketflow-analysts-<db>.xml there, which the server reloads by itself.
+//! clickhouse_config_dir = "/etc/clickhouse-server"
+//!
+//! [[retailer]]
+//! retailer_id = "retailer-00"
+//! user = "analyst_retailer_00"
+//! database = "analyst_retailer_00"
+//! # printf %s "$PASSWORD" | sha256sum
+//! password_sha256_hex = "96499e0af3b81e5257006ef94f98dd84d095880a912f584a367f2d1073759830"
+//! ```
+//!
+//! Then makes each retailer's copy (its rows in its own database, kept current by the graph's
+//! writes; [`basketflow_sinks::clickhouse::copies`]), removes the copies of retailers no longer
+//! listed, writes the users file, waits until the server knows every user, and prints one JSON
+//! line: the copies and how many rows each one's views hold. Re-running it is safe (a password
+//! rotated, a retailer added or removed).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use basketflow_sinks::clickhouse::copies::{CopyPlan, RetailerAccess};
+use basketflow_sinks::clickhouse::{ClickHouseReader, ClickHouseStore};
+use clap::Subcommand;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Config, DEFAULT_PATH};
+
+/// How long the server may take to load the users file.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `basketflow analysts <command>`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum AnalystsCommand {
+    /// Give each retailer of the access file a ClickHouse user that reads only that retailer's
+    /// rows of every analyst view (a copy of its rows in its own database, kept current).
+    Provision {
+        /// The configuration file (default: ./basketflow.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The access file: where the server's configuration is, and the retailers.
+        #[arg(long, default_value = "analysts.toml")]
+        access: PathBuf,
+    },
+}
+
+/// The access file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    /// The directory of the server's `config.xml` and `users.xml`.
+    clickhouse_config_dir: PathBuf,
+    /// The retailers.
+    #[serde(default, rename = "retailer")]
+    retailers: Vec<RetailerAccess>,
+}
+
+/// Runs `basketflow analysts <command>`; a failure is one line on stderr and status 1.
+pub(crate) fn run(command: AnalystsCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")?;
+    let AnalystsCommand::Provision { config, access } = command;
+    if let Err(e) = runtime.block_on(provision(config.as_deref(), &access)) {
+        eprintln!("analysts provision: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory (the server never
+/// reads half a file).
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+async fn provision(config: Option<&Path>, access: &Path) -> Result<()> {
+    let default = Path::new(DEFAULT_PATH);
+    let config =
+        Config::resolve_file(config.or_else(|| default.exists().then_some(default)))?.config;
+    let text = std::fs::read_to_string(access)
+        .with_context(|| format!("reading the access file {}", access.display()))?;
+    let file: AccessFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", access.display()))?;
+    let ch = &config.clickhouse;
+    let plan = CopyPlan {
+        database: ch.database.clone(),
+        retailers: file.retailers,
+    };
+    let problems = plan.problems();
+    if !problems.is_empty() {
+        bail!("{}: {}", access.display(), problems.join("; "));
+    }
+    let users_file = file
+        .clickhouse_config_dir
+        .join("users.d")
+        .join(plan.file_name());
+    if !file.clickhouse_config_dir.join("config.xml").exists() {
+        bail!(
+            "no config.xml in clickhouse_config_dir {}: it must be the server's configuration \
+             directory (users.d/ is read next to it)",
+            file.clickhouse_config_dir.display()
+        );
+    }
+
+    let store = ClickHouseStore::connect(&ch.url, &ch.database, &ch.user, &ch.password).await?;
+    let progress: u64 = store
+        .client()
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'progress'")
+        .bind(&ch.database)
+        .fetch_one()
+        .await
+        .context("looking for the database")?;
+    if progress == 0 {
+        bail!(
+            "database {} has no progress table on {}: run the graph once (it creates the \
+             schema) first",
+            ch.database,
+            ch.url
+        );
+    }
+
+    // Copies of retailers no longer listed (or whose database now names another retailer)
+    // go first, users last: a removed user can no longer log in once the file is rewritten.
+    let registered = store.registered_copies().await?;
+    let mut removed = Vec::new();
+    for (database, retailer) in &registered {
+        let kept = plan
+            .retailers
+            .iter()
+            .any(|r| &r.database == database && &r.retailer_id == retailer);
+        if !kept {
+            store.remove_copy(&plan, database).await?;
+            removed.push(database.clone());
+        }
+    }
+    let mut copies = Vec::new();
+    for r in &plan.retailers {
+        let known = registered
+            .iter()
+            .any(|(d, rid)| d == &r.database && rid == &r.retailer_id);
+        store
+            .provision_copy(&plan, r, !known)
+            .await
+            .with_context(|| format!("making the copy of {} in {}", r.retailer_id, r.database))?;
+        let mut rows = serde_json::Map::new();
+        for view in CopyPlan::views() {
+            let n: u64 = store
+                .client()
+                .query(&format!("SELECT count() FROM {}.{view}", r.database))
+                .fetch_one()
+                .await
+                .with_context(|| format!("reading {}.{view}", r.database))?;
+            rows.insert(view.to_string(), json!(n));
+        }
+        copies.push(json!({
+            "retailer_id": r.retailer_id,
+            "user": r.user,
+            "database": r.database,
+            "filled": !known,
+            "rows": rows,
+        }));
+    }
+
+    write_atomically(&users_file, &plan.users_xml())?;
+    // The server reloads users.d by itself: wait until it knows every user (a login with a
+    // wrong password is then refused for the password, not for the user).
+    let deadline = Instant::now() + RELOAD_TIMEOUT;
+    for r in &plan.retailers {
+        loop {
+            let answer =
+                ClickHouseReader::connect(&ch.url, &r.database, &r.user, "basketflow-probe").await;
+            // Known: refused for the password (193), or (should the probe be the password)
+            // let in. Anything else (unknown user, 192; no answer) is waited out.
+            let known = match &answer {
+                Ok(_) => true,
+                Err(e) => e.to_string().contains("Code: 193"),
+            };
+            if known {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not load {} within {RELOAD_TIMEOUT:?} (is \
+                     clickhouse_config_dir the directory of its config.xml?)",
+                    users_file.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "database": plan.database,
+            "users_file": users_file,
+            "copies": copies,
+            "removed": removed,
+        })
+    );
+    Ok(())
+}

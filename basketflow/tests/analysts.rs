@@ -1,0 +1,356 @@
+//! Integration: analysts see only their retailer. Traffic of several retailers (one reusing
+//! the others' ids) through the graph into ClickHouse; then `basketflow analysts provision`
+//! gives two retailers a user and a copy each. On the real server (18.16), each user must read
+//! exactly its retailer's rows of every analyst view, also after more traffic and an erasure
+//! (the copies follow the writer), and be refused everything else: the main database, the
+//! other copy, table functions, settings, writes, subqueries on the main database. A retailer
+//! taken out of the access file loses its copy and its user.
+//!
+//! Needs `scripts/stack up`: the server's configuration directory is `$BASKETFLOW_STACK_DIR/
+//! clickhouse` (default `<repo>/.stack/clickhouse`), where the command writes its `users.d`
+//! file (removed at the end, also on failure).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use basketflow_sinks::clickhouse::schema::{PER_SHOPPER_TABLES, VIEWS};
+use basketflow_testkit::clickhouse::query_as;
+use basketflow_testkit::Stack;
+use support::{basketflow, run_caught_up, GraphStack, TestRun, Traffic};
+
+/// The shared stack's ClickHouse configuration directory.
+fn clickhouse_config_dir() -> PathBuf {
+    let stack = std::env::var("BASKETFLOW_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack"));
+    let dir = stack.join("clickhouse");
+    assert!(
+        dir.join("config.xml").exists(),
+        "no ClickHouse configuration in {}: run scripts/stack up",
+        dir.display()
+    );
+    dir
+}
+
+/// SHA-256 of `password`, hex (as `sha256sum` prints it).
+fn sha256_hex(password: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(password.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum runs");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Removes the file the command wrote when dropped.
+struct Remove(PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Rows of a TabSeparated answer, sorted.
+fn sorted(text: &str) -> Vec<String> {
+    let mut rows: Vec<String> = text.lines().map(String::from).collect();
+    rows.sort();
+    rows
+}
+
+/// Every analyst view.
+fn views() -> impl Iterator<Item = &'static str> {
+    VIEWS.iter().map(|(name, _)| *name)
+}
+
+/// One retailer's analyst: retailer, user (also its copy's database), password.
+struct Analyst {
+    retailer: &'static str,
+    user: String,
+    password: String,
+}
+
+impl Analyst {
+    fn query(&self, url: &str, sql: &str) -> Result<String, String> {
+        query_as(url, &self.user, &self.password, sql)
+    }
+}
+
+/// Writes the access file for `analysts` and runs `basketflow analysts provision`; its JSON.
+fn provision(run: &TestRun, analysts: &[&Analyst]) -> serde_json::Value {
+    let mut access = format!(
+        "clickhouse_config_dir = \"{}\"\n",
+        clickhouse_config_dir().display()
+    );
+    for a in analysts {
+        access.push_str(&format!(
+            "\n[[retailer]]\nretailer_id = \"{}\"\nuser = \"{}\"\ndatabase = \"{}\"\n\
+             password_sha256_hex = \"{}\"\n",
+            a.retailer,
+            a.user,
+            a.user,
+            sha256_hex(&a.password)
+        ));
+    }
+    let file = run.dir.join("access.toml");
+    std::fs::write(&file, access).unwrap();
+    let out = basketflow()
+        .args(["analysts", "provision", "--config"])
+        .arg(&run.config)
+        .arg("--access")
+        .arg(&file)
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "provision failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
+/// Every view, read by each analyst, is the main view's rows of its retailer.
+fn assert_each_reads_its_rows(stack: &Stack, db: &str, analysts: &[&Analyst], when: &str) {
+    for a in analysts {
+        for view in views() {
+            let want = sorted(&stack.clickhouse(&format!(
+                "SELECT * FROM {db}.{view} WHERE retailer_id = '{}' FORMAT TabSeparated",
+                a.retailer
+            )));
+            if view != "privacy_audit" {
+                assert!(
+                    !want.is_empty(),
+                    "{} should have rows in {view}",
+                    a.retailer
+                );
+            }
+            let got = a
+                .query(
+                    &stack.clickhouse_url,
+                    &format!("SELECT * FROM {}.{view} FORMAT TabSeparated", a.user),
+                )
+                .unwrap_or_else(|e| panic!("{} reading {view}: {e}", a.user));
+            assert_eq!(sorted(&got), want, "{} {when}: {view}", a.user);
+        }
+    }
+}
+
+#[test]
+fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
+    let stack = Stack::shared();
+    let run = TestRun::create(&stack, "analysts", 8, &[("cleanup.policy", "compact")], "");
+    let (db, suffix) = (&run.database, basketflow_testkit::unique_suffix());
+    let url = stack.clickhouse_url.clone();
+    let traffic =
+        Traffic::generate(20_261_203, 6_000, 400).with_copying_retailer("retailer-copy", 2);
+    let (first, second) = traffic.messages.split_at(traffic.messages.len() / 2);
+    traffic.produce_trees(&stack, &run.trees);
+    stack.produce(&run.events, first);
+    run_caught_up(&run.config);
+
+    let _file = Remove(
+        clickhouse_config_dir()
+            .join("users.d")
+            .join(format!("basketflow-analysts-{db}.xml")),
+    );
+    let a = Analyst {
+        retailer: "retailer-00",
+        user: format!("an_a_{suffix}"),
+        password: format!("pa-{suffix}"),
+    };
+    let b = Analyst {
+        retailer: "retailer-copy",
+        user: format!("an_b_{suffix}"),
+        password: format!("pb-{suffix}"),
+    };
+    for x in [&a, &b] {
+        stack.database(x.user.clone()); // dropped with the stack
+    }
+    let summary = provision(&run, &[&a, &b]);
+    assert_eq!(summary["database"], serde_json::json!(db));
+    assert_eq!(summary["copies"][0]["filled"], serde_json::json!(true));
+    for (i, x) in [&a, &b].iter().enumerate() {
+        for view in views() {
+            let n: usize = stack
+                .clickhouse(&format!(
+                    "SELECT count() FROM {db}.{view} WHERE retailer_id = '{}'",
+                    x.retailer
+                ))
+                .trim()
+                .parse()
+                .unwrap();
+            assert_eq!(summary["copies"][i]["rows"][view], serde_json::json!(n));
+        }
+    }
+    assert_each_reads_its_rows(&stack, db, &[&a, &b], "after the backfill");
+
+    // More traffic and an erasure of one of a's shoppers: the copies follow the writer.
+    let victim = stack
+        .clickhouse(&format!(
+            "SELECT shopper_id FROM {db}.shopper_purchases WHERE retailer_id = 'retailer-00' \
+             ORDER BY shopper_id LIMIT 1"
+        ))
+        .trim()
+        .to_string();
+    assert!(!victim.is_empty());
+    let out = basketflow()
+        .args(["privacy", "erase", "--retailer", "retailer-00", "--shopper"])
+        .arg(&victim)
+        .arg("--config")
+        .arg(&run.config)
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.produce(&run.events, second);
+    run_caught_up(&run.config);
+    assert_each_reads_its_rows(&stack, db, &[&a, &b], "after more traffic and an erasure");
+    for table in PER_SHOPPER_TABLES {
+        assert_eq!(
+            stack
+                .clickhouse(&format!(
+                    "SELECT count() FROM {}.{table} WHERE shopper_id = '{victim}'",
+                    a.user
+                ))
+                .trim(),
+            "0",
+            "the erased shopper in {}.{table}",
+            a.user
+        );
+    }
+    assert_eq!(
+        a.query(
+            &url,
+            &format!("SELECT count() FROM {}.privacy_audit", a.user)
+        )
+        .unwrap()
+        .trim(),
+        "1",
+        "the erasure's audit row is in a's copy"
+    );
+    assert_eq!(
+        b.query(
+            &url,
+            &format!("SELECT count() FROM {}.privacy_audit", b.user)
+        )
+        .unwrap()
+        .trim(),
+        "0",
+        "and not in b's"
+    );
+
+    // Everything else is refused, each query valid (the default user runs it) and refused for
+    // the right reason.
+    let denied = "Code: 291"; // access denied to a database
+    let readonly = "Code: 164"; // forbidden in readonly mode
+    for (x, other) in [(&a, &b), (&b, &a)] {
+        let me = &x.user;
+        for (sql, why) in [
+            (
+                format!("SELECT count() FROM {db}.sold_products_daily"),
+                denied,
+            ),
+            (format!("SELECT count() FROM {db}.baskets_versions"), denied),
+            (format!("SELECT count() FROM {db}.progress"), denied),
+            (
+                format!("SELECT count() FROM {db}.copy__{me}__baskets_versions"),
+                denied,
+            ),
+            (
+                format!("SELECT count() FROM {}.baskets", other.user),
+                denied,
+            ),
+            (
+                format!(
+                    "SELECT count() FROM {me}.baskets WHERE shopper_id IN \
+                     (SELECT shopper_id FROM {db}.baskets)"
+                ),
+                denied,
+            ),
+            (
+                format!("SELECT count() FROM remote('127.0.0.1', {db}.progress)"),
+                readonly,
+            ),
+            (
+                format!("SELECT count() FROM {me}.baskets SETTINGS max_threads = 1"),
+                readonly,
+            ),
+            (
+                format!("INSERT INTO {me}.progress (time) VALUES (1)"),
+                readonly,
+            ),
+        ] {
+            if !sql.starts_with("INSERT") {
+                stack.clickhouse(&sql);
+            }
+            let refused = x.query(&url, &sql);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(why)),
+                "{me} on {sql}: {refused:?}"
+            );
+        }
+        assert_eq!(
+            sorted(
+                &x.query(
+                    &url,
+                    "SELECT name FROM system.databases FORMAT TabSeparated"
+                )
+                .unwrap()
+            ),
+            sorted(&format!("{me}\nsystem\n")),
+            "{me} lists only its own database"
+        );
+    }
+    assert!(a.query(&url, "SELECT 1").is_ok());
+    assert!(query_as(&url, &a.user, "wrong", "SELECT 1").is_err());
+
+    // a is taken out of the file: its copy and its user go, b keeps reading.
+    let summary = provision(&run, &[&b]);
+    assert_eq!(summary["removed"], serde_json::json!([a.user.clone()]));
+    assert_eq!(summary["copies"][0]["filled"], serde_json::json!(false));
+    assert_eq!(
+        stack
+            .clickhouse(&format!(
+                "SELECT count() FROM system.databases WHERE name = '{}'",
+                a.user
+            ))
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        stack
+            .clickhouse(&format!(
+                "SELECT count() FROM system.tables WHERE database = '{db}' AND name LIKE \
+                 'copy\\\\_\\\\_{}%'",
+                a.user
+            ))
+            .trim(),
+        "0",
+        "a's feeders are dropped"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = a.query(&url, "SELECT 1");
+        if answer.as_ref().is_err_and(|e| e.contains("Code: 192")) {
+            break; // unknown user
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's user still known: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_each_reads_its_rows(&stack, db, &[&b], "after a was taken out");
+}
