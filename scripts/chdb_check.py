@@ -7,7 +7,9 @@ current ClickHouse release, inserts version rows and progress rows, and asserts 
 analyst view returns exactly the expected rows, including after merges. Then it runs the example
 analyst queries (examples/sql/*.sql) over a small data set in a database of their own and
 asserts their exact results: the same data set and results as examples/tests/analyst_queries.rs,
-which runs them on the 18.16 server. Exits non-zero on any mismatch.
+which runs them on the 18.16 server. Last, the statements of a retailer copy
+(sinks/sql/copies_check.sql, written from the code by a test) on two databases: the copy holds
+exactly its retailer's rows, also after a reconcile. Exits non-zero on any mismatch.
 
 Installs chdb into $BASKETFLOW_VENV (default <repo>/.venv) when missing (idempotent), then re-runs itself there.
 Usage: scripts/chdb_check.py   (or .venv/bin/python scripts/chdb_check.py)
@@ -241,6 +243,69 @@ def check_privacy(s):
           '"r1","s2",5\n"r2","s1",5')
 
 
+def copy_sections():
+    """sinks/sql/copies_check.sql (written by a test of sinks/src/clickhouse/copies.rs from the
+    statements the code sends): section name -> statements."""
+    sections, current = {}, None
+    with open(os.path.join(SQL_DIR, "copies_check.sql")) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line in ("-- feeders", "-- backfill", "-- reconcile"):
+                current = sections.setdefault(line[3:], [])
+            elif line and not line.startswith("--"):
+                current.append(line.rstrip(";"))
+    return sections
+
+
+def check_copies(s):
+    """A retailer copy (sinks/src/clickhouse/copies.rs) on a current ClickHouse: the feeders
+    copy the retailer's rows (and every progress row) as they are inserted, the backfill what
+    was there before, rows copied twice read as one, and reconcile removes a shopper erased in
+    the main tables. (Who may read the copy cannot be checked here: chdb runs every query as
+    `default`; basketflow/tests/analysts.rs checks it on the 18.16 server.)"""
+    main, copy, r = "basketflow_copies", "basketflow_copy_r1", "'r\\'1'"
+    for db in (main, copy):
+        s.query(f"CREATE DATABASE {db}")
+        for _, sql in statements(db):
+            s.query(sql)
+    sections = copy_sections()
+    if sorted(sections) != ["backfill", "feeders", "reconcile"]:
+        failures.append("copies_check.sql sections")
+    # Before the copy: r'1 and r2 rows at time 10.
+    s.query(f"INSERT INTO {main}.baskets_versions VALUES ({r},'s1','p1',2,0,10), ({r},'s2','p1',1,0,10), "
+            f"('r2','s1','p1',5,0,10)")
+    s.query(f"INSERT INTO {main}.shopper_purchases_versions VALUES ({r},'s1','p1',2,1,toDateTime(1768471200),0,10)")
+    s.query(f"INSERT INTO {main}.progress (time, written_at, note) VALUES (10, now(), 'one')")
+    for sql in sections["feeders"]:
+        s.query(sql)
+    # With the feeders: a change of s1's basket, r2 rows, a progress row.
+    s.query(f"INSERT INTO {main}.baskets_versions VALUES ({r},'s1','p1',3,0,20), ('r2','s3','p9',1,0,20)")
+    s.query(f"INSERT INTO {main}.progress (time, written_at, note) VALUES (20, now(), 'two')")
+    for sql in sections["backfill"]:
+        s.query(sql)
+    check(s, "copy: the retailer's rows of the view, once",
+          f"SELECT * FROM {copy}.baskets ORDER BY shopper_id", '"r\'1","s1","p1",3\n"r\'1","s2","p1",1')
+    check(s, "copy: equal to the main view filtered",
+          f"SELECT (SELECT groupArray(tuple(*)) FROM (SELECT * FROM {copy}.baskets ORDER BY shopper_id)) = "
+          f"(SELECT groupArray(tuple(*)) FROM (SELECT * FROM {main}.baskets WHERE retailer_id = {r} ORDER BY shopper_id))",
+          "1")
+    check(s, "copy: no other retailer's rows",
+          f"SELECT count() FROM {copy}.baskets_versions WHERE retailer_id != {r}", "0")
+    check(s, "copy: every progress row", f"SELECT max(time), uniqExact(time) FROM {copy}.progress", "20,2")
+    # s1 erased in the main tables (while a backfill read, say): reconcile removes them.
+    for t in ["baskets_versions", "shopper_purchases_versions"]:
+        s.query(f"ALTER TABLE {main}.{t} DELETE WHERE retailer_id = {r} AND shopper_id = 's1'")
+        wait_mutations(s, main, t)
+    for sql in sections["reconcile"]:
+        s.query(sql)
+    for t in ["shopper_purchases_versions", "baskets_versions", "order_lines_versions", "experience_decisions_log"]:
+        wait_mutations(s, copy, t)
+    check(s, "copy: reconcile removes a shopper erased in the main tables",
+          f"SELECT shopper_id, count() FROM {copy}.baskets_versions GROUP BY shopper_id", '"s2",1')
+    check(s, "copy: reconcile on shopper_purchases",
+          f"SELECT count() FROM {copy}.shopper_purchases_versions", "0")
+
+
 def main():
     ensure_chdb()
     import chdb
@@ -407,6 +472,7 @@ def main():
 
         check_privacy(s)
         check_analyst_queries(s)
+        check_copies(s)
 
     if failures:
         print(f"\nFAILED: {len(failures)} check(s): {', '.join(failures)}")

@@ -504,6 +504,84 @@ mod tests {
         assert_eq!(users.matches("<allow_databases>").count(), 1);
     }
 
+    /// The column names of a `CREATE TABLE` statement of [`TABLES`] (one column per line
+    /// between the lines `(` and `)`).
+    fn ddl_columns(sql: &str) -> Vec<String> {
+        sql.lines()
+            .skip_while(|l| l.trim() != "(")
+            .skip(1)
+            .take_while(|l| l.trim() != ")")
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
+    /// `sinks/sql/copies_check.sql`: the statements of a copy of `basketflow_copies` for
+    /// retailer `r'1` (feeders, backfill, reconcile), which `scripts/chdb_check.py` runs on a
+    /// current ClickHouse. This test keeps the file equal to what the code sends; with
+    /// `BLESS=1` it rewrites it.
+    #[test]
+    fn the_current_release_check_runs_the_statements_the_code_sends() {
+        let plan = CopyPlan {
+            database: "basketflow_copies".into(),
+            retailers: vec![RetailerAccess {
+                retailer_id: "r'1".into(),
+                user: "analyst_r1".into(),
+                database: "basketflow_copy_r1".into(),
+                password_sha256_hex: "a".repeat(64),
+            }],
+        };
+        let r = &plan.retailers[0];
+        let columns =
+            |table: &str| ddl_columns(TABLES.iter().find(|(t, _)| *t == table).unwrap().1);
+        let mut text = String::from(
+            "-- Written by the test the_current_release_check_runs_the_statements_the_code_sends\n\
+             -- (sinks/src/clickhouse/copies.rs): the statements of a retailer copy, run by\n\
+             -- scripts/chdb_check.py on a current ClickHouse. Do not edit.\n",
+        );
+        text.push_str(
+            "-- feeders
+",
+        );
+        for (table, _) in copied_tables() {
+            text.push_str(&format!(
+                "{};
+",
+                plan.feeder_statement(r, table, &columns(table))
+            ));
+        }
+        text.push_str(
+            "-- backfill
+",
+        );
+        for (table, _) in copied_tables() {
+            text.push_str(&format!(
+                "{};
+",
+                plan.backfill_statement(r, table, &columns(table))
+            ));
+        }
+        text.push_str(
+            "-- reconcile
+",
+        );
+        for statement in plan.reconcile(r) {
+            text.push_str(&format!(
+                "{statement};
+"
+            ));
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/copies_check.sql");
+        if std::env::var_os("BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap_or_default(),
+            text,
+            "{path} differs from the statements: rerun this test with BLESS=1"
+        );
+        assert_eq!(columns("progress")[0], "time");
+    }
+
     #[test]
     fn reconcile_keeps_anonymous_rows_and_reads_the_retailer_s_main_rows() {
         let s = plan().reconcile(&plan().retailers[0]);
