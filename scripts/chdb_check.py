@@ -8,7 +8,7 @@ analyst view returns exactly the expected rows, including after merges. Then it 
 analyst queries (examples/sql/*.sql) over a small data set in a database of their own and
 asserts their exact results: the same data set and results as examples/tests/analyst_queries.rs,
 which runs them on the 18.16 server. Last, the statements of a retailer copy
-(sinks/sql/copies_check.sql, written from the code by a test) on two databases: the copy holds
+(sinks/sql/generated/copies_check.sql, written from the code by a test) on two databases: the copy holds
 exactly its retailer's rows, also after a reconcile. Exits non-zero on any mismatch.
 
 Installs chdb into $BASKETFLOW_VENV (default <repo>/.venv) when missing (idempotent), then re-runs itself there.
@@ -244,10 +244,10 @@ def check_privacy(s):
 
 
 def copy_sections():
-    """sinks/sql/copies_check.sql (written by a test of sinks/src/clickhouse/copies.rs from the
+    """sinks/sql/generated/copies_check.sql (written by a test of sinks/src/clickhouse/copies.rs from the
     statements the code sends): section name -> statements."""
     sections, current = {}, None
-    with open(os.path.join(SQL_DIR, "copies_check.sql")) as f:
+    with open(os.path.join(SQL_DIR, "generated", "copies_check.sql")) as f:
         for line in f:
             line = line.rstrip("\n")
             if line in ("-- feeders", "-- backfill", "-- reconcile"):

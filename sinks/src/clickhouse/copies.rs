@@ -515,7 +515,7 @@ mod tests {
             .collect()
     }
 
-    /// `sinks/sql/copies_check.sql`: the statements of a copy of `basketflow_copies` for
+    /// `sinks/sql/generated/copies_check.sql`: the statements of a copy of `basketflow_copies` for
     /// retailer `r'1` (feeders, backfill, reconcile), which `scripts/chdb_check.py` runs on a
     /// current ClickHouse. This test keeps the file equal to what the code sends; with
     /// `BLESS=1` it rewrites it.
@@ -570,7 +570,10 @@ mod tests {
 "
             ));
         }
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/copies_check.sql");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sql/generated/copies_check.sql"
+        );
         if std::env::var_os("BLESS").is_some() {
             std::fs::write(path, &text).unwrap();
         }
