@@ -9,7 +9,7 @@ analyst queries (examples/sql/*.sql) over a small data set in a database of thei
 asserts their exact results: the same data set and results as examples/tests/analyst_queries.rs,
 which runs them on the 18.16 server. Last, the statements of a retailer copy
 (sinks/sql/generated/copies_check.sql, written from the code by a test) on two databases: the copy holds
-exactly its retailer's rows, also after a reconcile. Exits non-zero on any mismatch.
+exactly its retailer's rows, also after an erasure by subquery. Exits non-zero on any mismatch.
 
 Installs chdb into $BASKETFLOW_VENV (default <repo>/.venv) when missing (idempotent), then re-runs itself there.
 Usage: scripts/chdb_check.py   (or .venv/bin/python scripts/chdb_check.py)
@@ -244,13 +244,13 @@ def check_privacy(s):
 
 
 def copy_sections():
-    """sinks/sql/generated/copies_check.sql (written by a test of sinks/src/clickhouse/copies.rs from the
-    statements the code sends): section name -> statements."""
+    """sinks/sql/generated/copies_check.sql (written by a test of sinks/src/clickhouse/copies.rs
+    from the statements the code sends): section name -> statements."""
     sections, current = {}, None
     with open(os.path.join(SQL_DIR, "generated", "copies_check.sql")) as f:
         for line in f:
             line = line.rstrip("\n")
-            if line in ("-- feeders", "-- backfill", "-- reconcile"):
+            if line in ("-- feeders", "-- backfill"):
                 current = sections.setdefault(line[3:], [])
             elif line and not line.startswith("--"):
                 current.append(line.rstrip(";"))
@@ -258,32 +258,31 @@ def copy_sections():
 
 
 def check_copies(s):
-    """A retailer copy (sinks/src/clickhouse/copies.rs) on a current ClickHouse: the feeders
-    copy the retailer's rows (and every progress row) as they are inserted, the backfill what
-    was there before, rows copied twice read as one, and reconcile removes a shopper erased in
-    the main tables. (Who may read the copy cannot be checked here: chdb runs every query as
-    `default`; basketflow/tests/analysts.rs checks it on the 18.16 server.)"""
+    """A retailer copy (sinks/src/clickhouse/copies.rs) on a current ClickHouse, filled as the
+    writer fills it (feeders, then the rows already there), then fed by inserts: it holds
+    exactly its retailer's rows and every progress row, and an erasure by subquery (as
+    ClickHouseStore::erase_all sends it) removes the shopper. (Who may read the copy cannot be
+    checked here: chdb runs every query as `default`; basketflow/tests/analysts.rs checks it on
+    the 18.16 server.)"""
     main, copy, r = "basketflow_copies", "basketflow_copy_r1", "'r\\'1'"
     for db in (main, copy):
         s.query(f"CREATE DATABASE {db}")
         for _, sql in statements(db):
             s.query(sql)
     sections = copy_sections()
-    if sorted(sections) != ["backfill", "feeders", "reconcile"]:
+    if sorted(sections) != ["backfill", "feeders"]:
         failures.append("copies_check.sql sections")
     # Before the copy: r'1 and r2 rows at time 10.
     s.query(f"INSERT INTO {main}.baskets_versions VALUES ({r},'s1','p1',2,0,10), ({r},'s2','p1',1,0,10), "
             f"('r2','s1','p1',5,0,10)")
     s.query(f"INSERT INTO {main}.shopper_purchases_versions VALUES ({r},'s1','p1',2,1,toDateTime(1768471200),0,10)")
     s.query(f"INSERT INTO {main}.progress (time, written_at, note) VALUES (10, now(), 'one')")
-    for sql in sections["feeders"]:
+    for sql in sections["feeders"] + sections["backfill"]:
         s.query(sql)
-    # With the feeders: a change of s1's basket, r2 rows, a progress row.
+    # Then through the feeders: a change of s1's basket, r2 rows, a progress row.
     s.query(f"INSERT INTO {main}.baskets_versions VALUES ({r},'s1','p1',3,0,20), ('r2','s3','p9',1,0,20)")
     s.query(f"INSERT INTO {main}.progress (time, written_at, note) VALUES (20, now(), 'two')")
-    for sql in sections["backfill"]:
-        s.query(sql)
-    check(s, "copy: the retailer's rows of the view, once",
+    check(s, "copy: the retailer's rows of the view",
           f"SELECT * FROM {copy}.baskets ORDER BY shopper_id", '"r\'1","s1","p1",3\n"r\'1","s2","p1",1')
     check(s, "copy: equal to the main view filtered",
           f"SELECT (SELECT groupArray(tuple(*)) FROM (SELECT * FROM {copy}.baskets ORDER BY shopper_id)) = "
@@ -292,18 +291,19 @@ def check_copies(s):
     check(s, "copy: no other retailer's rows",
           f"SELECT count() FROM {copy}.baskets_versions WHERE retailer_id != {r}", "0")
     check(s, "copy: every progress row", f"SELECT max(time), uniqExact(time) FROM {copy}.progress", "20,2")
-    # s1 erased in the main tables (while a backfill read, say): reconcile removes them.
-    for t in ["baskets_versions", "shopper_purchases_versions"]:
-        s.query(f"ALTER TABLE {main}.{t} DELETE WHERE retailer_id = {r} AND shopper_id = 's1'")
-        wait_mutations(s, main, t)
-    for sql in sections["reconcile"]:
-        s.query(sql)
-    for t in ["shopper_purchases_versions", "baskets_versions", "order_lines_versions", "experience_decisions_log"]:
-        wait_mutations(s, copy, t)
-    check(s, "copy: reconcile removes a shopper erased in the main tables",
+    # An erasure of s1, named by subquery (erasing_shoppers), in the main tables and the copy.
+    s.query(f"CREATE TABLE {main}.erasing_shoppers (retailer_id String, shopper_id String) ENGINE = Memory")
+    s.query(f"INSERT INTO {main}.erasing_shoppers VALUES ({r}, 's1')")
+    for db in (main, copy):
+        for t in ["baskets_versions", "shopper_purchases_versions"]:
+            s.query(f"ALTER TABLE {db}.{t} DELETE WHERE (retailer_id, shopper_id) IN "
+                    f"(SELECT retailer_id, shopper_id FROM {main}.erasing_shoppers)")
+            wait_mutations(s, db, t)
+    check(s, "copy: the erasure by subquery removes the shopper",
           f"SELECT shopper_id, count() FROM {copy}.baskets_versions GROUP BY shopper_id", '"s2",1')
-    check(s, "copy: reconcile on shopper_purchases",
-          f"SELECT count() FROM {copy}.shopper_purchases_versions", "0")
+    check(s, "copy: and from shopper_purchases", f"SELECT count() FROM {copy}.shopper_purchases_versions", "0")
+    check(s, "main: the other retailer's s1 stays",
+          f"SELECT retailer_id, shopper_id FROM {main}.baskets_versions WHERE shopper_id = 's1'", '"r2","s1"')
 
 
 def main():

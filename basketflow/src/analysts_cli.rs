@@ -17,11 +17,13 @@
 //! password_sha256_hex = "96499e0af3b81e5257006ef94f98dd84d095880a912f584a367f2d1073759830"
 //! ```
 //!
-//! Then makes each retailer's copy (its rows in its own database, kept current by the graph's
-//! writes; [`basketflow_sinks::clickhouse::copies`]), removes the copies of retailers no longer
-//! listed, writes the users file, waits until the server knows every user, and prints one JSON
-//! line: the copies and how many rows each one's views hold. Re-running it is safe (a password
-//! rotated, a retailer added or removed).
+//! Then removes the copies of retailers no longer listed, registers each listed retailer's copy
+//! (its rows in its own database; [`basketflow_sinks::clickhouse::copies`]), waits (at most
+//! `--wait-seconds`) for the graph's ClickHouse writer to fill the new ones, writes the users of
+//! the filled copies, waits until the server knows them, and prints one JSON line: the copies,
+//! whether each is filled, and how many rows its views hold. Exits with status 2 when some
+//! copies are not filled yet (the graph is not running): run it again once it is. Re-running it
+//! is safe (a password rotated, a retailer added or removed).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +40,9 @@ use crate::config::{Config, DEFAULT_PATH};
 /// How long the server may take to load the users file.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Exit status when some copies are registered but not filled yet (their users not written).
+const PENDING: i32 = 2;
+
 /// `basketflow analysts <command>`.
 #[derive(Subcommand, Debug)]
 pub(crate) enum AnalystsCommand {
@@ -50,6 +55,9 @@ pub(crate) enum AnalystsCommand {
         /// The access file: where the server's configuration is, and the retailers.
         #[arg(long, default_value = "analysts.toml")]
         access: PathBuf,
+        /// How long to wait for the graph's writer to fill new copies.
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
     },
 }
 
@@ -70,8 +78,12 @@ pub(crate) fn run(command: AnalystsCommand) -> Result<()> {
         .enable_all()
         .build()
         .context("building a tokio runtime")?;
-    let AnalystsCommand::Provision { config, access } = command;
-    if let Err(e) = runtime.block_on(provision(config.as_deref(), &access)) {
+    let AnalystsCommand::Provision {
+        config,
+        access,
+        wait_seconds,
+    } = command;
+    if let Err(e) = runtime.block_on(provision(config.as_deref(), &access, wait_seconds)) {
         eprintln!("analysts provision: {e:#}");
         std::process::exit(1);
     }
@@ -91,7 +103,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
-async fn provision(config: Option<&Path>, access: &Path) -> Result<()> {
+async fn provision(config: Option<&Path>, access: &Path, wait_seconds: u64) -> Result<()> {
     let default = Path::new(DEFAULT_PATH);
     let config =
         Config::resolve_file(config.or_else(|| default.exists().then_some(default)))?.config;
@@ -102,12 +114,9 @@ async fn provision(config: Option<&Path>, access: &Path) -> Result<()> {
     let ch = &config.clickhouse;
     let plan = CopyPlan {
         database: ch.database.clone(),
+        writer_user: ch.user.clone(),
         retailers: file.retailers,
     };
-    let problems = plan.problems();
-    if !problems.is_empty() {
-        bail!("{}: {}", access.display(), problems.join("; "));
-    }
     let users_file = file
         .clickhouse_config_dir
         .join("users.d")
@@ -136,54 +145,77 @@ async fn provision(config: Option<&Path>, access: &Path) -> Result<()> {
             ch.url
         );
     }
+    let registered = store.copies().await?;
+    let problems = plan.problems(&registered);
+    if !problems.is_empty() {
+        bail!("{}: {}", access.display(), problems.join("; "));
+    }
 
-    // Copies of retailers no longer listed (or whose database now names another retailer)
-    // go first, users last: a removed user can no longer log in once the file is rewritten.
-    let registered = store.registered_copies().await?;
+    // Copies of retailers no longer listed go first (unregistered, so the writer stops
+    // maintaining them, then dropped), and their users with the rewritten file below.
     let mut removed = Vec::new();
-    for (database, retailer) in &registered {
-        let kept = plan
-            .retailers
-            .iter()
-            .any(|r| &r.database == database && &r.retailer_id == retailer);
-        if !kept {
-            store.remove_copy(&plan, database).await?;
-            removed.push(database.clone());
+    for copy in &registered {
+        if !plan.retailers.iter().any(|r| r.database == copy.database) {
+            store.remove_copy(&copy.database).await?;
+            removed.push(copy.database.clone());
         }
     }
-    let mut copies = Vec::new();
     for r in &plan.retailers {
-        let known = registered
-            .iter()
-            .any(|(d, rid)| d == &r.database && rid == &r.retailer_id);
-        store
-            .provision_copy(&plan, r, !known)
-            .await
-            .with_context(|| format!("making the copy of {} in {}", r.retailer_id, r.database))?;
-        let mut rows = serde_json::Map::new();
-        for view in CopyPlan::views() {
-            let n: u64 = store
-                .client()
-                .query(&format!("SELECT count() FROM {}.{view}", r.database))
-                .fetch_one()
-                .await
-                .with_context(|| format!("reading {}.{view}", r.database))?;
-            rows.insert(view.to_string(), json!(n));
+        store.register_copy(&r.database, &r.retailer_id).await?;
+    }
+    // The graph's writer fills new copies (between batches, or when it starts): wait for it.
+    let deadline = Instant::now() + Duration::from_secs(wait_seconds);
+    let copies = loop {
+        let copies = store.copies().await?;
+        let all_filled = plan.retailers.iter().all(|r| {
+            copies
+                .iter()
+                .any(|c| c.database == r.database && c.filled == 1)
+        });
+        if all_filled || Instant::now() >= deadline {
+            break copies;
         }
-        copies.push(json!({
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let filled: Vec<&RetailerAccess> = plan
+        .retailers
+        .iter()
+        .filter(|r| {
+            copies
+                .iter()
+                .any(|c| c.database == r.database && c.filled == 1)
+        })
+        .collect();
+    let mut listed = Vec::new();
+    for r in &plan.retailers {
+        let is_filled = filled.contains(&r);
+        let mut rows = serde_json::Map::new();
+        if is_filled {
+            for view in CopyPlan::views() {
+                let n: u64 = store
+                    .client()
+                    .query(&format!("SELECT count() FROM {}.{view}", r.database))
+                    .fetch_one()
+                    .await
+                    .with_context(|| format!("reading {}.{view}", r.database))?;
+                rows.insert(view.to_string(), json!(n));
+            }
+        }
+        listed.push(json!({
             "retailer_id": r.retailer_id,
             "user": r.user,
             "database": r.database,
-            "filled": !known,
+            "filled": is_filled,
             "rows": rows,
         }));
     }
 
-    write_atomically(&users_file, &plan.users_xml())?;
+    // Users only for filled copies: an analyst never reads a copy being filled.
+    write_atomically(&users_file, &plan.users_xml(filled.iter().copied()))?;
     // The server reloads users.d by itself: wait until it knows every user (a login with a
     // wrong password is then refused for the password, not for the user).
     let deadline = Instant::now() + RELOAD_TIMEOUT;
-    for r in &plan.retailers {
+    for r in &filled {
         loop {
             let answer =
                 ClickHouseReader::connect(&ch.url, &r.database, &r.user, "basketflow-probe").await;
@@ -211,9 +243,18 @@ async fn provision(config: Option<&Path>, access: &Path) -> Result<()> {
         json!({
             "database": plan.database,
             "users_file": users_file,
-            "copies": copies,
+            "copies": listed,
             "removed": removed,
         })
     );
+    let pending = plan.retailers.len() - filled.len();
+    if pending > 0 {
+        eprintln!(
+            "analysts provision: {pending} copies are registered but not filled yet: the graph's \
+             ClickHouse writer fills them between batches or when it starts; run this command \
+             again then (their users are not written until they are filled)"
+        );
+        std::process::exit(PENDING);
+    }
     Ok(())
 }

@@ -72,7 +72,7 @@ fn views() -> impl Iterator<Item = &'static str> {
 
 /// One retailer's analyst: retailer, user (also its copy's database), password.
 struct Analyst {
-    retailer: &'static str,
+    retailer: String,
     user: String,
     password: String,
 }
@@ -83,8 +83,9 @@ impl Analyst {
     }
 }
 
-/// Writes the access file for `analysts` and runs `basketflow analysts provision`; its JSON.
-fn provision(run: &TestRun, analysts: &[&Analyst]) -> serde_json::Value {
+/// Writes the access file for `analysts` and runs `basketflow analysts provision`, waiting at
+/// most `wait_seconds` for the copies to be filled; its exit status and JSON.
+fn provision(run: &TestRun, analysts: &[&Analyst], wait_seconds: u64) -> (i32, serde_json::Value) {
     let mut access = format!(
         "clickhouse_config_dir = \"{}\"\n",
         clickhouse_config_dir().display()
@@ -106,15 +107,18 @@ fn provision(run: &TestRun, analysts: &[&Analyst]) -> serde_json::Value {
         .arg(&run.config)
         .arg("--access")
         .arg(&file)
+        .args(["--wait-seconds", &wait_seconds.to_string()])
         .env_remove("BASKETFLOW_CLICKHOUSE_URL")
         .output()
         .unwrap();
+    let status = out.status.code().expect("an exit status");
     assert!(
-        out.status.success(),
+        status == 0 || status == 2,
         "provision failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+    let json = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    (status, json)
 }
 
 /// Every view, read by each analyst, is the main view's rows of its retailer.
@@ -162,22 +166,47 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
             .join(format!("basketflow-analysts-{db}.xml")),
     );
     let a = Analyst {
-        retailer: "retailer-00",
+        retailer: "retailer-00".into(),
         user: format!("an_a_{suffix}"),
         password: format!("pa-{suffix}"),
     };
     let b = Analyst {
-        retailer: "retailer-copy",
+        retailer: "retailer-copy".into(),
         user: format!("an_b_{suffix}"),
         password: format!("pb-{suffix}"),
     };
-    for x in [&a, &b] {
+    let c = Analyst {
+        retailer: stack
+            .clickhouse(&format!(
+                "SELECT min(retailer_id) FROM {db}.sold_products_daily \
+                 WHERE retailer_id NOT IN ('retailer-00', 'retailer-copy')"
+            ))
+            .trim()
+            .to_string(),
+        user: format!("an_c_{suffix}"),
+        password: format!("pc-{suffix}"),
+    };
+    assert!(!c.retailer.is_empty(), "the traffic has a third retailer");
+    for x in [&a, &b, &c] {
         stack.database(x.user.clone()); // dropped with the stack
     }
-    let summary = provision(&run, &[&a, &b]);
+    // Provisioned while the graph is down: registered, not filled, no user yet (status 2).
+    let (status, summary) = provision(&run, &[&a, &b], 1);
+    assert_eq!(status, 2, "{summary}");
+    assert_eq!(summary["copies"][0]["filled"], serde_json::json!(false));
+    assert_eq!(summary["copies"][1]["filled"], serde_json::json!(false));
+    let unknown = a.query(&url, "SELECT 1");
+    assert!(
+        unknown.as_ref().is_err_and(|e| e.contains("Code: 192")),
+        "no user before the copy is filled: {unknown:?}"
+    );
+    // The graph's writer fills them when it starts; then the users are written.
+    run_caught_up(&run.config);
+    let (status, summary) = provision(&run, &[&a, &b], 60);
+    assert_eq!(status, 0, "{summary}");
     assert_eq!(summary["database"], serde_json::json!(db));
-    assert_eq!(summary["copies"][0]["filled"], serde_json::json!(true));
     for (i, x) in [&a, &b].iter().enumerate() {
+        assert_eq!(summary["copies"][i]["filled"], serde_json::json!(true));
         for view in views() {
             let n: usize = stack
                 .clickhouse(&format!(
@@ -190,7 +219,7 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
             assert_eq!(summary["copies"][i]["rows"][view], serde_json::json!(n));
         }
     }
-    assert_each_reads_its_rows(&stack, db, &[&a, &b], "after the backfill");
+    assert_each_reads_its_rows(&stack, db, &[&a, &b], "after the fill");
 
     // More traffic and an erasure of one of a's shoppers: the copies follow the writer.
     let victim = stack
@@ -250,6 +279,50 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
         "0",
         "and not in b's"
     );
+    // The erasure's mutations name no shopper: every user reads its own database's mutations
+    // (a's copy has the erasure's; b's none, the shopper is not b's).
+    let a_mutations = a
+        .query(
+            &url,
+            &format!(
+                "SELECT count() FROM system.mutations WHERE database = '{}'",
+                a.user
+            ),
+        )
+        .unwrap();
+    assert_ne!(a_mutations.trim(), "0", "a sees its copy's mutations");
+    for x in [&a, &b] {
+        assert_eq!(
+            x.query(
+                &url,
+                &format!(
+                    "SELECT count() FROM system.mutations WHERE position(command, '{victim}') > 0"
+                )
+            )
+            .unwrap()
+            .trim(),
+            "0",
+            "{} finds the erased shopper in system.mutations",
+            x.user
+        );
+    }
+    assert_eq!(
+        stack
+            .clickhouse(&format!(
+                "SELECT count() FROM system.mutations WHERE position(command, '{victim}') > 0"
+            ))
+            .trim(),
+        "0",
+        "no statement names the erased shopper"
+    );
+
+    // A retailer added while the graph runs: its writer fills the copy between two batches.
+    let graph = support::spawn(&["run", "--config", run.config.to_str().unwrap()]);
+    let (status, summary) = provision(&run, &[&a, &b, &c], 120);
+    assert_eq!(status, 0, "{summary}");
+    assert_eq!(summary["copies"][2]["filled"], serde_json::json!(true));
+    assert_each_reads_its_rows(&stack, db, &[&a, &b, &c], "c added while the graph runs");
+    drop(graph);
 
     // Everything else is refused, each query valid (the default user runs it) and refused for
     // the right reason.
@@ -317,9 +390,9 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
     assert!(query_as(&url, &a.user, "wrong", "SELECT 1").is_err());
 
     // a is taken out of the file: its copy and its user go, b keeps reading.
-    let summary = provision(&run, &[&b]);
+    let (status, summary) = provision(&run, &[&b, &c], 60);
+    assert_eq!(status, 0, "{summary}");
     assert_eq!(summary["removed"], serde_json::json!([a.user.clone()]));
-    assert_eq!(summary["copies"][0]["filled"], serde_json::json!(false));
     assert_eq!(
         stack
             .clickhouse(&format!(
@@ -352,5 +425,5 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_each_reads_its_rows(&stack, db, &[&b], "after a was taken out");
+    assert_each_reads_its_rows(&stack, db, &[&b, &c], "after a was taken out");
 }

@@ -20,16 +20,21 @@
 //!
 //! - A copy is the whole schema ([`super::schema`]) in database `<copy>`, created by the same
 //!   migration; its views read its own tables, which a user allowed `<copy>` alone may do.
-//! - Inserts reach the copy through materialized views that live in `<db>` (which analysts
-//!   cannot read), in the same insert as the main table's rows: the copy's versions are in
-//!   before the main `progress` row, and the copy's `progress` row (all rows are copied) comes
-//!   with it, so a copy's views show exactly the committed time the main views show.
+//! - Inserts reach the copy through materialized views ("feeders") that live in `<db>` (which
+//!   analysts cannot read), in the same insert as the main table's rows: the copy's versions
+//!   are in before the main `progress` row, and the copy's `progress` row (all rows are copied)
+//!   comes with it, so a copy's views show exactly the committed time the main views show.
 //! - What is not an insert is applied to every copy by the writer itself: erasures, retention
-//!   and the discard of uncommitted versions ([`ClickHouseStore::stores`]). The registry
-//!   `<db>.retailer_copies` lists the copies; it is what the writer reads.
-//! - A copy made while the graph runs is filled from the main tables after its materialized
-//!   views exist (rows copied twice are identical versions, which every view reads as one),
-//!   then rows of shoppers erased meanwhile are removed again ([`CopyPlan::reconcile`]).
+//!   and the discard of uncommitted versions ([`ClickHouseStore::stores`]). An erasure names
+//!   its shoppers through `<db>.erasing_shoppers`, never in a statement's text: every user can
+//!   read the mutations of its own database in `system.mutations`.
+//! - The registry `<db>.retailer_copies` lists the copies. `basketflow analysts provision`
+//!   registers a copy; **the graph's ClickHouse writer fills it**, between two batches or when
+//!   it starts ([`ClickHouseStore::fill_pending_copies`]): feeders, then the rows already in
+//!   the main tables, then the mark `filled`. Only the writer writes, so nothing it does can
+//!   interleave with a fill. When it starts, it also brings every copy's schema and feeders to
+//!   the current schema ([`ClickHouseStore::repair_copies`]), and refills a copy whose database
+//!   is gone.
 //!
 //! On a current release, row policies (`CREATE ROW POLICY ... USING retailer_id = 'r'`) are the
 //! native alternative; copies work there too.
@@ -38,12 +43,15 @@ use std::fmt::Write as _;
 
 use basketflow_vocab::ids::id_problem;
 
-use super::schema::{PER_SHOPPER_TABLES, TABLES, VIEWS};
+use super::schema::{TABLES, VIEWS};
 use super::store::ClickHouseStore;
 use super::ClickHouseError;
 
 /// The registry of copies, in the main database.
 pub const REGISTRY: &str = "retailer_copies";
+
+/// The shoppers of the erasure being applied, in the main database (see the module docs).
+pub const ERASING: &str = "erasing_shoppers";
 
 /// One retailer's analyst access: its copy and the user that reads it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -59,12 +67,25 @@ pub struct RetailerAccess {
     pub password_sha256_hex: String,
 }
 
-/// The copies of one main database: names, checks, the users file and the statements (the
-/// pure part, unit-tested; `basketflow analysts provision` runs it).
+/// A registered copy.
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct Copy {
+    /// The copy's database.
+    pub database: String,
+    /// The retailer whose rows it holds.
+    pub retailer_id: String,
+    /// 1 once the writer has filled it (feeders and the rows that were there before them).
+    pub filled: u8,
+}
+
+/// The copies of one main database as the access file lists them: checks and the users file
+/// (the pure part, unit-tested; `basketflow analysts provision` runs it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyPlan {
     /// The basketflow database (`clickhouse.database`).
     pub database: String,
+    /// The writer's user (`clickhouse.user`), which no analyst may be.
+    pub writer_user: String,
     /// One entry per retailer with analysts.
     pub retailers: Vec<RetailerAccess>,
 }
@@ -102,19 +123,66 @@ pub fn copied_tables() -> impl Iterator<Item = (&'static str, bool)> {
     TABLES.iter().map(|(name, _)| (*name, *name != "progress"))
 }
 
-impl CopyPlan {
-    /// The materialized view that copies `table` into `copy`: `<db>.copy__<copy>__<table>`.
-    pub fn feeder(&self, copy: &str, table: &str) -> String {
-        format!("{}.copy__{copy}__{table}", self.database)
-    }
+/// The feeder of `table` into copy `copy`: `<main>.copy__<copy>__<table>`.
+pub fn feeder(main: &str, copy: &str, table: &str) -> String {
+    format!("{main}.copy__{copy}__{table}")
+}
 
+/// The rows of main `table` that `copy` holds: `SELECT <columns> FROM <main>.<table>`,
+/// filtered by the retailer unless the table has no retailer (`progress`).
+fn select_for_copy(main: &str, copy: &Copy, table: &str, columns: &[String]) -> String {
+    let filtered = copied_tables().any(|(t, f)| t == table && f);
+    format!(
+        "SELECT {} FROM {main}.{table}{}",
+        columns.join(", "),
+        if filtered {
+            format!(" WHERE retailer_id = {}", literal(&copy.retailer_id))
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The feeder of `table` (whose columns are `columns`, as in the main table) of `copy`.
+pub fn feeder_statement(main: &str, copy: &Copy, table: &str, columns: &[String]) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW {} TO {}.{table} AS {}",
+        feeder(main, &copy.database, table),
+        copy.database,
+        select_for_copy(main, copy, table, columns),
+    )
+}
+
+/// Fills `table` of `copy` from the main table (run after its feeder exists).
+pub fn backfill_statement(main: &str, copy: &Copy, table: &str, columns: &[String]) -> String {
+    format!(
+        "INSERT INTO {}.{table} ({}) {}",
+        copy.database,
+        columns.join(", "),
+        select_for_copy(main, copy, table, columns),
+    )
+}
+
+/// Drops the feeders of copy `copy` (its registration goes first, see
+/// [`ClickHouseStore::remove_copy`]), then its database.
+pub fn removal(main: &str, copy: &str) -> Vec<String> {
+    let mut s: Vec<String> = copied_tables()
+        .map(|(table, _)| format!("DROP TABLE IF EXISTS {}", feeder(main, copy, table)))
+        .collect();
+    s.push(format!("DROP DATABASE IF EXISTS {copy}"));
+    s
+}
+
+impl CopyPlan {
     /// The name of the file written in the server's `users.d/`.
     pub fn file_name(&self) -> String {
         format!("basketflow-analysts-{}.xml", self.database)
     }
 
     /// Every problem of the plan, each a sentence; empty when it can be provisioned.
-    pub fn problems(&self) -> Vec<String> {
+    /// `registered` are the copies that exist: a database may not change retailer (its user
+    /// would read the new retailer's rows before the copy is rebuilt): take it out first.
+    pub fn problems(&self, registered: &[Copy]) -> Vec<String> {
         let mut p = Vec::new();
         if !is_plain_name(&self.database) {
             p.push(format!(
@@ -138,11 +206,24 @@ impl CopyPlan {
                     ));
                 }
             }
-            if r.user == "default" {
-                p.push(format!("{at}.user {:?} is reserved", r.user));
+            if r.user == "default" || r.user == self.writer_user {
+                p.push(format!(
+                    "{at}.user {:?} is reserved (the default user or the writer's)",
+                    r.user
+                ));
             }
             if r.database == self.database || r.database == "system" || r.database == "default" {
                 p.push(format!("{at}.database {:?} is reserved", r.database));
+            }
+            if let Some(c) = registered
+                .iter()
+                .find(|c| c.database == r.database && c.retailer_id != r.retailer_id)
+            {
+                p.push(format!(
+                    "{at}.database {:?} holds retailer {:?}'s copy: take that retailer out (run \
+                     without it) before giving the database to another",
+                    r.database, c.retailer_id
+                ));
             }
             if r.password_sha256_hex.len() != 64
                 || !r.password_sha256_hex.chars().all(|c| c.is_ascii_hexdigit())
@@ -168,8 +249,8 @@ impl CopyPlan {
     }
 
     /// `users.d/<file_name>`: the analyst profile (`readonly = 1`: no writes, no `SET`, no table
-    /// functions) and one user per retailer, allowed its copy's database only.
-    pub fn users_xml(&self) -> String {
+    /// functions) and a user for each retailer of `retailers`, allowed its copy's database only.
+    pub fn users_xml<'a>(&self, retailers: impl IntoIterator<Item = &'a RetailerAccess>) -> String {
         let mut x = format!(
             "<?xml version=\"1.0\"?>\n\
              <!-- Written by `basketflow analysts provision` for database {}: do not edit. -->\n\
@@ -180,7 +261,7 @@ impl CopyPlan {
              \x20   <users>\n",
             self.database
         );
-        for r in &self.retailers {
+        for r in retailers {
             let _ = write!(
                 x,
                 "\x20       <{user}>\n\
@@ -199,81 +280,6 @@ impl CopyPlan {
         x
     }
 
-    /// The materialized view feeding `table` (whose columns are `columns`, as in the main
-    /// table) of `r`'s copy.
-    pub fn feeder_statement(&self, r: &RetailerAccess, table: &str, columns: &[String]) -> String {
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {feeder} TO {copy}.{table} AS {select}",
-            feeder = self.feeder(&r.database, table),
-            copy = r.database,
-            select = self.select_for_copy(r, table, columns),
-        )
-    }
-
-    /// Fills `table` of `r`'s copy from the main table (run after its feeder exists).
-    pub fn backfill_statement(
-        &self,
-        r: &RetailerAccess,
-        table: &str,
-        columns: &[String],
-    ) -> String {
-        format!(
-            "INSERT INTO {copy}.{table} ({list}) {select}",
-            copy = r.database,
-            list = columns.join(", "),
-            select = self.select_for_copy(r, table, columns),
-        )
-    }
-
-    /// The rows of main `table` that `r`'s copy holds: `SELECT <columns> FROM <db>.<table>`,
-    /// filtered by the retailer unless the table has no retailer (`progress`).
-    fn select_for_copy(&self, r: &RetailerAccess, table: &str, columns: &[String]) -> String {
-        let filtered = copied_tables().any(|(t, f)| t == table && f);
-        format!(
-            "SELECT {} FROM {}.{table}{}",
-            columns.join(", "),
-            self.database,
-            if filtered {
-                format!(" WHERE retailer_id = {}", literal(&r.retailer_id))
-            } else {
-                String::new()
-            }
-        )
-    }
-
-    /// After a backfill: removes from `r`'s copy the rows of shoppers that have no row left in
-    /// the main table (erased, or retained out, while the backfill read), one mutation per
-    /// per-shopper table. Anonymous rows (`shopper_id = ''`) stay.
-    pub fn reconcile(&self, r: &RetailerAccess) -> Vec<String> {
-        PER_SHOPPER_TABLES
-            .iter()
-            .map(|table| {
-                format!(
-                    "ALTER TABLE {copy}.{table} DELETE WHERE shopper_id != '' AND shopper_id NOT IN \
-                     (SELECT shopper_id FROM {db}.{table} WHERE retailer_id = {retailer})",
-                    copy = r.database,
-                    db = self.database,
-                    retailer = literal(&r.retailer_id),
-                )
-            })
-            .collect()
-    }
-
-    /// Removes the copy in database `copy` (no longer listed): unregisters it, so the writer
-    /// stops applying erasures to it, drops its feeders, then its database.
-    pub fn removal(&self, copy: &str) -> Vec<String> {
-        let mut s = vec![format!(
-            "ALTER TABLE {}.{REGISTRY} DELETE WHERE database = {}",
-            self.database,
-            literal(copy)
-        )];
-        for (table, _) in copied_tables() {
-            s.push(format!("DROP TABLE IF EXISTS {}", self.feeder(copy, table)));
-        }
-        s.push(format!("DROP DATABASE IF EXISTS {copy}"));
-        s
-    }
-
     /// The analyst views a copy holds.
     pub fn views() -> impl Iterator<Item = &'static str> {
         VIEWS.iter().map(|(name, _)| *name)
@@ -281,8 +287,23 @@ impl CopyPlan {
 }
 
 impl ClickHouseStore {
-    /// The databases of the registered retailer copies (empty when none were ever made).
-    pub async fn copies(&self) -> Result<Vec<String>, ClickHouseError> {
+    /// Creates the registry and the erasure table if they do not exist (idempotent).
+    pub async fn create_copy_tables(&self) -> Result<(), ClickHouseError> {
+        let db = self.database();
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{REGISTRY} (database String, retailer_id String, \
+             filled UInt8) ENGINE = MergeTree() ORDER BY database"
+        ))
+        .await?;
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{ERASING} (retailer_id String, shopper_id String) \
+             ENGINE = Memory"
+        ))
+        .await
+    }
+
+    /// The registered copies, by database (one entry each; `filled` once any row says so).
+    pub async fn copies(&self) -> Result<Vec<Copy>, ClickHouseError> {
         let db = self.database();
         let registry: u64 = self
             .client()
@@ -297,103 +318,148 @@ impl ClickHouseStore {
         Ok(self
             .client()
             .query(&format!(
-                "SELECT DISTINCT database FROM {db}.{REGISTRY} ORDER BY database"
+                "SELECT database, any(retailer_id) AS retailer_id, max(filled) AS filled \
+                 FROM {db}.{REGISTRY} GROUP BY database ORDER BY database"
             ))
             .fetch_all()
             .await?)
     }
 
-    /// This store and one per registered copy: what erasure, retention and the discard of
-    /// uncommitted versions apply to.
-    pub async fn stores(&self) -> Result<Vec<ClickHouseStore>, ClickHouseError> {
-        let mut all = vec![self.clone()];
-        all.extend(self.copies().await?.iter().map(|c| self.on(c)));
+    /// This store and one per filled copy (with the copy): what erasure, retention and the
+    /// discard of uncommitted versions apply to.
+    pub async fn stores(&self) -> Result<Vec<(ClickHouseStore, Option<Copy>)>, ClickHouseError> {
+        let mut all = vec![(self.clone(), None)];
+        // A copy not filled yet is left alone: its fill copies the main tables as they are then.
+        for c in self.copies().await?.into_iter().filter(|c| c.filled == 1) {
+            all.push((self.on(&c.database), Some(c)));
+        }
         Ok(all)
     }
 
-    /// Creates the registry if needed and records `copy` as `retailer`'s (idempotent).
+    /// Registers `retailer`'s copy in database `copy` (not filled; idempotent).
     pub async fn register_copy(&self, copy: &str, retailer: &str) -> Result<(), ClickHouseError> {
-        let db = self.database();
-        self.execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{REGISTRY} (database String, retailer_id String) \
-             ENGINE = MergeTree() ORDER BY database"
-        ))
-        .await?;
-        let known: u64 = self
-            .client()
-            .query(&format!(
-                "SELECT count() FROM {db}.{REGISTRY} WHERE database = ?"
-            ))
-            .bind(copy)
-            .fetch_one()
-            .await?;
-        if known == 0 {
-            self.client()
-                .query(&format!(
-                    "INSERT INTO {db}.{REGISTRY} (database, retailer_id) VALUES (?, ?)"
-                ))
-                .bind(copy)
-                .bind(retailer)
-                .execute()
-                .await?;
+        self.create_copy_tables().await?;
+        if self.copies().await?.iter().any(|c| c.database == copy) {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// The registered copies as `(database, retailer_id)`, sorted.
-    pub async fn registered_copies(&self) -> Result<Vec<(String, String)>, ClickHouseError> {
-        if self.copies().await?.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .client()
+        self.client()
             .query(&format!(
-                "SELECT DISTINCT database, retailer_id FROM {}.{REGISTRY} ORDER BY database",
+                "INSERT INTO {}.{REGISTRY} (database, retailer_id, filled) VALUES (?, ?, 0)",
                 self.database()
             ))
-            .fetch_all()
-            .await?)
+            .bind(copy)
+            .bind(retailer)
+            .execute()
+            .await?;
+        Ok(())
     }
 
-    /// Makes (or completes) `r`'s copy of this store's database, as `plan` says: the copy's
-    /// schema (the same migration as the main database), its registration, one feeder per
-    /// table; when `fill`, then the rows already in the main tables and the reconciliation
-    /// with erasures that ran meanwhile. Idempotent.
-    pub async fn provision_copy(
-        &self,
-        plan: &CopyPlan,
-        r: &RetailerAccess,
-        fill: bool,
-    ) -> Result<(), ClickHouseError> {
-        let copy = self.on(&r.database);
-        copy.migrate().await?;
-        self.register_copy(&r.database, &r.retailer_id).await?;
-        for (table, _) in copied_tables() {
-            let columns = self.columns(table).await?;
-            self.execute(&plan.feeder_statement(r, table, &columns))
+    /// Fills every registered copy not filled yet: its schema, its feeders, the rows already in
+    /// the main tables, then the mark. Call only from the writer (between batches, or before
+    /// the first): nothing may write the main tables meanwhile. Returns the copies filled.
+    pub async fn fill_pending_copies(&self) -> Result<Vec<String>, ClickHouseError> {
+        let mut filled = Vec::new();
+        for copy in self.copies().await? {
+            if copy.filled == 1 {
+                continue;
+            }
+            let target = self.on(&copy.database);
+            target.migrate().await?;
+            // Empty it first: a fill interrupted by a crash is done again from the start.
+            for (table, _) in copied_tables() {
+                self.execute(&format!(
+                    "TRUNCATE TABLE IF EXISTS {}.{table}",
+                    copy.database
+                ))
                 .await?;
-        }
-        if fill {
+            }
+            self.replace_feeders(&copy).await?;
             for (table, _) in copied_tables() {
                 let columns = self.columns(table).await?;
-                self.execute(&plan.backfill_statement(r, table, &columns))
+                self.execute(&backfill_statement(self.database(), &copy, table, &columns))
                     .await?;
             }
-            for statement in plan.reconcile(r) {
-                self.execute(&statement).await?;
+            self.client()
+                .query(&format!(
+                    "INSERT INTO {}.{REGISTRY} (database, retailer_id, filled) VALUES (?, ?, 1)",
+                    self.database()
+                ))
+                .bind(&copy.database)
+                .bind(&copy.retailer_id)
+                .execute()
+                .await?;
+            filled.push(copy.database);
+        }
+        Ok(filled)
+    }
+
+    /// At the writer's start: each filled copy's schema migrated like the main one and its
+    /// feeders made again with the main tables' current columns (a migration that added a
+    /// column would otherwise make every insert fail in the feeder); a copy whose database is
+    /// gone is registered again as not filled, so that [`Self::fill_pending_copies`] rebuilds it.
+    pub async fn repair_copies(&self) -> Result<(), ClickHouseError> {
+        self.create_copy_tables().await?;
+        for copy in self.copies().await? {
+            if copy.filled == 0 {
+                continue;
             }
-            for table in PER_SHOPPER_TABLES {
-                copy.wait_for_mutations(table).await?;
+            let present: u64 = self
+                .client()
+                .query("SELECT count() FROM system.databases WHERE name = ?")
+                .bind(&copy.database)
+                .fetch_one()
+                .await?;
+            if present == 0 {
+                log::warn!(copy = copy.database.as_str(); "retailer copy: its database is gone; it is filled again");
+                for statement in removal(self.database(), &copy.database) {
+                    self.execute(&statement).await?;
+                }
+                self.unregister(&copy.database).await?;
+                self.register_copy(&copy.database, &copy.retailer_id)
+                    .await?;
+                continue;
             }
+            self.on(&copy.database).migrate().await?;
+            self.replace_feeders(&copy).await?;
         }
         Ok(())
     }
 
-    /// Removes the copy in database `copy` ([`CopyPlan::removal`]).
-    pub async fn remove_copy(&self, plan: &CopyPlan, copy: &str) -> Result<(), ClickHouseError> {
-        for statement in plan.removal(copy) {
+    /// Drops and creates `copy`'s feeders with the main tables' current columns (the writer is
+    /// idle: no insert passes meanwhile).
+    async fn replace_feeders(&self, copy: &Copy) -> Result<(), ClickHouseError> {
+        for (table, _) in copied_tables() {
+            let columns = self.columns(table).await?;
+            self.execute(&format!(
+                "DROP TABLE IF EXISTS {}",
+                feeder(self.database(), &copy.database, table)
+            ))
+            .await?;
+            self.execute(&feeder_statement(self.database(), copy, table, &columns))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes copy `copy`: unregistered first (and waited for, so the writer no longer applies
+    /// erasures to it), then its feeders and its database.
+    pub async fn remove_copy(&self, copy: &str) -> Result<(), ClickHouseError> {
+        self.unregister(copy).await?;
+        for statement in removal(self.database(), copy) {
             self.execute(&statement).await?;
         }
+        Ok(())
+    }
+
+    async fn unregister(&self, copy: &str) -> Result<(), ClickHouseError> {
+        self.client()
+            .query(&format!(
+                "ALTER TABLE {}.{REGISTRY} DELETE WHERE database = ?",
+                self.database()
+            ))
+            .bind(copy)
+            .execute()
+            .await?;
         self.wait_for_mutations(REGISTRY).await
     }
 
@@ -416,6 +482,7 @@ mod tests {
     fn plan() -> CopyPlan {
         CopyPlan {
             database: "basketflow".into(),
+            writer_user: "writer".into(),
             retailers: vec![RetailerAccess {
                 retailer_id: "retailer-0'0".into(),
                 user: "analyst_r00".into(),
@@ -425,16 +492,27 @@ mod tests {
         }
     }
 
+    fn copy() -> Copy {
+        Copy {
+            database: "analyst_r00".into(),
+            retailer_id: "retailer-0'0".into(),
+            filled: 1,
+        }
+    }
+
     #[test]
     fn a_good_plan_has_no_problems_and_bad_names_are_named() {
-        assert_eq!(plan().problems(), Vec::<String>::new());
+        assert_eq!(plan().problems(&[copy()]), Vec::<String>::new());
         let mut bad = plan();
         bad.retailers[0].user = "drop table".into();
         bad.retailers[0].database = "basketflow".into();
         bad.retailers[0].password_sha256_hex = "x".into();
         bad.retailers[0].retailer_id = "r\u{1b}".into();
         bad.retailers.push(bad.retailers[0].clone());
-        let problems = bad.problems();
+        let mut writer = plan();
+        writer.retailers[0].user = "writer".into();
+        writer.retailers[0].retailer_id = "another".into();
+        let problems = [bad.problems(&[]), writer.problems(&[copy()])].concat();
         for want in [
             "retailer[0].retailer_id contains U+001B",
             "retailer[0].user \"drop table\": letters, digits and _ only",
@@ -442,6 +520,8 @@ mod tests {
             "retailer[0].password_sha256_hex: 64 hex digits",
             "retailer[1].user \"drop table\" appears twice",
             "retailer[1].database \"basketflow\" appears twice",
+            "retailer[0].user \"writer\" is reserved",
+            "retailer[0].database \"analyst_r00\" holds retailer \"retailer-0'0\"'s copy",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(want)),
@@ -452,23 +532,22 @@ mod tests {
 
     #[test]
     fn feeders_filter_by_retailer_except_progress_and_backfills_mirror_them() {
-        let p = plan();
-        let r = &p.retailers[0];
+        let c = copy();
         let cols = vec!["retailer_id".to_string(), "time".to_string()];
         assert_eq!(
-            p.feeder_statement(r, "baskets_versions", &cols),
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS basketflow.copy__analyst_r00__baskets_versions \
+            feeder_statement("basketflow", &c, "baskets_versions", &cols),
+            "CREATE MATERIALIZED VIEW basketflow.copy__analyst_r00__baskets_versions \
              TO analyst_r00.baskets_versions AS SELECT retailer_id, time \
              FROM basketflow.baskets_versions WHERE retailer_id = 'retailer-0\\'0'"
         );
         let progress = vec!["time".to_string()];
         assert_eq!(
-            p.feeder_statement(r, "progress", &progress),
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS basketflow.copy__analyst_r00__progress \
+            feeder_statement("basketflow", &c, "progress", &progress),
+            "CREATE MATERIALIZED VIEW basketflow.copy__analyst_r00__progress \
              TO analyst_r00.progress AS SELECT time FROM basketflow.progress"
         );
         assert_eq!(
-            p.backfill_statement(r, "baskets_versions", &cols),
+            backfill_statement("basketflow", &c, "baskets_versions", &cols),
             "INSERT INTO analyst_r00.baskets_versions (retailer_id, time) SELECT retailer_id, \
              time FROM basketflow.baskets_versions WHERE retailer_id = 'retailer-0\\'0'"
         );
@@ -477,22 +556,19 @@ mod tests {
     }
 
     #[test]
-    fn removal_unregisters_first_and_drops_the_database_last() {
-        let s = plan().removal("analyst_gone");
-        assert_eq!(
-            s[0],
-            "ALTER TABLE basketflow.retailer_copies DELETE WHERE database = 'analyst_gone'"
-        );
+    fn removal_drops_the_feeders_then_the_database() {
+        let s = removal("basketflow", "analyst_gone");
         assert_eq!(s.last().unwrap(), "DROP DATABASE IF EXISTS analyst_gone");
-        assert_eq!(s.len(), TABLES.len() + 2);
-        assert!(s[1..s.len() - 1]
+        assert_eq!(s.len(), TABLES.len() + 1);
+        assert!(s[..s.len() - 1]
             .iter()
             .all(|d| d.starts_with("DROP TABLE IF EXISTS basketflow.copy__analyst_gone__")));
     }
 
     #[test]
     fn the_users_file_allows_each_user_its_copy_only_read_only() {
-        let users = plan().users_xml();
+        let p = plan();
+        let users = p.users_xml(&p.retailers);
         assert!(users.contains("<basketflow_analyst><readonly>1</readonly></basketflow_analyst>"));
         assert!(users.contains(&format!(
             "<password_sha256_hex>{}</password_sha256_hex>",
@@ -502,6 +578,7 @@ mod tests {
             users.contains("<allow_databases><database>analyst_r00</database></allow_databases>")
         );
         assert_eq!(users.matches("<allow_databases>").count(), 1);
+        assert_eq!(p.users_xml([]).matches("<allow_databases>").count(), 0);
     }
 
     /// The column names of a `CREATE TABLE` statement of [`TABLES`] (one column per line
@@ -515,59 +592,37 @@ mod tests {
             .collect()
     }
 
-    /// `sinks/sql/generated/copies_check.sql`: the statements of a copy of `basketflow_copies` for
-    /// retailer `r'1` (feeders, backfill, reconcile), which `scripts/chdb_check.py` runs on a
-    /// current ClickHouse. This test keeps the file equal to what the code sends; with
-    /// `BLESS=1` it rewrites it.
+    /// `sinks/sql/generated/copies_check.sql`: the statements that fill a copy of
+    /// `basketflow_copies` for retailer `r'1` (feeders, backfill), which
+    /// `scripts/chdb_check.py` runs on a current ClickHouse. This test keeps the file equal to
+    /// what the code sends; with `BLESS=1` it rewrites it.
     #[test]
     fn the_current_release_check_runs_the_statements_the_code_sends() {
-        let plan = CopyPlan {
-            database: "basketflow_copies".into(),
-            retailers: vec![RetailerAccess {
-                retailer_id: "r'1".into(),
-                user: "analyst_r1".into(),
-                database: "basketflow_copy_r1".into(),
-                password_sha256_hex: "a".repeat(64),
-            }],
+        let c = Copy {
+            database: "basketflow_copy_r1".into(),
+            retailer_id: "r'1".into(),
+            filled: 0,
         };
-        let r = &plan.retailers[0];
+        let main = "basketflow_copies";
         let columns =
             |table: &str| ddl_columns(TABLES.iter().find(|(t, _)| *t == table).unwrap().1);
         let mut text = String::from(
             "-- Written by the test the_current_release_check_runs_the_statements_the_code_sends\n\
-             -- (sinks/src/clickhouse/copies.rs): the statements of a retailer copy, run by\n\
-             -- scripts/chdb_check.py on a current ClickHouse. Do not edit.\n",
+             -- (sinks/src/clickhouse/copies.rs): the statements that fill a retailer copy, run\n\
+             -- by scripts/chdb_check.py on a current ClickHouse. Do not edit.\n",
         );
-        text.push_str(
-            "-- feeders
-",
-        );
+        text.push_str("-- feeders\n");
         for (table, _) in copied_tables() {
             text.push_str(&format!(
-                "{};
-",
-                plan.feeder_statement(r, table, &columns(table))
+                "{};\n",
+                feeder_statement(main, &c, table, &columns(table))
             ));
         }
-        text.push_str(
-            "-- backfill
-",
-        );
+        text.push_str("-- backfill\n");
         for (table, _) in copied_tables() {
             text.push_str(&format!(
-                "{};
-",
-                plan.backfill_statement(r, table, &columns(table))
-            ));
-        }
-        text.push_str(
-            "-- reconcile
-",
-        );
-        for statement in plan.reconcile(r) {
-            text.push_str(&format!(
-                "{statement};
-"
+                "{};\n",
+                backfill_statement(main, &c, table, &columns(table))
             ));
         }
         let path = concat!(
@@ -583,17 +638,5 @@ mod tests {
             "{path} differs from the statements: rerun this test with BLESS=1"
         );
         assert_eq!(columns("progress")[0], "time");
-    }
-
-    #[test]
-    fn reconcile_keeps_anonymous_rows_and_reads_the_retailer_s_main_rows() {
-        let s = plan().reconcile(&plan().retailers[0]);
-        assert_eq!(s.len(), PER_SHOPPER_TABLES.len());
-        assert_eq!(
-            s[1],
-            "ALTER TABLE analyst_r00.baskets_versions DELETE WHERE shopper_id != '' AND \
-             shopper_id NOT IN (SELECT shopper_id FROM basketflow.baskets_versions WHERE \
-             retailer_id = 'retailer-0\\'0')"
-        );
     }
 }

@@ -64,13 +64,18 @@ pub struct PrivateOutputs<'scope> {
     pub erased_at_start: BTreeSet<(String, String)>,
 }
 
-/// Connects, migrates the schema, discards uncommitted versions, and returns the committed
-/// time with the source positions recorded at it.
+/// Connects, migrates the schema (the retailer copies' too, see [`super::copies`]), discards
+/// uncommitted versions, fills the retailer copies registered since the last run, and returns
+/// the committed time with the source positions recorded at it.
 pub fn prepare(target: &Target) -> Result<Committed, ClickHouseError> {
     runtime().block_on(async {
         let store = target.connect().await?;
         store.migrate().await?;
+        store.repair_copies().await?;
         store.discard_uncommitted().await?;
+        for copy in store.fill_pending_copies().await? {
+            log::info!(copy = copy.as_str(); "retailer copy filled");
+        }
         store.committed_positions().await
     })
 }

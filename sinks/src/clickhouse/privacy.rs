@@ -7,6 +7,7 @@
 
 use basketflow_vocab::privacy::{Erasure, Retention};
 
+use crate::clickhouse::copies::ERASING;
 use crate::clickhouse::schema::{version_key, PER_SHOPPER_TABLES};
 use crate::clickhouse::store::ClickHouseStore;
 use crate::clickhouse::ClickHouseError;
@@ -28,51 +29,68 @@ impl ClickHouseStore {
         erasures: &[(Erasure, u64)],
     ) -> Result<Vec<[u64; 4]>, ClickHouseError> {
         let db = self.database();
-        let stores = self.stores().await?;
         let mut removed = vec![[0u64; 4]; erasures.len()];
-        for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
-            for (n, (erasure, _)) in erasures.iter().enumerate() {
-                removed[n][i] = self
+        if erasures.is_empty() {
+            return Ok(removed);
+        }
+        // The shoppers go in the body of an insert, and the statements name them by a
+        // subquery: never in a statement's text, which every user may read for its own
+        // database in `system.mutations` (a retailer copy's analysts, `super::copies`).
+        self.create_copy_tables().await?;
+        self.execute(&format!("TRUNCATE TABLE {db}.{ERASING}"))
+            .await?;
+        let mut insert = self
+            .client()
+            .insert_unescaped::<ErasingRow>(&format!("{db}.{ERASING}"))
+            .await?;
+        for (erasure, _) in erasures {
+            insert
+                .write(&ErasingRow {
+                    retailer_id: erasure.request.retailer_id.clone(),
+                    shopper_id: erasure.request.shopper_id.clone(),
+                })
+                .await?;
+        }
+        insert.end().await?;
+        let named = format!(
+            "(retailer_id, shopper_id) IN (SELECT retailer_id, shopper_id FROM {db}.{ERASING})"
+        );
+        // The main database, then each filled retailer copy, each counted on its own: a retry
+        // after the main tables were done still finds a copy's rows. On 18.16 a mutation
+        // rewrites every part: one per table and database for all the requests.
+        for (n, (store, _)) in self.stores().await?.iter().enumerate() {
+            let sdb = store.database();
+            for (i, table) in PER_SHOPPER_TABLES.iter().enumerate() {
+                let counts: Vec<(String, String, u64)> = store
                     .client()
                     .query(&format!(
-                        "SELECT count() FROM {db}.{table} WHERE retailer_id = ? AND shopper_id = ?"
+                        "SELECT retailer_id, shopper_id, count() FROM {sdb}.{table} \
+                         WHERE {named} GROUP BY retailer_id, shopper_id"
                     ))
-                    .bind(&erasure.request.retailer_id)
-                    .bind(&erasure.request.shopper_id)
-                    .fetch_one()
+                    .fetch_all()
+                    .await?;
+                if counts.is_empty() {
+                    continue;
+                }
+                if n == 0 {
+                    for ((erasure, _), removed) in erasures.iter().zip(removed.iter_mut()) {
+                        let r = &erasure.request;
+                        removed[i] = counts
+                            .iter()
+                            .find(|(rid, sid, _)| *rid == r.retailer_id && *sid == r.shopper_id)
+                            .map_or(0, |c| c.2);
+                    }
+                }
+                store
+                    .execute(&format!("ALTER TABLE {sdb}.{table} DELETE WHERE {named}"))
                     .await?;
             }
-            let present: Vec<&Erasure> = erasures
-                .iter()
-                .zip(&removed)
-                .filter(|(_, r)| r[i] > 0)
-                .map(|((e, _), _)| e)
-                .collect();
-            if present.is_empty() {
-                continue;
-            }
-            // On 18.16 a mutation rewrites every part: one per table for all the requests. The
-            // retailer copies (`super::copies`) hold the same rows of their retailer.
-            let condition =
-                vec!["(retailer_id = ? AND shopper_id = ?)"; present.len()].join(" OR ");
-            for store in &stores {
-                let mut query = store.client().query(&format!(
-                    "ALTER TABLE {}.{table} DELETE WHERE {condition}",
-                    store.database()
-                ));
-                for e in &present {
-                    query = query
-                        .bind(&e.request.retailer_id)
-                        .bind(&e.request.shopper_id);
-                }
-                query.execute().await?;
-            }
-        }
-        for store in &stores {
             for table in PER_SHOPPER_TABLES {
                 store.wait_for_mutations(table).await?;
             }
         }
+        self.execute(&format!("TRUNCATE TABLE {db}.{ERASING}"))
+            .await?;
         for ((erasure, time), removed) in erasures.iter().zip(&removed) {
             let r = &erasure.request;
             self.client()
@@ -111,8 +129,17 @@ impl ClickHouseStore {
         retention: &Retention,
     ) -> Result<u64, ClickHouseError> {
         let mut deleted = 0;
-        for (i, store) in self.stores().await?.iter().enumerate() {
-            let n = store.apply_retention_here(through, retention).await?;
+        for (i, (store, copy)) in self.stores().await?.iter().enumerate() {
+            // A copy holds one retailer: its period alone, and no other retailer named in the
+            // statements (their text is readable in the copy's `system.mutations`).
+            let retention = match copy {
+                None => retention.clone(),
+                Some(c) => Retention {
+                    default_ms: retention.period_ms(&c.retailer_id),
+                    per_retailer_ms: Default::default(),
+                },
+            };
+            let n = store.apply_retention_here(through, &retention).await?;
             if i == 0 {
                 deleted = n;
             }
@@ -219,4 +246,11 @@ impl ClickHouseStore {
         }
         Ok(dropped)
     }
+}
+
+/// A shopper being erased, as `erasing_shoppers` holds it.
+#[derive(clickhouse::Row, serde::Serialize)]
+struct ErasingRow {
+    retailer_id: String,
+    shopper_id: String,
 }

@@ -225,7 +225,7 @@ impl ClickHouseStore {
         let mut discarded = 0;
         // The main database first (its count is what is returned), then each retailer copy
         // (`super::copies`): their feeders copied the same uncommitted rows.
-        for (i, store) in self.stores().await?.iter().enumerate() {
+        for (i, (store, _)) in self.stores().await?.iter().enumerate() {
             let db = store.database();
             for table in BATCH_TABLES {
                 let n: u64 = store

@@ -52,6 +52,9 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 
 /// How often the writer deletes per-shopper rows past their retention period: a quarter of
 /// the shortest period, between one second and an hour.
+/// How often the writer looks for retailer copies to fill, between batches.
+const COPIES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 fn retention_interval(retention: &Retention) -> Duration {
     Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
 }
@@ -68,6 +71,7 @@ pub(crate) fn write_loop(
     let rt = runtime();
     let sweep_every = retention_interval(&retention);
     let mut last_sweep: Option<Instant> = None;
+    let mut last_copies_check: Option<Instant> = None;
     rt.block_on(async {
         let mut store: Option<ClickHouseStore> = None;
         while let Ok(mut batch) = rx.recv() {
@@ -105,6 +109,24 @@ pub(crate) fn write_loop(
                 .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
             stats.committed.store(batch.through, Ordering::Relaxed);
             wake();
+            // Retailer copies registered while running are filled between two batches (the
+            // writer is the only one writing: nothing interleaves with a fill).
+            if last_copies_check.is_none_or(|t| t.elapsed() >= COPIES_CHECK_INTERVAL) {
+                last_copies_check = Some(Instant::now());
+                if let Some(s) = store.as_ref() {
+                    match s.fill_pending_copies().await {
+                        Ok(filled) => {
+                            for copy in filled {
+                                log::info!(copy = copy.as_str(); "retailer copy filled");
+                            }
+                        }
+                        Err(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            log::warn!("clickhouse writer: filling a retailer copy failed, retried later: {e}");
+                        }
+                    }
+                }
+            }
             // Retention: best effort between batches (it changes no view; a failure is retried
             // at the next interval).
             if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
