@@ -292,7 +292,7 @@ def check_copies(s):
           f"SELECT count() FROM {copy}.baskets_versions WHERE retailer_id != {r}", "0")
     check(s, "copy: every progress row", f"SELECT max(time), uniqExact(time) FROM {copy}.progress", "20,2")
     # An erasure of s1, named by subquery (erasing_shoppers), in the main tables and the copy.
-    s.query(f"CREATE TABLE {main}.erasing_shoppers (retailer_id String, shopper_id String) ENGINE = Memory")
+    s.query(f"CREATE TABLE {main}.erasing_shoppers (retailer_id String, shopper_id String) ENGINE = MergeTree() ORDER BY (retailer_id, shopper_id)")
     s.query(f"INSERT INTO {main}.erasing_shoppers VALUES ({r}, 's1')")
     for db in (main, copy):
         for t in ["baskets_versions", "shopper_purchases_versions"]:

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use basketflow_sinks::clickhouse::copies::{CopyPlan, RetailerAccess};
+use basketflow_sinks::clickhouse::copies::{Copy, CopyPlan, RetailerAccess, FILLED, REMOVING};
 use basketflow_sinks::clickhouse::{ClickHouseReader, ClickHouseStore};
 use clap::Subcommand;
 use serde::Deserialize;
@@ -40,8 +40,8 @@ use crate::config::{Config, DEFAULT_PATH};
 /// How long the server may take to load the users file.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Exit status when some copies are registered but not filled yet (their users not written).
-const PENDING: i32 = 2;
+/// Exit status when some copies wait for the writer (their users not written yet).
+const PENDING_EXIT: i32 = 2;
 
 /// `basketflow analysts <command>`.
 #[derive(Subcommand, Debug)]
@@ -146,33 +146,60 @@ async fn provision(config: Option<&Path>, access: &Path, wait_seconds: u64) -> R
         );
     }
     let registered = store.copies().await?;
-    let problems = plan.problems(&registered);
+    let mut problems = plan.problems(&registered);
+    for r in &plan.retailers {
+        let known = registered.iter().any(|c| c.database == r.database);
+        let tables: u64 = store
+            .client()
+            .query("SELECT count() FROM system.tables WHERE database = ?")
+            .bind(&r.database)
+            .fetch_one()
+            .await?;
+        if !known && tables > 0 {
+            problems.push(format!(
+                "database {:?} exists and holds tables: name a new database for {:?}'s copy \
+                 (the writer creates and empties it)",
+                r.database, r.retailer_id
+            ));
+        }
+    }
     if !problems.is_empty() {
         bail!("{}: {}", access.display(), problems.join("; "));
     }
+    let is_filled = |copies: &[Copy], r: &RetailerAccess| {
+        copies.iter().any(|c| {
+            c.database == r.database && c.retailer_id == r.retailer_id && c.filled == FILLED
+        })
+    };
 
-    // Copies of retailers no longer listed go first (unregistered, so the writer stops
-    // maintaining them, then dropped), and their users with the rewritten file below.
+    // First, no user but those of listed retailers whose copy is filled (a retailer taken out
+    // loses its user before its copy goes), and the server has loaded that.
+    let first: Vec<&RetailerAccess> = plan
+        .retailers
+        .iter()
+        .filter(|r| is_filled(&registered, r))
+        .collect();
+    reload(&plan, &first, &users_file, &ch.url).await?;
+    // Then the wanted state, which the graph's writer carries out between two batches (or
+    // when it starts): copies not listed taken out, new ones filled.
     let mut removed = Vec::new();
     for copy in &registered {
         if !plan.retailers.iter().any(|r| r.database == copy.database) {
-            store.remove_copy(&copy.database).await?;
+            if copy.filled != REMOVING {
+                store.mark_removing(copy).await?;
+            }
             removed.push(copy.database.clone());
         }
     }
     for r in &plan.retailers {
         store.register_copy(&r.database, &r.retailer_id).await?;
     }
-    // The graph's writer fills new copies (between batches, or when it starts): wait for it.
     let deadline = Instant::now() + Duration::from_secs(wait_seconds);
     let copies = loop {
         let copies = store.copies().await?;
-        let all_filled = plan.retailers.iter().all(|r| {
-            copies
-                .iter()
-                .any(|c| c.database == r.database && c.filled == 1)
-        });
-        if all_filled || Instant::now() >= deadline {
+        let done = plan.retailers.iter().all(|r| is_filled(&copies, r))
+            && !copies.iter().any(|c| c.filled == REMOVING);
+        if done || Instant::now() >= deadline {
             break copies;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -180,11 +207,7 @@ async fn provision(config: Option<&Path>, access: &Path, wait_seconds: u64) -> R
     let filled: Vec<&RetailerAccess> = plan
         .retailers
         .iter()
-        .filter(|r| {
-            copies
-                .iter()
-                .any(|c| c.database == r.database && c.filled == 1)
-        })
+        .filter(|r| is_filled(&copies, r))
         .collect();
     let mut listed = Vec::new();
     for r in &plan.retailers {
@@ -209,35 +232,13 @@ async fn provision(config: Option<&Path>, access: &Path, wait_seconds: u64) -> R
             "rows": rows,
         }));
     }
-
-    // Users only for filled copies: an analyst never reads a copy being filled.
-    write_atomically(&users_file, &plan.users_xml(filled.iter().copied()))?;
-    // The server reloads users.d by itself: wait until it knows every user (a login with a
-    // wrong password is then refused for the password, not for the user).
-    let deadline = Instant::now() + RELOAD_TIMEOUT;
-    for r in &filled {
-        loop {
-            let answer =
-                ClickHouseReader::connect(&ch.url, &r.database, &r.user, "basketflow-probe").await;
-            // Known: refused for the password (193), or (should the probe be the password)
-            // let in. Anything else (unknown user, 192; no answer) is waited out.
-            let known = match &answer {
-                Ok(_) => true,
-                Err(e) => e.to_string().contains("Code: 193"),
-            };
-            if known {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the server did not load {} within {RELOAD_TIMEOUT:?} (is \
-                     clickhouse_config_dir the directory of its config.xml?)",
-                    users_file.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
+    let removing: Vec<&str> = copies
+        .iter()
+        .filter(|c| c.filled == REMOVING)
+        .map(|c| c.database.as_str())
+        .collect();
+    // Users for the filled copies: an analyst never reads a copy before its first fill.
+    reload(&plan, &filled, &users_file, &ch.url).await?;
     println!(
         "{}",
         json!({
@@ -245,16 +246,62 @@ async fn provision(config: Option<&Path>, access: &Path, wait_seconds: u64) -> R
             "users_file": users_file,
             "copies": listed,
             "removed": removed,
+            "removal_pending": removing,
         })
     );
-    let pending = plan.retailers.len() - filled.len();
+    let pending = plan.retailers.len() - filled.len() + removing.len();
     if pending > 0 {
         eprintln!(
-            "analysts provision: {pending} copies are registered but not filled yet: the graph's \
-             ClickHouse writer fills them between batches or when it starts; run this command \
-             again then (their users are not written until they are filled)"
+            "analysts provision: {pending} copies wait for the graph's ClickHouse writer (it \
+             fills and takes out copies between batches or when it starts; see its log): run \
+             this command again then (users of unfilled copies are not written)"
         );
-        std::process::exit(PENDING);
+        std::process::exit(PENDING_EXIT);
     }
     Ok(())
+}
+
+/// Writes the users file granting `granted` (and a fresh marker user) and waits until the
+/// server has loaded it.
+async fn reload(
+    plan: &CopyPlan,
+    granted: &[&RetailerAccess],
+    users_file: &Path,
+    url: &str,
+) -> Result<()> {
+    let marker = format!("basketflow_reload_{:016x}", rand::random::<u64>());
+    let hash = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    write_atomically(
+        users_file,
+        &plan.users_xml(granted.iter().copied(), &marker, &hash),
+    )?;
+    wait_for_reload(url, &marker, users_file).await
+}
+
+/// Waits until the server has loaded the users file that declares `marker` (a user no one
+/// can log in as: a login is then refused for its password, not as an unknown user).
+async fn wait_for_reload(url: &str, marker: &str, users_file: &Path) -> Result<()> {
+    let deadline = Instant::now() + RELOAD_TIMEOUT;
+    loop {
+        let answer = ClickHouseReader::connect(url, "system", marker, "basketflow-probe").await;
+        let unknown = answer
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("Code: 192"));
+        if !unknown {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server did not load {} within {RELOAD_TIMEOUT:?} (is clickhouse_config_dir \
+                 the directory of its config.xml?)",
+                users_file.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -30,7 +30,7 @@
 //!   read the mutations of its own database in `system.mutations`.
 //! - The registry `<db>.retailer_copies` lists the copies. `basketflow analysts provision`
 //!   registers a copy; **the graph's ClickHouse writer fills it**, between two batches or when
-//!   it starts ([`ClickHouseStore::fill_pending_copies`]): feeders, then the rows already in
+//!   it starts ([`ClickHouseStore::maintain_copies`]): feeders, then the rows already in
 //!   the main tables, then the mark `filled`. Only the writer writes, so nothing it does can
 //!   interleave with a fill. When it starts, it also brings every copy's schema and feeders to
 //!   the current schema ([`ClickHouseStore::repair_copies`]), and refills a copy whose database
@@ -74,9 +74,16 @@ pub struct Copy {
     pub database: String,
     /// The retailer whose rows it holds.
     pub retailer_id: String,
-    /// 1 once the writer has filled it (feeders and the rows that were there before them).
+    /// [`PENDING`], [`FILLED`] or [`REMOVING`] (the registry's greatest for the database).
     pub filled: u8,
 }
+
+/// A registered copy the writer has not filled yet.
+pub const PENDING: u8 = 0;
+/// A copy the writer filled: it keeps it (erasures, retention, discards, repairs).
+pub const FILLED: u8 = 1;
+/// A copy to take out: the writer drops its feeders and database, then its registration.
+pub const REMOVING: u8 = 2;
 
 /// The copies of one main database as the access file lists them: checks and the users file
 /// (the pure part, unit-tested; `basketflow analysts provision` runs it).
@@ -132,9 +139,18 @@ pub fn feeder(main: &str, copy: &str, table: &str) -> String {
 /// filtered by the retailer unless the table has no retailer (`progress`).
 fn select_for_copy(main: &str, copy: &Copy, table: &str, columns: &[String]) -> String {
     let filtered = copied_tables().any(|(t, f)| t == table && f);
+    // `progress` tells the copy its committed time; its note (row counts of every retailer)
+    // and the sources' positions (platform-wide offsets) stay out.
+    let selected: Vec<String> = columns
+        .iter()
+        .map(|c| match (table, c.as_str()) {
+            ("progress", "note" | "positions") => format!("'' AS {c}"),
+            _ => c.clone(),
+        })
+        .collect();
     format!(
         "SELECT {} FROM {main}.{table}{}",
-        columns.join(", "),
+        selected.join(", "),
         if filtered {
             format!(" WHERE retailer_id = {}", literal(&copy.retailer_id))
         } else {
@@ -163,8 +179,8 @@ pub fn backfill_statement(main: &str, copy: &Copy, table: &str, columns: &[Strin
     )
 }
 
-/// Drops the feeders of copy `copy` (its registration goes first, see
-/// [`ClickHouseStore::remove_copy`]), then its database.
+/// Drops the feeders of copy `copy`, then its database (its registration goes last, see
+/// [`ClickHouseStore::maintain_copies`]).
 pub fn removal(main: &str, copy: &str) -> Vec<String> {
     let mut s: Vec<String> = copied_tables()
         .map(|(table, _)| format!("DROP TABLE IF EXISTS {}", feeder(main, copy, table)))
@@ -249,8 +265,15 @@ impl CopyPlan {
     }
 
     /// `users.d/<file_name>`: the analyst profile (`readonly = 1`: no writes, no `SET`, no table
-    /// functions) and a user for each retailer of `retailers`, allowed its copy's database only.
-    pub fn users_xml<'a>(&self, retailers: impl IntoIterator<Item = &'a RetailerAccess>) -> String {
+    /// functions), a user for each retailer of `retailers`, allowed its copy's database only,
+    /// and the user `marker` (no database; `marker_hash` the SHA-256 of a password no one
+    /// knows, random), whose presence tells that the server has loaded this version of the file.
+    pub fn users_xml<'a>(
+        &self,
+        retailers: impl IntoIterator<Item = &'a RetailerAccess>,
+        marker: &str,
+        marker_hash: &str,
+    ) -> String {
         let mut x = format!(
             "<?xml version=\"1.0\"?>\n\
              <!-- Written by `basketflow analysts provision` for database {}: do not edit. -->\n\
@@ -276,6 +299,17 @@ impl CopyPlan {
                 database = r.database,
             );
         }
+        let _ = write!(
+            x,
+            "\x20       <{marker}>\n\
+             \x20           <password_sha256_hex>{hash}</password_sha256_hex>\n\
+             \x20           <networks><ip>127.0.0.1</ip></networks>\n\
+             \x20           <profile>basketflow_analyst</profile>\n\
+             \x20           <quota>default</quota>\n\
+             \x20           <allow_databases><database>{marker}</database></allow_databases>\n\
+             \x20       </{marker}>\n",
+            hash = marker_hash,
+        );
         x.push_str("    </users>\n</yandex>\n");
         x
     }
@@ -297,7 +331,7 @@ impl ClickHouseStore {
         .await?;
         self.execute(&format!(
             "CREATE TABLE IF NOT EXISTS {db}.{ERASING} (retailer_id String, shopper_id String) \
-             ENGINE = Memory"
+             ENGINE = MergeTree() ORDER BY (retailer_id, shopper_id)"
         ))
         .await
     }
@@ -330,99 +364,160 @@ impl ClickHouseStore {
     pub async fn stores(&self) -> Result<Vec<(ClickHouseStore, Option<Copy>)>, ClickHouseError> {
         let mut all = vec![(self.clone(), None)];
         // A copy not filled yet is left alone: its fill copies the main tables as they are then.
-        for c in self.copies().await?.into_iter().filter(|c| c.filled == 1) {
+        for c in self
+            .copies()
+            .await?
+            .into_iter()
+            .filter(|c| c.filled == FILLED)
+        {
             all.push((self.on(&c.database), Some(c)));
         }
         Ok(all)
     }
 
-    /// Registers `retailer`'s copy in database `copy` (not filled; idempotent).
+    /// Registers `retailer`'s copy in database `copy` ([`PENDING`]; idempotent).
     pub async fn register_copy(&self, copy: &str, retailer: &str) -> Result<(), ClickHouseError> {
         self.create_copy_tables().await?;
         if self.copies().await?.iter().any(|c| c.database == copy) {
             return Ok(());
         }
+        self.record_copy(copy, retailer, PENDING).await
+    }
+
+    /// Marks `copy` [`REMOVING`]: the writer stops maintaining it at once and takes it out
+    /// (feeders, database, then registration) between two batches or at its start.
+    pub async fn mark_removing(&self, copy: &Copy) -> Result<(), ClickHouseError> {
+        self.record_copy(&copy.database, &copy.retailer_id, REMOVING)
+            .await
+    }
+
+    async fn record_copy(
+        &self,
+        copy: &str,
+        retailer: &str,
+        state: u8,
+    ) -> Result<(), ClickHouseError> {
         self.client()
             .query(&format!(
-                "INSERT INTO {}.{REGISTRY} (database, retailer_id, filled) VALUES (?, ?, 0)",
+                "INSERT INTO {}.{REGISTRY} (database, retailer_id, filled) VALUES (?, ?, ?)",
                 self.database()
             ))
             .bind(copy)
             .bind(retailer)
+            .bind(state)
             .execute()
             .await?;
         Ok(())
     }
 
-    /// Fills every registered copy not filled yet: its schema, its feeders, the rows already in
-    /// the main tables, then the mark. Call only from the writer (between batches, or before
-    /// the first): nothing may write the main tables meanwhile. Returns the copies filled.
-    pub async fn fill_pending_copies(&self) -> Result<Vec<String>, ClickHouseError> {
+    /// The writer's work on the copies, between two batches or before the first: takes out
+    /// the copies marked [`REMOVING`], then fills the [`PENDING`] ones (schema, feeders, the
+    /// rows already in the main tables, then the mark [`FILLED`]). Call only from the writer:
+    /// nothing may write the main tables meanwhile. A copy that fails is logged and tried
+    /// again next time; the others go on. Returns the copies filled.
+    pub async fn maintain_copies(&self) -> Result<Vec<String>, ClickHouseError> {
         let mut filled = Vec::new();
         for copy in self.copies().await? {
-            if copy.filled == 1 {
-                continue;
+            let done = match copy.filled {
+                REMOVING => self.take_out(&copy.database).await.map(|()| false),
+                PENDING => self.fill(&copy).await.map(|()| true),
+                _ => continue,
+            };
+            match done {
+                Ok(true) => filled.push(copy.database),
+                Ok(false) => log::info!(copy = copy.database.as_str(); "retailer copy taken out"),
+                Err(e) => {
+                    log::warn!(copy = copy.database.as_str(), state = copy.filled; "retailer copy: maintenance failed, retried later: {e}");
+                }
             }
-            let target = self.on(&copy.database);
-            target.migrate().await?;
-            // Empty it first: a fill interrupted by a crash is done again from the start.
-            for (table, _) in copied_tables() {
-                self.execute(&format!(
-                    "TRUNCATE TABLE IF EXISTS {}.{table}",
-                    copy.database
-                ))
-                .await?;
-            }
-            self.replace_feeders(&copy).await?;
-            for (table, _) in copied_tables() {
-                let columns = self.columns(table).await?;
-                self.execute(&backfill_statement(self.database(), &copy, table, &columns))
-                    .await?;
-            }
-            self.client()
-                .query(&format!(
-                    "INSERT INTO {}.{REGISTRY} (database, retailer_id, filled) VALUES (?, ?, 1)",
-                    self.database()
-                ))
-                .bind(&copy.database)
-                .bind(&copy.retailer_id)
-                .execute()
-                .await?;
-            filled.push(copy.database);
         }
         Ok(filled)
     }
 
-    /// At the writer's start: each filled copy's schema migrated like the main one and its
-    /// feeders made again with the main tables' current columns (a migration that added a
-    /// column would otherwise make every insert fail in the feeder); a copy whose database is
-    /// gone is registered again as not filled, so that [`Self::fill_pending_copies`] rebuilds it.
+    async fn fill(&self, copy: &Copy) -> Result<(), ClickHouseError> {
+        let target = self.on(&copy.database);
+        target.migrate().await?;
+        // Empty it first: a fill interrupted by a crash is done again from the start.
+        for (table, _) in copied_tables() {
+            self.execute(&format!(
+                "TRUNCATE TABLE IF EXISTS {}.{table}",
+                copy.database
+            ))
+            .await?;
+        }
+        self.replace_feeders(copy).await?;
+        for (table, _) in copied_tables() {
+            let columns = self.columns(table).await?;
+            self.execute(&backfill_statement(self.database(), copy, table, &columns))
+                .await?;
+        }
+        self.record_copy(&copy.database, &copy.retailer_id, FILLED)
+            .await
+    }
+
+    /// Feeders, database, then registration: interrupted anywhere, the copy is still
+    /// [`REMOVING`] and the next maintenance finishes it.
+    async fn take_out(&self, copy: &str) -> Result<(), ClickHouseError> {
+        for statement in removal(self.database(), copy) {
+            self.execute(&statement).await?;
+        }
+        self.unregister(copy).await
+    }
+
+    /// At the writer's start, before [`Self::maintain_copies`]: each filled copy's schema
+    /// migrated like the main one and its feeders made again with the main tables' current
+    /// columns (a migration that added a column would otherwise make every insert fail in the
+    /// feeder); a filled copy whose database is gone is filled again; feeders of no registered
+    /// copy (a removal interrupted before it was recorded) are dropped.
     pub async fn repair_copies(&self) -> Result<(), ClickHouseError> {
         self.create_copy_tables().await?;
-        for copy in self.copies().await? {
-            if copy.filled == 0 {
-                continue;
-            }
-            let present: u64 = self
-                .client()
-                .query("SELECT count() FROM system.databases WHERE name = ?")
-                .bind(&copy.database)
-                .fetch_one()
-                .await?;
-            if present == 0 {
-                log::warn!(copy = copy.database.as_str(); "retailer copy: its database is gone; it is filled again");
-                for statement in removal(self.database(), &copy.database) {
-                    self.execute(&statement).await?;
-                }
-                self.unregister(&copy.database).await?;
-                self.register_copy(&copy.database, &copy.retailer_id)
+        let copies = self.copies().await?;
+        let wanted: Vec<String> = copies
+            .iter()
+            .filter(|c| c.filled != REMOVING)
+            .flat_map(|c| copied_tables().map(move |(t, _)| feeder("", &c.database, t)))
+            .map(|f| f.trim_start_matches('.').to_string())
+            .collect();
+        let feeders: Vec<String> = self
+            .client()
+            .query(
+                "SELECT name FROM system.tables WHERE database = ? AND startsWith(name, 'copy__')",
+            )
+            .bind(self.database())
+            .fetch_all()
+            .await?;
+        for orphan in feeders.iter().filter(|f| !wanted.contains(f)) {
+            log::warn!(feeder = orphan.as_str(); "retailer copy: dropping a feeder of no registered copy");
+            self.execute(&format!(
+                "DROP TABLE IF EXISTS {}.{orphan}",
+                self.database()
+            ))
+            .await?;
+        }
+        for copy in copies.iter().filter(|c| c.filled == FILLED) {
+            if let Err(e) = self.repair(copy).await {
+                // Filled again by the next maintenance; the others go on.
+                log::warn!(copy = copy.database.as_str(); "retailer copy: repair failed, it is filled again: {e}");
+                self.record_copy(&copy.database, &copy.retailer_id, PENDING)
                     .await?;
-                continue;
             }
-            self.on(&copy.database).migrate().await?;
-            self.replace_feeders(&copy).await?;
         }
         Ok(())
+    }
+
+    async fn repair(&self, copy: &Copy) -> Result<(), ClickHouseError> {
+        let present: u64 = self
+            .client()
+            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .bind(&copy.database)
+            .fetch_one()
+            .await?;
+        if present == 0 {
+            log::warn!(copy = copy.database.as_str(); "retailer copy: its database is gone; it is filled again");
+            return self.fill(copy).await;
+        }
+        self.on(&copy.database).migrate().await?;
+        self.replace_feeders(copy).await
     }
 
     /// Drops and creates `copy`'s feeders with the main tables' current columns (the writer is
@@ -437,16 +532,6 @@ impl ClickHouseStore {
             .await?;
             self.execute(&feeder_statement(self.database(), copy, table, &columns))
                 .await?;
-        }
-        Ok(())
-    }
-
-    /// Removes copy `copy`: unregistered first (and waited for, so the writer no longer applies
-    /// erasures to it), then its feeders and its database.
-    pub async fn remove_copy(&self, copy: &str) -> Result<(), ClickHouseError> {
-        self.unregister(copy).await?;
-        for statement in removal(self.database(), copy) {
-            self.execute(&statement).await?;
         }
         Ok(())
     }
@@ -568,7 +653,7 @@ mod tests {
     #[test]
     fn the_users_file_allows_each_user_its_copy_only_read_only() {
         let p = plan();
-        let users = p.users_xml(&p.retailers);
+        let users = p.users_xml(&p.retailers, "marker_x", &"0".repeat(64));
         assert!(users.contains("<basketflow_analyst><readonly>1</readonly></basketflow_analyst>"));
         assert!(users.contains(&format!(
             "<password_sha256_hex>{}</password_sha256_hex>",
@@ -577,8 +662,14 @@ mod tests {
         assert!(
             users.contains("<allow_databases><database>analyst_r00</database></allow_databases>")
         );
-        assert_eq!(users.matches("<allow_databases>").count(), 1);
-        assert_eq!(p.users_xml([]).matches("<allow_databases>").count(), 0);
+        assert_eq!(users.matches("<allow_databases>").count(), 2);
+        assert!(users.contains("<marker_x>"));
+        assert_eq!(
+            p.users_xml([], "m", &"0".repeat(64))
+                .matches("<allow_databases>")
+                .count(),
+            1
+        );
     }
 
     /// The column names of a `CREATE TABLE` statement of [`TABLES`] (one column per line

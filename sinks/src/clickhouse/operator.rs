@@ -73,7 +73,7 @@ pub fn prepare(target: &Target) -> Result<Committed, ClickHouseError> {
         store.migrate().await?;
         store.repair_copies().await?;
         store.discard_uncommitted().await?;
-        for copy in store.fill_pending_copies().await? {
+        for copy in store.maintain_copies().await? {
             log::info!(copy = copy.as_str(); "retailer copy filled");
         }
         store.committed_positions().await

@@ -50,11 +50,11 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .expect("building a tokio runtime for the ClickHouse writer")
 }
 
-/// How often the writer deletes per-shopper rows past their retention period: a quarter of
-/// the shortest period, between one second and an hour.
-/// How often the writer looks for retailer copies to fill, between batches.
+/// How often the writer looks for retailer copies to fill or take out, between batches.
 const COPIES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often the writer deletes per-shopper rows past their retention period: a quarter of
+/// the shortest period, between one second and an hour.
 fn retention_interval(retention: &Retention) -> Duration {
     Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
 }
@@ -109,12 +109,13 @@ pub(crate) fn write_loop(
                 .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
             stats.committed.store(batch.through, Ordering::Relaxed);
             wake();
-            // Retailer copies registered while running are filled between two batches (the
-            // writer is the only one writing: nothing interleaves with a fill).
+            // Retailer copies registered or marked for removal while running are filled or
+            // taken out between two batches (the writer is the only one writing: nothing
+            // interleaves).
             if last_copies_check.is_none_or(|t| t.elapsed() >= COPIES_CHECK_INTERVAL) {
                 last_copies_check = Some(Instant::now());
                 if let Some(s) = store.as_ref() {
-                    match s.fill_pending_copies().await {
+                    match s.maintain_copies().await {
                         Ok(filled) => {
                             for copy in filled {
                                 log::info!(copy = copy.as_str(); "retailer copy filled");
