@@ -431,8 +431,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         let mut drain_deadline: Option<Instant> = None;
         worker_registry.running.store(true, Ordering::Relaxed);
         let mut catching_up = CatchUp::new(index);
+        let mut last_partition_check = Instant::now();
         loop {
             worker.step_or_park(Some(Duration::from_millis(10)));
+            if last_partition_check.elapsed() >= Duration::from_secs(1) {
+                last_partition_check = Instant::now();
+                refuse_added_partitions(&worker_registry, index);
+            }
             let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
             // The frontier is global: every worker sees the same; any may report it.
             worker_registry.frontier_ms.store(frontier, Ordering::Relaxed);
@@ -556,6 +561,26 @@ impl CatchUp {
         } else if self.last.elapsed() >= Duration::from_secs(5) {
             self.last = Instant::now();
             log::info!(worker = self.index, lag_ms, messages_read_by_worker = read; "catching up");
+        }
+    }
+}
+
+/// Stops the process (status 3, one line) when partitions were added to a topic this worker
+/// reads since it started: the sources list partitions once, and a run must never ignore some.
+/// A restart reads the new ones from their beginning, each message once (no position was
+/// recorded for them, so the replay puts them after the committed time).
+fn refuse_added_partitions(registry: &Registry, index: usize) {
+    let sources = registry.sources.lock().expect("sources");
+    for (topic, worker, stats) in sources.iter() {
+        if *worker != index {
+            continue;
+        }
+        if let Some((was, now)) = stats.added_partitions() {
+            crate::preflight::refuse(format_args!(
+                "topic {topic} now has {now} partitions but this run reads the {was} it had at \
+                 start: restart the cluster to read the new ones (from their beginning, each \
+                 message once)"
+            ));
         }
     }
 }

@@ -13,6 +13,9 @@
 //!   shared one is not disturbed), ClickHouse is stopped for `BASKETFLOW_OUTAGE_SECS` (default
 //!   20) and then the broker for 10 s while traffic flows; the cluster must stay up, hold back
 //!   (bounded memory), catch up, and end exactly as above.
+//! - `broker_killed_and_restarted`: on a private stack, the broker is killed with SIGKILL
+//!   1.5 s into a run and started again 3 s later (leaders re-elected, coordinators loading):
+//!   the cluster must ride through it without a restart, and end exactly as above.
 //!
 //! Seeds are printed; `BASKETFLOW_FAULT_SEED=<seed>` replays one.
 
@@ -431,6 +434,40 @@ fn clickhouse_and_broker_outages() {
     let landed = producer.join().expect("the producer thread");
     std::thread::sleep(Duration::from_secs(2));
     cluster.assert_running("after the broker came back");
+    cluster.terminate();
+    cluster.catch_up();
+    reference_run(&reference);
+    assert_converged(&stack, &names, &traffic, &landed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn broker_killed_and_restarted() {
+    let seed = seed();
+    println!("broker kill seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed})");
+    let private = private_stack();
+    let stack = private.stack().clone();
+    let names = Names::new("brokerkill");
+    names.create_topics(&stack);
+    let dir =
+        std::env::temp_dir().join(format!("basketflow-brokerkill-{seed}-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (faulty, reference) = names.configs(&stack, &dir);
+
+    let rate = 2_000;
+    let traffic = Traffic::generate(seed, 30_000, 2_000);
+    traffic.produce_trees(&stack, &names.trees);
+    let producer = traffic.produce_live(&stack, &names.events, rate);
+    let mut cluster = Cluster::start(&faulty, &dir);
+    std::thread::sleep(Duration::from_millis(1_500));
+    private.script(&["kill", "kafka"]);
+    std::thread::sleep(Duration::from_secs(3));
+    private.script(&["up", "kafka"]);
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.assert_running("after the broker was killed and came back");
+    let landed = producer.join().expect("the producer thread");
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.assert_running("at the end of the traffic");
     cluster.terminate();
     cluster.catch_up();
     reference_run(&reference);

@@ -286,3 +286,59 @@ fn a_tick_other_than_the_committed_outputs_one_is_refused() {
     // The recorded tick, given explicitly: it starts, and is caught up at once.
     support::run_caught_up(&retick(5, "tick5"));
 }
+
+/// Partitions added to `shopper-events` while the graph runs are never silently ignored: the
+/// running process stops with status 3 and a line that says so, and the restart reads the new
+/// partition from its beginning, each message once (the views equal the oracle's over all the
+/// traffic).
+#[test]
+fn partitions_added_while_running_stop_the_run_and_the_restart_reads_them() {
+    let stack = Stack::shared();
+    let run = support::TestRun::create(&stack, "grow", 8, &[("cleanup.policy", "compact")], "");
+    let traffic = Traffic::generate(17, 3_000, 200);
+    let (first, second) = traffic.messages.split_at(traffic.messages.len() / 2);
+    traffic.produce_trees(&stack, &run.trees);
+    stack.produce(&run.events, first);
+    let stderr_path = run.dir.join("grow.stderr");
+    let mut graph = ChildGuard::spawn(
+        basketflow()
+            .args(["run", "--config"])
+            .arg(&run.config)
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .env_remove("RUST_BACKTRACE")
+            .stderr(std::fs::File::create(&stderr_path).unwrap()),
+    );
+    // Running (something committed), then a ninth partition.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while basketflow_testkit::clickhouse::committed_time(&stack.clickhouse_url, &run.database) == 0
+    {
+        assert!(Instant::now() < deadline, "the graph never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stack.topics().add_partitions(&run.events, 9);
+    let status = graph.wait_for(Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(3),
+        "the run must stop with status 3; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "topic {} now has 9 partitions but this run reads the 8 it had at start: restart \
+             the cluster to read the new ones",
+            run.events
+        )),
+        "{stderr}"
+    );
+    let landed = stack.produce(&run.events, second);
+    assert!(
+        landed.iter().any(|&(p, _)| p == 8),
+        "some of the second half lands in the new partition"
+    );
+    support::run_caught_up(&run.config);
+    for (name, want) in traffic.expected_views() {
+        assert!(!want.is_empty(), "the traffic should fill {name}");
+        assert_eq!(stack.view(&run.database, name), want, "{name}");
+    }
+}

@@ -182,6 +182,25 @@ pub struct SourceStats {
     /// Per owned partition: the next offset to read and the partition's high watermark (-1 until
     /// the broker has told it): their difference is the consumer lag.
     pub partitions: std::sync::Mutex<BTreeMap<i32, (i64, i64)>>,
+    /// How many partitions the topic had when the source started (the ones it reads).
+    pub partitions_at_start: AtomicU64,
+    /// How many partitions the broker last said the topic has (0 until asked): more than
+    /// [`Self::partitions_at_start`] means partitions were added, which this run never reads
+    /// (see [`SourceStats::added_partitions`]).
+    pub partitions_listed: AtomicU64,
+}
+
+impl SourceStats {
+    /// `(at start, now)` when partitions were added to the topic since the source started:
+    /// the run must stop (a restart reads them, from their beginning, each message once); a
+    /// source never silently ignores them.
+    pub fn added_partitions(&self) -> Option<(u64, u64)> {
+        let (start, now) = (
+            self.partitions_at_start.load(Ordering::Relaxed),
+            self.partitions_listed.load(Ordering::Relaxed),
+        );
+        (now > start).then_some((start, now))
+    }
 }
 
 enum Fetched {
@@ -288,8 +307,12 @@ pub fn kafka_source<'scope>(
     peers: usize,
     gate: Option<Gate>,
 ) -> Result<(MessageStream<'scope>, Arc<SourceStats>), TopicError> {
+    // Counted before the owned ones are listed: a partition added in between makes the count
+    // smaller than what the watcher sees, and the run stops rather than ignore it.
+    let at_start = partition_count(&cfg.brokers, &cfg.topic)?;
     let owned = owned_partitions(&cfg.brokers, &cfg.topic, index, peers)?;
     let stats = Arc::new(SourceStats::default());
+    stats.partitions_at_start.store(at_start, Ordering::Relaxed);
     let mut partitions: BTreeMap<i32, PartitionState> = owned
         .iter()
         .map(|&(p, low, high)| {
@@ -473,7 +496,21 @@ pub fn positions<'scope>(
     both.ok_err(|x: Result<SourceMessage, PositionRecord>| x)
 }
 
-/// Every 2 s, asks the broker for the high watermarks of `partitions` into `stats`.
+/// How many partitions `topic` has now.
+fn partition_count(brokers: &str, topic: &str) -> Result<u64, TopicError> {
+    let consumer: BaseConsumer =
+        unnamed_client_config(brokers)
+            .create()
+            .map_err(|source| TopicError::Unavailable {
+                topic: topic.to_string(),
+                brokers: brokers.to_string(),
+                source: Box::new(source),
+            })?;
+    Ok(topic_partitions(&consumer, brokers, topic)?.len() as u64)
+}
+
+/// Every 2 s, asks the broker for the high watermarks of `partitions` and for the topic's
+/// number of partitions into `stats`.
 fn watch_watermarks(
     cfg: &SourceConfig,
     partitions: &[i32],
@@ -484,6 +521,12 @@ fn watch_watermarks(
         return;
     };
     while !stop.load(Ordering::Relaxed) {
+        // A transient broker error leaves the last count (only a larger count matters).
+        if let Ok(listed) = topic_partitions(&consumer, &cfg.brokers, &cfg.topic) {
+            stats
+                .partitions_listed
+                .store(listed.len() as u64, Ordering::Relaxed);
+        }
         for &p in partitions {
             if let Ok((_, high)) = consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(2))
             {

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -137,6 +137,23 @@ impl Topics {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Grows `name` to `total` partitions (Kafka only adds partitions).
+    pub fn add_partitions(&self, name: &str, total: usize) {
+        on_own_runtime(|| async {
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            for result in admin(&self.brokers)?
+                .create_partitions([&NewPartitions::new(name, total)], &opts)
+                .await?
+            {
+                if let Err((_, code)) = result {
+                    return Err(KafkaError::AdminOp(code));
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("growing {name} to {total} partitions: {e}"));
     }
 
     /// Creates a topic named `prefix-<unique suffix>` with default configs; its name.
