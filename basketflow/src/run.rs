@@ -269,7 +269,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         // discarding uncommitted versions, fencing the old producer).
         let (read_models_committed, kafka_prepared, kafka_committed) = if index == 0 {
             let t0 = Instant::now();
-            let c = prepare(&target).unwrap_or_else(|e| {
+            // Preflight found ClickHouse answering; it may go away again before this (a
+            // restart of the server): retried, as the writer retries its batches.
+            let c = retrying("preparing ClickHouse", || prepare(&target)).unwrap_or_else(|e| {
                 panic!("worker 0: cannot prepare ClickHouse at {}: {e}", target.url)
             });
             let t1 = Instant::now();
@@ -280,16 +282,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             (c, Some((producer, k.clone())), k)
         } else {
             // Worker 0 may still be creating the schema: wait for its progress table.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let c = loop {
-                match committed(&target) {
-                    Ok(c) => break c,
-                    Err(e) if Instant::now() > deadline => panic!(
-                        "worker {index}: cannot read the committed time from ClickHouse: {e}"
-                    ),
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                }
-            };
+            let c = retrying("reading the committed time from ClickHouse", || {
+                committed(&target)
+            })
+            .unwrap_or_else(|e| {
+                panic!("worker {index}: cannot read the committed time from ClickHouse: {e}")
+            });
             let k = read_progress(&outputs.brokers, &outputs.progress_topic).unwrap_or_else(|e| {
                 panic!("worker {index}: cannot read {}: {e}", outputs.progress_topic)
             });
@@ -581,6 +579,33 @@ fn refuse_added_partitions(registry: &Registry, index: usize) {
                  start: restart the cluster to read the new ones (from their beginning, each \
                  message once)"
             ));
+        }
+    }
+}
+
+/// How long start-up steps retry a server that stopped answering after preflight.
+const START_RETRY_LIMIT: Duration = Duration::from_secs(300);
+
+/// `attempt` until it succeeds or [`START_RETRY_LIMIT`] has passed (its last error then), with
+/// a backoff from 100 ms to 5 s and a warning per failure after the first 5 s.
+fn retrying<T, E: std::fmt::Display>(
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= START_RETRY_LIMIT => return Err(e),
+            Err(e) => {
+                // The first seconds are the ordinary start (worker 0 creating the schema).
+                if start.elapsed() >= Duration::from_secs(5) {
+                    log::warn!(backoff:? = backoff; "{what} failed, retrying: {e}");
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

@@ -14,7 +14,7 @@
 //!   20) and then the broker for 10 s while traffic flows; the cluster must stay up, hold back
 //!   (bounded memory), catch up, and end exactly as above.
 //! - `broker_killed_and_restarted`: on a private stack, the broker is killed with SIGKILL
-//!   1.5 s into a run and started again 3 s later (leaders re-elected, coordinators loading):
+//!   1.5 s after the cluster's first commit and started again 3 s later (leaders re-elected, coordinators loading):
 //!   the cluster must ride through it without a restart, and end exactly as above.
 //!
 //! Seeds are printed; `BASKETFLOW_FAULT_SEED=<seed>` replays one.
@@ -414,7 +414,13 @@ fn clickhouse_and_broker_outages() {
     traffic.produce_trees(&stack, &names.trees);
     let producer = traffic.produce_live(&stack, &names.events, rate as u32);
     let mut cluster = Cluster::start(&faulty, &dir);
-    std::thread::sleep(Duration::from_secs(5));
+    // Running (formed and committed), not merely started, when ClickHouse goes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_time(&stack.clickhouse_url, &names.database) == 0 {
+        assert!(Instant::now() < deadline, "the cluster never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     cluster.assert_running("before the ClickHouse outage");
     let rss_before: Vec<u64> = cluster.processes.iter().map(|c| rss_mib(c.id())).collect();
     private.script(&["down", "clickhouse"]);
@@ -459,7 +465,14 @@ fn broker_killed_and_restarted() {
     traffic.produce_trees(&stack, &names.trees);
     let producer = traffic.produce_live(&stack, &names.events, rate);
     let mut cluster = Cluster::start(&faulty, &dir);
+    // Mid-run: once the cluster has formed and committed, 1.5 s more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_time(&stack.clickhouse_url, &names.database) == 0 {
+        assert!(Instant::now() < deadline, "the cluster never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(1_500));
+    cluster.assert_running("before the broker is killed");
     private.script(&["kill", "kafka"]);
     std::thread::sleep(Duration::from_secs(3));
     private.script(&["up", "kafka"]);
