@@ -13,7 +13,6 @@
 
 use basketflow_config as config;
 mod analysts_cli;
-mod logging;
 mod preflight;
 mod privacy_cli;
 mod run;

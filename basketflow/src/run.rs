@@ -157,7 +157,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, shutdown.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, shutdown.clone())?;
     fail_loudly_on_panic();
-    crate::logging::init(
+    metrics::logging::init(
         config.log.format(),
         config.log.level().unwrap_or(log::LevelFilter::Info),
     );
@@ -563,23 +563,14 @@ impl CatchUp {
     }
 }
 
-/// Stops the process (status 3, one line) when partitions were added to a topic this worker
-/// reads since it started: the sources list partitions once, and a run must never ignore some.
-/// A restart reads the new ones from their beginning, each message once (no position was
-/// recorded for them, so the replay puts them after the committed time).
+/// Stops the process (status 3, one line) when partitions were added to a topic worker
+/// `index` reads ([`Registry::added_partitions`]): a run never ignores some.
 fn refuse_added_partitions(registry: &Registry, index: usize) {
-    let sources = registry.sources.lock().expect("sources");
-    for (topic, worker, stats) in sources.iter() {
-        if *worker != index {
-            continue;
-        }
-        if let Some((was, now)) = stats.added_partitions() {
-            crate::preflight::refuse(format_args!(
-                "topic {topic} now has {now} partitions but this run reads the {was} it had at \
-                 start: restart the cluster to read the new ones (from their beginning, each \
-                 message once)"
-            ));
-        }
+    if let Some((topic, was, now)) = registry.added_partitions(index) {
+        crate::preflight::refuse(format_args!(
+            "topic {topic} now has {now} partitions but this run reads the {was} it had at start: \
+             restart the cluster to read the new ones (from their beginning, each message once)"
+        ));
     }
 }
 

@@ -15,8 +15,12 @@
 //! them and the client's encoder writes the exposition. axum serves both endpoints on a thread
 //! of its own, so they keep answering while the workers are busy. The alerts of the runbook
 //! over these metrics are `deploy/prometheus/alerts.yml`.
+//!
+//! The process's structured log lines are [`logging`]'s.
 
 #![forbid(missing_docs)]
+
+pub mod logging;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +75,24 @@ pub struct Registry {
     pub has_worker_zero: AtomicBool,
     /// Frontier lag under which the process counts as caught up.
     pub caught_up_lag_ms: u64,
+}
+
+impl Registry {
+    /// `(topic, partitions at start, partitions now)` of the first topic worker `index` reads
+    /// that has gained partitions since its source started: the sources list partitions once,
+    /// so the run must stop (a restart reads the new ones from their beginning, each message
+    /// once: no position was recorded for them).
+    pub fn added_partitions(&self, index: usize) -> Option<(String, u64, u64)> {
+        let sources = self.sources.lock().expect("sources");
+        sources
+            .iter()
+            .filter(|(_, worker, _)| *worker == index)
+            .find_map(|(topic, _, stats)| {
+                stats
+                    .added_partitions()
+                    .map(|(was, now)| (topic.clone(), was, now))
+            })
+    }
 }
 
 fn wall_ms() -> u64 {

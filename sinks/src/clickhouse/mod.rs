@@ -12,6 +12,7 @@
 //! | [`rows`] | RowBinary rows: a read model's versions and view rows (from its definition), decisions |
 //! | [`reader`] | [`ClickHouseReader`]: reads (views, committed time) for the CLI and the tree builder |
 //! | [`copies`] | retailer copies: each retailer's rows in a database its analysts alone may read |
+//! | [`analysts`] | provisioning of the retailers' analysts (users file, copies wanted) |
 //!
 //! # Storage
 //! Database `basketflow` (configurable). For each read model `<name>` (one definition each, in
@@ -53,6 +54,7 @@ use clickhouse::Client;
 
 use crate::clickhouse::versions::ConvertError;
 
+pub mod analysts;
 pub mod copies;
 #[cfg(test)]
 mod fixtures;
