@@ -10,6 +10,9 @@
 //! * [`first_per_id`]: de-duplication of values by a scoped id they contain (an id unique
 //!   within its tenant), arranged by the pair's hash so that the (unbounded) set of ids costs
 //!   integers, not strings, in the arrangement.
+//! * [`first_within`]: de-duplication with a horizon in logical time (the first copy of an id
+//!   counts, copies within the horizon after it do not, a later copy counts again), as a
+//!   stream: no arrangement holds the values.
 //! * [`forget`]: a temporal filter and keyed erasure in one (records leave at an expiry time
 //!   or when their key is forgotten, leaving an optional residue).
 //! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
@@ -24,7 +27,9 @@
 
 #![forbid(missing_docs)]
 
+mod first_within;
 mod forget;
+pub use first_within::first_within;
 pub use forget::forget;
 
 use differential_dataflow::difference::{Multiply, Semigroup};
