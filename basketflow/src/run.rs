@@ -387,6 +387,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     graph::Settings {
                         privacy_topic: config.kafka.privacy_topic.clone(),
                         retention: retention.clone(),
+                        dedup_horizon_ms: config.graph.dedup_horizon_ms,
                         tree_stats: worker_tree_stats.clone(),
                     },
                 );

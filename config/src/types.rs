@@ -135,6 +135,11 @@ pub struct GraphConfig {
     pub max_sink_lag_ms: u64,
     /// A process exits if its cluster has not formed (all peers connected) within this.
     pub startup_timeout_ms: u64,
+    /// The de-duplication horizon (logical ms, default 7 days): a copy of an event read within
+    /// it after the counted copy is a duplicate; a copy read later counts as a new event.
+    /// At or above the events' retention: exact de-duplication forever (its state grows with
+    /// every id).
+    pub dedup_horizon_ms: u64,
 }
 
 impl Default for GraphConfig {
@@ -145,6 +150,7 @@ impl Default for GraphConfig {
             flush_interval_ms: 250,
             max_sink_lag_ms: 10_000,
             startup_timeout_ms: 60_000,
+            dedup_horizon_ms: 7 * 24 * 3_600_000,
         }
     }
 }

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use basketflow_dataflows::privacy::apply_privacy;
-use basketflow_dataflows::{read_models, read_models_from_unique, unique_wire_events};
+use basketflow_dataflows::{read_models, read_models_of_counted};
 use basketflow_vocab::WireEvent;
 use basketflow_vocab::{
     BasketChange, Event, EventBody, OrderLine, OrderStatus, PageType, Product, Timestamp,
@@ -134,11 +134,19 @@ fn main() {
                 events.probe_with(&probe);
             } else {
                 let models = if std::env::var("PRIVACY").is_ok() {
-                    read_models_from_unique(&unique_wire_events(apply_privacy(
-                        events.map(WireEvent::from),
+                    // As the graph: rule 1 with its horizon (7 days), then privacy.
+                    read_models_of_counted(&apply_privacy(
+                        basketflow_operators::first_within(
+                            "Deduplicate",
+                            events
+                                .filter(basketflow_dataflows::changes_read_models)
+                                .map(WireEvent::from),
+                            7 * 24 * 3_600_000,
+                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                        ),
                         erasure_stream,
                         Retention::default(),
-                    )))
+                    ))
                 } else {
                     read_models(&events)
                 };

@@ -1,22 +1,21 @@
 //! The whole basketflow graph, assembled in one function: [`build`].
 //!
 //! ```text
-//!  shopper-events ──► parse_messages ──┬─ dead letters ─────────────────────────────► Outputs.dead_letters
+//!  shopper-events ──► parse_messages ──┬─ dead letters ──────────────────────────────────────► Outputs.dead_letters
 //!   (SourceMessage)   (ingest::parse)  │
-//!                                      ├─ events ─► changes_read_models? ─► apply_privacy ─► de-duplicate
-//!                                      │                                      ▲    (forget)     by (retailer,
-//!                                      │                                      │                 event_id)
-//!                                      │                                      │                    │
-//!  privacy-requests ─► parse_requests ─┼─ erasures ───────────────────────────┤       read models ◄┘
-//!                     (ingest::parse)  │   (also ───────────────────────────────────► Outputs.erasures)
-//!                                      │   bad requests ──► dead letters      │   sold_products_daily,
-//!                                      │                                      │   shopper_purchases,
-//!                                      └─ positioned events ──┐               │   product_affinities,
-//!                                                             ▼               │   baskets, order_lines
-//!  experience-trees ──────────────────────────────────────► decide ◄──────────┘        │
-//!   (key = retailer U+001F shopper)         (experiences: one state machine per shopper)│
-//!                                                             │                         ▼
-//!                                                             └──► Outputs.decisions   Outputs.read_models
+//!                                      ├─ events ─► changes_read_models? ─► first_within ─► apply_privacy ─► read models
+//!                                      │            (rule 1: the first copy of (retailer,      (forget)      sold_products_daily,
+//!                                      │             event_id) counts; copies within             ▲           shopper_purchases,
+//!                                      │             graph.dedup_horizon_ms do not)              │           product_affinities,
+//!  privacy-requests ─► parse_requests ─┼─ erasures ──────────────────────────────────────────────┤           baskets, order_lines
+//!                     (ingest::parse)  │   (also ─────────────────────────────────────► Outputs.erasures)     │
+//!                                      │   bad requests ──► dead letters                         │            ▼
+//!                                      └─ positioned events ──┐                                  │   Outputs.read_models
+//!                                                             ▼                                  │
+//!  experience-trees ──────────────────────────────────────► decide ◄─────────────────────────────┘
+//!   (key = retailer U+001F shopper)         (experiences: one state machine per shopper)
+//!                                                             │
+//!                                                             └──► Outputs.decisions
 //! ```
 //!
 //! The graph knows nothing about where its inputs come from or where its outputs go: the
@@ -38,9 +37,8 @@ use timely::dataflow::Stream;
 
 use crate::experiences::{decide, TreeStats};
 use crate::privacy::apply_privacy;
-use crate::read_models::{
-    changes_read_models, read_models_from_unique, unique_wire_events, ReadModels,
-};
+use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
+use basketflow_operators::first_within;
 
 /// The graph's three inputs: the messages of its three topics, at their logical times.
 pub struct Sources<'scope> {
@@ -60,6 +58,9 @@ pub struct Settings {
     pub privacy_topic: String,
     /// Retention periods of per-shopper state.
     pub retention: Retention,
+    /// The de-duplication horizon (logical ms): a copy of an event read within it after the
+    /// counted copy is a duplicate, a later one counts again (`graph.dedup_horizon_ms`).
+    pub dedup_horizon_ms: u64,
     /// Counters of the experience-tree operator (bad trees, decisions).
     pub tree_stats: Arc<TreeStats>,
 }
@@ -81,15 +82,19 @@ pub struct Outputs<'scope> {
 pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'scope> {
     let parsed = parse_messages(sources.events);
     let (erasures, bad_requests) = parse_requests(sources.privacy, &settings.privacy_topic);
-    let kept = apply_privacy(
+    // Rule 1 with its horizon first (insert-only out), then privacy: `forget` then never has
+    // to tell which copy a retraction is about.
+    let counted = first_within(
+        "Deduplicate",
         parsed
             .events
             .filter(changes_read_models)
             .map(WireEvent::from),
-        erasures.clone(),
-        settings.retention.clone(),
+        settings.dedup_horizon_ms,
+        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
     );
-    let read_models = read_models_from_unique(&unique_wire_events(kept));
+    let kept = apply_privacy(counted, erasures.clone(), settings.retention.clone());
+    let read_models = read_models_of_counted(&kept);
     let decisions = decide(
         parsed.positioned,
         sources.trees,

@@ -8,13 +8,17 @@
 //!
 //! Rules (the product's contract):
 //! 1. Only basket changes, payments and `cancelled` status changes count (the others change
-//!    no read model). Those with the same `(retailer_id, event_id)` count once: the copy least
-//!    by `Ord` on [`Event`] (a page view or a `delivered` change sharing an order's `event_id`
-//!    does not compete with it). An `event_id` is unique per retailer only: another retailer's
+//!    no read model). Those with the same `(retailer_id, event_id)` count once within the
+//!    de-duplication horizon: the first copy read (copies read at one time: the least by
+//!    `Ord` on [`Event`]) counts, copies read less than the horizon after it do not, a copy
+//!    read later counts again ([`counted`]; [`read_models`] takes every copy as read at one
+//!    time). A page view or a `delivered` change sharing an order's `event_id` does not
+//!    compete with it. An `event_id` is unique per retailer only: another retailer's
 //!    event with the same id is another event, and each retailer's figures are what they would
 //!    be if it were alone.
 //! 2. An order is `(retailer_id, order_id)`; its lines and shopper come from its earliest
-//!    `order_paid` (ties: smallest `event_id`). An order with any `cancelled` status change (same
+//!    `order_paid` (ties: smallest `event_id`, then the shopper and merged lines that sort
+//!    first: copies of one payment event both count when read on both sides of the horizon). An order with any `cancelled` status change (same
 //!    retailer and order id, any shopper, any time) counts in no sold-product figure.
 //!    `delivered` changes nothing.
 //! 3. Days are UTC days of the order's `occurred_at`.
@@ -98,7 +102,7 @@ pub fn with_privacy(
 }
 
 /// Computes the read models from all the events received so far (any order, duplicates
-/// allowed).
+/// allowed), as if all were read at one time: of the copies of an id, the least counts.
 pub fn read_models(events: &[Event]) -> ReadModelRows {
     // Rule 1: one event per (retailer, id), the least copy.
     let mut by_id: BTreeMap<(&str, &str), &Event> = BTreeMap::new();
@@ -112,7 +116,38 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
             })
             .or_insert(event);
     }
-    let events: Vec<&Event> = by_id.into_values().collect();
+    let events: Vec<Event> = by_id.into_values().cloned().collect();
+    read_models_of_counted(&events)
+}
+
+/// Rule 1 with its horizon, over events with the time each was read: of the events that
+/// change a read model, per `(retailer_id, event_id)`, copies in (time, `Ord`) order; a copy
+/// counts when no counted copy read less than `horizon` before it exists, and the counted
+/// ones are returned with their times (the graph's [`basketflow_operators::first_within`]).
+pub fn counted(events: &[(Event, u64)], horizon: u64) -> Vec<(Event, u64)> {
+    let mut sorted: Vec<(u64, &Event)> = events
+        .iter()
+        .filter(|(e, _)| changes_read_models(e))
+        .map(|(e, t)| (*t, e))
+        .collect();
+    sorted.sort();
+    let mut open: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (t, e) in sorted {
+        let id = (e.retailer_id.as_str(), e.event_id.as_str());
+        if open.get(&id).is_some_and(|&end| t < end) {
+            continue;
+        }
+        open.insert(id, t.saturating_add(horizon));
+        out.push((e.clone(), t));
+    }
+    out
+}
+
+/// The read models of events that all count (rule 1 already applied: [`counted`], then
+/// [`with_privacy`]); rules 2 to 6.
+pub fn read_models_of_counted(events: &[Event]) -> ReadModelRows {
+    let events: Vec<&Event> = events.iter().filter(|e| changes_read_models(e)).collect();
 
     // Rule 2: orders, their chosen payment, cancellations.
     let mut payments: BTreeMap<(&str, &str), &Event> = BTreeMap::new();
@@ -121,7 +156,28 @@ pub fn read_models(events: &[Event]) -> ReadModelRows {
         match &event.body {
             EventBody::OrderPaid { order_id, .. } => {
                 let key = (event.retailer_id.as_str(), order_id.as_str());
-                let rank = |e: &Event| (e.occurred_at, e.event_id.clone());
+                // Copies of one payment event may both count (read on both sides of the
+                // de-duplication horizon): then the one whose shopper and merged lines sort
+                // first, as the graph orders payments.
+                let rank = |e: &Event| {
+                    let mut lines: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+                    if let EventBody::OrderPaid { lines: l, .. } = &e.body {
+                        for line in l {
+                            let q = i64::from(line.quantity);
+                            let entry = lines
+                                .entry((line.product_id.clone(), line.category.clone()))
+                                .or_default();
+                            entry.0 += q;
+                            entry.1 += q.saturating_mul(line.unit_price_cents);
+                        }
+                    }
+                    (
+                        e.occurred_at,
+                        e.event_id.clone(),
+                        e.shopper_id.clone(),
+                        lines.into_iter().collect::<Vec<_>>(),
+                    )
+                };
                 match payments.get(&key) {
                     Some(kept) if rank(kept) <= rank(event) => {}
                     _ => {

@@ -108,12 +108,24 @@ pub fn read_models_from_unique<'scope, T>(unique: &UniqueEvents<'scope, T>) -> R
 where
     T: LogicalTime + Lattice + TotalOrder + Ord,
 {
-    let orders = paid_orders(unique);
+    read_models_of_counted(&unique.clone().as_collection(|_hash, event| event.clone()))
+}
+
+/// The read models of events already de-duplicated: every event of `counted` counts (the
+/// graph's path: [`basketflow_operators::first_within`] decides which copies count, before
+/// privacy).
+pub fn read_models_of_counted<'scope, T>(
+    counted: &VecCollection<'scope, T, WireEvent>,
+) -> ReadModels<'scope, T>
+where
+    T: LogicalTime + Lattice + TotalOrder + Ord,
+{
+    let orders = paid_orders(counted);
     ReadModels {
         sold_products_daily: sold_products_daily(&orders),
         shopper_purchases: shopper_purchases(&orders),
         product_affinities: product_affinities(&orders),
-        baskets: baskets(unique),
+        baskets: baskets(counted),
         order_lines: order_lines(&orders),
     }
 }
@@ -197,11 +209,11 @@ impl OrderState {
 /// payment and the cancellation flag. Arranged by order; one value per order.
 type PaidOrders<'scope, T> = ValArrangement<'scope, T, (String, String), OrderState>;
 
-fn paid_orders<'scope, T>(unique: &UniqueEvents<'scope, T>) -> PaidOrders<'scope, T>
+fn paid_orders<'scope, T>(counted: &VecCollection<'scope, T, WireEvent>) -> PaidOrders<'scope, T>
 where
     T: LogicalTime + Lattice + TotalOrder + Ord,
 {
-    let facts = unique.clone().flat_map_ref(|_hash, event| {
+    let facts = counted.clone().flat_map(|event| {
         let event = &event.0;
         let fact = match &event.body {
             EventBody::OrderPaid {
@@ -432,13 +444,15 @@ where
         })
 }
 
-fn baskets<'scope, T>(unique: &UniqueEvents<'scope, T>) -> VecCollection<'scope, T, BasketLine>
+fn baskets<'scope, T>(
+    counted: &VecCollection<'scope, T, WireEvent>,
+) -> VecCollection<'scope, T, BasketLine>
 where
     T: LogicalTime + Lattice + TotalOrder + Ord,
 {
     // Per (retailer, shopper): the latest `order_paid` instant, or `None` if the shopper has
     // basket changes but no payment. All `None`s of a shopper consolidate into one entry.
-    let cutoff_facts = unique.clone().flat_map_ref(|_hash, event| {
+    let cutoff_facts = counted.clone().flat_map(|event| {
         let event = &event.0;
         if event.shopper_id.is_empty() {
             // Anonymous orders (privacy residues) end no one's basket.
@@ -457,7 +471,7 @@ where
     let cutoffs = one_per_key("LatestOrderPaid", cutoff_facts, Extreme::Greatest);
 
     // Per (retailer, shopper): each change as (occurred_at, product, signed units).
-    let changes = unique.clone().flat_map_ref(|_hash, event| {
+    let changes = counted.clone().flat_map(|event| {
         let event = &event.0;
         let (change, sign) = match &event.body {
             EventBody::ProductAdded(change) => (change, 1),

@@ -99,7 +99,12 @@ fn rounds() -> impl Strategy<Value = Vec<(u64, Vec<Event>)>> {
 }
 
 fn check(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Result<(), TestCaseError> {
-    check_private(workers, rounds, Vec::new(), None)
+    check_private(workers, rounds, Vec::new(), None, u64::MAX)
+}
+
+/// De-duplication horizons: 1 to all rounds (copies on both sides of it), or none.
+fn horizon() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(u64::MAX), 1u64..=ROUNDS]
 }
 
 /// Erasures of shoppers from the same small alphabets, at any round.
@@ -119,15 +124,22 @@ fn erasures_of(retailers: u32) -> impl Strategy<Value = ErasureRounds> {
     })
 }
 
-/// With `retention`, the graph runs with the privacy stage and the oracle reads
-/// [`oracle::with_privacy`] of the events at each time.
+/// With `retention`, the graph runs with rule 1's `horizon` and the privacy stage, and the
+/// oracle reads [`oracle::with_privacy`] of [`oracle::counted`] at each time.
 fn check_private(
     workers: Workers,
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Option<Retention>,
+    horizon: u64,
 ) -> Result<(), TestCaseError> {
-    let output = run_private(workers, rounds.clone(), erasures.clone(), retention.clone());
+    let output = run_private(
+        workers,
+        rounds.clone(),
+        erasures.clone(),
+        retention.clone(),
+        horizon,
+    );
     let erased: Vec<((String, String), u64)> = erasures
         .iter()
         .flat_map(|(t, keys)| keys.iter().map(move |k| (k.clone(), *t)))
@@ -135,11 +147,17 @@ fn check_private(
     let mut received: Vec<(Event, u64)> = Vec::new();
     for (time, events) in rounds {
         received.extend(events.into_iter().map(|e| (e, time)));
-        let seen = match &retention {
-            Some(retention) => oracle::with_privacy(&received, &erased, retention, time),
-            None => received.iter().map(|(e, _)| e.clone()).collect(),
+        let expected = match &retention {
+            Some(retention) => oracle::read_models_of_counted(&oracle::with_privacy(
+                &oracle::counted(&received, horizon),
+                &erased,
+                retention,
+                time,
+            )),
+            None => {
+                oracle::read_models(&received.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
+            }
         };
-        let expected = oracle::read_models(&seen);
         let actual = rows_at(&output, time);
         prop_assert_eq!(
             &actual.sold_products_daily,
@@ -203,8 +221,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
+        horizon in horizon(),
     ) {
-        check_private(Workers::Direct, rounds, erasures, Some(retention))?;
+        check_private(Workers::Direct, rounds, erasures, Some(retention), horizon)?;
     }
 }
 
@@ -216,8 +235,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
+        horizon in horizon(),
     ) {
-        check_private(Workers::Binary(2), rounds, erasures, Some(retention))?;
+        check_private(Workers::Binary(2), rounds, erasures, Some(retention), horizon)?;
     }
 }
 
@@ -339,6 +359,7 @@ fn run_whole_graph(
     rounds: &[(u64, Vec<Event>)],
     erasures: &ErasureRounds,
     retention: &Retention,
+    horizon: u64,
 ) -> GraphOutput {
     let message = |partition, offset, time, key: &str, payload: Vec<u8>| SourceMessage {
         partition,
@@ -404,6 +425,7 @@ fn run_whole_graph(
         let settings = graph::Settings {
             privacy_topic: PRIVACY_TOPIC.into(),
             retention: retention.clone(),
+            dedup_horizon_ms: horizon,
             tree_stats: Default::default(),
         };
         let mut inputs = worker.dataflow::<u64, _, _>(|scope| {
@@ -502,8 +524,9 @@ fn check_whole_graph(
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Retention,
+    horizon: u64,
 ) -> Result<(), TestCaseError> {
-    let one = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention);
+    let one = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizon);
     let erased: Vec<((String, String), u64)> = erasures
         .iter()
         .flat_map(|(t, keys)| keys.iter().map(move |k| (k.clone(), *t)))
@@ -511,10 +534,15 @@ fn check_whole_graph(
     let mut received: Vec<(Event, u64)> = Vec::new();
     for (time, events) in &rounds {
         received.extend(events.iter().map(|e| (e.clone(), *time)));
-        let seen = oracle::with_privacy(&received, &erased, &retention, *time);
+        let seen = oracle::with_privacy(
+            &oracle::counted(&received, horizon),
+            &erased,
+            &retention,
+            *time,
+        );
         prop_assert_eq!(
             rows_at(&one.models, *time),
-            oracle::read_models(&seen),
+            oracle::read_models_of_counted(&seen),
             "read models at {}",
             time
         );
@@ -536,7 +564,7 @@ fn check_whole_graph(
     }
     expected_dead.sort();
     prop_assert_eq!(&one.dead_letters, &expected_dead);
-    let two = run_whole_graph(Workers::Binary(2), &rounds, &erasures, &retention);
+    let two = run_whole_graph(Workers::Binary(2), &rounds, &erasures, &retention, horizon);
     prop_assert_eq!(&two.models, &one.models);
     prop_assert_eq!(&two.decisions, &one.decisions);
     prop_assert_eq!(&two.dead_letters, &one.dead_letters);
@@ -551,8 +579,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
+        horizon in horizon(),
     ) {
-        check_whole_graph(rounds, erasures, retention)?;
+        check_whole_graph(rounds, erasures, retention, horizon)?;
     }
 }
 
@@ -582,7 +611,13 @@ fn the_whole_graph_decides_on_a_basket_change() {
         (1, vec![event("e1", pasta(1))]),
         (2, vec![event("e2", pasta(1)), event("e2", pasta(1))]),
     ];
-    let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+    let out = run_whole_graph(
+        Workers::Direct,
+        &rounds,
+        &Vec::new(),
+        &Retention::default(),
+        u64::MAX,
+    );
     let p = partition_of("s1");
     let expected = vec![
         (
@@ -675,8 +710,9 @@ fn check_tenants_apart(
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Retention,
+    horizon: u64,
 ) -> Result<(), TestCaseError> {
-    let together = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention);
+    let together = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizon);
     let alone: Vec<GraphOutput> = ["r0", "r1", "r2"]
         .iter()
         .map(|r| {
@@ -691,7 +727,13 @@ fn check_tenants_apart(
                 .iter()
                 .map(|(t, keys)| (*t, keys.iter().filter(|k| k.0 == *r).cloned().collect()))
                 .collect();
-            run_whole_graph(Workers::Direct, &own_rounds, &own_erasures, &retention)
+            run_whole_graph(
+                Workers::Direct,
+                &own_rounds,
+                &own_erasures,
+                &retention,
+                horizon,
+            )
         })
         .collect();
     for (time, _) in &rounds {
@@ -716,8 +758,9 @@ proptest! {
         rounds in tenant_rounds(),
         erasures in tenant_erasures(),
         retention in retention(),
+        horizon in horizon(),
     ) {
-        check_tenants_apart(rounds, erasures, retention)?;
+        check_tenants_apart(rounds, erasures, retention, horizon)?;
     }
 }
 
@@ -744,7 +787,13 @@ fn a_retailer_reusing_another_retailers_event_ids_keeps_its_figures() {
         },
     };
     let rounds = vec![(1, vec![paid("r0", "p0"), paid("r1", "p1")])];
-    let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+    let out = run_whole_graph(
+        Workers::Direct,
+        &rounds,
+        &Vec::new(),
+        &Retention::default(),
+        u64::MAX,
+    );
     let sold: Vec<(String, String, i64)> = rows_at(&out.models, 1)
         .sold_products_daily
         .into_iter()
@@ -778,7 +827,13 @@ fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
         if r0.intersection(&r1).next().is_some() && r2.iter().any(|i| r0.contains(i)) {
             shared += 1;
         }
-        let out = run_whole_graph(Workers::Direct, &rounds, &Vec::new(), &Retention::default());
+        let out = run_whole_graph(
+            Workers::Direct,
+            &rounds,
+            &Vec::new(),
+            &Retention::default(),
+            u64::MAX,
+        );
         let rows = rows_at(&out.models, ROUNDS);
         if rows.order_lines.iter().any(|l| l.retailer_id == "r2")
             || rows.baskets.iter().any(|b| b.retailer_id == "r2")

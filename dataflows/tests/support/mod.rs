@@ -6,7 +6,8 @@
 use std::sync::mpsc::{channel, Receiver};
 
 use basketflow_dataflows::privacy::apply_privacy;
-use basketflow_dataflows::{oracle, read_models, read_models_from_unique, unique_wire_events};
+use basketflow_dataflows::{changes_read_models, oracle, read_models, read_models_of_counted};
+use basketflow_operators::first_within;
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
@@ -44,20 +45,21 @@ pub enum Workers {
 /// letting it finish each time before the next, and returns the consolidated output.
 /// With several workers, worker `w` feeds the events whose index is `w` modulo the workers.
 pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
-    run_private(workers, rounds, Vec::new(), None)
+    run_private(workers, rounds, Vec::new(), None, u64::MAX)
 }
 
 /// Erasures `(retailer_id, shopper_id)` per logical time.
 pub type ErasureRounds = Vec<(u64, Vec<(String, String)>)>;
 
 /// As [`run`], with privacy: `erasures` are fed (by worker 0) at their times, and with a
-/// `retention`, events go through [`apply_privacy`] first, as in the graph (without one, the
-/// read models read the events directly).
+/// `retention`, events go through rule 1 with `horizon` and then [`apply_privacy`], as in the
+/// graph (without one, the read models read the events directly, the least copy counting).
 pub fn run_private(
     workers: Workers,
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Option<Retention>,
+    horizon: u64,
 ) -> Output {
     let (s_sold, r_sold) = channel();
     let (s_purchases, r_purchases) = channel();
@@ -80,11 +82,17 @@ pub fn run_private(
             let (input, events) = scope.new_collection::<Event, isize>();
             let (erasure_input, erasure_stream) = scope.new_input::<Vec<Erasure>>();
             let models = match retention {
-                Some(retention) => read_models_from_unique(&unique_wire_events(apply_privacy(
-                    events.map(WireEvent::from),
+                // As the graph: rule 1 with its horizon, then privacy.
+                Some(retention) => read_models_of_counted(&apply_privacy(
+                    first_within(
+                        "Deduplicate",
+                        events.filter(changes_read_models).map(WireEvent::from),
+                        horizon,
+                        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                    ),
                     erasure_stream,
                     retention,
-                ))),
+                )),
                 None => read_models(&events),
             };
             models
