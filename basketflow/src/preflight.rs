@@ -49,10 +49,13 @@ pub fn check(config: &Config) {
         .expect("a tokio runtime");
     let answered = runtime.block_on(async {
         let store = target.connect().await?;
-        store.committed_tick_ms().await
+        Ok::<_, basketflow_sinks::clickhouse::ClickHouseError>((
+            store.committed_tick_ms().await?,
+            store.committed_dedup_horizon_ms().await?,
+        ))
     });
-    let clickhouse_tick = match answered {
-        Ok(tick) => tick,
+    let (clickhouse_tick, clickhouse_horizon) = match answered {
+        Ok(recorded) => recorded,
         Err(e) => refuse(format_args!(
             "cannot use ClickHouse at {}: {e}: check that it is up (scripts/stack up) and \
              clickhouse.url, clickhouse.database, clickhouse.user and clickhouse.password",
@@ -64,18 +67,31 @@ pub fn check(config: &Config) {
     // committed time, and they would be written twice.
     let progress_topic = config.kafka.progress_topic();
     // Created at the first start: until then there is nothing to check.
-    let kafka_tick = check_topics_exist(&config.kafka.brokers, &[&progress_topic])
+    let kafka_record = check_topics_exist(&config.kafka.brokers, &[&progress_topic])
         .ok()
         .and_then(|()| read_progress_record(&config.kafka.brokers, &progress_topic).ok())
-        .flatten()
-        .and_then(|p| p.tick_ms);
-    for (tick, place) in [
-        (
-            clickhouse_tick,
-            format!("ClickHouse {}.progress", clickhouse.database),
-        ),
-        (kafka_tick, format!("Kafka topic {progress_topic}")),
+        .flatten();
+    let kafka_tick = kafka_record.as_ref().and_then(|p| p.tick_ms);
+    let kafka_horizon = kafka_record.as_ref().and_then(|p| p.dedup_horizon_ms);
+    let in_clickhouse = format!("ClickHouse {}.progress", clickhouse.database);
+    let in_kafka = format!("Kafka topic {progress_topic}");
+    // Rule 1's horizon likewise: a replay with another one would de-duplicate differently from
+    // the outputs already written.
+    for (horizon, place) in [
+        (clickhouse_horizon, &in_clickhouse),
+        (kafka_horizon, &in_kafka),
     ] {
+        if let Some(horizon) = horizon.filter(|h| *h != config.graph.dedup_horizon_ms) {
+            refuse(format_args!(
+                "graph.dedup_horizon_ms is {} but the committed outputs in {place} were written \
+                 with {horizon}: the replay would de-duplicate differently from what is written; \
+                 set graph.dedup_horizon_ms = {horizon}, or start over with a new \
+                 clickhouse.database and kafka.decisions_topic",
+                config.graph.dedup_horizon_ms
+            ));
+        }
+    }
+    for (tick, place) in [(clickhouse_tick, in_clickhouse), (kafka_tick, in_kafka)] {
         if let Some(tick) = tick.filter(|t| *t != config.graph.tick_ms) {
             refuse(format_args!(
                 "graph.tick_ms is {} but the committed outputs in {place} were written with \
@@ -97,6 +113,7 @@ pub fn clickhouse_target(config: &Config) -> Target {
         user: clickhouse.user.clone(),
         password: clickhouse.password.clone(),
         tick_ms: config.graph.tick_ms,
+        dedup_horizon_ms: config.graph.dedup_horizon_ms,
     }
 }
 

@@ -184,6 +184,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         progress_topic: config.kafka.progress_topic(),
         transactional_id: config.kafka.transactional_id(),
         tick_ms: config.graph.tick_ms,
+        dedup_horizon_ms: config.graph.dedup_horizon_ms,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

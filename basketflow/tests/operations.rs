@@ -240,9 +240,10 @@ fn processes_with_different_configurations_refuse_to_start() {
 /// A restart with another `graph.tick_ms` than the committed outputs were written with would
 /// reclock the replay differently (a message before a recorded position could land above the
 /// committed time and be written twice): `run` refuses it, one line and status 3, naming the
-/// tick to set; with the recorded tick it starts.
+/// tick to set; with the recorded tick it starts. Another `graph.dedup_horizon_ms` likewise
+/// (the replay would de-duplicate differently from what is written).
 #[test]
-fn a_tick_other_than_the_committed_outputs_one_is_refused() {
+fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
     let stack = Stack::shared();
     let run = support::TestRun::create(&stack, "tick", 8, &[("cleanup.policy", "compact")], "");
     let traffic = Traffic::generate(5, 200, 20);
@@ -285,6 +286,36 @@ fn a_tick_other_than_the_committed_outputs_one_is_refused() {
     );
     // The recorded tick, given explicitly: it starts, and is caught up at once.
     support::run_caught_up(&retick(5, "tick5"));
+    // Another de-duplication horizon than the recorded one: refused the same way.
+    let rehorizon = stack.write_config(
+        &run.dir,
+        "horizon",
+        &RunTargets {
+            events: &run.events,
+            trees: &run.trees,
+            rejected: &run.rejected,
+            decisions: &run.decisions,
+            database: &run.database,
+        },
+        "[graph]\ndedup_horizon_ms = 1000\n",
+    );
+    let out = basketflow()
+        .args(["run", "--exit-when-caught-up", "--config"])
+        .arg(rehorizon)
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "graph.dedup_horizon_ms is 1000 but the committed outputs in ClickHouse {}.progress \
+             were written with 604800000",
+            run.database
+        )),
+        "{stderr}"
+    );
 }
 
 /// Partitions added to `shopper-events` while the graph runs are never silently ignored: the

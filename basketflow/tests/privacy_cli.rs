@@ -381,6 +381,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         user: "default".into(),
         password: String::new(),
         tick_ms: 5,
+        dedup_horizon_ms: 604_800_000,
     };
     prepare(&target).unwrap_or_else(|e| {
         panic!(

@@ -146,6 +146,7 @@ fn the_last_progress_record_is_read_back_and_an_empty_topic_has_none() {
             through,
             positions: Positions::from([("events".into(), BTreeMap::from([(0, offset)]))]),
             tick_ms: Some(5),
+            dedup_horizon_ms: None,
         })
         .unwrap()
     };

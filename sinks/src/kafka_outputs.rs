@@ -76,6 +76,8 @@ pub struct KafkaOutputs {
     /// The graph's `graph.tick_ms`, recorded with each progress record (a restart with another
     /// tick would reclock the replay differently; `basketflow run` refuses it).
     pub tick_ms: u64,
+    /// The graph's `graph.dedup_horizon_ms`, recorded likewise.
+    pub dedup_horizon_ms: u64,
 }
 
 /// Counters of the Kafka outputs.
@@ -471,6 +473,7 @@ fn transact(
         through: txn.through,
         positions: txn.positions.clone(),
         tick_ms: Some(cfg.tick_ms),
+        dedup_horizon_ms: Some(cfg.dedup_horizon_ms),
     })
     .expect("progress serializes");
     send(

@@ -34,7 +34,11 @@ impl ClickHouseStore {
         // Columns added to `progress` since it was first created (18.16 has no ADD COLUMN IF
         // NOT EXISTS): the sources' positions, then the graph's tick (older rows read "" and
         // 0: none recorded).
-        for (column, ty) in [("positions", "String"), ("tick_ms", "UInt64")] {
+        for (column, ty) in [
+            ("positions", "String"),
+            ("tick_ms", "UInt64"),
+            ("dedup_horizon_ms", "UInt64"),
+        ] {
             let present: u64 = self
                 .client()
                 .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = ?")

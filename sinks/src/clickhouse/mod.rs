@@ -88,6 +88,8 @@ pub struct Target {
     pub password: String,
     /// The graph's `graph.tick_ms`, recorded with each progress row (0: not recorded).
     pub tick_ms: u64,
+    /// The graph's `graph.dedup_horizon_ms`, recorded likewise.
+    pub dedup_horizon_ms: u64,
 }
 
 impl Target {
@@ -96,7 +98,8 @@ impl Target {
         Ok(
             ClickHouseStore::connect(&self.url, &self.database, &self.user, &self.password)
                 .await?
-                .with_tick_ms(self.tick_ms),
+                .with_tick_ms(self.tick_ms)
+                .with_dedup_horizon_ms(self.dedup_horizon_ms),
         )
     }
 }

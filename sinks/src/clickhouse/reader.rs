@@ -94,24 +94,25 @@ impl ClickHouseReader {
         })
     }
 
-    /// The `tick_ms` recorded with the committed progress row: `None` when nothing is
-    /// committed, the database or table does not exist yet, or the row is from a version that
-    /// did not record it.
-    pub async fn committed_tick_ms(&self) -> Result<Option<u64>, ClickHouseError> {
+    /// A graph setting recorded with the committed progress row, in column `column`
+    /// (`tick_ms`, `dedup_horizon_ms`): `None` when nothing is committed, the database or table
+    /// does not exist yet, or the row is from a version that did not record it.
+    pub async fn committed_recorded(&self, column: &str) -> Result<Option<u64>, ClickHouseError> {
         let db = &self.database;
-        let has_tick: u64 = self
+        let has_column: u64 = self
             .client
-            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = 'tick_ms'")
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = ?")
             .bind(db)
+            .bind(column)
             .fetch_one()
             .await?;
-        if has_tick == 0 {
+        if has_column == 0 {
             return Ok(None);
         }
         let rows: Vec<u64> = self
             .client
             .query(&format!(
-                "SELECT tick_ms FROM {db}.progress ORDER BY time DESC LIMIT 1"
+                "SELECT {column} FROM {db}.progress ORDER BY time DESC LIMIT 1"
             ))
             .fetch_all()
             .await?;

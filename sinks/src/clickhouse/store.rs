@@ -29,6 +29,7 @@ pub struct ClickHouseStore {
     reader: ClickHouseReader,
     mutation_timeout: Duration,
     tick_ms: u64,
+    dedup_horizon_ms: u64,
 }
 
 impl ClickHouseStore {
@@ -44,6 +45,7 @@ impl ClickHouseStore {
             reader: ClickHouseReader::connect(url, database, user, password).await?,
             mutation_timeout: DEFAULT_MUTATION_TIMEOUT,
             tick_ms: 0,
+            dedup_horizon_ms: 0,
         })
     }
 
@@ -51,6 +53,13 @@ impl ClickHouseStore {
     /// row (0, the default, records "unknown").
     pub fn with_tick_ms(mut self, tick_ms: u64) -> Self {
         self.tick_ms = tick_ms;
+        self
+    }
+
+    /// The same store, recording `dedup_horizon_ms` (`graph.dedup_horizon_ms`) with each
+    /// progress row (0, the default, records "unknown").
+    pub fn with_dedup_horizon_ms(mut self, dedup_horizon_ms: u64) -> Self {
+        self.dedup_horizon_ms = dedup_horizon_ms;
         self
     }
 
@@ -66,6 +75,7 @@ impl ClickHouseStore {
             reader: self.reader.with_database(database),
             mutation_timeout: self.mutation_timeout,
             tick_ms: self.tick_ms,
+            dedup_horizon_ms: self.dedup_horizon_ms,
         }
     }
 
@@ -139,13 +149,14 @@ impl ClickHouseStore {
         let positions = serde_json::to_string(positions).expect("positions serialize");
         self.client()
             .query(&format!(
-                "INSERT INTO {db}.progress (time, written_at, note, positions, tick_ms) \
-                 VALUES (?, now(), ?, ?, ?)"
+                "INSERT INTO {db}.progress (time, written_at, note, positions, tick_ms, \
+                 dedup_horizon_ms) VALUES (?, now(), ?, ?, ?, ?)"
             ))
             .bind(through)
             .bind(note)
             .bind(positions)
             .bind(self.tick_ms)
+            .bind(self.dedup_horizon_ms)
             .execute()
             .await?;
         Ok(())
@@ -209,7 +220,13 @@ impl ClickHouseStore {
     /// The tick recorded with the committed progress row
     /// ([`ClickHouseReader::committed_tick_ms`]).
     pub async fn committed_tick_ms(&self) -> Result<Option<u64>, ClickHouseError> {
-        self.reader.committed_tick_ms().await
+        self.reader.committed_recorded("tick_ms").await
+    }
+
+    /// The `dedup_horizon_ms` recorded with the committed progress row (as
+    /// [`Self::committed_tick_ms`]).
+    pub async fn committed_dedup_horizon_ms(&self) -> Result<Option<u64>, ClickHouseError> {
+        self.reader.committed_recorded("dedup_horizon_ms").await
     }
 
     /// The committed time ([`ClickHouseReader::committed`]).
