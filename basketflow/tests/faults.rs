@@ -380,6 +380,15 @@ fn private_stack() -> PrivateStack {
     private
 }
 
+/// Waits (at most 120 s) until the cluster writing `database` has committed something.
+fn wait_for_first_commit(stack: &Stack, database: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_time(&stack.clickhouse_url, database) == 0 {
+        assert!(Instant::now() < deadline, "the cluster never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Resident memory of `pid` in MiB.
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -415,11 +424,7 @@ fn clickhouse_and_broker_outages() {
     let producer = traffic.produce_live(&stack, &names.events, rate as u32);
     let mut cluster = Cluster::start(&faulty, &dir);
     // Running (formed and committed), not merely started, when ClickHouse goes.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_time(&stack.clickhouse_url, &names.database) == 0 {
-        assert!(Instant::now() < deadline, "the cluster never committed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_first_commit(&stack, &names.database);
     std::thread::sleep(Duration::from_secs(2));
     cluster.assert_running("before the ClickHouse outage");
     let rss_before: Vec<u64> = cluster.processes.iter().map(|c| rss_mib(c.id())).collect();
@@ -466,11 +471,7 @@ fn broker_killed_and_restarted() {
     let producer = traffic.produce_live(&stack, &names.events, rate);
     let mut cluster = Cluster::start(&faulty, &dir);
     // Mid-run: once the cluster has formed and committed, 1.5 s more.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_time(&stack.clickhouse_url, &names.database) == 0 {
-        assert!(Instant::now() < deadline, "the cluster never committed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_first_commit(&stack, &names.database);
     std::thread::sleep(Duration::from_millis(1_500));
     cluster.assert_running("before the broker is killed");
     private.script(&["kill", "kafka"]);

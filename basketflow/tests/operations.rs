@@ -249,7 +249,7 @@ fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
     let traffic = Traffic::generate(5, 200, 20);
     stack.produce(&run.events, &traffic.messages);
     support::run_caught_up(&run.config);
-    let retick = |tick: u64, name: &str| {
+    let with_graph = |graph: &str, name: &str| {
         stack.write_config(
             &run.dir,
             name,
@@ -260,16 +260,19 @@ fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
                 decisions: &run.decisions,
                 database: &run.database,
             },
-            &format!("[graph]\ntick_ms = {tick}\n"),
+            &format!("[graph]\n{graph}\n"),
         )
     };
-    let out = basketflow()
-        .args(["run", "--exit-when-caught-up", "--config"])
-        .arg(retick(10, "tick10"))
-        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
+    let run_with = |config: std::path::PathBuf| {
+        basketflow()
+            .args(["run", "--exit-when-caught-up", "--config"])
+            .arg(config)
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let out = run_with(with_graph("tick_ms = 10", "tick10"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -285,27 +288,9 @@ fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
         lines[0]
     );
     // The recorded tick, given explicitly: it starts, and is caught up at once.
-    support::run_caught_up(&retick(5, "tick5"));
+    support::run_caught_up(&with_graph("tick_ms = 5", "tick5"));
     // Another de-duplication horizon than the recorded one: refused the same way.
-    let rehorizon = stack.write_config(
-        &run.dir,
-        "horizon",
-        &RunTargets {
-            events: &run.events,
-            trees: &run.trees,
-            rejected: &run.rejected,
-            decisions: &run.decisions,
-            database: &run.database,
-        },
-        "[graph]\ndedup_horizon_ms = 1000\n",
-    );
-    let out = basketflow()
-        .args(["run", "--exit-when-caught-up", "--config"])
-        .arg(rehorizon)
-        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
+    let out = run_with(with_graph("dedup_horizon_ms = 1000", "horizon"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
     assert!(

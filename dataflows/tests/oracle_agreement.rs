@@ -354,6 +354,17 @@ fn trees() -> Vec<ExperienceTree> {
 /// w`, as the Kafka source assigns them) plus one malformed message; the erasures as requests
 /// on `privacy-requests` plus, in round 1, one invalid request; every shopper's tree on
 /// `experience-trees` in round 1.
+/// [`run_whole_graph`] on one worker without erasures, retention or horizon.
+fn run_plain(rounds: &[(u64, Vec<Event>)]) -> GraphOutput {
+    run_whole_graph(
+        Workers::Direct,
+        rounds,
+        &Vec::new(),
+        &Retention::default(),
+        u64::MAX,
+    )
+}
+
 fn run_whole_graph(
     workers: Workers,
     rounds: &[(u64, Vec<Event>)],
@@ -611,13 +622,7 @@ fn the_whole_graph_decides_on_a_basket_change() {
         (1, vec![event("e1", pasta(1))]),
         (2, vec![event("e2", pasta(1)), event("e2", pasta(1))]),
     ];
-    let out = run_whole_graph(
-        Workers::Direct,
-        &rounds,
-        &Vec::new(),
-        &Retention::default(),
-        u64::MAX,
-    );
+    let out = run_plain(&rounds);
     let p = partition_of("s1");
     let expected = vec![
         (
@@ -787,13 +792,7 @@ fn a_retailer_reusing_another_retailers_event_ids_keeps_its_figures() {
         },
     };
     let rounds = vec![(1, vec![paid("r0", "p0"), paid("r1", "p1")])];
-    let out = run_whole_graph(
-        Workers::Direct,
-        &rounds,
-        &Vec::new(),
-        &Retention::default(),
-        u64::MAX,
-    );
+    let out = run_plain(&rounds);
     let sold: Vec<(String, String, i64)> = rows_at(&out.models, 1)
         .sold_products_daily
         .into_iter()

@@ -98,14 +98,7 @@ pub async fn provision(
     url: &str,
     wait: Duration,
 ) -> Result<Outcome, ProvisionError> {
-    let progress: u64 = store
-        .client()
-        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'progress'")
-        .bind(store.database())
-        .fetch_one()
-        .await
-        .map_err(ClickHouseError::from)?;
-    if progress == 0 {
+    if !store.exists("progress").await? {
         return Err(ProvisionError::Refused(vec![format!(
             "database {} has no progress table on {url}: run the graph once (it creates the \
              schema) first",

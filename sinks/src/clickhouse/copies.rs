@@ -339,14 +339,7 @@ impl ClickHouseStore {
     /// The registered copies, by database (one entry each; `filled` once any row says so).
     pub async fn copies(&self) -> Result<Vec<Copy>, ClickHouseError> {
         let db = self.database();
-        let registry: u64 = self
-            .client()
-            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
-            .bind(db)
-            .bind(REGISTRY)
-            .fetch_one()
-            .await?;
-        if registry == 0 {
+        if !self.exists(REGISTRY).await? {
             return Ok(Vec::new());
         }
         Ok(self

@@ -97,7 +97,8 @@ impl ClickHouseStore {
         Ok(true)
     }
 
-    async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
+    /// True when table or view `name` exists in this store's database.
+    pub(crate) async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
         let n: u64 = self
             .client()
             .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
