@@ -120,11 +120,7 @@ fn an_unreachable_clickhouse_is_one_line_and_exit_status_3() {
     topics.create(&events, 2, &[]);
     topics.create(&trees, 2, &[]);
     // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = basketflow_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let out = run(&config(&dir, &events, &trees, &url));
     assert_refused(&out, &format!("cannot use ClickHouse at {url}: "));

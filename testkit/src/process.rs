@@ -140,12 +140,54 @@ pub fn clear_basketflow_env(command: &mut Command) -> &mut Command {
     command
 }
 
-/// A free TCP port on loopback (free when asked: bind it soon).
+/// A free TCP port on loopback (free when asked: bind it soon), below the kernel's ephemeral
+/// range.
+///
+/// A port from the ephemeral range (what binding port 0 gives) can be taken at any moment by
+/// the local end of an outgoing connection; a test that stops a server and starts it again on
+/// the same port (the outage tests, a cluster process restarted from its host file) then finds
+/// its port in use. Below the range nothing takes a port unless it asks for it by number.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on loopback")
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let (low, _) = ephemeral_range();
+    // Ports 10000.. up to the range (at least 2,000 of them), drawn from a sequence seeded by
+    // the process id and clock so that concurrent test processes draw apart.
+    let first = 10_000u32;
+    let span = low.saturating_sub(first).max(2_000);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    for _ in 0..1_000 {
+        let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+        let mixed = splitmix(seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let port = (first + (mixed % u64::from(span)) as u32) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback below the ephemeral range after 1,000 draws");
+}
+
+/// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`), or Linux's
+/// default where it cannot be read.
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// SplitMix64's finalizer: a well-mixed 64-bit value from any input.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Writes `dir/hosts`: one `127.0.0.1:<free port>` line per process of an `n`-process
@@ -157,4 +199,26 @@ pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
         .collect();
     std::fs::write(&path, lines).expect("writing the host file");
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_bindable() {
+        let (low, high) = ephemeral_range();
+        assert!(low <= high);
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &port in &ports {
+            assert!(u32::from(port) >= 10_000, "{port}");
+            if low >= 12_000 {
+                assert!(
+                    u32::from(port) < low,
+                    "{port} is in the ephemeral range from {low}"
+                );
+            }
+            TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+    }
 }
