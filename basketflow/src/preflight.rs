@@ -51,10 +51,13 @@ pub fn check(config: &Config) {
         let store = target.connect().await?;
         Ok::<_, basketflow_sinks::clickhouse::ClickHouseError>((
             store.committed_tick_ms().await?,
-            store.committed_dedup_horizon_ms().await?,
+            [
+                store.committed_dedup_horizon_ms().await?,
+                store.committed_settlement_ms().await?,
+            ],
         ))
     });
-    let (clickhouse_tick, clickhouse_horizon) = match answered {
+    let (clickhouse_tick, [clickhouse_horizon, clickhouse_settlement]) = match answered {
         Ok(recorded) => recorded,
         Err(e) => refuse(format_args!(
             "cannot use ClickHouse at {}: {e}: check that it is up (scripts/stack up) and \
@@ -73,22 +76,33 @@ pub fn check(config: &Config) {
         .flatten();
     let kafka_tick = kafka_record.as_ref().and_then(|p| p.tick_ms);
     let kafka_horizon = kafka_record.as_ref().and_then(|p| p.dedup_horizon_ms);
+    let kafka_settlement = kafka_record.as_ref().and_then(|p| p.settlement_ms);
     let in_clickhouse = format!("ClickHouse {}.progress", clickhouse.database);
     let in_kafka = format!("Kafka topic {progress_topic}");
-    // Rule 1's horizon likewise: a replay with another one would de-duplicate differently from
-    // the outputs already written.
-    for (horizon, place) in [
-        (clickhouse_horizon, &in_clickhouse),
-        (kafka_horizon, &in_kafka),
+    // The horizons likewise: a replay with others would compute other figures than those
+    // already written (rule 1 would de-duplicate, rule 7 settle, differently).
+    let g = &config.graph;
+    for (name, configured, recorded) in [
+        (
+            "graph.dedup_horizon_ms",
+            g.dedup_horizon_ms,
+            [clickhouse_horizon, kafka_horizon],
+        ),
+        (
+            "graph.settlement_ms",
+            g.settlement_ms,
+            [clickhouse_settlement, kafka_settlement],
+        ),
     ] {
-        if let Some(horizon) = horizon.filter(|h| *h != config.graph.dedup_horizon_ms) {
-            refuse(format_args!(
-                "graph.dedup_horizon_ms is {} but the committed outputs in {place} were written \
-                 with {horizon}: the replay would de-duplicate differently from what is written; \
-                 set graph.dedup_horizon_ms = {horizon}, or start over with a new \
-                 clickhouse.database and kafka.decisions_topic",
-                config.graph.dedup_horizon_ms
-            ));
+        for (value, place) in recorded.into_iter().zip([&in_clickhouse, &in_kafka]) {
+            if let Some(value) = value.filter(|v| *v != configured) {
+                refuse(format_args!(
+                    "{name} is {configured} but the committed outputs in {place} were written \
+                     with {value}: the replay would compute other figures than those written; \
+                     set {name} = {value}, or start over with a new clickhouse.database and \
+                     kafka.decisions_topic"
+                ));
+            }
         }
     }
     for (tick, place) in [(clickhouse_tick, in_clickhouse), (kafka_tick, in_kafka)] {
@@ -114,6 +128,7 @@ pub fn clickhouse_target(config: &Config) -> Target {
         password: clickhouse.password.clone(),
         tick_ms: config.graph.tick_ms,
         dedup_horizon_ms: config.graph.dedup_horizon_ms,
+        settlement_ms: config.graph.settlement_ms,
     }
 }
 

@@ -185,6 +185,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         transactional_id: config.kafka.transactional_id(),
         tick_ms: config.graph.tick_ms,
         dedup_horizon_ms: config.graph.dedup_horizon_ms,
+        settlement_ms: config.graph.settlement_ms,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -389,6 +390,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         privacy_topic: config.kafka.privacy_topic.clone(),
                         retention: retention.clone(),
                         dedup_horizon_ms: config.graph.dedup_horizon_ms,
+                        settlement_ms: config.graph.settlement_ms,
                         tree_stats: worker_tree_stats.clone(),
                     },
                 );
@@ -412,6 +414,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     PrivateOutputs {
                         decisions: graph.decisions,
                         erasures: graph.erasures,
+                        late_inputs: graph.late_inputs,
                         retention: retention.clone(),
                         erased_at_start: std::mem::take(&mut erased_at_start),
                     },

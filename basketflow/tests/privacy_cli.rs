@@ -382,6 +382,7 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
         password: String::new(),
         tick_ms: 5,
         dedup_horizon_ms: 604_800_000,
+        settlement_ms: 2_592_000_000,
     };
     prepare(&target).unwrap_or_else(|e| {
         panic!(

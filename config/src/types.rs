@@ -140,6 +140,12 @@ pub struct GraphConfig {
     /// At or above the events' retention: exact de-duplication forever (its state grows with
     /// every id).
     pub dedup_horizon_ms: u64,
+    /// The settlement horizon (logical ms, default 30 days): an order's figures stand this
+    /// long after its first payment was read (or its first cancellation, when no payment came
+    /// by then); a payment or cancellation read later is a late input, counted and listed in
+    /// `late_events`, and changes nothing. At or above the retention period: orders stay
+    /// open as long as their data is kept (exact forever, at the cost of their state).
+    pub settlement_ms: u64,
 }
 
 impl Default for GraphConfig {
@@ -151,6 +157,7 @@ impl Default for GraphConfig {
             max_sink_lag_ms: 10_000,
             startup_timeout_ms: 60_000,
             dedup_horizon_ms: 7 * 24 * 3_600_000,
+            settlement_ms: 30 * 24 * 3_600_000,
         }
     }
 }

@@ -87,6 +87,7 @@ impl Config {
         p.at_least("graph.flush_interval_ms", g.flush_interval_ms, 1);
         p.at_least("graph.startup_timeout_ms", g.startup_timeout_ms, 1);
         p.at_least("graph.dedup_horizon_ms", g.dedup_horizon_ms, 1);
+        p.at_least("graph.settlement_ms", g.settlement_ms, 1);
 
         let c = &self.cluster;
         p.at_least("cluster.workers", c.workers as u64, 1);

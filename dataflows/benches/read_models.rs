@@ -134,19 +134,25 @@ fn main() {
                 events.probe_with(&probe);
             } else {
                 let models = if std::env::var("PRIVACY").is_ok() {
-                    // As the graph: rule 1 with its horizon (7 days), then privacy.
-                    read_models_of_counted(&apply_privacy(
-                        basketflow_operators::first_within(
-                            "Deduplicate",
-                            events
-                                .filter(basketflow_dataflows::changes_read_models)
-                                .map(WireEvent::from),
-                            7 * 24 * 3_600_000,
-                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                    // As the graph: rule 1 with its horizon (7 days), then privacy, then
+                    // orders settling after 30 days.
+                    read_models_of_counted(
+                        &apply_privacy(
+                            basketflow_operators::first_within(
+                                "Deduplicate",
+                                events
+                                    .filter(basketflow_dataflows::changes_read_models)
+                                    .map(WireEvent::from),
+                                7 * 24 * 3_600_000,
+                                |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                            ),
+                            erasure_stream,
+                            Retention::default(),
                         ),
-                        erasure_stream,
-                        Retention::default(),
-                    ))
+                        30 * 24 * 3_600_000,
+                        &Retention::default(),
+                    )
+                    .0
                 } else {
                     read_models(&events)
                 };

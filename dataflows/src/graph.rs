@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
 use basketflow_ingest::parse::{parse_messages, parse_requests};
-use basketflow_vocab::{DeadLetter, Decision, Erasure, Retention, WireEvent};
+use basketflow_vocab::{DeadLetter, Decision, Erasure, LateInput, Retention, WireEvent};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
@@ -61,6 +61,10 @@ pub struct Settings {
     /// The de-duplication horizon (logical ms): a copy of an event read within it after the
     /// counted copy is a duplicate, a later one counts again (`graph.dedup_horizon_ms`).
     pub dedup_horizon_ms: u64,
+    /// The settlement horizon (logical ms): an order's figures stand this long after its
+    /// first payment was read, and a payment or cancellation read later is a late input
+    /// (`graph.settlement_ms`; `u64::MAX`: never).
+    pub settlement_ms: u64,
     /// Counters of the experience-tree operator (bad trees, decisions).
     pub tree_stats: Arc<TreeStats>,
 }
@@ -76,6 +80,9 @@ pub struct Outputs<'scope> {
     /// Valid erasure requests, at the time they were read (the ClickHouse writer applies them
     /// to the stored tables too).
     pub erasures: Stream<'scope, Millis, Vec<Erasure>>,
+    /// Inputs that came after their order settled, at the time they were read: they change
+    /// no figure (see [`crate::orders`]).
+    pub late_inputs: Stream<'scope, Millis, Vec<LateInput>>,
 }
 
 /// Builds the whole graph on `sources` (see the module docs for its picture).
@@ -94,7 +101,8 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
     );
     let kept = apply_privacy(counted, erasures.clone(), settings.retention.clone());
-    let read_models = read_models_of_counted(&kept);
+    let (read_models, late_inputs) =
+        read_models_of_counted(&kept, settings.settlement_ms, &settings.retention);
     let decisions = decide(
         parsed.positioned,
         sources.trees,
@@ -107,5 +115,6 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         decisions,
         dead_letters: parsed.dead_letters.concat(bad_requests),
         erasures,
+        late_inputs,
     }
 }

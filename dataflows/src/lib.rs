@@ -83,6 +83,7 @@
 pub mod experiences;
 pub mod graph;
 pub mod oracle;
+pub mod orders;
 pub mod privacy;
 pub mod read_models;
 

@@ -36,7 +36,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+use basketflow_vocab::{
+    Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Timestamp,
+};
 
 use crate::privacy::anonymous;
 use crate::read_models::changes_read_models;
@@ -145,9 +147,146 @@ pub fn counted(events: &[(Event, u64)], horizon: u64) -> Vec<(Event, u64)> {
 }
 
 /// The read models of events that all count (rule 1 already applied: [`counted`], then
-/// [`with_privacy`]); rules 2 to 6.
+/// [`with_privacy`]); rules 2 to 6, without settlement.
 pub fn read_models_of_counted(events: &[Event]) -> ReadModelRows {
-    let events: Vec<&Event> = events.iter().filter(|e| changes_read_models(e)).collect();
+    let events: Vec<&Event> = events.iter().collect();
+    rows_of(&events, &events)
+}
+
+/// The horizons of the contract, in logical milliseconds (`u64::MAX`: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizons {
+    /// Rule 1's de-duplication horizon ([`counted`]).
+    pub dedup_ms: u64,
+    /// Rule 7's settlement horizon ([`late`]).
+    pub settlement_ms: u64,
+}
+
+impl Horizons {
+    /// No horizon: de-duplication and orders forever (the contract before horizons).
+    pub const NONE: Horizons = Horizons {
+        dedup_ms: u64::MAX,
+        settlement_ms: u64::MAX,
+    };
+}
+
+/// What the graph shows at logical time `at`, given every event with the time it was read,
+/// every erasure with its time, the retention periods and the horizons: the read models and
+/// the late inputs read so far. Rule 1 with its horizon ([`counted`]), rule 7's settlement
+/// ([`late`]: late inputs change no order figure, though a late payment still ends its
+/// shopper's basket), then privacy ([`with_privacy`]), then rules 2 to 6.
+pub fn read_models_at(
+    received: &[(Event, u64)],
+    erasures: &[((String, String), u64)],
+    retention: &Retention,
+    horizons: Horizons,
+    at: u64,
+) -> (ReadModelRows, Vec<LateInput>) {
+    let counted: Vec<(Event, u64)> = counted(received, horizons.dedup_ms)
+        .into_iter()
+        .filter(|(_, t)| *t <= at)
+        .collect();
+    let late = late(&counted, horizons.settlement_ms);
+    let mut orders = Vec::new();
+    let mut baskets = Vec::new();
+    let mut late_inputs = Vec::new();
+    for (i, (event, t)) in counted.iter().enumerate() {
+        if let Some(reason) = late[i] {
+            late_inputs.push(late_input(event, *t, reason));
+        }
+        let seen = with_privacy(&counted[i..=i], erasures, retention, at);
+        for e in seen {
+            if late[i].is_none() {
+                orders.push(e.clone());
+            }
+            baskets.push(e);
+        }
+    }
+    late_inputs.sort();
+    let orders: Vec<&Event> = orders.iter().collect();
+    let baskets: Vec<&Event> = baskets.iter().collect();
+    (rows_of(&orders, &baskets), late_inputs)
+}
+
+/// The record of a late input.
+fn late_input(event: &Event, read_at: u64, reason: LateReason) -> LateInput {
+    let (order_id, event_type) = match &event.body {
+        EventBody::OrderPaid { order_id, .. } => (order_id, "order_paid"),
+        EventBody::OrderStatusChanged { order_id, .. } => (order_id, "order_status_changed"),
+        _ => unreachable!("only order facts are late"),
+    };
+    LateInput {
+        retailer_id: event.retailer_id.clone(),
+        order_id: order_id.clone(),
+        event_id: event.event_id.clone(),
+        event_type: event_type.to_owned(),
+        reason,
+        occurred_at: event.occurred_at,
+        read_at,
+    }
+}
+
+/// Rule 7, settlement, over counted events with their read times (aligned with `counted`:
+/// the reason an event is late, or `None`). Per order `(retailer_id, order_id)`, facts
+/// (payments, `cancelled` changes) in time order: the order settles at `S`, `settlement`
+/// after its first payment was read, or `settlement` after its first cancellation was read
+/// when no payment was read before that; facts read at or after `S` are late. An order
+/// settles once: every fact read after `S` is late, however much later.
+pub fn late(counted: &[(Event, u64)], settlement: u64) -> Vec<Option<LateReason>> {
+    // Per order: (read time, index in `counted`, is a payment).
+    type Facts = Vec<(u64, usize, bool)>;
+    let mut by_order: BTreeMap<(&str, &str), Facts> = BTreeMap::new();
+    for (i, (event, t)) in counted.iter().enumerate() {
+        let (order_id, paid) = match &event.body {
+            EventBody::OrderPaid { order_id, .. } => (order_id, true),
+            EventBody::OrderStatusChanged {
+                order_id,
+                status: OrderStatus::Cancelled,
+            } => (order_id, false),
+            _ => continue,
+        };
+        by_order
+            .entry((&event.retailer_id, order_id))
+            .or_default()
+            .push((*t, i, paid));
+    }
+    let mut late = vec![None; counted.len()];
+    for mut facts in by_order.into_values() {
+        facts.sort();
+        // When the first payment and the first cancellation were read.
+        let (mut first_paid, mut first_cancelled): (Option<u64>, Option<u64>) = (None, None);
+        for (t, i, paid) in facts {
+            let settles = match (first_paid, first_cancelled) {
+                (Some(p), Some(c)) if p >= c.saturating_add(settlement) => {
+                    c.saturating_add(settlement)
+                }
+                (Some(p), _) => p.saturating_add(settlement),
+                (None, Some(c)) => c.saturating_add(settlement),
+                (None, None) => u64::MAX,
+            };
+            if t >= settles {
+                late[i] = Some(if paid {
+                    LateReason::PaymentAfterSettlement
+                } else {
+                    LateReason::CancellationAfterSettlement
+                });
+            } else if paid {
+                first_paid.get_or_insert(t);
+            } else {
+                first_cancelled.get_or_insert(t);
+            }
+        }
+    }
+    late
+}
+
+/// Rules 2 to 6: the orders from `order_events`, the baskets from `basket_events`.
+fn rows_of(order_events: &[&Event], basket_events: &[&Event]) -> ReadModelRows {
+    let events: Vec<&Event> = order_events
+        .iter()
+        .copied()
+        .filter(|e| changes_read_models(e))
+        .collect();
 
     // Rule 2: orders, their chosen payment, cancellations.
     let mut payments: BTreeMap<(&str, &str), &Event> = BTreeMap::new();
@@ -265,6 +404,11 @@ pub fn read_models_of_counted(events: &[Event]) -> ReadModelRows {
     }
 
     // Rule 4: baskets since the latest payment.
+    let events: Vec<&Event> = basket_events
+        .iter()
+        .copied()
+        .filter(|e| changes_read_models(e))
+        .collect();
     let mut latest_payment: BTreeMap<(&str, &str), Timestamp> = BTreeMap::new();
     for &event in &events {
         if let (EventBody::OrderPaid { .. }, false) = (&event.body, event.shopper_id.is_empty()) {

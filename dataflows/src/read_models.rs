@@ -6,17 +6,15 @@
 //! the sold-product figures skip the cancelled ones as they read it, so the orders' facts are
 //! arranged and reduced once for all four order-based read models.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use basketflow_operators::{first_per_id, one_per_key, sum_by_key, Extreme, ValArrangement};
-use basketflow_vocab::{Event, EventBody, OrderLine, OrderStatus, Timestamp};
+use basketflow_vocab::{Event, EventBody, LateInput, OrderStatus, Retention, Timestamp};
 use differential_dataflow::lattice::Lattice;
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
+
+use crate::orders::{settle_orders, PaidOrders, SoldLine};
 
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
@@ -94,189 +92,52 @@ where
 
 /// Builds the read models from validated events (duplicates allowed, any arrival order).
 ///
-/// Generic over the logical time `T` of the scope (totally ordered, as the sums need; the graph and the tests use `u64`).
-pub fn read_models<'scope, T>(events: &VecCollection<'scope, T, Event>) -> ReadModels<'scope, T>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
+/// Orders never settle here (the contract without horizons).
+pub fn read_models<'scope>(events: &VecCollection<'scope, u64, Event>) -> ReadModels<'scope, u64> {
     read_models_from_unique(&unique_events(events))
 }
 
 /// As [`read_models`], from events already de-duplicated by [`unique_events`] (so that other
 /// parts of the graph can share that arrangement).
-pub fn read_models_from_unique<'scope, T>(unique: &UniqueEvents<'scope, T>) -> ReadModels<'scope, T>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
-    read_models_of_counted(&unique.clone().as_collection(|_hash, event| event.clone()))
+pub fn read_models_from_unique<'scope>(
+    unique: &UniqueEvents<'scope, u64>,
+) -> ReadModels<'scope, u64> {
+    read_models_of_counted(
+        &unique.clone().as_collection(|_hash, event| event.clone()),
+        u64::MAX,
+        &Retention::default(),
+    )
+    .0
 }
 
 /// The read models of events already de-duplicated: every event of `counted` counts (the
 /// graph's path: [`basketflow_operators::first_within`] decides which copies count, before
-/// privacy).
-pub fn read_models_of_counted<'scope, T>(
-    counted: &VecCollection<'scope, T, WireEvent>,
-) -> ReadModels<'scope, T>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
-    let orders = paid_orders(counted);
-    ReadModels {
+/// privacy), and orders settle `settlement_ms` after their first payment was read
+/// ([`crate::orders`]; `u64::MAX`: never). Also returns the late inputs, at the times they
+/// were read.
+pub fn read_models_of_counted<'scope>(
+    counted: &VecCollection<'scope, u64, WireEvent>,
+    settlement_ms: u64,
+    retention: &Retention,
+) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
+    let (orders, late) = settle_orders(counted, settlement_ms, retention.clone());
+    let models = ReadModels {
         sold_products_daily: sold_products_daily(&orders),
         shopper_purchases: shopper_purchases(&orders),
         product_affinities: product_affinities(&orders),
         baskets: baskets(counted),
         order_lines: order_lines(&orders),
-    }
+    };
+    (models, late)
 }
 
-/// What the events say about one order `(retailer_id, order_id)`.
-///
-/// `Cancelled` sorts before every `Paid`, and payments sort by `(occurred_at, event_id)`, so the
-/// reduction over an order's facts only looks at the front of its sorted values.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum OrderFact {
-    /// A `cancelled` status change.
-    Cancelled,
-    /// An `order_paid` event (shared: arrangements clone values as they merge).
-    Paid(Arc<PaidOrder>),
-}
-
-/// An `order_paid` event, reduced to what the read models use.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct PaidOrder {
-    /// `occurred_at`, in microseconds (first: the earliest payment wins).
-    occurred_at: i64,
-    /// The event's id (second: it breaks ties between payments).
-    event_id: String,
-    /// Who paid.
-    shopper_id: String,
-    /// The lines, merged by `(product_id, category)` and sorted that way.
-    lines: Vec<SoldLine>,
-}
-
-/// The order's lines for one `(product_id, category)`, summed.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct SoldLine {
-    product_id: String,
-    category: String,
-    quantity: i64,
-    revenue_cents: i64,
-}
-
-/// Merges lines by `(product_id, category)`, sorted that way.
-fn sold_lines(lines: &[OrderLine]) -> Vec<SoldLine> {
-    let mut merged: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-    for line in lines {
-        let quantity = i64::from(line.quantity);
-        let entry = merged
-            .entry((&line.product_id, &line.category))
-            .or_default();
-        entry.0 += quantity;
-        entry.1 += quantity.saturating_mul(line.unit_price_cents);
-    }
-    merged
-        .into_iter()
-        .map(
-            |((product_id, category), (quantity, revenue_cents))| SoldLine {
-                product_id: product_id.to_owned(),
-                category: category.to_owned(),
-                quantity,
-                revenue_cents,
-            },
-        )
-        .collect()
-}
-
-/// A paid order as the order reduction emits it: its winning payment, and whether it has a
-/// cancellation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct OrderState {
-    /// True when the order has a `cancelled` status change (before or after the payment).
-    cancelled: bool,
-    /// The earliest payment (ties: smallest `event_id`).
-    paid: Arc<PaidOrder>,
-}
-
-impl OrderState {
-    /// The payment, when the order counts in the sold-product figures (rule 2).
-    fn live(&self) -> Option<&PaidOrder> {
-        (!self.cancelled).then_some(&*self.paid)
-    }
-}
-
-/// Every paid order: per `(retailer_id, order_id)` with at least one payment, the earliest
-/// payment and the cancellation flag. Arranged by order; one value per order.
-type PaidOrders<'scope, T> = ValArrangement<'scope, T, (String, String), OrderState>;
-
-fn paid_orders<'scope, T>(counted: &VecCollection<'scope, T, WireEvent>) -> PaidOrders<'scope, T>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
-    let facts = counted.clone().flat_map(|event| {
-        let event = &event.0;
-        let fact = match &event.body {
-            EventBody::OrderPaid {
-                order_id, lines, ..
-            } => (
-                order_id,
-                OrderFact::Paid(Arc::new(PaidOrder {
-                    occurred_at: event.occurred_at.0,
-                    event_id: event.event_id.clone(),
-                    shopper_id: event.shopper_id.clone(),
-                    lines: sold_lines(lines),
-                })),
-            ),
-            EventBody::OrderStatusChanged {
-                order_id,
-                status: OrderStatus::Cancelled,
-            } => (order_id, OrderFact::Cancelled),
-            _ => return None,
-        };
-        Some(((event.retailer_id.clone(), fact.0.clone()), fact.1))
-    });
-    facts
-        .arrange_by_key_named("Arrange: OrderFacts")
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<(String, String), OrderState, T, isize>, _, _>(
-            "PaidOrders",
-            |_order, facts, output| {
-                // Equal `Cancelled` facts consolidate into one entry, which sorts first.
-                let cancelled = matches!(facts.first(), Some((OrderFact::Cancelled, n)) if *n > 0);
-                let earliest = facts.iter().find_map(|(fact, n)| match fact {
-                    OrderFact::Paid(paid) if *n > 0 => Some(paid),
-                    _ => None,
-                });
-                if let Some(paid) = earliest {
-                    output.push((
-                        OrderState {
-                            cancelled,
-                            paid: paid.clone(),
-                        },
-                        1,
-                    ));
-                }
-            },
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(
-                    updates
-                        .drain(..)
-                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
-                );
-            },
-        )
-}
-
-fn sold_products_daily<'scope, T>(
-    orders: &PaidOrders<'scope, T>,
-) -> VecCollection<'scope, T, SoldProductDaily>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
+fn sold_products_daily<'scope>(
+    orders: &PaidOrders<'scope>,
+) -> VecCollection<'scope, u64, SoldProductDaily> {
     // Each order contributes (units, revenue, 1) once per (product, category) it contains.
     let contributions = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), order| {
+        .flat_map(|((retailer_id, _order_id), order)| {
             let Some(paid) = order.live() else {
                 return Vec::new();
             };
@@ -324,17 +185,14 @@ fn units_per_product(lines: &[SoldLine]) -> impl Iterator<Item = (&String, i64)>
     merged.into_iter()
 }
 
-fn shopper_purchases<'scope, T>(
-    orders: &PaidOrders<'scope, T>,
-) -> VecCollection<'scope, T, ShopperPurchase>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
+fn shopper_purchases<'scope>(
+    orders: &PaidOrders<'scope>,
+) -> VecCollection<'scope, u64, ShopperPurchase> {
     // One record per order and product: (occurred_at, units). Equal records of different
     // orders consolidate into one value with a multiplicity, which the reduction multiplies.
     let purchases = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), order| {
+        .flat_map(|((retailer_id, _order_id), order)| {
             // Anonymous orders (privacy residues) have no purchase history.
             let Some(paid) = order.live().filter(|p| !p.shopper_id.is_empty()) else {
                 return Vec::new();
@@ -380,15 +238,12 @@ where
         )
 }
 
-fn product_affinities<'scope, T>(
-    orders: &PaidOrders<'scope, T>,
-) -> VecCollection<'scope, T, ProductAffinity>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
+fn product_affinities<'scope>(
+    orders: &PaidOrders<'scope>,
+) -> VecCollection<'scope, u64, ProductAffinity> {
     let pairs = orders
         .clone()
-        .flat_map_ref(|(retailer_id, _order_id), order| {
+        .flat_map(|((retailer_id, _order_id), order)| {
             let Some(paid) = order.live() else {
                 return Vec::new();
             };
@@ -416,40 +271,32 @@ where
 /// emits one value per order and lines are merged per `(product_id, category)`, so each key
 /// `(retailer, order, product, category)` has at most one live row; a cancellation arriving
 /// after the payment retracts the lines with `cancelled = false` and inserts them with `true`.
-fn order_lines<'scope, T>(orders: &PaidOrders<'scope, T>) -> VecCollection<'scope, T, PaidOrderLine>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
-    orders
-        .clone()
-        .flat_map_ref(|(retailer_id, order_id), order| {
-            let paid = &order.paid;
-            let ordered_at = Timestamp(paid.occurred_at);
-            let day = ordered_at.day();
-            paid.lines
-                .iter()
-                .map(|line| PaidOrderLine {
-                    retailer_id: retailer_id.clone(),
-                    order_id: order_id.clone(),
-                    product_id: line.product_id.clone(),
-                    category: line.category.clone(),
-                    shopper_id: paid.shopper_id.clone(),
-                    quantity: line.quantity,
-                    revenue_cents: line.revenue_cents,
-                    ordered_at,
-                    day,
-                    cancelled: order.cancelled,
-                })
-                .collect::<Vec<_>>()
-        })
+fn order_lines<'scope>(orders: &PaidOrders<'scope>) -> VecCollection<'scope, u64, PaidOrderLine> {
+    orders.clone().flat_map(|((retailer_id, order_id), order)| {
+        let paid = &order.paid;
+        let ordered_at = Timestamp(paid.occurred_at);
+        let day = ordered_at.day();
+        paid.lines
+            .iter()
+            .map(|line| PaidOrderLine {
+                retailer_id: retailer_id.clone(),
+                order_id: order_id.clone(),
+                product_id: line.product_id.clone(),
+                category: line.category.clone(),
+                shopper_id: paid.shopper_id.clone(),
+                quantity: line.quantity,
+                revenue_cents: line.revenue_cents,
+                ordered_at,
+                day,
+                cancelled: order.cancelled,
+            })
+            .collect::<Vec<_>>()
+    })
 }
 
-fn baskets<'scope, T>(
-    counted: &VecCollection<'scope, T, WireEvent>,
-) -> VecCollection<'scope, T, BasketLine>
-where
-    T: LogicalTime + Lattice + TotalOrder + Ord,
-{
+fn baskets<'scope>(
+    counted: &VecCollection<'scope, u64, WireEvent>,
+) -> VecCollection<'scope, u64, BasketLine> {
     // Per (retailer, shopper): the latest `order_paid` instant, or `None` if the shopper has
     // basket changes but no payment. All `None`s of a shopper consolidate into one entry.
     let cutoff_facts = counted.clone().flat_map(|event| {

@@ -99,12 +99,17 @@ fn rounds() -> impl Strategy<Value = Vec<(u64, Vec<Event>)>> {
 }
 
 fn check(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Result<(), TestCaseError> {
-    check_private(workers, rounds, Vec::new(), None, u64::MAX)
+    check_private(workers, rounds, Vec::new(), None, oracle::Horizons::NONE)
 }
 
-/// De-duplication horizons: 1 to all rounds (copies on both sides of it), or none.
-fn horizon() -> impl Strategy<Value = u64> {
-    prop_oneof![Just(u64::MAX), 1u64..=ROUNDS]
+/// De-duplication and settlement horizons: each 1 to all rounds (copies and facts on both
+/// sides of it), or none.
+fn horizons() -> impl Strategy<Value = oracle::Horizons> {
+    let one = || prop_oneof![Just(u64::MAX), 1u64..=ROUNDS];
+    (one(), one()).prop_map(|(dedup_ms, settlement_ms)| oracle::Horizons {
+        dedup_ms,
+        settlement_ms,
+    })
 }
 
 /// Erasures of shoppers from the same small alphabets, at any round.
@@ -124,21 +129,21 @@ fn erasures_of(retailers: u32) -> impl Strategy<Value = ErasureRounds> {
     })
 }
 
-/// With `retention`, the graph runs with rule 1's `horizon` and the privacy stage, and the
-/// oracle reads [`oracle::with_privacy`] of [`oracle::counted`] at each time.
+/// With `retention`, the graph runs with the `horizons` and the privacy stage, and the oracle
+/// is [`oracle::read_models_at`] at each time, late inputs included.
 fn check_private(
     workers: Workers,
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Option<Retention>,
-    horizon: u64,
+    horizons: oracle::Horizons,
 ) -> Result<(), TestCaseError> {
     let output = run_private(
         workers,
         rounds.clone(),
         erasures.clone(),
         retention.clone(),
-        horizon,
+        horizons,
     );
     let erased: Vec<((String, String), u64)> = erasures
         .iter()
@@ -147,18 +152,23 @@ fn check_private(
     let mut received: Vec<(Event, u64)> = Vec::new();
     for (time, events) in rounds {
         received.extend(events.into_iter().map(|e| (e, time)));
-        let expected = match &retention {
-            Some(retention) => oracle::read_models_of_counted(&oracle::with_privacy(
-                &oracle::counted(&received, horizon),
-                &erased,
-                retention,
-                time,
-            )),
-            None => {
-                oracle::read_models(&received.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
+        let (expected, late) = match &retention {
+            Some(retention) => {
+                oracle::read_models_at(&received, &erased, retention, horizons, time)
             }
+            None => (
+                oracle::read_models(&received.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>()),
+                Vec::new(),
+            ),
         };
         let actual = rows_at(&output, time);
+        let actual_late: Vec<_> = output
+            .late_inputs
+            .iter()
+            .filter(|l| l.read_at <= time)
+            .cloned()
+            .collect();
+        prop_assert_eq!(&actual_late, &late, "late inputs at {}", time);
         prop_assert_eq!(
             &actual.sold_products_daily,
             &expected.sold_products_daily,
@@ -221,9 +231,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
-        horizon in horizon(),
+        horizons in horizons(),
     ) {
-        check_private(Workers::Direct, rounds, erasures, Some(retention), horizon)?;
+        check_private(Workers::Direct, rounds, erasures, Some(retention), horizons)?;
     }
 }
 
@@ -235,9 +245,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
-        horizon in horizon(),
+        horizons in horizons(),
     ) {
-        check_private(Workers::Binary(2), rounds, erasures, Some(retention), horizon)?;
+        check_private(Workers::Binary(2), rounds, erasures, Some(retention), horizons)?;
     }
 }
 
@@ -361,7 +371,7 @@ fn run_plain(rounds: &[(u64, Vec<Event>)]) -> GraphOutput {
         rounds,
         &Vec::new(),
         &Retention::default(),
-        u64::MAX,
+        oracle::Horizons::NONE,
     )
 }
 
@@ -370,7 +380,7 @@ fn run_whole_graph(
     rounds: &[(u64, Vec<Event>)],
     erasures: &ErasureRounds,
     retention: &Retention,
-    horizon: u64,
+    horizons: oracle::Horizons,
 ) -> GraphOutput {
     let message = |partition, offset, time, key: &str, payload: Vec<u8>| SourceMessage {
         partition,
@@ -421,11 +431,12 @@ fn run_whole_graph(
     let (s_lines, r_lines) = channel();
     let (s_decisions, r_decisions) = channel();
     let (s_dead, r_dead) = channel();
+    let (s_late, r_late) = channel();
     let retention = retention.clone();
     let logic = move |worker: &mut timely::worker::Worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let probe = ProbeHandle::new();
-        let (s_decisions, s_dead) = (s_decisions.clone(), s_dead.clone());
+        let (s_decisions, s_dead, s_late) = (s_decisions.clone(), s_dead.clone(), s_late.clone());
         let (a, b, c, d, e) = (
             s_sold.clone(),
             s_purchases.clone(),
@@ -436,7 +447,8 @@ fn run_whole_graph(
         let settings = graph::Settings {
             privacy_topic: PRIVACY_TOPIC.into(),
             retention: retention.clone(),
-            dedup_horizon_ms: horizon,
+            dedup_horizon_ms: horizons.dedup_ms,
+            settlement_ms: horizons.settlement_ms,
             tree_stats: Default::default(),
         };
         let mut inputs = worker.dataflow::<u64, _, _>(|scope| {
@@ -465,6 +477,7 @@ fn run_whole_graph(
             m.order_lines.probe_with(&probe).inner.capture_into(e);
             out.decisions.probe_with(&probe).capture_into(s_decisions);
             out.dead_letters.probe_with(&probe).capture_into(s_dead);
+            out.late_inputs.probe_with(&probe).capture_into(s_late);
             [events_in, trees_in, privacy_in]
         });
         let topics = [&events, &tree_messages, &privacy];
@@ -511,6 +524,7 @@ fn run_whole_graph(
             product_affinities: collect(r_affinities),
             baskets: collect(r_baskets),
             order_lines: collect(r_lines),
+            late_inputs: late_inputs(r_late),
         },
         decisions,
         dead_letters,
@@ -535,9 +549,9 @@ fn check_whole_graph(
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Retention,
-    horizon: u64,
+    horizons: oracle::Horizons,
 ) -> Result<(), TestCaseError> {
-    let one = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizon);
+    let one = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizons);
     let erased: Vec<((String, String), u64)> = erasures
         .iter()
         .flat_map(|(t, keys)| keys.iter().map(move |k| (k.clone(), *t)))
@@ -545,18 +559,16 @@ fn check_whole_graph(
     let mut received: Vec<(Event, u64)> = Vec::new();
     for (time, events) in &rounds {
         received.extend(events.iter().map(|e| (e.clone(), *time)));
-        let seen = oracle::with_privacy(
-            &oracle::counted(&received, horizon),
-            &erased,
-            &retention,
-            *time,
-        );
-        prop_assert_eq!(
-            rows_at(&one.models, *time),
-            oracle::read_models_of_counted(&seen),
-            "read models at {}",
-            time
-        );
+        let (rows, late) = oracle::read_models_at(&received, &erased, &retention, horizons, *time);
+        prop_assert_eq!(rows_at(&one.models, *time), rows, "read models at {}", time);
+        let actual_late: Vec<_> = one
+            .models
+            .late_inputs
+            .iter()
+            .filter(|l| l.read_at <= *time)
+            .cloned()
+            .collect();
+        prop_assert_eq!(actual_late, late, "late inputs at {}", time);
     }
     let mut expected_dead = vec![(
         Some(PRIVACY_TOPIC.to_string()),
@@ -575,7 +587,7 @@ fn check_whole_graph(
     }
     expected_dead.sort();
     prop_assert_eq!(&one.dead_letters, &expected_dead);
-    let two = run_whole_graph(Workers::Binary(2), &rounds, &erasures, &retention, horizon);
+    let two = run_whole_graph(Workers::Binary(2), &rounds, &erasures, &retention, horizons);
     prop_assert_eq!(&two.models, &one.models);
     prop_assert_eq!(&two.decisions, &one.decisions);
     prop_assert_eq!(&two.dead_letters, &one.dead_letters);
@@ -590,9 +602,9 @@ proptest! {
         rounds in rounds(),
         erasures in erasure_rounds(),
         retention in retention(),
-        horizon in horizon(),
+        horizons in horizons(),
     ) {
-        check_whole_graph(rounds, erasures, retention, horizon)?;
+        check_whole_graph(rounds, erasures, retention, horizons)?;
     }
 }
 
@@ -715,9 +727,9 @@ fn check_tenants_apart(
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Retention,
-    horizon: u64,
+    horizons: oracle::Horizons,
 ) -> Result<(), TestCaseError> {
-    let together = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizon);
+    let together = run_whole_graph(Workers::Direct, &rounds, &erasures, &retention, horizons);
     let alone: Vec<GraphOutput> = ["r0", "r1", "r2"]
         .iter()
         .map(|r| {
@@ -737,7 +749,7 @@ fn check_tenants_apart(
                 &own_rounds,
                 &own_erasures,
                 &retention,
-                horizon,
+                horizons,
             )
         })
         .collect();
@@ -763,9 +775,9 @@ proptest! {
         rounds in tenant_rounds(),
         erasures in tenant_erasures(),
         retention in retention(),
-        horizon in horizon(),
+        horizons in horizons(),
     ) {
-        check_tenants_apart(rounds, erasures, retention, horizon)?;
+        check_tenants_apart(rounds, erasures, retention, horizons)?;
     }
 }
 
@@ -831,7 +843,7 @@ fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
             &rounds,
             &Vec::new(),
             &Retention::default(),
-            u64::MAX,
+            oracle::Horizons::NONE,
         );
         let rows = rows_at(&out.models, ROUNDS);
         if rows.order_lines.iter().any(|l| l.retailer_id == "r2")

@@ -34,6 +34,10 @@ pub struct ProgressRecord {
     /// de-duplicates differently). Absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_horizon_ms: Option<u64>,
+    /// The graph's `settlement_ms` when this was written (a replay with another horizon
+    /// settles orders differently). Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_ms: Option<u64>,
 }
 
 /// The last committed progress record of `topic`, as `(through, positions)` (`(0, empty)` when
@@ -144,6 +148,7 @@ mod tests {
             positions: Positions::from([("t".into(), BTreeMap::from([(0, 7), (3, 1)]))]),
             tick_ms: None,
             dedup_horizon_ms: None,
+            settlement_ms: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(json, r#"{"through":50,"positions":{"t":{"0":7,"3":1}}}"#);

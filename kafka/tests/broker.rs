@@ -147,6 +147,7 @@ fn the_last_progress_record_is_read_back_and_an_empty_topic_has_none() {
             positions: Positions::from([("events".into(), BTreeMap::from([(0, offset)]))]),
             tick_ms: Some(5),
             dedup_horizon_ms: None,
+            settlement_ms: None,
         })
         .unwrap()
     };

@@ -367,6 +367,19 @@ impl Collector for Scrape {
             "Decisions inserted into the ClickHouse decisions log.",
             &sink.decisions,
         )?;
+        let late = basketflow_vocab::LateReason::ALL
+            .iter()
+            .zip(&sink.late_inputs);
+        family(
+            out,
+            "basketflow_late_inputs_total",
+            "Inputs read after their order settled (graph.settlement_ms), by reason: they \
+             change no figure and are listed in the late_events view (writer process only).",
+            late.map(|(reason, n)| {
+                let labels = vec![("reason", reason.as_str().to_owned())];
+                (labels, ConstCounter::new(n.load(Ordering::Relaxed)))
+            }),
+        )?;
         counter(
             out,
             "basketflow_privacy_erasures_applied_total",

@@ -6,7 +6,7 @@
 -- is the graph's tick that reclocking used (0 in rows of older versions): a restart with another
 -- tick would reclock differently, and `basketflow run` refuses it. `dedup_horizon_ms` likewise
 -- (graph.dedup_horizon_ms; 0 in older rows): another horizon would de-duplicate the replay
--- differently from the outputs written.
+-- differently from the outputs written; `settlement_ms` likewise (graph.settlement_ms).
 CREATE TABLE IF NOT EXISTS {database}.progress
 (
     time UInt64,
@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS {database}.progress
     note String,
     positions String,
     tick_ms UInt64,
-    dedup_horizon_ms UInt64
+    dedup_horizon_ms UInt64,
+    settlement_ms UInt64
 )
 ENGINE = MergeTree()
 ORDER BY time

@@ -78,6 +78,8 @@ pub struct KafkaOutputs {
     pub tick_ms: u64,
     /// The graph's `graph.dedup_horizon_ms`, recorded likewise.
     pub dedup_horizon_ms: u64,
+    /// The graph's `graph.settlement_ms`, recorded likewise.
+    pub settlement_ms: u64,
 }
 
 /// Counters of the Kafka outputs.
@@ -474,6 +476,7 @@ fn transact(
         positions: txn.positions.clone(),
         tick_ms: Some(cfg.tick_ms),
         dedup_horizon_ms: Some(cfg.dedup_horizon_ms),
+        settlement_ms: Some(cfg.settlement_ms),
     })
     .expect("progress serializes");
     send(

@@ -305,6 +305,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "order_lines_versions",
                     "experience_decisions_log",
                     "privacy_audit_log",
+                    "late_events_log",
                     "sold_products_daily",
                     "shopper_purchases",
                     "product_affinities",
@@ -312,6 +313,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "order_lines",
                     "experience_decisions",
                     "privacy_audit",
+                    "late_events",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -646,6 +648,72 @@ async fn the_reader_reads_every_read_model_back_into_its_own_row_type() {
             read.push(row);
         }
         assert_eq!(read, orders);
+    })
+    .await;
+}
+
+#[derive(Debug, PartialEq, Row, Deserialize)]
+struct LateRow {
+    retailer_id: String,
+    order_id: String,
+    event_id: String,
+    event_type: String,
+    reason: String,
+    occurred_at: u32,
+    read_at: u32,
+}
+
+#[tokio::test]
+async fn late_inputs_are_listed_once_in_late_events_without_a_shopper() {
+    use basketflow_vocab::{LateInput, LateReason};
+    with_database("late", |sink| async move {
+        let db = sink.database().to_owned();
+        sink.migrate().await.unwrap();
+        let late = LateInput {
+            retailer_id: "r1".into(),
+            order_id: "o1".into(),
+            event_id: "e9".into(),
+            event_type: "order_status_changed".into(),
+            reason: LateReason::CancellationAfterSettlement,
+            occurred_at: Timestamp::parse_rfc3339("2026-11-22T10:00:00Z").unwrap(),
+            read_at: 1_795_400_000_123,
+        };
+        let mut batch = Batch::from_updates(1_795_400_000_200, Updates::default()).unwrap();
+        batch.late_inputs = vec![late.clone()];
+        sink.write_batch(&batch).await.unwrap();
+        // A replay writes the same row again: the view lists it once.
+        sink.write_batch(&batch).await.unwrap();
+        let rows: Vec<LateRow> = sink
+            .client()
+            .query(&format!(
+                "SELECT retailer_id, order_id, event_id, event_type, reason, \
+                 toUInt32(occurred_at), toUInt32(read_at) FROM {db}.late_events"
+            ))
+            .fetch_all()
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![LateRow {
+                retailer_id: "r1".into(),
+                order_id: "o1".into(),
+                event_id: "e9".into(),
+                event_type: "order_status_changed".into(),
+                reason: "cancellation_after_settlement".into(),
+                occurred_at: 1_795_341_600,
+                read_at: 1_795_400_000,
+            }]
+        );
+        // No column names a shopper.
+        let sql = format!(
+            "SELECT count() FROM system.columns WHERE database = '{db}' \
+             AND table IN ('late_events', 'late_events_log') AND name LIKE '%shopper%'"
+        );
+        assert_eq!(count(&sink, &sql).await, 0);
+        // A batch whose late input is after its time is refused before anything is written.
+        let mut beyond = Batch::from_updates(1_795_400_000_000, Updates::default()).unwrap();
+        beyond.late_inputs = vec![late];
+        assert!(sink.write_batch(&beyond).await.is_err());
     })
     .await;
 }

@@ -17,6 +17,7 @@ pub mod arbitrary;
 pub mod dead_letter;
 pub mod event;
 pub mod ids;
+pub mod late;
 pub mod privacy;
 pub mod read_models;
 pub mod time;
@@ -24,6 +25,7 @@ pub mod tree;
 pub mod wire;
 
 pub use dead_letter::DeadLetter;
+pub use late::{LateInput, LateReason};
 
 pub use event::{
     BasketChange, Event, EventBody, EventType, OrderLine, OrderStatus, PageType, Product,

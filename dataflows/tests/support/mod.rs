@@ -11,10 +11,13 @@ use basketflow_operators::first_within;
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_vocab::{Erasure, ErasureRequest, Event, Retention, Timestamp, WireEvent};
+use basketflow_vocab::{
+    Erasure, ErasureRequest, Event, LateInput, Retention, Timestamp, WireEvent,
+};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
 use timely::dataflow::operators::Input as _;
+use timely::dataflow::operators::Probe as _;
 use timely::dataflow::ProbeHandle;
 
 /// One output update: row, logical time, multiplicity.
@@ -28,6 +31,8 @@ pub struct Output {
     pub product_affinities: Vec<Update<ProductAffinity>>,
     pub baskets: Vec<Update<BasketLine>>,
     pub order_lines: Vec<Update<PaidOrderLine>>,
+    /// The late inputs (each carries the time it was read), sorted.
+    pub late_inputs: Vec<LateInput>,
 }
 
 /// How to run the graph.
@@ -45,28 +50,31 @@ pub enum Workers {
 /// letting it finish each time before the next, and returns the consolidated output.
 /// With several workers, worker `w` feeds the events whose index is `w` modulo the workers.
 pub fn run(workers: Workers, rounds: Vec<(u64, Vec<Event>)>) -> Output {
-    run_private(workers, rounds, Vec::new(), None, u64::MAX)
+    run_private(workers, rounds, Vec::new(), None, oracle::Horizons::NONE)
 }
 
 /// Erasures `(retailer_id, shopper_id)` per logical time.
 pub type ErasureRounds = Vec<(u64, Vec<(String, String)>)>;
 
 /// As [`run`], with privacy: `erasures` are fed (by worker 0) at their times, and with a
-/// `retention`, events go through rule 1 with `horizon` and then [`apply_privacy`], as in the
-/// graph (without one, the read models read the events directly, the least copy counting).
+/// `retention`, events go through rule 1 with the de-duplication horizon, then
+/// [`apply_privacy`], then the read models with the settlement horizon, as in the graph
+/// (without one, the read models read the events directly, the least copy counting).
 pub fn run_private(
     workers: Workers,
     rounds: Vec<(u64, Vec<Event>)>,
     erasures: ErasureRounds,
     retention: Option<Retention>,
-    horizon: u64,
+    horizons: oracle::Horizons,
 ) -> Output {
     let (s_sold, r_sold) = channel();
     let (s_purchases, r_purchases) = channel();
     let (s_affinities, r_affinities) = channel();
     let (s_baskets, r_baskets) = channel();
     let (s_lines, r_lines) = channel();
+    let (s_late, r_late) = channel();
     let logic = move |worker: &mut timely::worker::Worker| {
+        let s_late = s_late.clone();
         let index = worker.index();
         let peers = worker.peers();
         let probe = ProbeHandle::new();
@@ -82,17 +90,25 @@ pub fn run_private(
             let (input, events) = scope.new_collection::<Event, isize>();
             let (erasure_input, erasure_stream) = scope.new_input::<Vec<Erasure>>();
             let models = match retention {
-                // As the graph: rule 1 with its horizon, then privacy.
-                Some(retention) => read_models_of_counted(&apply_privacy(
-                    first_within(
-                        "Deduplicate",
-                        events.filter(changes_read_models).map(WireEvent::from),
-                        horizon,
-                        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
-                    ),
-                    erasure_stream,
-                    retention,
-                )),
+                // As the graph: rule 1 with its horizon, then privacy, then settlement.
+                Some(retention) => {
+                    let (models, late) = read_models_of_counted(
+                        &apply_privacy(
+                            first_within(
+                                "Deduplicate",
+                                events.filter(changes_read_models).map(WireEvent::from),
+                                horizons.dedup_ms,
+                                |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                            ),
+                            erasure_stream,
+                            retention.clone(),
+                        ),
+                        horizons.settlement_ms,
+                        &retention,
+                    );
+                    late.probe_with(&probe).capture_into(s_late);
+                    models
+                }
                 None => read_models(&events),
             };
             models
@@ -152,7 +168,21 @@ pub fn run_private(
         product_affinities: collect(r_affinities),
         baskets: collect(r_baskets),
         order_lines: collect(r_lines),
+        late_inputs: late_inputs(r_late),
     }
+}
+
+/// Every late input a captured stream carried, sorted.
+pub fn late_inputs(receiver: Receiver<CaptureEvent<u64, Vec<LateInput>>>) -> Vec<LateInput> {
+    let mut late: Vec<LateInput> = receiver
+        .try_iter()
+        .flat_map(|event| match event {
+            CaptureEvent::Messages(_, data) => data,
+            CaptureEvent::Progress(_) => Vec::new(),
+        })
+        .collect();
+    late.sort();
+    late
 }
 
 /// Runs `logic` on every worker of `workers`, until the dataflows it builds are done.

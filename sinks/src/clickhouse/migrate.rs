@@ -38,6 +38,7 @@ impl ClickHouseStore {
             ("positions", "String"),
             ("tick_ms", "UInt64"),
             ("dedup_horizon_ms", "UInt64"),
+            ("settlement_ms", "UInt64"),
         ] {
             let present: u64 = self
                 .client()

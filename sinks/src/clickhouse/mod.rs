@@ -90,6 +90,8 @@ pub struct Target {
     pub tick_ms: u64,
     /// The graph's `graph.dedup_horizon_ms`, recorded likewise.
     pub dedup_horizon_ms: u64,
+    /// The graph's `graph.settlement_ms`, recorded likewise.
+    pub settlement_ms: u64,
 }
 
 impl Target {
@@ -99,7 +101,8 @@ impl Target {
             ClickHouseStore::connect(&self.url, &self.database, &self.user, &self.password)
                 .await?
                 .with_tick_ms(self.tick_ms)
-                .with_dedup_horizon_ms(self.dedup_horizon_ms),
+                .with_dedup_horizon_ms(self.dedup_horizon_ms)
+                .with_settlement_ms(self.settlement_ms),
         )
     }
 }

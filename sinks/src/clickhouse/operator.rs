@@ -35,7 +35,7 @@ use basketflow_vocab::privacy::{Erasure, Retention};
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ReadModels, ShopperPurchase, SoldProductDaily,
 };
-use basketflow_vocab::Decision;
+use basketflow_vocab::{Decision, LateInput};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
@@ -56,6 +56,8 @@ pub struct PrivateOutputs<'scope> {
     pub decisions: Stream<'scope, u64, Vec<Decision>>,
     /// Erasure requests, at the times they were read.
     pub erasures: Stream<'scope, u64, Vec<Erasure>>,
+    /// Late inputs (for `late_events_log`), at the times they were read.
+    pub late_inputs: Stream<'scope, u64, Vec<LateInput>>,
     /// The retention periods.
     pub retention: Retention,
     /// Shoppers with an erasure request in the privacy topic when the run started
@@ -99,6 +101,7 @@ enum Row {
     /// do not survive bincode).
     Decision(String, String, String),
     Erasure(Erasure),
+    Late(LateInput),
 }
 
 /// Erased shoppers by retailer, for lookups by `&str` (no allocation per row).
@@ -125,6 +128,7 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
     let mut seen: Vec<PositionRecord> = Vec::new();
     let mut decisions: Vec<Decision> = Vec::new();
     let mut erasures = Vec::new();
+    let mut late_inputs: Vec<LateInput> = Vec::new();
     for (row, t, d) in updates {
         match row {
             Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
@@ -141,6 +145,11 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
                 }
             }
             Row::Erasure(e) => erasures.push((e, t)),
+            Row::Late(l) => {
+                for _ in 0..d.max(0) {
+                    late_inputs.push(l.clone());
+                }
+            }
         }
     }
     fold_positions(positions, &seen);
@@ -151,6 +160,8 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
     batch.decisions = decisions;
     erasures.sort_by_key(|(_, t)| *t);
     batch.erasures = erasures;
+    late_inputs.sort();
+    batch.late_inputs = late_inputs;
     batch
 }
 
@@ -177,6 +188,7 @@ pub fn write_read_models<'scope>(
     let PrivateOutputs {
         decisions,
         erasures,
+        late_inputs,
         retention,
         erased_at_start,
     } = outputs;
@@ -206,6 +218,10 @@ pub fn write_read_models<'scope>(
                 t,
                 1isize,
             )
+        }),
+        late_inputs.map(|l| {
+            let t = l.read_at;
+            (Row::Late(l), t, 1isize)
         }),
         // Erasures travel at the time they were read (their batch's time).
         erasures.map(|e| (Row::Erasure(e), 0u64, 0isize)),

@@ -8,14 +8,15 @@
 //! and the column (`check_range`), found before anything is written. Reading converts back:
 //! a `DateTime` comes back in whole seconds.
 //!
-//! `DecisionRow` is a row of `experience_decisions_log`.
+//! `DecisionRow` is a row of `experience_decisions_log`, `LateEventRow` one of
+//! `late_events_log`.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use basketflow_vocab::read_models::{Column, ColumnType, ReadModel, Value};
-use basketflow_vocab::{Decision, ParamValue, Timestamp};
+use basketflow_vocab::{Decision, LateInput, ParamValue, Timestamp};
 use clickhouse::_priv::RowKind;
 use clickhouse::Row;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -205,6 +206,34 @@ pub(crate) struct DecisionRow {
     occurred_at: u32,
     decided_at: u32,
     time: u64,
+}
+
+/// A row of `late_events_log`: a late input ([`LateInput`]).
+#[derive(Row, Serialize)]
+pub(crate) struct LateEventRow {
+    retailer_id: String,
+    order_id: String,
+    event_id: String,
+    event_type: String,
+    reason: String,
+    occurred_at: u32,
+    read_at: u32,
+    time: u64,
+}
+
+impl From<LateInput> for LateEventRow {
+    fn from(l: LateInput) -> Self {
+        LateEventRow {
+            occurred_at: seconds(l.occurred_at),
+            read_at: u32::try_from(l.read_at / 1000).unwrap_or(u32::MAX),
+            time: l.read_at,
+            reason: l.reason.as_str().to_owned(),
+            retailer_id: l.retailer_id,
+            order_id: l.order_id,
+            event_id: l.event_id,
+            event_type: l.event_type,
+        }
+    }
 }
 
 fn seconds(t: Timestamp) -> u32 {

@@ -17,7 +17,7 @@ pub const DATABASE_PLACEHOLDER: &str = "{database}";
 pub const DEFAULT_DATABASE: &str = "basketflow";
 
 /// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
-pub const TABLES: [(&str, &str); 8] = [
+pub const TABLES: [(&str, &str); 9] = [
     ("progress", include_str!("../../sql/table_progress.sql")),
     (
         "sold_products_daily_versions",
@@ -47,10 +47,14 @@ pub const TABLES: [(&str, &str); 8] = [
         "privacy_audit_log",
         include_str!("../../sql/table_privacy_audit_log.sql"),
     ),
+    (
+        "late_events_log",
+        include_str!("../../sql/table_late_events_log.sql"),
+    ),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 7] = [
+pub const VIEWS: [(&str, &str); 8] = [
     (
         "sold_products_daily",
         include_str!("../../sql/view_sold_products_daily.sql"),
@@ -76,6 +80,10 @@ pub const VIEWS: [(&str, &str); 7] = [
         "privacy_audit",
         include_str!("../../sql/view_privacy_audit.sql"),
     ),
+    (
+        "late_events",
+        include_str!("../../sql/view_late_events.sql"),
+    ),
 ];
 
 /// The tables that hold versions (every table of [`TABLES`] but `progress`): one per read
@@ -93,7 +101,7 @@ pub const VERSION_TABLES: [&str; 5] = {
 /// The tables a batch writes rows with a `time` into: a crash before the progress row leaves
 /// rows above the committed time in them, which [`ClickHouseStore::discard_uncommitted`](crate::clickhouse::ClickHouseStore::discard_uncommitted)
 /// deletes.
-pub const BATCH_TABLES: [&str; 7] = [
+pub const BATCH_TABLES: [&str; 8] = [
     "sold_products_daily_versions",
     "shopper_purchases_versions",
     "product_affinities_versions",
@@ -101,6 +109,7 @@ pub const BATCH_TABLES: [&str; 7] = [
     "order_lines_versions",
     "experience_decisions_log",
     "privacy_audit_log",
+    "late_events_log",
 ];
 
 /// The tables whose rows name a shopper (`retailer_id`, `shopper_id`, `time` columns): an

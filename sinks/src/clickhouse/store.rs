@@ -13,7 +13,7 @@ use basketflow_vocab::ReadModel;
 use clickhouse::Client;
 
 use crate::clickhouse::reader::ClickHouseReader;
-use crate::clickhouse::rows::{check_range, DecisionRow, StoredVersion};
+use crate::clickhouse::rows::{check_range, DecisionRow, LateEventRow, StoredVersion};
 use crate::clickhouse::schema::BATCH_TABLES;
 use crate::clickhouse::versions::{Batch, ConvertError, Version};
 use crate::clickhouse::ClickHouseError;
@@ -30,6 +30,7 @@ pub struct ClickHouseStore {
     mutation_timeout: Duration,
     tick_ms: u64,
     dedup_horizon_ms: u64,
+    settlement_ms: u64,
 }
 
 impl ClickHouseStore {
@@ -46,6 +47,7 @@ impl ClickHouseStore {
             mutation_timeout: DEFAULT_MUTATION_TIMEOUT,
             tick_ms: 0,
             dedup_horizon_ms: 0,
+            settlement_ms: 0,
         })
     }
 
@@ -63,6 +65,13 @@ impl ClickHouseStore {
         self
     }
 
+    /// The same store, recording `settlement_ms` (`graph.settlement_ms`) with each progress
+    /// row (0, the default, records "unknown").
+    pub fn with_settlement_ms(mut self, settlement_ms: u64) -> Self {
+        self.settlement_ms = settlement_ms;
+        self
+    }
+
     /// The same store, waiting at most `timeout` for mutations.
     pub fn with_mutation_timeout(mut self, timeout: Duration) -> Self {
         self.mutation_timeout = timeout;
@@ -76,6 +85,7 @@ impl ClickHouseStore {
             mutation_timeout: self.mutation_timeout,
             tick_ms: self.tick_ms,
             dedup_horizon_ms: self.dedup_horizon_ms,
+            settlement_ms: self.settlement_ms,
         }
     }
 
@@ -150,40 +160,47 @@ impl ClickHouseStore {
         self.client()
             .query(&format!(
                 "INSERT INTO {db}.progress (time, written_at, note, positions, tick_ms, \
-                 dedup_horizon_ms) VALUES (?, now(), ?, ?, ?, ?)"
+                 dedup_horizon_ms, settlement_ms) VALUES (?, now(), ?, ?, ?, ?, ?)"
             ))
             .bind(through)
             .bind(note)
             .bind(positions)
             .bind(self.tick_ms)
             .bind(self.dedup_horizon_ms)
+            .bind(self.settlement_ms)
             .execute()
             .await?;
         Ok(())
     }
 
-    /// Inserts the batch's decisions into `experience_decisions_log` (a crash's copies above
-    /// the committed time are discarded on restart, and a replay's copies collapse).
-    async fn write_decisions(&self, batch: &Batch) -> Result<(), ClickHouseError> {
-        if batch.decisions.is_empty() {
+    /// Inserts `items` (each at the logical time `time(item)`, at most the batch's `through`)
+    /// as rows of the log table `<table>_log` in one insert. A crash's copies above the
+    /// committed time are discarded on restart, and a replay's copies collapse in the view.
+    async fn write_log<T, R>(
+        &self,
+        table: &'static str,
+        through: u64,
+        items: &[T],
+        time: impl Fn(&T) -> u64,
+    ) -> Result<(), ClickHouseError>
+    where
+        T: Clone,
+        R: clickhouse::RowOwned + clickhouse::RowWrite + From<T>,
+    {
+        if items.is_empty() {
             return Ok(());
         }
-        if let Some(d) = batch.decisions.iter().find(|d| d.time > batch.through) {
+        if let Some(t) = items.iter().map(&time).find(|t| *t > through) {
             return Err(ClickHouseError::Batch(ConvertError::BeyondBatch {
-                table: "experience_decisions",
-                time: d.time,
-                through: batch.through,
+                table,
+                time: t,
+                through,
             }));
         }
-        let mut insert = self
-            .client()
-            .insert_unescaped::<DecisionRow>(&format!(
-                "{}.experience_decisions_log",
-                self.database()
-            ))
-            .await?;
-        for d in &batch.decisions {
-            insert.write(&DecisionRow::from(d.clone())).await?;
+        let log = format!("{}.{table}_log", self.database());
+        let mut insert = self.client().insert_unescaped::<R>(&log).await?;
+        for item in items {
+            insert.write(&R::from(item.clone())).await?;
         }
         insert.end().await?;
         Ok(())
@@ -194,7 +211,14 @@ impl ClickHouseStore {
     /// only advances the progress.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), ClickHouseError> {
         self.write_versions(batch).await?;
-        self.write_decisions(batch).await?;
+        let decisions = &batch.decisions;
+        self.write_log::<_, DecisionRow>("experience_decisions", batch.through, decisions, |d| {
+            d.time
+        })
+        .await?;
+        let late = &batch.late_inputs;
+        self.write_log::<_, LateEventRow>("late_events", batch.through, late, |l| l.read_at)
+            .await?;
         if !batch.erasures.is_empty() {
             self.erase_all(&batch.erasures).await?;
         }
@@ -227,6 +251,12 @@ impl ClickHouseStore {
     /// [`Self::committed_tick_ms`]).
     pub async fn committed_dedup_horizon_ms(&self) -> Result<Option<u64>, ClickHouseError> {
         self.reader.committed_recorded("dedup_horizon_ms").await
+    }
+
+    /// The `settlement_ms` recorded with the committed progress row (as
+    /// [`Self::committed_tick_ms`]).
+    pub async fn committed_settlement_ms(&self) -> Result<Option<u64>, ClickHouseError> {
+        self.reader.committed_recorded("settlement_ms").await
     }
 
     /// The committed time ([`ClickHouseReader::committed`]).

@@ -197,6 +197,8 @@ pub struct Batch {
     /// Erasure requests of the batch's times, each with the time it was read: applied to every
     /// per-shopper table after the versions are written, before the progress row.
     pub erasures: Vec<(Erasure, u64)>,
+    /// Late inputs of the batch's times, for `late_events_log`.
+    pub late_inputs: Vec<basketflow_vocab::LateInput>,
 }
 
 impl Batch {
@@ -226,6 +228,7 @@ impl Batch {
             positions: Default::default(),
             decisions: Vec::new(),
             erasures: Vec::new(),
+            late_inputs: Vec::new(),
         })
     }
 
@@ -237,6 +240,7 @@ impl Batch {
             + self.baskets.len()
             + self.order_lines.len()
             + self.decisions.len()
+            + self.late_inputs.len()
     }
 
     /// True when the batch has no version rows (it may still advance the progress).
@@ -255,6 +259,7 @@ impl Batch {
         self.order_lines.extend(next.order_lines);
         self.decisions.extend(next.decisions);
         self.erasures.extend(next.erasures);
+        self.late_inputs.extend(next.late_inputs);
         self.positions = next.positions;
     }
 }

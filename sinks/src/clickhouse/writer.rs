@@ -34,6 +34,9 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     /// Decisions inserted into `experience_decisions_log`.
     pub decisions: AtomicU64,
+    /// Late inputs inserted into `late_events_log`, by reason (in the order of
+    /// [`LateReason::ALL`](basketflow_vocab::LateReason::ALL)).
+    pub late_inputs: [AtomicU64; 2],
     /// Erasure requests applied to every table.
     pub erasures: AtomicU64,
     /// Per-shopper rows deleted because they outlived the retention period.
@@ -107,6 +110,13 @@ pub(crate) fn write_loop(
             stats
                 .erasures
                 .fetch_add(batch.erasures.len() as u64, Ordering::Relaxed);
+            for late in &batch.late_inputs {
+                let i = basketflow_vocab::LateReason::ALL
+                    .iter()
+                    .position(|r| *r == late.reason)
+                    .expect("every reason is in ALL");
+                stats.late_inputs[i].fetch_add(1, Ordering::Relaxed);
+            }
             stats.committed.store(batch.through, Ordering::Relaxed);
             wake();
             // Retailer copies registered or marked for removal while running are filled or

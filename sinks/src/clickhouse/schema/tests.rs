@@ -46,7 +46,11 @@ fn batch_and_per_shopper_tables_follow_the_definitions() {
     assert_eq!(BATCH_TABLES[..VERSION_TABLES.len()], VERSION_TABLES);
     assert_eq!(
         BATCH_TABLES[VERSION_TABLES.len()..],
-        ["experience_decisions_log", "privacy_audit_log"]
+        [
+            "experience_decisions_log",
+            "privacy_audit_log",
+            "late_events_log"
+        ]
     );
     let mut per_shopper: Vec<&str> = DEFINITIONS
         .iter()
