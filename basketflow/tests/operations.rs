@@ -240,8 +240,8 @@ fn processes_with_different_configurations_refuse_to_start() {
 /// A restart with another `graph.tick_ms` than the committed outputs were written with would
 /// reclock the replay differently (a message before a recorded position could land above the
 /// committed time and be written twice): `run` refuses it, one line and status 3, naming the
-/// tick to set; with the recorded tick it starts. Another `graph.dedup_horizon_ms` likewise
-/// (the replay would de-duplicate differently from what is written).
+/// tick to set; with the recorded tick it starts. Another `graph.dedup_horizon_ms` or
+/// `graph.settlement_ms` likewise (the replay would compute other figures than those written).
 #[test]
 fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
     let stack = Stack::shared();
@@ -300,6 +300,63 @@ fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
             run.database
         )),
         "{stderr}"
+    );
+    // Another settlement horizon likewise (the replay would settle orders differently).
+    let out = run_with(with_graph("settlement_ms = 1000", "settlement"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "graph.settlement_ms is 1000 but the committed outputs in ClickHouse {}.progress \
+             were written with 2592000000",
+            run.database
+        )),
+        "{stderr}"
+    );
+}
+
+/// Rule 7 through the binary, with `graph.settlement_ms = 2000`: a cancellation read more
+/// than that after its order's first payment is a late input (the order's figures stand, and
+/// `late_events` lists it, naming no shopper); one read with its payment cancels the order.
+#[test]
+fn a_cancellation_read_after_settlement_is_listed_in_late_events_and_changes_nothing() {
+    use basketflow_testkit::events::{cancelled, ev, paid};
+    use basketflow_testkit::kafka::{produce, test_producer};
+    let stack = Stack::shared();
+    let run = support::TestRun::create(&stack, "late", 1, &[], "[graph]\nsettlement_ms = 2000\n");
+    let json = |e: basketflow_vocab::Event| (e.shopper_id.clone(), serde_json::to_vec(&e).unwrap());
+    let at = "2026-11-22T10:00:00Z";
+    let first = [
+        json(ev("pay-o1", "s1", at, paid("o1", &[("p1", "c", 2, 500)]))),
+        json(ev("pay-o2", "s2", at, paid("o2", &[("p2", "c", 1, 700)]))),
+        json(ev("cancel-o2", "s2", at, cancelled("o2"))),
+    ];
+    let producer = test_producer(&stack.brokers);
+    let landed = |messages: &[(String, Vec<u8>)]| -> Vec<i64> {
+        let pairs = messages.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()));
+        let produced = produce(&producer, &run.events, pairs.collect::<Vec<_>>().into_iter(), None);
+        produced.landed.iter().map(|l| l.expect("landed").broker_ms).collect()
+    };
+    let first_ms = landed(&first);
+    assert!(first_ms[2] - first_ms[1] < 2000, "o2 paid and cancelled at {first_ms:?}");
+    // The broker's clock must pass o1's settlement before the cancellation is appended.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let late_ms = landed(&[json(ev("cancel-o1", "s1", at, cancelled("o1")))]);
+    assert!(late_ms[0] - first_ms[0] >= 2000, "o1 paid at {first_ms:?}, cancelled at {late_ms:?}");
+    support::run_caught_up(&run.config);
+    let db = &run.database;
+    let q = |sql: &str| basketflow_testkit::clickhouse::query(&stack.clickhouse_url, sql).unwrap();
+    assert_eq!(
+        q(&format!("SELECT order_id, event_id, event_type, reason FROM {db}.late_events FORMAT TSV")),
+        "o1\tcancel-o1\torder_status_changed\tcancellation_after_settlement\n"
+    );
+    assert_eq!(
+        q(&format!("SELECT order_id, cancelled FROM {db}.order_lines ORDER BY order_id FORMAT TSV")),
+        "o1\t0\no2\t1\n"
+    );
+    assert_eq!(
+        q(&format!("SELECT product_id, quantity, orders FROM {db}.sold_products_daily FORMAT TSV")),
+        "p1\t2\t1\n"
     );
 }
 

@@ -33,6 +33,10 @@
 //! 6. Anonymous events (an empty `shopper_id`, which the contract refuses, so only privacy
 //!    residues have one) count in the sold products, affinities and order lines, never in a
 //!    purchase history or a basket. [`with_privacy`] computes which events are anonymous.
+//! 7. Settlement ([`late`]): an order settles `settlement` after its first payment was read
+//!    (or its first cancellation, when no payment was read before that); a payment or
+//!    cancellation read at or after that is a late input and changes no order figure (a late
+//!    payment still ends its shopper's basket). [`read_models_at`] applies rules 1 to 7.
 
 use std::collections::{BTreeMap, BTreeSet};
 
