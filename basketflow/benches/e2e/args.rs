@@ -5,7 +5,7 @@
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
-    [--memory-events 1000000,10000000]";
+    [--memory-events 1000000,10000000] [--memory-horizon-ms MS]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -23,6 +23,9 @@ pub struct Args {
     pub sustain_probes: usize,
     /// Stream lengths of the memory phase.
     pub memory_events: Vec<usize>,
+    /// The memory phase's de-duplication and settlement horizons and retention period (ms);
+    /// the defaults (7 days, 30 days, 3 years) when absent.
+    pub memory_horizon_ms: Option<u64>,
 }
 
 /// The arguments of this process.
@@ -37,6 +40,7 @@ pub fn args() -> Args {
         sustain_seconds: 60,
         sustain_probes: 3,
         memory_events: vec![1_000_000, 10_000_000],
+        memory_horizon_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -59,6 +63,9 @@ pub fn args() -> Args {
             "--sustain-seconds" => a.sustain_seconds = value.parse().expect("--sustain-seconds S"),
             "--sustain-probes" => a.sustain_probes = value.parse().expect("--sustain-probes N"),
             "--memory-events" => a.memory_events = list(&value),
+            "--memory-horizon-ms" => {
+                a.memory_horizon_ms = Some(value.parse().expect("--memory-horizon-ms MS"))
+            }
             _ => {
                 i += 1;
                 continue;
