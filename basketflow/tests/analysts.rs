@@ -149,8 +149,8 @@ fn assert_each_reads_its_rows(stack: &Stack, db: &str, analysts: &[&Analyst], wh
 #[test]
 fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
     let stack = Stack::shared();
-    // Orders settle 1 ms after their payment is read: the traffic's cancellations read later
-    // are late inputs, so that `late_events` has every retailer's rows too.
+    // Orders settle 1 ms after their payment is read, so that the cancellations sent below
+    // are late inputs and `late_events` has rows of every retailer too.
     let run = TestRun::create(
         &stack,
         "analysts",
@@ -166,6 +166,35 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
     traffic.produce_trees(&stack, &run.trees);
     stack.produce(&run.events, first);
     run_caught_up(&run.config);
+    // One paid order of each retailer cancelled long after it settled (read by the next run).
+    let paid = stack.clickhouse(&format!(
+        "SELECT retailer_id, any(order_id), any(shopper_id) FROM {db}.order_lines \
+         WHERE shopper_id != '' GROUP BY retailer_id FORMAT TabSeparated"
+    ));
+    let cancellations: Vec<(String, Vec<u8>)> = paid
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let (retailer, order, shopper) = (f[0], f[1], f[2]);
+            let event = basketflow_testkit::events::ev_at(
+                retailer,
+                &format!("late-cancel-{order}"),
+                shopper,
+                "2026-12-03T10:00:00Z",
+                basketflow_testkit::events::cancelled(order),
+            );
+            (shopper.to_string(), serde_json::to_vec(&event).unwrap())
+        })
+        .collect();
+    assert!(
+        cancellations.len() >= 3,
+        "paid orders of every retailer: {paid}"
+    );
+    let pairs: Vec<(&[u8], &[u8])> = cancellations
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+        .collect();
+    stack.produce_pairs(&run.events, &pairs);
 
     let _file = Remove(
         clickhouse_config_dir()

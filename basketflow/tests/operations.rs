@@ -334,28 +334,49 @@ fn a_cancellation_read_after_settlement_is_listed_in_late_events_and_changes_not
     let producer = test_producer(&stack.brokers);
     let landed = |messages: &[(String, Vec<u8>)]| -> Vec<i64> {
         let pairs = messages.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()));
-        let produced = produce(&producer, &run.events, pairs.collect::<Vec<_>>().into_iter(), None);
-        produced.landed.iter().map(|l| l.expect("landed").broker_ms).collect()
+        let produced = produce(
+            &producer,
+            &run.events,
+            pairs.collect::<Vec<_>>().into_iter(),
+            None,
+        );
+        produced
+            .landed
+            .iter()
+            .map(|l| l.expect("landed").broker_ms)
+            .collect()
     };
     let first_ms = landed(&first);
-    assert!(first_ms[2] - first_ms[1] < 2000, "o2 paid and cancelled at {first_ms:?}");
+    assert!(
+        first_ms[2] - first_ms[1] < 2000,
+        "o2 paid and cancelled at {first_ms:?}"
+    );
     // The broker's clock must pass o1's settlement before the cancellation is appended.
     std::thread::sleep(Duration::from_millis(2_500));
     let late_ms = landed(&[json(ev("cancel-o1", "s1", at, cancelled("o1")))]);
-    assert!(late_ms[0] - first_ms[0] >= 2000, "o1 paid at {first_ms:?}, cancelled at {late_ms:?}");
+    assert!(
+        late_ms[0] - first_ms[0] >= 2000,
+        "o1 paid at {first_ms:?}, cancelled at {late_ms:?}"
+    );
     support::run_caught_up(&run.config);
     let db = &run.database;
     let q = |sql: &str| basketflow_testkit::clickhouse::query(&stack.clickhouse_url, sql).unwrap();
     assert_eq!(
-        q(&format!("SELECT order_id, event_id, event_type, reason FROM {db}.late_events FORMAT TSV")),
+        q(&format!(
+            "SELECT order_id, event_id, event_type, reason FROM {db}.late_events FORMAT TSV"
+        )),
         "o1\tcancel-o1\torder_status_changed\tcancellation_after_settlement\n"
     );
     assert_eq!(
-        q(&format!("SELECT order_id, cancelled FROM {db}.order_lines ORDER BY order_id FORMAT TSV")),
+        q(&format!(
+            "SELECT order_id, cancelled FROM {db}.order_lines ORDER BY order_id FORMAT TSV"
+        )),
         "o1\t0\no2\t1\n"
     );
     assert_eq!(
-        q(&format!("SELECT product_id, quantity, orders FROM {db}.sold_products_daily FORMAT TSV")),
+        q(&format!(
+            "SELECT product_id, quantity, orders FROM {db}.sold_products_daily FORMAT TSV"
+        )),
         "p1\t2\t1\n"
     );
 }

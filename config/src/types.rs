@@ -143,8 +143,10 @@ pub struct GraphConfig {
     /// The settlement horizon (logical ms, default 30 days): an order's figures stand this
     /// long after its first payment was read (or its first cancellation, when no payment came
     /// by then); a payment or cancellation read later is a late input, counted and listed in
-    /// `late_events`, and changes nothing. At or above the retention period: orders stay
-    /// open as long as their data is kept (exact forever, at the cost of their state).
+    /// `late_events`, and changes nothing. Longer than any order can take to be cancelled
+    /// (say 100 years): rule 2 exactly, forever, at the cost of keeping every order's facts.
+    /// At or above the retention period, a late input can only concern an order whose
+    /// shopper data has already left.
     pub settlement_ms: u64,
 }
 

@@ -260,14 +260,10 @@ pub fn late(counted: &[(Event, u64)], settlement: u64) -> Vec<Option<LateReason>
         // When the first payment and the first cancellation were read.
         let (mut first_paid, mut first_cancelled): (Option<u64>, Option<u64>) = (None, None);
         for (t, i, paid) in facts {
-            let settles = match (first_paid, first_cancelled) {
-                (Some(p), Some(c)) if p >= c.saturating_add(settlement) => {
-                    c.saturating_add(settlement)
-                }
-                (Some(p), _) => p.saturating_add(settlement),
-                (None, Some(c)) => c.saturating_add(settlement),
-                (None, None) => u64::MAX,
-            };
+            // A payment is recorded only when read before the cancellations' settlement.
+            let settles = first_paid
+                .or(first_cancelled)
+                .map_or(u64::MAX, |first| first.saturating_add(settlement));
             if t >= settles {
                 late[i] = Some(if paid {
                     LateReason::PaymentAfterSettlement

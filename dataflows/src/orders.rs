@@ -35,8 +35,8 @@
 //!
 //! Per open order its facts (usually one payment); per settled order its counted payments
 //! and cancellation flag, until `E`; per ended order its id (`(retailer_id, order_id)`, the
-//! one term that grows with the orders ever paid: about 50 bytes each); the orders with
-//! something scheduled.
+//! one term that grows with the orders ever paid or cancelled: about 150 bytes each, with the
+//! hash table's slack); one schedule entry per order with something due.
 //! With `settlement = u64::MAX` no order settles: rule 2 forever, state growing with the
 //! orders.
 
@@ -208,12 +208,10 @@ impl Fact {
 enum Phase {
     /// Before `S`: the facts, consolidated.
     Open(Vec<(Fact, isize)>),
-    /// From `S` on: what stands (the counted payments and whether a cancellation counted),
-    /// and the late payments (whose privacy moves change nothing).
+    /// From `S` on: what stands (the counted payments and whether a cancellation counted).
     Settled {
         payments: Vec<(Arc<PaidOrder>, isize)>,
         cancelled: bool,
-        late_payments: Vec<Arc<PaidOrder>>,
     },
 }
 
@@ -237,10 +235,13 @@ struct Order {
     /// When the first payment and the first cancellation were read.
     first_paid: Option<u64>,
     first_cancelled: Option<u64>,
-    /// The latest time a fact was read for it (moves are not reads).
+    /// The latest time a fact was read for it (before `S` privacy moves count too, which
+    /// changes nothing: `E` takes the greater of `S` and this).
     last_read: u64,
     /// The order's retention period (its retailer's).
     period: u64,
+    /// The time the order is scheduled at in the operator's `due` (`u64::MAX`: none).
+    scheduled: u64,
 }
 
 impl Order {
@@ -251,6 +252,7 @@ impl Order {
             first_cancelled: None,
             last_read: 0,
             period,
+            scheduled: u64::MAX,
         }
     }
 
@@ -260,23 +262,22 @@ impl Order {
             phase: Phase::Settled {
                 payments: Vec::new(),
                 cancelled: false,
-                late_payments: Vec::new(),
             },
             first_paid: None,
             first_cancelled: None,
             last_read: 0,
             period: 0,
+            scheduled: u64::MAX,
         }
     }
 
     /// `S` (see the module docs); `u64::MAX` while the order has no fact.
     fn settles_at(&self, settlement: u64) -> u64 {
-        match (self.first_paid, self.first_cancelled) {
-            (Some(p), Some(c)) if p >= c.saturating_add(settlement) => c.saturating_add(settlement),
-            (Some(p), _) => p.saturating_add(settlement),
-            (None, Some(c)) => c.saturating_add(settlement),
-            (None, None) => u64::MAX,
-        }
+        // A payment is only ever read before the `S` of the cancellations (later, it is
+        // late and not recorded here), so the first payment, when there is one, decides.
+        self.first_paid
+            .or(self.first_cancelled)
+            .map_or(u64::MAX, |first| first.saturating_add(settlement))
     }
 
     /// `E`: after it nothing can change the order.
@@ -323,7 +324,6 @@ impl Order {
             self.phase = Phase::Settled {
                 payments,
                 cancelled,
-                late_payments: Vec::new(),
             };
         }
     }
@@ -331,7 +331,7 @@ impl Order {
     /// Applies the updates `updates` read at `time`, which is before `S`.
     fn apply_open(&mut self, updates: Vec<(Fact, isize)>, time: u64) {
         let Phase::Open(facts) = &mut self.phase else {
-            unreachable!("apply_open on an open order")
+            unreachable!("apply_open on an order that is not open")
         };
         for (fact, diff) in updates {
             if diff > 0 {
@@ -356,13 +356,8 @@ impl Order {
     /// A move of a payment that is both counted and late (identical copies) is the counted
     /// one's: an event read earlier leaves the privacy stage no later than one read after it.
     fn apply_settled(&mut self, updates: Vec<(Fact, isize)>, time: u64) -> Vec<Fact> {
-        let Phase::Settled {
-            payments,
-            late_payments,
-            ..
-        } = &mut self.phase
-        else {
-            unreachable!("apply_settled on a settled order")
+        let Phase::Settled { payments, .. } = &mut self.phase else {
+            unreachable!("apply_settled on an order that is not settled")
         };
         let mut inserted: Vec<(Fact, isize)> = Vec::new();
         let mut retracted: Vec<(Fact, isize)> = Vec::new();
@@ -391,18 +386,14 @@ impl Order {
                             None => payments.push((moved.clone(), 1)),
                         }
                         payments.retain(|(_, c)| *c != 0);
-                    } else if let Some(i) = late_payments.iter().position(|p| p == paid) {
-                        late_payments[i] = moved.clone();
                     }
+                    // Otherwise the move of a late payment: nothing stands on it.
                 }
             }
         }
         let mut late = Vec::new();
         for (fact, m) in inserted {
             for _ in 0..m {
-                if let Fact::Paid(p) = &fact {
-                    late_payments.push(p.clone());
-                }
                 late.push(fact.clone());
             }
             if m > 0 {
@@ -416,11 +407,16 @@ impl Order {
 /// The order-based part of the graph: the states of the paid orders of `counted` (rule 2,
 /// settling `settlement` ms after the first payment: see the module docs), and the late
 /// inputs, at the times they were read.
+///
+/// # Panics
+///
+/// If `settlement` is 0 (an order would settle at the time of its own first fact).
 pub(crate) fn settle_orders<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
     settlement: u64,
     retention: Retention,
 ) -> (PaidOrders<'scope>, Stream<'scope, u64, Vec<LateInput>>) {
+    assert!(settlement >= 1, "the settlement horizon is at least 1 ms");
     let facts = counted.inner.clone().flat_map(|(event, time, diff)| {
         Fact::of(&event.0).map(|(key, fact)| (key, fact, time, diff))
     });
@@ -487,12 +483,14 @@ pub(crate) fn settle_orders<'scope>(
                         let before = order.state();
                         if let Phase::Open(_) = order.phase {
                             order.apply_open(of_key, t);
-                            schedule(&mut due, order.settles_at(settlement), &key);
+                            let at = order.settles_at(settlement);
+                            schedule(&mut due, order, at, &key);
                         } else {
                             for fact in order.apply_settled(of_key, t) {
                                 session.give((OrderOut::Late(fact.late(&key, t)), t, 1));
                             }
-                            schedule(&mut due, order.ends_at(settlement), &key);
+                            let at = order.ends_at(settlement);
+                            schedule(&mut due, order, at, &key);
                         }
                         let after = order.state();
                         if before != after {
@@ -527,7 +525,8 @@ pub(crate) fn settle_orders<'scope>(
                         } else if order.settles_at(settlement) < bound {
                             if let Phase::Open(_) = order.phase {
                                 order.settle();
-                                schedule(&mut due, order.ends_at(settlement), &key);
+                                let at = order.ends_at(settlement);
+                                schedule(&mut due, order, at, &key);
                             }
                         }
                     }
@@ -549,9 +548,17 @@ pub(crate) fn settle_orders<'scope>(
     (states, late)
 }
 
-/// Schedules `key` at `at` (never at `u64::MAX`: that never comes).
-fn schedule(due: &mut BTreeMap<u64, Vec<(String, String)>>, at: u64, key: &(String, String)) {
-    if at < u64::MAX {
+/// Schedules `order` (of `key`) at `at`, unless it is scheduled there already (never at
+/// `u64::MAX`: that never comes). An entry left at an earlier time finds the order due later
+/// and does nothing.
+fn schedule(
+    due: &mut BTreeMap<u64, Vec<(String, String)>>,
+    order: &mut Order,
+    at: u64,
+    key: &(String, String),
+) {
+    if at < u64::MAX && at != order.scheduled {
+        order.scheduled = at;
         due.entry(at).or_default().push(key.clone());
     }
 }

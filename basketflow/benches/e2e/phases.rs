@@ -418,8 +418,9 @@ pub fn memory(bench: &mut Bench) {
         println!("memory, {n} events: {r}");
         md.push_str(&format!(
             "| peak resident memory after {n} events (1 worker{}) | {} MiB ({:.0} events/s) |\n",
-            args.memory_horizon_ms
-                .map_or(String::new(), |h| format!(", horizons and retention {h} ms")),
+            args.memory_horizon_ms.map_or(String::new(), |h| format!(
+                ", horizons and retention {h} ms"
+            )),
             r["peak_resident_mib"],
             r["events_per_s"].as_f64().unwrap()
         ));

@@ -213,6 +213,26 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), ProvisionError> {
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
     std::fs::write(&tmp, text).map_err(failed)?;
+    // The server notices a changed file by its modification time in whole seconds: a version
+    // written in the same second as the one it replaces would never be loaded. Such a version
+    // is dated one second after the old one.
+    let seconds = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    if let Ok(old) = std::fs::metadata(path).and_then(|m| m.modified()) {
+        let new = std::fs::metadata(&tmp)
+            .and_then(|m| m.modified())
+            .map_err(failed)?;
+        if seconds(new) <= seconds(old) {
+            let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds(old) + 1);
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&tmp)
+                .map_err(failed)?;
+            file.set_modified(later).map_err(failed)?;
+        }
+    }
     std::fs::rename(&tmp, path).map_err(failed)
 }
 
