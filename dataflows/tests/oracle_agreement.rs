@@ -288,6 +288,33 @@ fn the_generator_produces_the_interesting_cases() {
         live_lines > 0 && cancelled_lines > 0,
         "{live_lines} {cancelled_lines}"
     );
+    // With a settlement of one round, both kinds of late input occur.
+    let horizons = oracle::Horizons {
+        dedup_ms: u64::MAX,
+        settlement_ms: 1,
+    };
+    let (mut late_payments, mut late_cancellations) = (0, 0);
+    for _ in 0..64 {
+        let rounds = rounds().new_tree(&mut runner).unwrap().current();
+        let received: Vec<(Event, u64)> = rounds
+            .into_iter()
+            .flat_map(|(t, events)| events.into_iter().map(move |e| (e, t)))
+            .collect();
+        let (_, late) =
+            oracle::read_models_at(&received, &[], &Retention::default(), horizons, ROUNDS);
+        for l in late {
+            match l.reason {
+                basketflow_vocab::LateReason::PaymentAfterSettlement => late_payments += 1,
+                basketflow_vocab::LateReason::CancellationAfterSettlement => {
+                    late_cancellations += 1
+                }
+            }
+        }
+    }
+    assert!(
+        late_payments > 0 && late_cancellations > 0,
+        "{late_payments} {late_cancellations}"
+    );
 }
 
 // ---- The whole graph (`graph::build`): Kafka-shaped messages in, every output captured. ----
