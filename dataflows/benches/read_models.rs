@@ -7,12 +7,12 @@
 //! next. Prints events per second over the whole run, event generation included.
 //!
 //! `ONLY=dedup` measures the de-duplication alone, `ONLY=none` the input and generator alone;
-//! `PRIVACY=1` runs the production path, with the privacy stage (`apply_privacy`, default
-//! retention, no erasures) before the de-duplication.
+//! `PRIVACY=1` runs the production path: rule 1 with its 7-day horizon, then the privacy
+//! stage on order facts and the folded baskets (default retention, no erasures), orders
+//! settling after 30 days.
 
 use std::time::Instant;
 
-use basketflow_dataflows::privacy::apply_privacy;
 use basketflow_dataflows::{read_models, read_models_of_counted};
 use basketflow_vocab::WireEvent;
 use basketflow_vocab::{
@@ -137,18 +137,15 @@ fn main() {
                     // As the graph: rule 1 with its horizon (7 days), then privacy, then
                     // orders settling after 30 days.
                     read_models_of_counted(
-                        &apply_privacy(
-                            basketflow_operators::first_within(
-                                "Deduplicate",
-                                events
-                                    .filter(basketflow_dataflows::changes_read_models)
-                                    .map(WireEvent::from),
-                                7 * 24 * 3_600_000,
-                                |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
-                            ),
-                            erasure_stream,
-                            Retention::default(),
+                        &basketflow_operators::first_within(
+                            "Deduplicate",
+                            events
+                                .filter(basketflow_dataflows::changes_read_models)
+                                .map(WireEvent::from),
+                            7 * 24 * 3_600_000,
+                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
                         ),
+                        erasure_stream,
                         30 * 24 * 3_600_000,
                         &Retention::default(),
                     )

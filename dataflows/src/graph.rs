@@ -4,7 +4,7 @@
 //!  shopper-events ──► parse_messages ──┬─ dead letters ──────────────────────────────────────► Outputs.dead_letters
 //!   (SourceMessage)   (ingest::parse)  │
 //!                                      ├─ events ─► changes_read_models? ─► first_within ─► apply_privacy ─► read models
-//!                                      │            (rule 1: the first copy of (retailer,      (forget)      sold_products_daily,
+//!                                      │            (rule 1: the first copy of (retailer,      (order facts) sold_products_daily,
 //!                                      │             event_id) counts; copies within             ▲           shopper_purchases,
 //!                                      │             graph.dedup_horizon_ms do not)              │           product_affinities,
 //!  privacy-requests ─► parse_requests ─┼─ erasures ──────────────────────────────────────────────┤           baskets, order_lines
@@ -25,7 +25,9 @@
 //! (`tests/graph.rs` compares every view with the [`crate::oracle`]).
 //!
 //! Only the events that can change a read model ([`changes_read_models`]) enter the
-//! read-model state, privacy's included; the decisions read every valid event.
+//! read-model state, privacy's included; the decisions read every valid event. The privacy
+//! stage (`forget`) holds the order facts only: the baskets read the counted events and the
+//! erasures directly and apply privacy on their folded state ([`crate::baskets`]).
 
 use std::sync::Arc;
 
@@ -36,7 +38,6 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::experiences::{decide, TreeStats};
-use crate::privacy::apply_privacy;
 use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
 use basketflow_operators::first_within;
 
@@ -100,9 +101,12 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         settings.dedup_horizon_ms,
         |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
     );
-    let kept = apply_privacy(counted, erasures.clone(), settings.retention.clone());
-    let (read_models, late_inputs) =
-        read_models_of_counted(&kept, settings.settlement_ms, &settings.retention);
+    let (read_models, late_inputs) = read_models_of_counted(
+        &counted,
+        erasures.clone(),
+        settings.settlement_ms,
+        &settings.retention,
+    );
     let decisions = decide(
         parsed.positioned,
         sources.trees,

@@ -48,38 +48,36 @@
 //!      (not a sum, hence a reduce over the live orders of that key).
 //!    * `product_affinities`: each order contributes `1` per pair `a < b` of its distinct
 //!      products, summed per key.
-//! 4. **Baskets**: per `(retailer, shopper)`, [`basketflow_operators::one_per_key`] (greatest) over
-//!    `Some(occurred_at)` of every `order_paid` and `None` for every basket change gives the
-//!    cut-off: the latest payment, or `None` ("all changes count") for a shopper who has
-//!    changes but never paid. The changes, keyed by `(retailer, shopper)`, are joined with the
-//!    cut-off and kept when strictly later; their signed units are summed per product and only
-//!    positive sums are emitted. A later payment moves the cut-off and the join retracts what
-//!    no longer counts; a change that arrives late but occurred before the cut-off never
-//!    counts.
+//! 4. **Baskets** ([`baskets`]): one timely operator per `(retailer, shopper)` holds the
+//!    shopper's payments and basket changes and emits the lines: per product, the signed units
+//!    of the changes that occurred strictly after the latest payment, when positive. A later
+//!    payment moves the cut-off and retracts what no longer counts; a change that arrives late
+//!    but occurred before the cut-off never counts. The operator applies erasures and retention
+//!    itself and folds its state: a change cut by a payment that outlives it, and a payment
+//!    that never decides the cut-off alone, are dropped, so the state is the open baskets.
 //!
 //! Each output is a `sum_by_key` or a `reduce`, so each key has at most one live row and a
 //! change is a `-1` of the old row and a `+1` of the new one at the same time.
 //!
-//! Privacy ([`privacy`]) comes first: erased shoppers and events past their retention period
-//! leave the collection before the de-duplication, their orders staying as anonymous facts
-//! (an empty `shopper_id`), which count in the product figures and order lines but in no
-//! shopper's purchases or basket.
+//! Privacy ([`privacy`]): erased shoppers and events past their retention period leave the
+//! order facts (the privacy stage, after the de-duplication) and the baskets (in their own
+//! operator); orders stay as anonymous facts (an empty `shopper_id`), which count in the
+//! product figures and order lines but in no shopper's purchases or basket.
 //!
 //! # State
 //!
 //! The aggregates hold one accumulated value per live key; a `sum_by_key` holds only its input
-//! arrangement (the sums are read off it). The de-duplication must remember every `event_id` of the
-//! events that change a read model (rule 1 has no horizon), so it holds every retained one (once,
-//! shared by its input and output arrangements); the order reduction holds every payment and
-//! cancellation, and the basket join every basket change of each shopper, including those before
-//! the shopper's latest order, which can no longer count. These shrink when events are retracted:
-//! after the retention period and on erasure, per-shopper records leave every one
-//! of them (anonymous order facts stay in the de-duplication and order state).
+//! arrangement (the sums are read off it). In the graph's path the de-duplication
+//! ([`basketflow_operators::first_within`]) holds the ids read within its horizon; the privacy
+//! stage holds every order fact until its retention period ends; [`orders`] holds open orders,
+//! settled ones until their privacy moves are over, and the ids of ended ones; [`baskets`]
+//! holds the open baskets (changes since the latest payment, and that payment).
 //!
 //! `benches/read_models.rs` measures throughput (`cargo bench -p basketflow-dataflows`).
 
 #![forbid(missing_docs)]
 
+pub mod baskets;
 pub mod experiences;
 pub mod graph;
 pub mod oracle;

@@ -18,10 +18,11 @@
 //!   de-duplication by `(retailer_id, event_id)` therefore has a horizon: a copy arriving after the first
 //!   copy's period is counted again, anonymously or within its own period.
 //!
-//! Both are one [`basketflow_operators::forget`] before the de-duplication: an event leaves
-//! the collection and its *residue* (the order event without shopper or session) takes its
-//! place, so every downstream arrangement retracts the shopper's records and compacts them
-//! away. The erasure is a fact of the `privacy-requests` topic, read again on every replay at
+//! For order facts both are one [`basketflow_operators::forget`] after the de-duplication
+//! ([`apply_privacy`]): an event leaves the collection and its *residue* (the order event
+//! without shopper or session) takes its place, so every downstream arrangement retracts the
+//! shopper's records and compacts them away. Baskets apply the same rules on their own folded
+//! state ([`crate::baskets`]), so basket changes never enter `forget`. The erasure is a fact of the `privacy-requests` topic, read again on every replay at
 //! the same logical time, so a restart or a rebuild never brings the shopper back.
 
 use basketflow_ingest::kafka_source::Millis;

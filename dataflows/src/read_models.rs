@@ -6,15 +6,18 @@
 //! the sold-product figures skip the cancelled ones as they read it, so the orders' facts are
 //! arranged and reduced once for all four order-based read models.
 
-use basketflow_operators::{first_per_id, one_per_key, sum_by_key, Extreme, ValArrangement};
-use basketflow_vocab::{Event, EventBody, LateInput, OrderStatus, Retention, Timestamp};
+use basketflow_operators::{first_per_id, sum_by_key, ValArrangement};
+use basketflow_vocab::{Erasure, Event, EventBody, LateInput, OrderStatus, Retention, Timestamp};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::VecCollection;
+use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::Stream;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
 
+use crate::baskets::fold_baskets;
 use crate::orders::{settle_orders, PaidOrders, SoldLine};
+use crate::privacy::apply_privacy;
 
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
@@ -102,33 +105,64 @@ pub fn read_models<'scope>(events: &VecCollection<'scope, u64, Event>) -> ReadMo
 pub fn read_models_from_unique<'scope>(
     unique: &UniqueEvents<'scope, u64>,
 ) -> ReadModels<'scope, u64> {
-    read_models_of_counted(
-        &unique.clone().as_collection(|_hash, event| event.clone()),
-        u64::MAX,
-        &Retention::default(),
-    )
-    .0
+    let counted = unique.clone().as_collection(|_hash, event| event.clone());
+    // The least copy wins, so `counted` retracts: baskets without folding or privacy.
+    let baskets = fold_baskets(&counted, empty(counted.scope()), None);
+    models_of(&counted, baskets, u64::MAX, &Retention::default()).0
 }
 
-/// The read models of events already de-duplicated: every event of `counted` counts (the
-/// graph's path: [`basketflow_operators::first_within`] decides which copies count, before
-/// privacy), and orders settle `settlement_ms` after their first payment was read
-/// ([`crate::orders`]; `u64::MAX`: never). Also returns the late inputs, at the times they
-/// were read.
+/// The read models of events already de-duplicated (every event of `counted` counts: the
+/// graph's [`basketflow_operators::first_within`] decides which copies count), with privacy
+/// (`erasures`, `retention`) and orders settling `settlement_ms` after their first payment
+/// was read ([`crate::orders`]; `u64::MAX`: never). Also returns the late inputs, at the
+/// times they were read.
+///
+/// Order facts go through the privacy stage ([`crate::privacy::apply_privacy`]) and then
+/// [`crate::orders`]; baskets apply privacy on their folded state ([`crate::baskets`]), so
+/// basket changes never enter the privacy stage's per-event state.
 pub fn read_models_of_counted<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
+    erasures: Stream<'scope, u64, Vec<Erasure>>,
     settlement_ms: u64,
     retention: &Retention,
 ) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
-    let (orders, late) = settle_orders(counted, settlement_ms, retention.clone());
+    let order_facts = apply_privacy(
+        counted.clone().filter(|e: &WireEvent| is_order_fact(&e.0)),
+        erasures.clone(),
+        retention.clone(),
+    );
+    let baskets = fold_baskets(counted, erasures, Some(retention.clone()));
+    models_of(&order_facts, baskets, settlement_ms, retention)
+}
+
+/// The four order-based read models of `order_facts` (after privacy), with `baskets`.
+fn models_of<'scope>(
+    order_facts: &VecCollection<'scope, u64, WireEvent>,
+    baskets: VecCollection<'scope, u64, BasketLine>,
+    settlement_ms: u64,
+    retention: &Retention,
+) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
+    let (orders, late) = settle_orders(order_facts, settlement_ms, retention.clone());
     let models = ReadModels {
         sold_products_daily: sold_products_daily(&orders),
         shopper_purchases: shopper_purchases(&orders),
         product_affinities: product_affinities(&orders),
-        baskets: baskets(counted),
+        baskets,
         order_lines: order_lines(&orders),
     };
     (models, late)
+}
+
+/// True for payments and cancellations: the facts of orders.
+fn is_order_fact(event: &Event) -> bool {
+    matches!(
+        event.body,
+        EventBody::OrderPaid { .. }
+            | EventBody::OrderStatusChanged {
+                status: OrderStatus::Cancelled,
+                ..
+            }
+    )
 }
 
 fn sold_products_daily<'scope>(
@@ -291,67 +325,5 @@ fn order_lines<'scope>(orders: &PaidOrders<'scope>) -> VecCollection<'scope, u64
                 cancelled: order.cancelled,
             })
             .collect::<Vec<_>>()
-    })
-}
-
-fn baskets<'scope>(
-    counted: &VecCollection<'scope, u64, WireEvent>,
-) -> VecCollection<'scope, u64, BasketLine> {
-    // Per (retailer, shopper): the latest `order_paid` instant, or `None` if the shopper has
-    // basket changes but no payment. All `None`s of a shopper consolidate into one entry.
-    let cutoff_facts = counted.clone().flat_map(|event| {
-        let event = &event.0;
-        if event.shopper_id.is_empty() {
-            // Anonymous orders (privacy residues) end no one's basket.
-            return None;
-        }
-        let cutoff = match &event.body {
-            EventBody::OrderPaid { .. } => Some(event.occurred_at.0),
-            EventBody::ProductAdded(_) | EventBody::ProductRemoved(_) => None,
-            _ => return None,
-        };
-        Some((
-            (event.retailer_id.clone(), event.shopper_id.clone()),
-            cutoff,
-        ))
-    });
-    let cutoffs = one_per_key("LatestOrderPaid", cutoff_facts, Extreme::Greatest);
-
-    // Per (retailer, shopper): each change as (occurred_at, product, signed units).
-    let changes = counted.clone().flat_map(|event| {
-        let event = &event.0;
-        let (change, sign) = match &event.body {
-            EventBody::ProductAdded(change) => (change, 1),
-            EventBody::ProductRemoved(change) => (change, -1),
-            _ => return None,
-        };
-        Some((
-            (event.retailer_id.clone(), event.shopper_id.clone()),
-            (
-                event.occurred_at.0,
-                change.product.product_id.clone(),
-                sign * change.quantity as isize,
-            ),
-        ))
-    });
-
-    let counted = changes.join_core(
-        cutoffs,
-        |(retailer_id, shopper_id), (occurred_at, product_id, units), cutoff| {
-            cutoff.is_none_or(|cutoff| *occurred_at > cutoff).then(|| {
-                (
-                    (retailer_id.clone(), shopper_id.clone(), product_id.clone()),
-                    *units,
-                )
-            })
-        },
-    );
-    sum_by_key("Baskets", counted).flat_map(|((retailer_id, shopper_id, product_id), units)| {
-        (units > 0).then_some(BasketLine {
-            retailer_id,
-            shopper_id,
-            product_id,
-            quantity: units as i64,
-        })
     })
 }

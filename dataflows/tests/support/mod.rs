@@ -5,7 +5,6 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use basketflow_dataflows::privacy::apply_privacy;
 use basketflow_dataflows::{changes_read_models, oracle, read_models, read_models_of_counted};
 use basketflow_operators::first_within;
 use basketflow_vocab::read_models::{
@@ -93,16 +92,13 @@ pub fn run_private(
                 // As the graph: rule 1 with its horizon, then privacy, then settlement.
                 Some(retention) => {
                     let (models, late) = read_models_of_counted(
-                        &apply_privacy(
-                            first_within(
-                                "Deduplicate",
-                                events.filter(changes_read_models).map(WireEvent::from),
-                                horizons.dedup_ms,
-                                |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
-                            ),
-                            erasure_stream,
-                            retention.clone(),
+                        &first_within(
+                            "Deduplicate",
+                            events.filter(changes_read_models).map(WireEvent::from),
+                            horizons.dedup_ms,
+                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
                         ),
+                        erasure_stream,
                         horizons.settlement_ms,
                         &retention,
                     );
