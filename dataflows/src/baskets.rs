@@ -1,4 +1,4 @@
-//! Baskets on folded state: [`fold_baskets`], rule 4 with privacy applied in the operator
+//! Baskets on folded state: `fold_baskets`, rule 4 with privacy applied in the operator
 //! itself, keeping only what can still change a basket.
 //!
 //! # What it computes

@@ -3,9 +3,9 @@
 //! ```text
 //!  shopper-events ──► parse_messages ──┬─ dead letters ──────────────────────────────────────► Outputs.dead_letters
 //!   (SourceMessage)   (ingest::parse)  │
-//!                                      ├─ events ─► changes_read_models? ─► first_within ─► apply_privacy ─► read models
-//!                                      │            (rule 1: the first copy of (retailer,      (order facts) sold_products_daily,
-//!                                      │             event_id) counts; copies within             ▲           shopper_purchases,
+//!                                      ├─ events ─► changes_read_models? ─► first_within ─► folded state ─► read models
+//!                                      │            (rule 1: the first copy of (retailer,      (orders and    sold_products_daily,
+//!                                      │             event_id) counts; copies within    baskets) ▲           shopper_purchases,
 //!                                      │             graph.dedup_horizon_ms do not)              │           product_affinities,
 //!  privacy-requests ─► parse_requests ─┼─ erasures ──────────────────────────────────────────────┤           baskets, order_lines
 //!                     (ingest::parse)  │   (also ─────────────────────────────────────► Outputs.erasures)     │
@@ -25,9 +25,9 @@
 //! (`tests/graph.rs` compares every view with the [`crate::oracle`]).
 //!
 //! Only the events that can change a read model ([`changes_read_models`]) enter the
-//! read-model state, privacy's included; the decisions read every valid event. The privacy
-//! stage (`forget`) holds the order facts only: the baskets read the counted events and the
-//! erasures directly and apply privacy on their folded state ([`crate::baskets`]).
+//! read-model state, privacy's included; the decisions read every valid event. Orders and
+//! baskets read the counted events and the erasures and apply privacy on their own folded
+//! state ([`crate::orders`], [`crate::baskets`]).
 
 use std::sync::Arc;
 
@@ -90,8 +90,8 @@ pub struct Outputs<'scope> {
 pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'scope> {
     let parsed = parse_messages(sources.events);
     let (erasures, bad_requests) = parse_requests(sources.privacy, &settings.privacy_topic);
-    // Rule 1 with its horizon first (insert-only out), then privacy: `forget` then never has
-    // to tell which copy a retraction is about.
+    // Rule 1 with its horizon first (insert-only out: the folded orders and baskets rely on
+    // it), then the read models, which apply privacy themselves.
     let counted = first_within(
         "Deduplicate",
         parsed

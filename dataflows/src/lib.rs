@@ -60,18 +60,18 @@
 //! change is a `-1` of the old row and a `+1` of the new one at the same time.
 //!
 //! Privacy ([`privacy`]): erased shoppers and events past their retention period leave the
-//! order facts (the privacy stage, after the de-duplication) and the baskets (in their own
-//! operator); orders stay as anonymous facts (an empty `shopper_id`), which count in the
-//! product figures and order lines but in no shopper's purchases or basket.
+//! orders and the baskets, each in its own operator, on folded state; orders stay as
+//! anonymous facts (an empty `shopper_id`), which count in the product figures and order
+//! lines but in no shopper's purchases or basket.
 //!
 //! # State
 //!
 //! The aggregates hold one accumulated value per live key; a `sum_by_key` holds only its input
 //! arrangement (the sums are read off it). In the graph's path the de-duplication
-//! ([`basketflow_operators::first_within`]) holds the ids read within its horizon; the privacy
-//! stage holds every order fact until its retention period ends; [`orders`] holds open orders,
-//! settled ones until their privacy moves are over, and the ids of ended ones; [`baskets`]
-//! holds the open baskets (changes since the latest payment, and that payment).
+//! ([`basketflow_operators::first_within`]) holds the ids read within its horizon; [`orders`]
+//! holds open orders, settled ones while a payment still names its shopper, and the ids of
+//! ended ones; [`baskets`] holds the open baskets (changes since the latest payment, and that
+//! payment). No stage holds every event for its retention period.
 //!
 //! `benches/read_models.rs` measures throughput (`cargo bench -p basketflow-dataflows`).
 

@@ -1,10 +1,10 @@
-//! Orders with a settlement horizon: [`settle_orders`], the per-order state the four
+//! Orders with a settlement horizon: `settle_orders`, the per-order state the four
 //! order-based read models read.
 //!
 //! # What it computes
 //!
 //! An order is `(retailer_id, order_id)`. Its facts are its payments and `cancelled` status
-//! changes, as counted (rule 1) and after privacy. While the order is *open*, its state is
+//! changes, as counted (rule 1). While the order is *open*, its state is
 //! rule 2 of the contract: the earliest payment (ties: `event_id`, then shopper and merged
 //! lines) and whether any cancellation exists; every change of that state comes out as a
 //! retraction of the old state and an insertion of the new one, at the logical time of the
@@ -12,46 +12,53 @@
 //!
 //! The order **settles** at `S`, which is `settlement` after its first payment was read, or
 //! `settlement` after its first cancellation was read when no payment was read before that.
-//! From `S` on its state stands:
-//! * a payment or a cancellation read at or after `S` is a **late input**: it changes nothing
-//!   and comes out on the late output, with its reason ([`LateReason`]);
-//! * privacy still applies: the privacy stage moves a fact to its anonymous residue (a
-//!   retraction and the residue's insertion at one time), and the settled state follows
-//!   exactly (its winning payment loses its shopper), so an erasure or the end of a retention
-//!   period reaches a settled order too. A late fact's move changes nothing.
+//! From `S` on its state stands: a payment or a cancellation read at or after `S` is a
+//! **late input**: it changes nothing and comes out on the late output, with its reason
+//! ([`LateReason`]). An order settles once.
 //!
-//! The order **ends** at `E = max(S, last read) + period`, where `period` is its retailer's
-//! retention period: by then the privacy stage has moved every fact read for it (an event
-//! leaves by `read + period`), so nothing can change its state any more, and only its id is
-//! kept: any fact read for it later is late too. An order settles once.
+//! # Privacy, in the operator
+//!
+//! A payment names its shopper until it *leaves* them: at `retention.leaves_at(event, t)`
+//! (`t`: when it was read), or at `max(t, F)` once its shopper is erased at `F`. It then
+//! becomes its anonymous residue (the same payment with an empty `shopper_id`), open or
+//! settled, and the state follows at that time: exactly what the privacy stage's rule gives
+//! ([`crate::privacy`]), which the oracle checks. Erasures are broadcast to every worker (an
+//! order's worker is chosen by order, not by shopper); a time with erasures makes one pass
+//! over the worker's orders. Erased shoppers are kept with the time of their erasure.
+//!
+//! The order **ends** once it is settled and no payment of it names a shopper: nothing can
+//! change its state any more, and only its id is kept (any fact read for it later is late).
 //!
 //! # Why it is deterministic
 //!
-//! Facts are exchanged by order, and a time is processed only once the input frontier has
-//! passed it, in time order; what a time does depends only on the facts at it and at earlier
-//! times, never on batching or on the number of workers.
+//! Facts are exchanged by order, and a time is processed only once both input frontiers have
+//! passed it, in time order, with what is due then (settling, a payment leaving its
+//! shopper); what a time does depends only on the facts and erasures at it and at earlier
+//! times, never on batching or on the number of workers. What is due is held, not sent
+//! ahead: one capability at the earliest due time, one schedule entry per order.
 //!
 //! # State
 //!
 //! Per open order its facts (usually one payment); per settled order its counted payments
-//! and cancellation flag, until `E`; per ended order its id (`(retailer_id, order_id)`, the
+//! and cancellation flag while a payment names its shopper (with the default retention,
+//! that payment's retention period); per ended order its id (`(retailer_id, order_id)`, the
 //! one term that grows with the orders ever paid or cancelled: about 150 bytes each, with the
-//! hash table's slack); one schedule entry per order with something due.
-//! With `settlement = u64::MAX` no order settles: rule 2 forever, state growing with the
-//! orders.
+//! hash table's slack). With `settlement = u64::MAX` no order settles: rule 2 forever, state
+//! growing with the orders.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use basketflow_vocab::{
-    Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
+    Erasure, Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
     WireEvent,
 };
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
@@ -168,14 +175,6 @@ impl Fact {
         Some(((event.retailer_id.clone(), order_id.clone()), fact))
     }
 
-    /// The fact's anonymous residue (the privacy stage's move of it).
-    fn anonymous(&self) -> Fact {
-        match self {
-            Fact::Cancelled(c) => Fact::Cancelled(c.clone()),
-            Fact::Paid(p) => Fact::Paid(Arc::new(p.anonymous())),
-        }
-    }
-
     /// The record of this fact read late, at `read_at`.
     fn late(&self, (retailer_id, order_id): &(String, String), read_at: u64) -> LateInput {
         let (event_id, occurred_at, event_type, reason) = match self {
@@ -204,27 +203,37 @@ impl Fact {
     }
 }
 
+/// A fact as the operator holds it: its count, and when its payment leaves its shopper
+/// (retention; `u64::MAX`: never, or a cancellation, or anonymous already).
+struct Held {
+    fact: Fact,
+    count: isize,
+    leave: u64,
+}
+
 /// One order's state in the operator.
 enum Phase {
-    /// Before `S`: the facts, consolidated.
-    Open(Vec<(Fact, isize)>),
+    /// Before `S`: the facts.
+    Open(Vec<Held>),
     /// From `S` on: what stands (the counted payments and whether a cancellation counted).
     Settled {
-        payments: Vec<(Arc<PaidOrder>, isize)>,
+        payments: Vec<Held>,
         cancelled: bool,
     },
 }
 
 /// The least payment with a positive count, and the cancellation flag: rule 2's state.
-fn state_of<'a>(
-    payments: impl Iterator<Item = (&'a Arc<PaidOrder>, isize)>,
-    cancelled: bool,
-) -> Option<OrderState> {
-    payments
-        .filter(|(_, n)| *n > 0)
-        .map(|(p, _)| p)
-        .min()
-        .map(|paid| OrderState {
+fn state_of<'a>(held: impl Iterator<Item = &'a Held>, cancelled: bool) -> Option<OrderState> {
+    let mut counts: BTreeMap<&Arc<PaidOrder>, isize> = BTreeMap::new();
+    for h in held {
+        if let Fact::Paid(p) = &h.fact {
+            *counts.entry(p).or_default() += h.count;
+        }
+    }
+    counts
+        .into_iter()
+        .find(|(_, n)| *n > 0)
+        .map(|(paid, _)| OrderState {
             cancelled,
             paid: paid.clone(),
         })
@@ -235,38 +244,16 @@ struct Order {
     /// When the first payment and the first cancellation were read.
     first_paid: Option<u64>,
     first_cancelled: Option<u64>,
-    /// The latest time a fact was read for it (before `S` privacy moves count too, which
-    /// changes nothing: `E` takes the greater of `S` and this).
-    last_read: u64,
-    /// The order's retention period (its retailer's).
-    period: u64,
     /// The time the order is scheduled at in the operator's `due` (`u64::MAX`: none).
     scheduled: u64,
 }
 
 impl Order {
-    fn new(period: u64) -> Order {
+    fn new() -> Order {
         Order {
             phase: Phase::Open(Vec::new()),
             first_paid: None,
             first_cancelled: None,
-            last_read: 0,
-            period,
-            scheduled: u64::MAX,
-        }
-    }
-
-    /// An order that has ended: settled, nothing standing on it any more.
-    fn ended() -> Order {
-        Order {
-            phase: Phase::Settled {
-                payments: Vec::new(),
-                cancelled: false,
-            },
-            first_paid: None,
-            first_cancelled: None,
-            last_read: 0,
-            period: 0,
             scheduled: u64::MAX,
         }
     }
@@ -280,46 +267,43 @@ impl Order {
             .map_or(u64::MAX, |first| first.saturating_add(settlement))
     }
 
-    /// `E`: after it nothing can change the order.
-    fn ends_at(&self, settlement: u64) -> u64 {
-        self.settles_at(settlement)
-            .max(self.last_read)
-            .saturating_add(self.period)
+    fn held(&self) -> &[Held] {
+        match &self.phase {
+            Phase::Open(held) | Phase::Settled { payments: held, .. } => held,
+        }
+    }
+
+    fn held_mut(&mut self) -> &mut Vec<Held> {
+        match &mut self.phase {
+            Phase::Open(held) | Phase::Settled { payments: held, .. } => held,
+        }
     }
 
     /// The state rule 2 gives (the settled one once settled).
     fn state(&self) -> Option<OrderState> {
         match &self.phase {
-            Phase::Open(facts) => {
-                let cancelled = facts
+            Phase::Open(held) => {
+                let cancelled = held
                     .iter()
-                    .any(|(f, n)| matches!(f, Fact::Cancelled(_)) && *n > 0);
-                let payments = facts.iter().filter_map(|(f, n)| match f {
-                    Fact::Paid(p) => Some((p, *n)),
-                    Fact::Cancelled(_) => None,
-                });
-                state_of(payments, cancelled)
+                    .any(|h| matches!(h.fact, Fact::Cancelled(_)) && h.count > 0);
+                state_of(held.iter(), cancelled)
             }
             Phase::Settled {
                 payments,
                 cancelled,
-                ..
-            } => state_of(payments.iter().map(|(p, n)| (p, *n)), *cancelled),
+            } => state_of(payments.iter(), *cancelled),
         }
     }
 
     /// Settles the order (its cancellations give way to a flag).
     fn settle(&mut self) {
-        if let Phase::Open(facts) = &mut self.phase {
-            let cancelled = facts
+        if let Phase::Open(held) = &mut self.phase {
+            let cancelled = held
                 .iter()
-                .any(|(f, n)| matches!(f, Fact::Cancelled(_)) && *n > 0);
-            let payments = facts
+                .any(|h| matches!(h.fact, Fact::Cancelled(_)) && h.count > 0);
+            let payments = held
                 .drain(..)
-                .filter_map(|(f, n)| match f {
-                    Fact::Paid(p) if n > 0 => Some((p, n)),
-                    _ => None,
-                })
+                .filter(|h| matches!(h.fact, Fact::Paid(_)) && h.count != 0)
                 .collect();
             self.phase = Phase::Settled {
                 payments,
@@ -329,168 +313,245 @@ impl Order {
     }
 
     /// Applies the updates `updates` read at `time`, which is before `S`.
-    fn apply_open(&mut self, updates: Vec<(Fact, isize)>, time: u64) {
-        let Phase::Open(facts) = &mut self.phase else {
+    fn apply_open(&mut self, updates: Vec<(Fact, isize, u64)>, time: u64) {
+        let Phase::Open(held) = &mut self.phase else {
             unreachable!("apply_open on an order that is not open")
         };
-        for (fact, diff) in updates {
-            if diff > 0 {
+        for (fact, count, leave) in updates {
+            if count > 0 {
                 let first = match fact {
                     Fact::Paid(_) => &mut self.first_paid,
                     Fact::Cancelled(_) => &mut self.first_cancelled,
                 };
                 first.get_or_insert(time);
             }
-            match facts.iter_mut().find(|(f, _)| *f == fact) {
-                Some((_, n)) => *n += diff,
-                None => facts.push((fact, diff)),
+            // Without retention every leaving time is `u64::MAX`, so a retraction (the
+            // least-copy de-duplication's) finds its insertion.
+            match held.iter_mut().find(|h| h.fact == fact && h.leave == leave) {
+                Some(h) => h.count += count,
+                None => held.push(Held { fact, count, leave }),
             }
         }
-        facts.retain(|(_, n)| *n != 0);
-        self.last_read = time;
+        held.retain(|h| h.count != 0);
     }
 
-    /// Applies the updates read at `time`, at or after `S`: privacy moves follow, the rest
-    /// is late (returned).
-    ///
-    /// A move of a payment that is both counted and late (identical copies) is the counted
-    /// one's: an event read earlier leaves the privacy stage no later than one read after it.
-    fn apply_settled(&mut self, updates: Vec<(Fact, isize)>, time: u64) -> Vec<Fact> {
-        let Phase::Settled { payments, .. } = &mut self.phase else {
-            unreachable!("apply_settled on an order that is not settled")
-        };
-        let mut inserted: Vec<(Fact, isize)> = Vec::new();
-        let mut retracted: Vec<(Fact, isize)> = Vec::new();
-        for (fact, diff) in updates {
-            if diff > 0 {
-                inserted.push((fact, diff));
-            } else {
-                retracted.push((fact, -diff));
+    /// Moves to their anonymous residue the payments whose shopper has left by `time`
+    /// (their retention is over, or `erased_by` says their shopper was erased by then).
+    fn anonymise(&mut self, time: u64, erased_by: impl Fn(&str) -> bool) {
+        for h in self.held_mut() {
+            let Fact::Paid(paid) = &h.fact else { continue };
+            if paid.shopper_id.is_empty() {
+                h.leave = u64::MAX;
+            } else if h.leave <= time || erased_by(&paid.shopper_id) {
+                h.fact = Fact::Paid(Arc::new(paid.anonymous()));
+                h.leave = u64::MAX;
             }
         }
-        for (fact, mut n) in retracted {
-            let residue = fact.anonymous();
-            // A move is the retraction of a fact and its residue's insertion at one time.
-            for (ins, m) in inserted.iter_mut().filter(|(f, _)| *f == residue) {
-                let paired = n.min(*m);
-                *m -= paired;
-                n -= paired;
-                let (Fact::Paid(paid), Fact::Paid(moved)) = (&fact, &*ins) else {
-                    continue; // a cancellation's residue is the same cancellation
-                };
-                for _ in 0..paired {
-                    if let Some(i) = payments.iter().position(|(p, c)| p == paid && *c > 0) {
-                        payments[i].1 -= 1;
-                        match payments.iter_mut().find(|(p, _)| p == moved) {
-                            Some((_, c)) => *c += 1,
-                            None => payments.push((moved.clone(), 1)),
-                        }
-                        payments.retain(|(_, c)| *c != 0);
-                    }
-                    // Otherwise the move of a late payment: nothing stands on it.
-                }
-            }
+    }
+
+    /// True when a payment still names its shopper.
+    fn names_a_shopper(&self) -> bool {
+        self.held()
+            .iter()
+            .any(|h| matches!(&h.fact, Fact::Paid(p) if !p.shopper_id.is_empty()))
+    }
+
+    /// The next time something is due: settling, or a payment leaving its shopper.
+    fn next_due(&self, settlement: u64) -> u64 {
+        let leaving = self
+            .held()
+            .iter()
+            .map(|h| h.leave)
+            .min()
+            .unwrap_or(u64::MAX);
+        match self.phase {
+            Phase::Open(_) => leaving.min(self.settles_at(settlement)),
+            Phase::Settled { .. } => leaving,
         }
-        let mut late = Vec::new();
-        for (fact, m) in inserted {
-            for _ in 0..m {
-                late.push(fact.clone());
-            }
-            if m > 0 {
-                self.last_read = time;
-            }
-        }
-        late
     }
 }
 
+/// An order's key: `(retailer_id, order_id)`.
+type OrderKey = (String, String);
+
+/// What arrives at one time: facts (with their leaving times) and erased shoppers.
+struct AtTime {
+    cap: Capability<u64>,
+    facts: Vec<(OrderKey, Fact, isize, u64)>,
+    erased: Vec<(String, String)>,
+}
+
 /// The order-based part of the graph: the states of the paid orders of `counted` (rule 2,
-/// settling `settlement` ms after the first payment: see the module docs), and the late
-/// inputs, at the times they were read.
+/// settling `settlement` ms after the first payment: see the module docs), with privacy
+/// (`erasures`, and `retention` when given), and the late inputs, at the times they were
+/// read.
+///
+/// With `retention`, `counted` must be insert-only (the graph's
+/// [`basketflow_operators::first_within`] is). Without one, no payment leaves by retention,
+/// and `counted` may retract (the least-copy de-duplication of [`crate::read_models()`]).
 ///
 /// # Panics
 ///
 /// If `settlement` is 0 (an order would settle at the time of its own first fact).
 pub(crate) fn settle_orders<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
+    erasures: Stream<'scope, u64, Vec<Erasure>>,
     settlement: u64,
-    retention: Retention,
+    retention: Option<Retention>,
 ) -> (PaidOrders<'scope>, Stream<'scope, u64, Vec<LateInput>>) {
     assert!(settlement >= 1, "the settlement horizon is at least 1 ms");
-    let facts = counted.inner.clone().flat_map(|(event, time, diff)| {
-        Fact::of(&event.0).map(|(key, fact)| (key, fact, time, diff))
+    let facts = counted.inner.clone().flat_map(move |(event, time, diff)| {
+        Fact::of(&event.0).map(|(key, fact)| {
+            // Only a payment names its shopper; a cancellation's residue is itself.
+            let leave = match (&fact, &retention) {
+                (Fact::Paid(p), Some(r)) if !p.shopper_id.is_empty() => r.leaves_at(&event.0, time),
+                _ => u64::MAX,
+            };
+            (key, fact, leave, time, diff)
+        })
     });
-    // Facts of times not processed yet, each time with a capability at it.
-    type Updates = Vec<((String, String), Fact, isize)>;
-    let mut pending: BTreeMap<u64, (Capability<u64>, Updates)> = BTreeMap::new();
-    let mut orders: HashMap<(String, String), Order> = HashMap::new();
+    // Every worker holds orders of every shopper: erasures go to all of them.
+    let erased = erasures.map(|e| e.shopper()).broadcast();
+    let mut pending: BTreeMap<u64, AtTime> = BTreeMap::new();
+    let mut orders: HashMap<OrderKey, Order> = HashMap::new();
     // The orders that have ended (see the module docs).
-    let mut ended: HashSet<(String, String)> = HashSet::new();
-    // Orders by the time something is due for them (settling, ending): checked when due.
-    let mut due: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
-    let out: Stream<'scope, u64, Vec<(OrderOut, u64, isize)>> = facts.unary_frontier(
-        Exchange::new(|(key, _, _, _): &((String, String), Fact, u64, isize)| key.hashed()),
+    let mut ended: HashSet<OrderKey> = HashSet::new();
+    // Erased shoppers, with the least time of their erasure.
+    let mut forgotten: HashMap<(String, String), u64> = HashMap::new();
+    // Orders by the time something is due for them (settling, a payment leaving): an entry
+    // is stale when the order's `scheduled` differs, and is skipped.
+    let mut due: BTreeMap<u64, Vec<OrderKey>> = BTreeMap::new();
+    let mut due_cap: Option<Capability<u64>> = None;
+    type In = (OrderKey, Fact, u64, u64, isize);
+    let out: Stream<'scope, u64, Vec<(OrderOut, u64, isize)>> = facts.binary_frontier(
+        erased,
+        Exchange::new(|(key, _, _, _, _): &In| key.hashed()),
+        Pipeline,
         "SettleOrders",
         move |_cap, _info| {
-            move |(input, frontier), output| {
-                input.for_each(|time, data| {
+            move |(facts_in, facts_frontier), (erased_in, erased_frontier), output| {
+                let blank = |cap: Capability<u64>| AtTime {
+                    cap,
+                    facts: Vec::new(),
+                    erased: Vec::new(),
+                };
+                facts_in.for_each(|time, data| {
                     let from = time.retain_least(0).expect("a batch has a capability");
-                    for (key, fact, t, diff) in data.drain(..) {
+                    for (key, fact, leave, t, diff) in data.drain(..) {
                         pending
                             .entry(t)
-                            .or_insert_with(|| (from.delayed(&t), Vec::new()))
-                            .1
-                            .push((key, fact, diff));
+                            .or_insert_with(|| blank(from.delayed(&t)))
+                            .facts
+                            .push((key, fact, diff, leave));
                     }
                 });
-                let bound = frontier.frontier().first().copied();
-                while let Some(entry) = pending.first_entry() {
-                    let t = *entry.key();
-                    if bound.is_some_and(|b| t >= b) {
+                erased_in.for_each(|time, data| {
+                    let from = time.retain_least(0).expect("a batch has a capability");
+                    let t = *from.time();
+                    pending
+                        .entry(t)
+                        .or_insert_with(|| blank(from.clone()))
+                        .erased
+                        .append(data);
+                });
+                let frontier = [facts_frontier.frontier(), erased_frontier.frontier()]
+                    .iter()
+                    .filter_map(|f| f.first().copied())
+                    .min();
+                let exhausted = frontier.is_none();
+                // Once both inputs are exhausted, what is pending is processed (with what is
+                // due up to it), and what is due later is dropped: no input reaches it.
+                let bound = frontier.unwrap_or_else(|| {
+                    pending
+                        .last_key_value()
+                        .map_or(0, |(t, _)| t.saturating_add(1))
+                });
+                loop {
+                    let next_input = pending.first_key_value().map(|(t, _)| *t);
+                    let next_due = due.first_key_value().map(|(t, _)| *t);
+                    let Some(t) = next_input.into_iter().chain(next_due).min() else {
+                        break;
+                    };
+                    if t >= bound {
                         break;
                     }
-                    let (cap, mut updates) = entry.remove();
-                    updates.sort_by(|a, b| a.0.cmp(&b.0));
-                    let mut session = output.session(&cap);
-                    let mut updates = updates.into_iter().peekable();
-                    while let Some((key, fact, diff)) = updates.next() {
-                        let mut of_key = vec![(fact, diff)];
-                        while let Some((_, fact, diff)) = updates.next_if(|(k, _, _)| *k == key) {
-                            of_key.push((fact, diff));
-                        }
-                        // The order may have ended: its id alone says any fact is late.
-                        let order = match orders.get_mut(&key) {
-                            Some(order) if t > order.ends_at(settlement) => {
-                                orders.remove(&key);
-                                ended.insert(key.clone());
-                                None
+                    let at = match pending.first_entry() {
+                        Some(entry) if *entry.key() == t => entry.remove(),
+                        _ => blank(
+                            due_cap
+                                .as_ref()
+                                .expect("a capability is held for everything due")
+                                .delayed(&t),
+                        ),
+                    };
+                    let mut touched: BTreeMap<OrderKey, Vec<(Fact, isize, u64)>> = BTreeMap::new();
+                    if next_due == Some(t) {
+                        for key in due.remove(&t).unwrap_or_default() {
+                            if orders.get(&key).is_some_and(|o| o.scheduled == t) {
+                                touched.entry(key).or_default();
                             }
-                            order => order,
-                        };
-                        if order.is_none() && ended.contains(&key) {
-                            let mut gone = Order::ended();
-                            for fact in gone.apply_settled(of_key, t) {
-                                session.give((OrderOut::Late(fact.late(&key, t)), t, 1));
+                        }
+                    }
+                    if !at.erased.is_empty() {
+                        for shopper in &at.erased {
+                            let least = forgotten.entry(shopper.clone()).or_insert(t);
+                            *least = (*least).min(t);
+                        }
+                        // One pass over this worker's orders per time with erasures.
+                        let mut erased_now: HashMap<&str, HashSet<&str>> = HashMap::new();
+                        for (retailer, shopper) in &at.erased {
+                            erased_now.entry(retailer).or_default().insert(shopper);
+                        }
+                        for (key, order) in &orders {
+                            let Some(shoppers) = erased_now.get(key.0.as_str()) else {
+                                continue;
+                            };
+                            let names = order.held().iter().any(|h| match &h.fact {
+                                Fact::Paid(p) => shoppers.contains(p.shopper_id.as_str()),
+                                Fact::Cancelled(_) => false,
+                            });
+                            if names {
+                                touched.entry(key.clone()).or_default();
+                            }
+                        }
+                    }
+                    for (key, fact, diff, leave) in at.facts {
+                        touched.entry(key).or_default().push((fact, diff, leave));
+                    }
+                    let mut session = output.session(&at.cap);
+                    for (key, updates) in touched {
+                        if ended.contains(&key) {
+                            for (fact, n, _) in updates {
+                                for _ in 0..n.max(0) {
+                                    session.give((OrderOut::Late(fact.late(&key, t)), t, 1));
+                                }
                             }
                             continue;
                         }
-                        let order = orders
-                            .entry(key.clone())
-                            .or_insert_with(|| Order::new(retention.period_ms(&key.0)));
+                        let order = orders.entry(key.clone()).or_insert_with(Order::new);
                         if t >= order.settles_at(settlement) {
                             order.settle();
                         }
                         let before = order.state();
                         if let Phase::Open(_) = order.phase {
-                            order.apply_open(of_key, t);
-                            let at = order.settles_at(settlement);
-                            schedule(&mut due, order, at, &key);
+                            order.apply_open(updates, t);
                         } else {
-                            for fact in order.apply_settled(of_key, t) {
-                                session.give((OrderOut::Late(fact.late(&key, t)), t, 1));
+                            // Settled: whatever is read now is late and changes nothing.
+                            for (fact, n, _) in updates {
+                                for _ in 0..n.max(0) {
+                                    session.give((OrderOut::Late(fact.late(&key, t)), t, 1));
+                                }
                             }
-                            let at = order.ends_at(settlement);
-                            schedule(&mut due, order, at, &key);
+                        }
+                        let retailer = &key.0;
+                        order.anonymise(t, |shopper| {
+                            !forgotten.is_empty()
+                                && forgotten
+                                    .get(&(retailer.clone(), shopper.to_owned()))
+                                    .is_some_and(|f| *f <= t)
+                        });
+                        if t >= order.settles_at(settlement) {
+                            order.settle();
                         }
                         let after = order.state();
                         if before != after {
@@ -501,35 +562,42 @@ pub(crate) fn settle_orders<'scope>(
                                 session.give((OrderOut::State(key.clone(), new), t, 1));
                             }
                         }
-                        if let Phase::Open(facts) = &order.phase {
-                            if facts.is_empty() {
+                        let settled = matches!(order.phase, Phase::Settled { .. });
+                        if settled && !order.names_a_shopper() {
+                            // Nothing can change it any more: only its id is kept.
+                            orders.remove(&key);
+                            ended.insert(key);
+                            continue;
+                        }
+                        if let Phase::Open(held) = &order.phase {
+                            if held.is_empty() {
                                 orders.remove(&key);
+                                continue;
+                            }
+                        }
+                        let next = order.next_due(settlement);
+                        if next != order.scheduled && next < u64::MAX {
+                            order.scheduled = next;
+                            due.entry(next).or_default().push(key);
+                            // Everything due is after `t`, which `at.cap` covers.
+                            if due_cap.as_ref().is_none_or(|c| *c.time() > next) {
+                                due_cap = Some(at.cap.delayed(&next));
                             }
                         }
                     }
                 }
-                // Every time before the frontier is processed: what is due before it can
-                // happen now (no fact before it can arrive any more).
-                let Some(bound) = bound else { return };
-                while let Some(entry) = due.first_entry() {
-                    if *entry.key() >= bound {
-                        break;
-                    }
-                    for key in entry.remove() {
-                        let Some(order) = orders.get_mut(&key) else {
-                            continue;
-                        };
-                        if order.ends_at(settlement) < bound {
-                            orders.remove(&key);
-                            ended.insert(key);
-                        } else if order.settles_at(settlement) < bound {
-                            if let Phase::Open(_) = order.phase {
-                                order.settle();
-                                let at = order.ends_at(settlement);
-                                schedule(&mut due, order, at, &key);
-                            }
+                if exhausted {
+                    due.clear();
+                    due_cap = None;
+                    return;
+                }
+                match due.first_key_value() {
+                    Some((&next, _)) => {
+                        if let Some(c) = due_cap.as_mut() {
+                            c.downgrade(&next);
                         }
                     }
+                    None => due_cap = None,
                 }
             }
         },
@@ -546,21 +614,6 @@ pub(crate) fn settle_orders<'scope>(
         OrderOut::State(..) => None,
     });
     (states, late)
-}
-
-/// Schedules `order` (of `key`) at `at`, unless it is scheduled there already (never at
-/// `u64::MAX`: that never comes). An entry left at an earlier time finds the order due later
-/// and does nothing.
-fn schedule(
-    due: &mut BTreeMap<u64, Vec<(String, String)>>,
-    order: &mut Order,
-    at: u64,
-    key: &(String, String),
-) {
-    if at < u64::MAX && at != order.scheduled {
-        order.scheduled = at;
-        due.entry(at).or_default().push(key.clone());
-    }
 }
 
 /// What [`settle_orders`]' operator emits.

@@ -18,18 +18,14 @@
 //!   de-duplication by `(retailer_id, event_id)` therefore has a horizon: a copy arriving after the first
 //!   copy's period is counted again, anonymously or within its own period.
 //!
-//! For order facts both are one [`basketflow_operators::forget`] after the de-duplication
-//! ([`apply_privacy`]): an event leaves the collection and its *residue* (the order event
-//! without shopper or session) takes its place, so every downstream arrangement retracts the
-//! shopper's records and compacts them away. Baskets apply the same rules on their own folded
-//! state ([`crate::baskets`]), so basket changes never enter `forget`. The erasure is a fact of the `privacy-requests` topic, read again on every replay at
-//! the same logical time, so a restart or a rebuild never brings the shopper back.
+//! The read models apply both where their state is, on folded state rather than on raw
+//! events: the orders in [`crate::orders`] (a payment becomes its anonymous residue: the
+//! order without its shopper), the baskets in [`crate::baskets`] (the shopper's records
+//! leave). Each keeps the erased shoppers with the time of their erasure. The erasure is a
+//! fact of the `privacy-requests` topic, read again on every replay at the same logical
+//! time, so a restart or a rebuild never brings the shopper back.
 
-use basketflow_ingest::kafka_source::Millis;
-use basketflow_vocab::{Erasure, Event, EventBody, Retention, WireEvent};
-use differential_dataflow::VecCollection;
-use timely::dataflow::operators::core::Map;
-use timely::dataflow::Stream;
+use basketflow_vocab::{Event, EventBody};
 
 /// What remains of an event once its shopper is forgotten: an order event without shopper
 /// and session (it still counts in the anonymous product figures); nothing for other events.
@@ -42,21 +38,4 @@ pub fn anonymous(event: &Event) -> Option<Event> {
         }),
         _ => None,
     }
-}
-
-/// Applies erasures and retention to validated events (see the module docs): the result is
-/// what the read models see.
-pub fn apply_privacy<'scope>(
-    events: VecCollection<'scope, Millis, WireEvent>,
-    erasures: Stream<'scope, Millis, Vec<Erasure>>,
-    retention: Retention,
-) -> VecCollection<'scope, Millis, WireEvent> {
-    basketflow_operators::forget(
-        "Privacy",
-        events,
-        erasures.map(|e| e.shopper()),
-        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.shopper_id.clone()),
-        move |e: &WireEvent, t| Some(retention.leaves_at(&e.0, t)),
-        |e: &WireEvent| anonymous(&e.0).map(WireEvent::from),
-    )
 }

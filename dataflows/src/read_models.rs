@@ -17,7 +17,6 @@ use timely::progress::Timestamp as LogicalTime;
 
 use crate::baskets::fold_baskets;
 use crate::orders::{settle_orders, PaidOrders, SoldLine};
-use crate::privacy::apply_privacy;
 
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
@@ -48,8 +47,7 @@ where
     unique_wire_events(events.clone().map(WireEvent::from))
 }
 
-/// As [`unique_events`], for events already shared as [`WireEvent`]s (the output of
-/// [`crate::privacy::apply_privacy`]).
+/// As [`unique_events`], for events already shared as [`WireEvent`]s.
 pub fn unique_wire_events<'scope, T>(
     events: VecCollection<'scope, T, WireEvent>,
 ) -> UniqueEvents<'scope, T>
@@ -107,8 +105,9 @@ pub fn read_models_from_unique<'scope>(
 ) -> ReadModels<'scope, u64> {
     let counted = unique.clone().as_collection(|_hash, event| event.clone());
     // The least copy wins, so `counted` retracts: baskets without folding or privacy.
+    let (orders, _late) = settle_orders(&counted, empty(counted.scope()), u64::MAX, None);
     let baskets = fold_baskets(&counted, empty(counted.scope()), None);
-    models_of(&counted, baskets, u64::MAX, &Retention::default()).0
+    models_of(&orders, baskets)
 }
 
 /// The read models of events already de-duplicated (every event of `counted` counts: the
@@ -117,52 +116,36 @@ pub fn read_models_from_unique<'scope>(
 /// was read ([`crate::orders`]; `u64::MAX`: never). Also returns the late inputs, at the
 /// times they were read.
 ///
-/// Order facts go through the privacy stage ([`crate::privacy::apply_privacy`]) and then
-/// [`crate::orders`]; baskets apply privacy on their folded state ([`crate::baskets`]), so
-/// basket changes never enter the privacy stage's per-event state.
+/// Orders ([`crate::orders`]) and baskets ([`crate::baskets`]) apply privacy on their own
+/// folded state: no stage holds every event for its retention period.
 pub fn read_models_of_counted<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
     erasures: Stream<'scope, u64, Vec<Erasure>>,
     settlement_ms: u64,
     retention: &Retention,
 ) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
-    let order_facts = apply_privacy(
-        counted.clone().filter(|e: &WireEvent| is_order_fact(&e.0)),
+    let (orders, late) = settle_orders(
+        counted,
         erasures.clone(),
-        retention.clone(),
+        settlement_ms,
+        Some(retention.clone()),
     );
     let baskets = fold_baskets(counted, erasures, Some(retention.clone()));
-    models_of(&order_facts, baskets, settlement_ms, retention)
+    (models_of(&orders, baskets), late)
 }
 
-/// The four order-based read models of `order_facts` (after privacy), with `baskets`.
+/// The four order-based read models of `orders`, with `baskets`.
 fn models_of<'scope>(
-    order_facts: &VecCollection<'scope, u64, WireEvent>,
+    orders: &PaidOrders<'scope>,
     baskets: VecCollection<'scope, u64, BasketLine>,
-    settlement_ms: u64,
-    retention: &Retention,
-) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
-    let (orders, late) = settle_orders(order_facts, settlement_ms, retention.clone());
-    let models = ReadModels {
-        sold_products_daily: sold_products_daily(&orders),
-        shopper_purchases: shopper_purchases(&orders),
-        product_affinities: product_affinities(&orders),
+) -> ReadModels<'scope, u64> {
+    ReadModels {
+        sold_products_daily: sold_products_daily(orders),
+        shopper_purchases: shopper_purchases(orders),
+        product_affinities: product_affinities(orders),
         baskets,
-        order_lines: order_lines(&orders),
-    };
-    (models, late)
-}
-
-/// True for payments and cancellations: the facts of orders.
-fn is_order_fact(event: &Event) -> bool {
-    matches!(
-        event.body,
-        EventBody::OrderPaid { .. }
-            | EventBody::OrderStatusChanged {
-                status: OrderStatus::Cancelled,
-                ..
-            }
-    )
+        order_lines: order_lines(orders),
+    }
 }
 
 fn sold_products_daily<'scope>(

@@ -57,7 +57,7 @@ pub type ErasureRounds = Vec<(u64, Vec<(String, String)>)>;
 
 /// As [`run`], with privacy: `erasures` are fed (by worker 0) at their times, and with a
 /// `retention`, events go through rule 1 with the de-duplication horizon, then
-/// [`apply_privacy`], then the read models with the settlement horizon, as in the graph
+/// the read models with privacy and the settlement horizon, as in the graph
 /// (without one, the read models read the events directly, the least copy counting).
 pub fn run_private(
     workers: Workers,
