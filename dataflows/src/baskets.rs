@@ -43,6 +43,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use basketflow_operators::agenda::Agenda;
 use basketflow_vocab::read_models::BasketLine;
 use basketflow_vocab::{Erasure, EventBody, Retention, WireEvent};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -50,7 +51,6 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 /// A shopper: `(retailer_id, shopper_id)`.
@@ -211,11 +211,10 @@ fn fact_of(event: &WireEvent, diff: isize) -> Option<(Shopper, i64, Fact)> {
     ))
 }
 
-/// What arrives at one time: records and erasures.
-struct AtTime {
-    cap: Capability<u64>,
-    records: Vec<(Shopper, Record)>,
-    erased: Vec<Shopper>,
+/// What the operator reads: a shopper's record, or the erasure of a shopper.
+enum Input {
+    Record(Shopper, Record),
+    Erased(Shopper),
 }
 
 /// The baskets (rule 4) of the counted events `counted` (rule 1 applied, privacy not yet:
@@ -253,13 +252,9 @@ pub(crate) fn fold_baskets<'scope>(
         })
     });
     let erased = erasures.map(|e| e.shopper());
-    let mut pending: BTreeMap<u64, AtTime> = BTreeMap::new();
+    let mut agenda: Agenda<Input, Shopper> = Agenda::default();
     let mut baskets: HashMap<Shopper, Basket> = HashMap::new();
     let mut forgotten: HashMap<Shopper, u64> = HashMap::new();
-    // Leaving time -> shoppers scheduled then (an entry is stale when the shopper's
-    // `scheduled` differs; it is skipped).
-    let mut due: BTreeMap<u64, Vec<Shopper>> = BTreeMap::new();
-    let mut due_cap: Option<Capability<u64>> = None;
     facts
         .binary_frontier(
             erased,
@@ -271,78 +266,36 @@ pub(crate) fn fold_baskets<'scope>(
                     records_in.for_each(|time, data| {
                         let from = time.retain_least(0).expect("a batch has a capability");
                         for (shopper, record, t) in data.drain(..) {
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| AtTime {
-                                    cap: from.delayed(&t),
-                                    records: Vec::new(),
-                                    erased: Vec::new(),
-                                })
-                                .records
-                                .push((shopper, record));
+                            agenda.push(&from, t, Input::Record(shopper, record));
                         }
                     });
                     erased_in.for_each(|time, data| {
                         let from = time.retain_least(0).expect("a batch has a capability");
                         let t = *from.time();
-                        pending
-                            .entry(t)
-                            .or_insert_with(|| AtTime {
-                                cap: from.clone(),
-                                records: Vec::new(),
-                                erased: Vec::new(),
-                            })
-                            .erased
-                            .append(data);
-                    });
-                    // Both frontiers are totally ordered: the least element of each bounds them.
-                    let frontier = [records_frontier.frontier(), erased_frontier.frontier()]
-                        .iter()
-                        .filter_map(|f| f.first().copied())
-                        .min();
-                    let exhausted = frontier.is_none();
-                    // Once both inputs are exhausted, what is pending is processed (with the
-                    // leavings up to it) and later leavings are dropped.
-                    let bound = frontier.unwrap_or_else(|| {
-                        pending
-                            .last_key_value()
-                            .map_or(0, |(t, _)| t.saturating_add(1))
-                    });
-                    loop {
-                        let next_input = pending.first_key_value().map(|(t, _)| *t);
-                        let next_due = due.first_key_value().map(|(t, _)| *t);
-                        let Some(t) = next_input.into_iter().chain(next_due).min() else {
-                            break;
-                        };
-                        if t >= bound {
-                            break;
+                        for shopper in data.drain(..) {
+                            agenda.push(&from, t, Input::Erased(shopper));
                         }
-                        let at = match pending.first_entry() {
-                            Some(entry) if *entry.key() == t => entry.remove(),
-                            _ => AtTime {
-                                cap: due_cap
-                                    .as_ref()
-                                    .expect("a capability is held for every scheduled leaving")
-                                    .delayed(&t),
-                                records: Vec::new(),
-                                erased: Vec::new(),
-                            },
-                        };
+                    });
+                    let (bound, exhausted) = agenda.bound(&[records_frontier, erased_frontier]);
+                    while let Some((t, at)) = agenda.next_before(bound) {
                         let mut touched: BTreeMap<Shopper, Vec<Record>> = BTreeMap::new();
-                        if next_due == Some(t) {
-                            for shopper in due.remove(&t).unwrap_or_default() {
-                                if baskets.get(&shopper).is_some_and(|b| b.scheduled == t) {
-                                    touched.entry(shopper).or_default();
-                                }
+                        for shopper in at.keys {
+                            // An entry is stale when the shopper was scheduled elsewhere since.
+                            if baskets.get(&shopper).is_some_and(|b| b.scheduled == t) {
+                                touched.entry(shopper).or_default();
                             }
                         }
-                        for shopper in at.erased {
-                            let least = forgotten.entry(shopper.clone()).or_insert(t);
-                            *least = (*least).min(t);
-                            touched.entry(shopper).or_default();
-                        }
-                        for (shopper, record) in at.records {
-                            touched.entry(shopper).or_default().push(record);
+                        for input in at.inputs {
+                            match input {
+                                Input::Erased(shopper) => {
+                                    let least = forgotten.entry(shopper.clone()).or_insert(t);
+                                    *least = (*least).min(t);
+                                    touched.entry(shopper).or_default();
+                                }
+                                Input::Record(shopper, record) => {
+                                    touched.entry(shopper).or_default().push(record);
+                                }
+                            }
                         }
                         let mut session = output.session(&at.cap);
                         for (shopper, records) in touched {
@@ -387,27 +340,12 @@ pub(crate) fn fold_baskets<'scope>(
                                 baskets.remove(&shopper);
                             } else if next != basket.scheduled && next < u64::MAX {
                                 basket.scheduled = next;
-                                due.entry(next).or_default().push(shopper);
                                 // Every leaving is after `t`, which `at.cap` covers.
-                                if due_cap.as_ref().is_none_or(|c| *c.time() > next) {
-                                    due_cap = Some(at.cap.delayed(&next));
-                                }
+                                agenda.schedule(&at.cap, next, shopper);
                             }
                         }
                     }
-                    if exhausted {
-                        due.clear();
-                        due_cap = None;
-                        return;
-                    }
-                    match due.first_key_value() {
-                        Some((&next, _)) => {
-                            if let Some(c) = due_cap.as_mut() {
-                                c.downgrade(&next);
-                            }
-                        }
-                        None => due_cap = None,
-                    }
+                    agenda.end_round(exhausted);
                 }
             },
         )

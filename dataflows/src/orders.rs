@@ -49,6 +49,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use basketflow_operators::agenda::Agenda;
 use basketflow_vocab::{
     Erasure, Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
     WireEvent,
@@ -59,7 +60,6 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::Map;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 /// An `order_paid` event, reduced to what the read models use.
@@ -374,11 +374,11 @@ impl Order {
 /// An order's key: `(retailer_id, order_id)`.
 type OrderKey = (String, String);
 
-/// What arrives at one time: facts (with their leaving times) and erased shoppers.
-struct AtTime {
-    cap: Capability<u64>,
-    facts: Vec<(OrderKey, Fact, isize, u64)>,
-    erased: Vec<(String, String)>,
+/// What the operator reads: an order's fact (with its count and leaving time), or the
+/// erasure of a shopper `(retailer_id, shopper_id)`.
+enum Input {
+    Fact(OrderKey, Fact, isize, u64),
+    Erased((String, String)),
 }
 
 /// The order-based part of the graph: the states of the paid orders of `counted` (rule 2,
@@ -412,16 +412,12 @@ pub(crate) fn settle_orders<'scope>(
     });
     // Every worker holds orders of every shopper: erasures go to all of them.
     let erased = erasures.map(|e| e.shopper()).broadcast();
-    let mut pending: BTreeMap<u64, AtTime> = BTreeMap::new();
+    let mut agenda: Agenda<Input, OrderKey> = Agenda::default();
     let mut orders: HashMap<OrderKey, Order> = HashMap::new();
     // The orders that have ended (see the module docs).
     let mut ended: HashSet<OrderKey> = HashSet::new();
     // Erased shoppers, with the least time of their erasure.
     let mut forgotten: HashMap<(String, String), u64> = HashMap::new();
-    // Orders by the time something is due for them (settling, a payment leaving): an entry
-    // is stale when the order's `scheduled` differs, and is skipped.
-    let mut due: BTreeMap<u64, Vec<OrderKey>> = BTreeMap::new();
-    let mut due_cap: Option<Capability<u64>> = None;
     type In = (OrderKey, Fact, u64, u64, isize);
     let out: Stream<'scope, u64, Vec<(OrderOut, u64, isize)>> = facts.binary_frontier(
         erased,
@@ -430,93 +426,57 @@ pub(crate) fn settle_orders<'scope>(
         "SettleOrders",
         move |_cap, _info| {
             move |(facts_in, facts_frontier), (erased_in, erased_frontier), output| {
-                let blank = |cap: Capability<u64>| AtTime {
-                    cap,
-                    facts: Vec::new(),
-                    erased: Vec::new(),
-                };
                 facts_in.for_each(|time, data| {
                     let from = time.retain_least(0).expect("a batch has a capability");
                     for (key, fact, leave, t, diff) in data.drain(..) {
-                        pending
-                            .entry(t)
-                            .or_insert_with(|| blank(from.delayed(&t)))
-                            .facts
-                            .push((key, fact, diff, leave));
+                        agenda.push(&from, t, Input::Fact(key, fact, diff, leave));
                     }
                 });
                 erased_in.for_each(|time, data| {
                     let from = time.retain_least(0).expect("a batch has a capability");
                     let t = *from.time();
-                    pending
-                        .entry(t)
-                        .or_insert_with(|| blank(from.clone()))
-                        .erased
-                        .append(data);
-                });
-                let frontier = [facts_frontier.frontier(), erased_frontier.frontier()]
-                    .iter()
-                    .filter_map(|f| f.first().copied())
-                    .min();
-                let exhausted = frontier.is_none();
-                // Once both inputs are exhausted, what is pending is processed (with what is
-                // due up to it), and what is due later is dropped: no input reaches it.
-                let bound = frontier.unwrap_or_else(|| {
-                    pending
-                        .last_key_value()
-                        .map_or(0, |(t, _)| t.saturating_add(1))
-                });
-                loop {
-                    let next_input = pending.first_key_value().map(|(t, _)| *t);
-                    let next_due = due.first_key_value().map(|(t, _)| *t);
-                    let Some(t) = next_input.into_iter().chain(next_due).min() else {
-                        break;
-                    };
-                    if t >= bound {
-                        break;
+                    for shopper in data.drain(..) {
+                        agenda.push(&from, t, Input::Erased(shopper));
                     }
-                    let at = match pending.first_entry() {
-                        Some(entry) if *entry.key() == t => entry.remove(),
-                        _ => blank(
-                            due_cap
-                                .as_ref()
-                                .expect("a capability is held for everything due")
-                                .delayed(&t),
-                        ),
-                    };
+                });
+                let (bound, exhausted) = agenda.bound(&[facts_frontier, erased_frontier]);
+                while let Some((t, at)) = agenda.next_before(bound) {
                     let mut touched: BTreeMap<OrderKey, Vec<(Fact, isize, u64)>> = BTreeMap::new();
-                    if next_due == Some(t) {
-                        for key in due.remove(&t).unwrap_or_default() {
-                            if orders.get(&key).is_some_and(|o| o.scheduled == t) {
-                                touched.entry(key).or_default();
+                    for key in at.keys {
+                        // An entry is stale when the order was scheduled elsewhere since.
+                        if orders.get(&key).is_some_and(|o| o.scheduled == t) {
+                            touched.entry(key).or_default();
+                        }
+                    }
+                    let mut erased_now: HashMap<String, HashSet<String>> = HashMap::new();
+                    for input in at.inputs {
+                        match input {
+                            Input::Fact(key, fact, diff, leave) => {
+                                touched.entry(key).or_default().push((fact, diff, leave));
+                            }
+                            Input::Erased((retailer, shopper)) => {
+                                let least = forgotten
+                                    .entry((retailer.clone(), shopper.clone()))
+                                    .or_insert(t);
+                                *least = (*least).min(t);
+                                erased_now.entry(retailer).or_default().insert(shopper);
                             }
                         }
                     }
-                    if !at.erased.is_empty() {
-                        for shopper in &at.erased {
-                            let least = forgotten.entry(shopper.clone()).or_insert(t);
-                            *least = (*least).min(t);
-                        }
+                    if !erased_now.is_empty() {
                         // One pass over this worker's orders per time with erasures.
-                        let mut erased_now: HashMap<&str, HashSet<&str>> = HashMap::new();
-                        for (retailer, shopper) in &at.erased {
-                            erased_now.entry(retailer).or_default().insert(shopper);
-                        }
                         for (key, order) in &orders {
-                            let Some(shoppers) = erased_now.get(key.0.as_str()) else {
+                            let Some(shoppers) = erased_now.get(&key.0) else {
                                 continue;
                             };
                             let names = order.held().iter().any(|h| match &h.fact {
-                                Fact::Paid(p) => shoppers.contains(p.shopper_id.as_str()),
+                                Fact::Paid(p) => shoppers.contains(&p.shopper_id),
                                 Fact::Cancelled(_) => false,
                             });
                             if names {
                                 touched.entry(key.clone()).or_default();
                             }
                         }
-                    }
-                    for (key, fact, diff, leave) in at.facts {
-                        touched.entry(key).or_default().push((fact, diff, leave));
                     }
                     let mut session = output.session(&at.cap);
                     for (key, updates) in touched {
@@ -578,27 +538,12 @@ pub(crate) fn settle_orders<'scope>(
                         let next = order.next_due(settlement);
                         if next != order.scheduled && next < u64::MAX {
                             order.scheduled = next;
-                            due.entry(next).or_default().push(key);
                             // Everything due is after `t`, which `at.cap` covers.
-                            if due_cap.as_ref().is_none_or(|c| *c.time() > next) {
-                                due_cap = Some(at.cap.delayed(&next));
-                            }
+                            agenda.schedule(&at.cap, next, key);
                         }
                     }
                 }
-                if exhausted {
-                    due.clear();
-                    due_cap = None;
-                    return;
-                }
-                match due.first_key_value() {
-                    Some((&next, _)) => {
-                        if let Some(c) = due_cap.as_mut() {
-                            c.downgrade(&next);
-                        }
-                    }
-                    None => due_cap = None,
-                }
+                agenda.end_round(exhausted);
             }
         },
     );

@@ -27,6 +27,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod agenda;
 mod first_within;
 mod forget;
 pub use first_within::first_within;
