@@ -448,6 +448,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 catching_up.observe(frontier, &stats);
             }
             if durable.done() {
+                if index == 0 {
+                    // Everything read is processed and durable: what is resident now is the
+                    // state (and what the allocator keeps), not data in flight.
+                    log::info!(
+                        resident_at_rest_mib = metrics::resident_bytes() >> 20;
+                        "caught up and durable"
+                    );
+                }
                 break;
             }
             if shutdown.load(Ordering::Relaxed) {

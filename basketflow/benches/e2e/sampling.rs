@@ -103,9 +103,19 @@ pub fn log_instant(log: &str, what: &str) -> Option<f64> {
 
 /// The peak resident memory the run logged when it stopped, in MiB (0 if absent).
 pub fn peak_mib(log: &str) -> u64 {
+    logged_mib(log, "peak_resident_mib=")
+}
+
+/// The resident memory the run logged once caught up and durable, before it stopped: the
+/// state without data in flight, in MiB (0 if absent).
+pub fn at_rest_mib(log: &str) -> u64 {
+    logged_mib(log, "resident_at_rest_mib=")
+}
+
+fn logged_mib(log: &str, field: &str) -> u64 {
     log.split_whitespace()
         .rev()
-        .find_map(|w| w.strip_prefix("peak_resident_mib="))
+        .find_map(|w| w.strip_prefix(field))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
