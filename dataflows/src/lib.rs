@@ -47,7 +47,8 @@
 //!      per order; one `reduce` sums units and orders and takes the greatest `occurred_at`
 //!      (not a sum, hence a reduce over the live orders of that key).
 //!    * `product_affinities`: each order contributes `1` per pair `a < b` of its distinct
-//!      products, summed per key.
+//!      products, counted per key on interned ids ([`affinities`]: pairs grow with the
+//!      catalogue squared, so their state is kept compact).
 //! 4. **Baskets** ([`baskets`]): one timely operator per `(retailer, shopper)` holds the
 //!    shopper's payments and basket changes and emits the lines: per product, the signed units
 //!    of the changes that occurred strictly after the latest payment, when positive. A later
@@ -77,6 +78,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod affinities;
 pub mod baskets;
 pub mod experiences;
 pub mod graph;

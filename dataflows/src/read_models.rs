@@ -15,6 +15,7 @@ use timely::dataflow::Stream;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp as LogicalTime;
 
+use crate::affinities::count_pairs;
 use crate::baskets::fold_baskets;
 use crate::orders::{settle_orders, PaidOrders, SoldLine};
 
@@ -258,6 +259,7 @@ fn shopper_purchases<'scope>(
 fn product_affinities<'scope>(
     orders: &PaidOrders<'scope>,
 ) -> VecCollection<'scope, u64, ProductAffinity> {
+    // Each live order contributes one to each pair `a < b` of its distinct products.
     let pairs = orders
         .clone()
         .flat_map(|((retailer_id, _order_id), order)| {
@@ -269,19 +271,12 @@ fn product_affinities<'scope>(
             for (i, a) in products.iter().enumerate() {
                 for b in &products[i + 1..] {
                     // `products` is sorted and distinct, so `a < b`.
-                    pairs.push(((retailer_id.clone(), (*a).clone(), (*b).clone()), 1isize));
+                    pairs.push((retailer_id.clone(), (*a).clone(), (*b).clone()));
                 }
             }
             pairs
         });
-    sum_by_key("ProductAffinities", pairs).map(|((retailer_id, product_a, product_b), n)| {
-        ProductAffinity {
-            retailer_id,
-            product_a,
-            product_b,
-            orders_together: n as i64,
-        }
-    })
+    count_pairs(pairs)
 }
 
 /// Every line of every paid order, with the order's cancellation flag. The order reduction
