@@ -5,7 +5,7 @@
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
-    [--memory-events 1000000,10000000] [--memory-horizon-ms MS]";
+    [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -26,6 +26,10 @@ pub struct Args {
     /// The memory phase's de-duplication and settlement horizons and retention period (ms);
     /// the defaults (7 days, 30 days, 3 years) when absent.
     pub memory_horizon_ms: Option<u64>,
+    /// The memory phase's `graph.max_sink_lag_ms`: how far (broker ms) the sources may run
+    /// ahead of the durable outputs, which bounds the data in flight in a catch-up (the
+    /// default, 10 s, when absent).
+    pub memory_lead_ms: Option<u64>,
 }
 
 /// The arguments of this process.
@@ -41,6 +45,7 @@ pub fn args() -> Args {
         sustain_probes: 3,
         memory_events: vec![1_000_000, 10_000_000],
         memory_horizon_ms: None,
+        memory_lead_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -65,6 +70,9 @@ pub fn args() -> Args {
             "--memory-events" => a.memory_events = list(&value),
             "--memory-horizon-ms" => {
                 a.memory_horizon_ms = Some(value.parse().expect("--memory-horizon-ms MS"))
+            }
+            "--memory-lead-ms" => {
+                a.memory_lead_ms = Some(value.parse().expect("--memory-lead-ms MS"))
             }
             _ => {
                 i += 1;
