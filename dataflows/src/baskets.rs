@@ -6,13 +6,13 @@
 //! A shopper `(retailer_id, shopper_id)` has *records*: their counted basket changes and
 //! payments, each present from the time `t` it was read until it *leaves*: at
 //! `retention.leaves_at(event, t)`, or at `max(t, F)` once the shopper is erased at `F`
-//! (the privacy stage's rule, [`crate::privacy`]). A payment of an anonymous order (empty
+//! (the privacy rule, [`crate::privacy`]). A payment of an anonymous order (empty
 //! shopper) is no record: it ends no one's basket. At every time the basket is rule 4 over
 //! the present records: per product, the signed units of the changes that occurred strictly
 //! after the latest present payment, shown when positive. Each change of a basket line comes
 //! out as a retraction of the old line and an insertion of the new one, at the time that
-//! changed it. This is exactly what the read models computed from the privacy stage's
-//! output, which the oracle checks ([`crate::oracle::read_models_at`]).
+//! changed it. This is exactly what the read models computed from the events left after
+//! privacy give, which the oracle checks ([`crate::oracle::read_models_at`]).
 //!
 //! # Folded state
 //!
@@ -37,7 +37,8 @@
 //! time is a function of the records present then, and dropping a record never changes
 //! that function. So the output is the same on one worker or many, whatever the batching.
 //! Leavings are held, not sent ahead: one capability at the earliest scheduled leaving, and
-//! one schedule entry per shopper (its least leaving time). When both inputs are exhausted
+//! one live schedule entry per shopper (its least leaving time; entries left by a move are
+//! skipped when they come). When both inputs are exhausted
 //! (the end of a bounded run), leavings after the last time processed are dropped, as no input
 //! reaches them.
 
@@ -77,8 +78,8 @@ struct Record {
 struct Basket {
     /// Payments: `(occurred_at, leave, count)`, counts non-zero.
     payments: Vec<(i64, u64, i64)>,
-    /// Changes not cut for good: `(occurred_at, leave, product, units)`, units non-zero.
-    changes: Vec<(i64, u64, String, i64)>,
+    /// Changes not cut for good: `(occurred_at, leave, product) -> units`, units non-zero.
+    changes: BTreeMap<(i64, u64, String), i64>,
     /// The time the shopper is scheduled at (its least leaving time; `u64::MAX`: none).
     scheduled: u64,
 }
@@ -87,7 +88,7 @@ impl Default for Basket {
     fn default() -> Self {
         Basket {
             payments: Vec::new(),
-            changes: Vec::new(),
+            changes: BTreeMap::new(),
             scheduled: u64::MAX,
         }
     }
@@ -105,7 +106,7 @@ impl Basket {
         }
         let cutoff = net.into_iter().rev().find(|(_, n)| *n > 0).map(|(o, _)| o);
         let mut lines: BTreeMap<&str, i64> = BTreeMap::new();
-        for (o, _, product, units) in &self.changes {
+        for ((o, _, product), units) in &self.changes {
             if cutoff.is_none_or(|c| *o > c) {
                 *lines.entry(product.as_str()).or_default() += units;
             }
@@ -131,16 +132,12 @@ impl Basket {
                 self.payments.retain(|(_, _, n)| *n != 0);
             }
             Fact::Change { product_id, units } => {
-                match self.changes.iter_mut().find(|(o, l, p, _)| {
-                    *o == record.occurred_at && *l == record.leave && *p == product_id
-                }) {
-                    Some((_, _, _, u)) => *u += units,
-                    None => {
-                        self.changes
-                            .push((record.occurred_at, record.leave, product_id, units))
-                    }
+                let key = (record.occurred_at, record.leave, product_id);
+                let u = self.changes.entry(key.clone()).or_default();
+                *u += units;
+                if *u == 0 {
+                    self.changes.remove(&key);
                 }
-                self.changes.retain(|(_, _, _, u)| *u != 0);
             }
         }
     }
@@ -148,7 +145,7 @@ impl Basket {
     /// Removes the records that have left by `time`.
     fn leave(&mut self, time: u64) {
         self.payments.retain(|(_, l, _)| *l > time);
-        self.changes.retain(|(_, l, _, _)| *l > time);
+        self.changes.retain(|(_, l, _), _| *l > time);
     }
 
     /// Drops the records that can never change the basket again (see the module docs).
@@ -160,7 +157,7 @@ impl Basket {
             .map(|(o, l, _)| (*o, *l))
             .collect();
         self.changes
-            .retain(|(o, l, _, _)| !live.iter().any(|(po, pl)| po >= o && pl >= l));
+            .retain(|(o, l, _), _| !live.iter().any(|(po, pl)| po >= o && pl >= l));
         // Of payments equal in both, the first is kept; a strictly dominated one goes.
         let mut kept: Vec<(i64, u64, i64)> = Vec::with_capacity(self.payments.len());
         for (i, &(o, l, n)) in self.payments.iter().enumerate() {
@@ -178,7 +175,7 @@ impl Basket {
     /// The least time a record leaves (`u64::MAX`: none).
     fn next_leaving(&self) -> u64 {
         let payments = self.payments.iter().map(|(_, l, _)| *l);
-        let changes = self.changes.iter().map(|(_, l, _, _)| *l);
+        let changes = self.changes.keys().map(|(_, l, _)| *l);
         payments.chain(changes).min().unwrap_or(u64::MAX)
     }
 
@@ -391,7 +388,7 @@ mod tests {
             paid(20, 110),
         ]);
         b.fold();
-        assert_eq!(b.changes, vec![(30, 120, "p2".to_owned(), 1)]);
+        assert_eq!(b.changes, BTreeMap::from([((30, 120, "p2".to_owned()), 1)]));
         assert_eq!(b.payments, vec![(20, 110, 1)]);
         assert_eq!(b.lines(), BTreeMap::from([("p2", 1)]));
     }

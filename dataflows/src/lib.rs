@@ -14,9 +14,11 @@
 //!
 //! # Design, and why it is exact
 //!
-//! Every step is a differential operator, so each output at each logical time is a function of
-//! the events received up to that time, whatever the batching or the number of workers, and
-//! changes arrive as retractions and insertions at the time that caused them.
+//! Every step is a differential operator or a timely operator that processes completed times
+//! in time order (orders, baskets, affinities: [`basketflow_operators::agenda`]), so each
+//! output at each logical time is a function of the events received up to that time, whatever
+//! the batching or the number of workers, and changes arrive as retractions and insertions at
+//! the time that caused them.
 //!
 //! 1. **De-duplication** ([`unique_events`]): only events that can change a read model
 //!    ([`changes_read_models`]: basket changes, payments, cancellations; about 40% of a typical
@@ -31,11 +33,11 @@
 //!    three projections below read the arrangement in place. Events are exchanged as
 //!    [`WireEvent`](basketflow_vocab::WireEvent)s, because `Event`'s JSON-shaped serde (flatten, internally tagged
 //!    body) is not bincode-encodable and timely uses bincode between processes.
-//! 2. **Orders**: each `order_paid` and each `cancelled` status change becomes a fact keyed by
-//!    `(retailer_id, order_id)`. A fact `Cancelled` sorts before any `Paid(occurred_at,
-//!    event_id, ..)`, so one `reduce` per order emits nothing if the first fact is a
-//!    cancellation, and otherwise the first payment: the earliest, ties broken by the smallest
-//!    `event_id`. A cancellation arriving after the payment therefore retracts the order at the
+//! 2. **Orders** ([`orders`]): each `order_paid` and each `cancelled` status change becomes a
+//!    fact keyed by `(retailer_id, order_id)`; one operator keeps each order's facts and emits
+//!    nothing while the order has no payment, and otherwise the first payment (the earliest,
+//!    ties broken by the smallest `event_id`) with a `cancelled` flag; orders settle after
+//!    `graph.settlement_ms`. A cancellation arriving after the payment therefore retracts the order at the
 //!    time it arrives; `delivered` is not a fact at all. Payment lines are merged by
 //!    `(product_id, category)` when the fact is made, so downstream never clones raw lines.
 //! 3. **Sold-product figures** read the live orders arrangement:
@@ -57,8 +59,8 @@
 //!    itself and folds its state: a change cut by a payment that outlives it, and a payment
 //!    that never decides the cut-off alone, are dropped, so the state is the open baskets.
 //!
-//! Each output is a `sum_by_key` or a `reduce`, so each key has at most one live row and a
-//! change is a `-1` of the old row and a `+1` of the new one at the same time.
+//! Each output has at most one live row per key, and a change is a `-1` of the old row and a
+//! `+1` of the new one at the same time.
 //!
 //! Privacy ([`privacy`]): erased shoppers and events past their retention period leave the
 //! orders and the baskets, each in its own operator, on folded state; orders stay as

@@ -21,10 +21,11 @@
 //! A payment names its shopper until it *leaves* them: at `retention.leaves_at(event, t)`
 //! (`t`: when it was read), or at `max(t, F)` once its shopper is erased at `F`. It then
 //! becomes its anonymous residue (the same payment with an empty `shopper_id`), open or
-//! settled, and the state follows at that time: exactly what the privacy stage's rule gives
+//! settled, and the state follows at that time: exactly what the privacy rule gives
 //! ([`crate::privacy`]), which the oracle checks. Erasures are broadcast to every worker (an
-//! order's worker is chosen by order, not by shopper); a time with erasures makes one pass
-//! over the worker's orders. Erased shoppers are kept with the time of their erasure.
+//! order's worker is chosen by order, not by shopper); each worker indexes its orders by the
+//! shoppers their payments name, so an erasure touches those orders only. Erased shoppers
+//! are kept with the time of their erasure.
 //!
 //! The order **ends** once it is settled and no payment of it names a shopper: nothing can
 //! change its state any more, and only its id is kept (any fact read for it later is late).
@@ -35,7 +36,7 @@
 //! passed it, in time order, with what is due then (settling, a payment leaving its
 //! shopper); what a time does depends only on the facts and erasures at it and at earlier
 //! times, never on batching or on the number of workers. What is due is held, not sent
-//! ahead: one capability at the earliest due time, one schedule entry per order.
+//! ahead: one capability at the earliest due time, one live schedule entry per order (entries left by a move are skipped when they come).
 //!
 //! # State
 //!
@@ -76,7 +77,7 @@ pub(crate) struct PaidOrder {
 }
 
 impl PaidOrder {
-    /// The payment without its shopper (what the privacy stage leaves of it).
+    /// The payment without its shopper (its anonymous residue).
     fn anonymous(&self) -> PaidOrder {
         PaidOrder {
             shopper_id: String::new(),
@@ -349,11 +350,21 @@ impl Order {
         }
     }
 
-    /// True when a payment still names its shopper.
-    fn names_a_shopper(&self) -> bool {
-        self.held()
+    /// The shoppers the order's payments still name (sorted, distinct).
+    fn named_shoppers(&self) -> Vec<String> {
+        let mut named: Vec<String> = self
+            .held()
             .iter()
-            .any(|h| matches!(&h.fact, Fact::Paid(p) if !p.shopper_id.is_empty()))
+            .filter_map(|h| match &h.fact {
+                Fact::Paid(p) if !p.shopper_id.is_empty() && h.count > 0 => {
+                    Some(p.shopper_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        named.sort();
+        named.dedup();
+        named
     }
 
     /// The next time something is due: settling, or a payment leaving its shopper.
@@ -374,6 +385,50 @@ impl Order {
 /// An order's key: `(retailer_id, order_id)`.
 type OrderKey = (String, String);
 
+/// Retailer -> shopper -> a value, looked up by `&str` without allocating.
+type ByShopper<V> = HashMap<String, HashMap<String, V>>;
+
+/// The orders of this worker whose payments name each shopper (retailer -> shopper -> order
+/// ids): an erasure touches those orders only, rather than a pass over every order.
+#[derive(Default)]
+struct Named(ByShopper<Vec<String>>);
+
+impl Named {
+    fn orders_of(&self, retailer: &str, shopper: &str) -> &[String] {
+        self.0
+            .get(retailer)
+            .and_then(|m| m.get(shopper))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Records that `(retailer, order_id)` named `before` and now names `after` (both
+    /// sorted and distinct).
+    fn update(&mut self, (retailer, order_id): &OrderKey, before: &[String], after: &[String]) {
+        for shopper in before.iter().filter(|s| after.binary_search(s).is_err()) {
+            let Some(of_retailer) = self.0.get_mut(retailer) else {
+                continue;
+            };
+            if let Some(orders) = of_retailer.get_mut(shopper) {
+                orders.retain(|o| o != order_id);
+                if orders.is_empty() {
+                    of_retailer.remove(shopper);
+                }
+            }
+            if of_retailer.is_empty() {
+                self.0.remove(retailer);
+            }
+        }
+        for shopper in after.iter().filter(|s| before.binary_search(s).is_err()) {
+            self.0
+                .entry(retailer.clone())
+                .or_default()
+                .entry(shopper.clone())
+                .or_default()
+                .push(order_id.clone());
+        }
+    }
+}
+
 /// What the operator reads: an order's fact (with its count and leaving time), or the
 /// erasure of a shopper `(retailer_id, shopper_id)`.
 enum Input {
@@ -392,7 +447,8 @@ enum Input {
 ///
 /// # Panics
 ///
-/// If `settlement` is 0 (an order would settle at the time of its own first fact).
+/// If `settlement` is 0 (an order would settle at the time of its own first fact), or if
+/// it is finite without `retention`.
 pub(crate) fn settle_orders<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
     erasures: Stream<'scope, u64, Vec<Erasure>>,
@@ -400,6 +456,12 @@ pub(crate) fn settle_orders<'scope>(
     retention: Option<Retention>,
 ) -> (PaidOrders<'scope>, Stream<'scope, u64, Vec<LateInput>>) {
     assert!(settlement >= 1, "the settlement horizon is at least 1 ms");
+    // A retraction can only empty an open order without retention, and an emptied order
+    // forgets when its first fact was read: so no settlement there.
+    assert!(
+        retention.is_some() || settlement == u64::MAX,
+        "without retention (a retracting input) orders never settle"
+    );
     let facts = counted.inner.clone().flat_map(move |(event, time, diff)| {
         Fact::of(&event.0).map(|(key, fact)| {
             // Only a payment names its shopper; a cancellation's residue is itself.
@@ -417,7 +479,8 @@ pub(crate) fn settle_orders<'scope>(
     // The orders that have ended (see the module docs).
     let mut ended: HashSet<OrderKey> = HashSet::new();
     // Erased shoppers, with the least time of their erasure.
-    let mut forgotten: HashMap<(String, String), u64> = HashMap::new();
+    let mut forgotten: ByShopper<u64> = HashMap::new();
+    let mut named = Named::default();
     type In = (OrderKey, Fact, u64, u64, isize);
     let out: Stream<'scope, u64, Vec<(OrderOut, u64, isize)>> = facts.binary_frontier(
         erased,
@@ -448,33 +511,23 @@ pub(crate) fn settle_orders<'scope>(
                             touched.entry(key).or_default();
                         }
                     }
-                    let mut erased_now: HashMap<String, HashSet<String>> = HashMap::new();
                     for input in at.inputs {
                         match input {
                             Input::Fact(key, fact, diff, leave) => {
                                 touched.entry(key).or_default().push((fact, diff, leave));
                             }
                             Input::Erased((retailer, shopper)) => {
+                                for order_id in named.orders_of(&retailer, &shopper) {
+                                    touched
+                                        .entry((retailer.clone(), order_id.clone()))
+                                        .or_default();
+                                }
                                 let least = forgotten
-                                    .entry((retailer.clone(), shopper.clone()))
+                                    .entry(retailer)
+                                    .or_default()
+                                    .entry(shopper)
                                     .or_insert(t);
                                 *least = (*least).min(t);
-                                erased_now.entry(retailer).or_default().insert(shopper);
-                            }
-                        }
-                    }
-                    if !erased_now.is_empty() {
-                        // One pass over this worker's orders per time with erasures.
-                        for (key, order) in &orders {
-                            let Some(shoppers) = erased_now.get(&key.0) else {
-                                continue;
-                            };
-                            let names = order.held().iter().any(|h| match &h.fact {
-                                Fact::Paid(p) => shoppers.contains(&p.shopper_id),
-                                Fact::Cancelled(_) => false,
-                            });
-                            if names {
-                                touched.entry(key.clone()).or_default();
                             }
                         }
                     }
@@ -493,6 +546,7 @@ pub(crate) fn settle_orders<'scope>(
                             order.settle();
                         }
                         let before = order.state();
+                        let named_before = order.named_shoppers();
                         if let Phase::Open(_) = order.phase {
                             order.apply_open(updates, t);
                         } else {
@@ -503,13 +557,14 @@ pub(crate) fn settle_orders<'scope>(
                                 }
                             }
                         }
-                        let retailer = &key.0;
+                        let of_retailer = forgotten.get(&key.0);
                         order.anonymise(t, |shopper| {
-                            !forgotten.is_empty()
-                                && forgotten
-                                    .get(&(retailer.clone(), shopper.to_owned()))
-                                    .is_some_and(|f| *f <= t)
+                            of_retailer
+                                .and_then(|m| m.get(shopper))
+                                .is_some_and(|f| *f <= t)
                         });
+                        let named_after = order.named_shoppers();
+                        named.update(&key, &named_before, &named_after);
                         if t >= order.settles_at(settlement) {
                             order.settle();
                         }
@@ -523,7 +578,7 @@ pub(crate) fn settle_orders<'scope>(
                             }
                         }
                         let settled = matches!(order.phase, Phase::Settled { .. });
-                        if settled && !order.names_a_shopper() {
+                        if settled && named_after.is_empty() {
                             // Nothing can change it any more: only its id is kept.
                             orders.remove(&key);
                             ended.insert(key);

@@ -104,6 +104,10 @@ impl<I, K> Agenda<I, K> {
         if self.held.as_ref().is_none_or(|c| *c.time() > at) {
             self.held = Some(cap.delayed(&at));
         }
+        debug_assert!(
+            self.held.as_ref().map(|c| *c.time()) <= self.due.keys().next().copied(),
+            "the held capability is at or before every due time"
+        );
     }
 
     /// Ends a round: the held capability moves to the earliest due time, or goes. When the

@@ -1,7 +1,8 @@
 //! Reusable differential-dataflow operators that know nothing about shoppers.
 //!
-//! Each operator here is a thin, documented composition of differential's own `reduce`,
-//! `explode` and `count`, so its state is an arrangement that differential compacts as the
+//! Most operators here are thin, documented compositions of differential's own `reduce`,
+//! `explode` and `count` (`first_within` and `forget` are timely operators), so their state is
+//! an arrangement that differential compacts as the
 //! frontier advances: the memory an operator holds is bounded by the distinct `(key, value)`
 //! pairs (or keys) that are live, never by the number of updates ever seen.
 //!
@@ -17,6 +18,9 @@
 //!   or when their key is forgotten, leaving an optional residue).
 //! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
 //!   one output row per key (sums, counts, several sums at once with tuple differences).
+//! * [`agenda`]: not an operator but the bookkeeping of one: inputs by time with their
+//!   capabilities, and keys due at later times under one held capability, for timely
+//!   operators that process completed times in order and keep their own folded state.
 //!
 //! All of them produce collections in which each key has at most one live row, and a change
 //! of that row appears as the retraction of the old row and the insertion of the new one at the
