@@ -289,30 +289,24 @@ fn a_tick_or_horizon_other_than_the_committed_outputs_one_is_refused() {
     );
     // The recorded tick, given explicitly: it starts, and is caught up at once.
     support::run_caught_up(&with_graph("tick_ms = 5", "tick5"));
-    // Another de-duplication horizon than the recorded one: refused the same way.
-    let out = run_with(with_graph("dedup_horizon_ms = 1000", "horizon"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "graph.dedup_horizon_ms is 1000 but the committed outputs in ClickHouse {}.progress \
-             were written with 604800000",
-            run.database
-        )),
-        "{stderr}"
-    );
-    // Another settlement horizon likewise (the replay would settle orders differently).
-    let out = run_with(with_graph("settlement_ms = 1000", "settlement"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "graph.settlement_ms is 1000 but the committed outputs in ClickHouse {}.progress \
-             were written with 2592000000",
-            run.database
-        )),
-        "{stderr}"
-    );
+    // Another horizon than the recorded one is refused the same way (a replay would count
+    // copies, or settle orders, differently).
+    for (field, recorded) in [
+        ("dedup_horizon_ms", 604_800_000u64),
+        ("settlement_ms", 2_592_000_000),
+    ] {
+        let out = run_with(with_graph(&format!("{field} = 1000"), field));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "graph.{field} is 1000 but the committed outputs in ClickHouse {}.progress \
+                 were written with {recorded}",
+                run.database
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 /// Rule 7 through the binary, with `graph.settlement_ms = 2000`: a cancellation read more

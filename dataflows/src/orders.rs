@@ -224,20 +224,29 @@ enum Phase {
 }
 
 /// The least payment with a positive count, and the cancellation flag: rule 2's state.
-fn state_of<'a>(held: impl Iterator<Item = &'a Held>, cancelled: bool) -> Option<OrderState> {
-    let mut counts: BTreeMap<&Arc<PaidOrder>, isize> = BTreeMap::new();
-    for h in held {
-        if let Fact::Paid(p) = &h.fact {
-            *counts.entry(p).or_default() += h.count;
+fn state_of<'a>(
+    held: impl Iterator<Item = &'a Held> + Clone,
+    cancelled: bool,
+) -> Option<OrderState> {
+    let payments = held.filter_map(|h| match &h.fact {
+        Fact::Paid(p) => Some((p, h.count)),
+        Fact::Cancelled(_) => None,
+    });
+    let paid = if payments.clone().all(|(_, n)| n > 0) {
+        // Insert-only input (the graph's path): every payment held is present.
+        payments.map(|(p, _)| p).min()
+    } else {
+        // A retraction may sit apart from its insertion: net the counts per payment.
+        let mut counts: BTreeMap<&Arc<PaidOrder>, isize> = BTreeMap::new();
+        for (p, n) in payments {
+            *counts.entry(p).or_default() += n;
         }
-    }
-    counts
-        .into_iter()
-        .find(|(_, n)| *n > 0)
-        .map(|(paid, _)| OrderState {
-            cancelled,
-            paid: paid.clone(),
-        })
+        counts.into_iter().find(|(_, n)| *n > 0).map(|(p, _)| p)
+    };
+    paid.map(|paid| OrderState {
+        cancelled,
+        paid: paid.clone(),
+    })
 }
 
 struct Order {

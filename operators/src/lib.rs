@@ -1,21 +1,17 @@
 //! Reusable differential-dataflow operators that know nothing about shoppers.
 //!
 //! Most operators here are thin, documented compositions of differential's own `reduce`,
-//! `explode` and `count` (`first_within` and `forget` are timely operators), so their state is
+//! `explode` and `count` (`first_within` is a timely operator), so their state is
 //! an arrangement that differential compacts as the
 //! frontier advances: the memory an operator holds is bounded by the distinct `(key, value)`
 //! pairs (or keys) that are live, never by the number of updates ever seen.
 //!
-//! * [`one_per_key`]: for each key, the least or the greatest value present
-//!   (replay-stable choice among duplicates, "earliest", "latest").
 //! * [`first_per_id`]: de-duplication of values by a scoped id they contain (an id unique
 //!   within its tenant), arranged by the pair's hash so that the (unbounded) set of ids costs
 //!   integers, not strings, in the arrangement.
 //! * [`first_within`]: de-duplication with a horizon in logical time (the first copy of an id
 //!   counts, copies within the horizon after it do not, a later copy counts again), as a
 //!   stream: no arrangement holds the values.
-//! * [`forget`]: a temporal filter and keyed erasure in one (records leave at an expiry time
-//!   or when their key is forgotten, leaving an optional residue).
 //! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
 //!   one output row per key (sums, counts, several sums at once with tuple differences).
 //! * [`agenda`]: not an operator but the bookkeeping of one: inputs by time with their
@@ -26,16 +22,13 @@
 //! of that row appears as the retraction of the old row and the insertion of the new one at the
 //! same time, which is exactly what an upsert-style sink needs.
 //!
-//! All inputs use `isize` multiplicities. Records whose accumulated multiplicity is not positive
-//! are treated as absent by [`one_per_key`].
+//! All inputs use `isize` multiplicities.
 
 #![forbid(missing_docs)]
 
 pub mod agenda;
 mod first_within;
-mod forget;
 pub use first_within::first_within;
-pub use forget::forget;
 
 use differential_dataflow::difference::{Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;
@@ -48,85 +41,6 @@ use timely::progress::Timestamp;
 
 /// The arrangements these operators return: `(key, value)` pairs with `isize` multiplicities.
 pub type ValArrangement<'scope, T, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, T, isize>>>;
-
-/// Which value per key [`one_per_key`] keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Extreme {
-    /// The least value (by `Ord`): a replay-stable representative among copies
-    /// (de-duplication: the smallest copy wins, whatever the arrival order), or the earliest of
-    /// several facts when the value starts with a time.
-    Least,
-    /// The greatest value: "the latest" of several facts when the value starts with a time.
-    /// With `Option<_>` values, `None` sorts first, so a key present only through `None` values
-    /// yields `None`: a convenient way to say "this key exists but has no such fact" with one
-    /// entry per key (equal `None`s consolidate into one entry with a count).
-    Greatest,
-}
-
-/// For each key, the least or the greatest value (by `Ord`, see [`Extreme`]) whose accumulated
-/// multiplicity is positive, with multiplicity one. Keys whose values all have non-positive
-/// multiplicity are absent.
-///
-/// The result is an arrangement (keyed like the input) so that callers can join against it or
-/// read it with `flat_map_ref` without another copy; use `.as_collection(..)` for a collection.
-/// State: the input arrangement (distinct live `(key, value)` pairs) and the output (one value
-/// per key).
-///
-/// # Examples
-///
-/// ```
-/// use basketflow_operators::{one_per_key, Extreme};
-/// use differential_dataflow::input::Input;
-/// use timely::dataflow::operators::capture::{Capture, Extract};
-///
-/// let captured = timely::example(|scope| {
-///     // (key, value): key 1 has values 3 and 1, key 2 has 2.
-///     let (_input, updates) = scope.new_collection_from(vec![(1u32, 3u32), (1, 1), (2, 2)]);
-///     one_per_key("Latest", updates, Extreme::Greatest)
-///         .as_collection(|k, v| (*k, *v))
-///         .inner
-///         .capture()
-/// });
-/// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
-/// rows.sort();
-/// assert_eq!(rows, vec![((1, 3), 0, 1), ((2, 2), 0, 1)]);
-/// ```
-pub fn one_per_key<'scope, T, K, V>(
-    name: &str,
-    updates: VecCollection<'scope, T, (K, V), isize>,
-    extreme: Extreme,
-) -> ValArrangement<'scope, T, K, V>
-where
-    T: Timestamp + Lattice + Ord,
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-{
-    updates
-        .arrange_by_key_named(&format!("Arrange: {name}"))
-        .reduce_abelian::<_, ValBuilder<K, V, T, isize>, ValSpine<K, V, T, isize>, _, _>(
-            name,
-            move |_key, input, output| {
-                // `input` is sorted by value: the first positive one is the least present,
-                // the last positive one the greatest.
-                let present = |(_, diff): &&(&V, isize)| *diff > 0;
-                let found = match extreme {
-                    Extreme::Least => input.iter().find(present),
-                    Extreme::Greatest => input.iter().rev().find(present),
-                };
-                if let Some((value, _)) = found {
-                    output.push(((*value).clone(), 1));
-                }
-            },
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(
-                    updates
-                        .drain(..)
-                        .map(|(value, time, diff)| ((key.clone(), value), time, diff)),
-                );
-            },
-        )
-}
 
 /// For each distinct scoped id `id(value)` = `(scope, id)`, the least value (by `Ord`) with
 /// positive multiplicity, with multiplicity one: de-duplication by an id that is part of the

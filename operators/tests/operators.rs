@@ -1,6 +1,6 @@
 //! Exact outputs of the generic operators, with insertions and retractions over three times.
 
-use basketflow_operators::{first_per_id, one_per_key, sum_by_key, Extreme};
+use basketflow_operators::{first_per_id, sum_by_key};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Event};
 
@@ -43,41 +43,6 @@ where
     differential_dataflow::consolidation::consolidate_updates(&mut out);
     out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     out
-}
-
-#[test]
-fn first_and_last_per_key_follow_insertions_and_retractions() {
-    let rounds = vec![
-        vec![(('k', 5), 1), (('k', 3), 1), (('j', 1), 2)],
-        vec![(('k', 1), 1), (('k', 5), -1)],
-        vec![(('k', 1), -1), (('k', 3), -1)],
-    ];
-    let first = run(rounds.clone(), |c| {
-        one_per_key("First", c, Extreme::Least).as_collection(|k, v| (*k, *v))
-    });
-    assert_eq!(
-        first,
-        vec![
-            (('j', 1), 1, 1),
-            (('k', 3), 1, 1),
-            (('k', 1), 2, 1),
-            (('k', 3), 2, -1),
-            (('k', 1), 3, -1),
-        ]
-    );
-    let last = run(rounds, |c| {
-        one_per_key("Last", c, Extreme::Greatest).as_collection(|k, v| (*k, *v))
-    });
-    assert_eq!(
-        last,
-        vec![
-            (('j', 1), 1, 1),
-            (('k', 5), 1, 1),
-            (('k', 3), 2, 1),
-            (('k', 5), 2, -1),
-            (('k', 3), 3, -1),
-        ]
-    );
 }
 
 #[test]
