@@ -392,6 +392,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         dedup_horizon_ms: config.graph.dedup_horizon_ms,
                         settlement_ms: config.graph.settlement_ms,
                         tree_stats: worker_tree_stats.clone(),
+                        checkpoints: None,
                     },
                 );
                 let dead_letters = count_dead_letters(graph.dead_letters, worker_rejections.clone());

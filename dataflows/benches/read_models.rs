@@ -144,10 +144,12 @@ fn main() {
                                 .map(WireEvent::from),
                             7 * 24 * 3_600_000,
                             |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                            None,
                         ),
                         erasure_stream,
                         30 * 24 * 3_600_000,
                         &Retention::default(),
+                        None,
                     )
                     .0
                 } else {

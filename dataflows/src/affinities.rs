@@ -27,8 +27,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use basketflow_operators::agenda::Agenda;
+use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
 use basketflow_vocab::read_models::ProductAffinity;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
@@ -42,7 +44,71 @@ struct Interner {
     strings: Vec<String>,
 }
 
+/// Pair counts on interned ids: the operator's state, as checkpointed.
+type Counts = HashMap<(u32, u32, u32), i64>;
+
+/// The operator's checkpointed state: the interned names and the counts on their ids.
+#[derive(Default, Deserialize)]
+struct Affinities {
+    names: Vec<String>,
+    counts: Counts,
+}
+
+/// [`Affinities`] borrowed from the operator, to write (the same encoding).
+#[derive(Serialize)]
+struct AffinitiesRef<'a> {
+    names: &'a [String],
+    counts: &'a Counts,
+}
+
+impl Serialize for Affinities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AffinitiesRef {
+            names: &self.names,
+            counts: &self.counts,
+        }
+        .serialize(s)
+    }
+}
+
+impl Sharded for Affinities {
+    fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+        let names = &self.names;
+        self.counts.retain(|(r, a, b), _| {
+            let pair = (
+                &names[*r as usize],
+                &names[*a as usize],
+                &names[*b as usize],
+            );
+            owns(pair.hashed())
+        });
+    }
+
+    fn absorb(&mut self, other: Self) {
+        let mut names = Interner::from_names(std::mem::take(&mut self.names));
+        for ((r, a, b), n) in other.counts {
+            let mut id = |i: u32| names.id(other.names[i as usize].clone());
+            let key = (id(r), id(a), id(b));
+            *self.counts.entry(key).or_default() += n;
+        }
+        self.names = names.strings;
+    }
+}
+
 impl Interner {
+    /// The interner whose ids are the positions of `names`.
+    fn from_names(names: Vec<String>) -> Interner {
+        let ids = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        Interner {
+            ids,
+            strings: names,
+        }
+    }
+
     fn id(&mut self, s: String) -> u32 {
         if let Some(id) = self.ids.get(&s) {
             return *id;
@@ -62,10 +128,26 @@ impl Interner {
 /// multiplicities, as affinity rows (see the [module docs](self)).
 pub(crate) fn count_pairs<'scope>(
     pairs: VecCollection<'scope, u64, Pair>,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, ProductAffinity> {
+    let scope = pairs.scope();
+    let mut checkpointer = Checkpointer::new(
+        checkpoints,
+        "ProductAffinities",
+        scope.index(),
+        scope.peers(),
+    );
+    let restored: Affinities = checkpointer.restore();
+    let mut names = Interner::from_names(restored.names);
+    let mut counts = restored.counts;
     let mut agenda: Agenda<(Pair, isize), ()> = Agenda::default();
-    let mut names = Interner::default();
-    let mut counts: HashMap<(u32, u32, u32), i64> = HashMap::new();
+    let write = |checkpointer: &Checkpointer, at: u64, names: &Interner, counts: &Counts| {
+        let state = AffinitiesRef {
+            names: &names.strings,
+            counts,
+        };
+        checkpointer.write(at, &state);
+    };
     pairs
         .inner
         .unary_frontier(
@@ -81,6 +163,9 @@ pub(crate) fn count_pairs<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
+                        if let Some(c) = checkpointer.due(t) {
+                            write(&checkpointer, c, &names, &counts);
+                        }
                         let mut deltas: BTreeMap<(u32, u32, u32), i64> = BTreeMap::new();
                         for ((retailer, a, b), diff) in at.inputs {
                             let key = (names.id(retailer), names.id(a), names.id(b));
@@ -109,6 +194,9 @@ pub(crate) fn count_pairs<'scope>(
                                 counts.remove(&key);
                             }
                         }
+                    }
+                    if let Some(c) = checkpointer.due(bound) {
+                        write(&checkpointer, c, &names, &counts);
                     }
                     agenda.end_round(exhausted);
                 }

@@ -45,6 +45,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use basketflow_operators::agenda::Agenda;
+use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
 use basketflow_vocab::read_models::BasketLine;
 use basketflow_vocab::{Erasure, EventBody, Retention, WireEvent};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -75,6 +76,7 @@ struct Record {
 }
 
 /// One shopper's present records, after folding (see the [module docs](self)).
+#[derive(Serialize, Deserialize)]
 struct Basket {
     /// Payments: `(occurred_at, leave, count)`, counts non-zero.
     payments: Vec<(i64, u64, i64)>,
@@ -208,6 +210,26 @@ fn fact_of(event: &WireEvent, diff: isize) -> Option<(Shopper, i64, Fact)> {
     ))
 }
 
+/// The operator's checkpointed state (the agenda's due shoppers are rebuilt from it).
+#[derive(Default, Serialize, Deserialize)]
+struct Baskets {
+    baskets: HashMap<Shopper, Basket>,
+    /// Erased shoppers, with the least time of their erasure.
+    forgotten: HashMap<Shopper, u64>,
+}
+
+impl Sharded for Baskets {
+    fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+        self.baskets.retain(|shopper, _| owns(shopper.hashed()));
+        self.forgotten.retain(|shopper, _| owns(shopper.hashed()));
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.baskets.extend(other.baskets);
+        self.forgotten.extend(other.forgotten);
+    }
+}
+
 /// What the operator reads: a shopper's record, or the erasure of a shopper.
 enum Input {
     Record(Shopper, Record),
@@ -226,7 +248,10 @@ pub(crate) fn fold_baskets<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
     erasures: Stream<'scope, u64, Vec<Erasure>>,
     retention: Option<Retention>,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, BasketLine> {
+    let scope = counted.scope();
+    let mut checkpointer = Checkpointer::new(checkpoints, "Baskets", scope.index(), scope.peers());
     let folds = retention.is_some();
     let facts = counted.inner.clone().flat_map(move |(event, time, diff)| {
         debug_assert!(
@@ -250,15 +275,20 @@ pub(crate) fn fold_baskets<'scope>(
     });
     let erased = erasures.map(|e| e.shopper());
     let mut agenda: Agenda<Input, Shopper> = Agenda::default();
-    let mut baskets: HashMap<Shopper, Basket> = HashMap::new();
-    let mut forgotten: HashMap<Shopper, u64> = HashMap::new();
+    let mut state: Baskets = checkpointer.restore();
     facts
         .binary_frontier(
             erased,
             Exchange::new(|(shopper, _, _): &(Shopper, Record, u64)| shopper.hashed()),
             Exchange::new(|shopper: &Shopper| shopper.hashed()),
             "Baskets",
-            move |_cap, _info| {
+            move |cap, _info| {
+                // A restored basket keeps its due time.
+                for (shopper, basket) in &state.baskets {
+                    if basket.scheduled < u64::MAX {
+                        agenda.schedule(&cap, basket.scheduled, shopper.clone());
+                    }
+                }
                 move |(records_in, records_frontier), (erased_in, erased_frontier), output| {
                     records_in.for_each(|time, data| {
                         let from = time.retain_least(0).expect("a batch has a capability");
@@ -275,6 +305,10 @@ pub(crate) fn fold_baskets<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[records_frontier, erased_frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
+                        if let Some(c) = checkpointer.due(t) {
+                            checkpointer.write(c, &state);
+                        }
+                        let Baskets { baskets, forgotten } = &mut state;
                         let mut touched: BTreeMap<Shopper, Vec<Record>> = BTreeMap::new();
                         for shopper in at.keys {
                             // An entry is stale when the shopper was scheduled elsewhere since.
@@ -341,6 +375,9 @@ pub(crate) fn fold_baskets<'scope>(
                                 agenda.schedule(&at.cap, next, shopper);
                             }
                         }
+                    }
+                    if let Some(c) = checkpointer.due(bound) {
+                        checkpointer.write(c, &state);
                     }
                     agenda.end_round(exhausted);
                 }

@@ -39,6 +39,7 @@ use timely::dataflow::Stream;
 
 use crate::experiences::{decide, TreeStats};
 use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
+use basketflow_operators::checkpoint::Checkpointing;
 use basketflow_operators::first_within;
 
 /// The graph's three inputs: the messages of its three topics, at their logical times.
@@ -68,7 +69,23 @@ pub struct Settings {
     pub settlement_ms: u64,
     /// Counters of the experience-tree operator (bad trees, decisions).
     pub tree_stats: Arc<TreeStats>,
+    /// Checkpoints of the stateful operators ([`CHECKPOINTED`]): when they are written, where
+    /// they go, and the one to start from (the sources then start after its time); `None`:
+    /// no checkpoints.
+    pub checkpoints: Option<Checkpointing>,
 }
+
+/// The operators whose state a checkpoint holds, by their part names: a checkpoint is
+/// complete with a part of each from every worker.
+pub const CHECKPOINTED: [&str; 7] = [
+    "Deduplicate",
+    "SettleOrders",
+    "Baskets",
+    "SoldProductsDaily",
+    "ShopperPurchases",
+    "ProductAffinities",
+    "ExperienceTrees",
+];
 
 /// The graph's outputs, for the sinks (or a test) to take.
 pub struct Outputs<'scope> {
@@ -100,12 +117,14 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
             .map(WireEvent::from),
         settings.dedup_horizon_ms,
         |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+        settings.checkpoints.as_ref(),
     );
     let (read_models, late_inputs) = read_models_of_counted(
         &counted,
         erasures.clone(),
         settings.settlement_ms,
         &settings.retention,
+        settings.checkpoints.as_ref(),
     );
     let decisions = decide(
         parsed.positioned,
@@ -113,6 +132,7 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         erasures.clone(),
         settings.retention,
         settings.tree_stats,
+        settings.checkpoints.as_ref(),
     );
     Outputs {
         read_models,

@@ -51,6 +51,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use basketflow_operators::agenda::Agenda;
+use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
 use basketflow_vocab::{
     Erasure, Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
     WireEvent,
@@ -206,6 +207,7 @@ impl Fact {
 
 /// A fact as the operator holds it: its count, and when its payment leaves its shopper
 /// (retention; `u64::MAX`: never, or a cancellation, or anonymous already).
+#[derive(Serialize, Deserialize)]
 struct Held {
     fact: Fact,
     count: isize,
@@ -213,6 +215,7 @@ struct Held {
 }
 
 /// One order's state in the operator.
+#[derive(Serialize, Deserialize)]
 enum Phase {
     /// Before `S`: the facts.
     Open(Vec<Held>),
@@ -249,6 +252,7 @@ fn state_of<'a>(
     })
 }
 
+#[derive(Serialize, Deserialize)]
 struct Order {
     phase: Phase,
     /// When the first payment and the first cancellation were read.
@@ -438,6 +442,36 @@ impl Named {
     }
 }
 
+/// The operator's checkpointed state (the index of named shoppers and the agenda's due
+/// orders are rebuilt from it).
+#[derive(Default, Serialize, Deserialize)]
+struct Orders {
+    orders: HashMap<OrderKey, Order>,
+    /// The orders that have ended (see the module docs).
+    ended: HashSet<OrderKey>,
+    /// Erased shoppers, with the least time of their erasure (every worker holds them all).
+    forgotten: ByShopper<u64>,
+}
+
+impl Sharded for Orders {
+    fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+        self.orders.retain(|key, _| owns(key.hashed()));
+        self.ended.retain(|key| owns(key.hashed()));
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.orders.extend(other.orders);
+        self.ended.extend(other.ended);
+        for (retailer, shoppers) in other.forgotten {
+            let mine = self.forgotten.entry(retailer).or_default();
+            for (shopper, at) in shoppers {
+                let least = mine.entry(shopper).or_insert(at);
+                *least = (*least).min(at);
+            }
+        }
+    }
+}
+
 /// What the operator reads: an order's fact (with its count and leaving time), or the
 /// erasure of a shopper `(retailer_id, shopper_id)`.
 enum Input {
@@ -463,7 +497,11 @@ pub(crate) fn settle_orders<'scope>(
     erasures: Stream<'scope, u64, Vec<Erasure>>,
     settlement: u64,
     retention: Option<Retention>,
+    checkpoints: Option<&Checkpointing>,
 ) -> (PaidOrders<'scope>, Stream<'scope, u64, Vec<LateInput>>) {
+    let scope = counted.scope();
+    let mut checkpointer =
+        Checkpointer::new(checkpoints, "SettleOrders", scope.index(), scope.peers());
     assert!(settlement >= 1, "the settlement horizon is at least 1 ms");
     // A retraction can only empty an open order without retention, and an emptied order
     // forgets when its first fact was read: so no settlement there.
@@ -484,19 +522,24 @@ pub(crate) fn settle_orders<'scope>(
     // Every worker holds orders of every shopper: erasures go to all of them.
     let erased = erasures.map(|e| e.shopper()).broadcast();
     let mut agenda: Agenda<Input, OrderKey> = Agenda::default();
-    let mut orders: HashMap<OrderKey, Order> = HashMap::new();
-    // The orders that have ended (see the module docs).
-    let mut ended: HashSet<OrderKey> = HashSet::new();
-    // Erased shoppers, with the least time of their erasure.
-    let mut forgotten: ByShopper<u64> = HashMap::new();
+    let mut state: Orders = checkpointer.restore();
     let mut named = Named::default();
+    for (key, order) in &state.orders {
+        named.update(key, &[], &order.named_shoppers());
+    }
     type In = (OrderKey, Fact, u64, u64, isize);
     let out: Stream<'scope, u64, Vec<(OrderOut, u64, isize)>> = facts.binary_frontier(
         erased,
         Exchange::new(|(key, _, _, _, _): &In| key.hashed()),
         Pipeline,
         "SettleOrders",
-        move |_cap, _info| {
+        move |cap, _info| {
+            // A restored order keeps its due time.
+            for (key, order) in &state.orders {
+                if order.scheduled < u64::MAX {
+                    agenda.schedule(&cap, order.scheduled, key.clone());
+                }
+            }
             move |(facts_in, facts_frontier), (erased_in, erased_frontier), output| {
                 facts_in.for_each(|time, data| {
                     let from = time.retain_least(0).expect("a batch has a capability");
@@ -513,6 +556,14 @@ pub(crate) fn settle_orders<'scope>(
                 });
                 let (bound, exhausted) = agenda.bound(&[facts_frontier, erased_frontier]);
                 while let Some((t, at)) = agenda.next_before(bound) {
+                    if let Some(c) = checkpointer.due(t) {
+                        checkpointer.write(c, &state);
+                    }
+                    let Orders {
+                        orders,
+                        ended,
+                        forgotten,
+                    } = &mut state;
                     let mut touched: BTreeMap<OrderKey, Vec<(Fact, isize, u64)>> = BTreeMap::new();
                     for key in at.keys {
                         // An entry is stale when the order was scheduled elsewhere since.
@@ -606,6 +657,9 @@ pub(crate) fn settle_orders<'scope>(
                             agenda.schedule(&at.cap, next, key);
                         }
                     }
+                }
+                if let Some(c) = checkpointer.due(bound) {
+                    checkpointer.write(c, &state);
                 }
                 agenda.end_round(exhausted);
             }

@@ -6,10 +6,15 @@
 //! the sold-product figures skip the cancelled ones as they read it, so the orders' facts are
 //! arranged and reduced once for all four order-based read models.
 
-use basketflow_operators::{first_per_id, sum_by_key, ValArrangement};
+use std::collections::BTreeMap;
+
+use basketflow_operators::checkpoint::Checkpointing;
+use basketflow_operators::fold::{fold_by_key, Accumulator, Sums3};
+use basketflow_operators::{first_per_id, ValArrangement};
 use basketflow_vocab::{Erasure, Event, EventBody, LateInput, OrderStatus, Retention, Timestamp};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::Stream;
 use timely::order::TotalOrder;
@@ -106,9 +111,9 @@ pub fn read_models_from_unique<'scope>(
 ) -> ReadModels<'scope, u64> {
     let counted = unique.clone().as_collection(|_hash, event| event.clone());
     // The least copy wins, so `counted` retracts: baskets without folding or privacy.
-    let (orders, _late) = settle_orders(&counted, empty(counted.scope()), u64::MAX, None);
-    let baskets = fold_baskets(&counted, empty(counted.scope()), None);
-    models_of(&orders, baskets)
+    let (orders, _late) = settle_orders(&counted, empty(counted.scope()), u64::MAX, None, None);
+    let baskets = fold_baskets(&counted, empty(counted.scope()), None, None);
+    models_of(&orders, baskets, None)
 }
 
 /// The read models of events already de-duplicated (every event of `counted` counts: the
@@ -118,32 +123,36 @@ pub fn read_models_from_unique<'scope>(
 /// times they were read.
 ///
 /// Orders ([`crate::orders`]) and baskets ([`crate::baskets`]) apply privacy on their own
-/// folded state: no stage holds every event for its retention period.
+/// folded state: no stage holds every event for its retention period. With `checkpoints`,
+/// every operator here writes its state at checkpoint times and starts from the one given.
 pub fn read_models_of_counted<'scope>(
     counted: &VecCollection<'scope, u64, WireEvent>,
     erasures: Stream<'scope, u64, Vec<Erasure>>,
     settlement_ms: u64,
     retention: &Retention,
+    checkpoints: Option<&Checkpointing>,
 ) -> (ReadModels<'scope, u64>, Stream<'scope, u64, Vec<LateInput>>) {
     let (orders, late) = settle_orders(
         counted,
         erasures.clone(),
         settlement_ms,
         Some(retention.clone()),
+        checkpoints,
     );
-    let baskets = fold_baskets(counted, erasures, Some(retention.clone()));
-    (models_of(&orders, baskets), late)
+    let baskets = fold_baskets(counted, erasures, Some(retention.clone()), checkpoints);
+    (models_of(&orders, baskets, checkpoints), late)
 }
 
 /// The four order-based read models of `orders`, with `baskets`.
 fn models_of<'scope>(
     orders: &PaidOrders<'scope>,
     baskets: VecCollection<'scope, u64, BasketLine>,
+    checkpoints: Option<&Checkpointing>,
 ) -> ReadModels<'scope, u64> {
     ReadModels {
-        sold_products_daily: sold_products_daily(orders),
-        shopper_purchases: shopper_purchases(orders),
-        product_affinities: product_affinities(orders),
+        sold_products_daily: sold_products_daily(orders, checkpoints),
+        shopper_purchases: shopper_purchases(orders, checkpoints),
+        product_affinities: product_affinities(orders, checkpoints),
         baskets,
         order_lines: order_lines(orders),
     }
@@ -151,6 +160,7 @@ fn models_of<'scope>(
 
 fn sold_products_daily<'scope>(
     orders: &PaidOrders<'scope>,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, SoldProductDaily> {
     // Each order contributes (units, revenue, 1) once per (product, category) it contains.
     let contributions = orders
@@ -170,21 +180,21 @@ fn sold_products_daily<'scope>(
                             line.product_id.clone(),
                             line.category.clone(),
                         ),
-                        (line.quantity as isize, line.revenue_cents as isize, 1isize),
+                        [line.quantity, line.revenue_cents, 1],
                     )
                 })
                 .collect::<Vec<_>>()
         });
-    sum_by_key("SoldProductsDaily", contributions).map(
-        |((day, retailer_id, product_id, category), (quantity, revenue_cents, orders))| {
+    fold_by_key::<_, Sums3>("SoldProductsDaily", contributions, checkpoints).map(
+        |((day, retailer_id, product_id, category), [quantity, revenue_cents, orders])| {
             SoldProductDaily {
                 day,
                 retailer_id,
                 product_id,
                 category,
-                quantity: quantity as i64,
-                revenue_cents: revenue_cents as i64,
-                orders: orders as i64,
+                quantity,
+                revenue_cents,
+                orders,
             }
         },
     )
@@ -205,9 +215,9 @@ fn units_per_product(lines: &[SoldLine]) -> impl Iterator<Item = (&String, i64)>
 
 fn shopper_purchases<'scope>(
     orders: &PaidOrders<'scope>,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, ShopperPurchase> {
-    // One record per order and product: (occurred_at, units). Equal records of different
-    // orders consolidate into one value with a multiplicity, which the reduction multiplies.
+    // One record per order and product: (occurred_at, units), folded per key.
     let purchases = orders
         .clone()
         .flat_map(|((retailer_id, _order_id), order)| {
@@ -228,36 +238,58 @@ fn shopper_purchases<'scope>(
                 })
                 .collect::<Vec<_>>()
         });
-    purchases
-        .reduce_named("ShopperPurchases", |_key, input, output| {
-            let (mut units, mut orders, mut last) = (0i64, 0i64, None);
-            for ((occurred_at, quantity), n) in input {
-                let n = *n as i64;
-                units += quantity * n;
-                orders += n;
-                if n > 0 {
-                    // Values are sorted by `occurred_at`: the last positive one is the latest.
-                    last = Some(*occurred_at);
-                }
-            }
-            if let (true, Some(last)) = (orders > 0, last) {
-                output.push(((units, orders, last), 1isize));
-            }
-        })
-        .map(
-            |((retailer_id, shopper_id, product_id), (quantity, orders, last))| ShopperPurchase {
-                retailer_id,
-                shopper_id,
-                product_id,
-                quantity,
-                orders,
-                last_purchase_at: Timestamp(last),
-            },
-        )
+    fold_by_key::<_, Purchases>("ShopperPurchases", purchases, checkpoints).map(
+        |((retailer_id, shopper_id, product_id), (quantity, orders, last))| ShopperPurchase {
+            retailer_id,
+            shopper_id,
+            product_id,
+            quantity,
+            orders,
+            last_purchase_at: Timestamp(last),
+        },
+    )
+}
+
+/// A shopper's purchases of one product: units and orders summed, and the instants of the
+/// orders (a multiset: the latest is the last purchase, and stays exact when an order leaves).
+#[derive(Default, Serialize, Deserialize)]
+struct Purchases {
+    units: i64,
+    orders: i64,
+    /// `occurred_at` (µs) -> orders at that instant.
+    times: BTreeMap<i64, i64>,
+}
+
+impl Accumulator for Purchases {
+    /// One order's `(occurred_at, units)` of the product.
+    type Update = (i64, i64);
+    /// `(units, orders, last occurred_at)`.
+    type Row = (i64, i64, i64);
+
+    fn add(&mut self, &(occurred_at, units): &(i64, i64), diff: isize) {
+        let n = diff as i64;
+        self.units += units * n;
+        self.orders += n;
+        let count = self.times.entry(occurred_at).or_default();
+        *count += n;
+        if *count == 0 {
+            self.times.remove(&occurred_at);
+        }
+    }
+
+    fn row(&self) -> Option<(i64, i64, i64)> {
+        let last = self.times.iter().rev().find(|(_, n)| **n > 0)?.0;
+        (self.orders > 0).then_some((self.units, self.orders, *last))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.units == 0 && self.orders == 0 && self.times.is_empty()
+    }
 }
 
 fn product_affinities<'scope>(
     orders: &PaidOrders<'scope>,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, ProductAffinity> {
     // Each live order contributes one to each pair `a < b` of its distinct products.
     let pairs = orders
@@ -276,7 +308,7 @@ fn product_affinities<'scope>(
             }
             pairs
         });
-    count_pairs(pairs)
+    count_pairs(pairs, checkpoints)
 }
 
 /// Every line of every paid order, with the order's cancellation flag. The order reduction

@@ -25,6 +25,9 @@ use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::ProbeHandle;
 
+use basketflow_operators::checkpoint::{routing_fingerprint, Checkpointing, Part, Policy, Restore};
+use std::sync::Arc;
+
 const ROUNDS: u64 = 4;
 const HOUR: i64 = 3_600_000_000;
 /// 2026-11-21T00:00:00Z.
@@ -326,6 +329,16 @@ struct GraphOutput {
     decisions: Vec<(u64, String, String, String, String, i32, i64)>,
     /// Dead letters as `(topic, partition, offset, code)`, sorted.
     dead_letters: Vec<(Option<String>, i32, i64, String)>,
+    /// The checkpoint parts the operators wrote.
+    parts: Vec<Part>,
+}
+
+/// Checkpointing for [`run_whole_graph_from`]: parts written every `interval_ms` (if any), and
+/// the checkpoint to start from (its time's messages and earlier ones are then not fed).
+#[derive(Clone, Default)]
+struct Checkpoints {
+    interval_ms: Option<u64>,
+    restore: Option<Restore>,
 }
 
 const PARTITIONS: i32 = 4;
@@ -409,6 +422,19 @@ fn run_whole_graph(
     retention: &Retention,
     horizons: oracle::Horizons,
 ) -> GraphOutput {
+    let none = Checkpoints::default();
+    run_whole_graph_from(workers, rounds, erasures, retention, horizons, &none)
+}
+
+/// [`run_whole_graph`] with checkpoints.
+fn run_whole_graph_from(
+    workers: Workers,
+    rounds: &[(u64, Vec<Event>)],
+    erasures: &ErasureRounds,
+    retention: &Retention,
+    horizons: oracle::Horizons,
+    checkpoints: &Checkpoints,
+) -> GraphOutput {
     let message = |partition, offset, time, key: &str, payload: Vec<u8>| SourceMessage {
         partition,
         offset,
@@ -459,6 +485,16 @@ fn run_whole_graph(
     let (s_decisions, r_decisions) = channel();
     let (s_dead, r_dead) = channel();
     let (s_late, r_late) = channel();
+    let (s_parts, r_parts) = channel();
+    let from = checkpoints.restore.as_ref().map_or(0, |r| r.at);
+    let checkpointing = checkpoints.interval_ms.map(|interval_ms| Checkpointing {
+        policy: Policy {
+            interval_ms,
+            skip_older_than_ms: None,
+        },
+        parts: s_parts,
+        restore: checkpoints.restore.clone().map(Arc::new),
+    });
     let retention = retention.clone();
     let logic = move |worker: &mut timely::worker::Worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -477,6 +513,7 @@ fn run_whole_graph(
             dedup_horizon_ms: horizons.dedup_ms,
             settlement_ms: horizons.settlement_ms,
             tree_stats: Default::default(),
+            checkpoints: checkpointing.clone(),
         };
         let mut inputs = worker.dataflow::<u64, _, _>(|scope| {
             let (events_in, events) = scope.new_input::<Vec<SourceMessage>>();
@@ -508,7 +545,7 @@ fn run_whole_graph(
             [events_in, trees_in, privacy_in]
         });
         let topics = [&events, &tree_messages, &privacy];
-        for time in 1..=last {
+        for time in from + 1..=last {
             for (input, messages) in inputs.iter_mut().zip(topics) {
                 input.advance_to(time);
                 for m in messages.iter().filter(|m| m.time == time) {
@@ -555,6 +592,7 @@ fn run_whole_graph(
         },
         decisions,
         dead_letters,
+        parts: r_parts.try_iter().collect(),
     }
 }
 
@@ -632,6 +670,120 @@ proptest! {
         horizons in horizons(),
     ) {
         check_whole_graph(rounds, erasures, retention, horizons)?;
+    }
+}
+
+/// The updates of `output` after time `c` (late inputs read after it).
+fn after(output: &Output, c: u64) -> Output {
+    fn keep<D: Clone>(updates: &[Update<D>], c: u64) -> Vec<Update<D>> {
+        updates.iter().filter(|u| u.1 > c).cloned().collect()
+    }
+    Output {
+        sold_products_daily: keep(&output.sold_products_daily, c),
+        shopper_purchases: keep(&output.shopper_purchases, c),
+        product_affinities: keep(&output.product_affinities, c),
+        baskets: keep(&output.baskets, c),
+        order_lines: keep(&output.order_lines, c),
+        late_inputs: output
+            .late_inputs
+            .iter()
+            .filter(|l| l.read_at > c)
+            .cloned()
+            .collect(),
+    }
+}
+
+fn workers(n: usize) -> Workers {
+    if n == 1 {
+        Workers::Direct
+    } else {
+        Workers::Binary(n)
+    }
+}
+
+/// A graph started from the checkpoint at `c` of a run on `before` workers, on `after`
+/// workers, fed the messages after `c` only, emits exactly what the uninterrupted run emitted
+/// after `c`: the same read-model changes, late inputs and decisions.
+fn check_restored(
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Retention,
+    horizons: oracle::Horizons,
+    c: u64,
+    (before, after_restart): (usize, usize),
+) -> Result<(), TestCaseError> {
+    let every = Checkpoints {
+        interval_ms: Some(1),
+        restore: None,
+    };
+    let whole = run_whole_graph_from(
+        workers(before),
+        &rounds,
+        &erasures,
+        &retention,
+        horizons,
+        &every,
+    );
+    let mut times: Vec<u64> = whole.parts.iter().map(|p| p.at).collect();
+    times.sort();
+    times.dedup();
+    // Every time before the last is passed while the inputs are open.
+    prop_assert!(
+        times.starts_with(&(1..ROUNDS).collect::<Vec<_>>()),
+        "{:?}",
+        times
+    );
+    let parts = whole.parts.iter().filter(|p| p.at == c).cloned();
+    let restore = Restore::complete(
+        c,
+        before,
+        routing_fingerprint(),
+        &graph::CHECKPOINTED,
+        parts,
+    );
+    prop_assert!(restore.is_some(), "the checkpoint at {} is complete", c);
+    let from = Checkpoints {
+        interval_ms: Some(1),
+        restore,
+    };
+    let rest = run_whole_graph_from(
+        workers(after_restart),
+        &rounds,
+        &erasures,
+        &retention,
+        horizons,
+        &from,
+    );
+    prop_assert_eq!(
+        &after(&rest.models, c),
+        &rest.models,
+        "nothing at or before {}",
+        c
+    );
+    prop_assert_eq!(rest.models, after(&whole.models, c));
+    let later: Vec<_> = whole
+        .decisions
+        .iter()
+        .filter(|d| d.0 > c)
+        .cloned()
+        .collect();
+    prop_assert_eq!(rest.decisions, later);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_graph_restored_from_a_checkpoint_continues_as_if_it_had_never_stopped(
+        rounds in rounds(),
+        erasures in erasure_rounds(),
+        retention in retention(),
+        horizons in horizons(),
+        c in 1..ROUNDS,
+        shape in prop_oneof![Just((1, 1)), Just((1, 2)), Just((2, 1)), Just((2, 2))],
+    ) {
+        check_restored(rounds, erasures, retention, horizons, c, shape)?;
     }
 }
 

@@ -30,12 +30,45 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
+use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
+
+/// The operator's checkpointed state: per id, the end of its open window (the index of
+/// windows by end is rebuilt from it).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "I: Serialize",
+    deserialize = "I: DeserializeOwned + Hash + Eq"
+))]
+struct Windows<I>(HashMap<I, u64>);
+
+impl<I> Default for Windows<I> {
+    fn default() -> Self {
+        Windows(HashMap::new())
+    }
+}
+
+impl<I> Sharded for Windows<I>
+where
+    I: Serialize + DeserializeOwned + Hash + Eq + Hashable,
+{
+    fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+        self.0.retain(|id, _| owns(id.hashed().into()));
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.0.extend(other.0);
+    }
+}
+
 /// The counted copies of `values` under a de-duplication horizon of `horizon` (in units of
-/// the logical time): see the module docs.
+/// the logical time): see the module docs. With `checkpoints`, the open windows are written
+/// at checkpoint times and restored from the checkpoint given (`name` names the parts).
 ///
 /// # Examples
 ///
@@ -55,7 +88,7 @@ use timely::dataflow::operators::Capability;
 ///     input.insert((1, 'b'));
 ///     input.advance_to(20);
 ///     input.insert((1, 'c'));
-///     first_within("Dedup", values, 10, |v: &(u32, char)| v.0)
+///     first_within("Dedup", values, 10, |v: &(u32, char)| v.0, None)
 ///         .inner
 ///         .capture()
 /// });
@@ -64,22 +97,28 @@ use timely::dataflow::operators::Capability;
 /// assert_eq!(rows, vec![((1, 'a'), 0, 1), ((1, 'c'), 20, 1), ((2, 'y'), 0, 1)]);
 /// ```
 pub fn first_within<'scope, V, I, F>(
-    name: &str,
+    name: &'static str,
     values: VecCollection<'scope, u64, V, isize>,
     horizon: u64,
     id: F,
+    checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, V, isize>
 where
     V: ExchangeData + Ord,
-    I: Hash + Eq + Clone + Hashable + 'static,
+    I: Hash + Eq + Clone + Hashable + Serialize + DeserializeOwned + 'static,
     F: Fn(&V) -> I + Clone + 'static,
 {
     let route = id.clone();
+    let scope = values.scope();
+    let mut checkpointer = Checkpointer::new(checkpoints, name, scope.index(), scope.peers());
     // Undecided copies by time, each time with a capability at it.
     let mut pending: BTreeMap<u64, (Capability<u64>, Vec<V>)> = BTreeMap::new();
     // Per id, the end of its open window; and the ids by window end, to drop closed ones.
-    let mut open: HashMap<I, u64> = HashMap::new();
+    let mut open: Windows<I> = checkpointer.restore();
     let mut closing: BTreeMap<u64, Vec<I>> = BTreeMap::new();
+    for (key, end) in &open.0 {
+        closing.entry(*end).or_default().push(key.clone());
+    }
     values
         .inner
         .unary_frontier(
@@ -110,18 +149,24 @@ where
                             break;
                         }
                         let (cap, mut copies) = entry.remove();
+                        if let Some(c) = checkpointer.due(t) {
+                            checkpointer.write(c, &open);
+                        }
                         copies.sort();
                         let mut session = output.session(&cap);
                         for v in copies {
                             let key = id(&v);
-                            if open.get(&key).is_some_and(|&end| t < end) {
+                            if open.0.get(&key).is_some_and(|&end| t < end) {
                                 continue; // a duplicate within the window
                             }
                             let end = t.saturating_add(horizon);
-                            open.insert(key.clone(), end);
+                            open.0.insert(key.clone(), end);
                             closing.entry(end).or_default().push(key);
                             session.give((v, t, 1));
                         }
+                    }
+                    if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
+                        checkpointer.write(c, &open);
                     }
                     // Windows that end at or before the frontier can no longer drop a copy.
                     let bound = bound.unwrap_or(u64::MAX);
@@ -132,8 +177,8 @@ where
                         let end = *entry.key();
                         for key in entry.remove() {
                             // The id may have opened a later window since.
-                            if open.get(&key) == Some(&end) {
-                                open.remove(&key);
+                            if open.0.get(&key) == Some(&end) {
+                                open.0.remove(&key);
                             }
                         }
                     }

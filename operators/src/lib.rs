@@ -1,10 +1,10 @@
 //! Reusable differential-dataflow operators that know nothing about shoppers.
 //!
-//! Most operators here are thin, documented compositions of differential's own `reduce`,
-//! `explode` and `count` (`first_within` is a timely operator), so their state is
-//! an arrangement that differential compacts as the
-//! frontier advances: the memory an operator holds is bounded by the distinct `(key, value)`
-//! pairs (or keys) that are live, never by the number of updates ever seen.
+//! [`first_per_id`] is a composition of differential's own `reduce`, whose state is an
+//! arrangement that differential compacts as the frontier advances. The others are timely
+//! operators that process completed times in order and keep their state in plain maps,
+//! which [`checkpoint`] writes and restores: the memory an operator holds is bounded by the
+//! keys that are live, never by the number of updates ever seen.
 //!
 //! * [`first_per_id`]: de-duplication of values by a scoped id they contain (an id unique
 //!   within its tenant), arranged by the pair's hash so that the (unbounded) set of ids costs
@@ -12,8 +12,9 @@
 //! * [`first_within`]: de-duplication with a horizon in logical time (the first copy of an id
 //!   counts, copies within the horizon after it do not, a later copy counts again), as a
 //!   stream: no arrangement holds the values.
-//! * [`sum_by_key`]: for each key, the sum of values that were put in the difference component,
-//!   one output row per key (sums, counts, several sums at once with tuple differences).
+//! * [`fold::fold_by_key`]: per key, an accumulator of its updates (sums, multisets), one
+//!   output row per key, on state that is a plain map and is checkpointed.
+//! * [`checkpoint`]: when operators write their state, and how they start again from it.
 //! * [`agenda`]: not an operator but the bookkeeping of one: inputs by time with their
 //!   capabilities, and keys due at later times under one held capability, for timely
 //!   operators that process completed times in order and keep their own folded state.
@@ -27,16 +28,15 @@
 #![forbid(missing_docs)]
 
 pub mod agenda;
+pub mod checkpoint;
 mod first_within;
+pub mod fold;
 pub use first_within::first_within;
 
-use differential_dataflow::difference::{Multiply, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
-use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 /// The arrangements these operators return: `(key, value)` pairs with `isize` multiplicities.
@@ -121,48 +121,4 @@ where
                 );
             },
         )
-}
-
-/// For each key, the sum of the values of its records, as one row `(key, sum)` with
-/// multiplicity one; keys whose sum is zero are absent.
-///
-/// Each record `(key, value)` with multiplicity `m` contributes `value * m`. The value moves
-/// into differential's difference component (`explode`), so the arrangement holds one
-/// accumulated value per key after compaction, however many records contributed. `D` may be a
-/// tuple such as `(isize, isize, isize)` to maintain several sums at once; such a tuple is zero,
-/// and its key absent, only when every component is zero.
-///
-/// The only state is that input arrangement: the output is read off it as each batch arrives
-/// (differential's `count_total`, which needs totally ordered times), so no second arrangement
-/// keeps a copy of every row.
-///
-/// # Examples
-///
-/// ```
-/// use basketflow_operators::sum_by_key;
-/// use differential_dataflow::input::Input;
-/// use timely::dataflow::operators::capture::{Capture, Extract};
-///
-/// let captured = timely::example(|scope| {
-///     // (product, units sold)
-///     let (_input, sales) = scope.new_collection_from(vec![(1u32, 2isize), (1, 3), (2, 1)]);
-///     sum_by_key("Units", sales).inner.capture()
-/// });
-/// let mut rows: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
-/// rows.sort();
-/// assert_eq!(rows, vec![((1, 5), 0, 1), ((2, 1), 0, 1)]);
-/// ```
-pub fn sum_by_key<'scope, T, K, D>(
-    name: &str,
-    updates: VecCollection<'scope, T, (K, D), isize>,
-) -> VecCollection<'scope, T, (K, D), isize>
-where
-    T: Timestamp + Lattice + TotalOrder + Ord,
-    K: ExchangeData + Hashable,
-    D: ExchangeData + Semigroup + Multiply<isize, Output = D>,
-{
-    updates
-        .explode(|(key, value)| Some((key, value)))
-        .arrange_by_self_named(&format!("Arrange: {name}"))
-        .count_total_core()
 }

@@ -41,7 +41,7 @@ fn run(workers: usize, copies: Vec<Copy>, horizon: u64) -> Out {
         let probe = ProbeHandle::new();
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, values) = scope.new_collection::<(u8, u8), isize>();
-            first_within("FirstWithin", values, horizon, |v: &(u8, u8)| v.0)
+            first_within("FirstWithin", values, horizon, |v: &(u8, u8)| v.0, None)
                 .probe_with(&probe)
                 .inner
                 .capture_into(send);

@@ -46,6 +46,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
+use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
 use basketflow_vocab::{
     split_tree_key, Decision, Erasure, ExperienceTree, PositionedEvent, Retention,
 };
@@ -131,10 +132,36 @@ impl Control {
 
 /// Per-shopper bookkeeping of the tree operator's retention: when the shopper's last event
 /// was, and whether a check is scheduled.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Seen {
     last: Millis,
     scheduled: bool,
+}
+
+/// A shopper's key: `(retailer_id, shopper_id)`.
+type Key = (String, String);
+
+/// The tree operator's checkpointed state (the retention checks are rebuilt from `seen`).
+#[derive(Default, Serialize, Deserialize)]
+struct Trees {
+    shoppers: HashMap<Key, Shopper>,
+    erased: HashSet<Key>,
+    seen: HashMap<Key, Seen>,
+}
+
+impl Sharded for Trees {
+    fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+        let mine = |key: &Key| owns(route(key.1.as_bytes()));
+        self.shoppers.retain(|key, _| mine(key));
+        self.erased.retain(|key| mine(key));
+        self.seen.retain(|key, _| mine(key));
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.shoppers.extend(other.shoppers);
+        self.erased.extend(other.erased);
+        self.seen.extend(other.seen);
+    }
 }
 
 /// The tree operator: shoppers' events, tree messages and erasures in, decisions out (at the
@@ -144,21 +171,32 @@ struct Seen {
 /// erased: later trees and events of it are ignored, see [`crate::privacy`]), then trees,
 /// then retention (a shopper without an event for their retailer's period loses their state
 /// but keeps their tree), then events.
+///
+/// With `checkpoints`, the state is written at checkpoint times and restored from the
+/// checkpoint given.
 pub fn decide<'scope>(
     events: Stream<'scope, Millis, Vec<PositionedEvent>>,
     trees: Stream<'scope, Millis, Vec<SourceMessage>>,
     erasures: Stream<'scope, Millis, Vec<Erasure>>,
     retention: Retention,
     stats: Arc<TreeStats>,
+    checkpoints: Option<&Checkpointing>,
 ) -> Stream<'scope, Millis, Vec<Decision>> {
+    let scope = events.scope();
+    let mut checkpointer =
+        Checkpointer::new(checkpoints, "ExperienceTrees", scope.index(), scope.peers());
     let controls = trees
         .map(Control::Tree)
         .concat(erasures.map(Control::Erase));
     let mut stash: Stash = BTreeMap::new();
-    let mut shoppers: HashMap<(String, String), Shopper> = HashMap::new();
-    let mut erased: HashSet<(String, String)> = HashSet::new();
-    let mut seen: HashMap<(String, String), Seen> = HashMap::new();
+    let mut state: Trees = checkpointer.restore();
     let mut checks: BTreeMap<Millis, Vec<(String, String)>> = BTreeMap::new();
+    for (key, s) in &state.seen {
+        if s.scheduled {
+            let due = s.last.saturating_add(retention.period_ms(&key.0));
+            checks.entry(due).or_default().push(key.clone());
+        }
+    }
     events.binary_frontier(
         controls,
         Exchange::new(|e: &PositionedEvent| route(e.event.0.shopper_id.as_bytes())),
@@ -182,6 +220,14 @@ pub fn decide<'scope>(
                     if events_frontier.less_equal(&t) || controls_frontier.less_equal(&t) {
                         break;
                     }
+                    if let Some(c) = checkpointer.due(t) {
+                        checkpointer.write(c, &state);
+                    }
+                    let Trees {
+                        shoppers,
+                        erased,
+                        seen,
+                    } = &mut state;
                     let at = stash.remove(&t).expect("first key exists");
                     for e in at.erasures {
                         let key = e.shopper();
@@ -190,9 +236,9 @@ pub fn decide<'scope>(
                         erased.insert(key);
                     }
                     for m in at.trees {
-                        apply_tree(&mut shoppers, &erased, &m, &stats);
+                        apply_tree(shoppers, erased, &m, &stats);
                     }
-                    expire(&mut checks, &mut seen, &mut shoppers, &retention, t);
+                    expire(&mut checks, seen, shoppers, &retention, t);
                     let mut session = output.session(&at.cap);
                     for pe in at.events {
                         let e = &pe.event.0;
@@ -219,6 +265,13 @@ pub fn decide<'scope>(
                             }
                         }
                     }
+                }
+                let bound = [events_frontier, controls_frontier]
+                    .iter()
+                    .filter_map(|f| f.frontier().first().copied())
+                    .min();
+                if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
+                    checkpointer.write(c, &state);
                 }
             }
         },

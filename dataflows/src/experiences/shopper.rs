@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::Millis;
+use serde::{Deserialize, Serialize};
+
 use basketflow_vocab::{
     CausedBy, Condition, Decision, Event, EventBody, ExperienceTree, OrderStatus, ProductMatch,
     Timestamp,
@@ -18,7 +20,7 @@ pub const RECENT_EVENT_IDS: usize = 256;
 pub const RECENT_ORDERS: usize = 64;
 
 /// A basket line as the tree sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Line {
     units: i64,
     category: String,
@@ -30,7 +32,7 @@ struct Line {
 type OrderItems = Vec<(String, String, Option<String>)>;
 
 /// What the conditions of one shopper's tree read, and where the shopper is in it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Shopper {
     basket: BTreeMap<String, Line>,
     session: Option<String>,
@@ -44,8 +46,41 @@ pub struct Shopper {
     order_ids: VecDeque<String>,
     cancelled: VecDeque<String>,
     recent: VecDeque<String>,
+    #[serde(with = "tree_as_json")]
     tree: Option<Arc<ExperienceTree>>,
     node: String,
+}
+
+/// A tree in a checkpoint: its JSON (the tree's serde is JSON-shaped: flattened and untagged
+/// variants, which `bincode` cannot read back).
+mod tree_as_json {
+    use std::sync::Arc;
+
+    use basketflow_vocab::ExperienceTree;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        tree: &Option<Arc<ExperienceTree>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let json = tree
+            .as_ref()
+            .map(|t| serde_json::to_vec(&**t).expect("a tree serializes"));
+        json.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<ExperienceTree>>, D::Error> {
+        let json: Option<Vec<u8>> = Deserialize::deserialize(d)?;
+        json.map(|j| {
+            serde_json::from_slice(&j)
+                .map(Arc::new)
+                .map_err(D::Error::custom)
+        })
+        .transpose()
+    }
 }
 
 fn bump(map: &mut BTreeMap<String, u32>, key: &str, by: i32) {

@@ -297,6 +297,7 @@ fn run_operator_erasing(
                     erasures,
                     retention.clone(),
                     Arc::new(TreeStats::default()),
+                    None,
                 )
                 .capture_into(tx);
                 (ei, ti, xi)

@@ -97,10 +97,12 @@ pub fn run_private(
                             events.filter(changes_read_models).map(WireEvent::from),
                             horizons.dedup_ms,
                             |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+                            None,
                         ),
                         erasure_stream,
                         horizons.settlement_ms,
                         &retention,
+                        None,
                     );
                     late.probe_with(&probe).capture_into(s_late);
                     models
