@@ -19,8 +19,13 @@ use timely::WorkerConfig;
 
 use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::{kafka_source, positions, Gate, SourceConfig};
-use basketflow_kafka::read_progress;
 use basketflow_kafka::{ensure_topic, read_erased, set_topic_configs};
+use basketflow_kafka::{read_progress, Positions};
+use basketflow_operators::checkpoint::{Checkpointing, Part, Policy, Restore};
+use basketflow_sinks::checkpoints::{
+    checkpoint_positions, load as load_checkpoint, write_checkpoints, CheckpointSettings,
+    WriterConfig, FORMAT as CHECKPOINT_FORMAT, POSITIONS,
+};
 use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
 use basketflow_sinks::kafka_outputs::{kafka_outputs, prepare_outputs, KafkaOutputs};
@@ -248,6 +253,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let binary = Arc::new(Mutex::new(Some(binary)));
     let binary_digest = Arc::new(AtomicU64::new(0));
+    let mut checkpointing = start_checkpoints(&config, &shape, &target, &outputs, &registry)?;
+    let (restore, restored_positions) = (
+        checkpointing.restore.clone(),
+        checkpointing.positions.clone(),
+    );
+    // The workers hold the only senders: the writer ends once they are gone.
+    let parts = checkpointing.parts.take();
+    let checkpoint_interval_ms = config.graph.checkpoint_interval_ms;
     let guards = timely::execute(timely_config, move |worker| {
         formed.store(true, Ordering::Relaxed);
         let index = worker.index();
@@ -264,6 +277,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let mine = Fingerprint {
             config: config_digest,
             binary,
+            checkpoint: restore.as_ref().map_or(0, |r| r.at),
         };
         check_agreement(worker, process, mine);
         // Where the previous run's durable outputs stopped: ClickHouse's committed batch and
@@ -327,6 +341,27 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Erasures change both outputs: both bindings apply.
         privacy_cfg.bind(read_models_committed.0, &read_models_committed.1);
         privacy_cfg.bind(kafka_committed.0, &kafka_committed.1);
+        // From a checkpoint: each source continues where it had read at the checkpoint's
+        // time, and what it reads now comes after that time.
+        if let Some(r) = &restore {
+            for cfg in [&mut source_cfg, &mut trees_cfg, &mut privacy_cfg] {
+                cfg.start_offsets = restored_positions
+                    .get(&cfg.topic)
+                    .cloned()
+                    .unwrap_or_default();
+                cfg.bind(r.at, &restored_positions);
+            }
+        }
+        let checkpoints = parts.as_ref().map(|parts| Checkpointing {
+            policy: Policy {
+                interval_ms: checkpoint_interval_ms,
+                // A replay of history writes no checkpoint per interval: only times close
+                // to the wall clock are written.
+                skip_older_than_ms: Some(checkpoint_interval_ms.max(10_000)),
+            },
+            parts: parts.clone(),
+            restore: restore.clone(),
+        });
         let probe = ProbeHandle::new();
         let durable = ProbeHandle::new();
         let gate = Gate {
@@ -392,8 +427,15 @@ pub fn run(args: RunArgs) -> Result<()> {
                         dedup_horizon_ms: config.graph.dedup_horizon_ms,
                         settlement_ms: config.graph.settlement_ms,
                         tree_stats: worker_tree_stats.clone(),
-                        checkpoints: None,
+                        checkpoints: checkpoints.clone(),
                     },
+                );
+                checkpoint_positions(
+                    event_positions
+                        .clone()
+                        .concat(tree_positions.clone())
+                        .concat(privacy_positions.clone()),
+                    checkpoints.as_ref(),
                 );
                 let dead_letters = count_dead_letters(graph.dead_letters, worker_rejections.clone());
                 let (kafka_durable, outputs_writer) = kafka_outputs(
@@ -494,6 +536,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         let stats = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
         messages += stats.messages.load(Ordering::Relaxed);
     }
+    // Every worker (and its sender of parts) is gone: the writer finishes what it has.
+    if let Some(writer) = checkpointing.writer {
+        let _ = writer.join();
+    }
     let rejected = rejections.lock().expect("rejection counts lock").clone();
     log::info!(
         messages,
@@ -523,6 +569,121 @@ pub fn run(args: RunArgs) -> Result<()> {
         log::info!(peaks:% = peaks.join(";"); "arrangement peak records");
     }
     Ok(())
+}
+
+/// What [`start_checkpoints`] sets up.
+struct Checkpoints {
+    /// The checkpoint this run starts from.
+    restore: Option<Arc<Restore>>,
+    /// Where the sources continue after it.
+    positions: Positions,
+    /// Where the workers send their parts (`None`: no checkpoints).
+    parts: Option<std::sync::mpsc::Sender<Part>>,
+    /// The writer thread.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Prepares checkpoints (`graph.checkpoint_interval_ms` > 0): the topic, the latest usable
+/// checkpoint (at or before both outputs' committed times; see `basketflow_sinks::checkpoints`),
+/// and this process's writer thread.
+fn start_checkpoints(
+    config: &Config,
+    shape: &Shape,
+    target: &basketflow_sinks::clickhouse::Target,
+    outputs: &KafkaOutputs,
+    registry: &Arc<Registry>,
+) -> Result<Checkpoints> {
+    let interval = config.graph.checkpoint_interval_ms;
+    if interval == 0 {
+        log::info!(
+            "checkpoints off (graph.checkpoint_interval_ms = 0): a restart replays the whole log"
+        );
+        return Ok(Checkpoints {
+            restore: None,
+            positions: Positions::new(),
+            parts: None,
+            writer: None,
+        });
+    }
+    let topic = config.kafka.checkpoints_topic();
+    let topic_configs = [
+        ("cleanup.policy", "compact"),
+        // Compaction removes tombstoned checkpoints soon (erased shoppers' state included).
+        ("segment.ms", "600000"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+        ("delete.retention.ms", "600000"),
+        ("max.message.bytes", "1048576"),
+    ];
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            ensure_topic(&config.kafka.brokers, &topic, 1, &topic_configs).await?;
+            set_topic_configs(&config.kafka.brokers, &topic, &topic_configs).await
+        })
+        .with_context(|| format!("preparing the checkpoints topic {topic}"))?;
+    // A checkpoint is usable at or before what both outputs committed.
+    let clickhouse = match committed(target) {
+        Ok(c) => c.0,
+        Err(e) => {
+            log::info!("checkpoints: no committed time in ClickHouse yet ({e})");
+            0
+        }
+    };
+    let kafka = read_progress(&outputs.brokers, &outputs.progress_topic)
+        .with_context(|| format!("reading {}", outputs.progress_topic))?
+        .0;
+    let settings = CheckpointSettings {
+        format: CHECKPOINT_FORMAT,
+        tick_ms: config.graph.tick_ms,
+        dedup_horizon_ms: config.graph.dedup_horizon_ms,
+        settlement_ms: config.graph.settlement_ms,
+    };
+    let mut operators: Vec<&'static str> = graph::CHECKPOINTED.to_vec();
+    operators.push(POSITIONS);
+    let started = Instant::now();
+    let loaded = load_checkpoint(
+        &config.kafka.brokers,
+        &topic,
+        &settings,
+        &operators,
+        clickhouse.min(kafka),
+    )
+    .with_context(|| format!("reading the checkpoints topic {topic}"))?;
+    match &loaded.restore {
+        Some(r) => {
+            let bytes: usize = r.parts.values().flatten().map(Vec::len).sum();
+            log::info!(at = r.at, written_by_workers = r.peers, bytes, load_ms = started.elapsed().as_millis() as u64, positions:? = loaded.positions; "starting from the checkpoint; the sources replay only what came after it");
+        }
+        None => {
+            log::info!(clickhouse_committed = clickhouse, kafka_committed = kafka; "no usable checkpoint: replaying the whole log")
+        }
+    }
+    registry.checkpoints.restored_at.store(
+        loaded.restore.as_ref().map_or(0, |r| r.at),
+        Ordering::Relaxed,
+    );
+    let (parts, received) = std::sync::mpsc::channel();
+    let first = shape.process * shape.workers;
+    let writer_config = WriterConfig {
+        brokers: config.kafka.brokers.clone(),
+        topic,
+        settings,
+        operators,
+        workers: (first..first + shape.workers).collect(),
+        peers: shape.processes.max(1) * shape.workers,
+        existing: loaded.existing,
+    };
+    let stats = registry.checkpoints.writer.clone();
+    let writer = std::thread::Builder::new()
+        .name("checkpoints".into())
+        .spawn(move || write_checkpoints(writer_config, received, stats))?;
+    Ok(Checkpoints {
+        restore: loaded.restore.map(Arc::new),
+        positions: loaded.positions,
+        parts: Some(parts),
+        writer: Some(writer),
+    })
 }
 
 /// Exits the process (status 2) if the cluster has not formed within `limit`: a peer that died
@@ -646,6 +807,8 @@ fn fail_loudly_on_panic() {
 struct Fingerprint {
     config: u64,
     binary: u64,
+    /// The time of the checkpoint the process starts from (0: none).
+    checkpoint: u64,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -694,6 +857,12 @@ fn check_agreement(worker: &mut timely::worker::Worker, process: usize, mine: Fi
         .iter()
         .filter(|(_, _, f)| *f != mine)
         .map(|(p, _, f)| {
+            if f.config == mine.config && f.binary == mine.binary {
+                return format!(
+                    "process {p} starts from the checkpoint at {} and this one from {} (a checkpoint was written while the processes started: start them again)",
+                    f.checkpoint, mine.checkpoint
+                );
+            }
             let what = match (f.config != mine.config, f.binary != mine.binary) {
                 (true, true) => "configuration and binary",
                 (true, false) => "configuration",

@@ -61,6 +61,10 @@ pub struct KafkaConfig {
     /// default `basketflow:<decisions_topic>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transactional_id: Option<String>,
+    /// Compacted topic of the graph's checkpoints (one partition, created at start); default
+    /// `<decisions_topic>-checkpoints`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints_topic: Option<String>,
 }
 
 impl KafkaConfig {
@@ -69,6 +73,13 @@ impl KafkaConfig {
         self.progress_topic
             .clone()
             .unwrap_or_else(|| format!("{}-progress", self.decisions_topic))
+    }
+
+    /// The checkpoints topic.
+    pub fn checkpoints_topic(&self) -> String {
+        self.checkpoints_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-checkpoints", self.decisions_topic))
     }
 
     /// The transactional id of the Kafka outputs.
@@ -90,6 +101,7 @@ impl Default for KafkaConfig {
             privacy_topic: "privacy-requests".into(),
             progress_topic: None,
             transactional_id: None,
+            checkpoints_topic: None,
         }
     }
 }
@@ -148,6 +160,11 @@ pub struct GraphConfig {
     /// At or above the retention period, a late input can only concern an order whose
     /// shopper data has already left.
     pub settlement_ms: u64,
+    /// Checkpoints of the graph's state are taken at the multiples of this many logical ms
+    /// (default 60 s), in the compacted topic `kafka.checkpoints_topic`; a restart loads the
+    /// latest complete one and replays the log from its positions only. 0: no checkpoints (a
+    /// restart replays the whole log).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for GraphConfig {
@@ -160,6 +177,7 @@ impl Default for GraphConfig {
             startup_timeout_ms: 60_000,
             dedup_horizon_ms: 7 * 24 * 3_600_000,
             settlement_ms: 30 * 24 * 3_600_000,
+            checkpoint_interval_ms: 60_000,
         }
     }
 }

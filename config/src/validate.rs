@@ -23,6 +23,7 @@ impl Config {
             );
         }
         let progress_topic = k.progress_topic();
+        let checkpoints_topic = k.checkpoints_topic();
         let topics = [
             ("kafka.events_topic", &k.events_topic),
             ("kafka.trees_topic", &k.trees_topic),
@@ -30,6 +31,7 @@ impl Config {
             ("kafka.decisions_topic", &k.decisions_topic),
             ("kafka.rejected_topic", &k.rejected_topic),
             ("kafka.progress_topic", &progress_topic),
+            ("kafka.checkpoints_topic", &checkpoints_topic),
         ];
         for (i, (key, topic)) in topics.iter().enumerate() {
             if !is_topic(topic) {
@@ -40,7 +42,7 @@ impl Config {
                     ),
                 );
             } else if let Some((other, _)) = topics[..i].iter().find(|(_, t)| t == topic) {
-                // The last three are outputs: none may be an input or another output.
+                // The last four are outputs: none may be an input or another output.
                 if i >= 3 {
                     p.add(key, format!("{topic:?} is also {other}"));
                 }

@@ -2,7 +2,7 @@
 //! `(retailer, product_a, product_b)`, held as interned ids rather than as an arrangement of
 //! strings.
 //!
-//! # Why not `sum_by_key`
+//! # Why not `fold_by_key` on strings
 //!
 //! Pairs are the one read model whose keys grow with the catalogue squared: with 3,000
 //! products a retailer has up to 4.5 M pairs, and an arrangement keeps each as three
@@ -13,7 +13,7 @@
 //!
 //! # What it computes, and why it is deterministic
 //!
-//! Exactly what `sum_by_key` gives: per key the sum of its updates' differences, as one row
+//! Exactly what a sum per key gives: per key the sum of its updates' differences, as one row
 //! with multiplicity one, absent when zero. Updates are exchanged by key, a time is processed
 //! once the input frontier has passed it, in time order ([`basketflow_operators::agenda`]),
 //! and its changes come out as the old row's retraction and the new row's insertion at that

@@ -42,12 +42,12 @@
 //!    `(product_id, category)` when the fact is made, so downstream never clones raw lines.
 //! 3. **Sold-product figures** read the live orders arrangement:
 //!    * `sold_products_daily`: each order contributes `(units, revenue, 1)` per
-//!      `(day, retailer, product, category)`, as a differential *difference*
-//!      ([`basketflow_operators::sum_by_key`]), so the state per key is one accumulated triple
-//!      and the `1` counts distinct orders (lines were merged per order first).
-//!    * `shopper_purchases`: per `(retailer, shopper, product)`, values `(occurred_at, units)`
-//!      per order; one `reduce` sums units and orders and takes the greatest `occurred_at`
-//!      (not a sum, hence a reduce over the live orders of that key).
+//!      `(day, retailer, product, category)`, summed per key
+//!      ([`basketflow_operators::fold::fold_by_key`]), so the state per key is one triple and
+//!      the `1` counts distinct orders (lines were merged per order first).
+//!    * `shopper_purchases`: per `(retailer, shopper, product)`, units and orders summed and
+//!      the orders' instants as a multiset (its greatest is the last purchase, exact when an
+//!      order leaves), folded per key.
 //!    * `product_affinities`: each order contributes `1` per pair `a < b` of its distinct
 //!      products, counted per key on interned ids ([`affinities`]: pairs grow with the
 //!      catalogue squared, so their state is kept compact).
@@ -69,8 +69,9 @@
 //!
 //! # State
 //!
-//! The aggregates hold one accumulated value per live key; a `sum_by_key` holds only its input
-//! arrangement (the sums are read off it). In the graph's path the de-duplication
+//! The aggregates hold one accumulated value per live key, in plain maps that checkpoints
+//! write ([`basketflow_operators::checkpoint`]; the stateful operators are listed in
+//! [`graph::CHECKPOINTED`]). In the graph's path the de-duplication
 //! ([`basketflow_operators::first_within`]) holds the ids read within its horizon; [`orders`]
 //! holds open orders, settled ones while a payment still names its shopper, and the ids of
 //! ended ones; [`baskets`] holds the open baskets (changes since the latest payment, and that

@@ -43,6 +43,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use basketflow_dataflows::experiences::TreeStats;
 use basketflow_ingest::kafka_source::SourceStats;
+use basketflow_sinks::checkpoints::CheckpointStats;
 use basketflow_sinks::clickhouse::SinkStats;
 use basketflow_sinks::dead_letters::RejectionCounts;
 use basketflow_sinks::kafka_outputs::OutputStats;
@@ -75,6 +76,17 @@ pub struct Registry {
     pub has_worker_zero: AtomicBool,
     /// Frontier lag under which the process counts as caught up.
     pub caught_up_lag_ms: u64,
+    /// Checkpoints: the one this run started from, and this process's writer.
+    pub checkpoints: CheckpointMetrics,
+}
+
+/// What `/metrics` says about checkpoints.
+#[derive(Debug, Default)]
+pub struct CheckpointMetrics {
+    /// The time of the checkpoint this run started from (0: none, a full replay).
+    pub restored_at: AtomicU64,
+    /// This process's checkpoint writer.
+    pub writer: Arc<CheckpointStats>,
 }
 
 impl Registry {
@@ -392,6 +404,44 @@ impl Collector for Scrape {
             "Per-shopper ClickHouse rows deleted because they outlived the retention period.",
             &sink.retention_deleted,
         )?;
+        let c = &r.checkpoints;
+        counter(
+            out,
+            "basketflow_checkpoints_written_total",
+            "Checkpoints this process wrote completely (graph.checkpoint_interval_ms).",
+            &c.writer.written,
+        )?;
+        counter(
+            out,
+            "basketflow_checkpoints_failed_total",
+            "Checkpoints this process failed to write (the next one tries again).",
+            &c.writer.failed,
+        )?;
+        let gauges = [
+            (
+                "basketflow_checkpoint_restored_at_ms",
+                "Logical time of the checkpoint this run started from (0: a full replay).",
+                &c.restored_at,
+            ),
+            (
+                "basketflow_checkpoint_latest_at_ms",
+                "Logical time of the latest checkpoint this process wrote.",
+                &c.writer.latest_at,
+            ),
+            (
+                "basketflow_checkpoint_latest_bytes",
+                "Bytes of state in the latest checkpoint this process wrote.",
+                &c.writer.latest_bytes,
+            ),
+            (
+                "basketflow_checkpoint_latest_write_ms",
+                "Milliseconds the latest checkpoint took to write and be acknowledged.",
+                &c.writer.latest_write_ms,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            gauge(out, name, help, v.load(Ordering::Relaxed) as i64)?;
+        }
         counter(
             out,
             "basketflow_bad_trees_total",

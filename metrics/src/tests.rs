@@ -64,6 +64,9 @@ fn the_exposition_has_the_names_labels_and_values_of_the_runbook() {
         "basketflow_decision_latency_seconds_sum 30.004",
         "basketflow_decision_latency_seconds_count 3",
         "basketflow_arrangement_records 42",
+        "# TYPE basketflow_checkpoints_written_total counter",
+        "basketflow_checkpoints_written_total 0",
+        "basketflow_checkpoint_restored_at_ms 0",
         "basketflow_arrangement_records_by_name{arrangement=\"Arrange: \\\"baskets\\\"\"} 9",
     ] {
         assert!(

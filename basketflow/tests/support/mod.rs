@@ -161,6 +161,8 @@ impl GraphStack for Stack {
         self.topics().delete_later(format!("{}-privacy", t.events));
         self.topics()
             .delete_later(format!("{}-progress", t.decisions));
+        self.topics()
+            .delete_later(format!("{}-checkpoints", t.decisions));
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,

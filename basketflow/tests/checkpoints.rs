@@ -1,0 +1,197 @@
+//! Integration: a restart starts from the latest checkpoint and replays only what came after
+//! it, on another number of workers too, and the outputs stay exact and exactly-once.
+//!
+//! Generated traffic (bad events and duplicates included, a tree for every shopper) through
+//! the real broker and ClickHouse: a first, live run on 1 worker writes checkpoints every
+//! 500 ms and is stopped (SIGTERM) once one covers all the traffic so far; more traffic
+//! comes; a second run on 2 workers must start from a checkpoint (it says so, and reads
+//! only the messages after it), and then every analyst view
+//! must equal the oracle over all the traffic, every bad message must be one dead letter, and
+//! the decisions on Kafka and in ClickHouse must be exactly those of a sequential replay,
+//! once each.
+//!
+//! Needs `scripts/stack up`; topics and databases of its own, deleted at the end.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc::channel;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use basketflow_testkit::{unique_suffix, ChildGuard, Stack};
+use support::{basketflow, GraphStack, RunTargets, Traffic};
+
+/// Milliseconds since the epoch now.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Runs `basketflow run` live on 1 worker until it logs a checkpoint at or after `covering`
+/// (ms), then stops it with SIGTERM; returns its log lines about checkpoints.
+fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<String> {
+    let mut child = ChildGuard::spawn(
+        basketflow()
+            .args(["run", "--config", config.to_str().unwrap(), "-w", "1"])
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let (lines, received) = channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                panic!("no checkpoint at or after {covering} within 120 s: {seen:#?}")
+            });
+        if line.contains("checkpoint") {
+            seen.push(line.clone());
+        }
+        if logged(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
+            break;
+        }
+    }
+    assert!(child.terminate(), "sending SIGTERM");
+    let status = child
+        .wait_for(Duration::from_secs(30))
+        .expect("drained within 30 s");
+    assert!(
+        status.success(),
+        "the live run exits 0 on SIGTERM: {status}"
+    );
+    seen
+}
+
+/// Runs `basketflow run` to caught-up with `args`; returns its log (stdout and stderr).
+fn run_logged(config: &std::path::Path, workers: &str) -> String {
+    let out = basketflow()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-caught-up",
+            "-w",
+            workers,
+        ])
+        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("basketflow runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the run failed:\n{log}");
+    log
+}
+
+/// The value of `key=` in the first log line containing `message`.
+fn logged(log: &str, message: &str, key: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains(message))?;
+    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
+    let stack = Stack::shared();
+    let suffix = unique_suffix();
+    let events = format!("it-ck-events-{suffix}");
+    let trees = format!("it-ck-trees-{suffix}");
+    let rejected = format!("it-ck-rejected-{suffix}");
+    let decisions = format!("it-ck-decisions-{suffix}");
+    let database = format!("bf_it_ck_{suffix}");
+    stack.create_topic(&events, 4, "delete");
+    stack.create_topic(&trees, 4, "compact");
+    stack.create_topic(&rejected, 1, "delete");
+    stack.create_topic(&decisions, 4, "delete");
+
+    let traffic = Traffic::generate(20_261_203, 24_000, 1_500);
+    traffic.produce_trees(&stack, &trees);
+    let split = traffic.messages.len() * 2 / 3;
+    let mut landed = stack.produce(&events, &traffic.messages[..split]);
+    // Every message produced so far has a broker time at or before this.
+    let produced_by = now_ms();
+
+    let dir = std::env::temp_dir().join(format!("basketflow-it-ck-{suffix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = stack.write_config(
+        &dir,
+        "checkpoints",
+        &RunTargets {
+            events: &events,
+            trees: &trees,
+            rejected: &rejected,
+            decisions: &decisions,
+            database: &database,
+        },
+        "[graph]\ncheckpoint_interval_ms = 500\n",
+    );
+    let first = run_until_checkpoint(&config, produced_by);
+    assert!(
+        first.iter().any(|l| l.contains("no usable checkpoint")),
+        "{first:#?}"
+    );
+
+    landed.extend(stack.produce(&events, &traffic.messages[split..]));
+    let second = run_logged(&config, "2");
+    let at = logged(&second, "starting from the checkpoint", "at")
+        .unwrap_or_else(|| panic!("the second run starts from a checkpoint:\n{second}"));
+    assert!(at > 0);
+    assert!(at >= produced_by, "{second}");
+    let read = logged(&second, "stopped", "messages").expect("the run logs what it read");
+    assert_eq!(
+        read,
+        (traffic.messages.len() - split) as u64,
+        "the restart replays only what came after the checkpoint: read {read} of {}\n{second}",
+        traffic.messages.len()
+    );
+    println!(
+        "restart from the checkpoint at {at}: read {read} of {} messages; first run: {first:#?}",
+        traffic.messages.len()
+    );
+
+    for (name, want) in traffic.expected_views() {
+        assert!(!want.is_empty(), "the traffic should fill {name}");
+        assert_eq!(stack.view(&database, name), want, "{name} vs the oracle");
+    }
+    let want = traffic.expected_dead_letters(&landed);
+    let got = stack.dead_letters(&rejected);
+    assert_eq!(got.len(), want.len(), "one dead letter per bad message");
+    let got: BTreeSet<(i32, i64, String)> = got
+        .into_iter()
+        .map(|d| (d.partition, d.offset, d.code))
+        .collect();
+    assert_eq!(got, want, "one dead letter per bad message");
+    let want_decisions = traffic.reference_decisions(&landed);
+    assert!(!want_decisions.is_empty());
+    assert_eq!(
+        stack.decisions_on_kafka(&decisions),
+        want_decisions,
+        "decisions on Kafka, once each"
+    );
+    assert_eq!(
+        stack.decisions_in_clickhouse(&database),
+        want_decisions,
+        "decisions in ClickHouse"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

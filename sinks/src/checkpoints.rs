@@ -1,0 +1,619 @@
+//! Checkpoints in Kafka: each process's writer thread puts its workers' parts into a
+//! compacted topic, and a start loads the latest complete checkpoint from it.
+//!
+//! # Records (one partition, compacted)
+//!
+//! - `c/<at>/<operator>/<worker>/<i>`: chunk `i` of one operator's part on one worker at
+//!   checkpoint time `at` (at most [`CHUNK_BYTES`] each, under the broker's message limit).
+//! - `m/<at>/<first worker>`: one process's manifest at `at`, written after every chunk it
+//!   lists was acknowledged: per part, its chunk count, length and CRC-32; the checkpoint
+//!   format, the graph's settings (`tick_ms`, horizons) and the routing fingerprint.
+//!
+//! A checkpoint is complete when the manifests at `at` list a part of every operator from
+//! every worker `0..peers`, with the same settings, and every chunk is there with its
+//! length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
+//! that checkpoint does not exist, the previous one does. Each writer keeps the last
+//! [`KEEP`] checkpoints it knows of and tombstones older ones (their chunks and manifests),
+//! so an erased shopper's state leaves the topic within `KEEP` intervals plus compaction.
+//!
+//! # Which checkpoint a start uses
+//!
+//! The latest complete one at or before the committed time of *both* durable outputs (a
+//! checkpoint past what is committed would skip outputs that were never written), whose
+//! format and settings equal this run's. Others are skipped with a log line that says why;
+//! without one, the run replays the whole log (as it did before checkpoints). The chosen
+//! time is part of the processes' agreement check, so a cluster never starts from two.
+//!
+//! # Positions
+//!
+//! [`checkpoint_positions`] is the checkpointed operator that folds the sources' position
+//! records: its part at `at` says where each source partition continues after the messages
+//! at times `<= at`. A restart starts each source there and binds its times above `at`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use basketflow_kafka::{fold_positions, PositionRecord, Positions};
+use basketflow_operators::checkpoint::{
+    routing_fingerprint, Checkpointer, Checkpointing, Part, Restore, Sharded,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+/// The part name of [`checkpoint_positions`].
+pub const POSITIONS: &str = "SourcePositions";
+
+/// The checkpoint format: bump it whenever an operator's state changes shape (a checkpoint of
+/// another format is not used: the run replays the log instead).
+pub const FORMAT: u32 = 1;
+
+/// The largest chunk value written.
+pub const CHUNK_BYTES: usize = 512 * 1024;
+
+/// How many checkpoints a writer keeps in the topic.
+pub const KEEP: usize = 3;
+
+/// What a checkpoint must have been written with to be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSettings {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// `graph.tick_ms`.
+    pub tick_ms: u64,
+    /// `graph.dedup_horizon_ms`.
+    pub dedup_horizon_ms: u64,
+    /// `graph.settlement_ms`.
+    pub settlement_ms: u64,
+}
+
+/// One part as a manifest lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PartEntry {
+    operator: String,
+    worker: usize,
+    chunks: usize,
+    len: usize,
+    crc: u32,
+}
+
+/// One process's manifest at one checkpoint time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    at: u64,
+    peers: usize,
+    fingerprint: u64,
+    settings: CheckpointSettings,
+    parts: Vec<PartEntry>,
+}
+
+fn chunk_key(at: u64, operator: &str, worker: usize, i: usize) -> String {
+    format!("c/{at:020}/{operator}/{worker:05}/{i:06}")
+}
+
+fn manifest_key(at: u64, first_worker: usize) -> String {
+    format!("m/{at:020}/{first_worker:05}")
+}
+
+/// The checkpoint time in a record key.
+fn at_of(key: &str) -> Option<u64> {
+    key.get(2..22)?.parse().ok()
+}
+
+/// Counters of the checkpoint writer.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints this process wrote completely (its manifest acknowledged).
+    pub written: AtomicU64,
+    /// The time of the latest one.
+    pub latest_at: AtomicU64,
+    /// Bytes of parts in the latest one.
+    pub latest_bytes: AtomicU64,
+    /// Milliseconds the latest one took to write (chunks and manifest acknowledged).
+    pub latest_write_ms: AtomicU64,
+    /// Checkpoints that failed to write (the next one tries again).
+    pub failed: AtomicU64,
+}
+
+/// Where a process's writer puts its parts, and what it expects.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The checkpoints topic.
+    pub topic: String,
+    /// This run's settings, written into each manifest.
+    pub settings: CheckpointSettings,
+    /// Every checkpointed operator's part name (the graph's and [`POSITIONS`]).
+    pub operators: Vec<&'static str>,
+    /// This process's workers.
+    pub workers: Vec<usize>,
+    /// The cluster's workers.
+    pub peers: usize,
+    /// Checkpoint records already in the topic at start (by time): tombstoned like this
+    /// run's once [`KEEP`] newer ones are written.
+    pub existing: BTreeMap<u64, Vec<String>>,
+}
+
+/// Runs a process's writer: takes parts from `parts` until every sender is gone, writes each
+/// time for which every local worker's every operator sent its part, and tombstones old
+/// checkpoints. Failures are logged and counted; the next checkpoint tries again.
+pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc<CheckpointStats>) {
+    let producer: Option<BaseProducer> = basketflow_kafka::client_config(&config.brokers)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", (CHUNK_BYTES + 64 * 1024).to_string())
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| log::error!("checkpoints: cannot create the producer: {e}; no checkpoints"))
+        .ok();
+    let expected = config.operators.len() * config.workers.len();
+    let mut pending: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+    let mut kept: BTreeMap<u64, Vec<String>> = config.existing.clone();
+    let mut last_written = 0u64;
+    while let Ok(part) = parts.recv() {
+        if part.at <= last_written {
+            continue;
+        }
+        let at = part.at;
+        let group = pending.entry(at).or_default();
+        group.push(part);
+        if group.len() < expected {
+            continue;
+        }
+        let group = pending.remove(&at).expect("the group is pending");
+        // Older incomplete times will not complete before this one is written: drop them.
+        pending.retain(|t, _| *t > at);
+        last_written = at;
+        let Some(producer) = &producer else { continue };
+        let started = Instant::now();
+        match write_one(producer, &config, at, &group) {
+            Ok((keys, bytes)) => {
+                stats.written.fetch_add(1, Ordering::Relaxed);
+                stats.latest_at.store(at, Ordering::Relaxed);
+                stats.latest_bytes.store(bytes as u64, Ordering::Relaxed);
+                let ms = started.elapsed().as_millis() as u64;
+                stats.latest_write_ms.store(ms, Ordering::Relaxed);
+                log::info!(at, bytes, write_ms = ms; "checkpoint written");
+                kept.insert(at, keys);
+                while kept.len() > KEEP {
+                    let (old, keys) = kept.pop_first().expect("more than KEEP kept");
+                    if let Err(e) = tombstone(producer, &config.topic, &keys) {
+                        log::warn!(at = old; "checkpoints: tombstoning an old checkpoint failed: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(at; "checkpoints: writing failed ({e}); the next one tries again");
+            }
+        }
+    }
+}
+
+/// Writes one time's parts (chunks, then the manifest); returns the keys written and the
+/// parts' bytes.
+fn write_one(
+    producer: &BaseProducer,
+    config: &WriterConfig,
+    at: u64,
+    group: &[Part],
+) -> Result<(Vec<String>, usize), KafkaError> {
+    let mut keys = Vec::new();
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for part in group {
+        let chunks: Vec<&[u8]> = if part.bytes.is_empty() {
+            vec![&[][..]]
+        } else {
+            part.bytes.chunks(CHUNK_BYTES).collect()
+        };
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = chunk_key(at, part.operator, part.worker, i);
+            send(producer, &config.topic, &key, Some(chunk))?;
+            keys.push(key);
+        }
+        bytes += part.bytes.len();
+        entries.push(PartEntry {
+            operator: part.operator.to_string(),
+            worker: part.worker,
+            chunks: chunks.len(),
+            len: part.bytes.len(),
+            crc: crc32fast::hash(&part.bytes),
+        });
+    }
+    flush(producer)?;
+    let manifest = Manifest {
+        at,
+        peers: config.peers,
+        fingerprint: routing_fingerprint(),
+        settings: config.settings.clone(),
+        parts: entries,
+    };
+    let key = manifest_key(at, config.workers.iter().copied().min().unwrap_or(0));
+    let value = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    send(producer, &config.topic, &key, Some(&value))?;
+    flush(producer)?;
+    keys.push(key);
+    Ok((keys, bytes))
+}
+
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).partition(0);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+fn flush(producer: &BaseProducer) -> Result<(), KafkaError> {
+    producer.flush(Duration::from_secs(60))?;
+    // A message that failed after its retries is reported through the delivery callback,
+    // which BaseProducer's default context only logs: count what is still in flight instead.
+    if producer.in_flight_count() > 0 {
+        return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+    }
+    Ok(())
+}
+
+/// Tombstones `keys` (manifest last: a checkpoint loses its manifest only after its chunks are
+/// gone is not needed, but a manifest without chunks is refused by its digests anyway).
+fn tombstone(producer: &BaseProducer, topic: &str, keys: &[String]) -> Result<(), KafkaError> {
+    for key in keys {
+        send(producer, topic, key, None)?;
+    }
+    flush(producer)
+}
+
+/// What [`load`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The checkpoint to start from, if one is usable.
+    pub restore: Option<Restore>,
+    /// Where the sources continue after it (empty without one).
+    pub positions: Positions,
+    /// Every checkpoint's records in the topic, by time (for the writer to tombstone).
+    pub existing: BTreeMap<u64, Vec<String>>,
+}
+
+/// Reads `topic` and returns the latest complete checkpoint at or before `through` written
+/// with `settings` (see the [module docs](self)), with `operators`' parts.
+pub fn load(
+    brokers: &str,
+    topic: &str,
+    settings: &CheckpointSettings,
+    operators: &[&'static str],
+    through: u64,
+) -> Result<Loaded, KafkaError> {
+    let records = read_topic(brokers, topic)?;
+    let mut existing: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for key in records.keys() {
+        if let Some(at) = at_of(key) {
+            existing.entry(at).or_default().push(key.clone());
+        }
+    }
+    let mut manifests: BTreeMap<u64, Vec<Manifest>> = BTreeMap::new();
+    for (key, value) in records.range("m/".to_string().."m0".to_string()) {
+        match serde_json::from_slice::<Manifest>(value) {
+            Ok(m) if Some(m.at) == at_of(key) => manifests.entry(m.at).or_default().push(m),
+            _ => log::warn!(key; "checkpoints: a manifest does not parse; ignored"),
+        }
+    }
+    for (&at, ms) in manifests.iter().rev() {
+        if at > through {
+            log::info!(at, committed = through; "checkpoints: a checkpoint after the committed outputs is not used");
+            continue;
+        }
+        match assemble(at, ms, &records, settings, operators) {
+            Ok(restore) => {
+                let mut positions = Positions::new();
+                for bytes in &restore.parts[POSITIONS] {
+                    let part: SourcePositions = bincode::deserialize(bytes).map_err(|_| {
+                        KafkaError::MessageConsumption(RDKafkaErrorCode::InvalidMessage)
+                    })?;
+                    merge_positions(&mut positions, part.0);
+                }
+                return Ok(Loaded {
+                    restore: Some(restore),
+                    positions,
+                    existing,
+                });
+            }
+            Err(why) => {
+                log::warn!(at; "checkpoints: the checkpoint at {at} is not used: {why}; trying an older one")
+            }
+        }
+    }
+    Ok(Loaded {
+        restore: None,
+        positions: Positions::new(),
+        existing,
+    })
+}
+
+/// The restore at `at` from its manifests, or why not.
+fn assemble(
+    at: u64,
+    manifests: &[Manifest],
+    records: &BTreeMap<String, Vec<u8>>,
+    settings: &CheckpointSettings,
+    operators: &[&'static str],
+) -> Result<Restore, String> {
+    let first = &manifests[0];
+    if first.settings != *settings {
+        return Err(format!(
+            "written with {:?}, this run has {settings:?}",
+            first.settings
+        ));
+    }
+    if manifests.iter().any(|m| {
+        m.peers != first.peers || m.fingerprint != first.fingerprint || m.settings != first.settings
+    }) {
+        return Err("its processes' manifests disagree".into());
+    }
+    let mut parts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for entry in manifests.iter().flat_map(|m| &m.parts) {
+        let Some(operator) = operators.iter().find(|o| **o == entry.operator) else {
+            return Err(format!(
+                "it has a part of unknown operator {}",
+                entry.operator
+            ));
+        };
+        let mut bytes = Vec::with_capacity(entry.len);
+        for i in 0..entry.chunks {
+            let key = chunk_key(at, operator, entry.worker, i);
+            let chunk = records
+                .get(&key)
+                .ok_or_else(|| format!("chunk {key} is missing"))?;
+            bytes.extend_from_slice(chunk);
+        }
+        if bytes.len() != entry.len || crc32fast::hash(&bytes) != entry.crc {
+            return Err(format!(
+                "the part of {} on worker {} fails its digest",
+                entry.operator, entry.worker
+            ));
+        }
+        seen.insert((entry.operator.clone(), entry.worker));
+        parts.push(Part {
+            operator,
+            worker: entry.worker,
+            peers: first.peers,
+            at,
+            bytes,
+        });
+    }
+    let wanted = operators.len() * first.peers;
+    if seen.len() != wanted {
+        return Err(format!(
+            "it has {} of its {wanted} parts (a process did not write it)",
+            seen.len()
+        ));
+    }
+    Restore::complete(at, first.peers, first.fingerprint, operators, parts)
+        .ok_or_else(|| "its parts are not one complete set".to_string())
+}
+
+/// Every live record of `topic` (key -> latest value; tombstoned keys absent), read up to the
+/// end it has now.
+fn read_topic(brokers: &str, topic: &str) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
+    let consumer: BaseConsumer = basketflow_kafka::client_config(brokers)
+        .set("group.id", "basketflow-checkpoints")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
+        .create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
+    let mut records = BTreeMap::new();
+    if high <= low {
+        return Ok(records);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low))?;
+    consumer.assign(&tpl)?;
+    loop {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => {
+                if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    match m.payload() {
+                        Some(v) => {
+                            records.insert(key.to_string(), v.to_vec());
+                        }
+                        None => {
+                            records.remove(key);
+                        }
+                    }
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// The sources' positions as a checkpointed state: every worker holds every partition's (the
+/// records are few), so a restore merges them whatever the shape.
+#[derive(Default, Serialize, Deserialize)]
+struct SourcePositions(Positions);
+
+fn merge_positions(into: &mut Positions, other: Positions) {
+    for (topic, partitions) in other {
+        let mine = into.entry(topic).or_default();
+        for (p, next) in partitions {
+            let e = mine.entry(p).or_insert(next);
+            *e = (*e).max(next);
+        }
+    }
+}
+
+impl Sharded for SourcePositions {
+    fn retain_owned(&mut self, _owns: &dyn Fn(u64) -> bool) {}
+
+    fn absorb(&mut self, other: Self) {
+        merge_positions(&mut self.0, other.0);
+    }
+}
+
+/// Folds the sources' position records (`records`, at their times) and writes them as the
+/// [`POSITIONS`] part at each checkpoint time: where every partition continues after the
+/// messages at times `<=` it.
+pub fn checkpoint_positions<'scope>(
+    records: Stream<'scope, u64, Vec<PositionRecord>>,
+    checkpoints: Option<&Checkpointing>,
+) {
+    let scope = records.scope();
+    let mut checkpointer = Checkpointer::new(checkpoints, POSITIONS, scope.index(), scope.peers());
+    let mut state: SourcePositions = checkpointer.restore();
+    // Records by time, until the frontier passes it.
+    let mut pending: BTreeMap<u64, Vec<PositionRecord>> = BTreeMap::new();
+    records.sink(Pipeline, "CheckpointPositions", move |(input, frontier)| {
+        input.for_each(|time, data| {
+            pending
+                .entry(*time.least().expect("a batch has a time"))
+                .or_default()
+                .append(data);
+        });
+        let bound = frontier.frontier().first().copied();
+        while let Some(entry) = pending.first_entry() {
+            let t = *entry.key();
+            if bound.is_some_and(|b| t >= b) {
+                break;
+            }
+            if let Some(c) = checkpointer.due(t) {
+                checkpointer.write(c, &state);
+            }
+            fold_positions(&mut state.0, &entry.remove());
+        }
+        if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
+            checkpointer.write(c, &state);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_sort_by_time_and_give_it_back() {
+        let a = chunk_key(5, "Baskets", 1, 2);
+        let b = chunk_key(40, "Baskets", 0, 0);
+        assert!(a < b);
+        assert_eq!(at_of(&a), Some(5));
+        assert_eq!(at_of(&manifest_key(40, 3)), Some(40));
+        assert!(manifest_key(40, 3).as_str() > "m/" && manifest_key(40, 3).as_str() < "m0");
+    }
+
+    fn settings() -> CheckpointSettings {
+        CheckpointSettings {
+            format: FORMAT,
+            tick_ms: 5,
+            dedup_horizon_ms: 10,
+            settlement_ms: 20,
+        }
+    }
+
+    /// The records a process writes for `parts` at `at` (what `write_one` sends).
+    fn records_of(
+        at: u64,
+        peers: usize,
+        parts: &[(&'static str, usize, Vec<u8>)],
+    ) -> BTreeMap<String, Vec<u8>> {
+        let mut records = BTreeMap::new();
+        let mut entries = Vec::new();
+        for (operator, worker, bytes) in parts {
+            let chunks: Vec<&[u8]> = bytes.chunks(3).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                records.insert(chunk_key(at, operator, *worker, i), c.to_vec());
+            }
+            entries.push(PartEntry {
+                operator: operator.to_string(),
+                worker: *worker,
+                chunks: chunks.len(),
+                len: bytes.len(),
+                crc: crc32fast::hash(bytes),
+            });
+        }
+        let manifest = Manifest {
+            at,
+            peers,
+            fingerprint: routing_fingerprint(),
+            settings: settings(),
+            parts: entries,
+        };
+        records.insert(manifest_key(at, 0), serde_json::to_vec(&manifest).unwrap());
+        records
+    }
+
+    #[test]
+    fn a_complete_checkpoint_assembles_and_a_damaged_one_says_why_not() {
+        let ops = ["A", "B"];
+        let parts = [("A", 0, b"hello world".to_vec()), ("B", 0, b"xy".to_vec())];
+        let records = records_of(7, 1, &parts);
+        let m: Manifest = serde_json::from_slice(&records[&manifest_key(7, 0)]).unwrap();
+        let restore = assemble(7, std::slice::from_ref(&m), &records, &settings(), &ops).unwrap();
+        assert_eq!(restore.parts["A"], vec![b"hello world".to_vec()]);
+        assert_eq!(restore.parts["B"], vec![b"xy".to_vec()]);
+        // A missing chunk, a changed byte, a missing operator, other settings.
+        let mut missing = records.clone();
+        missing.remove(&chunk_key(7, "A", 0, 1));
+        assert!(
+            assemble(7, std::slice::from_ref(&m), &missing, &settings(), &ops)
+                .unwrap_err()
+                .contains("missing")
+        );
+        let mut changed = records.clone();
+        changed.insert(chunk_key(7, "A", 0, 0), b"HEL".to_vec());
+        assert!(
+            assemble(7, std::slice::from_ref(&m), &changed, &settings(), &ops)
+                .unwrap_err()
+                .contains("digest")
+        );
+        assert!(assemble(
+            7,
+            std::slice::from_ref(&m),
+            &records,
+            &settings(),
+            &["A", "B", "C"]
+        )
+        .unwrap_err()
+        .contains("2 of its 3 parts"));
+        let other = CheckpointSettings {
+            tick_ms: 10,
+            ..settings()
+        };
+        assert!(
+            assemble(7, std::slice::from_ref(&m), &records, &other, &ops)
+                .unwrap_err()
+                .contains("written with")
+        );
+    }
+}
