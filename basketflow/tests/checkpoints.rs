@@ -10,7 +10,7 @@
 //! the decisions on Kafka and in ClickHouse must be exactly those of a sequential replay,
 //! once each.
 //!
-//! Needs `scripts/stack up`; topics and databases of its own, deleted at the end.
+//! Needs `scripts/stack up`; topics and a database of its own, deleted at the end.
 
 mod support;
 
@@ -20,8 +20,8 @@ use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use basketflow_testkit::{unique_suffix, ChildGuard, Stack};
-use support::{basketflow, GraphStack, RunTargets, Traffic};
+use basketflow_testkit::{ChildGuard, Stack};
+use support::{basketflow, GraphStack, TestRun, Traffic};
 
 /// Milliseconds since the epoch now.
 fn now_ms() -> u64 {
@@ -113,45 +113,30 @@ fn logged(log: &str, message: &str, key: &str) -> Option<u64> {
 #[test]
 fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
     let stack = Stack::shared();
-    let suffix = unique_suffix();
-    let events = format!("it-ck-events-{suffix}");
-    let trees = format!("it-ck-trees-{suffix}");
-    let rejected = format!("it-ck-rejected-{suffix}");
-    let decisions = format!("it-ck-decisions-{suffix}");
-    let database = format!("bf_it_ck_{suffix}");
-    stack.create_topic(&events, 4, "delete");
-    stack.create_topic(&trees, 4, "compact");
-    stack.create_topic(&rejected, 1, "delete");
-    stack.create_topic(&decisions, 4, "delete");
-
+    let run = TestRun::create(
+        &stack,
+        "ck",
+        8,
+        &[("cleanup.policy", "compact")],
+        "[graph]\ncheckpoint_interval_ms = 500\n",
+    );
+    let (events, rejected, decisions, database) =
+        (&run.events, &run.rejected, &run.decisions, &run.database);
+    let config = run.config.clone();
     let traffic = Traffic::generate(20_261_203, 24_000, 1_500);
-    traffic.produce_trees(&stack, &trees);
+    traffic.produce_trees(&stack, &run.trees);
     let split = traffic.messages.len() * 2 / 3;
-    let mut landed = stack.produce(&events, &traffic.messages[..split]);
+    let mut landed = stack.produce(events, &traffic.messages[..split]);
     // Every message produced so far has a broker time at or before this.
     let produced_by = now_ms();
 
-    let dir = std::env::temp_dir().join(format!("basketflow-it-ck-{suffix}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = stack.write_config(
-        &dir,
-        "checkpoints",
-        &RunTargets {
-            events: &events,
-            trees: &trees,
-            rejected: &rejected,
-            decisions: &decisions,
-            database: &database,
-        },
-        "[graph]\ncheckpoint_interval_ms = 500\n",
-    );
     let first = run_until_checkpoint(&config, produced_by);
     assert!(
         first.iter().any(|l| l.contains("no usable checkpoint")),
         "{first:#?}"
     );
 
-    landed.extend(stack.produce(&events, &traffic.messages[split..]));
+    landed.extend(stack.produce(events, &traffic.messages[split..]));
     let second = run_logged(&config, "2");
     let at = logged(&second, "starting from the checkpoint", "at")
         .unwrap_or_else(|| panic!("the second run starts from a checkpoint:\n{second}"));
@@ -171,10 +156,10 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
 
     for (name, want) in traffic.expected_views() {
         assert!(!want.is_empty(), "the traffic should fill {name}");
-        assert_eq!(stack.view(&database, name), want, "{name} vs the oracle");
+        assert_eq!(stack.view(database, name), want, "{name} vs the oracle");
     }
     let want = traffic.expected_dead_letters(&landed);
-    let got = stack.dead_letters(&rejected);
+    let got = stack.dead_letters(rejected);
     assert_eq!(got.len(), want.len(), "one dead letter per bad message");
     let got: BTreeSet<(i32, i64, String)> = got
         .into_iter()
@@ -184,14 +169,13 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
     let want_decisions = traffic.reference_decisions(&landed);
     assert!(!want_decisions.is_empty());
     assert_eq!(
-        stack.decisions_on_kafka(&decisions),
+        stack.decisions_on_kafka(decisions),
         want_decisions,
         "decisions on Kafka, once each"
     );
     assert_eq!(
-        stack.decisions_in_clickhouse(&database),
+        stack.decisions_in_clickhouse(database),
         want_decisions,
         "decisions in ClickHouse"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

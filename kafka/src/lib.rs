@@ -28,6 +28,6 @@ pub use admin::{
     TopicError,
 };
 pub use config::{client_config, keyed_producer, source_consumer_config, unnamed_client_config};
-pub use erasures::read_erased;
+pub use erasures::{read_erased, read_to_end};
 pub use positions::{fold_positions, PositionRecord, Positions};
 pub use progress::{read_progress, read_progress_record, ProgressRecord};

@@ -35,14 +35,14 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basketflow_kafka::{fold_positions, PositionRecord, Positions};
+use basketflow_kafka::{fold_positions, read_to_end, PositionRecord, Positions};
 use basketflow_operators::checkpoint::{
     routing_fingerprint, Checkpointer, Checkpointing, Part, Restore, Sharded,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use timely::dataflow::channels::pact::Pipeline;
@@ -424,38 +424,18 @@ fn read_topic(brokers: &str, topic: &str) -> Result<BTreeMap<String, Vec<u8>>, K
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
     let mut records = BTreeMap::new();
-    if high <= low {
-        return Ok(records);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(low))?;
-    consumer.assign(&tpl)?;
-    loop {
-        match consumer.poll(Duration::from_secs(30)) {
-            Some(Ok(m)) => {
-                if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    match m.payload() {
-                        Some(v) => {
-                            records.insert(key.to_string(), v.to_vec());
-                        }
-                        None => {
-                            records.remove(key);
-                        }
-                    }
+    read_to_end(&consumer, topic, 0, low, high, |m| {
+        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            match m.payload() {
+                Some(v) => {
+                    records.insert(key.to_string(), v.to_vec());
                 }
-                if m.offset() + 1 >= high {
-                    break;
+                None => {
+                    records.remove(key);
                 }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::OperationTimedOut,
-                ))
             }
         }
-    }
+    })?;
     Ok(records)
 }
 
