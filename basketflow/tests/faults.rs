@@ -96,8 +96,12 @@ impl Names {
 
     fn configs(&self, stack: &Stack, dir: &Path) -> (PathBuf, PathBuf) {
         // Short flushes so that kills land between many commits; a survivor of a kill during
-        // start-up gives up waiting for its peer after 5 s.
+        // start-up gives up waiting for its peer after 5 s. The cluster under test writes a
+        // checkpoint every 300 ms (kills land while one is written, and restarts load them);
+        // the reference replays the whole log.
         let extra = "[graph]\nflush_interval_ms = 100\nstartup_timeout_ms = 5000\n";
+        let faulty_extra = format!("{extra}checkpoint_interval_ms = 300\n");
+        let reference_extra = format!("{extra}checkpoint_interval_ms = 0\n");
         let faulty = stack.write_config(
             dir,
             "faulty",
@@ -108,7 +112,7 @@ impl Names {
                 decisions: &self.decisions,
                 database: &self.database,
             },
-            extra,
+            &faulty_extra,
         );
         let reference = stack.write_config(
             dir,
@@ -120,7 +124,7 @@ impl Names {
                 decisions: &self.reference_decisions,
                 database: &self.reference_database,
             },
-            extra,
+            &reference_extra,
         );
         (faulty, reference)
     }
@@ -363,7 +367,34 @@ fn sigkill_at_seeded_moments() {
     cluster.catch_up();
     reference_run(&reference);
     assert_converged(&stack, &names, &traffic, &landed);
+    // The cluster under test left complete checkpoints of its 4 workers (every restart could
+    // load one; each restart's log says which it did).
+    let complete = latest_checkpoint(&stack.brokers, &names.decisions);
+    assert_eq!(
+        complete.map(|(_, peers)| peers),
+        Some(4),
+        "a complete checkpoint of 2 x 2 workers"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The latest complete checkpoint (time, workers) in the checkpoints topic of the graph whose
+/// decisions topic is `decisions` (default settings).
+fn latest_checkpoint(brokers: &str, decisions: &str) -> Option<(u64, usize)> {
+    use basketflow_sinks::checkpoints::{load, CheckpointSettings, FORMAT, POSITIONS};
+    let defaults = basketflow_config::Config::default().graph;
+    let settings = CheckpointSettings {
+        format: FORMAT,
+        tick_ms: defaults.tick_ms,
+        dedup_horizon_ms: defaults.dedup_horizon_ms,
+        settlement_ms: defaults.settlement_ms,
+    };
+    let mut operators = basketflow_dataflows::graph::CHECKPOINTED.to_vec();
+    operators.push(POSITIONS);
+    let topic = format!("{decisions}-checkpoints");
+    let loaded =
+        load(brokers, &topic, &settings, &operators, u64::MAX).expect("reading the checkpoints");
+    loaded.restore.map(|r| (r.at, r.peers))
 }
 
 /// A private stack (broker and ClickHouse on free ports), started; stopped when dropped.

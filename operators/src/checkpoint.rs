@@ -60,6 +60,8 @@ pub struct Part {
     pub at: u64,
     /// The state, `bincode`-encoded.
     pub bytes: Vec<u8>,
+    /// How long the worker spent encoding it (µs): the time its operator stalled.
+    pub encode_us: u64,
 }
 
 /// The routing fingerprint of this build: the hash differential's exchange gives a fixed
@@ -191,7 +193,9 @@ impl Checkpointer {
     /// Writes `state` as this operator's part at checkpoint time `at`.
     pub fn write<S: Serialize>(&self, at: u64, state: &S) {
         let Some(config) = &self.config else { return };
+        let started = std::time::Instant::now();
         let bytes = bincode::serialize(state).expect("operator state serializes");
+        let encode_us = started.elapsed().as_micros() as u64;
         // A writer that is gone (the process is stopping) takes no part: nothing to do.
         let _ = config.parts.send(Part {
             operator: self.operator,
@@ -199,6 +203,7 @@ impl Checkpointer {
             peers: self.peers,
             at,
             bytes,
+            encode_us,
         });
     }
 

@@ -181,7 +181,10 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                 stats.latest_bytes.store(bytes as u64, Ordering::Relaxed);
                 let ms = started.elapsed().as_millis() as u64;
                 stats.latest_write_ms.store(ms, Ordering::Relaxed);
-                log::info!(at, bytes, write_ms = ms; "checkpoint written");
+                // The workers' share: encoding each part stalls its operator for that long.
+                let encode_max_ms = group.iter().map(|p| p.encode_us).max().unwrap_or(0) / 1000;
+                let encode_ms = group.iter().map(|p| p.encode_us).sum::<u64>() / 1000;
+                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms; "checkpoint written");
                 kept.insert(at, keys);
                 while kept.len() > KEEP {
                     let (old, keys) = kept.pop_first().expect("more than KEEP kept");
@@ -401,6 +404,7 @@ fn assemble(
             peers: first.peers,
             at,
             bytes,
+            encode_us: 0,
         });
     }
     let wanted = operators.len() * first.peers;

@@ -5,11 +5,12 @@
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
-    [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS]";
+    [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] \
+    [--restart-events 300000,3000000]";
 
 /// What to run, and how much.
 pub struct Args {
-    /// Phases to run, of `baseline`, `catchup`, `sustain`, `latency`, `memory`.
+    /// Phases to run, of `baseline`, `catchup`, `sustain`, `latency`, `memory`, `restart`.
     pub phases: Vec<String>,
     /// Messages of the backlog (baseline and catch-up).
     pub events: usize,
@@ -30,14 +31,18 @@ pub struct Args {
     /// ahead of the durable outputs, which bounds the data in flight in a catch-up (the
     /// default, 10 s, when absent).
     pub memory_lead_ms: Option<u64>,
+    /// History lengths of the restart phase.
+    pub restart_events: Vec<usize>,
 }
 
 /// The arguments of this process.
 pub fn args() -> Args {
     let mut a = Args {
-        phases: ["baseline", "catchup", "sustain", "latency", "memory"]
-            .map(String::from)
-            .to_vec(),
+        phases: [
+            "baseline", "catchup", "sustain", "latency", "memory", "restart",
+        ]
+        .map(String::from)
+        .to_vec(),
         events: 300_000,
         rates: vec![1_000, 10_000, 50_000],
         seconds: 15,
@@ -46,6 +51,7 @@ pub fn args() -> Args {
         memory_events: vec![1_000_000, 10_000_000],
         memory_horizon_ms: None,
         memory_lead_ms: None,
+        restart_events: vec![300_000, 3_000_000],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -68,6 +74,7 @@ pub fn args() -> Args {
             "--sustain-seconds" => a.sustain_seconds = value.parse().expect("--sustain-seconds S"),
             "--sustain-probes" => a.sustain_probes = value.parse().expect("--sustain-probes N"),
             "--memory-events" => a.memory_events = list(&value),
+            "--restart-events" => a.restart_events = list(&value),
             "--memory-horizon-ms" => {
                 a.memory_horizon_ms = Some(value.parse().expect("--memory-horizon-ms MS"))
             }

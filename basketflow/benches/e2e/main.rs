@@ -1,9 +1,9 @@
 //! End-to-end benchmark of the graph against the real broker and ClickHouse, side by side with
 //! the broker's own limits measured in the same run (see the README's "Benchmarks").
 //!
-//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,sustain,latency,memory]
+//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,sustain,latency,memory,restart]
 //!  [--events N] [--rates 1000,10000,50000] [--seconds S] [--sustain-seconds 60]
-//!  [--sustain-probes 3] [--memory-events 1000000,10000000]`
+//!  [--sustain-probes 3] [--memory-events 1000000,10000000] [--restart-events 300000,3000000]`
 //!
 //! Every graph is `basketflow run` (the release binary), on its own fresh database and topics.
 //! Messages are the generator's (~1.2 KB, 3% bad, 2% duplicates, 20,000 shoppers).
@@ -32,6 +32,11 @@
 //!    warm-up.
 //! 5. **memory**: peak resident memory of `--exit-when-caught-up` runs (1 worker) over the
 //!    first 1 M and 10 M messages of one generated stream (same shoppers and products).
+//! 6. **restart**: per history length (300 k and 3 M messages of one stream), a live run
+//!    checkpoints every second until a checkpoint covers the history and is stopped; 10,000
+//!    more messages come; the time from start to caught up is measured from the checkpoint,
+//!    and replaying the whole log (checkpoints off), with the checkpoint's size and its write
+//!    and load times.
 //!
 //! Writes `target/bench-e2e/results.json`, `results.md` and `latency.svg`, and prints the table.
 //!
@@ -90,12 +95,13 @@ pub struct Bench {
 fn main() {
     let args = args();
     let phase = |p: &str| args.phases.iter().any(|x| x == p);
-    let (baseline, catchup, sustain, latency, memory) = (
+    let (baseline, catchup, sustain, latency, memory, restart) = (
         phase("baseline") || phase("catchup"),
         phase("catchup"),
         phase("sustain"),
         phase("latency"),
         phase("memory"),
+        phase("restart"),
     );
     let suffix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,6 +145,9 @@ fn main() {
     }
     if memory {
         phases::memory(&mut bench);
+    }
+    if restart {
+        phases::restart(&mut bench);
     }
 
     std::fs::write(

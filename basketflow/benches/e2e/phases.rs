@@ -1,4 +1,4 @@
-//! The five measurements (see the crate's docs), each adding its figures to the results and
+//! The six measurements (see the crate's docs), each adding its figures to the results and
 //! its rows to the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -469,4 +469,136 @@ pub fn memory(bench: &mut Bench) {
         }
     }
     results["memory"] = json!(all);
+}
+
+/// The value of `key=` (digits) in the last line of `log` containing `what`.
+fn logged_u64(log: &str, what: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(what))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Runs `g` live on 1 worker until it logs a checkpoint at or after `covering` (broker ms),
+/// then SIGTERM; returns its log.
+fn run_until_checkpoint(g: &Graph, covering: u64) -> String {
+    use std::io::BufRead;
+    let mut child = ChildGuard::spawn(g.command(1).stdout(Stdio::null()).stderr(Stdio::piped()));
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = String::new();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(600))
+            .unwrap_or_else(|_| panic!("no checkpoint covering the history within 600 s:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("checkpoint written")
+            && logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering)
+        {
+            break;
+        }
+    }
+    assert!(child.terminate(), "sending SIGTERM");
+    let status = child
+        .wait_for(Duration::from_secs(60))
+        .expect("drained within 60 s");
+    assert!(status.success(), "the live run exits 0 on SIGTERM");
+    log.extend(received.try_iter().map(|l| l + "\n"));
+    log
+}
+
+/// Phase 6, restart time against history: for each history length (one stream, the same
+/// shoppers), a live run writes checkpoints every second until one covers the history and is
+/// stopped; 10,000 more messages come; then the time from start to caught up is measured
+/// twice: from the checkpoint, and replaying the whole log (checkpoints off).
+pub fn restart(bench: &mut Bench) {
+    let (args, site) = (&bench.args, &bench.site);
+    let (stack, suffix) = (&site.stack, &site.suffix);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    const TAIL: usize = 10_000;
+    let mut all = Vec::new();
+    for &n in &args.restart_events {
+        let topic = format!("bench-restart-{n}-{suffix}");
+        stack.create_topic(&topic, PARTITIONS, "delete");
+        let mut stream = generator(5, GenConfig::default().start, 1_000.0);
+        produce_streaming(&topic, stream.by_ref(), n);
+        let produced_by = wall_ms();
+        let g = Graph::new(
+            site,
+            &format!("restart{n}"),
+            &topic,
+            "[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 1000\n",
+        );
+        let history = Instant::now();
+        let first = run_until_checkpoint(&g, produced_by);
+        let history_s = history.elapsed().as_secs_f64();
+        let bytes = logged_u64(&first, "checkpoint written", "bytes").unwrap_or(0);
+        let write_ms = logged_u64(&first, "checkpoint written", "write_ms").unwrap_or(0);
+        produce_streaming(&topic, stream.by_ref(), TAIL);
+        let timed = |g: &Graph| {
+            let t = Instant::now();
+            let log = run_sampled(
+                ChildGuard::spawn(
+                    g.command(1)
+                        .arg("--exit-when-caught-up")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped()),
+                ),
+                &ThreadCpu::default(),
+            );
+            (t.elapsed().as_secs_f64(), log)
+        };
+        let (restart_s, log) = timed(&g);
+        let restored_at = logged_u64(&log, "starting from the checkpoint", "at").unwrap_or(0);
+        assert!(
+            restored_at > 0,
+            "the restart starts from a checkpoint:\n{log}"
+        );
+        let load_ms = logged_u64(&log, "starting from the checkpoint", "load_ms").unwrap_or(0);
+        let read = logged_u64(&log, "msg=stopped", "messages").unwrap_or(0);
+        drop(g);
+        let full = Graph::new(
+            site,
+            &format!("replay{n}"),
+            &topic,
+            "[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 0\n",
+        );
+        let (replay_s, _) = timed(&full);
+        drop(full);
+        let r = json!({
+            "history_events": n, "tail_events": TAIL, "history_run_seconds": history_s,
+            "checkpoint_bytes": bytes, "checkpoint_write_ms": write_ms,
+            "restart_seconds": restart_s, "checkpoint_load_ms": load_ms,
+            "restart_messages_read": read, "full_replay_seconds": replay_s,
+        });
+        println!("restart after {n} events: {r}");
+        md.push_str(&format!(
+            "| restart after {n} events of history + {TAIL} new (1 worker) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms); {replay_s:.1} s replaying the whole log |\n",
+            bytes as f64 / 1_048_576.0
+        ));
+        all.push(r);
+    }
+    if let (Some(first), Some(last)) = (all.first(), all.last()) {
+        let ratio = last["restart_seconds"].as_f64().unwrap()
+            / first["restart_seconds"].as_f64().unwrap().max(1e-3);
+        md.push_str(&format!(
+            "| restart ratio, {} / {} events of history | {ratio:.2} |\n",
+            last["history_events"], first["history_events"]
+        ));
+        results["restart_ratio"] = json!(ratio);
+    }
+    results["restart"] = json!(all);
 }

@@ -196,6 +196,9 @@ impl Graph {
         stack
             .topics()
             .delete_later(format!("bench-decisions-{full}-progress"));
+        stack
+            .topics()
+            .delete_later(format!("bench-decisions-{full}-checkpoints"));
         let database = Database::named(&clickhouse_url(), format!("bf_bench_{name}_{suffix}"));
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
