@@ -424,7 +424,9 @@ fn read_topic(brokers: &str, topic: &str) -> Result<BTreeMap<String, Vec<u8>>, K
     let consumer: BaseConsumer = basketflow_kafka::client_config(brokers)
         .set("group.id", "basketflow-checkpoints")
         .set("enable.auto.commit", "false")
+        // Checkpoints are read whole at start: fetch large batches.
         .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
+        .set("max.partition.fetch.bytes", (64 * 1024 * 1024).to_string())
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
     let mut records = BTreeMap::new();

@@ -6,7 +6,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] \
-    [--restart-events 300000,3000000]";
+    [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -33,6 +33,11 @@ pub struct Args {
     pub memory_lead_ms: Option<u64>,
     /// History lengths of the restart phase.
     pub restart_events: Vec<usize>,
+    /// The restart phase's horizons and retention period (ms); the defaults when absent.
+    pub restart_horizon_ms: Option<u64>,
+    /// The latency phase's `graph.checkpoint_interval_ms` (the default, 60 s, when absent):
+    /// the decision latency while checkpoints are written.
+    pub latency_checkpoint_ms: Option<u64>,
 }
 
 /// The arguments of this process.
@@ -52,6 +57,8 @@ pub fn args() -> Args {
         memory_horizon_ms: None,
         memory_lead_ms: None,
         restart_events: vec![300_000, 3_000_000],
+        restart_horizon_ms: None,
+        latency_checkpoint_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -75,6 +82,12 @@ pub fn args() -> Args {
             "--sustain-probes" => a.sustain_probes = value.parse().expect("--sustain-probes N"),
             "--memory-events" => a.memory_events = list(&value),
             "--restart-events" => a.restart_events = list(&value),
+            "--latency-checkpoint-ms" => {
+                a.latency_checkpoint_ms = Some(value.parse().expect("--latency-checkpoint-ms MS"))
+            }
+            "--restart-horizon-ms" => {
+                a.restart_horizon_ms = Some(value.parse().expect("--restart-horizon-ms MS"))
+            }
             "--memory-horizon-ms" => {
                 a.memory_horizon_ms = Some(value.parse().expect("--memory-horizon-ms MS"))
             }

@@ -263,11 +263,14 @@ pub fn latency(bench: &mut Bench) {
     let (md, results) = (&mut bench.md, &mut bench.results);
     let live_events = format!("bench-live-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
+    let checkpoints = args
+        .latency_checkpoint_ms
+        .map_or(String::new(), |ms| format!("checkpoint_interval_ms = {ms}\n"));
     let g = Graph::new(
         site,
         "live",
         &live_events,
-        "[graph]\nflush_interval_ms = 5\n[log]\nlevel = \"warn\"\n",
+        &format!("[graph]\nflush_interval_ms = 5\n{checkpoints}[log]\nlevel = \"warn\"\n"),
     );
     let traffic: Vec<(u32, Vec<GenMessage>)> = args
         .rates
@@ -536,17 +539,24 @@ pub fn restart(bench: &mut Bench) {
         let mut stream = generator(5, GenConfig::default().start, 1_000.0);
         produce_streaming(&topic, stream.by_ref(), n);
         let produced_by = wall_ms();
+        // With a horizon, every horizon and the retention period are that short: the state
+        // is then bounded by live keys, as in production over a long history.
+        let horizons = args.restart_horizon_ms.map_or(String::new(), |h| {
+            format!("dedup_horizon_ms = {h}\nsettlement_ms = {h}\n[privacy]\nretention_ms = {h}\n")
+        });
         let g = Graph::new(
             site,
             &format!("restart{n}"),
             &topic,
-            "[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 1000\n",
+            &format!("[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 1000\n{horizons}"),
         );
         let history = Instant::now();
         let first = run_until_checkpoint(&g, produced_by);
         let history_s = history.elapsed().as_secs_f64();
         let bytes = logged_u64(&first, "checkpoint written", "bytes").unwrap_or(0);
         let write_ms = logged_u64(&first, "checkpoint written", "write_ms").unwrap_or(0);
+        // How long the slowest operator stalled encoding its part (on its worker thread).
+        let encode_max_ms = logged_u64(&first, "checkpoint written", "encode_max_ms").unwrap_or(0);
         produce_streaming(&topic, stream.by_ref(), TAIL);
         let timed = |g: &Graph| {
             let t = Instant::now();
@@ -574,19 +584,22 @@ pub fn restart(bench: &mut Bench) {
             site,
             &format!("replay{n}"),
             &topic,
-            "[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 0\n",
+            &format!("[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 0\n{horizons}"),
         );
         let (replay_s, _) = timed(&full);
         drop(full);
         let r = json!({
             "history_events": n, "tail_events": TAIL, "history_run_seconds": history_s,
             "checkpoint_bytes": bytes, "checkpoint_write_ms": write_ms,
+            "checkpoint_encode_max_ms": encode_max_ms,
             "restart_seconds": restart_s, "checkpoint_load_ms": load_ms,
             "restart_messages_read": read, "full_replay_seconds": replay_s,
         });
         println!("restart after {n} events: {r}");
         md.push_str(&format!(
-            "| restart after {n} events of history + {TAIL} new (1 worker) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms); {replay_s:.1} s replaying the whole log |\n",
+            "| restart after {n} events of history + {TAIL} new (1 worker{}) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms, the slowest operator stalled {encode_max_ms} ms encoding its part); {replay_s:.1} s replaying the whole log |\n",
+            args.restart_horizon_ms
+                .map_or(String::new(), |h| format!(", horizons and retention {h} ms")),
             bytes as f64 / 1_048_576.0
         ));
         all.push(r);
