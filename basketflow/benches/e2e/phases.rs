@@ -263,9 +263,9 @@ pub fn latency(bench: &mut Bench) {
     let (md, results) = (&mut bench.md, &mut bench.results);
     let live_events = format!("bench-live-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
-    let checkpoints = args
-        .latency_checkpoint_ms
-        .map_or(String::new(), |ms| format!("checkpoint_interval_ms = {ms}\n"));
+    let checkpoints = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
+        format!("checkpoint_interval_ms = {ms}\n")
+    });
     let g = Graph::new(
         site,
         "live",
