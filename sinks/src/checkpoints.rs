@@ -184,7 +184,17 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                 // The workers' share: encoding each part stalls its operator for that long.
                 let encode_max_ms = group.iter().map(|p| p.encode_us).max().unwrap_or(0) / 1000;
                 let encode_ms = group.iter().map(|p| p.encode_us).sum::<u64>() / 1000;
-                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms; "checkpoint written");
+                // Bytes per operator (this process's workers summed): what the state is made of.
+                let mut by_operator: BTreeMap<&str, usize> = BTreeMap::new();
+                for p in &group {
+                    *by_operator.entry(p.operator).or_default() += p.bytes.len();
+                }
+                let parts: Vec<String> = by_operator
+                    .iter()
+                    .map(|(o, b)| format!("{o}={b}"))
+                    .collect();
+                let parts = parts.join(",");
+                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, parts:% = parts; "checkpoint written");
                 kept.insert(at, keys);
                 while kept.len() > KEEP {
                     let (old, keys) = kept.pop_first().expect("more than KEEP kept");

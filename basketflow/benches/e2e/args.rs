@@ -6,7 +6,8 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] \
-    [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS]";
+    [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
+    [--shoppers N]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -31,6 +32,8 @@ pub struct Args {
     /// ahead of the durable outputs, which bounds the data in flight in a catch-up (the
     /// default, 10 s, when absent).
     pub memory_lead_ms: Option<u64>,
+    /// Shoppers of the memory and restart phases' streams (20,000 by default).
+    pub shoppers: u32,
     /// History lengths of the restart phase.
     pub restart_events: Vec<usize>,
     /// The restart phase's horizons and retention period (ms); the defaults when absent.
@@ -56,6 +59,7 @@ pub fn args() -> Args {
         memory_events: vec![1_000_000, 10_000_000],
         memory_horizon_ms: None,
         memory_lead_ms: None,
+        shoppers: 20_000,
         restart_events: vec![300_000, 3_000_000],
         restart_horizon_ms: None,
         latency_checkpoint_ms: None,
@@ -82,6 +86,7 @@ pub fn args() -> Args {
             "--sustain-probes" => a.sustain_probes = value.parse().expect("--sustain-probes N"),
             "--memory-events" => a.memory_events = list(&value),
             "--restart-events" => a.restart_events = list(&value),
+            "--shoppers" => a.shoppers = value.parse().expect("--shoppers N"),
             "--latency-checkpoint-ms" => {
                 a.latency_checkpoint_ms = Some(value.parse().expect("--latency-checkpoint-ms MS"))
             }

@@ -19,8 +19,8 @@ use crate::sampling::{
     arrangement_peaks, at_rest_mib, log_instant, peak_mib, run_sampled, ThreadCpu,
 };
 use crate::stack::{
-    clickhouse_committed, generate, generator, kafka_committed_watch, produce, produce_streaming,
-    read_all, tree, wall_ms, watch, Graph, Site,
+    clickhouse_committed, generate, generator_of, kafka_committed_watch, produce,
+    produce_streaming, read_all, tree, wall_ms, watch, Graph, Site,
 };
 use crate::{Bench, PARTITIONS, TICK_MS};
 
@@ -412,7 +412,8 @@ pub fn memory(bench: &mut Bench) {
     for &n in &args.memory_events {
         let topic = format!("bench-memory-{n}-{suffix}");
         stack.create_topic(&topic, PARTITIONS, "delete");
-        produce_streaming(&topic, generator(3, GenConfig::default().start, 1_000.0), n);
+        let stream = generator_of(3, GenConfig::default().start, 1_000.0, args.shoppers);
+        produce_streaming(&topic, stream, n);
         // With a horizon, every horizon and the retention period are that short, so that
         // both runs pass them and the state that remains is what they leave.
         // A short lead bounds the data in flight (a backlog produced at 250,000 messages/s
@@ -430,7 +431,8 @@ pub fn memory(bench: &mut Bench) {
         let r = catch_up(site, &format!("memory{n}"), &topic, n, 1, true, &sections);
         println!("memory, {n} events: {r}");
         md.push_str(&format!(
-            "| peak resident memory after {n} events (1 worker{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
+            "| peak resident memory after {n} events (1 worker, {} shoppers{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
+            args.shoppers,
             args.memory_horizon_ms.map_or(String::new(), |h| format!(
                 ", horizons and retention {h} ms"
             )),
@@ -486,9 +488,22 @@ fn logged_u64(log: &str, what: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// The resident memory of process `pid` now, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
 /// Runs `g` live on 1 worker until it logs a checkpoint at or after `covering` (broker ms),
-/// then SIGTERM; returns its log.
-fn run_until_checkpoint(g: &Graph, covering: u64) -> String {
+/// then SIGTERM; returns its log and its resident memory (MiB) when that checkpoint was
+/// written: caught up, with its whole state and no backlog in flight.
+fn run_until_checkpoint(g: &Graph, covering: u64) -> (String, u64) {
     use std::io::BufRead;
     let mut child = ChildGuard::spawn(g.command(1).stdout(Stdio::null()).stderr(Stdio::piped()));
     let stderr = child.stderr.take().unwrap();
@@ -514,13 +529,14 @@ fn run_until_checkpoint(g: &Graph, covering: u64) -> String {
             break;
         }
     }
+    let rss = rss_mib(child.id());
     assert!(child.terminate(), "sending SIGTERM");
     let status = child
         .wait_for(Duration::from_secs(60))
         .expect("drained within 60 s");
     assert!(status.success(), "the live run exits 0 on SIGTERM");
     log.extend(received.try_iter().map(|l| l + "\n"));
-    log
+    (log, rss)
 }
 
 /// Phase 6, restart time against history: for each history length (one stream, the same
@@ -536,7 +552,7 @@ pub fn restart(bench: &mut Bench) {
     for &n in &args.restart_events {
         let topic = format!("bench-restart-{n}-{suffix}");
         stack.create_topic(&topic, PARTITIONS, "delete");
-        let mut stream = generator(5, GenConfig::default().start, 1_000.0);
+        let mut stream = generator_of(5, GenConfig::default().start, 1_000.0, args.shoppers);
         produce_streaming(&topic, stream.by_ref(), n);
         let produced_by = wall_ms();
         // With a horizon, every horizon and the retention period are that short: the state
@@ -551,7 +567,19 @@ pub fn restart(bench: &mut Bench) {
             &format!("[log]\nlevel = \"info\"\n[graph]\ncheckpoint_interval_ms = 1000\n{horizons}"),
         );
         let history = Instant::now();
-        let first = run_until_checkpoint(&g, produced_by);
+        let (first, live_rss_mib) = run_until_checkpoint(&g, produced_by);
+        // The state by operator, as the covering checkpoint wrote it.
+        let parts = first
+            .lines()
+            .rev()
+            .find(|l| l.contains("checkpoint written"))
+            .and_then(|l| {
+                // logfmt quotes the value (it holds `=`): `parts="A=1,B=2"`.
+                let rest = &l[l.find("parts=")? + "parts=".len()..];
+                let rest = rest.trim_start_matches('"');
+                Some(rest[..rest.find(['"', ' ']).unwrap_or(rest.len())].to_string())
+            })
+            .unwrap_or_default();
         let history_s = history.elapsed().as_secs_f64();
         let bytes = logged_u64(&first, "checkpoint written", "bytes").unwrap_or(0);
         let write_ms = logged_u64(&first, "checkpoint written", "write_ms").unwrap_or(0);
@@ -591,13 +619,15 @@ pub fn restart(bench: &mut Bench) {
         let r = json!({
             "history_events": n, "tail_events": TAIL, "history_run_seconds": history_s,
             "checkpoint_bytes": bytes, "checkpoint_write_ms": write_ms,
-            "checkpoint_encode_max_ms": encode_max_ms,
+            "checkpoint_encode_max_ms": encode_max_ms, "shoppers": args.shoppers,
+            "live_resident_mib": live_rss_mib, "checkpoint_parts": parts,
             "restart_seconds": restart_s, "checkpoint_load_ms": load_ms,
             "restart_messages_read": read, "full_replay_seconds": replay_s,
         });
         println!("restart after {n} events: {r}");
         md.push_str(&format!(
-            "| restart after {n} events of history + {TAIL} new (1 worker{}) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms, the slowest operator stalled {encode_max_ms} ms encoding its part); {replay_s:.1} s replaying the whole log |\n",
+            "| restart after {n} events of history + {TAIL} new (1 worker, {} shoppers{}) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms, the slowest operator stalled {encode_max_ms} ms encoding its part; {live_rss_mib} MiB resident when it was written); {replay_s:.1} s replaying the whole log |\n",
+            args.shoppers,
             args.restart_horizon_ms
                 .map_or(String::new(), |h| format!(", horizons and retention {h} ms")),
             bytes as f64 / 1_048_576.0

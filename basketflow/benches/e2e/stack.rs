@@ -136,9 +136,19 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
 
 /// The generator's stream: `SHOPPERS` shoppers, 3% bad, 2% duplicates.
 pub fn generator(seed: u64, start: Timestamp, events_per_second: f64) -> Generator {
+    generator_of(seed, start, events_per_second, SHOPPERS)
+}
+
+/// [`generator`] with `shoppers` shoppers.
+pub fn generator_of(
+    seed: u64,
+    start: Timestamp,
+    events_per_second: f64,
+    shoppers: u32,
+) -> Generator {
     Generator::new(GenConfig {
         seed,
-        shoppers: SHOPPERS,
+        shoppers,
         bad_share: 0.03,
         duplicate_share: 0.02,
         start,
