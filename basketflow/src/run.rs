@@ -253,13 +253,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let binary = Arc::new(Mutex::new(Some(binary)));
     let binary_digest = Arc::new(AtomicU64::new(0));
-    let mut checkpointing = start_checkpoints(&config, &shape, &target, &outputs, &registry)?;
-    let (restore, restored_positions) = (
-        checkpointing.restore.clone(),
-        checkpointing.positions.clone(),
-    );
-    // The workers hold the only senders: the writer ends once they are gone.
-    let parts = checkpointing.parts.take();
+    // The workers hold the only senders of parts: the writer ends once they are gone.
+    let Checkpoints {
+        restore,
+        positions: restored_positions,
+        parts,
+        writer: checkpoint_writer,
+    } = start_checkpoints(&config, &shape, &target, &outputs, &registry)?;
     let checkpoint_interval_ms = config.graph.checkpoint_interval_ms;
     let guards = timely::execute(timely_config, move |worker| {
         formed.store(true, Ordering::Relaxed);
@@ -537,7 +537,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         messages += stats.messages.load(Ordering::Relaxed);
     }
     // Every worker (and its sender of parts) is gone: the writer finishes what it has.
-    if let Some(writer) = checkpointing.writer {
+    if let Some(writer) = checkpoint_writer {
         let _ = writer.join();
     }
     let rejected = rejections.lock().expect("rejection counts lock").clone();

@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use basketflow_testkit::{ChildGuard, Stack};
+use basketflow_testkit::{logged_u64, ChildGuard, Stack};
 use support::{basketflow, GraphStack, TestRun, Traffic};
 
 /// Milliseconds since the epoch now.
@@ -59,7 +59,7 @@ fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<String> 
         if line.contains("checkpoint") {
             seen.push(line.clone());
         }
-        if logged(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
+        if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
             break;
         }
     }
@@ -98,18 +98,6 @@ fn run_logged(config: &std::path::Path, workers: &str) -> String {
     log
 }
 
-/// The value of `key=` in the first log line containing `message`.
-fn logged(log: &str, message: &str, key: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains(message))?;
-    let at = line.find(&format!("{key}="))? + key.len() + 1;
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
 #[test]
 fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
     let stack = Stack::shared();
@@ -138,11 +126,11 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
 
     landed.extend(stack.produce(events, &traffic.messages[split..]));
     let second = run_logged(&config, "2");
-    let at = logged(&second, "starting from the checkpoint", "at")
+    let at = logged_u64(&second, "starting from the checkpoint", "at")
         .unwrap_or_else(|| panic!("the second run starts from a checkpoint:\n{second}"));
     assert!(at > 0);
     assert!(at >= produced_by, "{second}");
-    let read = logged(&second, "stopped", "messages").expect("the run logs what it read");
+    let read = logged_u64(&second, "stopped", "messages").expect("the run logs what it read");
     assert_eq!(
         read,
         (traffic.messages.len() - split) as u64,

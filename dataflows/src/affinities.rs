@@ -61,6 +61,16 @@ struct AffinitiesRef<'a> {
     counts: &'a Counts,
 }
 
+impl<'a> AffinitiesRef<'a> {
+    /// The operator's state, borrowed.
+    fn of(names: &'a Interner, counts: &'a Counts) -> AffinitiesRef<'a> {
+        AffinitiesRef {
+            names: &names.strings,
+            counts,
+        }
+    }
+}
+
 impl Serialize for Affinities {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         AffinitiesRef {
@@ -141,13 +151,6 @@ pub(crate) fn count_pairs<'scope>(
     let mut names = Interner::from_names(restored.names);
     let mut counts = restored.counts;
     let mut agenda: Agenda<(Pair, isize), ()> = Agenda::default();
-    let write = |checkpointer: &Checkpointer, at: u64, names: &Interner, counts: &Counts| {
-        let state = AffinitiesRef {
-            names: &names.strings,
-            counts,
-        };
-        checkpointer.write(at, &state);
-    };
     pairs
         .inner
         .unary_frontier(
@@ -163,9 +166,7 @@ pub(crate) fn count_pairs<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        if let Some(c) = checkpointer.due(t) {
-                            write(&checkpointer, c, &names, &counts);
-                        }
+                        checkpointer.pass(t, &AffinitiesRef::of(&names, &counts));
                         let mut deltas: BTreeMap<(u32, u32, u32), i64> = BTreeMap::new();
                         for ((retailer, a, b), diff) in at.inputs {
                             let key = (names.id(retailer), names.id(a), names.id(b));
@@ -195,9 +196,7 @@ pub(crate) fn count_pairs<'scope>(
                             }
                         }
                     }
-                    if let Some(c) = checkpointer.due(bound) {
-                        write(&checkpointer, c, &names, &counts);
-                    }
+                    checkpointer.pass(bound, &AffinitiesRef::of(&names, &counts));
                     agenda.end_round(exhausted);
                 }
             },

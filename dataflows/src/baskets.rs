@@ -305,9 +305,7 @@ pub(crate) fn fold_baskets<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[records_frontier, erased_frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        if let Some(c) = checkpointer.due(t) {
-                            checkpointer.write(c, &state);
-                        }
+                        checkpointer.pass(t, &state);
                         let Baskets { baskets, forgotten } = &mut state;
                         let mut touched: BTreeMap<Shopper, Vec<Record>> = BTreeMap::new();
                         for shopper in at.keys {
@@ -376,9 +374,7 @@ pub(crate) fn fold_baskets<'scope>(
                             }
                         }
                     }
-                    if let Some(c) = checkpointer.due(bound) {
-                        checkpointer.write(c, &state);
-                    }
+                    checkpointer.pass(bound, &state);
                     agenda.end_round(exhausted);
                 }
             },

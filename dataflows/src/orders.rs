@@ -556,9 +556,7 @@ pub(crate) fn settle_orders<'scope>(
                 });
                 let (bound, exhausted) = agenda.bound(&[facts_frontier, erased_frontier]);
                 while let Some((t, at)) = agenda.next_before(bound) {
-                    if let Some(c) = checkpointer.due(t) {
-                        checkpointer.write(c, &state);
-                    }
+                    checkpointer.pass(t, &state);
                     let Orders {
                         orders,
                         ended,
@@ -658,9 +656,7 @@ pub(crate) fn settle_orders<'scope>(
                         }
                     }
                 }
-                if let Some(c) = checkpointer.due(bound) {
-                    checkpointer.write(c, &state);
-                }
+                checkpointer.pass(bound, &state);
                 agenda.end_round(exhausted);
             }
         },

@@ -190,6 +190,15 @@ impl Checkpointer {
         Some(at)
     }
 
+    /// Writes `state` as this operator's part at the checkpoint time [`Checkpointer::due`]
+    /// gives before `before`, if any: call it with every time the operator processes, in
+    /// order, before processing it, and with its frontier after a round.
+    pub fn pass<S: Serialize>(&mut self, before: u64, state: &S) {
+        if let Some(at) = self.due(before) {
+            self.write(at, state);
+        }
+    }
+
     /// Writes `state` as this operator's part at checkpoint time `at`.
     pub fn write<S: Serialize>(&self, at: u64, state: &S) {
         let Some(config) = &self.config else { return };
@@ -205,14 +214,6 @@ impl Checkpointer {
             bytes,
             encode_us,
         });
-    }
-
-    /// The time the operator restarts from (`0`: from the beginning).
-    pub fn restored_at(&self) -> u64 {
-        self.config
-            .as_ref()
-            .and_then(|c| c.restore.as_ref())
-            .map_or(0, |r| r.at)
     }
 
     /// The operator's state from the restore, re-sharded when needed; the default state
@@ -310,7 +311,6 @@ mod tests {
             ..Restore::default()
         }));
         let mut c = Checkpointer::new(Some(&config), "op", 0, 1);
-        assert_eq!(c.restored_at(), 30);
         assert_eq!(c.due(31), None);
         assert_eq!(c.due(41), Some(40));
     }

@@ -149,9 +149,7 @@ where
                             break;
                         }
                         let (cap, mut copies) = entry.remove();
-                        if let Some(c) = checkpointer.due(t) {
-                            checkpointer.write(c, &open);
-                        }
+                        checkpointer.pass(t, &open);
                         copies.sort();
                         let mut session = output.session(&cap);
                         for v in copies {
@@ -165,8 +163,8 @@ where
                             session.give((v, t, 1));
                         }
                     }
-                    if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
-                        checkpointer.write(c, &open);
+                    if let Some(b) = bound {
+                        checkpointer.pass(b, &open);
                     }
                     // Windows that end at or before the frontier can no longer drop a copy.
                     let bound = bound.unwrap_or(u64::MAX);

@@ -150,9 +150,7 @@ where
                     });
                     let (bound, exhausted) = agenda.bound(&[frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        if let Some(c) = checkpointer.due(t) {
-                            checkpointer.write(c, &state);
-                        }
+                        checkpointer.pass(t, &state);
                         let mut by_key: BTreeMap<K, Vec<(A::Update, isize)>> = BTreeMap::new();
                         for (key, update, diff) in at.inputs {
                             by_key.entry(key).or_default().push((update, diff));
@@ -179,9 +177,7 @@ where
                             }
                         }
                     }
-                    if let Some(c) = checkpointer.due(bound) {
-                        checkpointer.write(c, &state);
-                    }
+                    checkpointer.pass(bound, &state);
                     agenda.end_round(exhausted);
                 }
             },

@@ -503,13 +503,11 @@ pub fn checkpoint_positions<'scope>(
             if bound.is_some_and(|b| t >= b) {
                 break;
             }
-            if let Some(c) = checkpointer.due(t) {
-                checkpointer.write(c, &state);
-            }
+            checkpointer.pass(t, &state);
             fold_positions(&mut state.0, &entry.remove());
         }
-        if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
-            checkpointer.write(c, &state);
+        if let Some(b) = bound {
+            checkpointer.pass(b, &state);
         }
     });
 }

@@ -201,6 +201,19 @@ pub fn hostfile(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
+/// The integer value of `key=` in the last line of a `basketflow` log (logfmt) that contains
+/// `what`; `None` when there is no such line or field.
+pub fn logged_u64(log: &str, what: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(what))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
 use basketflow_ingest::parse_event;
-use basketflow_testkit::ChildGuard;
+use basketflow_testkit::{logged_u64, ChildGuard};
 use basketflow_vocab::Timestamp;
 use rdkafka::Message;
 use serde_json::{json, Value};
@@ -474,18 +474,6 @@ pub fn memory(bench: &mut Bench) {
         }
     }
     results["memory"] = json!(all);
-}
-
-/// The value of `key=` (digits) in the last line of `log` containing `what`.
-fn logged_u64(log: &str, what: &str, key: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains(what))?;
-    let at = line.find(&format!(" {key}="))? + key.len() + 2;
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
 }
 
 /// The resident memory of process `pid` now, in MiB.

@@ -220,9 +220,7 @@ pub fn decide<'scope>(
                     if events_frontier.less_equal(&t) || controls_frontier.less_equal(&t) {
                         break;
                     }
-                    if let Some(c) = checkpointer.due(t) {
-                        checkpointer.write(c, &state);
-                    }
+                    checkpointer.pass(t, &state);
                     let Trees {
                         shoppers,
                         erased,
@@ -270,8 +268,8 @@ pub fn decide<'scope>(
                     .iter()
                     .filter_map(|f| f.frontier().first().copied())
                     .min();
-                if let Some(c) = bound.and_then(|b| checkpointer.due(b)) {
-                    checkpointer.write(c, &state);
+                if let Some(b) = bound {
+                    checkpointer.pass(b, &state);
                 }
             }
         },
