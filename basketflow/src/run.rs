@@ -608,9 +608,11 @@ fn start_checkpoints(
     let topic = config.kafka.checkpoints_topic();
     let topic_configs = [
         ("cleanup.policy", "compact"),
-        // Compaction removes tombstoned checkpoints soon (erased shoppers' state included).
+        // Compaction removes tombstoned checkpoints soon (erased shoppers' state included):
+        // a segment rolls within 10 min and is compacted within 10 min after that.
         ("segment.ms", "600000"),
         ("min.cleanable.dirty.ratio", "0.1"),
+        ("max.compaction.lag.ms", "600000"),
         ("delete.retention.ms", "600000"),
         ("max.message.bytes", "1048576"),
     ];

@@ -15,64 +15,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc::channel;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use basketflow_testkit::{logged_u64, ChildGuard, Stack};
-use support::{basketflow, GraphStack, TestRun, Traffic};
-
-/// Milliseconds since the epoch now.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Runs `basketflow run` live on 1 worker until it logs a checkpoint at or after `covering`
-/// (ms), then stops it with SIGTERM; returns its log lines about checkpoints.
-fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<String> {
-    let mut child = ChildGuard::spawn(
-        basketflow()
-            .args(["run", "--config", config.to_str().unwrap(), "-w", "1"])
-            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let (lines, received) = channel();
-    let stderr = child.stderr.take().expect("piped stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                panic!("no checkpoint at or after {covering} within 120 s: {seen:#?}")
-            });
-        if line.contains("checkpoint") {
-            seen.push(line.clone());
-        }
-        if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
-            break;
-        }
-    }
-    assert!(child.terminate(), "sending SIGTERM");
-    let status = child
-        .wait_for(Duration::from_secs(30))
-        .expect("drained within 30 s");
-    assert!(
-        status.success(),
-        "the live run exits 0 on SIGTERM: {status}"
-    );
-    seen
-}
+use basketflow_testkit::{logged_u64, Stack};
+use support::{basketflow, now_ms, run_until_checkpoint, GraphStack, TestRun, Traffic};
 
 /// Runs `basketflow run` to caught-up with `args`; returns its log (stdout and stderr).
 fn run_logged(config: &std::path::Path, workers: &str) -> String {

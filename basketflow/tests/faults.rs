@@ -30,7 +30,9 @@ use basketflow_testkit::{
     free_port, hostfile, read_to_end, unique_suffix, wait_all, ChildGuard, Isolation, Ports,
     PrivateStack, Stack,
 };
-use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
+use support::{
+    cluster_args, latest_checkpoint, run_caught_up, spawn, GraphStack, RunTargets, Traffic,
+};
 
 /// A small deterministic generator for kill moments and victims (xorshift64*).
 struct Moments(u64);
@@ -369,32 +371,13 @@ fn sigkill_at_seeded_moments() {
     assert_converged(&stack, &names, &traffic, &landed);
     // The cluster under test left complete checkpoints of its 4 workers (every restart could
     // load one; each restart's log says which it did).
-    let complete = latest_checkpoint(&stack.brokers, &names.decisions);
+    let complete = latest_checkpoint(&stack.brokers, &names.decisions).map(|r| (r.at, r.peers));
     assert_eq!(
         complete.map(|(_, peers)| peers),
         Some(4),
         "a complete checkpoint of 2 x 2 workers"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The latest complete checkpoint (time, workers) in the checkpoints topic of the graph whose
-/// decisions topic is `decisions` (default settings).
-fn latest_checkpoint(brokers: &str, decisions: &str) -> Option<(u64, usize)> {
-    use basketflow_sinks::checkpoints::{load, CheckpointSettings, FORMAT, POSITIONS};
-    let defaults = basketflow_config::Config::default().graph;
-    let settings = CheckpointSettings {
-        format: FORMAT,
-        tick_ms: defaults.tick_ms,
-        dedup_horizon_ms: defaults.dedup_horizon_ms,
-        settlement_ms: defaults.settlement_ms,
-    };
-    let mut operators = basketflow_dataflows::graph::CHECKPOINTED.to_vec();
-    operators.push(POSITIONS);
-    let topic = format!("{decisions}-checkpoints");
-    let loaded =
-        load(brokers, &topic, &settings, &operators, u64::MAX).expect("reading the checkpoints");
-    loaded.restore.map(|r| (r.at, r.peers))
 }
 
 /// A private stack (broker and ClickHouse on free ports), started; stopped when dropped.

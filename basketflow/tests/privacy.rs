@@ -9,24 +9,41 @@
 //!   oracle over the events with the victim's replaced by their anonymous residues, the audit
 //!   acknowledges the request, and `privacy export` is empty. A restart (replay) and a rebuild
 //!   into a fresh database from the same topics give exactly the same; the rebuild never
-//!   writes a row of the victim at all.
+//!   writes a row of the victim at all. The graph checkpoints every 500 ms: the first half is
+//!   processed by a live run stopped once a checkpoint covers it (that checkpoint holds the
+//!   victim's state), and the cluster after the erasure must start from that checkpoint, so
+//!   the erasure, read after it, is what removes the victim again.
 //! * Retention: a period of 4 s on live traffic: the per-shopper views fill, then empty once
 //!   the period has passed, while the product figures stay equal to the oracle over every
 //!   event, and the writer deletes the history that named shoppers.
 
 mod support;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use basketflow_dataflows::oracle;
 use basketflow_dataflows::privacy::anonymous;
-use basketflow_testkit::{hostfile, unique_suffix, wait_all, Stack};
+use basketflow_testkit::{hostfile, logged_u64, unique_suffix, wait_all, ChildGuard, Stack};
 use basketflow_vocab::{Event, Timestamp};
 use serde_json::Value;
 use support::{
-    basketflow, cluster_args, expected, run_caught_up, spawn, valid_events, GraphStack, RunTargets,
-    Traffic,
+    basketflow, cluster_args, expected, latest_checkpoint, now_ms, run_caught_up,
+    run_until_checkpoint, spawn, valid_events, GraphStack, RunTargets, Traffic,
 };
+
+/// How many times `shopper` appears as a serialized string (length-prefixed, as `bincode`
+/// writes it) in the parts of `checkpoint`.
+fn mentions(checkpoint: &basketflow_operators::checkpoint::Restore, shopper: &str) -> usize {
+    let mut needle = (shopper.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(shopper.as_bytes());
+    checkpoint
+        .parts
+        .values()
+        .flatten()
+        .map(|part| part.windows(needle.len()).filter(|w| *w == needle).count())
+        .sum()
+}
 
 /// Runs `basketflow privacy <args>` with `config` and returns its stdout (it must succeed).
 fn privacy(config: &std::path::Path, args: &[&str]) -> String {
@@ -139,7 +156,13 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
         decisions,
         database,
     };
-    let cfg = stack.write_config(&dir, "run", &targets(&rejected, &decisions, &db), "");
+    // Checkpoints every 500 ms: the restart after the erasure starts from one taken before it.
+    let cfg = stack.write_config(
+        &dir,
+        "run",
+        &targets(&rejected, &decisions, &db),
+        "[graph]\ncheckpoint_interval_ms = 500\n",
+    );
     let cfg_rebuild = stack.write_config(
         &dir,
         "rebuild",
@@ -149,7 +172,15 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
 
     traffic.produce_trees(&stack, &trees);
     stack.produce(&events, first);
-    run_caught_up(&cfg);
+    let produced_by = now_ms();
+    // A live run until a checkpoint covers the first half: that checkpoint holds the victim.
+    run_until_checkpoint(&cfg, produced_by);
+    let before_erasure = latest_checkpoint(&stack.brokers, &decisions).expect("a checkpoint");
+    assert!(before_erasure.at >= produced_by);
+    assert!(
+        mentions(&before_erasure, &victim) > 0,
+        "the checkpoint before the erasure holds the victim's state"
+    );
     let before = exported(&cfg, &retailer, &victim);
     let held: std::collections::BTreeMap<_, _> = before.iter().cloned().collect();
     assert!(held["shopper_purchases"] > 0, "export before: {before:?}");
@@ -178,16 +209,37 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
     let landed_later = stack.produce(&events, second);
     // The rest on a cluster of 2 processes x 1 worker.
     let hosts = hostfile(&dir, 2);
-    let on_cluster = || {
+    let on_cluster = |round: &str| -> Vec<String> {
+        let logs: Vec<_> = (0..2)
+            .map(|p| dir.join(format!("{round}-{p}.log")))
+            .collect();
         let children = (0..2)
             .map(|p| {
-                let args = cluster_args(&cfg, &hosts, 2, p, 1, true);
-                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                let log = std::fs::File::create(&logs[p]).unwrap();
+                ChildGuard::spawn(
+                    basketflow()
+                        .args(cluster_args(&cfg, &hosts, 2, p, 1, true))
+                        .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+                        .stdin(Stdio::null())
+                        .stdout(log.try_clone().unwrap())
+                        .stderr(log),
+                )
             })
             .collect();
         wait_all(children, Duration::from_secs(300));
+        logs.iter()
+            .map(|l| std::fs::read_to_string(l).unwrap())
+            .collect()
     };
-    on_cluster();
+    // Both processes start from the checkpoint taken before the erasure: the victim's state
+    // comes back with it, and the erasure, read after it, must remove it again.
+    for log in on_cluster("after-erasure") {
+        assert_eq!(
+            logged_u64(&log, "starting from the checkpoint", "at"),
+            Some(before_erasure.at),
+            "{log}"
+        );
+    }
 
     // No decision for the victim from an event after the erasure (their tree state is gone
     // and their id stays erased), while other shoppers' later events decide.
@@ -266,7 +318,7 @@ fn an_erased_shopper_leaves_every_table_and_a_restart_or_rebuild_never_brings_th
 
     // A restart of the cluster replays everything and writes nothing new; the victim stays
     // gone.
-    on_cluster();
+    on_cluster("restart");
     check(&db, "after a restart");
     assert_eq!(stack.view(&db, "privacy_audit"), audit);
     // A rebuild from the topics into a fresh database: the same, and the victim was never

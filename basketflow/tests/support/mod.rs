@@ -8,17 +8,19 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use basketflow_dataflows::experiences::Shopper;
 use basketflow_dataflows::oracle;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
 use basketflow_testkit::kafka::{produce, test_producer};
-use basketflow_testkit::{wait_all, ChildGuard, Stack};
+use basketflow_testkit::{logged_u64, wait_all, ChildGuard, Stack};
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
@@ -553,6 +555,79 @@ pub fn cluster_args(
         args.push("--exit-when-caught-up".into());
     }
     args
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Runs `basketflow run` live on 1 worker until it logs a checkpoint at or after `covering`
+/// (ms), then stops it with SIGTERM; returns its log lines about checkpoints.
+pub fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<String> {
+    let mut child = ChildGuard::spawn(
+        basketflow()
+            .args(["run", "--config", config.to_str().unwrap(), "-w", "1"])
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let (lines, received) = channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                panic!("no checkpoint at or after {covering} within 120 s: {seen:#?}")
+            });
+        if line.contains("checkpoint") {
+            seen.push(line.clone());
+        }
+        if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
+            break;
+        }
+    }
+    assert!(child.terminate(), "sending SIGTERM");
+    let status = child
+        .wait_for(Duration::from_secs(30))
+        .expect("drained within 30 s");
+    assert!(
+        status.success(),
+        "the live run exits 0 on SIGTERM: {status}"
+    );
+    seen
+}
+
+/// The latest complete checkpoint in the checkpoints topic of the graph whose decisions topic
+/// is `decisions` (default settings), with every part.
+pub fn latest_checkpoint(
+    brokers: &str,
+    decisions: &str,
+) -> Option<basketflow_operators::checkpoint::Restore> {
+    use basketflow_sinks::checkpoints::{load, CheckpointSettings, FORMAT, POSITIONS};
+    let defaults = basketflow_config::Config::default().graph;
+    let settings = CheckpointSettings {
+        format: FORMAT,
+        tick_ms: defaults.tick_ms,
+        dedup_horizon_ms: defaults.dedup_horizon_ms,
+        settlement_ms: defaults.settlement_ms,
+    };
+    let mut operators = basketflow_dataflows::graph::CHECKPOINTED.to_vec();
+    operators.push(POSITIONS);
+    let topic = format!("{decisions}-checkpoints");
+    load(brokers, &topic, &settings, &operators, u64::MAX)
+        .expect("reading the checkpoints")
+        .restore
 }
 
 fn day(d: i32) -> String {
