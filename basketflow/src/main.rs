@@ -21,6 +21,8 @@ use std::io;
 
 /// mimalloc: the graph allocates and frees small strings and vectors at a high rate; glibc
 /// malloc spent a third of a worker's time in `malloc`, `free` and `malloc_consolidate`.
+/// (The `system-allocator` feature leaves the system's, for heap profilers.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -232,8 +232,23 @@ impl Graph {
     }
 
     /// `basketflow run` of this graph with `workers` workers.
+    ///
+    /// With `BASKETFLOW_BENCH_WRAPPER` set (for example `heaptrack -o /tmp/ht`), the graph runs
+    /// under that command: profiles of a bench's own runs.
     pub fn command(&self, workers: usize) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_basketflow"));
+        let binary = env!("CARGO_BIN_EXE_basketflow");
+        let wrapper = std::env::var("BASKETFLOW_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut c = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        // (Not a configuration key: the graph would refuse it.)
+        c.env_remove("BASKETFLOW_BENCH_WRAPPER");
         c.args([
             "run",
             "--config",
