@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
-    [--shoppers N]";
+    [--shoppers N] [--products N]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -34,6 +34,10 @@ pub struct Args {
     pub memory_lead_ms: Option<u64>,
     /// Shoppers of the memory and restart phases' streams (20,000 by default).
     pub shoppers: u32,
+    /// Products per retailer of the memory and restart phases' streams (the generator's
+    /// 3,000 when absent): a small catalogue saturates the product pairs, so that the state
+    /// stops growing with the stream (with 3,000 the pairs are still new after 10 M events).
+    pub products: Option<u32>,
     /// History lengths of the restart phase.
     pub restart_events: Vec<usize>,
     /// The restart phase's horizons and retention period (ms); the defaults when absent.
@@ -60,6 +64,7 @@ pub fn args() -> Args {
         memory_horizon_ms: None,
         memory_lead_ms: None,
         shoppers: 20_000,
+        products: None,
         restart_events: vec![300_000, 3_000_000],
         restart_horizon_ms: None,
         latency_checkpoint_ms: None,
@@ -87,6 +92,7 @@ pub fn args() -> Args {
             "--memory-events" => a.memory_events = list(&value),
             "--restart-events" => a.restart_events = list(&value),
             "--shoppers" => a.shoppers = value.parse().expect("--shoppers N"),
+            "--products" => a.products = Some(value.parse().expect("--products N")),
             "--latency-checkpoint-ms" => {
                 a.latency_checkpoint_ms = Some(value.parse().expect("--latency-checkpoint-ms MS"))
             }

@@ -403,6 +403,11 @@ pub fn latency(bench: &mut Bench) {
     results["latency"] = json!(latency);
 }
 
+/// `, N products` when the stream's catalogue is not the generator's default.
+fn products_label(products: Option<u32>) -> String {
+    products.map_or(String::new(), |p| format!(", {p} products per retailer"))
+}
+
 /// Phase 5, peak memory after 1 M and 10 M events of one stream.
 pub fn memory(bench: &mut Bench) {
     let (args, site) = (&bench.args, &bench.site);
@@ -412,7 +417,13 @@ pub fn memory(bench: &mut Bench) {
     for &n in &args.memory_events {
         let topic = format!("bench-memory-{n}-{suffix}");
         stack.create_topic(&topic, PARTITIONS, "delete");
-        let stream = generator_of(3, GenConfig::default().start, 1_000.0, args.shoppers);
+        let stream = generator_of(
+            3,
+            GenConfig::default().start,
+            1_000.0,
+            args.shoppers,
+            args.products,
+        );
         produce_streaming(&topic, stream, n);
         // With a horizon, every horizon and the retention period are that short, so that
         // both runs pass them and the state that remains is what they leave.
@@ -431,8 +442,9 @@ pub fn memory(bench: &mut Bench) {
         let r = catch_up(site, &format!("memory{n}"), &topic, n, 1, true, &sections);
         println!("memory, {n} events: {r}");
         md.push_str(&format!(
-            "| peak resident memory after {n} events (1 worker, {} shoppers{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
+            "| peak resident memory after {n} events (1 worker, {} shoppers{}{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
             args.shoppers,
+            products_label(args.products),
             args.memory_horizon_ms.map_or(String::new(), |h| format!(
                 ", horizons and retention {h} ms"
             )),
@@ -536,11 +548,18 @@ pub fn restart(bench: &mut Bench) {
     let (stack, suffix) = (&site.stack, &site.suffix);
     let (md, results) = (&mut bench.md, &mut bench.results);
     const TAIL: usize = 10_000;
+    let out_dir = bench.out_dir.clone();
     let mut all = Vec::new();
     for &n in &args.restart_events {
         let topic = format!("bench-restart-{n}-{suffix}");
         stack.create_topic(&topic, PARTITIONS, "delete");
-        let mut stream = generator_of(5, GenConfig::default().start, 1_000.0, args.shoppers);
+        let mut stream = generator_of(
+            5,
+            GenConfig::default().start,
+            1_000.0,
+            args.shoppers,
+            args.products,
+        );
         produce_streaming(&topic, stream.by_ref(), n);
         let produced_by = wall_ms();
         // With a horizon, every horizon and the retention period are that short: the state
@@ -588,6 +607,8 @@ pub fn restart(bench: &mut Bench) {
             (t.elapsed().as_secs_f64(), log)
         };
         let (restart_s, log) = timed(&g);
+        // The restart's own log, kept beside the results (where its seconds went).
+        std::fs::write(out_dir.join(format!("restart{n}.log")), &log).unwrap();
         let restored_at = logged_u64(&log, "starting from the checkpoint", "at").unwrap_or(0);
         assert!(
             restored_at > 0,
@@ -614,8 +635,9 @@ pub fn restart(bench: &mut Bench) {
         });
         println!("restart after {n} events: {r}");
         md.push_str(&format!(
-            "| restart after {n} events of history + {TAIL} new (1 worker, {} shoppers{}) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms, the slowest operator stalled {encode_max_ms} ms encoding its part; {live_rss_mib} MiB resident when it was written); {replay_s:.1} s replaying the whole log |\n",
+            "| restart after {n} events of history + {TAIL} new (1 worker, {} shoppers{}{}) | {restart_s:.1} s from the checkpoint ({read} messages read, checkpoint {:.1} MiB loaded in {load_ms} ms, written in {write_ms} ms, the slowest operator stalled {encode_max_ms} ms encoding its part; {live_rss_mib} MiB resident when it was written; state by operator, bytes: {parts}); {replay_s:.1} s replaying the whole log |\n",
             args.shoppers,
+            products_label(args.products),
             args.restart_horizon_ms
                 .map_or(String::new(), |h| format!(", horizons and retention {h} ms")),
             bytes as f64 / 1_048_576.0

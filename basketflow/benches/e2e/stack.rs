@@ -136,19 +136,22 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
 
 /// The generator's stream: `SHOPPERS` shoppers, 3% bad, 2% duplicates.
 pub fn generator(seed: u64, start: Timestamp, events_per_second: f64) -> Generator {
-    generator_of(seed, start, events_per_second, SHOPPERS)
+    generator_of(seed, start, events_per_second, SHOPPERS, None)
 }
 
-/// [`generator`] with `shoppers` shoppers.
+/// [`generator`] with `shoppers` shoppers and `products` per retailer (the generator's
+/// default when `None`).
 pub fn generator_of(
     seed: u64,
     start: Timestamp,
     events_per_second: f64,
     shoppers: u32,
+    products: Option<u32>,
 ) -> Generator {
     Generator::new(GenConfig {
         seed,
         shoppers,
+        products: products.unwrap_or(GenConfig::default().products),
         bad_share: 0.03,
         duplicate_share: 0.02,
         start,

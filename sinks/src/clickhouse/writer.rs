@@ -73,7 +73,11 @@ pub(crate) fn write_loop(
     let wake = || woken.wake();
     let rt = runtime();
     let sweep_every = retention_interval(&retention);
-    let mut last_sweep: Option<Instant> = None;
+    // The first sweep waits one interval too: a sweep scans every per-shopper table, so one
+    // at start made a restart's time grow with the tables' history (restart phase, 2 s
+    // retention: 1.8 s of a 3 M-event restart's 5.7 s went to it; a 10 M-event restart took
+    // 16.2 s against 3.9 s after 1 M).
+    let mut last_sweep = Instant::now();
     let mut last_copies_check: Option<Instant> = None;
     rt.block_on(async {
         let mut store: Option<ClickHouseStore> = None;
@@ -140,8 +144,8 @@ pub(crate) fn write_loop(
             }
             // Retention: best effort between batches (it changes no view; a failure is retried
             // at the next interval).
-            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                last_sweep = Some(Instant::now());
+            if last_sweep.elapsed() >= sweep_every {
+                last_sweep = Instant::now();
                 if let Some(s) = store.as_ref() {
                     match s.apply_retention(batch.through, &retention).await {
                         Ok(n) => {
