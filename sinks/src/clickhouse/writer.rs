@@ -4,10 +4,10 @@
 //!
 //! Batches that queue while a write runs are coalesced into one (one insert per table). A
 //! failed write is retried with exponential backoff (up to 5 s between tries), forever, on a
-//! new connection. Between batches, at most every quarter of the shortest retention period,
-//! the writer deletes per-shopper rows past their period (best effort: a failure is retried at
-//! the next interval; it changes no view). After each commit it updates [`SinkStats`] and
-//! wakes the operator, which moves the durable frontier.
+//! new connection. After each commit it updates [`SinkStats`] and wakes the operator, which
+//! moves the durable frontier. Beside it, a sweeper thread deletes per-shopper rows past
+//! their period every quarter of the shortest retention period ([`sweep_loop`]; best effort: a
+//! failure is retried at the next interval; it changes no view).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -72,12 +72,14 @@ pub(crate) fn write_loop(
 ) {
     let wake = || woken.wake();
     let rt = runtime();
-    let sweep_every = retention_interval(&retention);
-    // The first sweep waits one interval too: a sweep scans every per-shopper table, so one
-    // at start made a restart's time grow with the tables' history (restart phase, 2 s
-    // retention: 1.8 s of a 3 M-event restart's 5.7 s went to it; a 10 M-event restart took
-    // 16.2 s against 3.9 s after 1 M).
-    let mut last_sweep = Instant::now();
+    let sweeping = Arc::new(AtomicBool::new(true));
+    {
+        let (target, stats, sweeping) = (target.clone(), stats.clone(), sweeping.clone());
+        std::thread::Builder::new()
+            .name("clickhouse-retention".into())
+            .spawn(move || sweep_loop(target, stats, retention, sweeping))
+            .expect("spawning the retention sweeper");
+    }
     let mut last_copies_check: Option<Instant> = None;
     rt.block_on(async {
         let mut store: Option<ClickHouseStore> = None;
@@ -142,27 +144,65 @@ pub(crate) fn write_loop(
                     }
                 }
             }
-            // Retention: best effort between batches (it changes no view; a failure is retried
-            // at the next interval).
-            if last_sweep.elapsed() >= sweep_every {
-                last_sweep = Instant::now();
-                if let Some(s) = store.as_ref() {
-                    match s.apply_retention(batch.through, &retention).await {
-                        Ok(n) => {
-                            stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
-                            if n > 0 {
-                                log::info!(through = batch.through, rows = n; "retention: deleted per-shopper rows older than the period");
-                            }
-                        }
-                        Err(e) => {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            log::warn!("clickhouse writer: retention failed, retried later: {e}");
-                        }
-                    }
-                }
-            }
         }
     });
+    sweeping.store(false, Ordering::Relaxed);
     stats.finished.store(true, Ordering::Relaxed);
     wake();
+}
+
+/// The retention sweeper: every [`retention_interval`] (the first one too: a sweep at start
+/// made a restart's time grow with the tables' history), deletes the per-shopper rows past
+/// their period at the writer's committed time, on a connection of its own, until
+/// `sweeping` is cleared. It runs beside the writer rather than between its batches: a sweep
+/// scans every per-shopper table and may mutate it, which on large tables takes seconds to
+/// minutes, and between batches that held the durable frontier, and through the sources'
+/// gate the decisions, for as long. Rows newer than the committed time are never touched,
+/// and ClickHouse applies a mutation only to the parts that existed when it was issued, so
+/// batches written meanwhile are unaffected. A retailer copy filled during a sweep may keep
+/// a row the sweep deleted from the main database until the next sweep.
+fn sweep_loop(
+    target: Target,
+    stats: Arc<SinkStats>,
+    retention: Retention,
+    sweeping: Arc<AtomicBool>,
+) {
+    let rt = runtime();
+    let every = retention_interval(&retention);
+    let mut store: Option<ClickHouseStore> = None;
+    let mut last = Instant::now();
+    while sweeping.load(Ordering::Relaxed) {
+        if last.elapsed() < every {
+            std::thread::sleep(Duration::from_millis(100).min(every));
+            continue;
+        }
+        last = Instant::now();
+        let through = stats.committed.load(Ordering::Relaxed);
+        if through == 0 {
+            continue;
+        }
+        let result = rt.block_on(async {
+            if store.is_none() {
+                store = Some(target.connect().await?);
+            }
+            store
+                .as_ref()
+                .expect("connected")
+                .apply_retention(through, &retention)
+                .await
+        });
+        match result {
+            Ok(n) => {
+                stats.retention_deleted.fetch_add(n, Ordering::Relaxed);
+                if n > 0 {
+                    log::info!(through, rows = n; "retention: deleted per-shopper rows older than the period");
+                }
+            }
+            Err(e) => {
+                store = None;
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("clickhouse retention sweep failed, retried at the next interval: {e}");
+            }
+        }
+    }
 }
