@@ -23,8 +23,8 @@ use basketflow_kafka::{ensure_topic, read_erased, set_topic_configs};
 use basketflow_kafka::{read_progress, Positions};
 use basketflow_operators::checkpoint::{Checkpointing, Part, Policy, Restore};
 use basketflow_sinks::checkpoints::{
-    checkpoint_positions, load as load_checkpoint, write_checkpoints, CheckpointSettings,
-    WriterConfig, FORMAT as CHECKPOINT_FORMAT, POSITIONS,
+    checkpoint_positions, load as load_checkpoint, manifests_topic, write_checkpoints,
+    CheckpointSettings, WriterConfig, FORMAT as CHECKPOINT_FORMAT, POSITIONS,
 };
 use basketflow_sinks::clickhouse::{committed, prepare, write_read_models, PrivateOutputs};
 use basketflow_sinks::dead_letters::{count_dead_letters, RejectionCounts};
@@ -620,10 +620,13 @@ fn start_checkpoints(
         .enable_all()
         .build()?
         .block_on(async {
-            ensure_topic(&config.kafka.brokers, &topic, 1, &topic_configs).await?;
-            set_topic_configs(&config.kafka.brokers, &topic, &topic_configs).await
+            for t in [topic.clone(), manifests_topic(&topic)] {
+                ensure_topic(&config.kafka.brokers, &t, 1, &topic_configs).await?;
+                set_topic_configs(&config.kafka.brokers, &t, &topic_configs).await?;
+            }
+            Ok::<_, anyhow::Error>(())
         })
-        .with_context(|| format!("preparing the checkpoints topic {topic}"))?;
+        .with_context(|| format!("preparing the checkpoints topics {topic}(-manifests)"))?;
     // A checkpoint is usable at or before what both outputs committed.
     let clickhouse = match committed(target) {
         Ok(c) => c.0,
@@ -655,7 +658,7 @@ fn start_checkpoints(
     match &loaded.restore {
         Some(r) => {
             let bytes: usize = r.parts.values().flatten().map(Vec::len).sum();
-            log::info!(at = r.at, written_by_workers = r.peers, bytes, load_ms = started.elapsed().as_millis() as u64, positions:? = loaded.positions; "starting from the checkpoint; the sources replay only what came after it");
+            log::info!(at = r.at, written_by_workers = r.peers, bytes, read_bytes = loaded.read_bytes, load_ms = started.elapsed().as_millis() as u64, positions:? = loaded.positions; "starting from the checkpoint; the sources replay only what came after it");
         }
         None => {
             log::info!(clickhouse_committed = clickhouse, kafka_committed = kafka; "no usable checkpoint: replaying the whole log")

@@ -76,6 +76,13 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
         .unwrap_or_else(|| panic!("the second run starts from a checkpoint:\n{second}"));
     assert!(at > 0);
     assert!(at >= produced_by, "{second}");
+    // The start read only the chunks of the checkpoint it used (the first run wrote one every
+    // 500 ms, and kept 3): its bytes, exactly, from one writer's contiguous chunks.
+    assert_eq!(
+        logged_u64(&second, "starting from the checkpoint", "read_bytes"),
+        logged_u64(&second, "starting from the checkpoint", "bytes"),
+        "{second}"
+    );
     let read = logged_u64(&second, "stopped", "messages").expect("the run logs what it read");
     assert_eq!(
         read,

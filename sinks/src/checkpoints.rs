@@ -1,20 +1,30 @@
 //! Checkpoints in Kafka: each process's writer thread puts its workers' parts into a
-//! compacted topic, and a start loads the latest complete checkpoint from it.
+//! compacted topic and indexes them in a second, small one; a start reads the index and then
+//! only the chunks of the checkpoint it uses.
 //!
-//! # Records (one partition, compacted)
+//! # Records
 //!
+//! In the chunks topic (`kafka.checkpoints_topic`, one partition, compacted):
 //! - `c/<at>/<operator>/<worker>/<i>`: chunk `i` of one operator's part on one worker at
 //!   checkpoint time `at` (at most [`CHUNK_BYTES`] each, under the broker's message limit).
+//!
+//! In the manifests topic (the same name with [`MANIFESTS_SUFFIX`], one partition,
+//! compacted):
+//! - `p/<at>/<first worker>`: one process's plan at `at`, written before its chunks: the parts
+//!   it is about to write (chunk counts, lengths, CRC-32), so that chunks a SIGKILL left
+//!   without a manifest are still known, and tombstoned.
 //! - `m/<at>/<first worker>`: one process's manifest at `at`, written after every chunk it
-//!   lists was acknowledged: per part, its chunk count, length and CRC-32; the checkpoint
-//!   format, the graph's settings (`tick_ms`, horizons) and the routing fingerprint.
+//!   lists was acknowledged: per part, its chunk count, length, CRC-32 and each chunk's offset
+//!   in the chunks topic; the checkpoint format, the graph's settings (`tick_ms`, horizons)
+//!   and the routing fingerprint.
 //!
 //! A checkpoint is complete when the manifests at `at` list a part of every operator from
-//! every worker `0..peers`, with the same settings, and every chunk is there with its
-//! length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
+//! every worker `0..peers`, with the same settings, and every chunk is at its offset with its
+//! key, length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
 //! that checkpoint does not exist, the previous one does. Each writer keeps the last
-//! [`KEEP`] checkpoints it knows of and tombstones older ones (their chunks and manifests),
-//! so an erased shopper's state leaves the topic within `KEEP` intervals plus compaction.
+//! [`KEEP`] checkpoints it knows of and tombstones older ones (their chunks, plans and
+//! manifests), so an erased shopper's state leaves the topic within `KEEP` intervals plus
+//! compaction.
 //!
 //! # Which checkpoint a start uses
 //!
@@ -22,7 +32,10 @@
 //! checkpoint past what is committed would skip outputs that were never written), whose
 //! format and settings equal this run's. Others are skipped with a log line that says why;
 //! without one, the run replays the whole log (as it did before checkpoints). The chosen
-//! time is part of the processes' agreement check, so a cluster never starts from two.
+//! time is part of the processes' agreement check, so a cluster never starts from two. A
+//! start reads the manifests topic whole (a few KiB per checkpoint) and then, for the
+//! checkpoint it tries, the chunks topic from that checkpoint's first chunk to its last:
+//! what it reads grows with the state, not with the checkpoints the topic still holds.
 //!
 //! # Positions
 //!
@@ -54,7 +67,16 @@ pub const POSITIONS: &str = "SourcePositions";
 
 /// The checkpoint format: bump it whenever an operator's state changes shape (a checkpoint of
 /// another format is not used: the run replays the log instead).
-pub const FORMAT: u32 = 1;
+/// Format 2 put the manifests (with the chunks' offsets) in a topic of their own.
+pub const FORMAT: u32 = 2;
+
+/// The manifests topic's name: the chunks topic's with this suffix.
+pub const MANIFESTS_SUFFIX: &str = "-manifests";
+
+/// The manifests topic of the chunks topic `topic`.
+pub fn manifests_topic(topic: &str) -> String {
+    format!("{topic}{MANIFESTS_SUFFIX}")
+}
 
 /// The largest chunk value written.
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -75,7 +97,7 @@ pub struct CheckpointSettings {
     pub settlement_ms: u64,
 }
 
-/// One part as a manifest lists it.
+/// One part as a plan or a manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct PartEntry {
     operator: String,
@@ -83,6 +105,8 @@ struct PartEntry {
     chunks: usize,
     len: usize,
     crc: u32,
+    /// Each chunk's offset in the chunks topic (empty in a plan).
+    offsets: Vec<i64>,
 }
 
 /// One process's manifest at one checkpoint time.
@@ -102,6 +126,42 @@ fn chunk_key(at: u64, operator: &str, worker: usize, i: usize) -> String {
 fn manifest_key(at: u64, first_worker: usize) -> String {
     format!("m/{at:020}/{first_worker:05}")
 }
+
+fn plan_key(at: u64, first_worker: usize) -> String {
+    format!("p/{at:020}/{first_worker:05}")
+}
+
+/// The records of one checkpoint time, by topic (what tombstoning it removes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Chunk keys, in the chunks topic.
+    pub chunks: Vec<String>,
+    /// Plan and manifest keys, in the manifests topic.
+    pub manifests: Vec<String>,
+}
+
+/// A producer context that records the offset of every record delivered, by key.
+#[derive(Default)]
+struct Delivered(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl rdkafka::ClientContext for Delivered {}
+
+impl rdkafka::producer::ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                self.0
+                    .lock()
+                    .expect("the delivered offsets")
+                    .insert(key.to_owned(), m.offset());
+            }
+        }
+    }
+}
+
+type ChunkProducer = BaseProducer<Delivered>;
 
 /// The checkpoint time in a record key.
 fn at_of(key: &str) -> Option<u64> {
@@ -128,7 +188,7 @@ pub struct CheckpointStats {
 pub struct WriterConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The checkpoints topic.
+    /// The chunks topic (its manifests topic: [`manifests_topic`]).
     pub topic: String,
     /// This run's settings, written into each manifest.
     pub settings: CheckpointSettings,
@@ -140,23 +200,23 @@ pub struct WriterConfig {
     pub peers: usize,
     /// Checkpoint records already in the topic at start (by time): tombstoned like this
     /// run's once [`KEEP`] newer ones are written.
-    pub existing: BTreeMap<u64, Vec<String>>,
+    pub existing: BTreeMap<u64, Written>,
 }
 
 /// Runs a process's writer: takes parts from `parts` until every sender is gone, writes each
 /// time for which every local worker's every operator sent its part, and tombstones old
 /// checkpoints. Failures are logged and counted; the next checkpoint tries again.
 pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc<CheckpointStats>) {
-    let producer: Option<BaseProducer> = basketflow_kafka::client_config(&config.brokers)
+    let producer: Option<ChunkProducer> = basketflow_kafka::client_config(&config.brokers)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", (CHUNK_BYTES + 64 * 1024).to_string())
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(Delivered::default())
         .map_err(|e| log::error!("checkpoints: cannot create the producer: {e}; no checkpoints"))
         .ok();
     let expected = config.operators.len() * config.workers.len();
     let mut pending: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
-    let mut kept: BTreeMap<u64, Vec<String>> = config.existing.clone();
+    let mut kept: BTreeMap<u64, Written> = config.existing.clone();
     let mut last_written = 0u64;
     while let Ok(part) = parts.recv() {
         if part.at <= last_written {
@@ -175,7 +235,7 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
         let Some(producer) = &producer else { continue };
         let started = Instant::now();
         match write_one(producer, &config, at, &group) {
-            Ok((keys, bytes)) => {
+            Ok((written, bytes)) => {
                 stats.written.fetch_add(1, Ordering::Relaxed);
                 stats.latest_at.store(at, Ordering::Relaxed);
                 stats.latest_bytes.store(bytes as u64, Ordering::Relaxed);
@@ -195,10 +255,10 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                     .collect();
                 let parts = parts.join(",");
                 log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, parts:% = parts; "checkpoint written");
-                kept.insert(at, keys);
+                kept.insert(at, written);
                 while kept.len() > KEEP {
-                    let (old, keys) = kept.pop_first().expect("more than KEEP kept");
-                    if let Err(e) = tombstone(producer, &config.topic, &keys) {
+                    let (old, written) = kept.pop_first().expect("more than KEEP kept");
+                    if let Err(e) = tombstone(producer, &config.topic, &written) {
                         log::warn!(at = old; "checkpoints: tombstoning an old checkpoint failed: {e}");
                     }
                 }
@@ -211,55 +271,88 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
     }
 }
 
-/// Writes one time's parts (chunks, then the manifest); returns the keys written and the
-/// parts' bytes.
+/// The chunks of `part` at `at`, with their keys.
+fn chunks_of(at: u64, part: &Part) -> Vec<(String, &[u8])> {
+    let chunks: Vec<&[u8]> = if part.bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        part.bytes.chunks(CHUNK_BYTES).collect()
+    };
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (chunk_key(at, part.operator, part.worker, i), c))
+        .collect()
+}
+
+/// Writes one time's parts (the plan, the chunks, then the manifest with the chunks'
+/// offsets); returns the records written and the parts' bytes.
 fn write_one(
-    producer: &BaseProducer,
+    producer: &ChunkProducer,
     config: &WriterConfig,
     at: u64,
     group: &[Part],
-) -> Result<(Vec<String>, usize), KafkaError> {
-    let mut keys = Vec::new();
+) -> Result<(Written, usize), KafkaError> {
+    let manifests = manifests_topic(&config.topic);
+    let first_worker = config.workers.iter().copied().min().unwrap_or(0);
+    let mut written = Written::default();
     let mut entries = Vec::new();
     let mut bytes = 0;
     for part in group {
-        let chunks: Vec<&[u8]> = if part.bytes.is_empty() {
-            vec![&[][..]]
-        } else {
-            part.bytes.chunks(CHUNK_BYTES).collect()
-        };
-        for (i, chunk) in chunks.iter().enumerate() {
-            let key = chunk_key(at, part.operator, part.worker, i);
-            send(producer, &config.topic, &key, Some(chunk))?;
-            keys.push(key);
-        }
-        bytes += part.bytes.len();
         entries.push(PartEntry {
             operator: part.operator.to_string(),
             worker: part.worker,
-            chunks: chunks.len(),
+            chunks: chunks_of(at, part).len(),
             len: part.bytes.len(),
             crc: crc32fast::hash(&part.bytes),
+            offsets: Vec::new(),
         });
+        bytes += part.bytes.len();
     }
-    flush(producer)?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         at,
         peers: config.peers,
         fingerprint: routing_fingerprint(),
         settings: config.settings.clone(),
         parts: entries,
     };
-    let key = manifest_key(at, config.workers.iter().copied().min().unwrap_or(0));
-    let value = serde_json::to_vec(&manifest).expect("a manifest serializes");
-    send(producer, &config.topic, &key, Some(&value))?;
+    // The plan first: chunks a SIGKILL leaves without a manifest are known by it.
+    let plan = plan_key(at, first_worker);
+    let value = serde_json::to_vec(&manifest).expect("a plan serializes");
+    send(producer, &manifests, &plan, Some(&value))?;
     flush(producer)?;
-    keys.push(key);
-    Ok((keys, bytes))
+    written.manifests.push(plan);
+    producer
+        .context()
+        .0
+        .lock()
+        .expect("the delivered offsets")
+        .clear();
+    for part in group {
+        for (key, chunk) in chunks_of(at, part) {
+            send(producer, &config.topic, &key, Some(chunk))?;
+            written.chunks.push(key);
+        }
+    }
+    flush(producer)?;
+    let delivered = std::mem::take(&mut *producer.context().0.lock().expect("the offsets"));
+    for (entry, part) in manifest.parts.iter_mut().zip(group) {
+        entry.offsets = chunks_of(at, part)
+            .iter()
+            .map(|(key, _)| delivered.get(key).copied())
+            .collect::<Option<Vec<i64>>>()
+            .ok_or(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))?;
+    }
+    let key = manifest_key(at, first_worker);
+    let value = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    send(producer, &manifests, &key, Some(&value))?;
+    flush(producer)?;
+    written.manifests.push(key);
+    Ok((written, bytes))
 }
 
 fn send(
-    producer: &BaseProducer,
+    producer: &ChunkProducer,
     topic: &str,
     key: &str,
     value: Option<&[u8]>,
@@ -279,7 +372,7 @@ fn send(
     }
 }
 
-fn flush(producer: &BaseProducer) -> Result<(), KafkaError> {
+fn flush(producer: &ChunkProducer) -> Result<(), KafkaError> {
     producer.flush(Duration::from_secs(60))?;
     // A message that failed after its retries is reported through the delivery callback,
     // which BaseProducer's default context only logs: count what is still in flight instead.
@@ -289,11 +382,15 @@ fn flush(producer: &BaseProducer) -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Tombstones `keys` (manifest last: a checkpoint loses its manifest only after its chunks are
-/// gone is not needed, but a manifest without chunks is refused by its digests anyway).
-fn tombstone(producer: &BaseProducer, topic: &str, keys: &[String]) -> Result<(), KafkaError> {
-    for key in keys {
+/// Tombstones the records of one checkpoint time: its chunks, then its plans and manifests.
+fn tombstone(producer: &ChunkProducer, topic: &str, written: &Written) -> Result<(), KafkaError> {
+    for key in &written.chunks {
         send(producer, topic, key, None)?;
+    }
+    flush(producer)?;
+    let manifests = manifests_topic(topic);
+    for key in &written.manifests {
+        send(producer, &manifests, key, None)?;
     }
     flush(producer)
 }
@@ -305,12 +402,15 @@ pub struct Loaded {
     pub restore: Option<Restore>,
     /// Where the sources continue after it (empty without one).
     pub positions: Positions,
-    /// Every checkpoint's records in the topic, by time (for the writer to tombstone).
-    pub existing: BTreeMap<u64, Vec<String>>,
+    /// Every checkpoint's records in the topics, by time (for the writer to tombstone).
+    pub existing: BTreeMap<u64, Written>,
+    /// Payload bytes read from the chunks topic (for every checkpoint tried).
+    pub read_bytes: u64,
 }
 
-/// Reads `topic` and returns the latest complete checkpoint at or before `through` written
-/// with `settings` (see the [module docs](self)), with `operators`' parts.
+/// Reads the manifests of the chunks topic `topic` and returns the latest complete
+/// checkpoint at or before `through` written with `settings` (see the [module docs](self)),
+/// with `operators`' parts, reading only its chunks.
 pub fn load(
     brokers: &str,
     topic: &str,
@@ -318,26 +418,46 @@ pub fn load(
     operators: &[&'static str],
     through: u64,
 ) -> Result<Loaded, KafkaError> {
-    let records = read_topic(brokers, topic)?;
-    let mut existing: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for key in records.keys() {
-        if let Some(at) = at_of(key) {
-            existing.entry(at).or_default().push(key.clone());
-        }
-    }
+    let records = read_topic(brokers, &manifests_topic(topic))?;
+    let mut existing: BTreeMap<u64, Written> = BTreeMap::new();
     let mut manifests: BTreeMap<u64, Vec<Manifest>> = BTreeMap::new();
-    for (key, value) in records.range("m/".to_string().."m0".to_string()) {
-        match serde_json::from_slice::<Manifest>(value) {
-            Ok(m) if Some(m.at) == at_of(key) => manifests.entry(m.at).or_default().push(m),
-            _ => log::warn!(key; "checkpoints: a manifest does not parse; ignored"),
+    for (key, value) in &records {
+        let Some(at) = at_of(key) else { continue };
+        let written = existing.entry(at).or_default();
+        written.manifests.push(key.clone());
+        let Ok(m) = serde_json::from_slice::<Manifest>(value) else {
+            log::warn!(key; "checkpoints: a plan or manifest does not parse; ignored");
+            continue;
+        };
+        if m.at != at {
+            log::warn!(key; "checkpoints: a plan or manifest names another time; ignored");
+            continue;
+        }
+        for e in &m.parts {
+            written
+                .chunks
+                .extend((0..e.chunks).map(|i| chunk_key(at, &e.operator, e.worker, i)));
+        }
+        if key.starts_with("m/") {
+            manifests.entry(at).or_default().push(m);
         }
     }
+    for written in existing.values_mut() {
+        written.chunks.sort();
+        written.chunks.dedup();
+    }
+    let mut read_bytes = 0;
     for (&at, ms) in manifests.iter().rev() {
         if at > through {
             log::info!(at, committed = through; "checkpoints: a checkpoint after the committed outputs is not used");
             continue;
         }
-        match assemble(at, ms, &records, settings, operators) {
+        let found = agree(ms, settings)
+            .and_then(|()| {
+                read_chunks(brokers, topic, at, ms, &mut read_bytes).map_err(|e| e.to_string())
+            })
+            .and_then(|chunks| assemble(at, ms, &chunks, settings, operators));
+        match found {
             Ok(restore) => {
                 let mut positions = Positions::new();
                 for bytes in &restore.parts[POSITIONS] {
@@ -350,6 +470,7 @@ pub fn load(
                     restore: Some(restore),
                     positions,
                     existing,
+                    read_bytes,
                 });
             }
             Err(why) => {
@@ -361,17 +482,12 @@ pub fn load(
         restore: None,
         positions: Positions::new(),
         existing,
+        read_bytes,
     })
 }
 
-/// The restore at `at` from its manifests, or why not.
-fn assemble(
-    at: u64,
-    manifests: &[Manifest],
-    records: &BTreeMap<String, Vec<u8>>,
-    settings: &CheckpointSettings,
-    operators: &[&'static str],
-) -> Result<Restore, String> {
+/// Whether the manifests of one time were written with `settings` and agree with each other.
+fn agree(manifests: &[Manifest], settings: &CheckpointSettings) -> Result<(), String> {
     let first = &manifests[0];
     if first.settings != *settings {
         return Err(format!(
@@ -384,6 +500,65 @@ fn assemble(
     }) {
         return Err("its processes' manifests disagree".into());
     }
+    Ok(())
+}
+
+/// The chunks `manifests` list at `at`, read from the chunks topic between the first and the
+/// last of their offsets: each one whose record at its offset has its key (a chunk compacted
+/// away is absent, and [`assemble`] says so). Adds the payload bytes read to `read`.
+fn read_chunks(
+    brokers: &str,
+    topic: &str,
+    at: u64,
+    manifests: &[Manifest],
+    read: &mut u64,
+) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
+    let mut wanted: BTreeMap<i64, String> = BTreeMap::new();
+    for e in manifests.iter().flat_map(|m| &m.parts) {
+        for (i, offset) in e.offsets.iter().enumerate() {
+            wanted.insert(*offset, chunk_key(at, &e.operator, e.worker, i));
+        }
+    }
+    let mut chunks = BTreeMap::new();
+    let (Some((&low, _)), Some((&last, _))) = (wanted.first_key_value(), wanted.last_key_value())
+    else {
+        return Ok(chunks);
+    };
+    let consumer = chunks_consumer(brokers)?;
+    read_to_end(&consumer, topic, 0, low, last + 1, |m| {
+        *read += m.payload().map_or(0, <[u8]>::len) as u64;
+        let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+        if let (Some(want), Some(key)) = (wanted.get(&m.offset()), key) {
+            if want == key {
+                chunks.insert(key.to_owned(), m.payload().unwrap_or_default().to_vec());
+            }
+        }
+    })?;
+    Ok(chunks)
+}
+
+/// A consumer of a checkpoint topic: large fetches, and the partition's end reported (a
+/// range whose last record was compacted away ends there).
+fn chunks_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    basketflow_kafka::client_config(brokers)
+        .set("group.id", "basketflow-checkpoints")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
+        .set("max.partition.fetch.bytes", (64 * 1024 * 1024).to_string())
+        .create()
+}
+
+/// The restore at `at` from its manifests, or why not.
+fn assemble(
+    at: u64,
+    manifests: &[Manifest],
+    records: &BTreeMap<String, Vec<u8>>,
+    settings: &CheckpointSettings,
+    operators: &[&'static str],
+) -> Result<Restore, String> {
+    agree(manifests, settings)?;
+    let first = &manifests[0];
     let mut parts = Vec::new();
     let mut seen = BTreeSet::new();
     for entry in manifests.iter().flat_map(|m| &m.parts) {
@@ -431,13 +606,7 @@ fn assemble(
 /// Every live record of `topic` (key -> latest value; tombstoned keys absent), read up to the
 /// end it has now.
 fn read_topic(brokers: &str, topic: &str) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
-    let consumer: BaseConsumer = basketflow_kafka::client_config(brokers)
-        .set("group.id", "basketflow-checkpoints")
-        .set("enable.auto.commit", "false")
-        // Checkpoints are read whole at start: fetch large batches.
-        .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
-        .set("max.partition.fetch.bytes", (64 * 1024 * 1024).to_string())
-        .create()?;
+    let consumer = chunks_consumer(brokers)?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
     let mut records = BTreeMap::new();
     read_to_end(&consumer, topic, 0, low, high, |m| {
@@ -554,6 +723,7 @@ mod tests {
                 chunks: chunks.len(),
                 len: bytes.len(),
                 crc: crc32fast::hash(bytes),
+                offsets: Vec::new(),
             });
         }
         let manifest = Manifest {

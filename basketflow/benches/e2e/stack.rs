@@ -212,6 +212,9 @@ impl Graph {
         stack
             .topics()
             .delete_later(format!("bench-decisions-{full}-checkpoints"));
+        stack
+            .topics()
+            .delete_later(format!("bench-decisions-{full}-checkpoints-manifests"));
         let database = Database::named(&clickhouse_url(), format!("bf_bench_{name}_{suffix}"));
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(

@@ -165,6 +165,8 @@ impl GraphStack for Stack {
             .delete_later(format!("{}-progress", t.decisions));
         self.topics()
             .delete_later(format!("{}-checkpoints", t.decisions));
+        self.topics()
+            .delete_later(format!("{}-checkpoints-manifests", t.decisions));
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
