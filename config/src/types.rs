@@ -61,8 +61,8 @@ pub struct KafkaConfig {
     /// default `basketflow:<decisions_topic>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transactional_id: Option<String>,
-    /// Compacted topic of the graph's checkpoints (one partition, created at start); default
-    /// `<decisions_topic>-checkpoints`.
+    /// Compacted topic of the graph's checkpoints (one partition, created at start, with its
+    /// index `<checkpoints_topic>-manifests`); default `<decisions_topic>-checkpoints`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints_topic: Option<String>,
 }
