@@ -140,9 +140,13 @@ pub struct Written {
     pub manifests: Vec<String>,
 }
 
-/// A producer context that records the offset of every record delivered, by key.
+/// A producer context that records the offset of every record delivered, by key, and counts
+/// the records that failed.
 #[derive(Default)]
-struct Delivered(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+struct Delivered(
+    std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    AtomicU64,
+);
 
 impl rdkafka::ClientContext for Delivered {}
 
@@ -150,12 +154,17 @@ impl rdkafka::producer::ProducerContext for Delivered {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
-        if let Ok(m) = result {
-            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                self.0
-                    .lock()
-                    .expect("the delivered offsets")
-                    .insert(key.to_owned(), m.offset());
+        match result {
+            Ok(m) => {
+                if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    self.0
+                        .lock()
+                        .expect("the delivered offsets")
+                        .insert(key.to_owned(), m.offset());
+                }
+            }
+            Err(_) => {
+                self.1.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -218,18 +227,24 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
     let mut pending: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
     let mut kept: BTreeMap<u64, Written> = config.existing.clone();
     let mut last_written = 0u64;
-    while let Ok(part) = parts.recv() {
-        if part.at <= last_written {
-            continue;
+    while let Ok(first) = parts.recv() {
+        // Everything already queued too: a writer that fell behind writes only the latest
+        // complete time (a shutdown then writes one checkpoint, not a backlog).
+        for part in std::iter::once(first).chain(parts.try_iter()) {
+            if part.at > last_written {
+                pending.entry(part.at).or_default().push(part);
+            }
         }
-        let at = part.at;
-        let group = pending.entry(at).or_default();
-        group.push(part);
-        if group.len() < expected {
+        let Some(at) = pending
+            .iter()
+            .rev()
+            .find(|(_, group)| group.len() >= expected)
+            .map(|(at, _)| *at)
+        else {
             continue;
-        }
+        };
         let group = pending.remove(&at).expect("the group is pending");
-        // Older incomplete times will not complete before this one is written: drop them.
+        // Older times, complete or not, are superseded by this one: drop them.
         pending.retain(|t, _| *t > at);
         last_written = at;
         let Some(producer) = &producer else { continue };
@@ -372,12 +387,20 @@ fn send(
     }
 }
 
+/// Waits (at most 60 s) until every record sent was acknowledged or failed, serving the
+/// delivery reports. Not `Producer::flush`: it polls in steps of 100 ms that never end early,
+/// so each flush cost 100 ms (a checkpoint of three flushes took 300 ms whatever its size).
 fn flush(producer: &ChunkProducer) -> Result<(), KafkaError> {
-    producer.flush(Duration::from_secs(60))?;
-    // A message that failed after its retries is reported through the delivery callback,
-    // which BaseProducer's default context only logs: count what is still in flight instead.
-    if producer.in_flight_count() > 0 {
-        return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    // A record that failed after its retries has left the queue too: counted by the context.
+    if producer.context().1.swap(0, Ordering::Relaxed) > 0 {
+        return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
     }
     Ok(())
 }
