@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use basketflow_testkit::clickhouse::committed_time;
 use basketflow_testkit::{
-    free_port, hostfile, read_to_end, unique_suffix, wait_all, ChildGuard, Isolation, Ports,
-    PrivateStack, Stack,
+    free_port, hostfile, read_to_end, rss_mib, unique_suffix, wait_all, ChildGuard, Isolation,
+    Ports, PrivateStack, Stack,
 };
 use support::{
     cluster_args, latest_checkpoint, run_caught_up, spawn, GraphStack, RunTargets, Traffic,
@@ -401,16 +401,6 @@ fn wait_for_first_commit(stack: &Stack, database: &str) {
         assert!(Instant::now() < deadline, "the cluster never committed");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Resident memory of `pid` in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
 }
 
 #[test]

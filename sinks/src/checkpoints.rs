@@ -311,19 +311,20 @@ fn write_one(
     let manifests = manifests_topic(&config.topic);
     let first_worker = config.workers.iter().copied().min().unwrap_or(0);
     let mut written = Written::default();
-    let mut entries = Vec::new();
-    let mut bytes = 0;
-    for part in group {
-        entries.push(PartEntry {
+    let chunked: Vec<Vec<(String, &[u8])>> = group.iter().map(|p| chunks_of(at, p)).collect();
+    let entries = group
+        .iter()
+        .zip(&chunked)
+        .map(|(part, chunks)| PartEntry {
             operator: part.operator.to_string(),
             worker: part.worker,
-            chunks: chunks_of(at, part).len(),
+            chunks: chunks.len(),
             len: part.bytes.len(),
             crc: crc32fast::hash(&part.bytes),
             offsets: Vec::new(),
-        });
-        bytes += part.bytes.len();
-    }
+        })
+        .collect();
+    let bytes = group.iter().map(|p| p.bytes.len()).sum();
     let mut manifest = Manifest {
         at,
         peers: config.peers,
@@ -343,16 +344,14 @@ fn write_one(
         .lock()
         .expect("the delivered offsets")
         .clear();
-    for part in group {
-        for (key, chunk) in chunks_of(at, part) {
-            send(producer, &config.topic, &key, Some(chunk))?;
-            written.chunks.push(key);
-        }
+    for (key, chunk) in chunked.iter().flatten() {
+        send(producer, &config.topic, key, Some(chunk))?;
+        written.chunks.push(key.clone());
     }
     flush(producer)?;
     let delivered = std::mem::take(&mut *producer.context().0.lock().expect("the offsets"));
-    for (entry, part) in manifest.parts.iter_mut().zip(group) {
-        entry.offsets = chunks_of(at, part)
+    for (entry, chunks) in manifest.parts.iter_mut().zip(&chunked) {
+        entry.offsets = chunks
             .iter()
             .map(|(key, _)| delivered.get(key).copied())
             .collect::<Option<Vec<i64>>>()

@@ -13,7 +13,7 @@
 //! A [`PrivateStack`] (`scripts/stack` on ports of its own) serves tests that stop the broker
 //! or ClickHouse. Besides: reading a topic to its end ([`read_to_end`]), producing with each
 //! message's landing place ([`produce`]), free ports and host files ([`free_port`],
-//! [`hostfile`]), a value from a run's log ([`logged_u64`]), and builders of events ([`events`]) and read-model rows ([`rows`]) for
+//! [`hostfile`]), a value from a run's log ([`logged_u64`]), a process's resident memory ([`rss_mib`]), and builders of events ([`events`]) and read-model rows ([`rows`]) for
 //! hand-written scenarios.
 //!
 //! Dev-only: crates use it as a dev-dependency.
@@ -33,5 +33,7 @@ pub use clickhouse::Database;
 pub use kafka::{produce, read_to_end, Isolation, Landed, Produced, Record, Topics};
 pub use names::{unique, unique_suffix};
 pub use private_stack::{Ports, PrivateStack};
-pub use process::{clear_basketflow_env, free_port, hostfile, logged_u64, wait_all, ChildGuard};
+pub use process::{
+    clear_basketflow_env, free_port, hostfile, logged_u64, rss_mib, wait_all, ChildGuard,
+};
 pub use stack::Stack;

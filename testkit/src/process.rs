@@ -214,6 +214,18 @@ pub fn logged_u64(log: &str, what: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// The resident memory of process `pid` now, in MiB (0 when it cannot be read).
+pub fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
 use basketflow_ingest::parse_event;
-use basketflow_testkit::{logged_u64, ChildGuard};
+use basketflow_testkit::{logged_u64, rss_mib, ChildGuard};
 use basketflow_vocab::Timestamp;
 use rdkafka::Message;
 use serde_json::{json, Value};
@@ -486,18 +486,6 @@ pub fn memory(bench: &mut Bench) {
         }
     }
     results["memory"] = json!(all);
-}
-
-/// The resident memory of process `pid` now, in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
 }
 
 /// Runs `g` live on 1 worker until it logs a checkpoint at or after `covering` (broker ms),

@@ -214,7 +214,9 @@ impl Graph {
             .delete_later(format!("bench-decisions-{full}-checkpoints"));
         stack
             .topics()
-            .delete_later(format!("bench-decisions-{full}-checkpoints-manifests"));
+            .delete_later(basketflow_sinks::checkpoints::manifests_topic(&format!(
+                "bench-decisions-{full}-checkpoints"
+            )));
         let database = Database::named(&clickhouse_url(), format!("bf_bench_{name}_{suffix}"));
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(

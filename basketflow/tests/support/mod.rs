@@ -166,7 +166,10 @@ impl GraphStack for Stack {
         self.topics()
             .delete_later(format!("{}-checkpoints", t.decisions));
         self.topics()
-            .delete_later(format!("{}-checkpoints-manifests", t.decisions));
+            .delete_later(basketflow_sinks::checkpoints::manifests_topic(&format!(
+                "{}-checkpoints",
+                t.decisions
+            )));
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,

@@ -126,8 +126,8 @@ pub(crate) fn write_loop(
             stats.committed.store(batch.through, Ordering::Relaxed);
             wake();
             // Retailer copies registered or marked for removal while running are filled or
-            // taken out between two batches (the writer is the only one writing: nothing
-            // interleaves).
+            // taken out between two batches (no batch interleaves; a retention sweep may, see
+            // `sweep_loop`).
             if last_copies_check.is_none_or(|t| t.elapsed() >= COPIES_CHECK_INTERVAL) {
                 last_copies_check = Some(Instant::now());
                 if let Some(s) = store.as_ref() {
