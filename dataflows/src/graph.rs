@@ -131,6 +131,7 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         sources.trees,
         erasures.clone(),
         settings.retention,
+        settings.dedup_horizon_ms,
         settings.tree_stats,
         settings.checkpoints.as_ref(),
     );

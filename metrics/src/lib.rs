@@ -442,6 +442,12 @@ impl Collector for Scrape {
         for (name, help, v) in gauges {
             gauge(out, name, help, v.load(Ordering::Relaxed) as i64)?;
         }
+        gauge(
+            out,
+            "basketflow_tree_remembered_event_ids",
+            "Event ids the experience-tree state remembers for de-duplication (first copies read within graph.dedup_horizon_ms).",
+            r.trees.remembered_ids.load(Ordering::Relaxed) as i64,
+        )?;
         counter(
             out,
             "basketflow_bad_trees_total",

@@ -454,7 +454,8 @@ impl Traffic {
             let state = states
                 .get_mut(&(e.retailer_id.clone(), e.shopper_id.clone()))
                 .unwrap();
-            if state.apply(e) {
+            // Every copy within the default 7-day horizon of its first: a duplicate.
+            if state.apply(e, 0, u64::MAX) {
                 if let Some(d) = state.step(e, *pos, 0) {
                     want.push((d.decision_id, d.node_id));
                 }

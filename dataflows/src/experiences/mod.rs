@@ -9,7 +9,10 @@
 //! - the purchase history: per product, category and brand, the number of paid orders that
 //!   contained it; a cancellation (before or after the payment, of one of the shopper's last
 //!   64 orders) takes the order out;
-//! - the last 256 `event_id`s, so a duplicate never moves the shopper twice;
+//! - the `event_id`s (as [`id_digest`]s) read within `graph.dedup_horizon_ms`, so a copy read
+//!   within the horizon of the first never moves the shopper twice, and a copy read later
+//!   counts again (rule 1, as in the read models); an agenda forgets each id when its horizon
+//!   passes, so these are bounded by the shopper's events within the horizon;
 //! - the tree and the shopper's node in it.
 //!
 //! State is kept for every shopper seen (a tree may arrive after their first events) and is
@@ -61,7 +64,7 @@ mod shopper;
 #[cfg(test)]
 mod tests;
 
-pub use shopper::{decision_id, Shopper, RECENT_EVENT_IDS, RECENT_ORDERS};
+pub use shopper::{decision_id, id_digest, Shopper, RECENT_ORDERS};
 
 /// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker;
 /// routing by the shopper id alone keeps that true whatever the retailer).
@@ -78,6 +81,21 @@ pub struct TreeStats {
     pub bad_trees: std::sync::atomic::AtomicU64,
     /// Decisions emitted.
     pub decisions: std::sync::atomic::AtomicU64,
+    /// Event ids the shoppers' states remember for de-duplication (first copies read within
+    /// the horizon), over this process's workers: a gauge.
+    pub remembered_ids: std::sync::atomic::AtomicU64,
+}
+
+impl TreeStats {
+    fn remember(&self, n: usize) {
+        self.remembered_ids
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn forget(&self, n: usize) {
+        self.remembered_ids
+            .fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What arrived at one time: tree messages, erasures and events, with a capability.
@@ -173,12 +191,14 @@ impl Sharded for Trees {
 /// but keeps their tree), then events.
 ///
 /// With `checkpoints`, the state is written at checkpoint times and restored from the
-/// checkpoint given.
+/// checkpoint given. `dedup_horizon_ms` is `graph.dedup_horizon_ms` ([`Shopper::apply`]).
+#[allow(clippy::too_many_arguments)]
 pub fn decide<'scope>(
     events: Stream<'scope, Millis, Vec<PositionedEvent>>,
     trees: Stream<'scope, Millis, Vec<SourceMessage>>,
     erasures: Stream<'scope, Millis, Vec<Erasure>>,
     retention: Retention,
+    dedup_horizon_ms: u64,
     stats: Arc<TreeStats>,
     checkpoints: Option<&Checkpointing>,
 ) -> Stream<'scope, Millis, Vec<Decision>> {
@@ -195,6 +215,15 @@ pub fn decide<'scope>(
         if s.scheduled {
             let due = s.last.saturating_add(retention.period_ms(&key.0));
             checks.entry(due).or_default().push(key.clone());
+        }
+    }
+    // When each shopper's oldest remembered event id leaves the horizon (one entry per
+    // shopper that remembers ids: see `forget_ids`).
+    let mut id_checks: BTreeMap<Millis, Vec<Key>> = BTreeMap::new();
+    for (key, shopper) in &state.shoppers {
+        stats.remember(shopper.remembered_ids());
+        if let Some(due) = shopper.next_id_expiry(dedup_horizon_ms) {
+            id_checks.entry(due).or_default().push(key.clone());
         }
     }
     events.binary_frontier(
@@ -229,14 +258,17 @@ pub fn decide<'scope>(
                     let at = stash.remove(&t).expect("first key exists");
                     for e in at.erasures {
                         let key = e.shopper();
-                        shoppers.remove(&key);
+                        if let Some(gone) = shoppers.remove(&key) {
+                            stats.forget(gone.remembered_ids());
+                        }
                         seen.remove(&key);
                         erased.insert(key);
                     }
                     for m in at.trees {
                         apply_tree(shoppers, erased, &m, &stats);
                     }
-                    expire(&mut checks, seen, shoppers, &retention, t);
+                    expire(&mut checks, seen, shoppers, &retention, t, &stats);
+                    forget_ids(&mut id_checks, shoppers, dedup_horizon_ms, t, &stats);
                     let mut session = output.session(&at.cap);
                     for pe in at.events {
                         let e = &pe.event.0;
@@ -253,8 +285,15 @@ pub fn decide<'scope>(
                                 .or_default()
                                 .push(key.clone());
                         }
-                        let shopper = shoppers.entry(key).or_default();
-                        if shopper.apply(e) {
+                        let shopper = shoppers.entry(key.clone()).or_default();
+                        let remembered = shopper.remembered_ids();
+                        if shopper.apply(e, t, dedup_horizon_ms) {
+                            stats.remember(1);
+                            if remembered == 0 {
+                                if let Some(due) = shopper.next_id_expiry(dedup_horizon_ms) {
+                                    id_checks.entry(due).or_default().push(key);
+                                }
+                            }
                             if let Some(d) = shopper.step(e, (pe.partition, pe.offset), t) {
                                 stats
                                     .decisions
@@ -285,6 +324,7 @@ fn expire(
     shoppers: &mut HashMap<(String, String), Shopper>,
     retention: &Retention,
     t: Millis,
+    stats: &TreeStats,
 ) {
     while let Some(entry) = checks.first_entry() {
         if *entry.key() > t {
@@ -301,10 +341,46 @@ fn expire(
             }
             seen.remove(&key);
             if let Some(shopper) = shoppers.get_mut(&key) {
+                stats.forget(shopper.remembered_ids());
                 shopper.forget_all_but_the_tree();
                 if !shopper.has_tree() {
                     shoppers.remove(&key);
                 }
+            }
+        }
+    }
+}
+
+/// The event ids' horizon at time `t`: each shopper whose oldest remembered id's horizon has
+/// passed forgets the ids past it, and is checked again when the next one's passes.
+///
+/// A shopper has one current entry, at their oldest id's expiry; entries left behind by
+/// retention or erasure (the ids were dropped with the rest) no longer match it and are
+/// skipped. The ids are forgotten only here, so the current entry is always there.
+fn forget_ids(
+    id_checks: &mut BTreeMap<Millis, Vec<Key>>,
+    shoppers: &mut HashMap<Key, Shopper>,
+    horizon_ms: u64,
+    t: Millis,
+    stats: &TreeStats,
+) {
+    while let Some(entry) = id_checks.first_entry() {
+        let due = *entry.key();
+        if due > t {
+            break;
+        }
+        for key in entry.remove() {
+            let Some(shopper) = shoppers.get_mut(&key) else {
+                continue;
+            };
+            if shopper.next_id_expiry(horizon_ms) != Some(due) {
+                continue;
+            }
+            let before = shopper.remembered_ids();
+            shopper.forget_ids(t, horizon_ms);
+            stats.forget(before - shopper.remembered_ids());
+            if let Some(next) = shopper.next_id_expiry(horizon_ms) {
+                id_checks.entry(next).or_default().push(key);
             }
         }
     }

@@ -13,9 +13,6 @@ use basketflow_vocab::{
     Timestamp,
 };
 
-/// How many recent event ids a shopper's state remembers for de-duplication.
-pub const RECENT_EVENT_IDS: usize = 256;
-
 /// How many recent orders a shopper's state can still take back on a cancellation.
 pub const RECENT_ORDERS: usize = 64;
 
@@ -45,7 +42,9 @@ pub struct Shopper {
     orders: BTreeMap<String, OrderItems>,
     order_ids: VecDeque<String>,
     cancelled: VecDeque<String>,
-    recent: VecDeque<String>,
+    /// The shopper's event ids read within the de-duplication horizon, as (read time,
+    /// [`id_digest`]), in read order: the first copy of each.
+    recent: VecDeque<(Millis, u128)>,
     #[serde(with = "tree_as_json")]
     tree: Option<Arc<ExperienceTree>>,
     node: String,
@@ -83,6 +82,21 @@ mod tree_as_json {
     }
 }
 
+/// The digest the tree state keeps of an `event_id`: the first 128 bits of its SHA-256.
+///
+/// A shopper's state keeps the ids of their events read within the horizon; a digest is 16
+/// bytes where the id was a `String` (24 bytes plus its length), and SHA-256 makes two ids
+/// with one digest a matter of chance, not of crafted input: among the `n` ids one shopper
+/// sends within a horizon, the chance of any such pair is below `n^2 / 2^129` (about
+/// 10^-33 for 10,000 ids), far below the chance of a hardware fault.
+pub fn id_digest(event_id: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(event_id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_be_bytes(first)
+}
+
 fn bump(map: &mut BTreeMap<String, u32>, key: &str, by: i32) {
     let n = map.entry(key.to_string()).or_default();
     *n = n.saturating_add_signed(by);
@@ -117,6 +131,32 @@ impl Shopper {
         self.set_tree(tree);
     }
 
+    /// When the oldest remembered event id leaves the horizon `horizon_ms` (`None` when the
+    /// state remembers no id, or never forgets).
+    pub fn next_id_expiry(&self, horizon_ms: u64) -> Option<Millis> {
+        self.recent
+            .front()
+            .map(|&(read, _)| read.saturating_add(horizon_ms))
+            .filter(|&due| due != Millis::MAX)
+    }
+
+    /// Forgets the event ids whose horizon `horizon_ms` has passed at `now`: a later copy of
+    /// them counts again anyway.
+    pub fn forget_ids(&mut self, now: Millis, horizon_ms: u64) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(read, _)| read.saturating_add(horizon_ms) <= now)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// How many event ids the state remembers (the first copies read within the horizon).
+    pub fn remembered_ids(&self) -> usize {
+        self.recent.len()
+    }
+
     /// True when the shopper has a tree (their state must then be kept).
     pub fn has_tree(&self) -> bool {
         self.tree.is_some()
@@ -127,15 +167,23 @@ impl Shopper {
         &self.node
     }
 
-    /// Applies one event to the state. Returns false for a duplicate (already applied).
-    pub fn apply(&mut self, event: &Event) -> bool {
-        if self.recent.iter().any(|id| *id == event.event_id) {
+    /// Applies one event read at `at` to the state. Returns false for a duplicate: a copy of
+    /// an `event_id` whose first copy was read within `horizon_ms` before (`graph.
+    /// dedup_horizon_ms`, the read models' rule 1); a copy read later counts again.
+    ///
+    /// Events must come in read-time order. The ids stay in the state until
+    /// [`Shopper::forget_ids`] drops those past the horizon (a copy is judged by its first
+    /// copy's read time whether or not that has run).
+    pub fn apply(&mut self, event: &Event, at: Millis, horizon_ms: u64) -> bool {
+        let digest = id_digest(&event.event_id);
+        if self
+            .recent
+            .iter()
+            .any(|&(read, d)| d == digest && read.saturating_add(horizon_ms) > at)
+        {
             return false;
         }
-        if self.recent.len() == RECENT_EVENT_IDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(event.event_id.clone());
+        self.recent.push_back((at, digest));
         if event.session_id != self.session {
             self.session = event.session_id.clone();
             self.searches.clear();

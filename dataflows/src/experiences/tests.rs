@@ -77,6 +77,9 @@ fn tree(version: u64) -> ExperienceTree {
     }
 }
 
+/// A de-duplication horizon no test time reaches.
+const DAY_MS: u64 = 86_400_000;
+
 fn event(id: &str, body: EventBody) -> Event {
     Event {
         event_id: id.into(),
@@ -128,7 +131,7 @@ fn walk(s: &mut Shopper, events: &[Event]) -> Vec<Step> {
     events
         .iter()
         .map(|e| {
-            let d = if s.apply(e) {
+            let d = if s.apply(e, 7, DAY_MS) {
                 s.step(e, (0, 0), 7)
             } else {
                 None
@@ -215,8 +218,8 @@ fn purchase_history_counts_orders_and_forgets_cancelled_ones() {
             status: OrderStatus::Cancelled,
         },
     );
-    s.apply(&early);
-    s.apply(&paid("e9", "o9"));
+    s.apply(&early, 1, DAY_MS);
+    s.apply(&paid("e9", "o9"), 2, DAY_MS);
     assert!(s
         .holds(
             &Condition::BoughtBefore {
@@ -296,6 +299,7 @@ fn run_operator_erasing(
                     trees,
                     erasures,
                     retention.clone(),
+                    DAY_MS,
                     Arc::new(TreeStats::default()),
                     None,
                 )
@@ -410,4 +414,146 @@ fn retention_forgets_the_basket_of_a_shopper_without_events_for_the_period() {
             2,
         )]
     );
+}
+
+#[test]
+fn a_copy_is_a_duplicate_within_the_horizon_of_the_first_and_counts_again_after() {
+    let e1 = add("e1", "pasta-1", "pasta", 300);
+    let mut s = Shopper::default();
+    // Window [0, 10): the copies at 0 and 9 are duplicates, the one at 10 counts and opens
+    // [10, 20), in which the copy at 19 is a duplicate again.
+    assert!(s.apply(&e1, 0, 10));
+    assert!(!s.apply(&e1, 0, 10));
+    assert!(!s.apply(&e1, 9, 10));
+    assert!(s.apply(&e1, 10, 10));
+    assert!(!s.apply(&e1, 19, 10));
+    assert_eq!(s.remembered_ids(), 2);
+    assert_eq!(s.next_id_expiry(10), Some(10));
+    // Forgetting drops only what the horizon passed, and changes no verdict.
+    s.forget_ids(10, 10);
+    assert_eq!(s.remembered_ids(), 1);
+    assert_eq!(s.next_id_expiry(10), Some(20));
+    assert!(!s.apply(&e1, 19, 10));
+    assert!(s.apply(&e1, 20, 10));
+    // Without a horizon nothing expires.
+    let mut forever = Shopper::default();
+    assert!(forever.apply(&e1, 0, u64::MAX));
+    assert!(!forever.apply(&e1, u64::MAX - 1, u64::MAX));
+    assert_eq!(forever.next_id_expiry(u64::MAX), None);
+    assert_eq!(id_digest("e1"), id_digest("e1"));
+    assert_ne!(id_digest("e1"), id_digest("e2"));
+}
+
+/// The operator on `workers` workers with de-duplication horizon `horizon_ms`: the tree at
+/// time 1, then `events` at their times. Returns the decisions (id, node, time), sorted, and
+/// the event ids the state remembers at the end.
+fn run_with_horizon(
+    workers: usize,
+    horizon_ms: u64,
+    events: &[(u64, Event)],
+) -> (Vec<(String, String, u64)>, u64) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let stats = Arc::new(TreeStats::default());
+    let (events, stats_in) = (events.to_vec(), stats.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let tx = tx.lock().unwrap().clone();
+        let stats = stats_in.clone();
+        let (mut events_in, mut trees_in, mut _erasures_in) =
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
+                let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
+                let (xi, erasures) = scope.new_input::<Vec<Erasure>>();
+                decide(
+                    events,
+                    trees,
+                    erasures,
+                    Retention::default(),
+                    horizon_ms,
+                    stats,
+                    None,
+                )
+                .capture_into(tx);
+                (ei, ti, xi)
+            });
+        if worker.index() == 0 {
+            trees_in.advance_to(1);
+            trees_in.send(SourceMessage {
+                partition: 0,
+                offset: 0,
+                time: 1,
+                key: Some(basketflow_vocab::tree_key("r", "s").into_bytes()),
+                payload: serde_json::to_vec(&tree(1)).unwrap(),
+            });
+            for (offset, (t, e)) in events.iter().enumerate() {
+                events_in.advance_to(*t);
+                events_in.send(PositionedEvent {
+                    event: WireEvent::from(e.clone()),
+                    partition: 0,
+                    offset: offset as i64,
+                });
+            }
+        }
+    })
+    .unwrap();
+    let mut got: Vec<(String, String, u64)> = rx
+        .try_iter()
+        .flat_map(|e| match e {
+            CaptureEvent::Messages(_, data) => data
+                .into_iter()
+                .map(|d: Decision| (d.decision_id, d.node_id, d.time))
+                .collect(),
+            CaptureEvent::Progress(_) => Vec::new(),
+        })
+        .collect();
+    got.sort();
+    let remembered = stats
+        .remembered_ids
+        .load(std::sync::atomic::Ordering::Relaxed);
+    (got, remembered)
+}
+
+#[test]
+fn the_operator_judges_copies_by_the_horizon_and_forgets_ids_past_it() {
+    let e1 = add("e1", "pasta-1", "pasta", 300);
+    let view = event(
+        "e3",
+        EventBody::PageViewed {
+            url: "/".into(),
+            page_type: basketflow_vocab::PageType::Home,
+            product_id: None,
+            category: None,
+        },
+    );
+    let events = vec![
+        (2, e1.clone()),
+        (5, e1.clone()),
+        (13, e1.clone()),
+        (14, add("e2", "wine-1", "wine", 500)),
+        (30, view),
+    ];
+    let pasta = (
+        decision_id("r", "s", "autumn-pasta", 1, "pasta", "e1"),
+        "pasta".to_string(),
+        2,
+    );
+    // Horizon 10: the copy at 5 is a duplicate, the one at 13 counts again (600 cents of
+    // pasta), so e2's wine takes the basket to 1,100 and past the threshold. At 30 the ids
+    // read at 13 and 14 are past the horizon and forgotten: only e3's remains.
+    let threshold = (
+        decision_id("r", "s", "autumn-pasta", 1, "threshold", "e2"),
+        "threshold".to_string(),
+        14,
+    );
+    let mut both = vec![pasta.clone(), threshold];
+    both.sort();
+    for workers in [1, 2] {
+        assert_eq!(run_with_horizon(workers, 10, &events), (both.clone(), 1));
+        // Without a horizon both copies are duplicates: 800 cents, no threshold, and every
+        // id stays.
+        assert_eq!(
+            run_with_horizon(workers, u64::MAX, &events),
+            (vec![pasta.clone()], 3)
+        );
+    }
 }
