@@ -487,6 +487,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
             // The frontier is global: every worker sees the same; any may report it.
             worker_registry.frontier_ms.store(frontier, Ordering::Relaxed);
+            // For the checkpoint writer: it keeps what a start would use now.
+            let d = durable.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            (worker_registry.checkpoints.writer)
+                .durable_frontier
+                .fetch_max(d, Ordering::Relaxed);
             if index == 0 {
                 catching_up.observe(frontier, &stats);
             }

@@ -4,7 +4,10 @@
 //! - `sigkill_at_seeded_moments`: generated traffic (bad messages and duplicates mixed in) is
 //!   produced live while a 2-process x 2-worker cluster runs; at seeded random moments one
 //!   process is killed with SIGKILL, the other must go down by itself (a cluster never limps
-//!   on), and the cluster is restarted with the same command. At the end a SIGTERM must drain
+//!   on), and the cluster is restarted with the same command. Two of the kills land during a
+//!   restore: after the victim logged that it starts from a checkpoint, before the cluster's
+//!   first commit since the restart (operators restoring, the replay that writes nothing).
+//!   At the end a SIGTERM must drain
 //!   and exit within 10 s, and a last run catches up. Every analyst view must equal the oracle
 //!   and an uninterrupted 1 x 1 run; the decisions topic (read committed) must hold exactly the
 //!   sequential replay's decisions, each once; the dead-letter topic exactly the bad messages,
@@ -22,7 +25,11 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use basketflow_testkit::clickhouse::committed_time;
@@ -31,7 +38,8 @@ use basketflow_testkit::{
     Ports, PrivateStack, Stack,
 };
 use support::{
-    cluster_args, latest_checkpoint, run_caught_up, spawn, GraphStack, RunTargets, Traffic,
+    basketflow, cluster_args, latest_checkpoint, run_caught_up, spawn, GraphStack, RunTargets,
+    Traffic,
 };
 
 /// A small deterministic generator for kill moments and victims (xorshift64*).
@@ -137,6 +145,40 @@ struct Cluster {
     config: PathBuf,
     hosts: PathBuf,
     processes: Vec<ChildGuard>,
+    /// Per process, how its start went: [`STARTING`], [`FROM_CHECKPOINT`] or [`REPLAYING`].
+    starts: Vec<Arc<AtomicU8>>,
+}
+
+/// A process that has not said yet how it starts.
+const STARTING: u8 = 0;
+/// A process that loaded a checkpoint and is restoring from it.
+const FROM_CHECKPOINT: u8 = 1;
+/// A process that found no usable checkpoint.
+const REPLAYING: u8 = 2;
+
+/// Starts `basketflow` with `args`, its log (stderr) forwarded to the test's and watched:
+/// the returned flag says how the process starts.
+fn spawn_watched(args: &[String]) -> (ChildGuard, Arc<AtomicU8>) {
+    let mut child = ChildGuard::spawn(
+        basketflow()
+            .args(args)
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped()),
+    );
+    let start = Arc::new(AtomicU8::new(STARTING));
+    let (log, flag) = (child.stderr.take().expect("piped stderr"), start.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("starting from the checkpoint") {
+                flag.store(FROM_CHECKPOINT, Ordering::SeqCst);
+            } else if line.contains("no usable checkpoint") {
+                flag.store(REPLAYING, Ordering::SeqCst);
+            }
+            eprintln!("{line}");
+        }
+    });
+    (child, start)
 }
 
 impl Cluster {
@@ -146,18 +188,33 @@ impl Cluster {
             config: config.to_path_buf(),
             hosts,
             processes: Vec::new(),
+            starts: Vec::new(),
         };
         c.restart();
         c
     }
 
     fn restart(&mut self) {
-        self.processes = (0..2)
-            .map(|p| {
-                let args = cluster_args(&self.config, &self.hosts, 2, p, 2, false);
-                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            })
-            .collect();
+        (self.processes, self.starts) = (0..2)
+            .map(|p| spawn_watched(&cluster_args(&self.config, &self.hosts, 2, p, 2, false)))
+            .unzip();
+    }
+
+    /// Waits (at most 60 s) until process `p` has said how it starts; what it said.
+    fn wait_for_start(&mut self, p: usize) -> u8 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let start = self.starts[p].load(Ordering::SeqCst);
+            if start != STARTING {
+                return start;
+            }
+            self.assert_running("while it starts");
+            assert!(
+                Instant::now() < deadline,
+                "process {p} did not start in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn assert_running(&mut self, when: &str) {
@@ -339,10 +396,35 @@ fn sigkill_at_seeded_moments() {
     let producer = traffic.produce_live(&stack, &names.events, 4_000);
     let mut moments = Moments(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut cluster = Cluster::start(&faulty, &dir);
+    // Rounds whose kill landed while the victim restored from a checkpoint.
+    let mut restore_kills = 0;
     for round in 0..5 {
-        // The first kill may land anywhere, start-up included; the others land while the
-        // cluster works: after its first commit since the restart, at a random moment (then a
-        // ClickHouse batch or a Kafka transaction is usually under way).
+        // The first kill may land anywhere, start-up included. Rounds 2 and 4 kill during a
+        // restore: once the victim has loaded a checkpoint, within the next 0.5 s (operators
+        // restoring their parts, outputs starting, the replay up to the committed times),
+        // and that kill counts if the cluster has committed nothing since the restart. The
+        // others land while the cluster works: after its first commit since the restart, at
+        // a random moment (then a ClickHouse batch or a Kafka transaction is usually under
+        // way). Round 3 first waits for a checkpoint, so that round 4 restores one.
+        if round == 2 || round == 4 {
+            let before = committed_time(&stack.clickhouse_url, &names.database);
+            let victim = (moments.next() % 2) as usize;
+            let start = cluster.wait_for_start(victim);
+            let wait = moments.millis(0, 500);
+            std::thread::sleep(wait);
+            let during = start == FROM_CHECKPOINT
+                && committed_time(&stack.clickhouse_url, &names.database) == before;
+            cluster.assert_running(&format!("before kill {round}"));
+            println!(
+                "kill {round}: SIGKILL process {victim} {wait:?} after it said how it starts \
+                 (from a checkpoint: {}, nothing committed since: {during})",
+                start == FROM_CHECKPOINT
+            );
+            restore_kills += usize::from(during);
+            cluster.kill(victim);
+            cluster.restart();
+            continue;
+        }
         if round > 0 {
             let before = committed_time(&stack.clickhouse_url, &names.database);
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -354,6 +436,22 @@ fn sigkill_at_seeded_moments() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        if round == 3 {
+            // So that round 4's restart has a checkpoint to restore: one complete, and the
+            // outputs committed past it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let at = loop {
+                if let Some(r) = latest_checkpoint(&stack.brokers, &names.decisions) {
+                    break r.at;
+                }
+                assert!(Instant::now() < deadline, "no checkpoint within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            while committed_time(&stack.clickhouse_url, &names.database) <= at {
+                assert!(Instant::now() < deadline, "no commit past the checkpoint");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let wait = moments.millis(if round == 0 { 300 } else { 1 }, 1_500);
         let victim = (moments.next() % 2) as usize;
         std::thread::sleep(wait);
@@ -362,6 +460,10 @@ fn sigkill_at_seeded_moments() {
         cluster.kill(victim);
         cluster.restart();
     }
+    assert!(
+        restore_kills > 0,
+        "no kill landed while a process restored from a checkpoint"
+    );
     let landed = producer.join().expect("the producer thread");
     std::thread::sleep(moments.millis(200, 1_500));
     cluster.assert_running("before SIGTERM");

@@ -37,7 +37,7 @@ use basketflow_vocab::{DeadLetter, Decision, Erasure, LateInput, Retention, Wire
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
-use crate::experiences::{decide, TreeStats};
+use crate::experiences::{decide, Horizons, TreeStats};
 use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
 use basketflow_operators::checkpoint::Checkpointing;
 use basketflow_operators::first_within;
@@ -131,7 +131,10 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         sources.trees,
         erasures.clone(),
         settings.retention,
-        settings.dedup_horizon_ms,
+        Horizons {
+            dedup_ms: settings.dedup_horizon_ms,
+            settlement_ms: settings.settlement_ms,
+        },
         settings.tree_stats,
         settings.checkpoints.as_ref(),
     );

@@ -444,9 +444,9 @@ impl Collector for Scrape {
         }
         gauge(
             out,
-            "basketflow_tree_remembered_event_ids",
-            "Event ids the experience-tree state remembers for de-duplication (first copies read within graph.dedup_horizon_ms).",
-            r.trees.remembered_ids.load(Ordering::Relaxed) as i64,
+            "basketflow_tree_horizon_entries",
+            "Entries the experience-tree state keeps within the horizons: event ids (graph.dedup_horizon_ms), paid orders and cancellations (graph.settlement_ms).",
+            r.trees.horizon_entries.load(Ordering::Relaxed) as i64,
         )?;
         counter(
             out,

@@ -22,9 +22,12 @@
 //! every worker `0..peers`, with the same settings, and every chunk is at its offset with its
 //! key, length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
 //! that checkpoint does not exist, the previous one does. Each writer keeps the last
-//! [`KEEP`] checkpoints it knows of and tombstones older ones (their chunks, plans and
-//! manifests), so an erased shopper's state leaves the topic within `KEEP` intervals plus
-//! compaction.
+//! [`KEEP`] checkpoints it knows of, and the latest one below the durable outputs' frontier
+//! (the one a start would use now: while the outputs lag more than `KEEP` intervals, as in a
+//! catch-up or a ClickHouse outage, the newest ones are all past it), and tombstones the
+//! others (their chunks, plans and manifests) ([`to_tombstone`]). So an erased shopper's
+//! state leaves the topic within `KEEP` intervals after the outputs are durable past the
+//! erasure, plus compaction.
 //!
 //! # Which checkpoint a start uses
 //!
@@ -191,6 +194,21 @@ pub struct CheckpointStats {
     pub latest_write_ms: AtomicU64,
     /// Checkpoints that failed to write (the next one tries again).
     pub failed: AtomicU64,
+    /// The frontier of the durable outputs (both committed below it), set by the workers:
+    /// the writer keeps the latest checkpoint below it.
+    pub durable_frontier: AtomicU64,
+}
+
+/// Which of the checkpoints `kept` (their times) to tombstone once a new one is written: all
+/// but the [`KEEP`] newest and the newest below `durable_frontier` (the one a start would
+/// use now).
+pub fn to_tombstone(kept: &BTreeSet<u64>, durable_frontier: u64) -> Vec<u64> {
+    let usable = kept.range(..durable_frontier).next_back().copied();
+    let newest: Vec<u64> = kept.iter().rev().take(KEEP).copied().collect();
+    kept.iter()
+        .filter(|t| !newest.contains(t) && Some(**t) != usable)
+        .copied()
+        .collect()
 }
 
 /// Where a process's writer puts its parts, and what it expects.
@@ -272,8 +290,10 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                 let parts = parts.join(",");
                 log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, parts:% = parts; "checkpoint written");
                 kept.insert(at, written);
-                while kept.len() > KEEP {
-                    let (old, written) = kept.pop_first().expect("more than KEEP kept");
+                let times: BTreeSet<u64> = kept.keys().copied().collect();
+                let durable = stats.durable_frontier.load(Ordering::Relaxed);
+                for old in to_tombstone(&times, durable) {
+                    let written = kept.remove(&old).expect("a kept checkpoint");
                     if let Err(e) = tombstone(producer, &config.topic, &written) {
                         log::warn!(at = old; "checkpoints: tombstoning an old checkpoint failed: {e}");
                     }
@@ -707,6 +727,21 @@ pub fn checkpoint_positions<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_keeps_the_newest_and_the_one_a_start_would_use() {
+        let kept: BTreeSet<u64> = [100, 200, 300, 400, 500].into();
+        // Outputs durable past everything: the 3 newest.
+        assert_eq!(to_tombstone(&kept, 1_000), vec![100, 200]);
+        // Durable below 250: 200 is what a start would use, kept with the 3 newest.
+        assert_eq!(to_tombstone(&kept, 250), vec![100]);
+        // Durable up to 300 exclusive: 200 again (300 is not below the frontier).
+        assert_eq!(to_tombstone(&kept, 300), vec![100]);
+        assert_eq!(to_tombstone(&kept, 301), vec![100, 200]);
+        // Nothing durable yet: the 3 newest.
+        assert_eq!(to_tombstone(&kept, 0), vec![100, 200]);
+        assert_eq!(to_tombstone(&[7].into(), 1), Vec::<u64>::new());
+    }
 
     #[test]
     fn record_keys_sort_by_time_and_give_it_back() {

@@ -15,7 +15,7 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use basketflow_dataflows::experiences::Shopper;
+use basketflow_dataflows::experiences::{Horizons, Shopper};
 use basketflow_dataflows::oracle;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
@@ -454,8 +454,8 @@ impl Traffic {
             let state = states
                 .get_mut(&(e.retailer_id.clone(), e.shopper_id.clone()))
                 .unwrap();
-            // Every copy within the default 7-day horizon of its first: a duplicate.
-            if state.apply(e, 0, u64::MAX) {
+            // A test lasts seconds: within the default horizons (7 and 30 days) of everything.
+            if state.apply(e, 0, Horizons::FOREVER) {
                 if let Some(d) = state.step(e, *pos, 0) {
                     want.push((d.decision_id, d.node_id));
                 }

@@ -7,12 +7,17 @@
 //!   the last paid order, lines at zero dropped;
 //! - the current session's searches and views (reset when `session_id` changes);
 //! - the purchase history: per product, category and brand, the number of paid orders that
-//!   contained it; a cancellation (before or after the payment, of one of the shopper's last
-//!   64 orders) takes the order out;
+//!   contained it; a cancellation read within `graph.settlement_ms` of the payment (or before
+//!   it, within settlement) takes the order out, a later one changes nothing, as in the read
+//!   models; so the orders' items and the cancellations are kept within settlement only;
 //! - the `event_id`s (as [`id_digest`]s) read within `graph.dedup_horizon_ms`, so a copy read
 //!   within the horizon of the first never moves the shopper twice, and a copy read later
-//!   counts again (rule 1, as in the read models); an agenda forgets each id when its horizon
-//!   passes, so these are bounded by the shopper's events within the horizon;
+//!   counts again (rule 1, as in the read models).
+//!
+//! An agenda forgets ids, orders and cancellations when their horizon passes, so these are
+//! bounded by the shopper's events within the horizons, not by their history
+//! (`basketflow_tree_horizon_entries`); with the default horizons, the ids of a week and the
+//! orders of a month.
 //! - the tree and the shopper's node in it.
 //!
 //! State is kept for every shopper seen (a tree may arrive after their first events) and is
@@ -64,7 +69,7 @@ mod shopper;
 #[cfg(test)]
 mod tests;
 
-pub use shopper::{decision_id, id_digest, Shopper, RECENT_ORDERS};
+pub use shopper::{decision_id, id_digest, Horizons, Shopper};
 
 /// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker;
 /// routing by the shopper id alone keeps that true whatever the retailer).
@@ -81,20 +86,19 @@ pub struct TreeStats {
     pub bad_trees: std::sync::atomic::AtomicU64,
     /// Decisions emitted.
     pub decisions: std::sync::atomic::AtomicU64,
-    /// Event ids the shoppers' states remember for de-duplication (first copies read within
-    /// the horizon), over this process's workers: a gauge.
-    pub remembered_ids: std::sync::atomic::AtomicU64,
+    /// Entries the shoppers' states keep within the horizons (event ids, paid orders and
+    /// cancellations: [`Shopper::remembered`]), over this process's workers: a gauge.
+    pub horizon_entries: std::sync::atomic::AtomicU64,
 }
 
 impl TreeStats {
-    fn remember(&self, n: usize) {
-        self.remembered_ids
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn forget(&self, n: usize) {
-        self.remembered_ids
-            .fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
+    /// The gauge goes from `before` to `after` for one shopper.
+    fn adjust(&self, before: usize, after: usize) {
+        // Two's complement: adding the wrapped difference subtracts when it is negative.
+        self.horizon_entries.fetch_add(
+            after.wrapping_sub(before) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -191,14 +195,14 @@ impl Sharded for Trees {
 /// but keeps their tree), then events.
 ///
 /// With `checkpoints`, the state is written at checkpoint times and restored from the
-/// checkpoint given. `dedup_horizon_ms` is `graph.dedup_horizon_ms` ([`Shopper::apply`]).
+/// checkpoint given. `horizons` are the graph's ([`Shopper::apply`]).
 #[allow(clippy::too_many_arguments)]
 pub fn decide<'scope>(
     events: Stream<'scope, Millis, Vec<PositionedEvent>>,
     trees: Stream<'scope, Millis, Vec<SourceMessage>>,
     erasures: Stream<'scope, Millis, Vec<Erasure>>,
     retention: Retention,
-    dedup_horizon_ms: u64,
+    horizons: Horizons,
     stats: Arc<TreeStats>,
     checkpoints: Option<&Checkpointing>,
 ) -> Stream<'scope, Millis, Vec<Decision>> {
@@ -217,13 +221,13 @@ pub fn decide<'scope>(
             checks.entry(due).or_default().push(key.clone());
         }
     }
-    // When each shopper's oldest remembered event id leaves the horizon (one entry per
-    // shopper that remembers ids: see `forget_ids`).
-    let mut id_checks: BTreeMap<Millis, Vec<Key>> = BTreeMap::new();
+    // When the horizons next pass something each shopper's state remembers (an entry at
+    // every shopper's `next_expiry`: see `forget`).
+    let mut horizon_checks: BTreeMap<Millis, Vec<Key>> = BTreeMap::new();
     for (key, shopper) in &state.shoppers {
-        stats.remember(shopper.remembered_ids());
-        if let Some(due) = shopper.next_id_expiry(dedup_horizon_ms) {
-            id_checks.entry(due).or_default().push(key.clone());
+        stats.adjust(0, shopper.remembered());
+        if let Some(due) = shopper.next_expiry(horizons) {
+            horizon_checks.entry(due).or_default().push(key.clone());
         }
     }
     events.binary_frontier(
@@ -259,7 +263,7 @@ pub fn decide<'scope>(
                     for e in at.erasures {
                         let key = e.shopper();
                         if let Some(gone) = shoppers.remove(&key) {
-                            stats.forget(gone.remembered_ids());
+                            stats.adjust(gone.remembered(), 0);
                         }
                         seen.remove(&key);
                         erased.insert(key);
@@ -268,7 +272,7 @@ pub fn decide<'scope>(
                         apply_tree(shoppers, erased, &m, &stats);
                     }
                     expire(&mut checks, seen, shoppers, &retention, t, &stats);
-                    forget_ids(&mut id_checks, shoppers, dedup_horizon_ms, t, &stats);
+                    forget(&mut horizon_checks, shoppers, horizons, t, &stats);
                     let mut session = output.session(&at.cap);
                     for pe in at.events {
                         let e = &pe.event.0;
@@ -286,14 +290,17 @@ pub fn decide<'scope>(
                                 .push(key.clone());
                         }
                         let shopper = shoppers.entry(key.clone()).or_default();
-                        let remembered = shopper.remembered_ids();
-                        if shopper.apply(e, t, dedup_horizon_ms) {
-                            stats.remember(1);
-                            if remembered == 0 {
-                                if let Some(due) = shopper.next_id_expiry(dedup_horizon_ms) {
-                                    id_checks.entry(due).or_default().push(key);
-                                }
+                        let (remembered, next) =
+                            (shopper.remembered(), shopper.next_expiry(horizons));
+                        let applied = shopper.apply(e, t, horizons);
+                        stats.adjust(remembered, shopper.remembered());
+                        match shopper.next_expiry(horizons) {
+                            Some(due) if Some(due) != next => {
+                                horizon_checks.entry(due).or_default().push(key);
                             }
+                            _ => {}
+                        }
+                        if applied {
                             if let Some(d) = shopper.step(e, (pe.partition, pe.offset), t) {
                                 stats
                                     .decisions
@@ -341,7 +348,7 @@ fn expire(
             }
             seen.remove(&key);
             if let Some(shopper) = shoppers.get_mut(&key) {
-                stats.forget(shopper.remembered_ids());
+                stats.adjust(shopper.remembered(), 0);
                 shopper.forget_all_but_the_tree();
                 if !shopper.has_tree() {
                     shoppers.remove(&key);
@@ -351,20 +358,21 @@ fn expire(
     }
 }
 
-/// The event ids' horizon at time `t`: each shopper whose oldest remembered id's horizon has
-/// passed forgets the ids past it, and is checked again when the next one's passes.
+/// The horizons at time `t`: each shopper whose state remembers something they have passed
+/// forgets it ([`Shopper::forget`]), and is checked again at their next expiry.
 ///
-/// A shopper has one current entry, at their oldest id's expiry; entries left behind by
-/// retention or erasure (the ids were dropped with the rest) no longer match it and are
-/// skipped. The ids are forgotten only here, so the current entry is always there.
-fn forget_ids(
-    id_checks: &mut BTreeMap<Millis, Vec<Key>>,
+/// Every shopper that remembers something has an entry at their current
+/// [`Shopper::next_expiry`]: one is added whenever that changes (an event, or here). Entries
+/// it has moved away from (and those of shoppers whose state retention or erasure dropped)
+/// no longer match it and are skipped. Forgetting changes no verdict, only memory.
+fn forget(
+    horizon_checks: &mut BTreeMap<Millis, Vec<Key>>,
     shoppers: &mut HashMap<Key, Shopper>,
-    horizon_ms: u64,
+    horizons: Horizons,
     t: Millis,
     stats: &TreeStats,
 ) {
-    while let Some(entry) = id_checks.first_entry() {
+    while let Some(entry) = horizon_checks.first_entry() {
         let due = *entry.key();
         if due > t {
             break;
@@ -373,14 +381,14 @@ fn forget_ids(
             let Some(shopper) = shoppers.get_mut(&key) else {
                 continue;
             };
-            if shopper.next_id_expiry(horizon_ms) != Some(due) {
+            if shopper.next_expiry(horizons) != Some(due) {
                 continue;
             }
-            let before = shopper.remembered_ids();
-            shopper.forget_ids(t, horizon_ms);
-            stats.forget(before - shopper.remembered_ids());
-            if let Some(next) = shopper.next_id_expiry(horizon_ms) {
-                id_checks.entry(next).or_default().push(key);
+            let before = shopper.remembered();
+            shopper.forget(t, horizons);
+            stats.adjust(before, shopper.remembered());
+            if let Some(next) = shopper.next_expiry(horizons) {
+                horizon_checks.entry(next).or_default().push(key);
             }
         }
     }

@@ -13,8 +13,30 @@ use basketflow_vocab::{
     Timestamp,
 };
 
-/// How many recent orders a shopper's state can still take back on a cancellation.
-pub const RECENT_ORDERS: usize = 64;
+/// The contract's horizons as the tree state applies them (the read models' rules 1 and 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizons {
+    /// `graph.dedup_horizon_ms`: a copy of an `event_id` read within it after the first copy
+    /// is a duplicate.
+    pub dedup_ms: u64,
+    /// `graph.settlement_ms`: a cancellation read within it after the order's payment takes
+    /// the order out of the purchase history; a later one changes nothing (the order has
+    /// settled). Likewise a payment read within it after a cancellation of its order.
+    pub settlement_ms: u64,
+}
+
+impl Horizons {
+    /// Horizons no time reaches: duplicates and cancellations are judged forever.
+    pub const FOREVER: Horizons = Horizons {
+        dedup_ms: u64::MAX,
+        settlement_ms: u64::MAX,
+    };
+}
+
+/// True while something read at `read` is within `horizon` at `now`.
+fn within(read: Millis, horizon: u64, now: Millis) -> bool {
+    read.saturating_add(horizon) > now
+}
 
 /// A basket line as the tree sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,9 +61,12 @@ pub struct Shopper {
     product_orders: BTreeMap<String, u32>,
     category_orders: BTreeMap<String, u32>,
     brand_orders: BTreeMap<String, u32>,
-    orders: BTreeMap<String, OrderItems>,
-    order_ids: VecDeque<String>,
-    cancelled: VecDeque<String>,
+    /// Paid orders within settlement: their payment's read time and items.
+    orders: BTreeMap<String, (Millis, OrderItems)>,
+    /// The same orders' ids with that read time, in read order (what settles next first).
+    order_ids: VecDeque<(Millis, String)>,
+    /// Cancellations read within settlement (of orders paid or not), in read order.
+    cancelled: VecDeque<(Millis, String)>,
     /// The shopper's event ids read within the de-duplication horizon, as (read time,
     /// [`id_digest`]), in read order: the first copy of each.
     recent: VecDeque<(Millis, u128)>,
@@ -131,25 +156,63 @@ impl Shopper {
         self.set_tree(tree);
     }
 
-    /// When the oldest remembered event id leaves the horizon `horizon_ms` (`None` when the
-    /// state remembers no id, or never forgets).
-    pub fn next_id_expiry(&self, horizon_ms: u64) -> Option<Millis> {
-        self.recent
+    /// When the horizons next pass something the state remembers (an event id, a paid order,
+    /// a cancellation); `None` when it remembers none, or never forgets.
+    pub fn next_expiry(&self, horizons: Horizons) -> Option<Millis> {
+        let ids = self
+            .recent
             .front()
-            .map(|&(read, _)| read.saturating_add(horizon_ms))
+            .map(|&(read, _)| (read, horizons.dedup_ms));
+        let orders = self
+            .order_ids
+            .front()
+            .map(|(read, _)| (*read, horizons.settlement_ms));
+        let cancelled = self
+            .cancelled
+            .front()
+            .map(|(read, _)| (*read, horizons.settlement_ms));
+        [ids, orders, cancelled]
+            .into_iter()
+            .flatten()
+            .map(|(read, horizon)| read.saturating_add(horizon))
             .filter(|&due| due != Millis::MAX)
+            .min()
     }
 
-    /// Forgets the event ids whose horizon `horizon_ms` has passed at `now`: a later copy of
-    /// them counts again anyway.
-    pub fn forget_ids(&mut self, now: Millis, horizon_ms: u64) {
+    /// Forgets what the horizons have passed at `now`: event ids (a later copy counts again
+    /// anyway), paid orders and cancellations past settlement (a later cancellation or
+    /// payment changes nothing anyway). The purchase history keeps the settled orders.
+    pub fn forget(&mut self, now: Millis, horizons: Horizons) {
         while self
             .recent
             .front()
-            .is_some_and(|&(read, _)| read.saturating_add(horizon_ms) <= now)
+            .is_some_and(|&(read, _)| !within(read, horizons.dedup_ms, now))
         {
             self.recent.pop_front();
         }
+        while let Some((read, _)) = self.order_ids.front() {
+            if within(*read, horizons.settlement_ms, now) {
+                break;
+            }
+            let (read, id) = self.order_ids.pop_front().expect("present");
+            // Only the order this entry was written for (a later payment of a cancelled id
+            // wrote its own entry).
+            if self.orders.get(&id).is_some_and(|(paid, _)| *paid == read) {
+                self.orders.remove(&id);
+            }
+        }
+        while self
+            .cancelled
+            .front()
+            .is_some_and(|(read, _)| !within(*read, horizons.settlement_ms, now))
+        {
+            self.cancelled.pop_front();
+        }
+    }
+
+    /// How many entries the horizons will forget: event ids, paid orders and cancellations.
+    pub fn remembered(&self) -> usize {
+        self.recent.len() + self.order_ids.len() + self.cancelled.len()
     }
 
     /// How many event ids the state remembers (the first copies read within the horizon).
@@ -168,18 +231,20 @@ impl Shopper {
     }
 
     /// Applies one event read at `at` to the state. Returns false for a duplicate: a copy of
-    /// an `event_id` whose first copy was read within `horizon_ms` before (`graph.
-    /// dedup_horizon_ms`, the read models' rule 1); a copy read later counts again.
+    /// an `event_id` whose first copy was read within the de-duplication horizon before (the
+    /// read models' rule 1); a copy read later counts again. A paid order stays in the
+    /// purchase history unless a cancellation of it is read within settlement of its payment
+    /// (or was read within settlement before it).
     ///
-    /// Events must come in read-time order. The ids stay in the state until
-    /// [`Shopper::forget_ids`] drops those past the horizon (a copy is judged by its first
-    /// copy's read time whether or not that has run).
-    pub fn apply(&mut self, event: &Event, at: Millis, horizon_ms: u64) -> bool {
+    /// Events must come in read-time order. What the horizons judge stays in the state until
+    /// [`Shopper::forget`] drops what they have passed; every verdict reads the times, so it
+    /// is the same whether or not that has run.
+    pub fn apply(&mut self, event: &Event, at: Millis, horizons: Horizons) -> bool {
         let digest = id_digest(&event.event_id);
         if self
             .recent
             .iter()
-            .any(|&(read, d)| d == digest && read.saturating_add(horizon_ms) > at)
+            .any(|&(read, d)| d == digest && within(read, horizons.dedup_ms, at))
         {
             return false;
         }
@@ -232,33 +297,38 @@ impl Shopper {
                 order_id, lines, ..
             } => {
                 self.basket.clear();
-                if !self.orders.contains_key(order_id) && !self.cancelled.contains(order_id) {
+                let settlement = horizons.settlement_ms;
+                // An entry past settlement is as good as forgotten (whether or not `forget`
+                // has run): the payment counts as a new order, as it would after.
+                let open = (self.orders.get(order_id))
+                    .is_some_and(|(paid, _)| within(*paid, settlement, at));
+                let cancelled = self
+                    .cancelled
+                    .iter()
+                    .any(|(read, id)| id == order_id && within(*read, settlement, at));
+                if !open && !cancelled {
                     let items: OrderItems = lines
                         .iter()
                         .map(|l| (l.product_id.clone(), l.category.clone(), l.brand.clone()))
                         .collect();
                     self.count_order(&items, 1);
-                    self.orders.insert(order_id.clone(), items);
-                    // Remember the items of the last orders only, for a later cancellation.
-                    self.order_ids.push_back(order_id.clone());
-                    if self.order_ids.len() > RECENT_ORDERS {
-                        if let Some(old) = self.order_ids.pop_front() {
-                            self.orders.remove(&old);
-                        }
-                    }
+                    // Kept within settlement, for a cancellation read in it.
+                    self.orders.insert(order_id.clone(), (at, items));
+                    self.order_ids.push_back((at, order_id.clone()));
                 }
             }
             EventBody::OrderStatusChanged {
                 order_id,
                 status: OrderStatus::Cancelled,
             } => {
-                if let Some(items) = self.orders.remove(order_id) {
-                    self.count_order(&items, -1);
+                let settlement = horizons.settlement_ms;
+                if let Some((paid, _)) = self.orders.get(order_id) {
+                    if within(*paid, settlement, at) {
+                        let (_, items) = self.orders.remove(order_id).expect("present");
+                        self.count_order(&items, -1);
+                    }
                 }
-                if self.cancelled.len() == 64 {
-                    self.cancelled.pop_front();
-                }
-                self.cancelled.push_back(order_id.clone());
+                self.cancelled.push_back((at, order_id.clone()));
             }
             EventBody::OrderStatusChanged { .. } | EventBody::LinkClicked { .. } => {}
         }

@@ -77,8 +77,14 @@ fn tree(version: u64) -> ExperienceTree {
     }
 }
 
-/// A de-duplication horizon no test time reaches.
+/// A day: a horizon no test time reaches.
 const DAY_MS: u64 = 86_400_000;
+
+/// Horizons of a day each.
+const LONG: Horizons = Horizons {
+    dedup_ms: DAY_MS,
+    settlement_ms: DAY_MS,
+};
 
 fn event(id: &str, body: EventBody) -> Event {
     Event {
@@ -131,7 +137,7 @@ fn walk(s: &mut Shopper, events: &[Event]) -> Vec<Step> {
     events
         .iter()
         .map(|e| {
-            let d = if s.apply(e, 7, DAY_MS) {
+            let d = if s.apply(e, 7, LONG) {
                 s.step(e, (0, 0), 7)
             } else {
                 None
@@ -218,8 +224,8 @@ fn purchase_history_counts_orders_and_forgets_cancelled_ones() {
             status: OrderStatus::Cancelled,
         },
     );
-    s.apply(&early, 1, DAY_MS);
-    s.apply(&paid("e9", "o9"), 2, DAY_MS);
+    s.apply(&early, 1, LONG);
+    s.apply(&paid("e9", "o9"), 2, LONG);
     assert!(s
         .holds(
             &Condition::BoughtBefore {
@@ -299,7 +305,7 @@ fn run_operator_erasing(
                     trees,
                     erasures,
                     retention.clone(),
-                    DAY_MS,
+                    LONG,
                     Arc::new(TreeStats::default()),
                     None,
                 )
@@ -419,37 +425,41 @@ fn retention_forgets_the_basket_of_a_shopper_without_events_for_the_period() {
 #[test]
 fn a_copy_is_a_duplicate_within_the_horizon_of_the_first_and_counts_again_after() {
     let e1 = add("e1", "pasta-1", "pasta", 300);
+    let h = Horizons {
+        dedup_ms: 10,
+        settlement_ms: DAY_MS,
+    };
     let mut s = Shopper::default();
     // Window [0, 10): the copies at 0 and 9 are duplicates, the one at 10 counts and opens
     // [10, 20), in which the copy at 19 is a duplicate again.
-    assert!(s.apply(&e1, 0, 10));
-    assert!(!s.apply(&e1, 0, 10));
-    assert!(!s.apply(&e1, 9, 10));
-    assert!(s.apply(&e1, 10, 10));
-    assert!(!s.apply(&e1, 19, 10));
-    assert_eq!(s.remembered_ids(), 2);
-    assert_eq!(s.next_id_expiry(10), Some(10));
+    assert!(s.apply(&e1, 0, h));
+    assert!(!s.apply(&e1, 0, h));
+    assert!(!s.apply(&e1, 9, h));
+    assert!(s.apply(&e1, 10, h));
+    assert!(!s.apply(&e1, 19, h));
+    assert_eq!(s.remembered(), 2);
+    assert_eq!(s.next_expiry(h), Some(10));
     // Forgetting drops only what the horizon passed, and changes no verdict.
-    s.forget_ids(10, 10);
-    assert_eq!(s.remembered_ids(), 1);
-    assert_eq!(s.next_id_expiry(10), Some(20));
-    assert!(!s.apply(&e1, 19, 10));
-    assert!(s.apply(&e1, 20, 10));
+    s.forget(10, h);
+    assert_eq!(s.remembered(), 1);
+    assert_eq!(s.next_expiry(h), Some(20));
+    assert!(!s.apply(&e1, 19, h));
+    assert!(s.apply(&e1, 20, h));
     // Without a horizon nothing expires.
     let mut forever = Shopper::default();
-    assert!(forever.apply(&e1, 0, u64::MAX));
-    assert!(!forever.apply(&e1, u64::MAX - 1, u64::MAX));
-    assert_eq!(forever.next_id_expiry(u64::MAX), None);
+    assert!(forever.apply(&e1, 0, Horizons::FOREVER));
+    assert!(!forever.apply(&e1, u64::MAX - 1, Horizons::FOREVER));
+    assert_eq!(forever.next_expiry(Horizons::FOREVER), None);
     assert_eq!(id_digest("e1"), id_digest("e1"));
     assert_ne!(id_digest("e1"), id_digest("e2"));
 }
 
-/// The operator on `workers` workers with de-duplication horizon `horizon_ms`: the tree at
-/// time 1, then `events` at their times. Returns the decisions (id, node, time), sorted, and
-/// the event ids the state remembers at the end.
-fn run_with_horizon(
+/// The operator on `workers` workers with `horizons`: the tree at time 1, then `events` at
+/// their times. Returns the decisions (id, node, time), sorted, and the entries the state
+/// keeps within the horizons at the end.
+fn run_with_horizons(
     workers: usize,
-    horizon_ms: u64,
+    horizons: Horizons,
     events: &[(u64, Event)],
 ) -> (Vec<(String, String, u64)>, u64) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -469,7 +479,7 @@ fn run_with_horizon(
                     trees,
                     erasures,
                     Retention::default(),
-                    horizon_ms,
+                    horizons,
                     stats,
                     None,
                 )
@@ -508,7 +518,7 @@ fn run_with_horizon(
         .collect();
     got.sort();
     let remembered = stats
-        .remembered_ids
+        .horizon_entries
         .load(std::sync::atomic::Ordering::Relaxed);
     (got, remembered)
 }
@@ -548,12 +558,90 @@ fn the_operator_judges_copies_by_the_horizon_and_forgets_ids_past_it() {
     let mut both = vec![pasta.clone(), threshold];
     both.sort();
     for workers in [1, 2] {
-        assert_eq!(run_with_horizon(workers, 10, &events), (both.clone(), 1));
+        let short = Horizons {
+            dedup_ms: 10,
+            settlement_ms: DAY_MS,
+        };
+        assert_eq!(
+            run_with_horizons(workers, short, &events),
+            (both.clone(), 1)
+        );
         // Without a horizon both copies are duplicates: 800 cents, no threshold, and every
         // id stays.
         assert_eq!(
-            run_with_horizon(workers, u64::MAX, &events),
+            run_with_horizons(workers, Horizons::FOREVER, &events),
             (vec![pasta.clone()], 3)
         );
+    }
+}
+
+fn cancelled(id: &str, order: &str) -> Event {
+    event(
+        id,
+        EventBody::OrderStatusChanged {
+            order_id: order.into(),
+            status: OrderStatus::Cancelled,
+        },
+    )
+}
+
+/// How many orders of product `p` the purchase history counts.
+fn orders_of_p(s: &Shopper) -> u32 {
+    (1..10)
+        .rev()
+        .find(|&n| {
+            s.holds(
+                &Condition::BoughtBefore {
+                    matches: ProductMatch {
+                        product_id: Some("p".into()),
+                        category: None,
+                        brand: None,
+                    },
+                    min_orders: n,
+                },
+                &paid("x", "x"),
+            )
+            .is_some()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn cancellations_count_within_settlement_and_the_state_forgets_orders_after_it() {
+    let h = Horizons {
+        dedup_ms: DAY_MS,
+        settlement_ms: 10,
+    };
+    // (time, event, orders of p counted after it), with `forget` run before every event or
+    // never: the verdicts must not depend on it.
+    let steps = [
+        (0, paid("e1", "o1"), 1),
+        (9, cancelled("c1", "o1"), 0), // within settlement of o1's payment: out
+        (10, paid("e2", "o2"), 1),
+        (20, cancelled("c2", "o2"), 1), // o2 settled at 20: stands
+        (30, cancelled("c3", "o3"), 1), // before its payment
+        (39, paid("e3", "o3"), 1),      // within settlement of the cancellation: not counted
+        (40, cancelled("c4", "o4"), 1),
+        (50, paid("e4", "o4"), 2), // the cancellation settled at 50: counted
+    ];
+    for forgetting in [false, true] {
+        let mut s = Shopper::default();
+        for (t, e, want) in &steps {
+            if forgetting {
+                s.forget(*t, h);
+            }
+            assert!(s.apply(e, *t, h));
+            assert_eq!(orders_of_p(&s), *want, "after {} at {t}", e.event_id);
+        }
+        if forgetting {
+            // Forgotten by 50: every order and cancellation read up to 40. Left: the 8 ids
+            // (a day's horizon) and o4's payment.
+            assert_eq!(s.remembered(), 8 + 1);
+        }
+        s.forget(60, h);
+        // Only o4's payment (read at 50, settles at 60) was left: gone too. The ids stay.
+        assert_eq!(s.remembered(), 8);
+        assert_eq!(s.next_expiry(h), Some(DAY_MS));
+        assert_eq!(orders_of_p(&s), 2, "forgetting keeps the settled history");
     }
 }
