@@ -367,6 +367,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let gate = Gate {
             durable: durable.clone(),
             max_lead_ms,
+            max_in_flight: config.graph.max_in_flight_messages,
             stop: shutdown.clone(),
         };
         metrics::track_arrangements(

@@ -145,6 +145,11 @@ pub struct GraphConfig {
     /// How far (logical ms) the sources may run ahead of the slowest durable output before
     /// they stop taking messages: bounds memory while ClickHouse or the broker is down.
     pub max_sink_lag_ms: u64,
+    /// How many messages each source may have in flight on each worker (read, not yet
+    /// durable in every output) before it stops taking messages: bounds the memory of a
+    /// catch-up, whose backlog packs far more messages into each ms of broker time than live
+    /// traffic does.
+    pub max_in_flight_messages: usize,
     /// A process exits if its cluster has not formed (all peers connected) within this.
     pub startup_timeout_ms: u64,
     /// The de-duplication horizon (logical ms, default 7 days): a copy of an event read within
@@ -174,6 +179,7 @@ impl Default for GraphConfig {
             idle_margin_ms: 20,
             flush_interval_ms: 250,
             max_sink_lag_ms: 10_000,
+            max_in_flight_messages: 65_536,
             startup_timeout_ms: 60_000,
             dedup_horizon_ms: 7 * 24 * 3_600_000,
             settlement_ms: 30 * 24 * 3_600_000,

@@ -90,6 +90,11 @@ impl Config {
         p.at_least("graph.startup_timeout_ms", g.startup_timeout_ms, 1);
         p.at_least("graph.dedup_horizon_ms", g.dedup_horizon_ms, 1);
         p.at_least("graph.settlement_ms", g.settlement_ms, 1);
+        p.at_least(
+            "graph.max_in_flight_messages",
+            g.max_in_flight_messages as u64,
+            1,
+        );
 
         let c = &self.cluster;
         p.at_least("cluster.workers", c.workers as u64, 1);

@@ -117,20 +117,53 @@ pub struct Gate {
     pub durable: ProbeHandle<Millis>,
     /// How far (ms of logical time) the source may run ahead of `durable`.
     pub max_lead_ms: u64,
+    /// How many of its messages (on its worker) may be in flight: read at times `durable`
+    /// has not passed. In a catch-up, a backlog produced faster than it is read packs many
+    /// messages into each ms of broker time, so `max_lead_ms` alone lets memory follow the
+    /// producer's rate; this bounds it by count.
+    pub max_in_flight: usize,
     /// Once set, the source takes no more messages and keeps its capability (drain).
     pub stop: Arc<AtomicBool>,
 }
 
 impl Gate {
+    /// The durable frontier (`Millis::MAX` once it is empty).
+    fn durable_frontier(&self) -> Millis {
+        self.durable
+            .with_frontier(|f| f.first().copied().unwrap_or(Millis::MAX))
+    }
+
     /// True when a source at `time` must wait.
     fn closed(&self, time: Millis) -> bool {
         if self.stop.load(Ordering::Relaxed) {
             return true;
         }
-        self.durable.with_frontier(|f| {
-            f.first()
-                .is_some_and(|&d| time > d.saturating_add(self.max_lead_ms))
-        })
+        time > self.durable_frontier().saturating_add(self.max_lead_ms)
+    }
+}
+
+/// A source's messages in flight: how many it emitted at each time the durable outputs have
+/// not passed yet.
+#[derive(Debug, Default)]
+struct InFlight(BTreeMap<Millis, usize>);
+
+impl InFlight {
+    /// `n` messages emitted at `time`.
+    fn add(&mut self, time: Millis, n: usize) {
+        *self.0.entry(time).or_default() += n;
+    }
+
+    /// Forgets the times below `durable` (durable now), then counts the messages at times
+    /// below `capability`: those the outputs can make durable without this source reading
+    /// more (counting the others could hold the source, and its capability, for good).
+    fn pending_below(&mut self, durable: Millis, capability: Millis) -> usize {
+        while let Some(entry) = self.0.first_entry() {
+            if *entry.key() >= durable {
+                break;
+            }
+            entry.remove();
+        }
+        self.0.range(..capability).map(|(_, n)| n).sum()
     }
 }
 
@@ -361,20 +394,24 @@ pub fn kafka_source<'scope>(
             let mut errors_logged = Throttle::new(Duration::from_secs(10));
             let topic_name = cfg.topic.clone();
             let activator = scope.worker().activator_for(info.address.clone());
+            let mut in_flight = InFlight::default();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
+                // Bounded work per activation keeps the worker responsive; the thread's next
+                // send (or our own re-activation) brings us back for the rest.
+                let mut budget = 16_384;
                 if let Some(gate) = gate.as_ref() {
-                    if gate.closed(*c.time()) {
+                    let pending = in_flight.pending_below(gate.durable_frontier(), *c.time());
+                    if gate.closed(*c.time()) || pending >= gate.max_in_flight {
                         stats.gated.fetch_add(1, Ordering::Relaxed);
                         if !gate.stop.load(Ordering::Relaxed) {
                             activator.activate_after(Duration::from_millis(5));
                         }
                         return;
                     }
+                    budget = budget.min(gate.max_in_flight - pending);
                 }
-                // Bounded work per activation keeps the worker responsive; the thread's next
-                // send (or our own re-activation) brings us back for the rest.
-                for _ in 0..16_384 {
+                for _ in 0..budget {
                     let item = match rx.try_recv() {
                         Ok(item) => item,
                         Err(_) => break,
@@ -426,8 +463,13 @@ pub fn kafka_source<'scope>(
                 while let Some(t) = drained.peek().map(|m| m.time) {
                     let time_cap = c.delayed(&t);
                     let mut session = output.session(&time_cap);
+                    let mut n = 0;
                     while let Some(m) = drained.next_if(|m| m.time == t) {
                         session.give(m);
+                        n += 1;
+                    }
+                    if gate.is_some() {
+                        in_flight.add(t, n);
                     }
                 }
                 drop(drained);
@@ -651,6 +693,23 @@ fn consume(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_flight_counts_what_the_outputs_can_still_make_durable() {
+        let mut f = InFlight::default();
+        f.add(10, 3);
+        f.add(15, 4);
+        f.add(15, 1);
+        f.add(20, 7);
+        // Nothing durable; the capability at 20: the messages at 10 and 15 count, not those
+        // at 20 (they wait for the source itself).
+        assert_eq!(f.pending_below(0, 20), 8);
+        assert_eq!(f.pending_below(0, 21), 15);
+        // Durable below 15: the 3 at 10 are gone for good.
+        assert_eq!(f.pending_below(15, 21), 12);
+        assert_eq!(f.pending_below(0, 21), 12);
+        assert_eq!(f.pending_below(Millis::MAX, Millis::MAX), 0);
+    }
     use proptest::prelude::*;
 
     /// The first run: broker times, with the bound raised (idle partition) before some

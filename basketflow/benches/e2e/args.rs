@@ -5,7 +5,7 @@
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
-    [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] \
+    [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--shoppers N] [--products N]";
 
@@ -32,6 +32,8 @@ pub struct Args {
     /// ahead of the durable outputs, which bounds the data in flight in a catch-up (the
     /// default, 10 s, when absent).
     pub memory_lead_ms: Option<u64>,
+    /// The memory phase's `graph.max_in_flight_messages` (the default, 65,536, when absent).
+    pub memory_in_flight: Option<usize>,
     /// Shoppers of the memory and restart phases' streams (20,000 by default).
     pub shoppers: u32,
     /// Products per retailer of the memory and restart phases' streams (the generator's
@@ -63,6 +65,7 @@ pub fn args() -> Args {
         memory_events: vec![1_000_000, 10_000_000],
         memory_horizon_ms: None,
         memory_lead_ms: None,
+        memory_in_flight: None,
         shoppers: 20_000,
         products: None,
         restart_events: vec![300_000, 3_000_000],
@@ -104,6 +107,9 @@ pub fn args() -> Args {
             }
             "--memory-lead-ms" => {
                 a.memory_lead_ms = Some(value.parse().expect("--memory-lead-ms MS"))
+            }
+            "--memory-in-flight" => {
+                a.memory_in_flight = Some(value.parse().expect("--memory-in-flight N"))
             }
             _ => {
                 i += 1;

@@ -438,11 +438,14 @@ pub fn memory(bench: &mut Bench) {
         if let Some(lead) = args.memory_lead_ms {
             graph.push_str(&format!("max_sink_lag_ms = {lead}\n"));
         }
+        if let Some(n) = args.memory_in_flight {
+            graph.push_str(&format!("max_in_flight_messages = {n}\n"));
+        }
         let sections = format!("{graph}{privacy}");
         let r = catch_up(site, &format!("memory{n}"), &topic, n, 1, true, &sections);
         println!("memory, {n} events: {r}");
         md.push_str(&format!(
-            "| peak resident memory after {n} events (1 worker, {} shoppers{}{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
+            "| peak resident memory after {n} events (1 worker, {} shoppers{}{}{}{}) | {} MiB peak, {} MiB at rest once caught up ({:.0} events/s) |\n",
             args.shoppers,
             products_label(args.products),
             args.memory_horizon_ms.map_or(String::new(), |h| format!(
@@ -450,6 +453,8 @@ pub fn memory(bench: &mut Bench) {
             )),
             args.memory_lead_ms
                 .map_or(String::new(), |l| format!(", max_sink_lag_ms {l}")),
+            args.memory_in_flight
+                .map_or(String::new(), |n| format!(", max_in_flight_messages {n}")),
             r["peak_resident_mib"],
             r["at_rest_mib"],
             r["events_per_s"].as_f64().unwrap()
