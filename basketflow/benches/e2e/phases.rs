@@ -47,6 +47,11 @@ pub fn catch_up(
     );
     let log = run_sampled(child, &cpu);
     let wall = t.elapsed().as_secs_f64();
+    // The graph's log, kept beside the results (with `MIMALLOC_SHOW_STATS=1` in the bench's
+    // environment it ends with the allocator's statistics: heap peak against resident peak).
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-e2e");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join(format!("{name}.log")), &log).unwrap();
     let formed = log_instant(&log, "cluster formed");
     let stopped = log_instant(&log, "msg=stopped");
     let steady = match (formed, stopped) {
