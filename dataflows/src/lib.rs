@@ -83,6 +83,7 @@
 
 pub mod affinities;
 pub mod baskets;
+pub mod digest;
 pub mod experiences;
 pub mod graph;
 pub mod oracle;

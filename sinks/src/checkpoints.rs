@@ -71,8 +71,9 @@ pub const POSITIONS: &str = "SourcePositions";
 /// The checkpoint format: bump it whenever an operator's state changes shape (a checkpoint of
 /// another format is not used: the run replays the log instead).
 /// Format 2 put the manifests (with the chunks' offsets) in a topic of their own; format 3
-/// keeps the tree state's event ids as digests with their read times (the horizon).
-pub const FORMAT: u32 = 3;
+/// keeps the tree state's event ids as digests with their read times (the horizon); format 4
+/// keeps the ended orders as digests.
+pub const FORMAT: u32 = 4;
 
 /// The manifests topic's name: the chunks topic's with this suffix.
 pub const MANIFESTS_SUFFIX: &str = "-manifests";

@@ -107,19 +107,10 @@ mod tree_as_json {
     }
 }
 
-/// The digest the tree state keeps of an `event_id`: the first 128 bits of its SHA-256.
-///
-/// A shopper's state keeps the ids of their events read within the horizon; a digest is 16
-/// bytes where the id was a `String` (24 bytes plus its length), and SHA-256 makes two ids
-/// with one digest a matter of chance, not of crafted input: among the `n` ids one shopper
-/// sends within a horizon, the chance of any such pair is below `n^2 / 2^129` (about
-/// 10^-33 for 10,000 ids), far below the chance of a hardware fault.
+/// The digest the tree state keeps of an `event_id` ([`crate::digest::digest128`]): 16
+/// bytes where the id was a `String` (24 bytes plus its length).
 pub fn id_digest(event_id: &str) -> u128 {
-    use sha2::{Digest, Sha256};
-    let hash = Sha256::digest(event_id.as_bytes());
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&hash[..16]);
-    u128::from_be_bytes(first)
+    crate::digest::digest128(&[event_id.as_bytes()])
 }
 
 fn bump(map: &mut BTreeMap<String, u32>, key: &str, by: i32) {
