@@ -547,8 +547,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = writer.join();
     }
     let rejected = rejections.lock().expect("rejection counts lock").clone();
+    // Messages whose broker time was below their partition's bound when read (fetched after
+    // the idle margin): they got the bound as their time (see `kafka_source`).
+    let clamped: u64 = (registry.sources.lock().expect("sources").iter())
+        .map(|(_, _, s)| s.clamped.load(Ordering::Relaxed))
+        .sum();
     log::info!(
         messages,
+        clamped,
         seconds:% = format!("{:.1}", started.elapsed().as_secs_f64()),
         rejected:? = rejected,
         clickhouse_batches = sink_stats.batches.load(Ordering::Relaxed),
