@@ -110,8 +110,7 @@ fn main() {
         .to_string();
     let dir = std::env::temp_dir().join(format!("basketflow-bench-{suffix}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-e2e");
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let out_dir = out_dir();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let results =
         json!({"date": Timestamp::now().to_string(), "events": args.events, "cpus": cpus});
@@ -162,4 +161,11 @@ fn main() {
     println!("\n{}", bench.md);
     let _ = std::fs::remove_dir_all(&bench.site.dir);
     // Dropping the stack deletes every topic this run created.
+}
+
+/// Where the bench writes its results and the graphs' logs (created if missing).
+pub fn out_dir() -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -49,9 +49,7 @@ pub fn catch_up(
     let wall = t.elapsed().as_secs_f64();
     // The graph's log, kept beside the results (with `MIMALLOC_SHOW_STATS=1` in the bench's
     // environment it ends with the allocator's statistics: heap peak against resident peak).
-    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-e2e");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join(format!("{name}.log")), &log).unwrap();
+    std::fs::write(crate::out_dir().join(format!("{name}.log")), &log).unwrap();
     let formed = log_instant(&log, "cluster formed");
     let stopped = log_instant(&log, "msg=stopped");
     let steady = match (formed, stopped) {
@@ -399,9 +397,7 @@ pub fn latency(bench: &mut Bench) {
     let _ = graph.terminate();
     let _ = graph.wait();
     let log = log.join().unwrap();
-    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-e2e");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("latency.log"), &log).unwrap();
+    std::fs::write(bench.out_dir.join("latency.log"), &log).unwrap();
     // Messages whose broker time was below their partition's idle bound when read: they were
     // fetched later than `idle_margin_ms` (20 ms) after it, and got the bound as their time.
     let clamped = match (

@@ -289,15 +289,17 @@ pub fn decide<'scope>(
                                 .or_default()
                                 .push(key.clone());
                         }
-                        let shopper = shoppers.entry(key.clone()).or_default();
+                        let shopper = shoppers.entry(key).or_default();
                         let (remembered, next) =
                             (shopper.remembered(), shopper.next_expiry(horizons));
                         let applied = shopper.apply(e, t, horizons);
                         stats.adjust(remembered, shopper.remembered());
                         match shopper.next_expiry(horizons) {
-                            Some(due) if Some(due) != next => {
-                                horizon_checks.entry(due).or_default().push(key);
-                            }
+                            // The key is built again only then (rarely), not cloned per event.
+                            Some(due) if Some(due) != next => horizon_checks
+                                .entry(due)
+                                .or_default()
+                                .push((e.retailer_id.clone(), e.shopper_id.clone())),
                             _ => {}
                         }
                         if applied {

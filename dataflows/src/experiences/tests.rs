@@ -290,74 +290,11 @@ fn run_operator_erasing(
     erase_at: Option<u64>,
     retention: Retention,
 ) -> Vec<(String, String, u64)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let tx = tx.lock().unwrap().clone();
-        let retention = retention.clone();
-        let (mut events_in, mut trees_in, mut erasures_in) =
-            worker.dataflow::<u64, _, _>(|scope| {
-                let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
-                let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
-                let (xi, erasures) = scope.new_input::<Vec<Erasure>>();
-                decide(
-                    events,
-                    trees,
-                    erasures,
-                    retention.clone(),
-                    LONG,
-                    Arc::new(TreeStats::default()),
-                    None,
-                )
-                .capture_into(tx);
-                (ei, ti, xi)
-            });
-        if let (Some(t), 0) = (erase_at, worker.index()) {
-            erasures_in.advance_to(t);
-            erasures_in.send(Erasure {
-                request: basketflow_vocab::ErasureRequest {
-                    request_id: "q".into(),
-                    retailer_id: "r".into(),
-                    shopper_id: "s".into(),
-                    requested_at: Timestamp(0),
-                },
-                partition: 0,
-                offset: 0,
-            });
-        }
-        if worker.index() == 0 {
-            trees_in.advance_to(1);
-            trees_in.send(SourceMessage {
-                partition: 0,
-                offset: 0,
-                time: 1,
-                key: Some(basketflow_vocab::tree_key("r", "s").into_bytes()),
-                payload: serde_json::to_vec(&tree(1)).unwrap(),
-            });
-            events_in.advance_to(2);
-            let pe = |e: Event, offset| PositionedEvent {
-                event: WireEvent::from(e),
-                partition: 3,
-                offset,
-            };
-            events_in.send(pe(add("e1", "pasta-1", "pasta", 300), 10));
-            events_in.advance_to(3);
-            events_in.send(pe(add("e2", "wine-1", "wine", 900), 11));
-        }
-    })
-    .unwrap();
-    let mut got: Vec<(String, String, u64)> = rx
-        .try_iter()
-        .flat_map(|e| match e {
-            CaptureEvent::Messages(_, data) => data
-                .into_iter()
-                .map(|d: Decision| (d.decision_id, d.node_id, d.time))
-                .collect(),
-            CaptureEvent::Progress(_) => Vec::new(),
-        })
-        .collect();
-    got.sort();
-    got
+    let events = [
+        (2, add("e1", "pasta-1", "pasta", 300)),
+        (3, add("e2", "wine-1", "wine", 900)),
+    ];
+    run(workers, erase_at, retention, LONG, &events).0
 }
 
 #[test]
@@ -462,30 +399,47 @@ fn run_with_horizons(
     horizons: Horizons,
     events: &[(u64, Event)],
 ) -> (Vec<(String, String, u64)>, u64) {
+    run(workers, None, Retention::default(), horizons, events)
+}
+
+/// The operator on `workers` workers: the tree at time 1, the shopper erased at `erase_at`
+/// (if any), and `events` at their times. Returns the decisions (id, node, time), sorted,
+/// and the entries the state keeps within the horizons at the end.
+fn run(
+    workers: usize,
+    erase_at: Option<u64>,
+    retention: Retention,
+    horizons: Horizons,
+    events: &[(u64, Event)],
+) -> (Vec<(String, String, u64)>, u64) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     let stats = Arc::new(TreeStats::default());
     let (events, stats_in) = (events.to_vec(), stats.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let tx = tx.lock().unwrap().clone();
-        let stats = stats_in.clone();
-        let (mut events_in, mut trees_in, mut _erasures_in) =
+        let (stats, retention) = (stats_in.clone(), retention.clone());
+        let (mut events_in, mut trees_in, mut erasures_in) =
             worker.dataflow::<u64, _, _>(|scope| {
                 let (ei, events) = scope.new_input::<Vec<PositionedEvent>>();
                 let (ti, trees) = scope.new_input::<Vec<SourceMessage>>();
                 let (xi, erasures) = scope.new_input::<Vec<Erasure>>();
-                decide(
-                    events,
-                    trees,
-                    erasures,
-                    Retention::default(),
-                    horizons,
-                    stats,
-                    None,
-                )
-                .capture_into(tx);
+                decide(events, trees, erasures, retention, horizons, stats, None).capture_into(tx);
                 (ei, ti, xi)
             });
+        if let (Some(t), 0) = (erase_at, worker.index()) {
+            erasures_in.advance_to(t);
+            erasures_in.send(Erasure {
+                request: basketflow_vocab::ErasureRequest {
+                    request_id: "q".into(),
+                    retailer_id: "r".into(),
+                    shopper_id: "s".into(),
+                    requested_at: Timestamp(0),
+                },
+                partition: 0,
+                offset: 0,
+            });
+        }
         if worker.index() == 0 {
             trees_in.advance_to(1);
             trees_in.send(SourceMessage {
