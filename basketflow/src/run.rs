@@ -750,7 +750,7 @@ impl CatchUp {
             log::info!(worker = self.index, seconds:% = format!("{:.1}", self.started.elapsed().as_secs_f64()), messages_read_by_worker = read; "caught up");
         } else if self.last.elapsed() >= Duration::from_secs(5) {
             self.last = Instant::now();
-            log::info!(worker = self.index, lag_ms, messages_read_by_worker = read; "catching up");
+            log::info!(worker = self.index, lag_ms, messages_read_by_worker = read, resident_mib = metrics::resident_bytes() >> 20; "catching up");
         }
     }
 }
