@@ -106,10 +106,11 @@ pub fn peak_mib(log: &str) -> u64 {
     logged_mib(log, "peak_resident_mib=")
 }
 
-/// The resident memory the run logged once caught up and durable, before it stopped: the
-/// state without data in flight, in MiB (0 if absent).
-pub fn at_rest_mib(log: &str) -> u64 {
-    logged_mib(log, "resident_at_rest_mib=")
+/// The resident memory the run logged once everything was processed and durable, before it
+/// stopped, in MiB (0 if absent). Not the state: timely drops finished operators, their state
+/// with them, so some or all of it may be gone by then.
+pub fn at_end_mib(log: &str) -> u64 {
+    logged_mib(log, "resident_at_end_mib=")
 }
 
 fn logged_mib(log: &str, field: &str) -> u64 {
