@@ -48,7 +48,7 @@ use basketflow_vocab::DeadLetter;
 use basketflow_vocab::Decision;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::ToBytes;
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -142,17 +142,31 @@ impl LatencyHistogram {
 /// One output record, as exchanged to worker 0.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Out {
-    /// A decision: key (shopper), JSON, experience kind, logical time.
-    Decision(String, String, String, u64),
+    /// A decision: key (shopper), JSON, experience kind, logical time, and the wall-clock
+    /// time (ms) its worker decided it (for the stage headers, see [`DECIDED_HEADER`]).
+    Decision(String, String, String, u64, u64),
     /// A dead letter: key (`partition:offset`) and JSON.
     DeadLetter(String, String),
     /// A source position.
     Position(PositionRecord),
 }
 
+/// Kafka header on each decision record: the wall-clock time (ms since the epoch, decimal
+/// ASCII) at which its worker decided it, i.e. once every input at its time was complete.
+/// With [`HANDED_HEADER`], the record's own append time and the causing event's, a reader
+/// can split a decision's latency into its stages (the bench's latency phase does). Not part
+/// of the decision: a replay's copy (never produced twice in `exactly_once`) would differ.
+pub const DECIDED_HEADER: &str = "basketflow-decided-ms";
+/// Kafka header on each decision record: the wall-clock time (ms) its transaction was handed
+/// to the producer thread (after waiting for its time to complete at the outputs operator and
+/// for the previous transaction to commit).
+pub const HANDED_HEADER: &str = "basketflow-handed-ms";
+
 /// One transaction's content.
 struct Txn {
     through: u64,
+    /// Wall-clock ms when the operator handed it to the producer thread.
+    handed_ms: u64,
     records: Vec<Out>,
     positions: Positions,
 }
@@ -249,7 +263,7 @@ pub fn kafka_outputs<'scope>(
         decisions.map(|d| {
             let json = serde_json::to_string(&d).expect("a decision serializes");
             let kind = d.experience.kind.as_str().to_string();
-            Out::Decision(d.shopper_id, json, kind, d.time)
+            Out::Decision(d.shopper_id, json, kind, d.time, wall_ms())
         }),
         dead_letters.map(|dl| {
             Out::DeadLetter(
@@ -337,6 +351,7 @@ pub fn kafka_outputs<'scope>(
                     in_flight.store(true, Ordering::Release);
                     let _ = sender.send(Txn {
                         through,
+                        handed_ms: wall_ms(),
                         records,
                         positions: cumulative.clone(),
                     });
@@ -367,7 +382,7 @@ fn produce_loop(
                     let now = wall_ms();
                     let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
                     for o in &txn.records {
-                        if let Out::Decision(_, _, kind, time) = o {
+                        if let Out::Decision(_, _, kind, time, _) = o {
                             *by_kind.entry(kind.clone()).or_default() += 1;
                             stats.latency.observe(now.saturating_sub(*time));
                         }
@@ -457,19 +472,36 @@ fn transact(
     producer.context().reset();
     producer.begin_transaction()?;
     let (mut decisions, mut dead_letters) = (0, 0);
+    let handed = txn.handed_ms.to_string();
     for o in &txn.records {
-        let (topic, key, payload) = match o {
-            Out::Decision(k, v, _, _) => {
+        match o {
+            Out::Decision(k, v, _, _, decided_ms) => {
                 decisions += 1;
-                (&cfg.decisions_topic, k, v)
+                let decided = decided_ms.to_string();
+                let headers = OwnedHeaders::new_with_capacity(2)
+                    .insert(Header {
+                        key: DECIDED_HEADER,
+                        value: Some(&decided),
+                    })
+                    .insert(Header {
+                        key: HANDED_HEADER,
+                        value: Some(&handed),
+                    });
+                let record = BaseRecord::to(&cfg.decisions_topic)
+                    .key(k)
+                    .payload(v)
+                    .headers(headers);
+                send(producer, record)?;
             }
             Out::DeadLetter(k, v) => {
                 dead_letters += 1;
-                (&cfg.rejected_topic, k, v)
+                send(
+                    producer,
+                    BaseRecord::to(&cfg.rejected_topic).key(k).payload(v),
+                )?;
             }
-            Out::Position(_) => continue,
-        };
-        send(producer, BaseRecord::to(topic).key(key).payload(payload))?;
+            Out::Position(_) => {}
+        }
     }
     let progress = serde_json::to_string(&ProgressRecord {
         through: txn.through,

@@ -12,7 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::ToBytes;
+use rdkafka::message::{Headers, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -221,6 +221,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Its value, if any.
     pub payload: Option<Vec<u8>>,
+    /// Its headers, in order: (name, value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Record {
@@ -289,6 +291,11 @@ pub fn read_to_end(brokers: &str, topic: &str, isolation: Isolation) -> Vec<Reco
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
+                    headers: m.headers().map_or_else(Vec::new, |hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    }),
                 }),
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => panic!("reading {topic}: {e}"),

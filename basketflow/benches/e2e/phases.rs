@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
 use basketflow_ingest::parse_event;
+use basketflow_sinks::kafka_outputs::{DECIDED_HEADER, HANDED_HEADER};
 use basketflow_testkit::{logged_u64, rss_mib, ChildGuard};
 use basketflow_vocab::Timestamp;
 use rdkafka::Message;
@@ -20,7 +21,7 @@ use crate::sampling::{
 };
 use crate::stack::{
     clickhouse_committed, generate, generator_of, kafka_committed_watch, produce,
-    produce_streaming, read_all, tree, wall_ms, watch, Graph, Site,
+    produce_streaming, read_all, tree, wall_ms, watch, watch_with, Graph, Site,
 };
 use crate::{Bench, PARTITIONS, TICK_MS};
 
@@ -318,12 +319,23 @@ pub fn latency(bench: &mut Bench) {
     let mut latency = Vec::new();
     for (rate, ms) in &traffic {
         let stop = Arc::new(AtomicBool::new(false));
-        let decisions = watch(
+        // Each decision with its stage headers: when its worker decided it, when its
+        // transaction was handed to the producer thread (wall-clock ms).
+        let decisions = watch_with(
             format!("bench-decisions-{}", g.name),
             |m| {
+                use rdkafka::message::Headers;
                 let d: Value = serde_json::from_slice(m.payload()?).ok()?;
                 let c = &d["caused_by"];
-                Some((c["partition"].as_i64()? as i32, c["offset"].as_i64()?))
+                let header = |name: &str| -> Option<u64> {
+                    let h = m.headers()?.iter().find(|h| h.key == name)?;
+                    std::str::from_utf8(h.value?).ok()?.parse().ok()
+                };
+                let stamps = (header(DECIDED_HEADER)?, header(HANDED_HEADER)?);
+                Some((
+                    (c["partition"].as_i64()? as i32, c["offset"].as_i64()?),
+                    stamps,
+                ))
             },
             stop.clone(),
         );
@@ -350,6 +362,37 @@ pub fn latency(bench: &mut Bench) {
         std::thread::sleep(Duration::from_secs(5)); // the last decisions arrive
         stop.store(true, Ordering::Relaxed);
         let (decided, read) = (decisions.join().unwrap(), round_trip.join().unwrap());
+        // Where a decision's time goes, per decision, from the event's append to the broker:
+        // until its worker decided it (the time complete on every source partition, then
+        // the tree walk), until its transaction was handed over (the time complete at the
+        // outputs operator on worker 0, and the previous transaction committed), and until
+        // the storefront read it (the transaction, and a read_committed fetch).
+        let stages = {
+            let (base_instant, base_wall) = (Instant::now(), wall_ms() as f64);
+            let wall = |i: Instant| match i.checked_duration_since(base_instant) {
+                Some(d) => base_wall + d.as_secs_f64() * 1e3,
+                None => base_wall - base_instant.duration_since(i).as_secs_f64() * 1e3,
+            };
+            let appended: HashMap<(i32, i64), i64> = produced
+                .landed
+                .iter()
+                .skip(*rate as usize)
+                .flatten()
+                .map(|l| ((l.partition, l.offset), l.broker_ms))
+                .collect();
+            let mut stages: [Vec<f64>; 3] = Default::default();
+            for (k, (read_at, (decided, handed))) in &decided {
+                let Some(&appended) = appended.get(k) else {
+                    continue;
+                };
+                stages[0].push(*decided as f64 - appended as f64);
+                stages[1].push(*handed as f64 - *decided as f64);
+                stages[2].push(wall(*read_at) - *handed as f64);
+            }
+            stages.map(summary)
+        };
+        let decided: HashMap<(i32, i64), Instant> =
+            decided.into_iter().map(|(k, (at, _))| (k, at)).collect();
         poller.join().unwrap();
         // The first second is warm-up (consumers' first fetches): not measured.
         let warm = *rate as usize;
@@ -390,8 +433,11 @@ pub fn latency(bench: &mut Bench) {
             summary(ms_of(&read)),
             summary(visible),
         );
+        let [decide, hand, commit] = stages;
         println!("rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
+        println!("rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
         latency.push(json!({"rate": rate, "event_to_decision_ms": d, "broker_round_trip_ms": r, "order_to_clickhouse_ms": v,
+            "stages_ms": {"appended_to_decided": decide, "decided_to_handed": hand, "handed_to_read": commit},
             "p99_ratio": d["p99"].as_f64().unwrap_or(f64::NAN) / r["p99"].as_f64().unwrap_or(f64::NAN)}));
     }
     let _ = graph.terminate();
@@ -419,6 +465,14 @@ pub fn latency(bench: &mut Bench) {
             &l["broker_round_trip_ms"],
             &l["order_to_clickhouse_ms"],
         );
+        let st = &l["stages_ms"];
+        md.push_str(&format!(
+            "| {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
+            l["rate"],
+            f(&st["appended_to_decided"], "p50"), f(&st["appended_to_decided"], "p99"),
+            f(&st["decided_to_handed"], "p50"), f(&st["decided_to_handed"], "p99"),
+            f(&st["handed_to_read"], "p50"), f(&st["handed_to_read"], "p99"),
+        ));
         md.push_str(&format!(
             "| {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
             l["rate"], f(d, "p50"), f(d, "p95"), f(d, "p99"), f(d, "max"), d["n"],

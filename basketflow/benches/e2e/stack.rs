@@ -312,6 +312,19 @@ pub fn watch(
     key_of: fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<(i32, i64)>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<HashMap<(i32, i64), Instant>> {
+    let seen = watch_with(topic, move |m| key_of(m).map(|k| (k, ())), stop);
+    std::thread::spawn(move || {
+        let seen = seen.join().unwrap();
+        seen.into_iter().map(|(k, (at, ()))| (k, at)).collect()
+    })
+}
+
+/// [`watch`], keeping with each first sighting what `key_of` takes from the message.
+pub fn watch_with<T: Send + 'static>(
+    topic: String,
+    key_of: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<((i32, i64), T)> + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<HashMap<(i32, i64), (Instant, T)>> {
     let c = consumer("read_committed");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
@@ -322,8 +335,9 @@ pub fn watch(
         let mut seen = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-                if let Some(k) = key_of(&m) {
-                    seen.entry(k).or_insert_with(Instant::now);
+                if let Some((k, v)) = key_of(&m) {
+                    let now = Instant::now();
+                    seen.entry(k).or_insert((now, v));
                 }
             }
         }

@@ -19,6 +19,7 @@ use basketflow_dataflows::experiences::{Horizons, Shopper};
 use basketflow_dataflows::oracle;
 use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
 use basketflow_ingest::parse_event;
+use basketflow_sinks::kafka_outputs::{DECIDED_HEADER, HANDED_HEADER};
 use basketflow_testkit::kafka::{produce, test_producer};
 use basketflow_testkit::{logged_u64, wait_all, ChildGuard, Stack};
 use basketflow_vocab::time::MICROS_PER_DAY;
@@ -54,6 +55,7 @@ pub trait GraphStack {
     fn dead_letters(&self, topic: &str) -> Vec<DeadLetter>;
 
     /// Decisions on `topic` (8 partitions) as (decision_id, node_id), sorted, duplicates kept.
+    /// Panics unless each carries the stage headers, its decision before its hand-over.
     fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)>;
 
     /// Decisions in `db.experience_decisions` as (decision_id, node_id), sorted.
@@ -132,10 +134,31 @@ impl GraphStack for Stack {
 
     fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)> {
         let mut got: Vec<(String, String)> = self
-            .read_topic(topic, 8)
-            .iter()
-            .map(|v| {
-                let d: Decision = serde_json::from_slice(v).unwrap();
+            .read_to_end(topic)
+            .into_iter()
+            .filter(|r| r.partition < 8)
+            .map(|r| {
+                let d: Decision = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
+                // The stage headers: decided, then handed to its transaction (wall-clock ms).
+                let stamp = |name: &str| -> u64 {
+                    let (_, v) = r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .unwrap_or_else(|| {
+                            panic!("decision {} has no {name} header", d.decision_id)
+                        });
+                    String::from_utf8(v.clone().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                };
+                let (decided, handed) = (stamp(DECIDED_HEADER), stamp(HANDED_HEADER));
+                assert!(
+                    decided <= handed && handed > 1_700_000_000_000,
+                    "stage headers of {}: decided {decided}, handed {handed}",
+                    d.decision_id
+                );
                 (d.decision_id, d.node_id)
             })
             .collect();
