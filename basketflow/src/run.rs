@@ -191,6 +191,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         tick_ms: config.graph.tick_ms,
         dedup_horizon_ms: config.graph.dedup_horizon_ms,
         settlement_ms: config.graph.settlement_ms,
+        delivery: config.kafka.delivery,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -20,6 +20,10 @@
 //!   1.5 s after the cluster's first commit and started again 3 s later (leaders re-elected, coordinators loading):
 //!   the cluster must ride through it without a restart, and end exactly as above.
 //!
+//! - `sigkill_at_least_once_loses_no_decision`: the same kills (two) with `[kafka] delivery =
+//!   "at_least_once"`: every decision of the sequential replay is on the topic, nothing else,
+//!   copies after a kill identical.
+//!
 //! Seeds are printed; `BASKETFLOW_FAULT_SEED=<seed>` replays one.
 
 mod support;
@@ -226,6 +230,26 @@ impl Cluster {
     }
 
     /// SIGKILL process `victim`; the other must exit by itself (non-zero) within 15 s.
+    /// After a seeded wait of `from_ms` to 1.5 s, SIGKILLs a seeded process and restarts.
+    fn kill_later(&mut self, moments: &mut Moments, from_ms: u64, round: usize) {
+        let wait = moments.millis(from_ms, 1_500);
+        let victim = (moments.next() % 2) as usize;
+        std::thread::sleep(wait);
+        self.assert_running(&format!("before kill {round}"));
+        println!("kill {round}: SIGKILL process {victim} after {wait:?}");
+        self.kill(victim);
+        self.restart();
+    }
+
+    /// After a seeded wait, SIGTERM (the cluster must be running and drain), then a last run
+    /// catches up.
+    fn finish(&mut self, moments: &mut Moments) {
+        std::thread::sleep(moments.millis(200, 1_500));
+        self.assert_running("before SIGTERM");
+        self.terminate();
+        self.catch_up();
+    }
+
     fn kill(&mut self, victim: usize) {
         self.processes[victim].kill_and_wait();
         let other = &mut self.processes[1 - victim];
@@ -379,16 +403,36 @@ fn reference_run(config: &Path) {
     println!("uninterrupted 1 x 1 run: {:?}", started.elapsed());
 }
 
-#[test]
-fn sigkill_at_seeded_moments() {
+/// Waits (at most 30 s) until ClickHouse's committed time in `database` moves.
+fn wait_for_a_commit(stack: &Stack, database: &str, round: usize) {
+    let before = committed_time(&stack.clickhouse_url, database);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_time(&stack.clickhouse_url, database) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no progress within 30 s (round {round})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A kill test's shared stack, seed (printed), topics, directory and configurations (the
+/// cluster under test's, the reference's).
+fn kill_setup(prefix: &str) -> (Stack, u64, Names, PathBuf, PathBuf, PathBuf) {
     let stack = Stack::shared();
     let seed = seed();
     println!("fault seed {seed} (replay with BASKETFLOW_FAULT_SEED={seed})");
-    let names = Names::new("kill");
+    let names = Names::new(prefix);
     names.create_topics(&stack);
-    let dir = std::env::temp_dir().join(format!("basketflow-kill-{seed}-{}", unique_suffix()));
+    let dir = std::env::temp_dir().join(format!("basketflow-{prefix}-{seed}-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let (faulty, reference) = names.configs(&stack, &dir);
+    (stack, seed, names, dir, faulty, reference)
+}
+
+#[test]
+fn sigkill_at_seeded_moments() {
+    let (stack, seed, names, dir, faulty, reference) = kill_setup("kill");
 
     let traffic = Traffic::generate(seed, 60_000, 2_000);
     traffic.produce_trees(&stack, &names.trees);
@@ -426,15 +470,7 @@ fn sigkill_at_seeded_moments() {
             continue;
         }
         if round > 0 {
-            let before = committed_time(&stack.clickhouse_url, &names.database);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while committed_time(&stack.clickhouse_url, &names.database) == before {
-                assert!(
-                    Instant::now() < deadline,
-                    "no progress within 30 s after restart {round}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for_a_commit(&stack, &names.database, round);
         }
         if round == 3 {
             // So that round 4's restart has a checkpoint to restore: one complete, and the
@@ -452,23 +488,14 @@ fn sigkill_at_seeded_moments() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let wait = moments.millis(if round == 0 { 300 } else { 1 }, 1_500);
-        let victim = (moments.next() % 2) as usize;
-        std::thread::sleep(wait);
-        cluster.assert_running(&format!("before kill {round}"));
-        println!("kill {round}: SIGKILL process {victim} after {wait:?}");
-        cluster.kill(victim);
-        cluster.restart();
+        cluster.kill_later(&mut moments, if round == 0 { 300 } else { 1 }, round);
     }
     assert!(
         restore_kills > 0,
         "no kill landed while a process restored from a checkpoint"
     );
     let landed = producer.join().expect("the producer thread");
-    std::thread::sleep(moments.millis(200, 1_500));
-    cluster.assert_running("before SIGTERM");
-    cluster.terminate();
-    cluster.catch_up();
+    cluster.finish(&mut moments);
     reference_run(&reference);
     assert_converged(&stack, &names, &traffic, &landed);
     // The cluster under test left complete checkpoints of its 4 workers (every restart could
@@ -478,6 +505,83 @@ fn sigkill_at_seeded_moments() {
         complete.map(|(_, peers)| peers),
         Some(4),
         "a complete checkpoint of 2 x 2 workers"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[kafka] delivery = "at_least_once"`: a cluster killed twice with SIGKILL while traffic
+/// flows loses no decision. Every decision of the sequential replay is on the decisions
+/// topic, with nothing else; a decision sent again after a kill is the same decision (same
+/// `decision_id` and node). The views and dead letters are exact as in exactly-once mode (the
+/// delivery mode changes only the Kafka outputs; dead letters may repeat like decisions).
+#[test]
+fn sigkill_at_least_once_loses_no_decision() {
+    let (stack, seed, names, dir, faulty, reference) = kill_setup("alo");
+    let text = std::fs::read_to_string(&faulty).unwrap();
+    let text = text.replacen("[kafka]\n", "[kafka]\ndelivery = \"at_least_once\"\n", 1);
+    assert!(text.contains("delivery = \"at_least_once\""));
+    std::fs::write(&faulty, text).unwrap();
+
+    let traffic = Traffic::generate(seed ^ 0xA10, 24_000, 1_000);
+    traffic.produce_trees(&stack, &names.trees);
+    let producer = traffic.produce_live(&stack, &names.events, 4_000);
+    let mut moments = Moments(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let mut cluster = Cluster::start(&faulty, &dir);
+    for round in 0..2 {
+        // Each kill lands after a commit since the start, while decisions are being sent.
+        wait_for_a_commit(&stack, &names.database, round);
+        cluster.kill_later(&mut moments, 1, round);
+    }
+    let landed = producer.join().expect("the producer thread");
+    cluster.finish(&mut moments);
+    reference_run(&reference);
+    for (name, want) in traffic.expected_views() {
+        assert_eq!(
+            stack.view(&names.database, name),
+            want,
+            "{name}: at least once vs oracle"
+        );
+    }
+    let want = traffic.reference_decisions(&landed);
+    assert!(want.len() > 100, "the traffic should make decisions");
+    let got = stack.decisions_on_kafka(&names.decisions);
+    let distinct: Vec<(String, String)> = got
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The same id never comes with another node: a copy is the same decision.
+    let ids: BTreeSet<&String> = distinct.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids.len(),
+        distinct.len(),
+        "a decision id sent with two nodes"
+    );
+    if distinct != want {
+        explain_decision_mismatch(&stack, &names.decisions, &distinct, &want);
+    }
+    assert_eq!(
+        distinct, want,
+        "decisions on Kafka (distinct): at least once vs sequential replay"
+    );
+    assert_eq!(
+        stack.decisions_on_kafka(&names.reference_decisions),
+        want,
+        "decisions on Kafka: exactly-once reference vs sequential replay"
+    );
+    let want_dead = traffic.expected_dead_letters(&landed);
+    let got_dead: BTreeSet<(i32, i64, String)> = stack
+        .dead_letters(&names.rejected)
+        .into_iter()
+        .map(|d| (d.partition, d.offset, d.code))
+        .collect();
+    assert_eq!(got_dead, want_dead, "dead letters (distinct)");
+    println!(
+        "at least once: {} decisions sent {} times in all ({} again after the kills)",
+        want.len(),
+        got.len(),
+        got.len() - want.len()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use basketflow_collector::{AuthMode, CollectorConfig, RetailerKey};
 use basketflow_vocab::privacy::{Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
+use basketflow_vocab::Delivery;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -65,6 +66,10 @@ pub struct KafkaConfig {
     /// index `<checkpoints_topic>-manifests`); default `<decisions_topic>-checkpoints`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints_topic: Option<String>,
+    /// How decisions and dead letters are delivered: `exactly_once` (default, Kafka
+    /// transactions; storefronts read with `read_committed`) or `at_least_once` (sent as soon
+    /// as made; after a crash some are sent again with the same `decision_id`).
+    pub delivery: Delivery,
 }
 
 impl KafkaConfig {
@@ -102,6 +107,7 @@ impl Default for KafkaConfig {
             progress_topic: None,
             transactional_id: None,
             checkpoints_topic: None,
+            delivery: Delivery::ExactlyOnce,
         }
     }
 }

@@ -45,7 +45,7 @@ use basketflow_kafka::{
     client_config, fold_positions, read_progress, PositionRecord, Positions, ProgressRecord,
 };
 use basketflow_vocab::DeadLetter;
-use basketflow_vocab::Decision;
+use basketflow_vocab::{Decision, Delivery};
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, ToBytes};
@@ -80,6 +80,8 @@ pub struct KafkaOutputs {
     pub dedup_horizon_ms: u64,
     /// The graph's `graph.settlement_ms`, recorded likewise.
     pub settlement_ms: u64,
+    /// Exactly once (transactions) or at least once (see [`Delivery`]).
+    pub delivery: Delivery,
 }
 
 /// Counters of the Kafka outputs.
@@ -162,7 +164,18 @@ pub const DECIDED_HEADER: &str = "basketflow-decided-ms";
 /// for the previous transaction to commit).
 pub const HANDED_HEADER: &str = "basketflow-handed-ms";
 
-/// One transaction's content.
+/// What the operator hands to the producer thread.
+enum Job {
+    /// Exactly once: one transaction (its records and its progress record).
+    Txn(Txn),
+    /// At least once: records to send now.
+    Send(Vec<Out>),
+    /// At least once: a progress record (no records of its own), sent once every record
+    /// handed before it is acknowledged.
+    Progress(Txn),
+}
+
+/// One transaction's content (at least once: one progress record's).
 struct Txn {
     through: u64,
     /// Wall-clock ms when the operator handed it to the producer thread.
@@ -174,13 +187,27 @@ struct Txn {
 /// Counts the delivery reports of the current transaction, so that a commit is only attempted
 /// when every record of it was acknowledged, and a commit that succeeds with a record missing
 /// (a client bug; librdkafka had such around epoch bumps) is logged instead of passing silently.
+///
+/// At least once, each record carries a sequence number, and the ones not acknowledged yet are
+/// kept: a progress record is sent only once every record before it was acknowledged.
 #[derive(Default)]
 pub struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// At least once: sequence numbers of the records sent and not acknowledged yet.
+    outstanding: Mutex<std::collections::BTreeSet<usize>>,
+    /// At least once: the first delivery error (the process stops on it).
+    first_error: Mutex<Option<String>>,
 }
 
 impl Deliveries {
+    /// At least once: the next sequence number, kept as outstanding until acknowledged.
+    fn issue(&self, seq: &mut usize) -> usize {
+        *seq += 1;
+        self.outstanding.lock().expect("outstanding").insert(*seq);
+        *seq
+    }
+
     fn reset(&self) {
         self.delivered.store(0, Ordering::Relaxed);
         self.failed.store(0, Ordering::Relaxed);
@@ -190,12 +217,22 @@ impl Deliveries {
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// The record's sequence number (at least once; 0 in transactions).
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
-            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                if seq > 0 {
+                    self.outstanding.lock().expect("outstanding").remove(&seq);
+                }
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().expect("first error");
+                first.get_or_insert_with(|| e.to_string());
+            }
         };
     }
 }
@@ -209,12 +246,22 @@ fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
     if let Ok(debug) = std::env::var("LIBRDKAFKA_OUTPUTS_DEBUG") {
         config.set("debug", debug);
     }
+    match cfg.delivery {
+        Delivery::ExactlyOnce => config
+            // Fences older instances and makes the outputs and the progress record atomic.
+            .set("transactional.id", &cfg.transactional_id)
+            // A crash leaves a transaction open until a restart fences it or this expires;
+            // keep short so storefronts' read_committed consumers never stall long.
+            .set("transaction.timeout.ms", "10000"),
+        Delivery::AtLeastOnce => config
+            // No duplicates from the producer's own retries, order kept per partition.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Retry until delivered (a broker outage delays, never drops): a record that
+            // still fails is a permanent error, and the process stops on it.
+            .set("message.timeout.ms", "0"),
+    };
     config
-        // Fences older instances and makes the outputs and the progress record atomic.
-        .set("transactional.id", &cfg.transactional_id)
-        // A crash leaves a transaction open until a restart fences it or this expires; keep
-        // short so storefronts' read_committed consumers never stall long.
-        .set("transaction.timeout.ms", "10000")
         // A storefront waits for decisions: send at once (the commit batches anyway).
         .set("linger.ms", "0")
         // Same key -> same partition as Java clients (Kafka's default murmur2).
@@ -227,9 +274,11 @@ fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
 pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), KafkaError> {
     let p = producer(cfg)?;
     let mut backoff = Duration::from_millis(100);
-    loop {
+    // At least once has no transactions to initialize.
+    let mut initialized = cfg.delivery == Delivery::AtLeastOnce;
+    while !initialized {
         match p.init_transactions(Duration::from_secs(30)) {
-            Ok(()) => break,
+            Ok(()) => initialized = true,
             Err(KafkaError::Transaction(e)) if e.is_retriable() => {
                 log::warn!(backoff:? = backoff; "kafka outputs: init_transactions failed, retrying: {e}");
                 std::thread::sleep(backoff);
@@ -280,19 +329,25 @@ pub fn kafka_outputs<'scope>(
         None => (0, Positions::new()),
     };
     stats.committed.store(committed, Ordering::Relaxed);
-    let (tx, rx) = channel::<Txn>();
+    let (tx, rx) = channel::<Job>();
+    let at_least_once = cfg.delivery == Delivery::AtLeastOnce;
     let writer = prepared.map(|(producer, _)| {
         let (stats, woken, in_flight, cfg) =
             (stats.clone(), woken.clone(), in_flight.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("kafka-outputs".into())
-            .spawn(move || produce_loop(cfg, producer, rx, stats, woken, in_flight))
+            .spawn(move || match cfg.delivery {
+                Delivery::ExactlyOnce => produce_loop(cfg, producer, rx, stats, woken, in_flight),
+                Delivery::AtLeastOnce => send_loop(cfg, producer, rx, stats, woken, in_flight),
+            })
             .expect("spawning the Kafka outputs thread")
     });
     let mut tx = (worker_index == 0).then_some(tx);
     let mut pending: BTreeMap<u64, Vec<Out>> = BTreeMap::new();
     let mut handed = committed;
     let mut last_commit = Instant::now();
+    // At least once: records sent since the last progress record was handed.
+    let mut unreported = false;
     let durable = all.unary_frontier(
         Exchange::new(|_: &Out| 0u64),
         "KafkaOutputs",
@@ -312,6 +367,18 @@ pub fn kafka_outputs<'scope>(
                         stats.suppressed.fetch_add(n as u64, Ordering::Relaxed);
                         return;
                     }
+                    if at_least_once {
+                        // Each record goes out as soon as it is made (decisions are final
+                        // when made); the positions wait for their time to complete.
+                        let (positions, records): (Vec<Out>, Vec<Out>) =
+                            data.drain(..).partition(|o| matches!(o, Out::Position(_)));
+                        pending.entry(t).or_default().extend(positions);
+                        if let (false, Some(sender)) = (records.is_empty(), tx.as_ref()) {
+                            unreported = true;
+                            let _ = sender.send(Job::Send(records));
+                        }
+                        return;
+                    }
                     pending.entry(t).or_default().append(data);
                 });
                 cap.follow(&stats.committed, &stats.finished);
@@ -326,7 +393,11 @@ pub fn kafka_outputs<'scope>(
                 };
                 // Commit when there is output, or (progress only, so that the durable frontier
                 // moves and sources are not held back) when the interval is over.
-                let has_output = pending.keys().next().is_some_and(|&t| t <= through);
+                let has_output = unreported
+                    || pending
+                        .keys()
+                        .next()
+                        .is_some_and(|&t| t <= through && !at_least_once);
                 let due = last_commit.elapsed() >= idle_commit_interval || frontier.is_empty();
                 if through > handed && !has_output && !due {
                     activator
@@ -348,12 +419,18 @@ pub fn kafka_outputs<'scope>(
                     }
                     fold_positions(&mut cumulative, &seen);
                     handed = through;
+                    unreported = false;
                     in_flight.store(true, Ordering::Release);
-                    let _ = sender.send(Txn {
+                    let txn = Txn {
                         through,
                         handed_ms: wall_ms(),
                         records,
                         positions: cumulative.clone(),
+                    };
+                    let _ = sender.send(if at_least_once {
+                        Job::Progress(txn)
+                    } else {
+                        Job::Txn(txn)
                     });
                 }
                 if frontier.is_empty() && pending.is_empty() {
@@ -368,13 +445,16 @@ pub fn kafka_outputs<'scope>(
 fn produce_loop(
     cfg: KafkaOutputs,
     mut producer: TxnProducer,
-    rx: Receiver<Txn>,
+    rx: Receiver<Job>,
     stats: Arc<OutputStats>,
     woken: Waker,
     in_flight: Arc<AtomicBool>,
 ) {
     let wake = || woken.wake();
-    while let Ok(txn) = rx.recv() {
+    while let Ok(job) = rx.recv() {
+        let Job::Txn(txn) = job else {
+            unreachable!("exactly once: the operator hands transactions only")
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             match transact(&cfg, &producer, &txn) {
@@ -434,6 +514,129 @@ fn produce_loop(
     wake();
 }
 
+/// At least once: sends each record as it is handed over, and each progress record once
+/// every record handed before it is acknowledged (the idempotent producer keeps each
+/// partition's order and retries until delivered); the progress record's acknowledgment makes
+/// its time committed. A record that fails for good (the producer retries forever, so only a
+/// permanent error does) stops the process: the restart sends again what followed the last
+/// progress record.
+fn send_loop(
+    cfg: KafkaOutputs,
+    producer: TxnProducer,
+    rx: Receiver<Job>,
+    stats: Arc<OutputStats>,
+    woken: Waker,
+    in_flight: Arc<AtomicBool>,
+) {
+    use std::collections::VecDeque;
+    use std::sync::mpsc::RecvTimeoutError;
+    let deliveries = producer.context();
+    let mut seq = 0usize;
+    // Progress records waiting for the records before them: (progress, first later seq).
+    let mut waiting: VecDeque<(Txn, usize)> = VecDeque::new();
+    // The progress record sent and not acknowledged yet, and its seq.
+    let mut sent: Option<(Txn, usize)> = None;
+    // Decisions sent and not yet covered by an acknowledged progress: (seq, kind, time).
+    let mut uncounted: VecDeque<(usize, String, u64)> = VecDeque::new();
+    let mut open = true;
+    while open || !waiting.is_empty() || sent.is_some() {
+        let job = if !open {
+            std::thread::sleep(Duration::from_micros(200));
+            None
+        } else if waiting.is_empty() && sent.is_none() {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    open = false;
+                    None
+                }
+            }
+        } else {
+            match rx.recv_timeout(Duration::from_micros(200)) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        };
+        match job {
+            Some(Job::Send(records)) => {
+                let handed_ms = wall_ms();
+                for o in &records {
+                    let seq = deliveries.issue(&mut seq);
+                    match send_out(&producer, &cfg, o, handed_ms, seq) {
+                        Ok(Some(true)) => {
+                            if let Out::Decision(_, _, kind, time, _) = o {
+                                uncounted.push_back((seq, kind.clone(), *time));
+                            }
+                        }
+                        Ok(Some(false)) => {
+                            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None) => {
+                            deliveries
+                                .outstanding
+                                .lock()
+                                .expect("outstanding")
+                                .remove(&seq);
+                        }
+                        Err(e) => {
+                            panic!("kafka outputs (at least once): cannot send a record: {e}")
+                        }
+                    }
+                }
+            }
+            Some(Job::Progress(txn)) => waiting.push_back((txn, seq + 1)),
+            Some(Job::Txn(_)) => unreachable!("at least once: the operator hands no transactions"),
+            None => {}
+        }
+        if let Some(e) = deliveries.first_error.lock().expect("first error").as_ref() {
+            panic!("kafka outputs (at least once): a record was not delivered: {e}");
+        }
+        let least_outstanding = || {
+            (deliveries.outstanding.lock().expect("outstanding"))
+                .first()
+                .copied()
+                .unwrap_or(usize::MAX)
+        };
+        if let Some((txn, s)) = sent.take() {
+            if least_outstanding() > s {
+                let now = wall_ms();
+                let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
+                while uncounted.front().is_some_and(|(d, _, _)| *d < s) {
+                    let (_, kind, time) = uncounted.pop_front().expect("a front");
+                    *by_kind.entry(kind).or_default() += 1;
+                    stats.decisions.fetch_add(1, Ordering::Relaxed);
+                    stats.latency.observe(now.saturating_sub(time));
+                }
+                drop(by_kind);
+                stats.transactions.fetch_add(1, Ordering::Relaxed);
+                stats.committed.store(txn.through, Ordering::Relaxed);
+                in_flight.store(false, Ordering::Release);
+                woken.wake();
+            } else {
+                sent = Some((txn, s));
+            }
+        }
+        if sent.is_none()
+            && waiting
+                .front()
+                .is_some_and(|(_, after)| least_outstanding() >= *after)
+        {
+            let (txn, _) = waiting.pop_front().expect("a front");
+            let seq = deliveries.issue(&mut seq);
+            if let Err(e) = send_progress(&producer, &cfg, &txn, seq) {
+                panic!("kafka outputs (at least once): cannot send a progress record: {e}");
+            }
+            sent = Some((txn, seq));
+        }
+    }
+    stats.finished.store(true, Ordering::Relaxed);
+    woken.wake();
+}
+
 /// Aborts the open transaction, retrying what librdkafka says may be retried; false if it
 /// cannot be aborted (the producer must then be replaced).
 fn abort(producer: &TxnProducer) -> bool {
@@ -472,52 +675,14 @@ fn transact(
     producer.context().reset();
     producer.begin_transaction()?;
     let (mut decisions, mut dead_letters) = (0, 0);
-    let handed = txn.handed_ms.to_string();
     for o in &txn.records {
-        match o {
-            Out::Decision(k, v, _, _, decided_ms) => {
-                decisions += 1;
-                let decided = decided_ms.to_string();
-                let headers = OwnedHeaders::new_with_capacity(2)
-                    .insert(Header {
-                        key: DECIDED_HEADER,
-                        value: Some(&decided),
-                    })
-                    .insert(Header {
-                        key: HANDED_HEADER,
-                        value: Some(&handed),
-                    });
-                let record = BaseRecord::to(&cfg.decisions_topic)
-                    .key(k)
-                    .payload(v)
-                    .headers(headers);
-                send(producer, record)?;
-            }
-            Out::DeadLetter(k, v) => {
-                dead_letters += 1;
-                send(
-                    producer,
-                    BaseRecord::to(&cfg.rejected_topic).key(k).payload(v),
-                )?;
-            }
-            Out::Position(_) => {}
+        match send_out(producer, cfg, o, txn.handed_ms, 0)? {
+            Some(true) => decisions += 1,
+            Some(false) => dead_letters += 1,
+            None => {}
         }
     }
-    let progress = serde_json::to_string(&ProgressRecord {
-        through: txn.through,
-        positions: txn.positions.clone(),
-        tick_ms: Some(cfg.tick_ms),
-        dedup_horizon_ms: Some(cfg.dedup_horizon_ms),
-        settlement_ms: Some(cfg.settlement_ms),
-    })
-    .expect("progress serializes");
-    send(
-        producer,
-        BaseRecord::to(&cfg.progress_topic)
-            .key(PROGRESS_KEY)
-            .payload(&progress)
-            .partition(0),
-    )?;
+    send_progress(producer, cfg, txn, 0)?;
     let sent = decisions + dead_letters + 1;
     // rdkafka's `commit_transaction` first flushes, and its flush polls for events in steps of
     // up to 100 ms; the producer's own thread takes the delivery reports, so that poll always
@@ -553,9 +718,71 @@ fn transact(
     Ok((decisions, dead_letters))
 }
 
+/// Sends one output record with sequence number `seq` (0 in a transaction): a decision (with
+/// its stage headers, `handed_ms` the hand-over's time) gives `Some(true)`, a dead letter
+/// `Some(false)`, a position sends nothing.
+fn send_out(
+    producer: &TxnProducer,
+    cfg: &KafkaOutputs,
+    o: &Out,
+    handed_ms: u64,
+    seq: usize,
+) -> Result<Option<bool>, KafkaError> {
+    match o {
+        Out::Decision(k, v, _, _, decided_ms) => {
+            let (decided, handed) = (decided_ms.to_string(), handed_ms.to_string());
+            let headers = OwnedHeaders::new_with_capacity(2)
+                .insert(Header {
+                    key: DECIDED_HEADER,
+                    value: Some(&decided),
+                })
+                .insert(Header {
+                    key: HANDED_HEADER,
+                    value: Some(&handed),
+                });
+            let record = BaseRecord::with_opaque_to(&cfg.decisions_topic, seq)
+                .key(k)
+                .payload(v)
+                .headers(headers);
+            send(producer, record).map(|()| Some(true))
+        }
+        Out::DeadLetter(k, v) => {
+            let record = BaseRecord::with_opaque_to(&cfg.rejected_topic, seq)
+                .key(k)
+                .payload(v);
+            send(producer, record).map(|()| Some(false))
+        }
+        Out::Position(_) => Ok(None),
+    }
+}
+
+/// Sends the progress record of `txn` (through, positions, settings) with sequence `seq`.
+fn send_progress(
+    producer: &TxnProducer,
+    cfg: &KafkaOutputs,
+    txn: &Txn,
+    seq: usize,
+) -> Result<(), KafkaError> {
+    let progress = serde_json::to_string(&ProgressRecord {
+        through: txn.through,
+        positions: txn.positions.clone(),
+        tick_ms: Some(cfg.tick_ms),
+        dedup_horizon_ms: Some(cfg.dedup_horizon_ms),
+        settlement_ms: Some(cfg.settlement_ms),
+    })
+    .expect("progress serializes");
+    send(
+        producer,
+        BaseRecord::with_opaque_to(&cfg.progress_topic, seq)
+            .key(PROGRESS_KEY)
+            .payload(&progress)
+            .partition(0),
+    )
+}
+
 fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
     producer: &TxnProducer,
-    mut record: BaseRecord<'_, K, P>,
+    mut record: BaseRecord<'_, K, P, usize>,
 ) -> Result<(), KafkaError> {
     loop {
         match producer.send(record) {

@@ -36,7 +36,7 @@ pub use read_models::{
 };
 pub use time::Timestamp;
 pub use tree::{
-    split_tree_key, tree_key, CausedBy, Condition, Decision, Experience, ExperienceKind,
+    split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery, Experience, ExperienceKind,
     ExperienceTree, Node, ParamValue, ProductMatch, TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

@@ -221,6 +221,21 @@ pub struct CausedBy {
     pub occurred_at: Timestamp,
 }
 
+/// How decisions (and dead letters) reach `experience-decisions`: the guarantee storefronts
+/// get (`[kafka] delivery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Kafka transactions: a `read_committed` reader sees each decision once, never one a
+    /// crash left half-written. Each decision waits for its transaction's commit.
+    #[default]
+    ExactlyOnce,
+    /// An idempotent producer, no transactions: each decision is sent as soon as it is made.
+    /// After a crash, decisions made since the last progress record are sent again, with the
+    /// same `decision_id` (the storefront drops a `decision_id` it has already seen).
+    AtLeastOnce,
+}
+
 /// A decision, as written to `experience-decisions` (key = `shopper_id`) and ClickHouse.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Decision {

@@ -7,6 +7,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
+    [--deliveries exactly_once,at_least_once] \
     [--shoppers N] [--products N]";
 
 /// What to run, and how much.
@@ -47,6 +48,8 @@ pub struct Args {
     /// The latency phase's `graph.checkpoint_interval_ms` (the default, 60 s, when absent):
     /// the decision latency while checkpoints are written.
     pub latency_checkpoint_ms: Option<u64>,
+    /// The latency phase's delivery modes (`[kafka] delivery`), each its own graph.
+    pub deliveries: Vec<String>,
 }
 
 /// The arguments of this process.
@@ -71,6 +74,7 @@ pub fn args() -> Args {
         restart_events: vec![300_000, 3_000_000],
         restart_horizon_ms: None,
         latency_checkpoint_ms: None,
+        deliveries: vec!["exactly_once".into(), "at_least_once".into()],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -99,6 +103,7 @@ pub fn args() -> Args {
             "--latency-checkpoint-ms" => {
                 a.latency_checkpoint_ms = Some(value.parse().expect("--latency-checkpoint-ms MS"))
             }
+            "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {
                 a.restart_horizon_ms = Some(value.parse().expect("--restart-horizon-ms MS"))
             }

@@ -262,17 +262,26 @@ pub fn sustain(bench: &mut Bench) {
 
 /// Phase 4, latency on a live 2-worker graph, per offered rate.
 pub fn latency(bench: &mut Bench) {
+    for delivery in bench.args.deliveries.clone() {
+        latency_of(bench, &delivery);
+    }
+}
+
+/// The latency phase with one delivery mode (`exactly_once` or `at_least_once`): its own
+/// topics, graph and rows.
+fn latency_of(bench: &mut Bench, delivery: &str) {
     let (args, site) = (&bench.args, &bench.site);
     let (stack, suffix) = (&site.stack, &site.suffix);
     let (md, results) = (&mut bench.md, &mut bench.results);
-    let live_events = format!("bench-live-{suffix}");
+    let mode = delivery.replace('_', "-");
+    let live_events = format!("bench-live-{mode}-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
     let checkpoints = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
         format!("checkpoint_interval_ms = {ms}\n")
     });
     let g = Graph::new(
         site,
-        "live",
+        &format!("live-{mode}"),
         &live_events,
         &format!("[graph]\nflush_interval_ms = 5\n{checkpoints}[log]\nlevel = \"info\"\n"),
     );
@@ -305,7 +314,12 @@ pub fn latency(bench: &mut Bench) {
         })
         .collect();
     produce(&format!("bench-trees-{}", g.name), &trees, None);
-    let mut graph = ChildGuard::spawn(g.command(2).stdout(Stdio::null()).stderr(Stdio::piped()));
+    let mut graph = ChildGuard::spawn(
+        g.command(2)
+            .env("BASKETFLOW_KAFKA_DELIVERY", delivery)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     // The graph's log, kept beside the results; its last line counts the clamped messages.
     let log = {
         let stderr = graph.stderr.take().expect("piped stderr");
@@ -434,8 +448,8 @@ pub fn latency(bench: &mut Bench) {
             summary(visible),
         );
         let [decide, hand, commit] = stages;
-        println!("rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
-        println!("rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
+        println!("{delivery}, rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
+        println!("{delivery}, rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
         latency.push(json!({"rate": rate, "event_to_decision_ms": d, "broker_round_trip_ms": r, "order_to_clickhouse_ms": v,
             "stages_ms": {"appended_to_decided": decide, "decided_to_handed": hand, "handed_to_read": commit},
             "p99_ratio": d["p99"].as_f64().unwrap_or(f64::NAN) / r["p99"].as_f64().unwrap_or(f64::NAN)}));
@@ -443,7 +457,7 @@ pub fn latency(bench: &mut Bench) {
     let _ = graph.terminate();
     let _ = graph.wait();
     let log = log.join().unwrap();
-    std::fs::write(bench.out_dir.join("latency.log"), &log).unwrap();
+    std::fs::write(bench.out_dir.join(format!("latency-{mode}.log")), &log).unwrap();
     // Messages whose broker time was below their partition's idle bound when read: they were
     // fetched later than `idle_margin_ms` (20 ms) after it, and got the bound as their time.
     let clamped = match (
@@ -451,11 +465,13 @@ pub fn latency(bench: &mut Bench) {
         logged_u64(&log, "msg=stopped", "messages"),
     ) {
         (Some(c), Some(n)) => format!("{c} of {n}"),
-        _ => "not logged (the graph did not stop cleanly: see target/bench-e2e/latency.log)".into(),
+        _ => format!(
+            "not logged (the graph did not stop cleanly: see target/bench-e2e/latency-{mode}.log)"
+        ),
     };
-    println!("latency phase: messages clamped {clamped} (all rates)");
+    println!("latency phase, {delivery}: messages clamped {clamped} (all rates)");
     md.push_str(&format!(
-        "| messages clamped in the latency phase (fetched later than the idle margin after their partition's bound; all rates) | {clamped} |\n"
+        "| {delivery}: messages clamped in the latency phase (fetched later than the idle margin after their partition's bound; all rates) | {clamped} |\n"
     ));
     drop(g);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -467,21 +483,26 @@ pub fn latency(bench: &mut Bench) {
         );
         let st = &l["stages_ms"];
         md.push_str(&format!(
-            "| {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
+            "| {delivery}, {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
             l["rate"],
             f(&st["appended_to_decided"], "p50"), f(&st["appended_to_decided"], "p99"),
             f(&st["decided_to_handed"], "p50"), f(&st["decided_to_handed"], "p99"),
             f(&st["handed_to_read"], "p50"), f(&st["handed_to_read"], "p99"),
         ));
         md.push_str(&format!(
-            "| {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
+            "| {delivery}, {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {delivery}, {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
             l["rate"], f(d, "p50"), f(d, "p95"), f(d, "p99"), f(d, "max"), d["n"],
             f(l, "p99_ratio"), f(r, "p50"), f(r, "p95"), f(r, "p99"), f(r, "max"),
             l["rate"], f(v, "p50"), f(v, "p99"), f(v, "max"), v["n"],
         ));
     }
-    std::fs::write(bench.out_dir.join("latency.svg"), plot(&latency)).unwrap();
-    results["latency"] = json!(latency);
+    // The default mode keeps the plot's old name (the README shows it).
+    let svg = match delivery {
+        "exactly_once" => "latency.svg".to_string(),
+        _ => format!("latency-{mode}.svg"),
+    };
+    std::fs::write(bench.out_dir.join(svg), plot(&latency)).unwrap();
+    results["latency"][delivery] = json!(latency);
 }
 
 /// `, N products` when the stream's catalogue is not the generator's default.
