@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
-    [--deliveries exactly_once,at_least_once] \
+    [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] \
     [--shoppers N] [--products N]";
 
 /// What to run, and how much.
@@ -50,6 +50,8 @@ pub struct Args {
     pub latency_checkpoint_ms: Option<u64>,
     /// The latency phase's delivery modes (`[kafka] delivery`), each its own graph.
     pub deliveries: Vec<String>,
+    /// The latency phase's `graph.idle_margin_ms` (the default when absent).
+    pub latency_idle_margin_ms: Option<u64>,
 }
 
 /// The arguments of this process.
@@ -75,6 +77,7 @@ pub fn args() -> Args {
         restart_horizon_ms: None,
         latency_checkpoint_ms: None,
         deliveries: vec!["exactly_once".into(), "at_least_once".into()],
+        latency_idle_margin_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -102,6 +105,9 @@ pub fn args() -> Args {
             "--products" => a.products = Some(value.parse().expect("--products N")),
             "--latency-checkpoint-ms" => {
                 a.latency_checkpoint_ms = Some(value.parse().expect("--latency-checkpoint-ms MS"))
+            }
+            "--latency-idle-margin-ms" => {
+                a.latency_idle_margin_ms = Some(value.parse().expect("--latency-idle-margin-ms MS"))
             }
             "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {

@@ -273,17 +273,21 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let (args, site) = (&bench.args, &bench.site);
     let (stack, suffix) = (&site.stack, &site.suffix);
     let (md, results) = (&mut bench.md, &mut bench.results);
-    let mode = delivery.replace('_', "-");
+    // Graph names become database names: letters, digits and underscores only.
+    let mode = delivery;
     let live_events = format!("bench-live-{mode}-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
-    let checkpoints = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
+    let mut graph_keys = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
         format!("checkpoint_interval_ms = {ms}\n")
     });
+    if let Some(ms) = args.latency_idle_margin_ms {
+        graph_keys.push_str(&format!("idle_margin_ms = {ms}\n"));
+    }
     let g = Graph::new(
         site,
-        &format!("live-{mode}"),
+        &format!("live_{mode}"),
         &live_events,
-        &format!("[graph]\nflush_interval_ms = 5\n{checkpoints}[log]\nlevel = \"info\"\n"),
+        &format!("[graph]\nflush_interval_ms = 5\n{graph_keys}[log]\nlevel = \"info\"\n"),
     );
     let traffic: Vec<(u32, Vec<GenMessage>)> = args
         .rates
