@@ -143,7 +143,10 @@ impl Default for ClickHouseConfig {
 pub struct GraphConfig {
     /// Logical times are broker milliseconds rounded up to this tick.
     pub tick_ms: u64,
-    /// An idle partition's bound trails the wall clock by this much.
+    /// An idle partition's bound trails the wall clock by this much. Every decision waits
+    /// about this long (plus two ticks) for its time to complete. A message fetched later
+    /// than this after its append is clamped (given the bound as its time, counted),
+    /// which the restart's reclocking makes harmless.
     pub idle_margin_ms: u64,
     /// Completed times are written to ClickHouse at most this often (and the Kafka outputs
     /// commit progress at least this often when there is no output).
@@ -182,7 +185,7 @@ impl Default for GraphConfig {
     fn default() -> Self {
         GraphConfig {
             tick_ms: 5,
-            idle_margin_ms: 20,
+            idle_margin_ms: 5,
             flush_interval_ms: 250,
             max_sink_lag_ms: 10_000,
             max_in_flight_messages: 65_536,

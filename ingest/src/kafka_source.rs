@@ -174,7 +174,7 @@ impl SourceConfig {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             tick_ms: 5,
-            idle_margin_ms: 20,
+            idle_margin_ms: 5,
             stop_at_start_watermarks: false,
             start_offsets: BTreeMap::new(),
             channel_capacity: 8_192,

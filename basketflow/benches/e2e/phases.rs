@@ -463,7 +463,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let log = log.join().unwrap();
     std::fs::write(bench.out_dir.join(format!("latency-{mode}.log")), &log).unwrap();
     // Messages whose broker time was below their partition's idle bound when read: they were
-    // fetched later than `idle_margin_ms` (20 ms) after it, and got the bound as their time.
+    // fetched later than `idle_margin_ms` after it, and got the bound as their time.
     let clamped = match (
         logged_u64(&log, "msg=stopped", "clamped"),
         logged_u64(&log, "msg=stopped", "messages"),
