@@ -48,7 +48,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Subcommand, Debug)]
 pub(crate) enum PrivacyCommand {
     /// Ask the graph to forget a shopper (right to erasure): produce an erasure request to
-    /// [kafka] privacy_topic and print it as one JSON line. With --wait, also wait until the
+    /// `[kafka] privacy_topic` and print it as one JSON line. With --wait, also wait until the
     /// graph has applied it everywhere and print its privacy_audit row as a second line.
     Erase(EraseArgs),
     /// Print everything the analyst views hold about a shopper (right of access), as one JSON

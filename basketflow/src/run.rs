@@ -238,6 +238,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let worker_rejections = rejections.clone();
     let target = crate::preflight::clickhouse_target(&config);
     let flush_interval = Duration::from_millis(config.graph.flush_interval_ms);
+    // A Kafka transaction with only a progress record (no decision, no dead letter) keeps the
+    // producer busy, and the next decision waits for it: these come at most every
+    // IDLE_COMMIT_FLOOR even with faster flushes (the sources' gate allows seconds of lag).
+    let idle_commit_interval = flush_interval.max(IDLE_COMMIT_FLOOR);
     let retention = config.privacy.retention();
     let max_lead_ms = config.graph.max_sink_lag_ms;
     let sink_stats = registry.sink.clone();
@@ -449,7 +453,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                         .concat(privacy_positions.clone()),
                     outputs.clone(),
                     kafka_prepared,
-                    flush_interval,
+                    idle_commit_interval,
                     index,
                     worker_output_stats.clone(),
                 );
@@ -799,6 +803,10 @@ fn retrying<T, E: std::fmt::Display>(
 
 /// How long a signalled process drains before it exits anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+
+/// The shortest interval between two Kafka transactions that carry only a progress record
+/// (see `idle_commit_interval` in [`run`]).
+const IDLE_COMMIT_FLOOR: Duration = Duration::from_millis(250);
 
 /// A panic on any thread (a worker, a writer, timely's network threads when a peer dies) ends
 /// the whole process with status 101 after printing it: the cluster then fails loudly and is

@@ -149,7 +149,8 @@ pub struct GraphConfig {
     /// which the restart's reclocking makes harmless.
     pub idle_margin_ms: u64,
     /// Completed times are written to ClickHouse at most this often (and the Kafka outputs
-    /// commit progress at least this often when there is no output).
+    /// commit progress at least this often, but at most every 250 ms, when there is no
+    /// output: a transaction with only progress would delay the next decision).
     pub flush_interval_ms: u64,
     /// How far (logical ms) the sources may run ahead of the slowest durable output before
     /// they stop taking messages: bounds memory while ClickHouse or the broker is down.
