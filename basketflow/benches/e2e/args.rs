@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
-    [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] \
+    [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] \
     [--shoppers N] [--products N]";
 
 /// What to run, and how much.
@@ -52,6 +52,8 @@ pub struct Args {
     pub deliveries: Vec<String>,
     /// The latency phase's `graph.idle_margin_ms` (the default when absent).
     pub latency_idle_margin_ms: Option<u64>,
+    /// The latency phase's `graph.tick_ms` (the default when absent).
+    pub latency_tick_ms: Option<u64>,
 }
 
 /// The arguments of this process.
@@ -78,6 +80,7 @@ pub fn args() -> Args {
         latency_checkpoint_ms: None,
         deliveries: vec!["exactly_once".into(), "at_least_once".into()],
         latency_idle_margin_ms: None,
+        latency_tick_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -108,6 +111,9 @@ pub fn args() -> Args {
             }
             "--latency-idle-margin-ms" => {
                 a.latency_idle_margin_ms = Some(value.parse().expect("--latency-idle-margin-ms MS"))
+            }
+            "--latency-tick-ms" => {
+                a.latency_tick_ms = Some(value.parse().expect("--latency-tick-ms MS"))
             }
             "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {

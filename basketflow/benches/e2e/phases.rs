@@ -283,6 +283,9 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     if let Some(ms) = args.latency_idle_margin_ms {
         graph_keys.push_str(&format!("idle_margin_ms = {ms}\n"));
     }
+    if let Some(ms) = args.latency_tick_ms {
+        graph_keys.push_str(&format!("tick_ms = {ms}\n"));
+    }
     let g = Graph::new(
         site,
         &format!("live_{mode}"),
@@ -335,6 +338,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     };
     wait_ready(&g);
     let mut latency = Vec::new();
+    let tick = args.latency_tick_ms.map_or(TICK_MS, |t| t as i64);
     for (rate, ms) in &traffic {
         let stop = Arc::new(AtomicBool::new(false));
         // Each decision with its stage headers: when its worker decided it, when its
@@ -439,7 +443,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
             .filter(|(m, _)| m.kind == "order_paid" && matches!(m.expect, Expect::Valid))
             .filter_map(|(_, (l, s))| {
                 let broker_ms = (*l)?.broker_ms;
-                let time = ((broker_ms + TICK_MS - 1) / TICK_MS * TICK_MS) as u64;
+                let time = ((broker_ms + tick - 1) / tick * tick) as u64;
                 let i = committed.partition_point(|(_, c)| *c < time);
                 committed
                     .get(i)
