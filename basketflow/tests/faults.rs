@@ -229,7 +229,6 @@ impl Cluster {
         }
     }
 
-    /// SIGKILL process `victim`; the other must exit by itself (non-zero) within 15 s.
     /// After a seeded wait of `from_ms` to 1.5 s, SIGKILLs a seeded process and restarts.
     fn kill_later(&mut self, moments: &mut Moments, from_ms: u64, round: usize) {
         let wait = moments.millis(from_ms, 1_500);
@@ -250,6 +249,7 @@ impl Cluster {
         self.catch_up();
     }
 
+    /// SIGKILL process `victim`; the other must exit by itself (non-zero) within 15 s.
     fn kill(&mut self, victim: usize) {
         self.processes[victim].kill_and_wait();
         let other = &mut self.processes[1 - victim];

@@ -194,18 +194,15 @@ struct Txn {
 pub struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
-    /// At least once: sequence numbers of the records sent and not acknowledged yet.
-    outstanding: Mutex<std::collections::BTreeSet<usize>>,
+    /// At least once: which records are acknowledged.
+    acks: Mutex<Acks>,
     /// At least once: the first delivery error (the process stops on it).
     first_error: Mutex<Option<String>>,
 }
 
 impl Deliveries {
-    /// At least once: the next sequence number, kept as outstanding until acknowledged.
-    fn issue(&self, seq: &mut usize) -> usize {
-        *seq += 1;
-        self.outstanding.lock().expect("outstanding").insert(*seq);
-        *seq
+    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().expect("acknowledgments")
     }
 
     fn reset(&self) {
@@ -225,7 +222,7 @@ impl ProducerContext for Deliveries {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
                 if seq > 0 {
-                    self.outstanding.lock().expect("outstanding").remove(&seq);
+                    self.acks().ack(seq);
                 }
             }
             Err((e, _)) => {
@@ -234,6 +231,34 @@ impl ProducerContext for Deliveries {
                 first.get_or_insert_with(|| e.to_string());
             }
         };
+    }
+}
+
+/// At least once: the records sent, numbered from 1, and which of them are acknowledged, so
+/// that a progress record goes out only once every record before it is acknowledged, in
+/// whatever order the acknowledgments come (partitions are acknowledged independently).
+#[derive(Debug, Default)]
+struct Acks {
+    issued: usize,
+    outstanding: std::collections::BTreeSet<usize>,
+}
+
+impl Acks {
+    /// The next record's number, outstanding until [`Acks::ack`].
+    fn issue(&mut self) -> usize {
+        self.issued += 1;
+        self.outstanding.insert(self.issued);
+        self.issued
+    }
+
+    /// Record `seq` was acknowledged.
+    fn ack(&mut self, seq: usize) {
+        self.outstanding.remove(&seq);
+    }
+
+    /// Every record numbered below `seq` is acknowledged.
+    fn all_below(&self, seq: usize) -> bool {
+        self.outstanding.first().is_none_or(|&s| s >= seq)
     }
 }
 
@@ -346,8 +371,9 @@ pub fn kafka_outputs<'scope>(
     let mut pending: BTreeMap<u64, Vec<Out>> = BTreeMap::new();
     let mut handed = committed;
     let mut last_commit = Instant::now();
-    // At least once: records sent since the last progress record was handed.
-    let mut unreported = false;
+    // At least once: the times of records sent and not yet covered by a progress record
+    // handed over (one covering any of them is due).
+    let mut sent_times: std::collections::BTreeSet<u64> = Default::default();
     let durable = all.unary_frontier(
         Exchange::new(|_: &Out| 0u64),
         "KafkaOutputs",
@@ -374,7 +400,7 @@ pub fn kafka_outputs<'scope>(
                             data.drain(..).partition(|o| matches!(o, Out::Position(_)));
                         pending.entry(t).or_default().extend(positions);
                         if let (false, Some(sender)) = (records.is_empty(), tx.as_ref()) {
-                            unreported = true;
+                            sent_times.insert(t);
                             let _ = sender.send(Job::Send(records));
                         }
                         return;
@@ -389,15 +415,21 @@ pub fn kafka_outputs<'scope>(
                 }
                 let through = match frontier.first() {
                     Some(&f) => f.saturating_sub(1),
-                    None => pending.keys().next_back().copied().unwrap_or(handed),
+                    None => pending
+                        .keys()
+                        .next_back()
+                        .copied()
+                        .unwrap_or(handed)
+                        .max(sent_times.last().copied().unwrap_or(handed)),
                 };
                 // Commit when there is output, or (progress only, so that the durable frontier
                 // moves and sources are not held back) when the interval is over.
-                let has_output = unreported
-                    || pending
-                        .keys()
-                        .next()
-                        .is_some_and(|&t| t <= through && !at_least_once);
+                let has_output = if at_least_once {
+                    // Records sent at times this progress record would cover.
+                    sent_times.first().is_some_and(|&t| t <= through)
+                } else {
+                    pending.keys().next().is_some_and(|&t| t <= through)
+                };
                 let due = last_commit.elapsed() >= idle_commit_interval || frontier.is_empty();
                 if through > handed && !has_output && !due {
                     activator
@@ -419,7 +451,7 @@ pub fn kafka_outputs<'scope>(
                     }
                     fold_positions(&mut cumulative, &seen);
                     handed = through;
-                    unreported = false;
+                    sent_times = sent_times.split_off(&(through + 1));
                     in_flight.store(true, Ordering::Release);
                     let txn = Txn {
                         through,
@@ -531,32 +563,29 @@ fn send_loop(
     use std::collections::VecDeque;
     use std::sync::mpsc::RecvTimeoutError;
     let deliveries = producer.context();
-    let mut seq = 0usize;
-    // Progress records waiting for the records before them: (progress, first later seq).
+    // Progress records waiting for the records before them: (progress, its number to be).
     let mut waiting: VecDeque<(Txn, usize)> = VecDeque::new();
-    // The progress record sent and not acknowledged yet, and its seq.
+    // The progress record sent and not acknowledged yet, and its number.
     let mut sent: Option<(Txn, usize)> = None;
-    // Decisions sent and not yet covered by an acknowledged progress: (seq, kind, time).
-    let mut uncounted: VecDeque<(usize, String, u64)> = VecDeque::new();
+    // Records sent and not yet covered by an acknowledged progress record: (number, the
+    // decision's kind and time; None for a dead letter).
+    let mut uncounted: VecDeque<(usize, Option<(String, u64)>)> = VecDeque::new();
     let mut open = true;
     while open || !waiting.is_empty() || sent.is_some() {
-        let job = if !open {
-            std::thread::sleep(Duration::from_micros(200));
-            None
-        } else if waiting.is_empty() && sent.is_none() {
-            match rx.recv() {
-                Ok(job) => Some(job),
-                Err(_) => {
-                    open = false;
-                    None
-                }
-            }
+        // Blocks while nothing waits for acknowledgments; otherwise looks at them every
+        // millisecond (they only move the committed time: records go out as they come).
+        let job = if waiting.is_empty() && sent.is_none() {
+            let job = rx.recv().ok();
+            open = job.is_some();
+            job
         } else {
-            match rx.recv_timeout(Duration::from_micros(200)) {
+            match rx.recv_timeout(Duration::from_millis(1)) {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
+                    // The operator is done; the last acknowledgments are still to come.
                     open = false;
+                    std::thread::sleep(Duration::from_millis(1));
                     None
                 }
             }
@@ -565,76 +594,89 @@ fn send_loop(
             Some(Job::Send(records)) => {
                 let handed_ms = wall_ms();
                 for o in &records {
-                    let seq = deliveries.issue(&mut seq);
-                    match send_out(&producer, &cfg, o, handed_ms, seq) {
-                        Ok(Some(true)) => {
-                            if let Out::Decision(_, _, kind, time, _) = o {
-                                uncounted.push_back((seq, kind.clone(), *time));
-                            }
-                        }
-                        Ok(Some(false)) => {
-                            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(None) => {
-                            deliveries
-                                .outstanding
-                                .lock()
-                                .expect("outstanding")
-                                .remove(&seq);
-                        }
-                        Err(e) => {
-                            panic!("kafka outputs (at least once): cannot send a record: {e}")
-                        }
+                    if matches!(o, Out::Position(_)) {
+                        continue;
                     }
+                    let seq = deliveries.acks().issue();
+                    if let Err(e) = send_out(&producer, &cfg, o, handed_ms, seq) {
+                        panic!("kafka outputs (at least once): cannot send a record: {e}");
+                    }
+                    let decision = match o {
+                        Out::Decision(_, _, kind, time, _) => Some((kind.clone(), *time)),
+                        _ => None,
+                    };
+                    uncounted.push_back((seq, decision));
                 }
             }
-            Some(Job::Progress(txn)) => waiting.push_back((txn, seq + 1)),
+            Some(Job::Progress(txn)) => {
+                let next = deliveries.acks().issued + 1;
+                waiting.push_back((txn, next));
+            }
             Some(Job::Txn(_)) => unreachable!("at least once: the operator hands no transactions"),
             None => {}
         }
-        if let Some(e) = deliveries.first_error.lock().expect("first error").as_ref() {
-            panic!("kafka outputs (at least once): a record was not delivered: {e}");
-        }
-        let least_outstanding = || {
-            (deliveries.outstanding.lock().expect("outstanding"))
-                .first()
-                .copied()
-                .unwrap_or(usize::MAX)
-        };
-        if let Some((txn, s)) = sent.take() {
-            if least_outstanding() > s {
-                let now = wall_ms();
-                let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
-                while uncounted.front().is_some_and(|(d, _, _)| *d < s) {
-                    let (_, kind, time) = uncounted.pop_front().expect("a front");
-                    *by_kind.entry(kind).or_default() += 1;
-                    stats.decisions.fetch_add(1, Ordering::Relaxed);
-                    stats.latency.observe(now.saturating_sub(time));
-                }
-                drop(by_kind);
+        check_delivered(deliveries);
+        if let Some((txn, seq)) = sent.take() {
+            if deliveries.acks().all_below(seq + 1) {
+                count_committed(&stats, &mut uncounted, seq);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
                 stats.committed.store(txn.through, Ordering::Relaxed);
                 in_flight.store(false, Ordering::Release);
                 woken.wake();
             } else {
-                sent = Some((txn, s));
+                sent = Some((txn, seq));
             }
         }
-        if sent.is_none()
-            && waiting
-                .front()
-                .is_some_and(|(_, after)| least_outstanding() >= *after)
-        {
+        let ready = waiting
+            .front()
+            .is_some_and(|&(_, seq)| deliveries.acks().all_below(seq));
+        if sent.is_none() && ready {
             let (txn, _) = waiting.pop_front().expect("a front");
-            let seq = deliveries.issue(&mut seq);
+            let seq = deliveries.acks().issue();
             if let Err(e) = send_progress(&producer, &cfg, &txn, seq) {
                 panic!("kafka outputs (at least once): cannot send a progress record: {e}");
             }
             sent = Some((txn, seq));
         }
     }
+    // Records after the last progress record (a drain cut short) are sent again by the
+    // restart; deliver what can be, so that fewer are.
+    let _ = producer.flush(Duration::from_secs(5));
+    check_delivered(deliveries);
     stats.finished.store(true, Ordering::Relaxed);
     woken.wake();
+}
+
+/// At least once: stops the process on a record that failed for good (the producer retries
+/// until delivered, so only a permanent error fails one); the restart sends it again.
+fn check_delivered(deliveries: &Deliveries) {
+    if let Some(e) = deliveries.first_error.lock().expect("first error").as_ref() {
+        panic!("kafka outputs (at least once): a record was not delivered: {e}");
+    }
+}
+
+/// At least once: counts the decisions and dead letters numbered below `progress` (whose
+/// acknowledgment covers them). A decision's latency is taken then: from its event's broker
+/// time to its progress record's acknowledgment (its own came at most that late).
+fn count_committed(
+    stats: &OutputStats,
+    uncounted: &mut std::collections::VecDeque<(usize, Option<(String, u64)>)>,
+    progress: usize,
+) {
+    let now = wall_ms();
+    let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
+    while uncounted.front().is_some_and(|(seq, _)| *seq < progress) {
+        match uncounted.pop_front().expect("a front").1 {
+            Some((kind, time)) => {
+                *by_kind.entry(kind).or_default() += 1;
+                stats.decisions.fetch_add(1, Ordering::Relaxed);
+                stats.latency.observe(now.saturating_sub(time));
+            }
+            None => {
+                stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Aborts the open transaction, retrying what librdkafka says may be retried; false if it
@@ -805,6 +847,28 @@ fn wall_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_record_waits_for_every_record_before_it_in_any_order_of_acks() {
+        let mut acks = Acks::default();
+        let (a, b, c) = (acks.issue(), acks.issue(), acks.issue());
+        assert_eq!((a, b, c), (1, 2, 3));
+        // A progress record handed now would be number 4: it needs 1, 2 and 3.
+        assert!(!acks.all_below(4));
+        acks.ack(3);
+        acks.ack(1);
+        assert!(!acks.all_below(4), "2 is not acknowledged");
+        assert!(acks.all_below(2), "1 is");
+        let d = acks.issue();
+        acks.ack(d);
+        assert!(
+            !acks.all_below(4),
+            "a later record's ack does not stand in for 2"
+        );
+        acks.ack(2);
+        assert!(acks.all_below(5));
+        assert!(Acks::default().all_below(1));
+    }
 
     #[test]
     fn histogram_buckets_are_upper_bounds() {
