@@ -321,9 +321,15 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
         })
         .collect();
     produce(&format!("bench-trees-{}", g.name), &trees, None);
+    // Its metrics, scraped around each rate: the messages clamped at that rate.
+    let metrics_port = basketflow_testkit::free_port();
     let mut graph = ChildGuard::spawn(
         g.command(2)
             .env("BASKETFLOW_KAFKA_DELIVERY", delivery)
+            .env(
+                "BASKETFLOW_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
@@ -380,8 +386,12 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
             })
         };
         std::thread::sleep(Duration::from_millis(500)); // the watchers are assigned
+        let before = clamped_and_consumed(metrics_port);
         let produced = produce(&live_events, ms, Some(*rate));
         std::thread::sleep(Duration::from_secs(5)); // the last decisions arrive
+        let after = clamped_and_consumed(metrics_port);
+        let clamped_at_rate =
+            json!({"clamped": after.0 - before.0, "consumed": after.1 - before.1});
         stop.store(true, Ordering::Relaxed);
         let (decided, read) = (decisions.join().unwrap(), round_trip.join().unwrap());
         // Where a decision's time goes, per decision, from the event's append to the broker:
@@ -460,6 +470,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
         println!("{delivery}, rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
         latency.push(json!({"rate": rate, "event_to_decision_ms": d, "broker_round_trip_ms": r, "order_to_clickhouse_ms": v,
             "stages_ms": {"appended_to_decided": decide, "decided_to_handed": hand, "handed_to_read": commit},
+            "messages": clamped_at_rate,
             "p99_ratio": d["p99"].as_f64().unwrap_or(f64::NAN) / r["p99"].as_f64().unwrap_or(f64::NAN)}));
     }
     let _ = graph.terminate();
@@ -491,6 +502,10 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
         );
         let st = &l["stages_ms"];
         md.push_str(&format!(
+            "| {delivery}, {} events/s, messages clamped (read later than the idle margin after their partition's bound) | {} of {} |\n",
+            l["rate"], l["messages"]["clamped"], l["messages"]["consumed"]
+        ));
+        md.push_str(&format!(
             "| {delivery}, {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
             l["rate"],
             f(&st["appended_to_decided"], "p50"), f(&st["appended_to_decided"], "p99"),
@@ -511,6 +526,30 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     };
     std::fs::write(bench.out_dir.join(svg), plot(&latency)).unwrap();
     results["latency"][delivery] = json!(latency);
+}
+
+/// The sums of `basketflow_messages_clamped_total` and `basketflow_messages_consumed_total`
+/// (every topic) on the metrics endpoint at `port`.
+fn clamped_and_consumed(port: u16) -> (u64, u64) {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "scraping the graph's metrics on port {port}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (
+        sum("basketflow_messages_clamped_total"),
+        sum("basketflow_messages_consumed_total"),
+    )
 }
 
 /// `, N products` when the stream's catalogue is not the generator's default.
