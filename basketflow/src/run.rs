@@ -192,6 +192,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         dedup_horizon_ms: config.graph.dedup_horizon_ms,
         settlement_ms: config.graph.settlement_ms,
         delivery: config.kafka.delivery,
+        transactions_in_flight: config.kafka.transactions_in_flight,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

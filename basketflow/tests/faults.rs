@@ -7,6 +7,8 @@
 //!   on), and the cluster is restarted with the same command. Two of the kills land during a
 //!   restore: after the victim logged that it starts from a checkpoint, before the cluster's
 //!   first commit since the restart (operators restoring, the replay that writes nothing).
+//!   The cluster under test runs `[kafka] transactions_in_flight = 2` (a transaction's
+//!   records produced while the one before it commits); the reference, the default 1.
 //!   At the end a SIGTERM must drain
 //!   and exit within 10 s, and a last run catches up. Every analyst view must equal the oracle
 //!   and an uninterrupted 1 x 1 run; the decisions topic (read committed) must hold exactly the
@@ -416,6 +418,14 @@ fn wait_for_a_commit(stack: &Stack, database: &str, round: usize) {
     }
 }
 
+/// Adds `line` (a `key = value`) to the `[kafka]` section of the configuration at `path`.
+fn set_kafka_key(path: &Path, line: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.replacen("[kafka]\n", &format!("[kafka]\n{line}\n"), 1);
+    assert!(text.contains(line), "no [kafka] section in {path:?}");
+    std::fs::write(path, text).unwrap();
+}
+
 /// A kill test's shared stack, seed (printed), topics, directory and configurations (the
 /// cluster under test's, the reference's).
 fn kill_setup(prefix: &str) -> (Stack, u64, Names, PathBuf, PathBuf, PathBuf) {
@@ -433,6 +443,9 @@ fn kill_setup(prefix: &str) -> (Stack, u64, Names, PathBuf, PathBuf, PathBuf) {
 #[test]
 fn sigkill_at_seeded_moments() {
     let (stack, seed, names, dir, faulty, reference) = kill_setup("kill");
+    // The cluster under test runs two Kafka transactions in flight (the reference one), so the
+    // kills also land between a transaction's produce and its predecessor's commit.
+    set_kafka_key(&faulty, "transactions_in_flight = 2");
 
     let traffic = Traffic::generate(seed, 60_000, 2_000);
     traffic.produce_trees(&stack, &names.trees);
@@ -517,10 +530,7 @@ fn sigkill_at_seeded_moments() {
 #[test]
 fn sigkill_at_least_once_loses_no_decision() {
     let (stack, seed, names, dir, faulty, reference) = kill_setup("alo");
-    let text = std::fs::read_to_string(&faulty).unwrap();
-    let text = text.replacen("[kafka]\n", "[kafka]\ndelivery = \"at_least_once\"\n", 1);
-    assert!(text.contains("delivery = \"at_least_once\""));
-    std::fs::write(&faulty, text).unwrap();
+    set_kafka_key(&faulty, "delivery = \"at_least_once\"");
 
     let traffic = Traffic::generate(seed ^ 0xA10, 24_000, 1_000);
     traffic.produce_trees(&stack, &names.trees);

@@ -70,6 +70,11 @@ pub struct KafkaConfig {
     /// transactions; storefronts read with `read_committed`) or `at_least_once` (sent as soon
     /// as made; after a crash some are sent again with the same `decision_id`).
     pub delivery: Delivery,
+    /// Exactly once: Kafka transactions in flight at once, 1 or 2. With 2, a transaction's
+    /// records are produced while the one before it commits (its commit waits for that one's):
+    /// less waiting for decisions, two transactional ids (`transactional_id` and
+    /// `transactional_id~2`).
+    pub transactions_in_flight: usize,
 }
 
 impl KafkaConfig {
@@ -108,6 +113,7 @@ impl Default for KafkaConfig {
             transactional_id: None,
             checkpoints_topic: None,
             delivery: Delivery::ExactlyOnce,
+            transactions_in_flight: 1,
         }
     }
 }

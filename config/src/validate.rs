@@ -84,6 +84,13 @@ impl Config {
             );
         }
 
+        if !(1..=2).contains(&self.kafka.transactions_in_flight) {
+            p.add(
+                "kafka.transactions_in_flight",
+                format!("must be 1 or 2, got {}", self.kafka.transactions_in_flight),
+            );
+        }
+
         let g = &self.graph;
         p.at_least("graph.tick_ms", g.tick_ms, 1);
         p.at_least("graph.flush_interval_ms", g.flush_interval_ms, 1);

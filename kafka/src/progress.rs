@@ -69,7 +69,8 @@ fn transient(e: &KafkaError) -> bool {
     )
 }
 
-/// The last committed progress record of `topic`, whole; `None` when there is none. Transient
+/// The committed progress record of `topic` with the greatest `through` among the last ones
+/// (each producer of the outputs writes under its own key), whole; `None` when there is none. Transient
 /// broker answers ([`transient`]) are retried for up to a minute, with backoff, before they are
 /// returned.
 pub fn read_progress_record(
@@ -107,7 +108,13 @@ fn read_progress_once(brokers: &str, topic: &str) -> Result<Option<ProgressRecor
                     Some(Ok(m)) => {
                         let value = m.payload().unwrap_or_default();
                         match serde_json::from_slice::<ProgressRecord>(value) {
-                            Ok(p) => last = Some(p),
+                            // The greatest `through`: with two producers (two transactions
+                            // in flight, one key each), a retried transaction's record can
+                            // land after its successor's.
+                            Ok(p) if last.as_ref().is_none_or(|l| p.through >= l.through) => {
+                                last = Some(p)
+                            }
+                            Ok(_) => {}
                             Err(e) => {
                                 log::error!(topic, offset = m.offset(); "kafka outputs: not a progress record: {e}");
                                 return Err(KafkaError::MessageConsumption(

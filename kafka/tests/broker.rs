@@ -166,6 +166,11 @@ fn the_last_progress_record_is_read_back_and_an_empty_topic_has_none() {
             .and_then(|p| p.tick_ms),
         Some(5)
     );
+    // Two producers (two transactions in flight): a retried transaction's record (through 15)
+    // can land after its successor's (20). The greatest through counts.
+    let retried = record(15, 5);
+    produce(&topic.0, &[("progress~2", &retried)]);
+    assert_eq!(read_progress(&brokers(), &topic.0).unwrap().0, 20);
 }
 
 #[test]

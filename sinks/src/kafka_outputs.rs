@@ -34,7 +34,7 @@
 //! waits for it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -82,6 +82,8 @@ pub struct KafkaOutputs {
     pub settlement_ms: u64,
     /// Exactly once (transactions) or at least once (see [`Delivery`]).
     pub delivery: Delivery,
+    /// Exactly once: transactions in flight at once (1 or 2; see [`prepare_outputs`]).
+    pub transactions_in_flight: usize,
 }
 
 /// Counters of the Kafka outputs.
@@ -177,6 +179,8 @@ enum Job {
 
 /// One transaction's content (at least once: one progress record's).
 struct Txn {
+    /// Its number in the order of hand-over (and of commit).
+    seq: u64,
     through: u64,
     /// Wall-clock ms when the operator handed it to the producer thread.
     handed_ms: u64,
@@ -264,7 +268,31 @@ impl Acks {
 
 type TxnProducer = ThreadedProducer<Deliveries>;
 
-fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
+/// The connected producers of the Kafka outputs: exactly once, one per transaction in flight;
+/// at least once, one.
+pub struct Producers(Vec<TxnProducer>);
+
+/// The transactional id of producer `i` (the first keeps the configured one).
+fn transactional_id(cfg: &KafkaOutputs, i: usize) -> String {
+    match i {
+        0 => cfg.transactional_id.clone(),
+        _ => format!("{}~{}", cfg.transactional_id, i + 1),
+    }
+}
+
+/// The key of producer `i`'s progress records: one key per producer, so that compaction keeps
+/// each one's last and the reader takes the greatest `through` of them.
+fn progress_key(i: usize) -> String {
+    match i {
+        0 => PROGRESS_KEY.to_string(),
+        _ => format!("{PROGRESS_KEY}~{}", i + 1),
+    }
+}
+
+/// The most transactions in flight, and so transactional ids, the outputs use.
+const MAX_TRANSACTIONS_IN_FLIGHT: usize = 2;
+
+fn producer(cfg: &KafkaOutputs, transactional_id: &str) -> Result<TxnProducer, KafkaError> {
     let mut config = client_config(&cfg.brokers);
     // librdkafka's own tracing of this client (e.g. `eos,msg,protocol` to follow a transaction
     // through a broker outage); off unless asked for.
@@ -274,7 +302,7 @@ fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
     match cfg.delivery {
         Delivery::ExactlyOnce => config
             // Fences older instances and makes the outputs and the progress record atomic.
-            .set("transactional.id", &cfg.transactional_id)
+            .set("transactional.id", transactional_id)
             // A crash leaves a transaction open until a restart fences it or this expires;
             // keep short so storefronts' read_committed consumers never stall long.
             .set("transaction.timeout.ms", "10000"),
@@ -294,10 +322,10 @@ fn producer(cfg: &KafkaOutputs) -> Result<TxnProducer, KafkaError> {
         .create_with_context(Deliveries::default())
 }
 
-/// Connects the transactional producer (fencing older instances and aborting what a crash left
-/// open) and reads the last committed progress. Call on worker 0 before building the graph.
-pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), KafkaError> {
-    let p = producer(cfg)?;
+/// Connects producer `i` (exactly once: fencing older instances of its transactional id and
+/// aborting what a crash left open).
+fn connect(cfg: &KafkaOutputs, i: usize) -> Result<TxnProducer, KafkaError> {
+    let p = producer(cfg, &transactional_id(cfg, i))?;
     let mut backoff = Duration::from_millis(100);
     // At least once has no transactions to initialize.
     let mut initialized = cfg.delivery == Delivery::AtLeastOnce;
@@ -312,8 +340,56 @@ pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(TxnProducer, Committed), K
             Err(e) => return Err(e),
         }
     }
+    Ok(p)
+}
+
+/// Connects the producers and reads the last committed progress. Call on worker 0 before
+/// building the graph.
+///
+/// Exactly once, every transactional id the outputs may use is fenced, also when this run
+/// uses fewer (`transactions_in_flight = 1` after a run with 2 may find the second's
+/// transaction open), and the producers beyond `transactions_in_flight` are dropped.
+pub fn prepare_outputs(cfg: &KafkaOutputs) -> Result<(Producers, Committed), KafkaError> {
+    let (fenced, used) = match cfg.delivery {
+        Delivery::ExactlyOnce => (
+            MAX_TRANSACTIONS_IN_FLIGHT,
+            cfg.transactions_in_flight
+                .clamp(1, MAX_TRANSACTIONS_IN_FLIGHT),
+        ),
+        Delivery::AtLeastOnce => (1, 1),
+    };
+    let mut producers = (0..fenced)
+        .map(|i| connect(cfg, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    producers.truncate(used);
     let committed = read_progress(&cfg.brokers, &cfg.progress_topic)?;
-    Ok((p, committed))
+    Ok((Producers(producers), committed))
+}
+
+/// Exactly once with transactions in flight at once: commits happen in the order the
+/// transactions were handed over, so the committed time only grows and a transaction never
+/// commits before the one before it.
+#[derive(Default)]
+struct CommitOrder {
+    /// The number of the next transaction to commit.
+    next: Mutex<u64>,
+    turned: std::sync::Condvar,
+}
+
+impl CommitOrder {
+    /// Waits until transaction `seq` is next to commit.
+    fn wait_turn(&self, seq: u64) {
+        let mut next = self.next.lock().expect("commit order");
+        while *next != seq {
+            next = self.turned.wait(next).expect("commit order");
+        }
+    }
+
+    /// Transaction `seq` committed: the next may.
+    fn committed(&self, seq: u64) {
+        *self.next.lock().expect("commit order") = seq + 1;
+        self.turned.notify_all();
+    }
 }
 
 /// Produces `decisions` and `dead_letters` exactly once (see the module docs), recording
@@ -327,7 +403,7 @@ pub fn kafka_outputs<'scope>(
     dead_letters: Stream<'scope, u64, Vec<DeadLetter>>,
     positions: Stream<'scope, u64, Vec<PositionRecord>>,
     cfg: KafkaOutputs,
-    prepared: Option<(TxnProducer, Committed)>,
+    prepared: Option<(Producers, Committed)>,
     idle_commit_interval: Duration,
     worker_index: usize,
     stats: Arc<OutputStats>,
@@ -348,26 +424,32 @@ pub fn kafka_outputs<'scope>(
         positions.map(Out::Position),
     ]);
     let woken = Waker::default();
-    let in_flight = Arc::new(AtomicBool::new(false));
+    // Transactions (at least once: progress records) handed over and not yet committed.
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let (committed, mut cumulative) = match &prepared {
         Some((_, (t, p))) => (*t, p.clone()),
         None => (0, Positions::new()),
     };
     stats.committed.store(committed, Ordering::Relaxed);
-    let (tx, rx) = channel::<Job>();
     let at_least_once = cfg.delivery == Delivery::AtLeastOnce;
-    let writer = prepared.map(|(producer, _)| {
-        let (stats, woken, in_flight, cfg) =
-            (stats.clone(), woken.clone(), in_flight.clone(), cfg.clone());
-        std::thread::Builder::new()
-            .name("kafka-outputs".into())
-            .spawn(move || match cfg.delivery {
-                Delivery::ExactlyOnce => produce_loop(cfg, producer, rx, stats, woken, in_flight),
-                Delivery::AtLeastOnce => send_loop(cfg, producer, rx, stats, woken, in_flight),
-            })
-            .expect("spawning the Kafka outputs thread")
-    });
-    let mut tx = (worker_index == 0).then_some(tx);
+    let producers = prepared.as_ref().map_or(1, |(p, _)| p.0.len());
+    let (senders, writer) = match prepared {
+        Some((Producers(ps), _)) => {
+            let (senders, receivers): (Vec<_>, Vec<_>) =
+                ps.iter().map(|_| channel::<Job>()).unzip();
+            let (stats, woken, in_flight, cfg) =
+                (stats.clone(), woken.clone(), in_flight.clone(), cfg.clone());
+            let writer = std::thread::Builder::new()
+                .name("kafka-outputs".into())
+                .spawn(move || write_outputs(cfg, ps, receivers, stats, woken, in_flight))
+                .expect("spawning the Kafka outputs thread");
+            (senders, Some(writer))
+        }
+        None => (Vec::new(), None),
+    };
+    let mut tx = (worker_index == 0).then_some(senders);
+    // The number of the next transaction handed over (its producer: this modulo the count).
+    let mut next_seq = 0u64;
     let mut pending: BTreeMap<u64, Vec<Out>> = BTreeMap::new();
     let mut handed = committed;
     let mut last_commit = Instant::now();
@@ -399,7 +481,8 @@ pub fn kafka_outputs<'scope>(
                         let (positions, records): (Vec<Out>, Vec<Out>) =
                             data.drain(..).partition(|o| matches!(o, Out::Position(_)));
                         pending.entry(t).or_default().extend(positions);
-                        if let (false, Some(sender)) = (records.is_empty(), tx.as_ref()) {
+                        let sender = tx.as_ref().and_then(|s| s.first());
+                        if let (false, Some(sender)) = (records.is_empty(), sender) {
                             sent_times.insert(t);
                             let _ = sender.send(Job::Send(records));
                         }
@@ -408,10 +491,10 @@ pub fn kafka_outputs<'scope>(
                     pending.entry(t).or_default().append(data);
                 });
                 cap.follow(&stats.committed, &stats.finished);
-                let Some(sender) = tx.as_ref() else { return };
+                let Some(senders) = tx.as_ref() else { return };
                 let frontier = frontier.frontier();
-                if in_flight.load(Ordering::Acquire) {
-                    return; // the thread wakes us when the commit is done
+                if in_flight.load(Ordering::Acquire) >= producers {
+                    return; // a producer thread wakes us when a commit is done
                 }
                 let through = match frontier.first() {
                     Some(&f) => f.saturating_sub(1),
@@ -452,13 +535,16 @@ pub fn kafka_outputs<'scope>(
                     fold_positions(&mut cumulative, &seen);
                     handed = through;
                     sent_times = sent_times.split_off(&(through + 1));
-                    in_flight.store(true, Ordering::Release);
+                    in_flight.fetch_add(1, Ordering::AcqRel);
                     let txn = Txn {
+                        seq: next_seq,
                         through,
                         handed_ms: wall_ms(),
                         records,
                         positions: cumulative.clone(),
                     };
+                    let sender = &senders[(next_seq % producers as u64) as usize];
+                    next_seq += 1;
                     let _ = sender.send(if at_least_once {
                         Job::Progress(txn)
                     } else {
@@ -474,22 +560,71 @@ pub fn kafka_outputs<'scope>(
     (durable, writer)
 }
 
+/// Runs one thread per producer (exactly once: `produce_loop`; at least once: `send_loop`)
+/// and, once all have finished, marks the outputs finished.
+fn write_outputs(
+    cfg: KafkaOutputs,
+    producers: Vec<TxnProducer>,
+    receivers: Vec<Receiver<Job>>,
+    stats: Arc<OutputStats>,
+    woken: Waker,
+    in_flight: Arc<AtomicUsize>,
+) {
+    let order = Arc::new(CommitOrder::default());
+    let threads: Vec<JoinHandle<()>> = producers
+        .into_iter()
+        .zip(receivers)
+        .enumerate()
+        .map(|(i, (producer, rx))| {
+            let (cfg, stats, woken, in_flight, order) = (
+                cfg.clone(),
+                stats.clone(),
+                woken.clone(),
+                in_flight.clone(),
+                order.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("kafka-outputs-{i}"))
+                .spawn(move || match cfg.delivery {
+                    Delivery::ExactlyOnce => {
+                        produce_loop(cfg, i, producer, rx, stats, woken, in_flight, order)
+                    }
+                    Delivery::AtLeastOnce => send_loop(cfg, producer, rx, stats, woken, in_flight),
+                })
+                .expect("spawning a Kafka outputs thread")
+        })
+        .collect();
+    for t in threads {
+        // A panic there stops the process (its hook); nothing to add here.
+        let _ = t.join();
+    }
+    stats.finished.store(true, Ordering::Relaxed);
+    woken.wake();
+}
+
+/// Exactly once, producer `index`: each transaction it is handed, committed in turn
+/// ([`CommitOrder`]): its records are produced while the one before it (on the other
+/// producer) commits.
+#[allow(clippy::too_many_arguments)]
 fn produce_loop(
     cfg: KafkaOutputs,
+    index: usize,
     mut producer: TxnProducer,
     rx: Receiver<Job>,
     stats: Arc<OutputStats>,
     woken: Waker,
-    in_flight: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    order: Arc<CommitOrder>,
 ) {
     let wake = || woken.wake();
+    let key = progress_key(index);
     while let Ok(job) = rx.recv() {
         let Job::Txn(txn) = job else {
             unreachable!("exactly once: the operator hands transactions only")
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            match transact(&cfg, &producer, &txn) {
+            match transact(&cfg, &producer, &txn, &key, &|| order.wait_turn(txn.seq)) {
                 Ok((decisions, dead_letters)) => {
                     let now = wall_ms();
                     let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
@@ -505,6 +640,9 @@ fn produce_loop(
                         .dead_letters
                         .fetch_add(dead_letters, Ordering::Relaxed);
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
+                    // Before the next may commit: the committed time only grows.
+                    stats.committed.fetch_max(txn.through, Ordering::Relaxed);
+                    order.committed(txn.seq);
                     break;
                 }
                 Err(e) => {
@@ -519,7 +657,7 @@ fn produce_loop(
                     if fenced {
                         panic!(
                             "kafka outputs: transactional id {:?} was taken over by another instance: is a second cluster running with this configuration?",
-                            cfg.transactional_id
+                            transactional_id(&cfg, index)
                         );
                     }
                     log::warn!(through = txn.through, backoff:? = backoff; "kafka outputs: transaction failed, aborting it and retrying: {e}");
@@ -528,8 +666,8 @@ fn produce_loop(
                         // The client is unusable (a fatal error, e.g. after a long broker
                         // outage, or an abort that cannot complete): start a new one, whose
                         // init_transactions aborts whatever the old one left open.
-                        match prepare_outputs(&cfg) {
-                            Ok((p, _)) => producer = p,
+                        match connect(&cfg, index) {
+                            Ok(p) => producer = p,
                             Err(e) => log::warn!("kafka outputs: reconnecting failed: {e}"),
                         }
                     }
@@ -538,12 +676,9 @@ fn produce_loop(
                 }
             }
         }
-        stats.committed.store(txn.through, Ordering::Relaxed);
-        in_flight.store(false, Ordering::Release);
+        in_flight.fetch_sub(1, Ordering::AcqRel);
         wake();
     }
-    stats.finished.store(true, Ordering::Relaxed);
-    wake();
 }
 
 /// At least once: sends each record as it is handed over, and each progress record once
@@ -558,7 +693,7 @@ fn send_loop(
     rx: Receiver<Job>,
     stats: Arc<OutputStats>,
     woken: Waker,
-    in_flight: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
 ) {
     use std::collections::VecDeque;
     use std::sync::mpsc::RecvTimeoutError;
@@ -621,7 +756,7 @@ fn send_loop(
                 count_committed(&stats, &mut uncounted, seq);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
                 stats.committed.store(txn.through, Ordering::Relaxed);
-                in_flight.store(false, Ordering::Release);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
                 woken.wake();
             } else {
                 sent = Some((txn, seq));
@@ -633,7 +768,7 @@ fn send_loop(
         if sent.is_none() && ready {
             let (txn, _) = waiting.pop_front().expect("a front");
             let seq = deliveries.acks().issue();
-            if let Err(e) = send_progress(&producer, &cfg, &txn, seq) {
+            if let Err(e) = send_progress(&producer, &cfg, &txn, PROGRESS_KEY, seq) {
                 panic!("kafka outputs (at least once): cannot send a progress record: {e}");
             }
             sent = Some((txn, seq));
@@ -643,8 +778,6 @@ fn send_loop(
     // restart; deliver what can be, so that fewer are.
     let _ = producer.flush(Duration::from_secs(5));
     check_delivered(deliveries);
-    stats.finished.store(true, Ordering::Relaxed);
-    woken.wake();
 }
 
 /// At least once: stops the process on a record that failed for good (the producer retries
@@ -713,6 +846,8 @@ fn transact(
     cfg: &KafkaOutputs,
     producer: &TxnProducer,
     txn: &Txn,
+    progress_key: &str,
+    before_commit: &dyn Fn(),
 ) -> Result<(u64, u64), KafkaError> {
     producer.context().reset();
     producer.begin_transaction()?;
@@ -724,7 +859,7 @@ fn transact(
             None => {}
         }
     }
-    send_progress(producer, cfg, txn, 0)?;
+    send_progress(producer, cfg, txn, progress_key, 0)?;
     let sent = decisions + dead_letters + 1;
     // rdkafka's `commit_transaction` first flushes, and its flush polls for events in steps of
     // up to 100 ms; the producer's own thread takes the delivery reports, so that poll always
@@ -742,6 +877,7 @@ fn transact(
             log::warn!(failed, sent; "kafka outputs: records of the transaction were not delivered");
         });
     }
+    before_commit();
     let mut attempt = 1;
     loop {
         match producer.commit_transaction(TXN_CALL_TIMEOUT) {
@@ -798,11 +934,13 @@ fn send_out(
     }
 }
 
-/// Sends the progress record of `txn` (through, positions, settings) with sequence `seq`.
+/// Sends the progress record of `txn` (through, positions, settings) under `key` with sequence
+/// `seq`.
 fn send_progress(
     producer: &TxnProducer,
     cfg: &KafkaOutputs,
     txn: &Txn,
+    key: &str,
     seq: usize,
 ) -> Result<(), KafkaError> {
     let progress = serde_json::to_string(&ProgressRecord {
@@ -816,7 +954,7 @@ fn send_progress(
     send(
         producer,
         BaseRecord::with_opaque_to(&cfg.progress_topic, seq)
-            .key(PROGRESS_KEY)
+            .key(key)
             .payload(&progress)
             .partition(0),
     )
@@ -868,6 +1006,26 @@ mod tests {
         acks.ack(2);
         assert!(acks.all_below(5));
         assert!(Acks::default().all_below(1));
+    }
+
+    #[test]
+    fn a_transaction_commits_only_after_the_one_before_it() {
+        let order = Arc::new(CommitOrder::default());
+        let (done, finished) = std::sync::mpsc::channel();
+        let second = {
+            let order = order.clone();
+            std::thread::spawn(move || {
+                order.wait_turn(1);
+                done.send(()).unwrap();
+            })
+        };
+        // Transaction 1 waits while transaction 0 has not committed.
+        assert!(finished.recv_timeout(Duration::from_millis(200)).is_err());
+        order.committed(0);
+        finished.recv_timeout(Duration::from_secs(5)).unwrap();
+        second.join().unwrap();
+        // Its own turn comes at once.
+        order.wait_turn(1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
-    [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] \
+    [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
     [--shoppers N] [--products N]";
 
 /// What to run, and how much.
@@ -54,6 +54,9 @@ pub struct Args {
     pub latency_idle_margin_ms: Option<u64>,
     /// The latency phase's `graph.tick_ms` (the default when absent).
     pub latency_tick_ms: Option<u64>,
+    /// The latency phase's `kafka.transactions_in_flight` (exactly once; the default, 1,
+    /// when absent).
+    pub transactions_in_flight: Option<usize>,
 }
 
 /// The arguments of this process.
@@ -81,6 +84,7 @@ pub fn args() -> Args {
         deliveries: vec!["exactly_once".into(), "at_least_once".into()],
         latency_idle_margin_ms: None,
         latency_tick_ms: None,
+        transactions_in_flight: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -114,6 +118,9 @@ pub fn args() -> Args {
             }
             "--latency-tick-ms" => {
                 a.latency_tick_ms = Some(value.parse().expect("--latency-tick-ms MS"))
+            }
+            "--transactions-in-flight" => {
+                a.transactions_in_flight = Some(value.parse().expect("--transactions-in-flight N"))
             }
             "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {

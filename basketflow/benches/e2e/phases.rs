@@ -323,8 +323,12 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     produce(&format!("bench-trees-{}", g.name), &trees, None);
     // Its metrics, scraped around each rate: the messages clamped at that rate.
     let metrics_port = basketflow_testkit::free_port();
+    let mut command = g.command(2);
+    if let Some(n) = args.transactions_in_flight {
+        command.env("BASKETFLOW_KAFKA_TRANSACTIONS_IN_FLIGHT", n.to_string());
+    }
     let mut graph = ChildGuard::spawn(
-        g.command(2)
+        command
             .env("BASKETFLOW_KAFKA_DELIVERY", delivery)
             .env(
                 "BASKETFLOW_METRICS_LISTEN",
