@@ -378,11 +378,14 @@ struct CommitOrder {
 
 impl CommitOrder {
     /// Waits until transaction `seq` is next to commit.
-    fn wait_turn(&self, seq: u64) {
-        let mut next = self.next.lock().expect("commit order");
-        while *next != seq {
-            next = self.turned.wait(next).expect("commit order");
-        }
+    /// Waits at most `limit` until transaction `seq` is next to commit; true if it is.
+    fn wait_turn(&self, seq: u64, limit: Duration) -> bool {
+        let next = self.next.lock().expect("commit order");
+        let (next, _) = self
+            .turned
+            .wait_timeout_while(next, limit, |next| *next != seq)
+            .expect("commit order");
+        *next == seq
     }
 
     /// Transaction `seq` committed: the next may.
@@ -624,7 +627,14 @@ fn produce_loop(
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            match transact(&cfg, &producer, &txn, &key, &|| order.wait_turn(txn.seq)) {
+            // A transaction waiting for its predecessor (retried after a failure) is open at
+            // the broker, which aborts it after transaction.timeout.ms (10 s): past
+            // TURN_LIMIT it is aborted here and begun again, like any failed one.
+            let turn = || match order.wait_turn(txn.seq, TURN_LIMIT) {
+                true => Ok(()),
+                false => Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)),
+            };
+            match transact(&cfg, &producer, &txn, &key, &turn) {
                 Ok((decisions, dead_letters)) => {
                     let now = wall_ms();
                     let mut by_kind = stats.by_kind.lock().expect("by-kind counts");
@@ -830,6 +840,10 @@ fn abort(producer: &TxnProducer) -> bool {
     false
 }
 
+/// How long a transaction waits for its predecessor's commit before it is aborted and begun
+/// again (below the 10 s transaction timeout, at which the broker would abort it).
+const TURN_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long one librdkafka transaction call may take, and how many times a retriable one is
 /// repeated before the producer is replaced.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -847,7 +861,7 @@ fn transact(
     producer: &TxnProducer,
     txn: &Txn,
     progress_key: &str,
-    before_commit: &dyn Fn(),
+    before_commit: &dyn Fn() -> Result<(), KafkaError>,
 ) -> Result<(u64, u64), KafkaError> {
     producer.context().reset();
     producer.begin_transaction()?;
@@ -877,7 +891,7 @@ fn transact(
             log::warn!(failed, sent; "kafka outputs: records of the transaction were not delivered");
         });
     }
-    before_commit();
+    before_commit()?;
     let mut attempt = 1;
     loop {
         match producer.commit_transaction(TXN_CALL_TIMEOUT) {
@@ -1015,7 +1029,7 @@ mod tests {
         let second = {
             let order = order.clone();
             std::thread::spawn(move || {
-                order.wait_turn(1);
+                assert!(order.wait_turn(1, Duration::from_secs(30)));
                 done.send(()).unwrap();
             })
         };
@@ -1024,8 +1038,9 @@ mod tests {
         order.committed(0);
         finished.recv_timeout(Duration::from_secs(5)).unwrap();
         second.join().unwrap();
-        // Its own turn comes at once.
-        order.wait_turn(1);
+        // Its own turn comes at once; another's does not come within the limit.
+        assert!(order.wait_turn(1, Duration::ZERO));
+        assert!(!order.wait_turn(2, Duration::from_millis(50)));
     }
 
     #[test]
