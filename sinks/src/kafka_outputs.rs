@@ -377,7 +377,6 @@ struct CommitOrder {
 }
 
 impl CommitOrder {
-    /// Waits until transaction `seq` is next to commit.
     /// Waits at most `limit` until transaction `seq` is next to commit; true if it is.
     fn wait_turn(&self, seq: u64, limit: Duration) -> bool {
         let next = self.next.lock().expect("commit order");

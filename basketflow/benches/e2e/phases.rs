@@ -273,9 +273,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let (args, site) = (&bench.args, &bench.site);
     let (stack, suffix) = (&site.stack, &site.suffix);
     let (md, results) = (&mut bench.md, &mut bench.results);
-    // Graph names become database names: letters, digits and underscores only.
-    let mode = delivery;
-    let live_events = format!("bench-live-{mode}-{suffix}");
+    let live_events = format!("bench-live-{delivery}-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
     let mut graph_keys = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
         format!("checkpoint_interval_ms = {ms}\n")
@@ -288,7 +286,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     }
     let g = Graph::new(
         site,
-        &format!("live_{mode}"),
+        &format!("live_{delivery}"),
         &live_events,
         &format!("[graph]\nflush_interval_ms = 5\n{graph_keys}[log]\nlevel = \"info\"\n"),
     );
@@ -337,7 +335,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    // The graph's log, kept beside the results; its last line counts the clamped messages.
+    // The graph's log, kept beside the results.
     let log = {
         let stderr = graph.stderr.take().expect("piped stderr");
         std::thread::spawn(move || {
@@ -480,22 +478,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let _ = graph.terminate();
     let _ = graph.wait();
     let log = log.join().unwrap();
-    std::fs::write(bench.out_dir.join(format!("latency-{mode}.log")), &log).unwrap();
-    // Messages whose broker time was below their partition's idle bound when read: they were
-    // fetched later than `idle_margin_ms` after it, and got the bound as their time.
-    let clamped = match (
-        logged_u64(&log, "msg=stopped", "clamped"),
-        logged_u64(&log, "msg=stopped", "messages"),
-    ) {
-        (Some(c), Some(n)) => format!("{c} of {n}"),
-        _ => format!(
-            "not logged (the graph did not stop cleanly: see target/bench-e2e/latency-{mode}.log)"
-        ),
-    };
-    println!("latency phase, {delivery}: messages clamped {clamped} (all rates)");
-    md.push_str(&format!(
-        "| {delivery}: messages clamped in the latency phase (fetched later than the idle margin after their partition's bound; all rates) | {clamped} |\n"
-    ));
+    std::fs::write(bench.out_dir.join(format!("latency-{delivery}.log")), &log).unwrap();
     drop(g);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     for l in &latency {
@@ -526,7 +509,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     // The default mode keeps the plot's old name (the README shows it).
     let svg = match delivery {
         "exactly_once" => "latency.svg".to_string(),
-        _ => format!("latency-{mode}.svg"),
+        _ => format!("latency-{delivery}.svg"),
     };
     std::fs::write(bench.out_dir.join(svg), plot(&latency)).unwrap();
     results["latency"][delivery] = json!(latency);
