@@ -7,6 +7,7 @@
 #![forbid(missing_docs)]
 
 pub mod contract;
+pub mod json;
 pub mod kafka_source;
 pub mod parse;
 pub mod pii;

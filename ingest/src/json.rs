@@ -1,0 +1,375 @@
+//! A JSON document borrowed from the message it was read from.
+//!
+//! [`parse`] reads a message with serde_json's parser (the same syntax rules, the same error
+//! messages, the same recursion limit) into a [`Json`] tree whose strings and keys point into
+//! the message wherever they hold no escape: a 1.2 KB tracker message becomes a handful of
+//! vectors instead of a `String` per key and value and an index map per object. The tree means
+//! exactly what `serde_json::Value` (with `preserve_order`) would: objects keep their keys in
+//! document order, and a key given twice keeps its first position and its last value.
+//! [`Json::to_value`] converts back, so tests can hold the two side by side.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
+
+/// One JSON value, its strings borrowed from the message where they hold no escape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, as serde_json reads it (an integer when it is one, a float otherwise).
+    Number(Number),
+    /// A string.
+    String(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Json<'a>>),
+    /// An object.
+    Object(Object<'a>),
+}
+
+/// An object's members in document order, each key once (a repeated key keeps its first
+/// position and takes its last value, as serde_json's ordered map does).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Object<'a> {
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+}
+
+/// Objects with more members than this find repeated keys through a hash map, so that a
+/// message of thousands of keys costs linear time, not quadratic.
+const LINEAR_KEYS: usize = 16;
+
+impl<'a> Object<'a> {
+    /// The value of `key`, if the object has it.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value)
+    }
+
+    /// The keys, in document order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|(k, _)| k.as_ref())
+    }
+
+    /// The members, in document order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        self.members.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True for `{}`.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+impl Json<'_> {
+    /// True for `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The same document as a `serde_json::Value` (owned).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::String(s) => Value::String(s.to_string()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Reads one JSON document from `bytes` (the whole input: trailing characters other than
+/// whitespace are an error, as in `serde_json::from_slice`).
+pub fn parse(bytes: &[u8]) -> Result<Json<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Borrowed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Deserializes one [`Json`], borrowing from the input where the parser lets it.
+struct Borrowed;
+
+impl<'de> DeserializeSeed<'de> for Borrowed {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Json<'de>, E> {
+        // As serde_json's `Value`: a float that is no JSON number becomes null.
+        Ok(Number::from_f64(f).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(s.to_string())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(s)))
+    }
+
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        Borrowed.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(Borrowed)? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        // Built once an object outgrows `LINEAR_KEYS`: key -> position in `members`.
+        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
+        while let Some(key) = map.next_key_seed(Key)? {
+            let value = map.next_value_seed(Borrowed)?;
+            let seen = match &index {
+                Some(index) => index.get(key.as_ref()).copied(),
+                None => members.iter().position(|(k, _)| *k == key),
+            };
+            match seen {
+                Some(at) => members[at].1 = value,
+                None => {
+                    if let Some(index) = &mut index {
+                        index.insert(key.clone(), members.len());
+                    }
+                    members.push((key, value));
+                    if index.is_none() && members.len() > LINEAR_KEYS {
+                        index = Some(
+                            members
+                                .iter()
+                                .enumerate()
+                                .map(|(at, (k, _))| (k.clone(), at))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Json::Object(Object { members }))
+    }
+}
+
+/// Deserializes an object's key, borrowing it where it holds no escape.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The same verdict as `serde_json::Value`: the same tree, or the same error message.
+    fn agrees(bytes: &[u8]) {
+        let ours = parse(bytes)
+            .map(|j| j.to_value())
+            .map_err(|e| e.to_string());
+        let theirs = serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string());
+        assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(bytes));
+        if let Ok(v) = theirs {
+            same_members(&parse(bytes).unwrap(), &v);
+        }
+    }
+
+    /// Member by member, in order: `Value`'s equality ignores key order, and converting to a
+    /// `Value` would merge repeated keys.
+    fn same_members(j: &Json, v: &Value) {
+        match (j, v) {
+            (Json::Object(o), Value::Object(m)) => {
+                assert_eq!(o.len(), m.len(), "{v}");
+                for ((k, child), (vk, vchild)) in o.iter().zip(m) {
+                    assert_eq!(k, vk);
+                    same_members(child, vchild);
+                }
+            }
+            (Json::Array(items), Value::Array(vitems)) => {
+                assert_eq!(items.len(), vitems.len());
+                items
+                    .iter()
+                    .zip(vitems)
+                    .for_each(|(a, b)| same_members(a, b));
+            }
+            _ => assert_eq!(&j.to_value(), v),
+        }
+    }
+
+    #[test]
+    fn reads_what_serde_json_reads_and_refuses_what_it_refuses() {
+        for text in [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+            r#"{"a":1,"a":2,"b":3,"a":{"x":1}}"#,
+            r#"{"esc\"aped":"line\nbreak \u00e9 \ud83d\ude00","plain":"é"}"#,
+            r#"[1, -1, 1.5, -0.0, 1e3, 2.0, 18446744073709551615, 18446744073709551616, -9223372036854775809]"#,
+            r#"  {"trailing": "whitespace"}  "#,
+            r#"{"a":1} x"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\q"}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1e400}"#,
+            r#"[NaN]"#,
+            r#""#,
+            r#"   "#,
+            r#"nul"#,
+            r#"{"a":[1,2"#,
+            "\"tab\tinside\"",
+        ] {
+            agrees(text.as_bytes());
+        }
+        agrees(&[b'"', 0xff, b'"']);
+        agrees(format!("{}1{}", "[".repeat(127), "]".repeat(127)).as_bytes());
+        agrees(format!("{}1{}", "[".repeat(129), "]".repeat(129)).as_bytes());
+        // Many members, past the linear look-up, with repeats far apart.
+        let many: Vec<String> = (0..200).map(|i| format!("\"k{}\":{i}", i % 150)).collect();
+        agrees(format!("{{{}}}", many.join(",")).as_bytes());
+    }
+
+    #[test]
+    fn unescaped_strings_and_keys_are_borrowed() {
+        let text = r#"{"key":"value","esc\n":"a\"b"}"#;
+        let Json::Object(o) = parse(text.as_bytes()).unwrap() else {
+            panic!("an object")
+        };
+        let members: Vec<_> = o.members.iter().collect();
+        assert!(matches!(members[0].0, Cow::Borrowed("key")));
+        assert!(matches!(members[0].1, Json::String(Cow::Borrowed("value"))));
+        assert!(matches!(members[1].0, Cow::Owned(_)));
+        assert!(matches!(members[1].1, Json::String(Cow::Owned(_))));
+    }
+
+    /// Bytes that are mostly JSON, often not quite: repeated keys, escapes, odd numbers,
+    /// truncations and stray characters.
+    fn jsonish() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("fals".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            "-?[0-9]{1,25}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?",
+            "\"([a-z@. ]|\\\\[nt\"\\\\/u]|\\\\u[0-9a-fA-F]{4}|é|\u{1F600}){0,12}\"",
+        ];
+        scalar.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec(("[a-c]{1,2}|e\\\\u0061|\"", inner), 0..8).prop_map(|v| {
+                    let members: Vec<String> =
+                        v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn agrees_with_serde_json_on_arbitrary_documents(doc in jsonish(), cut in any::<prop::sample::Index>(), junk in "[ ,:\\]}x]{0,2}") {
+            agrees(doc.as_bytes());
+            // Truncated, and with something appended.
+            let at = cut.index(doc.len() + 1);
+            if doc.is_char_boundary(at) {
+                agrees(&doc.as_bytes()[..at]);
+                agrees(format!("{}{junk}{}", &doc[..at], &doc[at..]).as_bytes());
+            }
+        }
+    }
+}
