@@ -113,8 +113,7 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         "Deduplicate",
         parsed
             .events
-            .filter(changes_read_models)
-            .map(WireEvent::from),
+            .filter(|e: &WireEvent| changes_read_models(&e.0)),
         settings.dedup_horizon_ms,
         |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
         settings.checkpoints.as_ref(),

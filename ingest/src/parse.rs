@@ -9,7 +9,7 @@
 //! and for any payload whose excerpt shows an email address or a key naming identifying data
 //! ([`safe_excerpt`]). Messages on `privacy-requests` become [`Erasure`]s ([`parse_requests`]).
 
-use basketflow_vocab::{DeadLetter, Erasure, ErasureRequest, Event, PositionedEvent, WireEvent};
+use basketflow_vocab::{DeadLetter, Erasure, ErasureRequest, PositionedEvent, WireEvent};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::core::{Map, OkErr};
 use timely::dataflow::Stream;
@@ -46,8 +46,8 @@ pub fn safe_excerpt(text: &str) -> bool {
 /// What parsing yields: events as a collection (for the read models), the same events with
 /// their partition and offset as a stream (for the experience trees), and dead letters.
 pub struct Parsed<'scope> {
-    /// Valid events, at their messages' times.
-    pub events: VecCollection<'scope, Millis, Event>,
+    /// Valid events, at their messages' times (shared with `positioned`, not copied).
+    pub events: VecCollection<'scope, Millis, WireEvent>,
     /// Valid events with where they were read.
     pub positioned: Stream<'scope, Millis, Vec<PositionedEvent>>,
     /// Refused messages.
@@ -89,7 +89,7 @@ pub fn parse_messages<'scope>(
     let ok: Stream<'scope, Millis, Vec<(PositionedEvent, Millis)>> = ok;
     let events = ok
         .clone()
-        .map(|(p, t)| ((*p.event.0).clone(), t, 1isize))
+        .map(|(p, t)| (p.event, t, 1isize))
         .as_collection();
     Parsed {
         events,

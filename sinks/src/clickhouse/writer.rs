@@ -62,10 +62,12 @@ fn retention_interval(retention: &Retention) -> Duration {
     Duration::from_millis((retention.bounds_ms().0 / 4).clamp(1_000, 3_600_000))
 }
 
-/// Writes every batch of `rx` to `target` until the channel closes, then sets `finished`.
-pub(crate) fn write_loop(
+/// Converts every message of `rx` into a batch (`convert`, on this thread) and writes it to
+/// `target`, until the channel closes; then sets `finished`.
+pub(crate) fn write_loop<T>(
     target: Target,
-    rx: Receiver<Batch>,
+    rx: Receiver<T>,
+    mut convert: impl FnMut(T) -> Batch,
     stats: Arc<SinkStats>,
     retention: Retention,
     woken: Waker,
@@ -83,10 +85,11 @@ pub(crate) fn write_loop(
     let mut last_copies_check: Option<Instant> = None;
     rt.block_on(async {
         let mut store: Option<ClickHouseStore> = None;
-        while let Ok(mut batch) = rx.recv() {
+        while let Ok(first) = rx.recv() {
+            let mut batch = convert(first);
             // Coalesce what queued up while the last write ran: one insert per table.
             while let Ok(next) = rx.try_recv() {
-                batch.append(next);
+                batch.append(convert(next));
             }
             let mut backoff = Duration::from_millis(100);
             loop {
