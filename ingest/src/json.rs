@@ -39,6 +39,13 @@ pub struct Object<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
 }
 
+/// `a == b`, with the cheap differences first (keys of one object mostly differ in length or
+/// in their first or last byte, and comparing those needs no call to `memcmp`).
+fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.first() == b.first() && a.last() == b.last() && a == b
+}
+
 /// Objects with more members than this find repeated keys through a hash map, so that a
 /// message of thousands of keys costs linear time, not quadratic.
 const LINEAR_KEYS: usize = 16;
@@ -48,7 +55,7 @@ impl<'a> Object<'a> {
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         self.members
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| same_key(k, key))
             .map(|(_, value)| value)
     }
 
@@ -106,11 +113,284 @@ impl Json<'_> {
 
 /// Reads one JSON document from `bytes` (the whole input: trailing characters other than
 /// whitespace are an error, as in `serde_json::from_slice`).
+///
+/// Plain documents (valid UTF-8, no escape in any string, nesting up to [`FAST_DEPTH`]: nearly
+/// every tracker message) are read by a one-pass scanner; anything else, and anything the
+/// scanner does not accept, by serde_json's parser, whose verdict and error message count.
+/// The scanner accepts only what serde_json accepts and builds the same tree (a differential
+/// property test holds the two side by side).
 pub fn parse(bytes: &[u8]) -> Result<Json<'_>, serde_json::Error> {
+    if let Some(value) = scan(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Borrowed.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
+}
+
+/// An object's members as they are read, a repeated key taking its first position and its
+/// last value.
+#[derive(Default)]
+struct Members<'a> {
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    /// Built once an object outgrows `LINEAR_KEYS`: key -> position in `members`.
+    index: Option<HashMap<Cow<'a, str>, usize>>,
+}
+
+impl<'a> Members<'a> {
+    fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
+        let members = &mut self.members;
+        let seen = match &self.index {
+            Some(index) => index.get(key.as_ref()).copied(),
+            None => members.iter().position(|(k, _)| same_key(k, &key)),
+        };
+        match seen {
+            Some(at) => members[at].1 = value,
+            None => {
+                if let Some(index) = &mut self.index {
+                    index.insert(key.clone(), members.len());
+                }
+                members.push((key, value));
+                if self.index.is_none() && members.len() > LINEAR_KEYS {
+                    self.index = Some(
+                        members
+                            .iter()
+                            .enumerate()
+                            .map(|(at, (k, _))| (k.clone(), at))
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Object<'a> {
+        Object {
+            members: self.members,
+        }
+    }
+}
+
+/// The position of the first quote, backslash or control character of `bytes`: eight bytes
+/// at a time while none of the eight is one (strings of tracker messages are user agents,
+/// URLs and titles, tens to hundreds of bytes).
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bytes of `x` that are zero get their high bit set (exact when the others are below
+    // 0x80 or have their own high bit, which `special` masks in).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = zero(x ^ u64::from_ne_bytes([b'"'; 8]));
+        let backslash = zero(x ^ u64::from_ne_bytes([b'\\'; 8]));
+        // Bytes below 0x20: (x - 0x20) borrows into the high bit for them, and only for them
+        // among bytes below 0x80 (bytes from 0x80, UTF-8, are excluded by `!x`).
+        let control = x.wrapping_sub(u64::from_ne_bytes([0x20; 8])) & !x & HIGHS;
+        if quote | backslash | control != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+/// Deeper documents are left to serde_json (whose own limit is 128).
+pub const FAST_DEPTH: u32 = 100;
+
+/// The one-pass reader of plain documents: `None` for anything it does not read, whether
+/// serde_json would accept it or not.
+fn scan(bytes: &[u8]) -> Option<Json<'_>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = Scanner {
+        text,
+        bytes,
+        at: 0,
+        depth: 0,
+    };
+    s.whitespace();
+    let value = s.value()?;
+    s.whitespace();
+    (s.at == bytes.len()).then_some(value)
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    depth: u32,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn value(&mut self) -> Option<Json<'a>> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(|s| Json::String(Cow::Borrowed(s))),
+            b't' => self.literal("true", Json::Bool(true)),
+            b'f' => self.literal("false", Json::Bool(false)),
+            b'n' => self.literal("null", Json::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Json<'a>) -> Option<Json<'a>> {
+        self.bytes[self.at..].starts_with(word.as_bytes()).then(|| {
+            self.at += word.len();
+            value
+        })
+    }
+
+    /// A string without escapes or control characters, at its opening quote.
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.at + 1;
+        let len = string_end(&self.bytes[start..])?;
+        if self.bytes[start + len] != b'"' {
+            return None;
+        }
+        self.at = start + len + 1;
+        // The input is UTF-8 and the quotes are ASCII: both ends are character boundaries.
+        Some(&self.text[start..start + len])
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        self.at - from
+    }
+
+    /// A number in JSON's grammar. Plain integers of up to 19 digits are read here; any other
+    /// (negative, fraction, exponent, longer) is read by serde_json, so its value is exactly
+    /// serde_json's.
+    fn number(&mut self) -> Option<Json<'a>> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        let mut plain = !negative;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            plain = false;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            plain = false;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        let literal = &self.text[start..self.at];
+        if plain && literal.len() <= 19 {
+            return Some(Json::Number(literal.parse::<u64>().ok()?.into()));
+        }
+        serde_json::from_str::<Number>(literal)
+            .ok()
+            .map(Json::Number)
+    }
+
+    fn array(&mut self) -> Option<Json<'a>> {
+        self.enter()?;
+        let mut items = Vec::new();
+        self.whitespace();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+        } else {
+            loop {
+                items.push(self.value()?);
+                self.whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        self.whitespace();
+                    }
+                    b']' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(Json::Array(items))
+    }
+
+    fn object(&mut self) -> Option<Json<'a>> {
+        self.enter()?;
+        let mut members = Members::default();
+        self.whitespace();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.string()?;
+                self.whitespace();
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.at += 1;
+                self.whitespace();
+                let value = self.value()?;
+                members.insert(Cow::Borrowed(key), value);
+                self.whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        self.whitespace();
+                    }
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(Json::Object(members.finish()))
+    }
+
+    /// One level deeper, at an opening bracket; `None` past [`FAST_DEPTH`].
+    fn enter(&mut self) -> Option<()> {
+        self.at += 1;
+        self.depth += 1;
+        (self.depth <= FAST_DEPTH).then_some(())
+    }
 }
 
 /// Deserializes one [`Json`], borrowing from the input where the parser lets it.
@@ -183,35 +463,12 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
-        // Built once an object outgrows `LINEAR_KEYS`: key -> position in `members`.
-        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
+        let mut members = Members::default();
         while let Some(key) = map.next_key_seed(Key)? {
             let value = map.next_value_seed(Borrowed)?;
-            let seen = match &index {
-                Some(index) => index.get(key.as_ref()).copied(),
-                None => members.iter().position(|(k, _)| *k == key),
-            };
-            match seen {
-                Some(at) => members[at].1 = value,
-                None => {
-                    if let Some(index) = &mut index {
-                        index.insert(key.clone(), members.len());
-                    }
-                    members.push((key, value));
-                    if index.is_none() && members.len() > LINEAR_KEYS {
-                        index = Some(
-                            members
-                                .iter()
-                                .enumerate()
-                                .map(|(at, (k, _))| (k.clone(), at))
-                                .collect(),
-                        );
-                    }
-                }
-            }
+            members.insert(key, value);
         }
-        Ok(Json::Object(Object { members }))
+        Ok(Json::Object(members.finish()))
     }
 }
 
@@ -253,8 +510,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The same verdict as `serde_json::Value`: the same tree, or the same error message.
+    /// The same verdict as `serde_json::Value`: the same tree, or the same error message; and
+    /// the scanner, when it reads the document, reads the same tree.
     fn agrees(bytes: &[u8]) {
+        let scanned = scan(bytes);
+        let slow = serde_json::from_slice::<Value>(bytes);
+        match (&scanned, &slow) {
+            (Some(j), Ok(v)) => same_members(j, v),
+            (Some(j), Err(e)) => panic!(
+                "the scanner read {j:?} where serde_json says {e}: {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+            (None, _) => {}
+        }
         let ours = parse(bytes)
             .map(|j| j.to_value())
             .map_err(|e| e.to_string());
@@ -320,6 +588,25 @@ mod tests {
     }
 
     #[test]
+    fn a_string_ends_where_the_byte_by_byte_rule_says() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let fillers = [b'a', b' ', 0x7f, 0x80, 0xc3, 0xff, b'!', b'#', b'[', b']'];
+        for special in [b'"', b'\\', 0x00, 0x01, 0x1f, b'\t', b'\n'] {
+            for len in 0..24 {
+                for at in 0..=len {
+                    for filler in fillers {
+                        let mut bytes = vec![filler; len];
+                        if at < len {
+                            bytes[at] = special;
+                        }
+                        assert_eq!(string_end(&bytes), naive(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unescaped_strings_and_keys_are_borrowed() {
         let text = r#"{"key":"value","esc\n":"a\"b"}"#;
         let Json::Object(o) = parse(text.as_bytes()).unwrap() else {
@@ -334,7 +621,17 @@ mod tests {
 
     /// Bytes that are mostly JSON, often not quite: repeated keys, escapes, odd numbers,
     /// truncations and stray characters.
-    fn jsonish() -> impl Strategy<Value = String> {
+    fn jsonish(escapes: bool) -> impl Strategy<Value = String> {
+        let string = if escapes {
+            "\"([a-z@. ]|\\\\[nt\"\\\\/u]|\\\\u[0-9a-fA-F]{4}|é|\u{1F600}){0,12}\""
+        } else {
+            "\"([a-z@. ]|é|\u{1F600}|\t|\u{1}){0,12}\""
+        };
+        let key = if escapes {
+            "[a-c]{1,2}|e\\\\u0061|\""
+        } else {
+            "[a-c]{1,2}|é"
+        };
         let scalar = prop_oneof![
             Just("null".to_string()),
             Just("true".to_string()),
@@ -343,13 +640,13 @@ mod tests {
             any::<u64>().prop_map(|n| n.to_string()),
             any::<f64>().prop_map(|f| f.to_string()),
             "-?[0-9]{1,25}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?",
-            "\"([a-z@. ]|\\\\[nt\"\\\\/u]|\\\\u[0-9a-fA-F]{4}|é|\u{1F600}){0,12}\"",
+            string,
         ];
-        scalar.prop_recursive(4, 48, 6, |inner| {
+        scalar.prop_recursive(4, 48, 6, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6)
                     .prop_map(|v| format!("[{}]", v.join(","))),
-                prop::collection::vec(("[a-c]{1,2}|e\\\\u0061|\"", inner), 0..8).prop_map(|v| {
+                prop::collection::vec((key, inner), 0..8).prop_map(|v| {
                     let members: Vec<String> =
                         v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
                     format!("{{{}}}", members.join(","))
@@ -362,13 +659,25 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
         #[test]
-        fn agrees_with_serde_json_on_arbitrary_documents(doc in jsonish(), cut in any::<prop::sample::Index>(), junk in "[ ,:\\]}x]{0,2}") {
+        fn agrees_with_serde_json_on_arbitrary_documents(doc in jsonish(true), cut in any::<prop::sample::Index>(), junk in "[ ,:\\]}x]{0,2}") {
             agrees(doc.as_bytes());
             // Truncated, and with something appended.
             let at = cut.index(doc.len() + 1);
             if doc.is_char_boundary(at) {
                 agrees(&doc.as_bytes()[..at]);
                 agrees(format!("{}{junk}{}", &doc[..at], &doc[at..]).as_bytes());
+            }
+        }
+
+        /// Without escapes the scanner reads every document serde_json reads, so the fast path
+        /// is the one taken.
+        #[test]
+        fn the_scanner_reads_every_plain_document(doc in jsonish(false), cut in any::<prop::sample::Index>()) {
+            agrees(doc.as_bytes());
+            prop_assert_eq!(scan(doc.as_bytes()).is_some(), serde_json::from_slice::<Value>(doc.as_bytes()).is_ok(), "{}", doc);
+            let at = cut.index(doc.len() + 1);
+            if doc.is_char_boundary(at) {
+                agrees(&doc.as_bytes()[..at]);
             }
         }
     }

@@ -47,6 +47,11 @@ pub fn is_forbidden_in_id(c: char) -> bool {
 /// );
 /// ```
 pub fn id_problem(id: &str) -> Option<String> {
+    // Nearly every id: printable ASCII (space included, the only ASCII white space that is no
+    // control character) with something besides spaces.
+    if id.bytes().all(|b| (b' '..=b'~').contains(&b)) && id.bytes().any(|b| b != b' ') {
+        return None;
+    }
     if let Some((i, c)) = id.chars().enumerate().find(|(_, c)| is_forbidden_in_id(*c)) {
         return Some(format!(
             "contains U+{:04X} at character {}: identifiers must be printable text, without \
