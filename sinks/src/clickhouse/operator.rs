@@ -23,7 +23,7 @@
 //! is stuck, completed batches queue in memory (bounded backpressure comes with the
 //! reliability work).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
@@ -127,14 +127,29 @@ impl Row {
 /// thread, which converts them ([`batch_of`]) off the worker.
 struct Ready {
     through: u64,
-    updates: Vec<(Row, u64, isize)>,
+    updates: ByTime,
 }
 
-fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Positions) -> Batch {
-    // Each table's vector sized once: a catch-up batch holds hundreds of thousands of rows,
-    // and growing them by doubling cost a fifth of the page faults of worker 0.
+/// Updates by their time, in one vector per time: what a batch takes is split off whole, and
+/// no vector grows to a catch-up's size (growing one by doubling, and copying out what was
+/// complete, were a quarter of worker 0's time, most of it the kernel zeroing fresh pages).
+type ByTime = BTreeMap<u64, Vec<(Row, u64, isize)>>;
+
+/// Moves `run` (updates of one time) into `pending`, leaving it empty.
+fn join(pending: &mut ByTime, run: &mut Vec<(Row, u64, isize)>) {
+    let Some(first) = run.first() else { return };
+    match pending.entry(first.1) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(std::mem::take(run));
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().append(run),
+    }
+}
+
+fn batch_of(through: u64, updates: ByTime, positions: &mut Positions) -> Batch {
+    // Each table's vector sized once: a catch-up batch holds hundreds of thousands of rows.
     let mut counts = [0usize; 5];
-    for (row, _, _) in &updates {
+    for (row, _, _) in updates.values().flatten() {
         match row {
             Row::Sold(_) => counts[0] += 1,
             Row::Purchase(_) => counts[1] += 1,
@@ -155,7 +170,7 @@ fn batch_of(through: u64, updates: Vec<(Row, u64, isize)>, positions: &mut Posit
     let mut decisions: Vec<Decision> = Vec::new();
     let mut erasures = Vec::new();
     let mut late_inputs: Vec<LateInput> = Vec::new();
-    for (row, t, d) in updates {
+    for (row, t, d) in updates.into_values().flatten() {
         match row {
             Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
             Row::Purchase(r) => u.shopper_purchases.push((r, t, d)),
@@ -270,7 +285,9 @@ pub fn write_read_models<'scope>(
     });
     stats.committed.store(committed, Ordering::Relaxed);
     let mut tx = (worker_index == 0).then_some(tx);
-    let mut pending: Vec<(Row, u64, isize)> = Vec::new();
+    let mut pending = ByTime::new();
+    // The run of updates of one time being read, before it joins `pending`.
+    let mut run: Vec<(Row, u64, isize)> = Vec::new();
     let mut max_time = committed;
     let mut last_flush = Instant::now();
     let durable = all.unary_frontier(
@@ -284,7 +301,7 @@ pub fn write_read_models<'scope>(
             move |(input, frontier), _output: &mut NoData<'_>| {
                 input.for_each(|time, data| {
                     let t = *time.least().expect("an input batch has a time");
-                    pending.extend(data.drain(..).filter_map(|(row, rt, d)| match row {
+                    let kept = data.drain(..).filter_map(|(row, rt, d)| match row {
                         // Positions travel at their batch's time; keep the time with them.
                         Row::Position(p) => Some((Row::Position(p), t, 0)),
                         // Erasures at or below the committed time were applied.
@@ -293,7 +310,15 @@ pub fn write_read_models<'scope>(
                         // again (a replay or a rebuild; their erasure deletes the rest).
                         row if row.names_one_of(&erased_at_start) => None,
                         row => (rt > committed).then_some((row, rt, d)),
-                    }));
+                    });
+                    // Runs of one time (nearly every input batch is one) join their vector.
+                    for u in kept {
+                        if run.last().is_some_and(|last| last.1 != u.1) {
+                            join(&mut pending, &mut run);
+                        }
+                        run.push(u);
+                    }
+                    join(&mut pending, &mut run);
                 });
                 // Move the durable frontier to what the writer has committed.
                 cap.follow(&stats.committed, &stats.finished);
@@ -309,16 +334,14 @@ pub fn write_read_models<'scope>(
                 // Everything strictly before the frontier is complete.
                 let through = match frontier.first() {
                     Some(&f) => f.saturating_sub(1),
-                    None => pending.iter().map(|u| u.1).max().unwrap_or(max_time),
+                    None => pending.keys().next_back().copied().unwrap_or(max_time),
                 };
                 if through > max_time {
-                    // In a catch-up every pending update is usually complete: hand the
-                    // vector over whole rather than copying it.
-                    let updates = if pending.iter().all(|u| u.1 <= through) {
-                        std::mem::take(&mut pending)
-                    } else {
-                        pending.extract_if(.., |u| u.1 <= through).collect()
+                    let later = match through.checked_add(1) {
+                        Some(next) => pending.split_off(&next),
+                        None => ByTime::new(),
                     };
+                    let updates = std::mem::replace(&mut pending, later);
                     max_time = through;
                     // The writer thread ends only when the channel closes, or when it panicked
                     // (an update that is no upsert: a bug): then the worker stops too.
