@@ -7,6 +7,11 @@
 //! exactly what `serde_json::Value` (with `preserve_order`) would: objects keep their keys in
 //! document order, and a key given twice keeps its first position and its last value.
 //! [`Json::to_value`] converts back, so tests can hold the two side by side.
+//!
+//! One difference, on purpose: with serde_json's `raw_value` feature (the collector turns it
+//! on, and features are shared across a build), `Value` reads an object whose first key is
+//! `$serde_json::private::RawValue` as the JSON text of its string value. Here that key is an
+//! ordinary key, whatever the build's features: a tracker message is read as it is written.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -603,6 +608,27 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn serde_json_s_raw_value_key_is_an_ordinary_key() {
+        // Read by the scanner (no escape), then by serde_json (an escape).
+        let plain = r#"{"x":{"$serde_json::private::RawValue":"[]"}}"#;
+        let escaped = r#"{"x":{"$serde_json::private::RawValue":"{\"a\":1}"}}"#;
+        assert!(scan(plain.as_bytes()).is_some() && scan(escaped.as_bytes()).is_none());
+        for (text, inner) in [(plain, "[]"), (escaped, "{\"a\":1}")] {
+            let Json::Object(o) = parse(text.as_bytes()).unwrap() else {
+                panic!("an object")
+            };
+            let Some(Json::Object(x)) = o.get("x") else {
+                panic!("x is an object")
+            };
+            let members: Vec<_> = x.iter().map(|(k, v)| (k, v.as_str())).collect();
+            assert_eq!(
+                members,
+                vec![("$serde_json::private::RawValue", Some(inner))]
+            );
         }
     }
 
