@@ -107,8 +107,11 @@ const REMEMBERED_KEYS: usize = 4096;
 const MAX_REMEMBERED_KEY: usize = 64;
 
 thread_local! {
-    static KNOWN: RefCell<HashMap<Box<str>, bool, foldhash::fast::FixedState>> =
-        RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::default()));
+    // Initialised at compile time: no lazy-initialisation check on each of the dozens of
+    // look-ups per message.
+    static KNOWN: RefCell<HashMap<Box<str>, bool, foldhash::fast::FixedState>> = const {
+        RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)))
+    };
 }
 
 /// [`pii_key`], computed.
