@@ -144,9 +144,6 @@ struct Members<'a> {
 }
 
 impl<'a> Members<'a> {
-    // Inlined into both readers: the member is then built in place rather than moved through
-    // the stack (the moves stalled in the profile).
-    #[inline(always)]
     fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
         let members = &mut self.members;
         let seen = match &self.index {

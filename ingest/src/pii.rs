@@ -107,11 +107,8 @@ const REMEMBERED_KEYS: usize = 4096;
 const MAX_REMEMBERED_KEY: usize = 64;
 
 thread_local! {
-    // Initialised at compile time: no lazy-initialisation check on each of the dozens of
-    // look-ups per message.
-    static KNOWN: RefCell<HashMap<Box<str>, bool, foldhash::fast::FixedState>> = const {
-        RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)))
-    };
+    static KNOWN: RefCell<HashMap<Box<str>, bool, foldhash::fast::FixedState>> =
+        RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::default()));
 }
 
 /// [`pii_key`], computed.
