@@ -3,7 +3,7 @@
 
 /// What `--help` prints.
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
-    [--phases baseline,catchup,sustain,latency,memory] [--events N] [--rates 1000,10000,50000] \
+    [--phases baseline,catchup,scaleout,sustain,latency,memory,restart] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
@@ -63,7 +63,7 @@ pub struct Args {
 pub fn args() -> Args {
     let mut a = Args {
         phases: [
-            "baseline", "catchup", "sustain", "latency", "memory", "restart",
+            "baseline", "catchup", "scaleout", "sustain", "latency", "memory", "restart",
         ]
         .map(String::from)
         .to_vec(),

@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the graph against the real broker and ClickHouse, side by side with
 //! the broker's own limits measured in the same run (see the README's "Benchmarks").
 //!
-//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,sustain,latency,memory,restart]
+//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,scaleout,sustain,latency,memory,restart]
 //!  [--events N] [--rates 1000,10000,50000] [--seconds S] [--sustain-seconds 60]
 //!  [--sustain-probes 3] [--memory-events 1000000,10000000] [--restart-events 300000,3000000]`
 //!
@@ -16,6 +16,9 @@
 //!    ratio to the raw consumer, peak resident memory, and CPU per event by thread group
 //!    (the child's threads sampled from /proc every 100 ms), with the parse share measured
 //!    in-process (`parse_event` over the same messages).
+//!    **scaleout**: the same backlog caught up by 1 process x 2 workers and by 2 processes x
+//!    1 worker (a cluster on loopback), alternated twice: the cost of exchanging between
+//!    processes.
 //! 3. **sustain**: a live graph (default configuration) fed open loop at a rate for
 //!    `--sustain-seconds`; sustained when both durable outputs' committed times (ClickHouse's
 //!    progress table, the Kafka outputs' progress topic) stay within 5 s of the wall clock
@@ -95,9 +98,10 @@ pub struct Bench {
 fn main() {
     let args = args();
     let phase = |p: &str| args.phases.iter().any(|x| x == p);
-    let (baseline, catchup, sustain, latency, memory, restart) = (
-        phase("baseline") || phase("catchup"),
+    let (baseline, catchup, scaleout, sustain, latency, memory, restart) = (
+        phase("baseline") || phase("catchup") || phase("scaleout"),
         phase("catchup"),
+        phase("scaleout"),
         phase("sustain"),
         phase("latency"),
         phase("memory"),
@@ -135,6 +139,9 @@ fn main() {
     }
     if catchup {
         phases::catchup(&mut bench);
+    }
+    if scaleout {
+        phases::scaleout(&mut bench);
     }
     if sustain {
         phases::sustain(&mut bench);

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
 use basketflow_ingest::parse_event;
 use basketflow_sinks::kafka_outputs::{DECIDED_HEADER, HANDED_HEADER};
-use basketflow_testkit::{logged_u64, rss_mib, ChildGuard};
+use basketflow_testkit::{hostfile, logged_u64, rss_mib, ChildGuard};
 use basketflow_vocab::Timestamp;
 use rdkafka::Message;
 use serde_json::{json, Value};
 
 use crate::report::{plot, summary};
 use crate::sampling::{
-    arrangement_peaks, at_end_mib, log_instant, peak_mib, run_sampled, ThreadCpu,
+    arrangement_peaks, at_end_mib, log_instant, peak_mib, run_sampled, run_sampled_all, ThreadCpu,
 };
 use crate::stack::{
     clickhouse_committed, generate, generator_of, kafka_committed_watch, produce,
@@ -26,11 +26,17 @@ use crate::stack::{
 use crate::{Bench, PARTITIONS, TICK_MS};
 
 /// A catch-up run over `topic` (`events` messages): its figures.
+///
+/// `processes` processes of `workers` workers each (a timely cluster on loopback when more
+/// than one): from the first process's cluster formed to the last one stopped; CPU and peak
+/// memory summed over the processes.
+#[allow(clippy::too_many_arguments)]
 pub fn catch_up(
     site: &Site,
     name: &str,
     topic: &str,
     events: usize,
+    processes: usize,
     workers: usize,
     arrangement_names: bool,
     sections: &str,
@@ -39,20 +45,46 @@ pub fn catch_up(
         format!("arrangement_names = {arrangement_names}\n[log]\nlevel = \"info\"\n{sections}");
     let g = Graph::new(site, name, topic, &extra);
     let cpu = ThreadCpu::default();
+    let hosts = (processes > 1).then(|| {
+        let dir = site.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        hostfile(&dir, processes)
+    });
     let t = Instant::now();
-    let child = ChildGuard::spawn(
-        g.command(workers)
-            .arg("--exit-when-caught-up")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let log = run_sampled(child, &cpu);
+    let children = (0..processes)
+        .map(|p| {
+            let mut c = g.command(workers);
+            if let Some(hosts) = &hosts {
+                c.args(["-n", &processes.to_string(), "-p", &p.to_string(), "-h"])
+                    .arg(hosts);
+            }
+            ChildGuard::spawn(
+                c.arg("--exit-when-caught-up")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+            )
+        })
+        .collect();
+    let logs = run_sampled_all(children, &cpu);
     let wall = t.elapsed().as_secs_f64();
-    // The graph's log, kept beside the results (with `MIMALLOC_SHOW_STATS=1` in the bench's
-    // environment it ends with the allocator's statistics: heap peak against resident peak).
-    std::fs::write(crate::out_dir().join(format!("{name}.log")), &log).unwrap();
-    let formed = log_instant(&log, "cluster formed");
-    let stopped = log_instant(&log, "msg=stopped");
+    // The graphs' logs, kept beside the results (with `MIMALLOC_SHOW_STATS=1` in the bench's
+    // environment they end with the allocator's statistics: heap peak against resident peak).
+    for (p, log) in logs.iter().enumerate() {
+        let file = match processes {
+            1 => format!("{name}.log"),
+            _ => format!("{name}-{p}.log"),
+        };
+        std::fs::write(crate::out_dir().join(file), log).unwrap();
+    }
+    let log = &logs[0];
+    let formed = logs
+        .iter()
+        .filter_map(|l| log_instant(l, "cluster formed"))
+        .reduce(f64::min);
+    let stopped = logs
+        .iter()
+        .filter_map(|l| log_instant(l, "msg=stopped"))
+        .reduce(f64::max);
     let steady = match (formed, stopped) {
         (Some(a), Some(b)) if b > a => b - a,
         _ => wall,
@@ -65,12 +97,14 @@ pub fn catch_up(
         .map(|(k, v)| (*k, v * 1e6 / events as f64))
         .collect();
     json!({
-        "workers": workers, "events": events, "wall_seconds": wall, "steady_seconds": steady,
+        "processes": processes, "workers": workers, "events": events, "wall_seconds": wall,
+        "steady_seconds": steady,
         "events_per_s": events as f64 / steady, "events_per_s_with_startup": events as f64 / wall,
-        "peak_resident_mib": peak_mib(&log), "at_end_mib": at_end_mib(&log),
+        "peak_resident_mib": logs.iter().map(|l| peak_mib(l)).sum::<u64>(),
+        "at_end_mib": logs.iter().map(|l| at_end_mib(l)).sum::<u64>(),
         "cpu_seconds": total,
         "cpu_us_per_event": total * 1e6 / events as f64, "cpu_us_per_event_by_group": per_event_us,
-        "arrangement_peak_records": arrangement_peaks(&log),
+        "arrangement_peak_records": arrangement_peaks(log),
     })
 }
 
@@ -191,6 +225,7 @@ pub fn catchup(bench: &mut Bench) {
             &format!("catchup{workers}"),
             backlog,
             args.events,
+            1,
             workers,
             false,
             "",
@@ -214,6 +249,46 @@ pub fn catchup(bench: &mut Bench) {
         all.push(r);
     }
     results["catch_up"] = json!(all);
+}
+
+/// Scale-out: the backlog caught up by 1 process x 2 workers and by 2 processes x 1 worker
+/// (a cluster on loopback: exchanges between the processes are serialized and sent over TCP),
+/// alternated twice on the same machine: what the exchange between processes costs.
+pub fn scaleout(bench: &mut Bench) {
+    let (args, site, backlog) = (&bench.args, &bench.site, &bench.backlog);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let mut all = Vec::new();
+    for round in 1..=2 {
+        for (processes, workers) in [(1usize, 2usize), (2, 1)] {
+            let r = catch_up(
+                site,
+                &format!("scaleout{round}p{processes}w{workers}"),
+                backlog,
+                args.events,
+                processes,
+                workers,
+                false,
+                "",
+            );
+            println!(
+                "scale-out, round {round}, {processes} process(es) x {workers} worker(s): {r}"
+            );
+            let by = r["cpu_us_per_event_by_group"].as_object().unwrap();
+            let by: Vec<String> = by
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap()))
+                .collect();
+            md.push_str(&format!(
+                "| catch-up, {processes} process(es) x {workers} worker(s), round {round} | {:.0} events/s; CPU {:.1} µs/event ({}); peak {} MiB over the processes |\n",
+                r["events_per_s"].as_f64().unwrap(),
+                r["cpu_us_per_event"].as_f64().unwrap(),
+                by.join(", "),
+                r["peak_resident_mib"],
+            ));
+            all.push(r);
+        }
+    }
+    results["scale_out"] = json!(all);
 }
 
 /// Phase 3, the highest sustained rate on 1 and 2 workers, probed from 80% of the catch-up rate.
@@ -578,7 +653,16 @@ pub fn memory(bench: &mut Bench) {
             graph.push_str(&format!("max_in_flight_messages = {n}\n"));
         }
         let sections = format!("{graph}{privacy}");
-        let r = catch_up(site, &format!("memory{n}"), &topic, n, 1, true, &sections);
+        let r = catch_up(
+            site,
+            &format!("memory{n}"),
+            &topic,
+            n,
+            1,
+            1,
+            true,
+            &sections,
+        );
         println!("memory, {n} events: {r}");
         md.push_str(&format!(
             "| peak resident memory after {n} events (1 worker, {} shoppers{}{}{}{}) | {} MiB peak, {} MiB at the end (finished operators may have dropped their state: not a state figure; see the restart phase) ({:.0} events/s) |\n",

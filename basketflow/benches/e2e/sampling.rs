@@ -71,23 +71,41 @@ impl ThreadCpu {
 }
 
 /// Runs `child` to its end, sampling its threads' CPU every 100 ms; returns its stderr.
-pub fn run_sampled(mut child: ChildGuard, cpu: &ThreadCpu) -> String {
-    let pid = child.id();
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
-        s
-    });
-    loop {
-        cpu.sample(pid);
-        if let Some(status) = child.try_wait().unwrap() {
-            let err = reader.join().unwrap();
-            assert!(status.success(), "basketflow run failed: {err}");
-            return err;
+pub fn run_sampled(child: ChildGuard, cpu: &ThreadCpu) -> String {
+    run_sampled_all(vec![child], cpu).remove(0)
+}
+
+/// [`run_sampled`] for the processes of one cluster: their standard errors, in order.
+pub fn run_sampled_all(mut children: Vec<ChildGuard>, cpu: &ThreadCpu) -> Vec<String> {
+    let readers: Vec<_> = children
+        .iter_mut()
+        .map(|child| {
+            let mut stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+                s
+            })
+        })
+        .collect();
+    let mut statuses = vec![None; children.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (child, status) in children.iter_mut().zip(&mut statuses) {
+            if status.is_none() {
+                cpu.sample(child.id());
+                *status = child.try_wait().unwrap();
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let logs: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for (status, log) in statuses.iter().zip(&logs) {
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "basketflow run failed: {log}"
+        );
+    }
+    logs
 }
 
 /// The `ts=` instant of the first log line containing `what`, in seconds since the epoch.
