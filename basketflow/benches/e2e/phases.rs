@@ -233,22 +233,26 @@ pub fn catchup(bench: &mut Bench) {
         println!("catch-up, {workers} worker(s): {r}");
         let rate = r["events_per_s"].as_f64().unwrap();
         catchup_rates.insert(workers, rate);
-        let by = r["cpu_us_per_event_by_group"].as_object().unwrap();
-        let by: Vec<String> = by
-            .iter()
-            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap()))
-            .collect();
         md.push_str(&format!(
             "| catch-up, {workers} worker(s) | {rate:.0} events/s ({:.0} with start-up), {:.2} of the raw consumer; peak {} MiB; CPU {:.1} µs/event ({}) |\n",
             r["events_per_s_with_startup"].as_f64().unwrap(),
             rate / consume_rate,
             r["peak_resident_mib"],
             r["cpu_us_per_event"].as_f64().unwrap(),
-            by.join(", ")
+            cpu_by_group(&r)
         ));
         all.push(r);
     }
     results["catch_up"] = json!(all);
+}
+
+/// A catch-up's CPU per event by thread group, for the table (`workers 6.8, ...`).
+fn cpu_by_group(r: &Value) -> String {
+    let by = r["cpu_us_per_event_by_group"].as_object().unwrap();
+    by.iter()
+        .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Scale-out: the backlog caught up by 1 process x 2 workers and by 2 processes x 1 worker
@@ -273,16 +277,11 @@ pub fn scaleout(bench: &mut Bench) {
             println!(
                 "scale-out, round {round}, {processes} process(es) x {workers} worker(s): {r}"
             );
-            let by = r["cpu_us_per_event_by_group"].as_object().unwrap();
-            let by: Vec<String> = by
-                .iter()
-                .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap()))
-                .collect();
             md.push_str(&format!(
                 "| catch-up, {processes} process(es) x {workers} worker(s), round {round} | {:.0} events/s; CPU {:.1} µs/event ({}); peak {} MiB over the processes |\n",
                 r["events_per_s"].as_f64().unwrap(),
                 r["cpu_us_per_event"].as_f64().unwrap(),
-                by.join(", "),
+                cpu_by_group(&r),
                 r["peak_resident_mib"],
             ));
             all.push(r);
