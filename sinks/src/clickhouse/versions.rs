@@ -92,22 +92,18 @@ pub fn to_versions<R: ReadModel>(
         .collect();
     sorted.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
 
-    // Consolidate: one entry per (key, time, row) with the sum of its diffs, zeros dropped.
-    let mut consolidated: Vec<(R::Key, u64, R, isize)> = Vec::with_capacity(sorted.len());
-    for (key, time, row, diff) in sorted {
-        match consolidated.last_mut() {
-            Some(last) if last.1 == time && last.2 == row => last.3 += diff,
-            _ => {
-                if consolidated.last().is_some_and(|last| last.3 == 0) {
-                    consolidated.pop();
-                }
-                consolidated.push((key, time, row, diff));
-            }
+    // Consolidate in place (a catch-up's batch is hundreds of thousands of updates: a second
+    // vector of them cost fresh pages each batch): one entry per (key, time, row) with the sum
+    // of its diffs, zeros dropped.
+    let mut consolidated = sorted;
+    consolidated.dedup_by(|next, kept| {
+        let same = kept.1 == next.1 && kept.2 == next.2;
+        if same {
+            kept.3 += next.3;
         }
-    }
-    if consolidated.last().is_some_and(|last| last.3 == 0) {
-        consolidated.pop();
-    }
+        same
+    });
+    consolidated.retain(|u| u.3 != 0);
 
     let mut versions = Vec::new();
     let mut rest = consolidated.as_slice();
