@@ -4,7 +4,8 @@
 //! computed independently from the raw events, both runs must agree, the dead-letter topic must
 //! hold exactly the bad messages (by partition, offset and reason), and both runs must emit
 //! exactly the decisions of a sequential replay of each shopper's events (offset order), once
-//! each, on Kafka and in ClickHouse.
+//! each, on Kafka and in ClickHouse; the trees hold out a fifth of the shoppers, whose
+//! decisions must be in ClickHouse (`campaign_group = 'held_out'`) and never on Kafka.
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
@@ -44,7 +45,10 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     println!("generator seed {seed}");
     // A third of the valid events again at a retailer that reuses every id (a copied
     // integration): its figures must be exactly its own, the others' unchanged.
-    let traffic = Traffic::generate(seed, 30_000, 2_000).with_copying_retailer("retailer-copy", 3);
+    // The trees hold out 20% of the shoppers: their decisions are in ClickHouse only.
+    let traffic = Traffic::generate(seed, 30_000, 2_000)
+        .with_copying_retailer("retailer-copy", 3)
+        .with_holdout(2_000);
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -129,6 +133,12 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     // Decisions: a sequential replay of every shopper's events in offset order, with the
     // same state machine, is the reference; each run must emit exactly those, once each.
     let want_decisions = traffic.reference_decisions(&landed);
+    let want_held_out = traffic.reference_held_out(&landed);
+    let share = want_held_out.len() as f64 / (want_held_out.len() + want_decisions.len()) as f64;
+    assert!(
+        (0.1..0.3).contains(&share),
+        "about a fifth of the decisions should be held out: {share}"
+    );
     let kinds: BTreeSet<&str> = want_decisions.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(
         kinds,
@@ -149,10 +159,16 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
             want_decisions,
             "{db}: decisions in ClickHouse"
         );
+        assert_eq!(
+            stack.held_out_in_clickhouse(db),
+            want_held_out,
+            "{db}: held-out decisions, in ClickHouse only"
+        );
     }
     println!(
-        "{} decisions, as the sequential replay says",
-        want_decisions.len()
+        "{} decisions shown and {} held out, as the sequential replay says",
+        want_decisions.len(),
+        want_held_out.len()
     );
 
     let _ = std::fs::remove_dir_all(&dir);

@@ -143,6 +143,8 @@ start = "2026-09-01"
 end = "2026-11-30"
 category = "pasta"
 complement = "pasta-sauce"
+holdout_share = 0.25
+attribution_hours = 48
 [campaign.discount]
 min_percent = 5
 max_percent = 20
@@ -340,7 +342,49 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     let at = |r: &str, s: &str| &trees[&(format!("retailer-{r}"), s.to_string())];
     for s in ["cust-001", "cust-002", "cust-003", "cust-005"] {
         assert_eq!(at("00", s)["tree_id"], json!("autumn-pasta"));
+        assert_eq!(at("00", s)["holdout_basis_points"], json!(2_500));
     }
+
+    // The campaigns, for campaign_uplift: autumn-pasta at its retailer; coffee-break ("all")
+    // at the retailer it built trees at (retailer-00's shoppers all had autumn-pasta).
+    let store = ClickHouseStore::connect(&clickhouse_url(), &database, "default", "")
+        .await
+        .unwrap();
+    let campaigns = || async {
+        store
+            .client()
+            .query(&format!(
+                "SELECT campaign_id, retailer_id, trees_version, category, \
+                 arrayStringConcat(products, ','), \
+                 holdout_basis_points, attribution_seconds FROM {database}.campaigns \
+                 ORDER BY campaign_id, retailer_id"
+            ))
+            .fetch_all::<(String, String, u64, String, String, u16, u32)>()
+            .await
+            .unwrap()
+    };
+    let want_campaigns = vec![
+        (
+            "autumn-pasta".to_owned(),
+            "retailer-00".to_owned(),
+            42,
+            "pasta".to_owned(),
+            String::new(),
+            2_500,
+            48 * 3600,
+        ),
+        (
+            "coffee-break".to_owned(),
+            "retailer-01".to_owned(),
+            42,
+            "coffee".to_owned(),
+            String::new(),
+            0,
+            168 * 3600,
+        ),
+    ];
+    assert_eq!(campaigns().await, want_campaigns);
+    assert_eq!(summary["campaign_rows_recorded"], 2);
     for s in ["cust-004", "cust-005"] {
         assert_eq!(at("01", s)["tree_id"], json!("coffee-break"));
     }
@@ -435,6 +479,13 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         (dry["dry_run"].clone(), dry["trees"].clone()),
         (json!(true), json!(6))
     );
+    let logged: u64 = store
+        .client()
+        .query(&format!("SELECT count() FROM {database}.campaigns_log"))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(logged, 2, "a dry run records no campaign");
 
     // --limit stops after that many shoppers.
     let out = run_build(&dir, &["--dry-run", "--limit", "2"]);
@@ -466,6 +517,23 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         (only["shoppers"].clone(), only["shadowed"].clone()),
         (json!(4), json!(0))
     );
+    // No campaign active: a loud failure that says which ended when, and nothing published.
+    let expired = &CAMPAIGNS[CAMPAIGNS.find("[[campaign]]\nid = \"expired\"").unwrap()
+        ..CAMPAIGNS
+            .find("[[campaign]]\nid = \"coffee-break\"")
+            .unwrap()];
+    std::fs::write(dir.join("campaigns.toml"), expired).unwrap();
+    let out = run_build(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "no campaign of campaigns.toml is active at 2026-10-01T00:00:00Z (expired ended at \
+             2026-09-01T00:00:00Z)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(read_text_pairs(&brokers(), &topic).len(), 6);
     std::fs::write(dir.join("campaigns.toml"), CAMPAIGNS).unwrap();
 
     // A topic that does not exist: a loud failure, not an auto-created uncompacted topic.

@@ -325,8 +325,9 @@ fn the_generator_produces_the_interesting_cases() {
 /// What the whole graph emitted.
 struct GraphOutput {
     models: Output,
-    /// Decisions without their wall-clock instant, sorted.
-    decisions: Vec<(u64, String, String, String, String, i32, i64)>,
+    /// Decisions without their wall-clock instant, sorted: time, id, shopper, node, causing
+    /// event, its partition and offset, held out.
+    decisions: Vec<(u64, String, String, String, String, i32, i64, bool)>,
     /// Dead letters as `(topic, partition, offset, code)`, sorted.
     dead_letters: Vec<(Option<String>, i32, i64, String)>,
     /// The checkpoint parts the operators wrote.
@@ -371,6 +372,8 @@ fn trees() -> Vec<ExperienceTree> {
                 retailer_id: format!("r{r}"),
                 shopper_id: format!("s{s}"),
                 root: "start".into(),
+                // r1 holds out 22%: by the draw, s0 (2151) and s1 (0) but not s2 (2417).
+                holdout_basis_points: if r == 1 { 2_200 } else { 0 },
                 nodes: vec![
                     node("start", vec![], None, &["c0"]),
                     node(
@@ -572,6 +575,7 @@ fn run_whole_graph_from(
                 c.event_id,
                 c.partition,
                 c.offset,
+                d.held_out,
             )
         })
         .collect();
@@ -824,6 +828,7 @@ fn the_whole_graph_decides_on_a_basket_change() {
             "e1".to_string(),
             p,
             0,
+            false,
         ),
         // The copy of e2 (same event id) moves the shopper once.
         (
@@ -835,6 +840,7 @@ fn the_whole_graph_decides_on_a_basket_change() {
             p,
             // After e1 and, when s1's partition is 0 (it is), the round's malformed message.
             if p == 0 { 2 } else { 1 },
+            false,
         ),
     ];
     assert_eq!(out.decisions, expected);
@@ -875,7 +881,7 @@ fn decisions_without_positions(out: &GraphOutput) -> Vec<(u64, String, String, S
     let mut d: Vec<_> = out
         .decisions
         .iter()
-        .map(|(t, id, shopper, node, event, _, _)| {
+        .map(|(t, id, shopper, node, event, _, _, _)| {
             (*t, id.clone(), shopper.clone(), node.clone(), event.clone())
         })
         .collect();
@@ -1033,7 +1039,7 @@ fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
         if out
             .decisions
             .iter()
-            .any(|(_, id, shopper, node, event, _, _)| {
+            .any(|(_, id, shopper, node, event, _, _, _)| {
                 *id == decision_id("r2", shopper, "t", 1, node, event)
             })
         {

@@ -236,7 +236,7 @@ fn decisions_insert(database: &str) -> String {
             format!(
                 "('{id}', '{retailer}', '{shopper}', 'x-{id}', '{kind}', '{{}}', 't-{shopper}', 1, \
                  'n1', ['reason'], 'e-{id}', 0, 0, toDateTime('{occurred_at}', 'UTC'), \
-                 toDateTime('{occurred_at}', 'UTC') + 1, 1)"
+                 toDateTime('{occurred_at}', 'UTC') + 1, 1, 'shown')"
             )
         })
         .collect();
@@ -245,6 +245,139 @@ fn decisions_insert(database: &str) -> String {
         rows.join(", ")
     )
 }
+
+// ---- the campaigns data set (its own database; the same as scripts/chdb_check.py's) ----
+
+/// Orders of the campaigns' shoppers at r1 (o4 is cancelled).
+fn uplift_events() -> Vec<Event> {
+    let order =
+        |event: &str, shopper: &str, at: &str, id: &str, lines: &[(&str, &str, u32, i64)]| {
+            ev_at("r1", event, shopper, at, paid(id, lines))
+        };
+    vec![
+        order(
+            "f1",
+            "s1",
+            "2026-11-20T11:00:00Z",
+            "o1",
+            &[
+                ("p-pasta", "pasta", 2, 150),
+                ("c-1", "coffee", 1, 400),
+                ("c-2", "coffee", 1, 500),
+            ],
+        ),
+        order(
+            "f2",
+            "s1",
+            "2026-11-22T11:00:00Z",
+            "o2",
+            &[("p-pasta", "pasta", 1, 150)],
+        ),
+        order(
+            "f3",
+            "s2",
+            "2026-11-20T12:00:00Z",
+            "o3",
+            &[("p-pasta", "pasta", 1, 150)],
+        ),
+        order(
+            "f4",
+            "s2",
+            "2026-11-21T12:00:00Z",
+            "o4",
+            &[("p-pasta", "pasta", 1, 150), ("p-sauce", "sauce", 1, 300)],
+        ),
+        ev_at(
+            "r1",
+            "f5",
+            "s2",
+            "2026-11-21T13:00:00Z",
+            status("o4", OrderStatus::Cancelled),
+        ),
+        order(
+            "f6",
+            "s3",
+            "2026-11-21T08:00:00Z",
+            "o5",
+            &[("p-sauce", "sauce", 1, 300)],
+        ),
+        order(
+            "f7",
+            "s6",
+            "2026-11-20T14:00:00Z",
+            "o6",
+            &[("p-pasta", "pasta", 1, 150)],
+        ),
+    ]
+}
+
+/// Decisions of the campaigns: (decision_id, retailer, shopper, campaign, group, occurred_at
+/// UTC).
+const UPLIFT_DECISIONS: [(&str, &str, &str, &str, &str, &str); 9] = [
+    // s1's first pasta decision: o1 (1 h later) counts, o2 (49 h later) is past the 48 h window.
+    ("u1", "r1", "s1", "pasta", "shown", "2026-11-20 10:00:00"),
+    // A later decision of s1: the first one decides the day and the window.
+    ("u2", "r1", "s1", "pasta", "shown", "2026-11-21 10:00:00"),
+    // o3 is paid at the decision's very second (not after it); o4 is cancelled.
+    ("u3", "r1", "s2", "pasta", "shown", "2026-11-20 12:00:00"),
+    // Held out: o5 (23 h later, sauce only) counts for the held-out group.
+    ("u4", "r1", "s3", "pasta", "held_out", "2026-11-20 09:00:00"),
+    // Held out, the next day, no order.
+    ("u5", "r1", "s4", "pasta", "held_out", "2026-11-21 09:00:00"),
+    ("u6", "r1", "s6", "pasta", "shown", "2026-11-20 13:00:00"),
+    // coffee (24 h window, its own product c-1 only): o1.
+    ("u7", "r1", "s1", "coffee", "shown", "2026-11-20 10:00:00"),
+    // A tree of no known campaign, and pasta at a retailer it does not target: not shown.
+    ("u8", "r1", "s5", "other", "shown", "2026-11-20 10:00:00"),
+    ("u9", "r2", "s1", "pasta", "shown", "2026-11-20 10:00:00"),
+];
+
+fn uplift_decisions_insert(database: &str) -> String {
+    let rows: Vec<String> = UPLIFT_DECISIONS
+        .iter()
+        .map(|(id, retailer, shopper, campaign, group, occurred_at)| {
+            format!(
+                "('{id}', '{retailer}', '{shopper}', 'product_recommendation', '{campaign}', \
+                 toDateTime('{occurred_at}', 'UTC'), toDateTime('{occurred_at}', 'UTC'), 1, \
+                 '{group}')"
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {database}.experience_decisions_log (decision_id, retailer_id, \
+         shopper_id, kind, tree_id, occurred_at, decided_at, time, campaign_group) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// The campaigns as two builds recorded them: pasta's first build (version 1, a 60 s window)
+/// is replaced by version 2 (48 h).
+fn campaigns_insert(database: &str) -> String {
+    format!(
+        "INSERT INTO {database}.campaigns_log VALUES \
+         ('pasta', 'r1', 1, 'pasta', [], 1000, 60, toDateTime('2026-11-19 00:00:00', 'UTC')), \
+         ('pasta', 'r1', 2, 'pasta', [], 1000, 172800, toDateTime('2026-11-19 01:00:00', 'UTC')), \
+         ('coffee', 'r1', 2, 'coffee', ['c-1'], 0, 86400, toDateTime('2026-11-19 01:00:00', 'UTC'))"
+    )
+}
+
+/// `campaign_uplift` by campaign, retailer, day and group. pasta shown on 11-20: s1, s2, s6;
+/// converted s1 (o1: 300 + 400 + 500, pasta 300) and s6 (o6: 150). Held out: s3 on 11-20 (o5:
+/// 300, no pasta), s4 on 11-21 (nothing). coffee: s1, o1, its own c-1 400.
+const UPLIFT_EXPECTED: &str = "\
+coffee\tr1\t2026-11-20\tshown\t1\t1\t1\t1200\t400
+pasta\tr1\t2026-11-20\theld_out\t1\t1\t1\t300\t0
+pasta\tr1\t2026-11-20\tshown\t3\t2\t2\t1350\t450
+pasta\tr1\t2026-11-21\theld_out\t1\t0\t0\t0\t0
+";
+
+/// pasta: 2 of 3 shown against 1 of 2 held out (computed independently in Python: pooled p
+/// 0.6, z = 0.1667 / sqrt(0.24 (1/3 + 1/2)), interval 0.1667 -+ 1.96 x 0.4462); coffee has no
+/// held-out shopper: nan.
+const SIGNIFICANCE_EXPECTED: &str = "\
+coffee\tr1\t1\t1\t0\t0\t1\tnan\tnan\tnan\tnan\tnan
+pasta\tr1\t3\t2\t2\t1\t0.6667\t0.5\t0.1667\t0.3727\t-0.7078\t1.0412
+";
 
 // ---- the expected results, computed by hand ----
 
@@ -301,6 +434,7 @@ fn every_query_file_documents_its_placeholders_and_is_tested() {
         files,
         [
             "bought_with.sql",
+            "campaign_uplift_significance.sql",
             "cancellation_rate_by_category.sql",
             "decisions_by_kind_and_following_orders.sql",
             "top_products_this_week.sql",
@@ -425,6 +559,51 @@ async fn scenario(sink: ClickHouseStore) {
         run_query(&sink, "decisions_by_kind_and_following_orders.sql", &[]).await,
         DECISIONS_EXPECTED
     );
+}
+
+async fn uplift_scenario(sink: ClickHouseStore) {
+    let db = sink.database().to_owned();
+    sink.migrate().await.unwrap();
+    let rows = oracle::read_models(&uplift_events());
+    let updates = Updates {
+        order_lines: rows.order_lines.into_iter().map(|r| (r, 1, 1)).collect(),
+        ..Updates::default()
+    };
+    sink.write_batch(&Batch::from_updates(1, updates).unwrap())
+        .await
+        .unwrap();
+    for sql in [
+        uplift_decisions_insert(&db),
+        uplift_decisions_insert(&db),
+        campaigns_insert(&db),
+    ] {
+        sink.client().query_raw(&sql).execute().await.unwrap();
+    }
+    let bytes = sink
+        .client()
+        .query_raw(&format!(
+            "SELECT * FROM {db}.campaign_uplift \
+             ORDER BY campaign_id, retailer_id, first_decision_day, campaign_group"
+        ))
+        .fetch_bytes("TabSeparated")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(bytes.to_vec()).unwrap(), UPLIFT_EXPECTED);
+    assert_eq!(
+        run_query(&sink, "campaign_uplift_significance.sql", &[]).await,
+        SIGNIFICANCE_EXPECTED
+    );
+}
+
+#[tokio::test]
+async fn the_uplift_view_and_its_significance_query_are_exact_on_the_server() {
+    let database = Database::fresh(&clickhouse_url(), "bf_uplift");
+    let sink = ClickHouseStore::connect(&clickhouse_url(), &database, "default", "")
+        .await
+        .unwrap();
+    uplift_scenario(sink).await;
 }
 
 #[tokio::test]

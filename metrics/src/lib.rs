@@ -450,6 +450,13 @@ impl Collector for Scrape {
         )?;
         counter(
             out,
+            "basketflow_decisions_held_out_total",
+            "Decisions made for shoppers in their campaign's holdout group: recorded in \
+             ClickHouse (campaign_group = 'held_out'), never published.",
+            &r.trees.held_out,
+        )?;
+        counter(
+            out,
             "basketflow_bad_trees_total",
             "Experience-tree messages that did not parse or check.",
             &r.trees.bad_trees,

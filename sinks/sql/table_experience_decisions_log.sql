@@ -1,6 +1,9 @@
 -- Every decision the graph made, for attribution. A replay writes the same decision_id again;
 -- ReplacingMergeTree collapses the copies on merge and the view below shows one row per
 -- decision whether or not they have merged. decided_at is wall clock (not part of the identity).
+-- campaign_group is 'shown' (published to experience-decisions) or 'held_out' (the shopper is in
+-- the campaign's holdout group: recorded here, never published); tables created before it
+-- existed get it by ALTER TABLE ... ADD COLUMN, their rows reading 'shown'.
 CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
 (
     decision_id String,
@@ -18,7 +21,8 @@ CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
     caused_by_offset Int64,
     occurred_at DateTime,
     decided_at DateTime,
-    time UInt64
+    time UInt64,
+    campaign_group String DEFAULT 'shown'
 )
 ENGINE = ReplacingMergeTree(time)
 PARTITION BY toYYYYMM(occurred_at)

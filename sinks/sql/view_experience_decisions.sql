@@ -16,6 +16,7 @@ SELECT
     any(caused_by_partition) AS caused_by_partition,
     any(caused_by_offset) AS caused_by_offset,
     any(occurred_at) AS occurred_at,
-    min(decided_at) AS decided_at
+    min(decided_at) AS decided_at,
+    any(campaign_group) AS campaign_group
 FROM {database}.experience_decisions_log
 GROUP BY retailer_id, decision_id

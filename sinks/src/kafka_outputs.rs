@@ -412,10 +412,13 @@ pub fn kafka_outputs<'scope>(
 ) -> (Stream<'scope, u64, Vec<()>>, Option<JoinHandle<()>>) {
     let scope = decisions.scope();
     let all = scope.concatenate(vec![
-        decisions.map(|d| {
-            let json = serde_json::to_string(&d).expect("a decision serializes");
-            let kind = d.experience.kind.as_str().to_string();
-            Out::Decision(d.shopper_id, json, kind, d.time, wall_ms())
+        // A held-out shopper's decision is recorded in ClickHouse only: never sent.
+        decisions.flat_map(|d| {
+            (!d.held_out).then(|| {
+                let json = serde_json::to_string(&d).expect("a decision serializes");
+                let kind = d.experience.kind.as_str().to_string();
+                Out::Decision(d.shopper_id, json, kind, d.time, wall_ms())
+            })
         }),
         dead_letters.map(|dl| {
             Out::DeadLetter(

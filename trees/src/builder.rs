@@ -682,6 +682,7 @@ impl Builder {
             retailer_id: p.retailer.to_owned(),
             shopper_id: shopper_id.to_owned(),
             root: "start".into(),
+            holdout_basis_points: plan.holdout_basis_points,
             nodes,
         };
         debug_assert_eq!(tree.check(), Ok(()));

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, ensure, Context, Result};
 use basketflow_vocab::time::MICROS_PER_DAY;
-use basketflow_vocab::{ExperienceKind, Timestamp};
+use basketflow_vocab::{ExperienceKind, Timestamp, BASIS_POINTS};
 use serde::Deserialize;
 
 /// The campaign file: a list of `[[campaign]]` tables.
@@ -73,6 +73,19 @@ pub struct Campaign {
     /// Gamified-promotion settings.
     #[serde(default)]
     pub gamified: GamifiedSettings,
+    /// The share of the campaign's shoppers held out (0 to 1, at most 4 decimals; default 0):
+    /// they walk their tree as usual, their decisions are recorded for analysts and never
+    /// shown, so `campaign_uplift` can compare the groups.
+    #[serde(default)]
+    pub holdout_share: f64,
+    /// How long after a shopper's first decision in the campaign their orders count for it in
+    /// `campaign_uplift`, in hours (default 168: 7 days).
+    #[serde(default = "default_attribution_hours")]
+    pub attribution_hours: u32,
+}
+
+fn default_attribution_hours() -> u32 {
+    168
 }
 
 fn all_kinds() -> Vec<ExperienceKind> {
@@ -207,6 +220,8 @@ pub struct Plan {
     pub search_terms: Vec<String>,
     /// The enabled kinds.
     pub kinds: BTreeSet<ExperienceKind>,
+    /// `holdout_share` in basis points ([`basketflow_vocab::held_out`]).
+    pub holdout_basis_points: u16,
 }
 
 impl Plan {
@@ -343,7 +358,25 @@ fn check_campaign(c: Campaign) -> Result<Plan> {
         g.min_orders >= 1 && g.win_one_in >= 1 && g.max_prize_cents >= 0,
         "gamified needs min_orders >= 1, win_one_in >= 1, max_prize_cents >= 0"
     );
+    let share = c.holdout_share;
+    ensure!(
+        (0.0..=1.0).contains(&share),
+        "holdout_share must be between 0 and 1, not {share}"
+    );
+    let scaled = share * f64::from(BASIS_POINTS);
+    ensure!(
+        (scaled - scaled.round()).abs() < 1e-6,
+        "holdout_share {share} has more than 4 decimals (the draw is in basis points)"
+    );
+    // Within 0..=10,000 (checked above).
+    let holdout_basis_points = scaled.round() as u16;
+    ensure!(
+        c.attribution_hours >= 1 && c.attribution_hours <= 24 * 366,
+        "attribution_hours must be between 1 and {} (a year)",
+        24 * 366
+    );
     Ok(Plan {
+        holdout_basis_points,
         campaign: c,
         start,
         end,

@@ -18,8 +18,13 @@
 //!                                                                             │ a tree
 //!                                                                             ▼
 //!        publish: the trees topic (key = retailer U+001F shopper), or stdout with --dry-run;
-//!        then one JSON summary line (stdout; stderr with --dry-run)
+//!        then the campaigns (ClickHouse `campaigns_log`, not with --dry-run: what
+//!        `campaign_uplift` attributes by) and one JSON summary line (stdout; stderr with
+//!        --dry-run)
 //! ```
+//!
+//! No active campaign at `--now` is an error (exit 1) that names each campaign and why it is
+//! not active: a demo or a schedule whose campaigns all ended must not publish nothing quietly.
 //!
 //! | module | job |
 //! |---|---|
@@ -39,11 +44,13 @@ pub mod campaigns;
 mod cold_data;
 mod publish;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use basketflow_sinks::clickhouse::campaigns::{CampaignRecord, CAMPAIGNS_TABLE};
+use basketflow_sinks::clickhouse::ClickHouseStore;
 use basketflow_vocab::Timestamp;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -129,12 +136,17 @@ struct CampaignCounts {
     loyal: u64,
     recommendation: BTreeMap<&'static str, u64>,
     segments: BTreeMap<&'static str, u64>,
+    /// The retailers it built trees at.
+    retailers: BTreeSet<String>,
 }
 
 impl CampaignCounts {
     fn count(&mut self, built: &BuiltTree) {
         self.trees += 1;
         self.loyal += u64::from(built.loyal);
+        if !self.retailers.contains(&built.tree.retailer_id) {
+            self.retailers.insert(built.tree.retailer_id.clone());
+        }
         *self
             .recommendation
             .entry(built.recommendation.map_or("none", |r| r.as_str()))
@@ -175,6 +187,36 @@ async fn build(
     for (id, reason) in &skipped {
         eprintln!("trees: campaign {id} skipped: not active at {now} ({reason})");
     }
+    if active.is_empty() {
+        let why: Vec<String> = skipped.iter().map(|(id, r)| format!("{id} {r}")).collect();
+        bail!(
+            "no campaign of {} is active at {now} ({}): nothing to publish; give the \
+             campaigns a later end (or none), or --now",
+            campaigns.display(),
+            if why.is_empty() {
+                "the file has none".to_owned()
+            } else {
+                why.join("; ")
+            }
+        );
+    }
+    // The campaigns go to ClickHouse after the trees: check first that the table exists.
+    let store = if args.dry_run {
+        None
+    } else {
+        let c = &settings.clickhouse;
+        let store = ClickHouseStore::connect(&c.url, &c.database, &c.user, &c.password)
+            .await
+            .with_context(|| format!("connecting to ClickHouse at {}", c.url))?;
+        if !store.exists(CAMPAIGNS_TABLE).await? {
+            bail!(
+                "{}.{CAMPAIGNS_TABLE} does not exist: start `basketflow run` once with this \
+                 configuration (it migrates the schema) before publishing trees",
+                c.database
+            );
+        }
+        Some(store)
+    };
 
     let retailers = retailers_of(&active);
     let cold = ColdData::connect(&settings.clickhouse, retailers).await?;
@@ -248,6 +290,15 @@ async fn build(
         failures,
         first_error,
     } = output.finish()?;
+    let mut recorded = 0usize;
+    if let (Some(store), true) = (&store, failures == 0 && delivered == trees) {
+        let records = campaign_records(builder.plans(), &counts, version);
+        store
+            .record_campaigns(&records)
+            .await
+            .context("recording the campaigns in ClickHouse")?;
+        recorded = records.len();
+    }
     let secs = work_began.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "trees: {shoppers}/{shoppers_total} shoppers, {:.0}/s, done",
@@ -280,6 +331,7 @@ async fn build(
         "without_tree": without_tree,
         "shadowed": shadowed,
         "by_campaign": by_campaign,
+        "campaign_rows_recorded": recorded,
         "delivered": delivered,
         "delivery_failures": failures,
         "elapsed_ms": began.elapsed().as_millis() as u64,
@@ -299,4 +351,36 @@ async fn build(
         );
     }
     Ok(())
+}
+
+/// The `campaigns_log` rows of a build: each active campaign at each retailer it targets (its
+/// listed retailers; for `"all"`, those it built trees at).
+fn campaign_records(
+    plans: &[campaigns::Plan],
+    counts: &BTreeMap<usize, CampaignCounts>,
+    version: u64,
+) -> Vec<CampaignRecord> {
+    let published_at = u32::try_from(Timestamp::now().unix_seconds().max(0)).unwrap_or(u32::MAX);
+    let mut records = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let built = counts
+            .get(&i)
+            .map(|c| c.retailers.clone())
+            .unwrap_or_default();
+        let retailers = plan.retailers.clone().unwrap_or(built);
+        let c = &plan.campaign;
+        for retailer_id in retailers {
+            records.push(CampaignRecord {
+                campaign_id: c.id.clone(),
+                retailer_id,
+                version,
+                category: c.category.clone(),
+                products: c.products.clone(),
+                holdout_basis_points: plan.holdout_basis_points,
+                attribution_seconds: c.attribution_hours * 3600,
+                published_at,
+            });
+        }
+    }
+    records
 }

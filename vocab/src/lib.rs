@@ -36,7 +36,8 @@ pub use read_models::{
 };
 pub use time::Timestamp;
 pub use tree::{
-    split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery, Experience, ExperienceKind,
-    ExperienceTree, Node, ParamValue, ProductMatch, TREE_KEY_SEPARATOR,
+    held_out, holdout_draw, split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery,
+    Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch, BASIS_POINTS,
+    TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

@@ -76,6 +76,60 @@ pub struct ExperienceTree {
     pub root: String,
     /// The nodes, in any order; children are referred to by id.
     pub nodes: Vec<Node>,
+    /// The share of the campaign's shoppers held out, in basis points (0 to 10,000; absent:
+    /// 0, nobody). The draw is [`held_out`] of `tree_id`, retailer and shopper: a held-out
+    /// shopper walks the tree as usual and their decisions are recorded for analysts
+    /// ([`Decision::held_out`]) but never published to storefronts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holdout_basis_points: u16,
+}
+
+fn is_zero(x: &u16) -> bool {
+    *x == 0
+}
+
+/// Basis points in a whole: a holdout share of 10,000 basis points holds out every shopper.
+pub const BASIS_POINTS: u16 = 10_000;
+
+/// The holdout draw: whether `campaign`'s shopper `shopper_id` at `retailer_id` is held out
+/// when the campaign holds out `basis_points` of 10,000.
+///
+/// The draw is the first 8 bytes (big-endian) of SHA-256 over the three ids, each followed by
+/// the byte `0x1F` (which no identifier contains), taken modulo 10,000: the shopper is held
+/// out when it is below `basis_points`. It depends on nothing else, so it is the same on every
+/// restart, tree version and cluster shape; raising the share only adds shoppers to the
+/// held-out group (a shopper held out at 10% stays held out at 20%); and separate campaigns
+/// draw independently. The modulo's bias is below 10^-15.
+///
+/// ```
+/// use basketflow_vocab::held_out;
+/// assert!(!held_out("autumn-pasta", "retailer-00", "cust-42", 0));
+/// assert!(held_out("autumn-pasta", "retailer-00", "cust-42", 10_000));
+/// assert_eq!(
+///     held_out("autumn-pasta", "retailer-00", "cust-42", 1_000),
+///     held_out("autumn-pasta", "retailer-00", "cust-42", 1_000)
+/// );
+/// ```
+pub fn held_out(campaign: &str, retailer_id: &str, shopper_id: &str, basis_points: u16) -> bool {
+    if basis_points == 0 {
+        return false;
+    }
+    holdout_draw(campaign, retailer_id, shopper_id) < basis_points
+}
+
+/// The shopper's draw for a campaign, 0 to 9,999 ([`held_out`]).
+pub fn holdout_draw(campaign: &str, retailer_id: &str, shopper_id: &str) -> u16 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [campaign, retailer_id, shopper_id] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // Below 10,000: fits.
+    (u64::from_be_bytes(first) % u64::from(BASIS_POINTS)) as u16
 }
 
 /// One node of a tree.
@@ -263,6 +317,11 @@ pub struct Decision {
     pub time: u64,
     /// Wall-clock instant the decision was made (not part of its identity).
     pub decided_at: Timestamp,
+    /// The shopper is in the campaign's holdout group ([`held_out`]): the decision is
+    /// recorded for analysts (`experience_decisions.campaign_group = 'held_out'`) and never
+    /// sent to `experience-decisions`, so the topic's records never carry this field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_out: bool,
 }
 
 impl ExperienceTree {
@@ -278,6 +337,12 @@ impl ExperienceTree {
             if let Some(why) = crate::ids::id_problem(id) {
                 return Err(format!("{name} {why}"));
             }
+        }
+        if self.holdout_basis_points > BASIS_POINTS {
+            return Err(format!(
+                "holdout_basis_points {} is above {BASIS_POINTS}",
+                self.holdout_basis_points
+            ));
         }
         let mut ids = std::collections::BTreeSet::new();
         for n in &self.nodes {
@@ -367,6 +432,7 @@ mod tests {
                 experience: None,
                 children: vec!["b".into()],
             }],
+            holdout_basis_points: 0,
         };
         assert_eq!(
             tree.check().unwrap_err(),
@@ -375,5 +441,80 @@ mod tests {
         tree.nodes[0].children.clear();
         tree.root = "z".into();
         assert_eq!(tree.check().unwrap_err(), "root \"z\" is not a node");
+        tree.root = "a".into();
+        tree.holdout_basis_points = 10_001;
+        assert_eq!(
+            tree.check().unwrap_err(),
+            "holdout_basis_points 10001 is above 10000"
+        );
+        tree.holdout_basis_points = 10_000;
+        assert_eq!(tree.check(), Ok(()));
+    }
+
+    #[test]
+    fn the_holdout_share_travels_only_when_set() {
+        let json = r#"{"tree_id":"t","version":1,"retailer_id":"r","shopper_id":"s","root":"a",
+          "nodes":[{"id":"a"}]}"#;
+        let mut tree: ExperienceTree = serde_json::from_str(json).unwrap();
+        assert_eq!(tree.holdout_basis_points, 0);
+        assert!(!serde_json::to_string(&tree).unwrap().contains("holdout"));
+        tree.holdout_basis_points = 1_000;
+        let text = serde_json::to_string(&tree).unwrap();
+        assert!(text.ends_with(r#","holdout_basis_points":1000}"#), "{text}");
+        assert_eq!(serde_json::from_str::<ExperienceTree>(&text).unwrap(), tree);
+    }
+
+    /// The draw's value for known inputs: pinned, so that no change of the digest, the byte
+    /// layout or the modulo can move a shopper between groups unnoticed (the groups of every
+    /// running campaign would change at the next restart).
+    #[test]
+    fn the_draw_is_pinned_and_monotone_in_the_share() {
+        let draws: Vec<u16> = ["cust-0", "cust-1", "cust-2"]
+            .iter()
+            .map(|s| holdout_draw("autumn-pasta", "retailer-00", s))
+            .collect();
+        assert_eq!(draws, PINNED_DRAWS);
+        for (i, s) in ["cust-0", "cust-1", "cust-2"].iter().enumerate() {
+            assert!(!held_out("autumn-pasta", "retailer-00", s, draws[i]));
+            assert!(held_out("autumn-pasta", "retailer-00", s, draws[i] + 1));
+        }
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(holdout_draw("c", "ab", "x"), holdout_draw("c", "a", "bx"));
+    }
+
+    // Computed independently: `int.from_bytes(hashlib.sha256(b"autumn-pasta\x1fretailer-00\x1fcust-0\x1f").digest()[:8], "big") % 10000` in Python.
+    const PINNED_DRAWS: [u16; 3] = [9407, 9235, 5937];
+
+    /// Over 200,000 shoppers, each share holds out its share within 4 standard deviations, and
+    /// two campaigns' groups are independent (the shoppers held out by both are the product
+    /// of the shares, within 4 standard deviations).
+    #[test]
+    fn the_draw_holds_out_the_share_independently_per_campaign() {
+        let n = 200_000u32;
+        let shoppers: Vec<String> = (0..n).map(|i| format!("cust-{i:07}")).collect();
+        for bp in [100u16, 1_000, 5_000] {
+            let p = f64::from(bp) / 10_000.0;
+            let held = shoppers
+                .iter()
+                .filter(|s| held_out("autumn-pasta", "retailer-00", s, bp))
+                .count() as f64;
+            let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+            assert!(
+                (held - f64::from(n) * p).abs() < 4.0 * sd,
+                "{bp} bp: {held} of {n}"
+            );
+        }
+        let both = shoppers
+            .iter()
+            .filter(|s| {
+                held_out("autumn-pasta", "retailer-00", s, 1_000)
+                    && held_out("coffee-break", "retailer-00", s, 1_000)
+            })
+            .count() as f64;
+        let sd = (f64::from(n) * 0.01 * 0.99).sqrt();
+        assert!(
+            (both - f64::from(n) * 0.01).abs() < 4.0 * sd,
+            "both: {both}"
+        );
     }
 }

@@ -114,6 +114,7 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         retailer_id: retailer_id.into(),
         shopper_id: shopper_id.into(),
         root: "start".into(),
+        holdout_basis_points: 0,
         nodes: vec![
             Node {
                 id: "start".into(),

@@ -58,8 +58,12 @@ pub trait GraphStack {
     /// Panics unless each carries the stage headers, its decision before its hand-over.
     fn decisions_on_kafka(&self, topic: &str) -> Vec<(String, String)>;
 
-    /// Decisions in `db.experience_decisions` as (decision_id, node_id), sorted.
+    /// Decisions shown in `db.experience_decisions` as (decision_id, node_id), sorted.
     fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
+    /// As [`GraphStack::decisions_in_clickhouse`], the held-out shoppers' decisions.
+    fn held_out_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
+    /// The decisions of `db` recorded in `group` (`shown` or `held_out`), sorted.
+    fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)>;
 
     /// Writes a `basketflow.toml` for `targets` on this stack; the database and the topics the
     /// binary creates (privacy requests, the decisions' progress) are removed with the stack.
@@ -167,9 +171,18 @@ impl GraphStack for Stack {
     }
 
     fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)> {
+        self.decisions_in_group(db, "shown")
+    }
+
+    fn held_out_in_clickhouse(&self, db: &str) -> Vec<(String, String)> {
+        self.decisions_in_group(db, "held_out")
+    }
+
+    fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)> {
         let mut stored: Vec<(String, String)> = self
             .clickhouse(&format!(
-                "SELECT decision_id, node_id FROM {db}.experience_decisions FORMAT TabSeparated"
+                "SELECT decision_id, node_id FROM {db}.experience_decisions \
+                 WHERE campaign_group = '{group}' FORMAT TabSeparated"
             ))
             .lines()
             .map(|l| {
@@ -328,6 +341,7 @@ pub fn tree_for(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         retailer_id: retailer_id.into(),
         shopper_id: shopper_id.into(),
         root: "start".into(),
+        holdout_basis_points: 0,
         nodes: vec![
             node("start", vec![], None, &["pasta", "paid"]),
             node(
@@ -365,6 +379,8 @@ pub struct Traffic {
     pub messages: Vec<GenMessage>,
     /// Every (retailer, shopper) of the valid events.
     pub shoppers: BTreeSet<(String, String)>,
+    /// The trees' holdout share, in basis points ([`Traffic::with_holdout`]).
+    pub holdout_basis_points: u16,
 }
 
 impl Traffic {
@@ -391,7 +407,11 @@ impl Traffic {
             .iter()
             .map(|e| (e.retailer_id.clone(), e.shopper_id.clone()))
             .collect();
-        Traffic { messages, shoppers }
+        Traffic {
+            messages,
+            shoppers,
+            holdout_basis_points: 0,
+        }
     }
 
     /// This traffic plus a tenant that reuses its ids: after every `every`-th valid (or
@@ -426,7 +446,27 @@ impl Traffic {
             .iter()
             .map(|e| (e.retailer_id.clone(), e.shopper_id.clone()))
             .collect();
-        Traffic { messages, shoppers }
+        Traffic {
+            messages,
+            shoppers,
+            holdout_basis_points: self.holdout_basis_points,
+        }
+    }
+
+    /// The same traffic, its trees holding out `basis_points` of the shoppers.
+    pub fn with_holdout(self, basis_points: u16) -> Traffic {
+        Traffic {
+            holdout_basis_points: basis_points,
+            ..self
+        }
+    }
+
+    /// The tree of one shopper: [`tree_for`] with this traffic's holdout share.
+    pub fn tree(&self, retailer_id: &str, shopper_id: &str) -> ExperienceTree {
+        ExperienceTree {
+            holdout_basis_points: self.holdout_basis_points,
+            ..tree_for(retailer_id, shopper_id)
+        }
     }
 
     /// Produces one tree per shopper to `topic`.
@@ -434,7 +474,12 @@ impl Traffic {
         let trees: Vec<(String, Vec<u8>)> = self
             .shoppers
             .iter()
-            .map(|(r, s)| (tree_key(r, s), serde_json::to_vec(&tree_for(r, s)).unwrap()))
+            .map(|(r, s)| {
+                (
+                    tree_key(r, s),
+                    serde_json::to_vec(&self.tree(r, s)).unwrap(),
+                )
+            })
             .collect();
         let pairs: Vec<(&[u8], &[u8])> = trees
             .iter()
@@ -455,9 +500,19 @@ impl Traffic {
         std::thread::spawn(move || stack.produce_paced(&topic, &messages, per_second))
     }
 
-    /// The decisions a sequential replay of each shopper's events in offset order makes, as
-    /// (decision_id, node_id), sorted: `landed` is where each message landed.
+    /// The decisions a sequential replay of each shopper's events in offset order shows (those
+    /// of shoppers not held out), as (decision_id, node_id), sorted: `landed` is where each
+    /// message landed.
     pub fn reference_decisions(&self, landed: &[(i32, i64)]) -> Vec<(String, String)> {
+        self.reference(landed, false)
+    }
+
+    /// As [`Traffic::reference_decisions`], the decisions of held-out shoppers.
+    pub fn reference_held_out(&self, landed: &[(i32, i64)]) -> Vec<(String, String)> {
+        self.reference(landed, true)
+    }
+
+    fn reference(&self, landed: &[(i32, i64)], held_out: bool) -> Vec<(String, String)> {
         let mut in_order: Vec<((i32, i64), Event)> = self
             .messages
             .iter()
@@ -469,7 +524,7 @@ impl Traffic {
         let mut states: BTreeMap<(String, String), Shopper> = BTreeMap::new();
         for (r, s) in &self.shoppers {
             let mut state = Shopper::default();
-            state.set_tree(Some(Arc::new(tree_for(r, s))));
+            state.set_tree(Some(Arc::new(self.tree(r, s))));
             states.insert((r.clone(), s.clone()), state);
         }
         let mut want: Vec<(String, String)> = Vec::new();
@@ -479,8 +534,9 @@ impl Traffic {
                 .unwrap();
             // A test lasts seconds: within the default horizons (7 and 30 days) of everything.
             if state.apply(e, 0, Horizons::FOREVER) {
-                if let Some(d) = state.step(e, *pos, 0) {
-                    want.push((d.decision_id, d.node_id));
+                match state.step(e, *pos, 0) {
+                    Some(d) if d.held_out == held_out => want.push((d.decision_id, d.node_id)),
+                    _ => {}
                 }
             }
         }

@@ -86,6 +86,9 @@ pub struct TreeStats {
     pub bad_trees: std::sync::atomic::AtomicU64,
     /// Decisions emitted.
     pub decisions: std::sync::atomic::AtomicU64,
+    /// Of those, decisions for shoppers in their campaign's holdout group (recorded in
+    /// ClickHouse, never published).
+    pub held_out: std::sync::atomic::AtomicU64,
     /// Entries the shoppers' states keep within the horizons (event ids, paid orders and
     /// cancellations: [`Shopper::remembered`]), over this process's workers: a gauge.
     pub horizon_entries: std::sync::atomic::AtomicU64,
@@ -307,6 +310,11 @@ pub fn decide<'scope>(
                                 stats
                                     .decisions
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if d.held_out {
+                                    stats
+                                        .held_out
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                                 session.give(d);
                             }
                         }

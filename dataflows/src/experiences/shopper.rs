@@ -9,8 +9,8 @@ use basketflow_ingest::kafka_source::Millis;
 use serde::{Deserialize, Serialize};
 
 use basketflow_vocab::{
-    CausedBy, Condition, Decision, Event, EventBody, ExperienceTree, OrderStatus, ProductMatch,
-    Timestamp,
+    held_out, CausedBy, Condition, Decision, Event, EventBody, ExperienceTree, OrderStatus,
+    ProductMatch, Timestamp,
 };
 
 /// The contract's horizons as the tree state applies them (the read models' rules 1 and 7).
@@ -489,6 +489,12 @@ impl Shopper {
                 },
                 time,
                 decided_at: Timestamp::now(),
+                held_out: held_out(
+                    &tree.tree_id,
+                    &event.retailer_id,
+                    &event.shopper_id,
+                    tree.holdout_basis_points,
+                ),
             });
         }
         None

@@ -19,6 +19,7 @@ fn tree(version: u64) -> ExperienceTree {
         retailer_id: "r".into(),
         shopper_id: "s".into(),
         root: "start".into(),
+        holdout_basis_points: 0,
         nodes: vec![
             Node {
                 id: "start".into(),
@@ -277,6 +278,44 @@ fn decision_ids_are_stable_digests() {
         decision_id("ab", "c", "t", 1, "n", "e"),
         decision_id("a", "bc", "t", 1, "n", "e")
     );
+}
+
+/// A held-out shopper walks the same tree to the same decisions (same ids, nodes and
+/// reasons), each marked held out; the share decides by the shopper's draw alone.
+#[test]
+fn a_held_out_shopper_walks_the_same_tree_and_every_decision_is_marked() {
+    let draw = basketflow_vocab::holdout_draw("autumn-pasta", "r", "s");
+    let events = [
+        add("e1", "pasta-1", "pasta", 300),
+        add("e2", "rice-1", "rice", 5_000),
+        paid("e3", "o1"),
+    ];
+    let decisions = |basis_points: u16| {
+        let mut s = Shopper::default();
+        s.set_tree(Some(Arc::new(ExperienceTree {
+            holdout_basis_points: basis_points,
+            ..tree(1)
+        })));
+        events
+            .iter()
+            .filter_map(|e| {
+                s.apply(e, 7, LONG);
+                s.step(e, (0, 0), 7)
+            })
+            .map(|d| (d.decision_id, d.node_id, d.reasons, d.held_out))
+            .collect::<Vec<_>>()
+    };
+    let shown = decisions(draw);
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown.iter().all(|d| !d.3));
+    let held = decisions(draw + 1);
+    assert!(held.iter().all(|d| d.3));
+    let strip = |v: Vec<(String, String, Vec<String>, bool)>| -> Vec<_> {
+        v.into_iter().map(|(id, n, r, _)| (id, n, r)).collect()
+    };
+    assert_eq!(strip(held), strip(shown));
+    assert!(decisions(10_000).iter().all(|d| d.3));
+    assert!(decisions(0).iter().all(|d| !d.3));
 }
 
 /// The operator on `workers` workers: trees at time 1, events at times 2 and 3, and the

@@ -2,7 +2,7 @@
 //! not exist yet, and replaces views whose definition changed.
 
 use super::schema::{
-    probe_statement, statement, Migration, OLD_PREFIX, PROBE_PREFIX, TABLES, VIEWS,
+    probe_statement, statement, Migration, ADDED_COLUMNS, OLD_PREFIX, PROBE_PREFIX, TABLES, VIEWS,
 };
 use super::store::ClickHouseStore;
 use super::ClickHouseError;
@@ -31,28 +31,21 @@ impl ClickHouseStore {
                 migration.created.push(name.to_owned());
             }
         }
-        // Columns added to `progress` since it was first created (18.16 has no ADD COLUMN IF
-        // NOT EXISTS): the sources' positions, then the graph's tick (older rows read "" and
-        // 0: none recorded).
-        for (column, ty) in [
-            ("positions", "String"),
-            ("tick_ms", "UInt64"),
-            ("dedup_horizon_ms", "UInt64"),
-            ("settlement_ms", "UInt64"),
-        ] {
+        for (table, column, ty) in ADDED_COLUMNS {
             let present: u64 = self
                 .client()
-                .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'progress' AND name = ?")
+                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
                 .bind(db)
+                .bind(table)
                 .bind(column)
                 .fetch_one()
                 .await?;
             if present == 0 {
                 self.execute(&format!(
-                    "ALTER TABLE {db}.progress ADD COLUMN {column} {ty}"
+                    "ALTER TABLE {db}.{table} ADD COLUMN {column} {ty}"
                 ))
                 .await?;
-                migration.created.push(format!("progress.{column}"));
+                migration.created.push(format!("{table}.{column}"));
             }
         }
         for (name, sql) in VIEWS {
@@ -99,7 +92,7 @@ impl ClickHouseStore {
     }
 
     /// True when table or view `name` exists in this store's database.
-    pub(crate) async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
+    pub async fn exists(&self, name: &str) -> Result<bool, ClickHouseError> {
         let n: u64 = self
             .client()
             .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")

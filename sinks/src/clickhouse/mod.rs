@@ -55,6 +55,7 @@ use clickhouse::Client;
 use crate::clickhouse::versions::ConvertError;
 
 pub mod analysts;
+pub mod campaigns;
 pub mod copies;
 #[cfg(test)]
 mod fixtures;

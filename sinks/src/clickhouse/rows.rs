@@ -206,7 +206,15 @@ pub(crate) struct DecisionRow {
     occurred_at: u32,
     decided_at: u32,
     time: u64,
+    /// `shown`, or `held_out` ([`Decision::held_out`]).
+    campaign_group: &'static str,
 }
+
+/// `experience_decisions_log.campaign_group` of a decision published to storefronts.
+pub const SHOWN: &str = "shown";
+/// `experience_decisions_log.campaign_group` of a held-out shopper's decision (recorded, never
+/// published).
+pub const HELD_OUT: &str = "held_out";
 
 /// A row of `late_events_log`: a late input ([`LateInput`]).
 #[derive(Row, Serialize)]
@@ -272,6 +280,7 @@ impl From<Decision> for DecisionRow {
             occurred_at: seconds(d.caused_by.occurred_at),
             decided_at: seconds(d.decided_at),
             time: d.time,
+            campaign_group: if d.held_out { HELD_OUT } else { SHOWN },
         }
     }
 }

@@ -17,7 +17,7 @@ pub const DATABASE_PLACEHOLDER: &str = "{database}";
 pub const DEFAULT_DATABASE: &str = "basketflow";
 
 /// Name and `CREATE TABLE IF NOT EXISTS` statement of every table, in creation order.
-pub const TABLES: [(&str, &str); 9] = [
+pub const TABLES: [(&str, &str); 10] = [
     ("progress", include_str!("../../sql/table_progress.sql")),
     (
         "sold_products_daily_versions",
@@ -51,10 +51,33 @@ pub const TABLES: [(&str, &str); 9] = [
         "late_events_log",
         include_str!("../../sql/table_late_events_log.sql"),
     ),
+    (
+        "campaigns_log",
+        include_str!("../../sql/table_campaigns_log.sql"),
+    ),
+];
+
+/// Columns added to tables after they were first created, as `(table, column, type and
+/// default)`: [`ClickHouseStore::migrate`](crate::clickhouse::ClickHouseStore::migrate) adds
+/// those missing (18.16 has no `ADD COLUMN IF NOT EXISTS`). The tables' statements in
+/// [`TABLES`] already have them, last, in this order.
+pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+    // The sources' positions, then the graph's tick and horizons (older rows read "" and 0:
+    // none recorded).
+    ("progress", "positions", "String"),
+    ("progress", "tick_ms", "UInt64"),
+    ("progress", "dedup_horizon_ms", "UInt64"),
+    ("progress", "settlement_ms", "UInt64"),
+    // Holdout groups (older rows were all shown).
+    (
+        "experience_decisions_log",
+        "campaign_group",
+        "String DEFAULT 'shown'",
+    ),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 8] = [
+pub const VIEWS: [(&str, &str); 10] = [
     (
         "sold_products_daily",
         include_str!("../../sql/view_sold_products_daily.sql"),
@@ -83,6 +106,11 @@ pub const VIEWS: [(&str, &str); 8] = [
     (
         "late_events",
         include_str!("../../sql/view_late_events.sql"),
+    ),
+    ("campaigns", include_str!("../../sql/view_campaigns.sql")),
+    (
+        "campaign_uplift",
+        include_str!("../../sql/view_campaign_uplift.sql"),
     ),
 ];
 

@@ -92,9 +92,9 @@ fn the_example_campaign_file_is_valid() {
         got,
         [
             (
-                "autumn-pasta",
+                "pasta-and-sauce",
                 Timestamp::parse_rfc3339("2026-09-01T00:00:00Z"),
-                Timestamp::parse_rfc3339("2026-12-01T00:00:00Z"),
+                None,
                 4
             ),
             (
@@ -107,6 +107,41 @@ fn the_example_campaign_file_is_valid() {
     );
     assert_eq!(plans[0].search_terms, ["pasta", "spaghetti"]);
     assert_eq!(plans[1].retailers, None);
+    let holdouts: Vec<(u16, u32)> = plans
+        .iter()
+        .map(|p| (p.holdout_basis_points, p.campaign.attribution_hours))
+        .collect();
+    assert_eq!(holdouts, [(1_000, 168), (2_000, 168)]);
+}
+
+#[test]
+fn holdout_shares_are_basis_points_and_windows_are_bounded() {
+    let with = |extra: &str| {
+        parse_campaigns(&format!(
+            "[[campaign]]\nid = \"c\"\nretailer = \"all\"\ncategory = \"x\"\ncomplement = \"y\"\n{extra}"
+        ))
+    };
+    let bp = |extra: &str| with(extra).unwrap()[0].holdout_basis_points;
+    assert_eq!(bp(""), 0);
+    assert_eq!(bp("holdout_share = 0.1"), 1_000);
+    assert_eq!(bp("holdout_share = 0.0001"), 1);
+    assert_eq!(bp("holdout_share = 1"), 10_000);
+    assert_eq!(bp("holdout_share = 0.07"), 700);
+    let refused = |extra: &str| format!("{:#}", with(extra).unwrap_err());
+    assert!(
+        refused("holdout_share = 0.00005").contains("more than 4 decimals"),
+        "{}",
+        refused("holdout_share = 0.00005")
+    );
+    assert!(refused("holdout_share = 1.5").contains("between 0 and 1"));
+    assert!(refused("holdout_share = -0.1").contains("between 0 and 1"));
+    assert!(refused("attribution_hours = 0").contains("attribution_hours"));
+    assert_eq!(
+        with("attribution_hours = 24").unwrap()[0]
+            .campaign
+            .attribution_hours,
+        24
+    );
 }
 
 #[test]
