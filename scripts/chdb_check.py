@@ -16,6 +16,7 @@ Usage: scripts/chdb_check.py   (or .venv/bin/python scripts/chdb_check.py)
 """
 import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,15 +53,18 @@ def ensure_chdb():
 
 
 def statements(db=None):
-    """The migrator's statements, in its order: tables (progress first), then views."""
+    """The migrator's statements, in its order (that of their include_str! in schema.rs:
+    tables, progress first, then views, a view after those it reads)."""
     db = db or DB
-    tables = sorted(glob.glob(os.path.join(SQL_DIR, "table_*.sql")))
-    progress = os.path.join(SQL_DIR, "table_progress.sql")
-    tables.remove(progress)
-    views = sorted(glob.glob(os.path.join(SQL_DIR, "view_*.sql")))
-    for path in [progress] + tables + views:
-        with open(path) as f:
-            yield os.path.basename(path), f.read().replace(PLACEHOLDER, db)
+    with open(os.path.join(REPO, "sinks", "src", "clickhouse", "schema.rs")) as f:
+        names = re.findall(r'include_str!\("\.\./\.\./sql/((?:table|view)_\w+\.sql)"\)', f.read())
+    on_disk = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SQL_DIR, "*.sql")))
+    if sorted(names) != on_disk:
+        failures.append("schema.rs and sinks/sql differ")
+        print(f"MISMATCH schema files: {sorted(names)} vs {on_disk}")
+    for name in names:
+        with open(os.path.join(SQL_DIR, name)) as f:
+            yield name, f.read().replace(PLACEHOLDER, db)
 
 
 failures = []
@@ -119,7 +123,59 @@ QUERIES = {
     "decisions_by_kind_and_following_orders.sql": ({}, "\n".join([
         "gamified_promotion\t2\t2\t1\t1850", "personalized_promotion\t1\t1\t0\t0",
         "recommendation\t4\t2\t2\t1150", "tension_cart\t1\t1\t0\t0"])),
+    # Over the campaigns data set below (a database of its own).
+    "campaign_uplift_significance.sql": ({}, "\n".join([
+        "coffee\tr1\t1\t1\t0\t0\t1\tnan\tnan\tnan\tnan\tnan",
+        "pasta\tr1\t3\t2\t2\t1\t0.6667\t0.5\t0.1667\t0.3727\t-0.7078\t1.0412"])),
 }
+UPLIFT_QUERIES = {"campaign_uplift_significance.sql"}
+
+# The campaigns data set of examples/tests/analyst_queries.rs (uplift_events,
+# UPLIFT_DECISIONS, campaigns_insert): keep them in step.
+UPLIFT_ORDERS = [
+    ("r1", "o1", "s1", "2026-11-20 11:00:00", [("p-pasta", "pasta", 2, 150), ("c-1", "coffee", 1, 400),
+                                              ("c-2", "coffee", 1, 500)], False),
+    ("r1", "o2", "s1", "2026-11-22 11:00:00", [("p-pasta", "pasta", 1, 150)], False),
+    ("r1", "o3", "s2", "2026-11-20 12:00:00", [("p-pasta", "pasta", 1, 150)], False),
+    ("r1", "o4", "s2", "2026-11-21 12:00:00", [("p-pasta", "pasta", 1, 150), ("p-sauce", "sauce", 1, 300)], True),
+    ("r1", "o5", "s3", "2026-11-21 08:00:00", [("p-sauce", "sauce", 1, 300)], False),
+    ("r1", "o6", "s6", "2026-11-20 14:00:00", [("p-pasta", "pasta", 1, 150)], False),
+]
+UPLIFT_DECISIONS = [
+    ("u1", "r1", "s1", "pasta", "shown", "2026-11-20 10:00:00"),
+    ("u2", "r1", "s1", "pasta", "shown", "2026-11-21 10:00:00"),
+    ("u3", "r1", "s2", "pasta", "shown", "2026-11-20 12:00:00"),
+    ("u4", "r1", "s3", "pasta", "held_out", "2026-11-20 09:00:00"),
+    ("u5", "r1", "s4", "pasta", "held_out", "2026-11-21 09:00:00"),
+    ("u6", "r1", "s6", "pasta", "shown", "2026-11-20 13:00:00"),
+    ("u7", "r1", "s1", "coffee", "shown", "2026-11-20 10:00:00"),
+    ("u8", "r1", "s5", "other", "shown", "2026-11-20 10:00:00"),
+    ("u9", "r2", "s1", "pasta", "shown", "2026-11-20 10:00:00"),
+]
+UPLIFT_EXPECTED = "\n".join([
+    "coffee\tr1\t2026-11-20\tshown\t1\t1\t1\t1200\t400",
+    "pasta\tr1\t2026-11-20\theld_out\t1\t1\t1\t300\t0",
+    "pasta\tr1\t2026-11-20\tshown\t3\t2\t2\t1350\t450",
+    "pasta\tr1\t2026-11-21\theld_out\t1\t0\t0\t0\t0"])
+
+
+def uplift_inserts(db):
+    lines = []
+    for retailer, order, shopper, at, order_lines, cancelled in UPLIFT_ORDERS:
+        for product, category, units, price in order_lines:
+            lines.append(f"('{retailer}','{order}','{shopper}','{product}','{category}',{units},"
+                         f"{units * price},toDateTime('{at}','UTC'),'{at[:10]}',{int(cancelled)},0,1)")
+    yield f"INSERT INTO {db}.order_lines_versions VALUES " + ", ".join(lines)
+    yield f"INSERT INTO {db}.progress (time, written_at, note) VALUES (1, now(), 'uplift')"
+    for _ in range(2):
+        yield (f"INSERT INTO {db}.experience_decisions_log (decision_id, retailer_id, shopper_id, "
+               f"kind, tree_id, occurred_at, decided_at, time, campaign_group) VALUES " + ", ".join(
+                   f"('{d}','{r}','{sh}','product_recommendation','{c}',toDateTime('{at}','UTC'),"
+                   f"toDateTime('{at}','UTC'),1,'{g}')" for d, r, sh, c, g, at in UPLIFT_DECISIONS))
+    yield (f"INSERT INTO {db}.campaigns_log VALUES "
+           "('pasta','r1',1,'pasta',[],1000,60,toDateTime('2026-11-19 00:00:00','UTC')), "
+           "('pasta','r1',2,'pasta',[],1000,172800,toDateTime('2026-11-19 01:00:00','UTC')), "
+           "('coffee','r1',2,'coffee',['c-1'],0,86400,toDateTime('2026-11-19 01:00:00','UTC'))")
 
 
 
@@ -160,7 +216,7 @@ def decision_inserts(db):
     for _ in range(2):
         yield f"INSERT INTO {db}.experience_decisions_log VALUES " + ", ".join(
             f"('{d}','{r}','{sh}','x-{d}','{k}','{{}}','t-{sh}',1,'n1',['reason'],'e-{d}',0,0,"
-            f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1, 1)"
+            f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1, 1, 'shown')"
             for d, r, sh, k, at in DECISIONS)
 
 
@@ -185,7 +241,20 @@ def check_analyst_queries(s):
     for sql in list(read_model_inserts(db)) + list(decision_inserts(db)):
         s.query(sql)
     for name, (params, expected) in sorted(QUERIES.items()):
-        check(s, f"examples/sql/{name}", query_text(name, params, db), expected, "TabSeparated")
+        if name not in UPLIFT_QUERIES:
+            check(s, f"examples/sql/{name}", query_text(name, params, db), expected, "TabSeparated")
+    uplift = "basketflow_uplift"
+    s.query(f"CREATE DATABASE {uplift}")
+    for _, sql in statements(uplift):
+        s.query(sql)
+    for sql in uplift_inserts(uplift):
+        s.query(sql)
+    check(s, "campaign_uplift", f"SELECT * FROM {uplift}.campaign_uplift "
+          "ORDER BY campaign_id, retailer_id, first_decision_day, campaign_group",
+          UPLIFT_EXPECTED, "TabSeparated")
+    for name in sorted(UPLIFT_QUERIES):
+        params, expected = QUERIES[name]
+        check(s, f"examples/sql/{name}", query_text(name, params, uplift), expected, "TabSeparated")
 
 
 def wait_mutations(s, db, table):
