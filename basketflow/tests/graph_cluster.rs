@@ -5,7 +5,8 @@
 //! hold exactly the bad messages (by partition, offset and reason), and both runs must emit
 //! exactly the decisions of a sequential replay of each shopper's events (offset order), once
 //! each, on Kafka and in ClickHouse; the trees hold out a fifth of the shoppers, whose
-//! decisions must be in ClickHouse (`campaign_group = 'held_out'`) and never on Kafka.
+//! decisions must be in ClickHouse (`campaign_group = 'held_out'`) and never on Kafka; the
+//! trees' frequency caps stop some decisions, likewise recorded (`capped = 1`) and never sent.
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
@@ -18,7 +19,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use basketflow_testkit::{hostfile, unique_suffix, wait_all, ChildGuard, Stack};
-use support::{cluster_args, run_caught_up, spawn, GraphStack, RunTargets, Traffic};
+use basketflow_vocab::{ExperienceKind, FrequencyCap};
+use support::{cluster_args, run_caught_up, spawn, Fate, GraphStack, RunTargets, Traffic};
 
 #[test]
 fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact() {
@@ -45,10 +47,23 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     println!("generator seed {seed}");
     // A third of the valid events again at a retailer that reuses every id (a copied
     // integration): its figures must be exactly its own, the others' unchanged.
-    // The trees hold out 20% of the shoppers: their decisions are in ClickHouse only.
+    // The trees hold out 20% of the shoppers and cap decisions at 2 per session, tension carts
+    // at 1: held-out and capped decisions are in ClickHouse only.
     let traffic = Traffic::generate(seed, 30_000, 2_000)
         .with_copying_retailer("retailer-copy", 3)
-        .with_holdout(2_000);
+        .with_holdout(2_000)
+        .with_caps(vec![
+            FrequencyCap {
+                kind: None,
+                per_session: Some(2),
+                per_day: None,
+            },
+            FrequencyCap {
+                kind: Some(ExperienceKind::TensionCart),
+                per_session: Some(1),
+                per_day: None,
+            },
+        ]);
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -133,7 +148,13 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     // Decisions: a sequential replay of every shopper's events in offset order, with the
     // same state machine, is the reference; each run must emit exactly those, once each.
     let want_decisions = traffic.reference_decisions(&landed);
-    let want_held_out = traffic.reference_held_out(&landed);
+    let want_held_out = traffic.reference(&landed, Fate::HeldOut);
+    let want_capped = traffic.reference(&landed, Fate::Capped);
+    assert!(
+        want_capped.len() > 50,
+        "the caps should stop some decisions: {}",
+        want_capped.len()
+    );
     let share = want_held_out.len() as f64 / (want_held_out.len() + want_decisions.len()) as f64;
     assert!(
         (0.1..0.3).contains(&share),
@@ -164,11 +185,17 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
             want_held_out,
             "{db}: held-out decisions, in ClickHouse only"
         );
+        assert_eq!(
+            stack.capped_in_clickhouse(db),
+            want_capped,
+            "{db}: capped decisions, in ClickHouse only"
+        );
     }
     println!(
-        "{} decisions shown and {} held out, as the sequential replay says",
+        "{} decisions shown, {} held out and {} capped, as the sequential replay says",
         want_decisions.len(),
-        want_held_out.len()
+        want_held_out.len(),
+        want_capped.len()
     );
 
     let _ = std::fs::remove_dir_all(&dir);

@@ -145,6 +145,11 @@ category = "pasta"
 complement = "pasta-sauce"
 holdout_share = 0.25
 attribution_hours = 48
+[[campaign.cap]]
+per_session = 2
+[[campaign.cap]]
+kind = "personalized_promotion"
+per_day = 1
 [campaign.discount]
 min_percent = 5
 max_percent = 20
@@ -343,6 +348,10 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     for s in ["cust-001", "cust-002", "cust-003", "cust-005"] {
         assert_eq!(at("00", s)["tree_id"], json!("autumn-pasta"));
         assert_eq!(at("00", s)["holdout_basis_points"], json!(2_500));
+        assert_eq!(
+            at("00", s)["caps"],
+            json!([{"per_session": 2}, {"kind": "personalized_promotion", "per_day": 1}])
+        );
     }
 
     // The campaigns, for campaign_uplift: autumn-pasta at its retailer; coffee-break ("all")

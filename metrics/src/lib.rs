@@ -457,6 +457,13 @@ impl Collector for Scrape {
         )?;
         counter(
             out,
+            "basketflow_decisions_capped_total",
+            "Decisions a frequency cap of the shopper's tree stopped: recorded in ClickHouse \
+             (capped = 1), never published.",
+            &r.trees.capped,
+        )?;
+        counter(
+            out,
             "basketflow_bad_trees_total",
             "Experience-tree messages that did not parse or check.",
             &r.trees.bad_trees,

@@ -3,7 +3,8 @@
 -- decision whether or not they have merged. decided_at is wall clock (not part of the identity).
 -- campaign_group is 'shown' (published to experience-decisions) or 'held_out' (the shopper is in
 -- the campaign's holdout group: recorded here, never published); tables created before it
--- existed get it by ALTER TABLE ... ADD COLUMN, their rows reading 'shown'.
+-- existed get it by ALTER TABLE ... ADD COLUMN, their rows reading 'shown'. capped = 1: a
+-- frequency cap of the shopper's tree stopped the decision (recorded, never published).
 CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
 (
     decision_id String,
@@ -22,7 +23,8 @@ CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
     occurred_at DateTime,
     decided_at DateTime,
     time UInt64,
-    campaign_group String DEFAULT 'shown'
+    campaign_group String DEFAULT 'shown',
+    capped UInt8 DEFAULT 0
 )
 ENGINE = ReplacingMergeTree(time)
 PARTITION BY toYYYYMM(occurred_at)

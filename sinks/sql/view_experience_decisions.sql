@@ -17,6 +17,7 @@ SELECT
     any(caused_by_offset) AS caused_by_offset,
     any(occurred_at) AS occurred_at,
     min(decided_at) AS decided_at,
-    any(campaign_group) AS campaign_group
+    any(campaign_group) AS campaign_group,
+    any(capped) AS capped
 FROM {database}.experience_decisions_log
 GROUP BY retailer_id, decision_id

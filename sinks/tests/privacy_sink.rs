@@ -76,6 +76,7 @@ fn decision(shopper: &str, time: u64) -> Decision {
         time,
         decided_at: AT,
         held_out: false,
+        capped: false,
     }
 }
 

@@ -683,6 +683,7 @@ impl Builder {
             shopper_id: shopper_id.to_owned(),
             root: "start".into(),
             holdout_basis_points: plan.holdout_basis_points,
+            caps: plan.caps.clone(),
             nodes,
         };
         debug_assert_eq!(tree.check(), Ok(()));

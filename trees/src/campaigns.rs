@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, ensure, Context, Result};
 use basketflow_vocab::time::MICROS_PER_DAY;
-use basketflow_vocab::{ExperienceKind, Timestamp, BASIS_POINTS};
+use basketflow_vocab::{ExperienceKind, FrequencyCap, Timestamp, BASIS_POINTS};
 use serde::Deserialize;
 
 /// The campaign file: a list of `[[campaign]]` tables.
@@ -82,6 +82,25 @@ pub struct Campaign {
     /// `campaign_uplift`, in hours (default 168: 7 days).
     #[serde(default = "default_attribution_hours")]
     pub attribution_hours: u32,
+    /// Frequency caps (`[[campaign.cap]]`): every one holds for each shopper.
+    #[serde(default)]
+    pub cap: Vec<CapSettings>,
+}
+
+/// `[[campaign.cap]]`: at most so many decisions per session and/or per day, of one kind or of
+/// every kind ([`basketflow_vocab::FrequencyCap`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapSettings {
+    /// The kind counted (absent: every kind).
+    #[serde(default)]
+    pub kind: Option<ExperienceKind>,
+    /// At most this many per session.
+    #[serde(default)]
+    pub per_session: Option<u32>,
+    /// At most this many per day (UTC, the graph's logical time).
+    #[serde(default)]
+    pub per_day: Option<u32>,
 }
 
 fn default_attribution_hours() -> u32 {
@@ -222,6 +241,8 @@ pub struct Plan {
     pub kinds: BTreeSet<ExperienceKind>,
     /// `holdout_share` in basis points ([`basketflow_vocab::held_out`]).
     pub holdout_basis_points: u16,
+    /// The frequency caps, as the trees carry them.
+    pub caps: Vec<FrequencyCap>,
 }
 
 impl Plan {
@@ -375,7 +396,38 @@ fn check_campaign(c: Campaign) -> Result<Plan> {
         "attribution_hours must be between 1 and {} (a year)",
         24 * 366
     );
+    let caps: Vec<FrequencyCap> = c
+        .cap
+        .iter()
+        .map(|cap| FrequencyCap {
+            kind: cap.kind,
+            per_session: cap.per_session,
+            per_day: cap.per_day,
+        })
+        .collect();
+    for (i, cap) in caps.iter().enumerate() {
+        ensure!(
+            cap.per_session.is_some() || cap.per_day.is_some(),
+            "cap {} sets neither per_session nor per_day",
+            i + 1
+        );
+        ensure!(
+            cap.per_session != Some(0) && cap.per_day != Some(0),
+            "cap {}: a cap of 0 would stop every decision (disable the kind in experiences \
+             instead)",
+            i + 1
+        );
+        if let Some(kind) = cap.kind {
+            ensure!(
+                kinds.contains(&kind),
+                "cap {} counts {}, which experiences does not enable",
+                i + 1,
+                kind.as_str()
+            );
+        }
+    }
     Ok(Plan {
+        caps,
         holdout_basis_points,
         campaign: c,
         start,

@@ -37,7 +37,7 @@ pub use read_models::{
 pub use time::Timestamp;
 pub use tree::{
     held_out, holdout_draw, split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery,
-    Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch, BASIS_POINTS,
-    TREE_KEY_SEPARATOR,
+    Experience, ExperienceKind, ExperienceTree, FrequencyCap, Node, ParamValue, ProductMatch,
+    BASIS_POINTS, TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

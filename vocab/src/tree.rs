@@ -82,6 +82,29 @@ pub struct ExperienceTree {
     /// ([`Decision::held_out`]) but never published to storefronts.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub holdout_basis_points: u16,
+    /// Frequency caps of the campaign's decisions for this shopper (none: uncapped). A
+    /// decision that a cap stops is recorded for analysts ([`Decision::capped`]) but never
+    /// published, and does not count toward the caps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<FrequencyCap>,
+}
+
+/// A frequency cap: at most so many decisions (of one kind, or of every kind) per session and
+/// per day. The shopper's decisions that would be shown count, held-out shoppers' included
+/// (so both groups of a holdout see the same caps); capped ones do not. The session is the
+/// events' `session_id` (a change starts a new count); the day is the UTC day of the graph's
+/// logical time (the broker's append time), so a replay counts the same.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FrequencyCap {
+    /// The experience kind counted (absent: every kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ExperienceKind>,
+    /// At most this many decisions per session (absent: no session cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_session: Option<u32>,
+    /// At most this many decisions per day (absent: no daily cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
 }
 
 fn is_zero(x: &u16) -> bool {
@@ -322,6 +345,10 @@ pub struct Decision {
     /// sent to `experience-decisions`, so the topic's records never carry this field.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held_out: bool,
+    /// A frequency cap of the tree stopped it ([`FrequencyCap`]): recorded for analysts
+    /// (`experience_decisions.capped = 1`), never sent to `experience-decisions`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capped: bool,
 }
 
 impl ExperienceTree {
@@ -343,6 +370,14 @@ impl ExperienceTree {
                 "holdout_basis_points {} is above {BASIS_POINTS}",
                 self.holdout_basis_points
             ));
+        }
+        for cap in &self.caps {
+            if cap.per_session.is_none() && cap.per_day.is_none() {
+                return Err("a cap must set per_session or per_day".into());
+            }
+            if cap.per_session == Some(0) || cap.per_day == Some(0) {
+                return Err("a cap of 0 would stop every decision: remove the experience".into());
+            }
         }
         let mut ids = std::collections::BTreeSet::new();
         for n in &self.nodes {
@@ -433,6 +468,7 @@ mod tests {
                 children: vec!["b".into()],
             }],
             holdout_basis_points: 0,
+            caps: vec![],
         };
         assert_eq!(
             tree.check().unwrap_err(),
@@ -449,6 +485,25 @@ mod tests {
         );
         tree.holdout_basis_points = 10_000;
         assert_eq!(tree.check(), Ok(()));
+        tree.caps = vec![FrequencyCap {
+            kind: None,
+            per_session: None,
+            per_day: None,
+        }];
+        assert_eq!(
+            tree.check().unwrap_err(),
+            "a cap must set per_session or per_day"
+        );
+        tree.caps[0].per_day = Some(0);
+        assert_eq!(
+            tree.check().unwrap_err(),
+            "a cap of 0 would stop every decision: remove the experience"
+        );
+        tree.caps[0].per_day = Some(1);
+        assert_eq!(tree.check(), Ok(()));
+        let text = serde_json::to_string(&tree).unwrap();
+        assert!(text.ends_with(r#""caps":[{"per_day":1}]}"#), "{text}");
+        assert_eq!(serde_json::from_str::<ExperienceTree>(&text).unwrap(), tree);
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         shopper_id: shopper_id.into(),
         root: "start".into(),
         holdout_basis_points: 0,
+        caps: vec![],
         nodes: vec![
             Node {
                 id: "start".into(),

@@ -25,8 +25,8 @@ use basketflow_testkit::{logged_u64, wait_all, ChildGuard, Stack};
 use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
-    tree_key, Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, Node,
-    ParamValue, ProductMatch, Timestamp,
+    tree_key, Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, FrequencyCap,
+    Node, ParamValue, ProductMatch, Timestamp,
 };
 
 /// What the graph's tests do on a [`Stack`]: produce traffic, read the graph's outputs, write
@@ -62,8 +62,12 @@ pub trait GraphStack {
     fn decisions_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
     /// As [`GraphStack::decisions_in_clickhouse`], the held-out shoppers' decisions.
     fn held_out_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
-    /// The decisions of `db` recorded in `group` (`shown` or `held_out`), sorted.
+    /// As [`GraphStack::decisions_in_clickhouse`], the capped decisions (of either group).
+    fn capped_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
+    /// The decisions of `db` recorded in `group` (`shown` or `held_out`), not capped, sorted.
     fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)>;
+    /// The decisions of `db` that meet an SQL `condition`, sorted.
+    fn decisions_where(&self, db: &str, condition: &str) -> Vec<(String, String)>;
 
     /// Writes a `basketflow.toml` for `targets` on this stack; the database and the topics the
     /// binary creates (privacy requests, the decisions' progress) are removed with the stack.
@@ -178,11 +182,19 @@ impl GraphStack for Stack {
         self.decisions_in_group(db, "held_out")
     }
 
+    fn capped_in_clickhouse(&self, db: &str) -> Vec<(String, String)> {
+        self.decisions_where(db, "capped = 1")
+    }
+
     fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)> {
+        self.decisions_where(db, &format!("campaign_group = '{group}' AND capped = 0"))
+    }
+
+    fn decisions_where(&self, db: &str, condition: &str) -> Vec<(String, String)> {
         let mut stored: Vec<(String, String)> = self
             .clickhouse(&format!(
                 "SELECT decision_id, node_id FROM {db}.experience_decisions \
-                 WHERE campaign_group = '{group}' FORMAT TabSeparated"
+                 WHERE {condition} FORMAT TabSeparated"
             ))
             .lines()
             .map(|l| {
@@ -342,6 +354,7 @@ pub fn tree_for(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         shopper_id: shopper_id.into(),
         root: "start".into(),
         holdout_basis_points: 0,
+        caps: vec![],
         nodes: vec![
             node("start", vec![], None, &["pasta", "paid"]),
             node(
@@ -381,6 +394,19 @@ pub struct Traffic {
     pub shoppers: BTreeSet<(String, String)>,
     /// The trees' holdout share, in basis points ([`Traffic::with_holdout`]).
     pub holdout_basis_points: u16,
+    /// The trees' frequency caps ([`Traffic::with_caps`]).
+    pub caps: Vec<FrequencyCap>,
+}
+
+/// Which of a reference replay's decisions: shown, held out, or capped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Published to storefronts.
+    Shown,
+    /// Of a held-out shopper, not capped.
+    HeldOut,
+    /// Stopped by a frequency cap.
+    Capped,
 }
 
 impl Traffic {
@@ -411,6 +437,7 @@ impl Traffic {
             messages,
             shoppers,
             holdout_basis_points: 0,
+            caps: vec![],
         }
     }
 
@@ -450,6 +477,7 @@ impl Traffic {
             messages,
             shoppers,
             holdout_basis_points: self.holdout_basis_points,
+            caps: self.caps,
         }
     }
 
@@ -461,10 +489,16 @@ impl Traffic {
         }
     }
 
-    /// The tree of one shopper: [`tree_for`] with this traffic's holdout share.
+    /// The same traffic, its trees capped by `caps`.
+    pub fn with_caps(self, caps: Vec<FrequencyCap>) -> Traffic {
+        Traffic { caps, ..self }
+    }
+
+    /// The tree of one shopper: [`tree_for`] with this traffic's holdout share and caps.
     pub fn tree(&self, retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         ExperienceTree {
             holdout_basis_points: self.holdout_basis_points,
+            caps: self.caps.clone(),
             ..tree_for(retailer_id, shopper_id)
         }
     }
@@ -504,15 +538,11 @@ impl Traffic {
     /// of shoppers not held out), as (decision_id, node_id), sorted: `landed` is where each
     /// message landed.
     pub fn reference_decisions(&self, landed: &[(i32, i64)]) -> Vec<(String, String)> {
-        self.reference(landed, false)
+        self.reference(landed, Fate::Shown)
     }
 
-    /// As [`Traffic::reference_decisions`], the decisions of held-out shoppers.
-    pub fn reference_held_out(&self, landed: &[(i32, i64)]) -> Vec<(String, String)> {
-        self.reference(landed, true)
-    }
-
-    fn reference(&self, landed: &[(i32, i64)], held_out: bool) -> Vec<(String, String)> {
+    /// As [`Traffic::reference_decisions`], the decisions of one [`Fate`].
+    pub fn reference(&self, landed: &[(i32, i64)], fate: Fate) -> Vec<(String, String)> {
         let mut in_order: Vec<((i32, i64), Event)> = self
             .messages
             .iter()
@@ -533,10 +563,18 @@ impl Traffic {
                 .get_mut(&(e.retailer_id.clone(), e.shopper_id.clone()))
                 .unwrap();
             // A test lasts seconds: within the default horizons (7 and 30 days) of everything.
+            // At time 0: the tests' caps are per session (a daily cap would need the broker's
+            // append times).
             if state.apply(e, 0, Horizons::FOREVER) {
-                match state.step(e, *pos, 0) {
-                    Some(d) if d.held_out == held_out => want.push((d.decision_id, d.node_id)),
-                    _ => {}
+                if let Some(d) = state.step(e, *pos, 0) {
+                    let of = match (d.capped, d.held_out) {
+                        (true, _) => Fate::Capped,
+                        (false, true) => Fate::HeldOut,
+                        (false, false) => Fate::Shown,
+                    };
+                    if of == fate {
+                        want.push((d.decision_id, d.node_id));
+                    }
                 }
             }
         }

@@ -89,6 +89,8 @@ pub struct TreeStats {
     /// Of those, decisions for shoppers in their campaign's holdout group (recorded in
     /// ClickHouse, never published).
     pub held_out: std::sync::atomic::AtomicU64,
+    /// Of those, decisions a frequency cap stopped (recorded in ClickHouse, never published).
+    pub capped: std::sync::atomic::AtomicU64,
     /// Entries the shoppers' states keep within the horizons (event ids, paid orders and
     /// cancellations: [`Shopper::remembered`]), over this process's workers: a gauge.
     pub horizon_entries: std::sync::atomic::AtomicU64,
@@ -313,6 +315,11 @@ pub fn decide<'scope>(
                                 if d.held_out {
                                     stats
                                         .held_out
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                if d.capped {
+                                    stats
+                                        .capped
                                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 }
                                 session.give(d);

@@ -9,8 +9,8 @@ use basketflow_ingest::kafka_source::Millis;
 use serde::{Deserialize, Serialize};
 
 use basketflow_vocab::{
-    held_out, CausedBy, Condition, Decision, Event, EventBody, ExperienceTree, OrderStatus,
-    ProductMatch, Timestamp,
+    held_out, CausedBy, Condition, Decision, Event, EventBody, ExperienceKind, ExperienceTree,
+    FrequencyCap, OrderStatus, ProductMatch, Timestamp,
 };
 
 /// The contract's horizons as the tree state applies them (the read models' rules 1 and 7).
@@ -73,6 +73,64 @@ pub struct Shopper {
     #[serde(with = "tree_as_json")]
     tree: Option<Arc<ExperienceTree>>,
     node: String,
+    /// The decisions the tree's frequency caps count.
+    shown: Shown,
+}
+
+/// Milliseconds in a day: the caps' day is `time / DAY_MS` (UTC, logical time).
+const DAY_MS: u64 = 86_400_000;
+
+/// Where [`Shown`] counts every kind together.
+const ALL_KINDS: usize = 4;
+
+/// The counters' slot of `kind`.
+fn slot(kind: ExperienceKind) -> usize {
+    match kind {
+        ExperienceKind::ProductRecommendation => 0,
+        ExperienceKind::PersonalizedPromotion => 1,
+        ExperienceKind::GamifiedPromotion => 2,
+        ExperienceKind::TensionCart => 3,
+    }
+}
+
+/// The decisions of the shopper's campaign that counted toward its frequency caps (those not
+/// capped), per kind ([`slot`]) and in all ([`ALL_KINDS`]), in the current session and on
+/// `day`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Shown {
+    /// The day `per_day` counts (logical ms / [`DAY_MS`]).
+    day: u64,
+    per_day: [u32; 5],
+    per_session: [u32; 5],
+}
+
+impl Shown {
+    /// True when a cap of `caps` stops a decision of `kind` at `time`.
+    fn capped(&self, caps: &[FrequencyCap], kind: ExperienceKind, time: Millis) -> bool {
+        let same_day = self.day == time / DAY_MS;
+        caps.iter().any(|cap| {
+            if cap.kind.is_some_and(|k| k != kind) {
+                return false;
+            }
+            let i = cap.kind.map_or(ALL_KINDS, slot);
+            let today = if same_day { self.per_day[i] } else { 0 };
+            cap.per_session.is_some_and(|n| self.per_session[i] >= n)
+                || cap.per_day.is_some_and(|n| today >= n)
+        })
+    }
+
+    /// Counts a decision of `kind` at `time`.
+    fn count(&mut self, kind: ExperienceKind, time: Millis) {
+        let day = time / DAY_MS;
+        if self.day != day {
+            self.day = day;
+            self.per_day = [0; 5];
+        }
+        for i in [slot(kind), ALL_KINDS] {
+            self.per_day[i] = self.per_day[i].saturating_add(1);
+            self.per_session[i] = self.per_session[i].saturating_add(1);
+        }
+    }
 }
 
 /// A tree in a checkpoint: its JSON (the tree's serde is JSON-shaped: flattened and untagged
@@ -127,9 +185,15 @@ impl Shopper {
     pub fn set_tree(&mut self, tree: Option<Arc<ExperienceTree>>) {
         match &tree {
             Some(new) => {
-                let keep = self.tree.as_ref().is_some_and(|old| {
-                    old.tree_id == new.tree_id && new.nodes.iter().any(|n| n.id == self.node)
-                });
+                let same = self
+                    .tree
+                    .as_ref()
+                    .is_some_and(|old| old.tree_id == new.tree_id);
+                if !same {
+                    // Another campaign: its caps count from zero.
+                    self.shown = Shown::default();
+                }
+                let keep = same && new.nodes.iter().any(|n| n.id == self.node);
                 if !keep {
                     self.node = new.root.clone();
                 }
@@ -245,6 +309,7 @@ impl Shopper {
             self.searches.clear();
             self.product_views.clear();
             self.category_views.clear();
+            self.shown.per_session = [0; 5];
             // A new visit: the journey starts again at the root.
             if let Some(tree) = &self.tree {
                 self.node.clone_from(&tree.root);
@@ -464,6 +529,10 @@ impl Shopper {
             let Some(reasons) = reasons else { continue };
             self.node.clone_from(&child.id);
             let experience = child.experience.clone()?;
+            let capped = self.shown.capped(&tree.caps, experience.kind, time);
+            if !capped {
+                self.shown.count(experience.kind, time);
+            }
             return Some(Decision {
                 decision_id: decision_id(
                     &event.retailer_id,
@@ -495,6 +564,7 @@ impl Shopper {
                     &event.shopper_id,
                     tree.holdout_basis_points,
                 ),
+                capped,
             });
         }
         None

@@ -2,8 +2,8 @@
 
 use super::*;
 use basketflow_vocab::{
-    BasketChange, Condition, Event, EventBody, Experience, ExperienceKind, Node, OrderLine,
-    OrderStatus, ParamValue, Product, ProductMatch, Timestamp, WireEvent,
+    BasketChange, Condition, Event, EventBody, Experience, ExperienceKind, FrequencyCap, Node,
+    OrderLine, OrderStatus, ParamValue, Product, ProductMatch, Timestamp, WireEvent,
 };
 use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
 use timely::dataflow::operators::Input;
@@ -20,6 +20,7 @@ fn tree(version: u64) -> ExperienceTree {
         shopper_id: "s".into(),
         root: "start".into(),
         holdout_basis_points: 0,
+        caps: vec![],
         nodes: vec![
             Node {
                 id: "start".into(),
@@ -316,6 +317,119 @@ fn a_held_out_shopper_walks_the_same_tree_and_every_decision_is_marked() {
     assert_eq!(strip(held), strip(shown));
     assert!(decisions(10_000).iter().all(|d| d.3));
     assert!(decisions(0).iter().all(|d| !d.3));
+}
+
+/// Two sessions on day 0 and one on day 1, each reaching the recommendation and then the
+/// tension cart: per `caps`, the fate of each decision as (node, capped).
+fn capped_walk(caps: Vec<FrequencyCap>) -> Vec<(String, bool)> {
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(ExperienceTree { caps, ..tree(1) })));
+    let mut fates = Vec::new();
+    for (i, (session, time)) in [("x", 10), ("y", 20), ("z", DAY_MS + 10)]
+        .iter()
+        .enumerate()
+    {
+        for (j, mut e) in [
+            add(&format!("p{i}"), "pasta-1", "pasta", 300),
+            add(&format!("r{i}"), "rice-1", "rice", 1_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e.session_id = Some((*session).into());
+            let at = time + j as u64;
+            assert!(s.apply(&e, at, LONG));
+            let d = s.step(&e, (0, 0), at).expect("each event decides");
+            fates.push((d.node_id, d.capped));
+        }
+    }
+    fates
+}
+
+#[test]
+fn frequency_caps_stop_decisions_per_session_per_day_and_per_kind() {
+    let fate = |v: &[(&str, bool)]| -> Vec<(String, bool)> {
+        v.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+    };
+    let uncapped = fate(&[
+        ("pasta", false),
+        ("threshold", false),
+        ("pasta", false),
+        ("threshold", false),
+        ("pasta", false),
+        ("threshold", false),
+    ]);
+    assert_eq!(capped_walk(vec![]), uncapped);
+    // One decision per session, of any kind: the tension cart after the recommendation.
+    let per_session = FrequencyCap {
+        kind: None,
+        per_session: Some(1),
+        per_day: None,
+    };
+    assert_eq!(
+        capped_walk(vec![per_session.clone()]),
+        fate(&[
+            ("pasta", false),
+            ("threshold", true),
+            ("pasta", false),
+            ("threshold", true),
+            ("pasta", false),
+            ("threshold", true),
+        ])
+    );
+    // One tension cart a day: day 0's second one is capped, day 1's is shown; the
+    // recommendations are not counted by it.
+    let carts_per_day = FrequencyCap {
+        kind: Some(ExperienceKind::TensionCart),
+        per_session: None,
+        per_day: Some(1),
+    };
+    assert_eq!(
+        capped_walk(vec![carts_per_day.clone()]),
+        fate(&[
+            ("pasta", false),
+            ("threshold", false),
+            ("pasta", false),
+            ("threshold", true),
+            ("pasta", false),
+            ("threshold", false),
+        ])
+    );
+    // Three a day of any kind and one tension cart a day: day 0 shows three (the second
+    // cart is capped by both), day 1 starts again.
+    let three_a_day = FrequencyCap {
+        kind: None,
+        per_session: None,
+        per_day: Some(3),
+    };
+    assert_eq!(
+        capped_walk(vec![three_a_day, carts_per_day]),
+        fate(&[
+            ("pasta", false),
+            ("threshold", false),
+            ("pasta", false),
+            ("threshold", true),
+            ("pasta", false),
+            ("threshold", false),
+        ])
+    );
+    // Another campaign's tree counts from zero: per session, after a tree change.
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(ExperienceTree {
+        caps: vec![per_session.clone()],
+        ..tree(1)
+    })));
+    let e = add("a", "pasta-1", "pasta", 300);
+    assert!(s.apply(&e, 1, LONG));
+    assert!(!s.step(&e, (0, 0), 1).unwrap().capped);
+    s.set_tree(Some(Arc::new(ExperienceTree {
+        tree_id: "other".into(),
+        caps: vec![per_session],
+        ..tree(1)
+    })));
+    let e = add("b", "pasta-1", "pasta", 300);
+    assert!(s.apply(&e, 2, LONG));
+    assert!(!s.step(&e, (0, 0), 2).unwrap().capped);
 }
 
 /// The operator on `workers` workers: trees at time 1, events at times 2 and 3, and the

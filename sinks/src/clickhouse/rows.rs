@@ -208,6 +208,8 @@ pub(crate) struct DecisionRow {
     time: u64,
     /// `shown`, or `held_out` ([`Decision::held_out`]).
     campaign_group: &'static str,
+    /// 1 when a frequency cap stopped it ([`Decision::capped`]).
+    capped: u8,
 }
 
 /// `experience_decisions_log.campaign_group` of a decision published to storefronts.
@@ -281,6 +283,7 @@ impl From<Decision> for DecisionRow {
             decided_at: seconds(d.decided_at),
             time: d.time,
             campaign_group: if d.held_out { HELD_OUT } else { SHOWN },
+            capped: u8::from(d.capped),
         }
     }
 }

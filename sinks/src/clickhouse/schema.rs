@@ -61,7 +61,7 @@ pub const TABLES: [(&str, &str); 10] = [
 /// default)`: [`ClickHouseStore::migrate`](crate::clickhouse::ClickHouseStore::migrate) adds
 /// those missing (18.16 has no `ADD COLUMN IF NOT EXISTS`). The tables' statements in
 /// [`TABLES`] already have them, last, in this order.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     // The sources' positions, then the graph's tick and horizons (older rows read "" and 0:
     // none recorded).
     ("progress", "positions", "String"),
@@ -74,6 +74,8 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
         "campaign_group",
         "String DEFAULT 'shown'",
     ),
+    // Frequency caps (older rows were not capped).
+    ("experience_decisions_log", "capped", "UInt8 DEFAULT 0"),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.

@@ -136,6 +136,28 @@ fn holdout_shares_are_basis_points_and_windows_are_bounded() {
     assert!(refused("holdout_share = 1.5").contains("between 0 and 1"));
     assert!(refused("holdout_share = -0.1").contains("between 0 and 1"));
     assert!(refused("attribution_hours = 0").contains("attribution_hours"));
+    let caps = with(
+        "[[campaign.cap]]\nper_session = 2\n[[campaign.cap]]\nkind = \"tension_cart\"\nper_day = 1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        caps[0].caps,
+        [
+            FrequencyCap {
+                kind: None,
+                per_session: Some(2),
+                per_day: None
+            },
+            FrequencyCap {
+                kind: Some(ExperienceKind::TensionCart),
+                per_session: None,
+                per_day: Some(1)
+            }
+        ]
+    );
+    assert!(refused("[[campaign.cap]]\nkind = \"tension_cart\"\n").contains("neither"));
+    assert!(refused("[[campaign.cap]]\nper_day = 0\n").contains("a cap of 0"));
+    assert!(refused("[[campaign.cap]]\nper_dya = 1\n").contains("unknown field"));
     assert_eq!(
         with("attribution_hours = 24").unwrap()[0]
             .campaign
