@@ -306,6 +306,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "experience_decisions_log",
                     "privacy_audit_log",
                     "late_events_log",
+                    "campaigns_log",
                     "sold_products_daily",
                     "shopper_purchases",
                     "product_affinities",
@@ -314,6 +315,8 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "experience_decisions",
                     "privacy_audit",
                     "late_events",
+                    "campaigns",
+                    "campaign_uplift",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -556,6 +559,55 @@ async fn migrate_replaces_a_view_whose_definition_changed() {
             "SELECT count() FROM system.tables WHERE database = '{db}' AND name LIKE '\\_bf\\_%'"
         );
         assert_eq!(count(&sink, &leftovers).await, 0);
+    })
+    .await;
+}
+
+/// A decisions log created before holdouts and caps (an older release) gets their columns; its
+/// rows read as shown and not capped; the views that read them are created after.
+#[tokio::test]
+async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
+    with_database("migrate_columns", |sink| async move {
+        let db = sink.database().to_owned();
+        sink.migrate().await.unwrap();
+        for sql in [
+            format!("DROP TABLE {db}.campaign_uplift"),
+            format!("DROP TABLE {db}.experience_decisions"),
+            format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN capped"),
+            format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN campaign_group"),
+            format!(
+                "INSERT INTO {db}.experience_decisions_log (decision_id, retailer_id, \
+                 shopper_id, tree_id, occurred_at, decided_at, time) \
+                 VALUES ('d1', 'r1', 's1', 't', 1700000000, 1700000000, 1)"
+            ),
+        ] {
+            sink.client().query(&sql).execute().await.unwrap();
+        }
+        let migration = sink.migrate().await.unwrap();
+        assert_eq!(
+            migration,
+            Migration {
+                created: [
+                    "experience_decisions_log.campaign_group",
+                    "experience_decisions_log.capped",
+                    "experience_decisions",
+                    "campaign_uplift",
+                ]
+                .map(String::from)
+                .to_vec(),
+                replaced_views: vec![],
+            }
+        );
+        assert!(sink.migrate().await.unwrap().is_noop());
+        let row: (String, String, u8) = sink
+            .client()
+            .query(&format!(
+                "SELECT decision_id, campaign_group, capped FROM {db}.experience_decisions"
+            ))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(row, ("d1".to_owned(), "shown".to_owned(), 0));
     })
     .await;
 }
