@@ -47,23 +47,28 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
     println!("generator seed {seed}");
     // A third of the valid events again at a retailer that reuses every id (a copied
     // integration): its figures must be exactly its own, the others' unchanged.
-    // The trees hold out 20% of the shoppers and cap decisions at 2 per session, tension carts
-    // at 1: held-out and capped decisions are in ClickHouse only.
+    // The trees hold out 20% of the shoppers; at the copying retailer they cap decisions at 1
+    // per session (a tension cart after the recommendation of its session is capped) and
+    // recommendations at 1 (a cap per kind): held-out and capped decisions are in ClickHouse
+    // only.
     let traffic = Traffic::generate(seed, 30_000, 2_000)
         .with_copying_retailer("retailer-copy", 3)
         .with_holdout(2_000)
-        .with_caps(vec![
-            FrequencyCap {
-                kind: None,
-                per_session: Some(2),
-                per_day: None,
-            },
-            FrequencyCap {
-                kind: Some(ExperienceKind::TensionCart),
-                per_session: Some(1),
-                per_day: None,
-            },
-        ]);
+        .with_caps(
+            "retailer-copy",
+            vec![
+                FrequencyCap {
+                    kind: None,
+                    per_session: Some(1),
+                    per_day: None,
+                },
+                FrequencyCap {
+                    kind: Some(ExperienceKind::ProductRecommendation),
+                    per_session: Some(1),
+                    per_day: None,
+                },
+            ],
+        );
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -165,6 +170,10 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         kinds,
         BTreeSet::from(["big", "paid", "pasta"]),
         "every node should fire"
+    );
+    assert!(
+        want_capped.iter().any(|(_, n)| n == "big"),
+        "tension carts after a recommendation should be capped"
     );
     for (topic, db) in [
         (&decisions_cluster, &db_cluster),

@@ -394,8 +394,8 @@ pub struct Traffic {
     pub shoppers: BTreeSet<(String, String)>,
     /// The trees' holdout share, in basis points ([`Traffic::with_holdout`]).
     pub holdout_basis_points: u16,
-    /// The trees' frequency caps ([`Traffic::with_caps`]).
-    pub caps: Vec<FrequencyCap>,
+    /// The trees' frequency caps at one retailer ([`Traffic::with_caps`]).
+    pub caps: Option<(String, Vec<FrequencyCap>)>,
 }
 
 /// Which of a reference replay's decisions: shown, held out, or capped.
@@ -437,7 +437,7 @@ impl Traffic {
             messages,
             shoppers,
             holdout_basis_points: 0,
-            caps: vec![],
+            caps: None,
         }
     }
 
@@ -489,16 +489,22 @@ impl Traffic {
         }
     }
 
-    /// The same traffic, its trees capped by `caps`.
-    pub fn with_caps(self, caps: Vec<FrequencyCap>) -> Traffic {
-        Traffic { caps, ..self }
+    /// The same traffic, the trees of `retailer`'s shoppers capped by `caps`.
+    pub fn with_caps(self, retailer: &str, caps: Vec<FrequencyCap>) -> Traffic {
+        Traffic {
+            caps: Some((retailer.to_owned(), caps)),
+            ..self
+        }
     }
 
     /// The tree of one shopper: [`tree_for`] with this traffic's holdout share and caps.
     pub fn tree(&self, retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         ExperienceTree {
             holdout_basis_points: self.holdout_basis_points,
-            caps: self.caps.clone(),
+            caps: match &self.caps {
+                Some((r, caps)) if r == retailer_id => caps.clone(),
+                _ => vec![],
+            },
             ..tree_for(retailer_id, shopper_id)
         }
     }
