@@ -322,12 +322,16 @@ fn the_generator_produces_the_interesting_cases() {
 
 // ---- The whole graph (`graph::build`): Kafka-shaped messages in, every output captured. ----
 
+/// A decision as the comparisons see it: time, id, shopper, node, causing event, its
+/// partition and offset, held out.
+type SeenDecision = (u64, String, String, String, String, i32, i64, bool);
+
 /// What the whole graph emitted.
 struct GraphOutput {
     models: Output,
     /// Decisions without their wall-clock instant, sorted: time, id, shopper, node, causing
     /// event, its partition and offset, held out.
-    decisions: Vec<(u64, String, String, String, String, i32, i64, bool)>,
+    decisions: Vec<SeenDecision>,
     /// Dead letters as `(topic, partition, offset, code)`, sorted.
     dead_letters: Vec<(Option<String>, i32, i64, String)>,
     /// The checkpoint parts the operators wrote.
