@@ -216,7 +216,7 @@ def decision_inserts(db):
     for _ in range(2):
         yield f"INSERT INTO {db}.experience_decisions_log VALUES " + ", ".join(
             f"('{d}','{r}','{sh}','x-{d}','{k}','{{}}','t-{sh}',1,'n1',['reason'],'e-{d}',0,0,"
-            f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1, 1, 'shown', 0)"
+            f"toDateTime('{at}','UTC'),toDateTime('{at}','UTC') + 1, 1, 'shown', 0, 0)"
             for d, r, sh, k, at in DECISIONS)
 
 

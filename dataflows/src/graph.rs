@@ -37,7 +37,7 @@ use basketflow_vocab::{DeadLetter, Decision, Erasure, LateInput, Retention, Wire
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
-use crate::experiences::{decide, Horizons, TreeStats};
+use crate::experiences::{decide, within_budgets, Horizons, TreeStats};
 use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
 use basketflow_operators::checkpoint::Checkpointing;
 use basketflow_operators::first_within;
@@ -77,7 +77,7 @@ pub struct Settings {
 
 /// The operators whose state a checkpoint holds, by their part names: a checkpoint is
 /// complete with a part of each from every worker.
-pub const CHECKPOINTED: [&str; 7] = [
+pub const CHECKPOINTED: [&str; 8] = [
     "Deduplicate",
     "SettleOrders",
     "Baskets",
@@ -85,6 +85,7 @@ pub const CHECKPOINTED: [&str; 7] = [
     "ShopperPurchases",
     "ProductAffinities",
     "ExperienceTrees",
+    "CampaignBudgets",
 ];
 
 /// The graph's outputs, for the sinks (or a test) to take.
@@ -125,7 +126,7 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
         &settings.retention,
         settings.checkpoints.as_ref(),
     );
-    let decisions = decide(
+    let decided = decide(
         parsed.positioned,
         sources.trees,
         erasures.clone(),
@@ -134,9 +135,10 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
             dedup_ms: settings.dedup_horizon_ms,
             settlement_ms: settings.settlement_ms,
         },
-        settings.tree_stats,
+        settings.tree_stats.clone(),
         settings.checkpoints.as_ref(),
     );
+    let decisions = within_budgets(decided, settings.tree_stats, settings.checkpoints.as_ref());
     Outputs {
         read_models,
         decisions,

@@ -379,6 +379,7 @@ fn trees() -> Vec<ExperienceTree> {
                 // r1 holds out 22%: by the draw, s0 (2151) and s1 (0) but not s2 (2417).
                 holdout_basis_points: if r == 1 { 2_200 } else { 0 },
                 caps: vec![],
+                budget_cents: None,
                 nodes: vec![
                     node("start", vec![], None, &["c0"]),
                     node(

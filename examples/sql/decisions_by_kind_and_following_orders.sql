@@ -6,6 +6,8 @@
 -- both subqueries that read it.
 --
 -- Rules:
+--   * Only decisions shown to the shopper: not held out, capped or over budget (those are in
+--     campaign_uplift's comparison instead).
 --   * "After a decision": the order's ordered_at is in (occurred_at, occurred_at + 24 h] of
 --     the decision, occurred_at being the tracker instant of the event that caused the
 --     decision (the clock the orders' ordered_at use; decided_at is the graph's clock and is
@@ -33,6 +35,7 @@ FROM
         count() AS decisions,
         uniqExact(retailer_id, shopper_id) AS shoppers
     FROM basketflow.experience_decisions
+    WHERE campaign_group = 'shown' AND capped = 0 AND over_budget = 0
     GROUP BY kind
 ) AS decided
 ALL LEFT JOIN
@@ -48,6 +51,7 @@ ALL LEFT JOIN
         (
             SELECT kind, retailer_id, shopper_id, occurred_at AS decision_at
             FROM basketflow.experience_decisions
+            WHERE campaign_group = 'shown' AND capped = 0 AND over_budget = 0
         ) AS decision
         ALL INNER JOIN
         (

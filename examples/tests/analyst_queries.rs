@@ -236,7 +236,7 @@ fn decisions_insert(database: &str) -> String {
             format!(
                 "('{id}', '{retailer}', '{shopper}', 'x-{id}', '{kind}', '{{}}', 't-{shopper}', 1, \
                  'n1', ['reason'], 'e-{id}', 0, 0, toDateTime('{occurred_at}', 'UTC'), \
-                 toDateTime('{occurred_at}', 'UTC') + 1, 1, 'shown', 0)"
+                 toDateTime('{occurred_at}', 'UTC') + 1, 1, 'shown', 0, 0)"
             )
         })
         .collect();

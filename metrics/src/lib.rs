@@ -464,6 +464,13 @@ impl Collector for Scrape {
         )?;
         counter(
             out,
+            "basketflow_decisions_over_budget_total",
+            "Decisions refused because their campaign's budget at the retailer was spent: \
+             recorded in ClickHouse (over_budget = 1), never published.",
+            &r.trees.over_budget,
+        )?;
+        counter(
+            out,
             "basketflow_bad_trees_total",
             "Experience-tree messages that did not parse or check.",
             &r.trees.bad_trees,

@@ -4,7 +4,8 @@
 -- campaign_group is 'shown' (published to experience-decisions) or 'held_out' (the shopper is in
 -- the campaign's holdout group: recorded here, never published); tables created before it
 -- existed get it by ALTER TABLE ... ADD COLUMN, their rows reading 'shown'. capped = 1: a
--- frequency cap of the shopper's tree stopped the decision (recorded, never published).
+-- frequency cap of the shopper's tree stopped the decision (recorded, never published);
+-- over_budget = 1: its campaign's budget at the retailer was spent (likewise).
 CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
 (
     decision_id String,
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS {database}.experience_decisions_log
     decided_at DateTime,
     time UInt64,
     campaign_group String DEFAULT 'shown',
-    capped UInt8 DEFAULT 0
+    capped UInt8 DEFAULT 0,
+    over_budget UInt8 DEFAULT 0
 )
 ENGINE = ReplacingMergeTree(time)
 PARTITION BY toYYYYMM(occurred_at)

@@ -3,7 +3,8 @@
 -- A shopper belongs to the group of their first decision in the campaign (the draw is fixed
 -- per campaign, retailer and shopper; a raised share only adds shoppers). "Then paid": an
 -- order whose ordered_at is in (first decision's occurred_at, + the campaign's
--- attribution_seconds], not cancelled (a cancellation retracts it here as everywhere).
+-- attribution_seconds], not cancelled (a cancellation retracts it here as everywhere). Days
+-- are UTC days.
 -- campaign_revenue_cents: the revenue of the campaign's own products in those orders (its
 -- products, or every product of its category when it lists none). Only campaigns known to
 -- `campaigns` appear.
@@ -23,7 +24,7 @@ FROM
     SELECT
         campaign_id,
         retailer_id,
-        toDate(first_decision_at) AS first_decision_day,
+        toDate(first_decision_at, 'UTC') AS first_decision_day,
         campaign_group,
         count() AS shoppers
     FROM
@@ -61,7 +62,7 @@ ALL LEFT JOIN
             campaign_id,
             retailer_id,
             shopper_id,
-            toDate(first_decision_at) AS first_decision_day,
+            toDate(first_decision_at, 'UTC') AS first_decision_day,
             campaign_group,
             order_id,
             sum(revenue_cents) AS order_revenue_cents,

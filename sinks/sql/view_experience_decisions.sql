@@ -1,4 +1,5 @@
--- One row per decision (the first decided_at among replayed copies). Grouped by retailer too:
+-- One row per decision (the first decided_at among replayed copies), at or below the committed
+-- time like every analyst view (a batch writes its decisions before its progress row). Grouped by retailer too:
 -- retailers are tenants, and a decision is always one retailer's.
 CREATE VIEW IF NOT EXISTS {database}.experience_decisions AS
 SELECT
@@ -18,6 +19,8 @@ SELECT
     any(occurred_at) AS occurred_at,
     min(decided_at) AS decided_at,
     any(campaign_group) AS campaign_group,
-    any(capped) AS capped
+    any(capped) AS capped,
+    any(over_budget) AS over_budget
 FROM {database}.experience_decisions_log
+WHERE time <= (SELECT max(time) FROM {database}.progress)
 GROUP BY retailer_id, decision_id

@@ -72,7 +72,8 @@ pub const POSITIONS: &str = "SourcePositions";
 /// another format is not used: the run replays the log instead).
 /// Format 2 put the manifests (with the chunks' offsets) in a topic of their own; format 3
 /// keeps the tree state's event ids as digests with their read times (the horizon); format 4
-/// keeps the ended orders as digests; format 5 adds the tree state's frequency-cap counters.
+/// keeps the ended orders as digests; format 5 adds the tree state's frequency-cap counters and
+/// the campaigns' budgets (`CampaignBudgets`).
 pub const FORMAT: u32 = 5;
 
 /// The manifests topic's name: the chunks topic's with this suffix.

@@ -412,10 +412,10 @@ pub fn kafka_outputs<'scope>(
 ) -> (Stream<'scope, u64, Vec<()>>, Option<JoinHandle<()>>) {
     let scope = decisions.scope();
     let all = scope.concatenate(vec![
-        // A held-out shopper's decision, and a capped one, are recorded in ClickHouse only:
-        // never sent.
+        // A held-out shopper's decision, a capped one and one over its campaign's budget are
+        // recorded in ClickHouse only: never sent.
         decisions.flat_map(|d| {
-            (!d.held_out && !d.capped).then(|| {
+            (!d.held_out && !d.capped && !d.over_budget).then(|| {
                 let json = serde_json::to_string(&d).expect("a decision serializes");
                 let kind = d.experience.kind.as_str().to_string();
                 Out::Decision(d.shopper_id, json, kind, d.time, wall_ms())

@@ -563,8 +563,9 @@ async fn migrate_replaces_a_view_whose_definition_changed() {
     .await;
 }
 
-/// A decisions log created before holdouts and caps (an older release) gets their columns; its
-/// rows read as shown and not capped; the views that read them are created after.
+/// A decisions log created before holdouts, caps and budgets (an older release) gets their
+/// columns; its rows read as shown, not capped, within budget; the views that read them are
+/// created after.
 #[tokio::test]
 async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
     with_database("migrate_columns", |sink| async move {
@@ -573,6 +574,7 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
         for sql in [
             format!("DROP TABLE {db}.campaign_uplift"),
             format!("DROP TABLE {db}.experience_decisions"),
+            format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN over_budget"),
             format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN capped"),
             format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN campaign_group"),
             format!(
@@ -580,6 +582,7 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
                  shopper_id, tree_id, occurred_at, decided_at, time) \
                  VALUES ('d1', 'r1', 's1', 't', 1700000000, 1700000000, 1)"
             ),
+            format!("INSERT INTO {db}.progress (time, written_at, note) VALUES (1, now(), 'old')"),
         ] {
             sink.client().query(&sql).execute().await.unwrap();
         }
@@ -590,6 +593,7 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
                 created: [
                     "experience_decisions_log.campaign_group",
                     "experience_decisions_log.capped",
+                    "experience_decisions_log.over_budget",
                     "experience_decisions",
                     "campaign_uplift",
                 ]
@@ -599,15 +603,16 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
             }
         );
         assert!(sink.migrate().await.unwrap().is_noop());
-        let row: (String, String, u8) = sink
+        let row: (String, String, u8, u8) = sink
             .client()
             .query(&format!(
-                "SELECT decision_id, campaign_group, capped FROM {db}.experience_decisions"
+                "SELECT decision_id, campaign_group, capped, over_budget \
+                 FROM {db}.experience_decisions"
             ))
             .fetch_one()
             .await
             .unwrap();
-        assert_eq!(row, ("d1".to_owned(), "shown".to_owned(), 0));
+        assert_eq!(row, ("d1".to_owned(), "shown".to_owned(), 0, 0));
     })
     .await;
 }

@@ -77,6 +77,8 @@ fn decision(shopper: &str, time: u64) -> Decision {
         decided_at: AT,
         held_out: false,
         capped: false,
+        over_budget: false,
+        budget_cents: None,
     }
 }
 

@@ -70,6 +70,7 @@ use std::collections::BTreeMap;
 use basketflow_vocab::read_models::{ProductAffinity, ShopperPurchase};
 use basketflow_vocab::{
     Condition, Experience, ExperienceKind, ExperienceTree, Node, ParamValue, ProductMatch,
+    COST_PARAM,
 };
 
 use crate::campaigns::{Audience, Plan};
@@ -672,9 +673,18 @@ impl Builder {
             promotions,
             game,
         };
-        let nodes = parts.assemble();
+        let mut nodes = parts.assemble();
         if nodes.len() == 1 {
             return None;
+        }
+        if plan.budget_cents.is_some() {
+            for exp in nodes.iter_mut().filter_map(|n| n.experience.as_mut()) {
+                let cost = cost_of(exp, usual_rounded);
+                if cost > 0 {
+                    exp.params
+                        .insert(COST_PARAM.to_owned(), ParamValue::Int(cost));
+                }
+            }
         }
         let tree = ExperienceTree {
             tree_id: c.id.clone(),
@@ -684,6 +694,7 @@ impl Builder {
             root: "start".into(),
             holdout_basis_points: plan.holdout_basis_points,
             caps: plan.caps.clone(),
+            budget_cents: plan.budget_cents,
             nodes,
         };
         debug_assert_eq!(tree.check(), Ok(()));
@@ -731,6 +742,28 @@ impl Builder {
         ShopperOutcome {
             tree: self.tree(first, shopper_id, &profile),
             candidates: candidates.len(),
+        }
+    }
+}
+
+/// What a shown experience spends of its campaign's budget (`cost_cents`): the tension cart's
+/// reward, the promotion's discount on the shopper's usual basket (`usual_cents`, rounded up),
+/// the game's expected prize (maximum prize / `win_one_in`, rounded up); a recommendation
+/// costs nothing.
+pub fn cost_of(exp: &Experience, usual_cents: i64) -> i64 {
+    let int = |k: &str| match exp.params.get(k) {
+        Some(ParamValue::Int(v)) => *v,
+        _ => 0,
+    };
+    match exp.kind {
+        ExperienceKind::ProductRecommendation => 0,
+        ExperienceKind::TensionCart => int("reward_cents"),
+        ExperienceKind::PersonalizedPromotion => {
+            (int("discount_percent").saturating_mul(usual_cents) + 99) / 100
+        }
+        ExperienceKind::GamifiedPromotion => {
+            let one_in = int("win_one_in").max(1);
+            (int("max_prize_cents") + one_in - 1) / one_in
         }
     }
 }

@@ -85,6 +85,10 @@ pub struct Campaign {
     /// Frequency caps (`[[campaign.cap]]`): every one holds for each shopper.
     #[serde(default)]
     pub cap: Vec<CapSettings>,
+    /// The promotion budget per targeted retailer, in cents (absent: none): the shown
+    /// decisions spend their `cost_cents`; once one does not fit, the campaign stops there.
+    #[serde(default)]
+    pub budget_cents: Option<u64>,
 }
 
 /// `[[campaign.cap]]`: at most so many decisions per session and/or per day, of one kind or of
@@ -243,6 +247,8 @@ pub struct Plan {
     pub holdout_basis_points: u16,
     /// The frequency caps, as the trees carry them.
     pub caps: Vec<FrequencyCap>,
+    /// The budget per retailer, as the trees carry it.
+    pub budget_cents: Option<u64>,
 }
 
 impl Plan {
@@ -426,7 +432,13 @@ fn check_campaign(c: Campaign) -> Result<Plan> {
             );
         }
     }
+    ensure!(
+        c.budget_cents != Some(0),
+        "budget_cents = 0 would stop every costly decision: leave the budget out, or disable \
+         the kinds"
+    );
     Ok(Plan {
+        budget_cents: c.budget_cents,
         caps,
         holdout_basis_points,
         campaign: c,

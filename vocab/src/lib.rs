@@ -38,6 +38,6 @@ pub use time::Timestamp;
 pub use tree::{
     held_out, holdout_draw, split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery,
     Experience, ExperienceKind, ExperienceTree, FrequencyCap, Node, ParamValue, ProductMatch,
-    BASIS_POINTS, TREE_KEY_SEPARATOR,
+    BASIS_POINTS, COST_PARAM, TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

@@ -87,7 +87,15 @@ pub struct ExperienceTree {
     /// published, and does not count toward the caps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<FrequencyCap>,
+    /// The campaign's promotion budget at this retailer, in cents (absent: none). Each
+    /// decision that would be shown spends its experience's `cost_cents` param; once one does
+    /// not fit, the campaign stops at this retailer ([`Decision::over_budget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_cents: Option<u64>,
 }
+
+/// The experience param a budgeted campaign's decision spends ([`ExperienceTree::budget_cents`]).
+pub const COST_PARAM: &str = "cost_cents";
 
 /// A frequency cap: at most so many decisions (of one kind, or of every kind) per session and
 /// per day. The shopper's decisions that would be shown count, held-out shoppers' included
@@ -349,6 +357,26 @@ pub struct Decision {
     /// (`experience_decisions.capped = 1`), never sent to `experience-decisions`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub capped: bool,
+    /// The campaign's budget at the retailer was spent: recorded for analysts
+    /// (`experience_decisions.over_budget = 1`), never sent to `experience-decisions`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub over_budget: bool,
+    /// The tree's [`ExperienceTree::budget_cents`] when the decision was made: what the
+    /// budget operator checks it against, on the deciding worker. Not serialized (storefronts
+    /// and analysts do not see it).
+    #[serde(skip)]
+    pub budget_cents: Option<u64>,
+}
+
+impl Decision {
+    /// What the decision spends of its campaign's budget: its experience's `cost_cents`
+    /// param (0 when absent or negative).
+    pub fn cost_cents(&self) -> u64 {
+        match self.experience.params.get(COST_PARAM) {
+            Some(ParamValue::Int(c)) => u64::try_from(*c).unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 impl ExperienceTree {
@@ -469,6 +497,7 @@ mod tests {
             }],
             holdout_basis_points: 0,
             caps: vec![],
+            budget_cents: None,
         };
         assert_eq!(
             tree.check().unwrap_err(),

@@ -116,6 +116,7 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         root: "start".into(),
         holdout_basis_points: 0,
         caps: vec![],
+        budget_cents: None,
         nodes: vec![
             Node {
                 id: "start".into(),

@@ -355,6 +355,7 @@ pub fn tree_for(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         root: "start".into(),
         holdout_basis_points: 0,
         caps: vec![],
+        budget_cents: None,
         nodes: vec![
             node("start", vec![], None, &["pasta", "paid"]),
             node(

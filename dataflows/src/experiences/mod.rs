@@ -65,9 +65,12 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+mod budget;
 mod shopper;
 #[cfg(test)]
 mod tests;
+
+pub use budget::{within_budgets, Spend, CAMPAIGN_BUDGETS};
 
 pub use shopper::{decision_id, id_digest, Horizons, Shopper};
 
@@ -91,6 +94,9 @@ pub struct TreeStats {
     pub held_out: std::sync::atomic::AtomicU64,
     /// Of those, decisions a frequency cap stopped (recorded in ClickHouse, never published).
     pub capped: std::sync::atomic::AtomicU64,
+    /// Decisions refused because their campaign's budget at the retailer was spent
+    /// ([`within_budgets`]; recorded in ClickHouse, never published).
+    pub over_budget: std::sync::atomic::AtomicU64,
     /// Entries the shoppers' states keep within the horizons (event ids, paid orders and
     /// cancellations: [`Shopper::remembered`]), over this process's workers: a gauge.
     pub horizon_entries: std::sync::atomic::AtomicU64,

@@ -565,6 +565,8 @@ impl Shopper {
                     tree.holdout_basis_points,
                 ),
                 capped,
+                over_budget: false,
+                budget_cents: tree.budget_cents,
             });
         }
         None

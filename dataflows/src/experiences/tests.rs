@@ -21,6 +21,7 @@ fn tree(version: u64) -> ExperienceTree {
         root: "start".into(),
         holdout_basis_points: 0,
         caps: vec![],
+        budget_cents: None,
         nodes: vec![
             Node {
                 id: "start".into(),

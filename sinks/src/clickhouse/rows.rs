@@ -210,6 +210,8 @@ pub(crate) struct DecisionRow {
     campaign_group: &'static str,
     /// 1 when a frequency cap stopped it ([`Decision::capped`]).
     capped: u8,
+    /// 1 when its campaign's budget was spent ([`Decision::over_budget`]).
+    over_budget: u8,
 }
 
 /// `experience_decisions_log.campaign_group` of a decision published to storefronts.
@@ -284,6 +286,7 @@ impl From<Decision> for DecisionRow {
             time: d.time,
             campaign_group: if d.held_out { HELD_OUT } else { SHOWN },
             capped: u8::from(d.capped),
+            over_budget: u8::from(d.over_budget),
         }
     }
 }

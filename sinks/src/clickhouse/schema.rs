@@ -61,7 +61,7 @@ pub const TABLES: [(&str, &str); 10] = [
 /// default)`: [`ClickHouseStore::migrate`](crate::clickhouse::ClickHouseStore::migrate) adds
 /// those missing (18.16 has no `ADD COLUMN IF NOT EXISTS`). The tables' statements in
 /// [`TABLES`] already have them, last, in this order.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     // The sources' positions, then the graph's tick and horizons (older rows read "" and 0:
     // none recorded).
     ("progress", "positions", "String"),
@@ -76,6 +76,8 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ),
     // Frequency caps (older rows were not capped).
     ("experience_decisions_log", "capped", "UInt8 DEFAULT 0"),
+    // Budgets (older rows were within budget).
+    ("experience_decisions_log", "over_budget", "UInt8 DEFAULT 0"),
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
