@@ -230,8 +230,10 @@ mod tests {
             vec![claim("a", 600, 1_000), claim("b", 400, 1_000)],
         );
         assert_eq!(refused(&got), [("a", false), ("b", false)]);
-        // A cost that would overflow is refused, not wrapped.
-        let got = settle(&mut spend, vec![claim("c", u64::MAX, u64::MAX)]);
-        assert_eq!(refused(&got), [("c", true)]);
+        // Another campaign's budget is its own.
+        let mut other = claim("c", 100, 1_000);
+        other.campaign = "other".into();
+        let got = settle(&mut spend, vec![other]);
+        assert_eq!(refused(&got), [("c", false)]);
     }
 }
