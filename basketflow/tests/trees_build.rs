@@ -145,6 +145,7 @@ category = "pasta"
 complement = "pasta-sauce"
 holdout_share = 0.25
 attribution_hours = 48
+budget_cents = 100000
 [[campaign.cap]]
 per_session = 2
 [[campaign.cap]]
@@ -348,6 +349,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     for s in ["cust-001", "cust-002", "cust-003", "cust-005"] {
         assert_eq!(at("00", s)["tree_id"], json!("autumn-pasta"));
         assert_eq!(at("00", s)["holdout_basis_points"], json!(2_500));
+        assert_eq!(at("00", s)["budget_cents"], json!(100_000));
         assert_eq!(
             at("00", s)["caps"],
             json!([{"per_session": 2}, {"kind": "personalized_promotion", "per_day": 1}])
@@ -399,6 +401,9 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     }
 
     // cust-001: 5 orders, spend 6 x 150 + 3 x 300 + 4 x 100 = 2200 -> 440 -> 500 -> 1000.
+    // autumn-pasta has a budget: each costly experience names its cost (the tension cart's
+    // reward; the promotion's discount on the usual basket rounded, 5% of 500; the game's
+    // maximum prize over win_one_in, 400 / 20); a recommendation costs nothing.
     let t = at("00", "cust-001");
     assert_eq!(node_ids(t), pasta_ids(true));
     assert_eq!(
@@ -407,16 +412,16 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
     assert_eq!(
         params(t, "viewed:pasta/basket/tension"),
-        json!({"threshold_cents": 1000, "reward_cents": 300})
+        json!({"threshold_cents": 1000, "reward_cents": 300, "cost_cents": 300})
     );
     assert_eq!(
         params(t, "searched:pasta"),
-        json!({"category": "pasta", "discount_percent": 5,
+        json!({"category": "pasta", "discount_percent": 5, "cost_cents": 25,
                "product_ids": ["r00-pasta-0001", "r00-pasta-0002"], "segment": "regular"})
     );
     assert_eq!(
         params(t, "paid"),
-        json!({"prize": "basket_back", "max_prize_cents": 400, "win_one_in": 20})
+        json!({"prize": "basket_back", "max_prize_cents": 400, "win_one_in": 20, "cost_cents": 20})
     );
     // cust-002: favourite pasta-0001, bought with sauce-0003 in 4 orders.
     let t = at("00", "cust-002");
@@ -427,7 +432,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
     );
     assert_eq!(
         params(t, "basket/tension"),
-        json!({"threshold_cents": 1000, "reward_cents": 300})
+        json!({"threshold_cents": 1000, "reward_cents": 300, "cost_cents": 300})
     );
     assert_eq!(params(t, "viewed:pasta")["discount_percent"], 14);
     // cust-003 and cust-005 (shadowed coffee-break): the best-selling sauce, the maximum discount.
@@ -441,7 +446,7 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         assert_eq!(params(t, "basket/tension")["threshold_cents"], 1000);
         assert_eq!(
             params(t, "viewed:pasta"),
-            json!({"category": "pasta", "discount_percent": 20,
+            json!({"category": "pasta", "discount_percent": 20, "cost_cents": 100,
                    "product_ids": ["r00-pasta-0001", "r00-pasta-0002"], "segment": "new"})
         );
     }
@@ -526,6 +531,23 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         (only["shoppers"].clone(), only["shadowed"].clone()),
         (json!(4), json!(0))
     );
+    // Another holdout share for a campaign already published: refused, nothing published.
+    std::fs::write(
+        dir.join("campaigns.toml"),
+        CAMPAIGNS.replace("holdout_share = 0.25", "holdout_share = 0.3"),
+    )
+    .unwrap();
+    let out = run_build(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "campaign autumn-pasta was published with holdout_share 0.25 at retailer-00; 0.3 now"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(read_text_pairs(&brokers(), &topic).len(), 6);
+
     // No campaign active: a loud failure that says which ended when, and nothing published.
     let expired = &CAMPAIGNS[CAMPAIGNS.find("[[campaign]]\nid = \"expired\"").unwrap()
         ..CAMPAIGNS

@@ -215,6 +215,21 @@ async fn build(
                 c.database
             );
         }
+        // A running campaign keeps its holdout share: another one would move shoppers between
+        // groups that campaign_uplift has already counted.
+        for (id, retailer, was) in store.recorded_holdouts().await? {
+            if let Some(plan) = active.iter().find(|p| p.campaign.id == id) {
+                if plan.holdout_basis_points != was {
+                    bail!(
+                        "campaign {id} was published with holdout_share {} at {retailer}; \
+                         {} now would move shoppers between the groups campaign_uplift has \
+                         counted: keep the share, or start a campaign with a new id",
+                        f64::from(was) / 10_000.0,
+                        f64::from(plan.holdout_basis_points) / 10_000.0
+                    );
+                }
+            }
+        }
         Some(store)
     };
 

@@ -53,4 +53,18 @@ impl ClickHouseStore {
         insert.end().await?;
         Ok(())
     }
+
+    /// The holdout share each campaign was recorded with, per retailer, from the latest build
+    /// (`campaigns` view): `(campaign_id, retailer_id, holdout_basis_points)`.
+    pub async fn recorded_holdouts(&self) -> Result<Vec<(String, String, u16)>, ClickHouseError> {
+        Ok(self
+            .client()
+            .query(&format!(
+                "SELECT campaign_id, retailer_id, holdout_basis_points FROM {}.campaigns \
+                 ORDER BY campaign_id, retailer_id",
+                self.database()
+            ))
+            .fetch_all()
+            .await?)
+    }
 }
