@@ -6,7 +6,9 @@
 //! exactly the decisions of a sequential replay of each shopper's events (offset order), once
 //! each, on Kafka and in ClickHouse; the trees hold out a fifth of the shoppers, whose
 //! decisions must be in ClickHouse (`campaign_group = 'held_out'`) and never on Kafka; the
-//! trees' frequency caps stop some decisions, likewise recorded (`capped = 1`) and never sent.
+//! trees' frequency caps stop some decisions, likewise recorded (`capped = 1`) and never sent;
+//! one retailer's budget runs out: both runs refuse the same decisions (`over_budget = 1`,
+//! never sent) and spend it exactly.
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
@@ -68,7 +70,9 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
                     per_day: None,
                 },
             ],
-        );
+        )
+        // retailer-00's campaign can afford 60 decisions of 100 cents.
+        .with_budget("retailer-00", 6_000, 100);
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -175,6 +179,36 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         want_capped.iter().any(|(_, n)| n == "big"),
         "tension carts after a recommendation should be capped"
     );
+    // The budget: both runs refuse the same decisions (the reference replay has no times,
+    // so it cannot say which), all at retailer-00, and spend it exactly: 60 allowed.
+    let over_budget = stack.decisions_where(&db_single, "over_budget = 1");
+    assert!(
+        !over_budget.is_empty(),
+        "retailer-00's budget should run out"
+    );
+    assert_eq!(
+        stack.decisions_where(&db_cluster, "over_budget = 1"),
+        over_budget,
+        "the cluster and one worker refuse the same decisions"
+    );
+    for db in [&db_cluster, &db_single] {
+        assert_eq!(
+            stack
+                .decisions_where(db, "over_budget = 1 AND retailer_id != 'retailer-00'")
+                .len(),
+            0
+        );
+        let allowed = stack.decisions_where(
+            db,
+            "retailer_id = 'retailer-00' AND campaign_group = 'shown' AND capped = 0 \
+             AND over_budget = 0",
+        );
+        assert_eq!(allowed.len(), 60, "{db}: 6,000 cents at 100 each");
+    }
+    let want_decisions: Vec<(String, String)> = want_decisions
+        .into_iter()
+        .filter(|d| !over_budget.contains(d))
+        .collect();
     for (topic, db) in [
         (&decisions_cluster, &db_cluster),
         (&decisions_single, &db_single),

@@ -26,7 +26,7 @@ use basketflow_vocab::time::MICROS_PER_DAY;
 use basketflow_vocab::DeadLetter;
 use basketflow_vocab::{
     tree_key, Condition, Decision, Event, Experience, ExperienceKind, ExperienceTree, FrequencyCap,
-    Node, ParamValue, ProductMatch, Timestamp,
+    Node, ParamValue, ProductMatch, Timestamp, COST_PARAM,
 };
 
 /// What the graph's tests do on a [`Stack`]: produce traffic, read the graph's outputs, write
@@ -64,7 +64,8 @@ pub trait GraphStack {
     fn held_out_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
     /// As [`GraphStack::decisions_in_clickhouse`], the capped decisions (of either group).
     fn capped_in_clickhouse(&self, db: &str) -> Vec<(String, String)>;
-    /// The decisions of `db` recorded in `group` (`shown` or `held_out`), not capped, sorted.
+    /// The decisions of `db` recorded in `group` (`shown` or `held_out`), neither capped nor
+    /// over budget, sorted.
     fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)>;
     /// The decisions of `db` that meet an SQL `condition`, sorted.
     fn decisions_where(&self, db: &str, condition: &str) -> Vec<(String, String)>;
@@ -187,7 +188,10 @@ impl GraphStack for Stack {
     }
 
     fn decisions_in_group(&self, db: &str, group: &str) -> Vec<(String, String)> {
-        self.decisions_where(db, &format!("campaign_group = '{group}' AND capped = 0"))
+        self.decisions_where(
+            db,
+            &format!("campaign_group = '{group}' AND capped = 0 AND over_budget = 0"),
+        )
     }
 
     fn decisions_where(&self, db: &str, condition: &str) -> Vec<(String, String)> {
@@ -397,6 +401,8 @@ pub struct Traffic {
     pub holdout_basis_points: u16,
     /// The trees' frequency caps at one retailer ([`Traffic::with_caps`]).
     pub caps: Option<(String, Vec<FrequencyCap>)>,
+    /// A budget at one retailer, and what each decision costs ([`Traffic::with_budget`]).
+    pub budget: Option<(String, u64, i64)>,
 }
 
 /// Which of a reference replay's decisions: shown, held out, or capped.
@@ -439,6 +445,7 @@ impl Traffic {
             shoppers,
             holdout_basis_points: 0,
             caps: None,
+            budget: None,
         }
     }
 
@@ -479,6 +486,16 @@ impl Traffic {
             shoppers,
             holdout_basis_points: self.holdout_basis_points,
             caps: self.caps,
+            budget: self.budget,
+        }
+    }
+
+    /// The same traffic, the trees of `retailer`'s shoppers with a budget of `budget_cents`,
+    /// each of their experiences costing `cost_cents`.
+    pub fn with_budget(self, retailer: &str, budget_cents: u64, cost_cents: i64) -> Traffic {
+        Traffic {
+            budget: Some((retailer.to_owned(), budget_cents, cost_cents)),
+            ..self
         }
     }
 
@@ -500,14 +517,24 @@ impl Traffic {
 
     /// The tree of one shopper: [`tree_for`] with this traffic's holdout share and caps.
     pub fn tree(&self, retailer_id: &str, shopper_id: &str) -> ExperienceTree {
-        ExperienceTree {
+        let mut tree = ExperienceTree {
             holdout_basis_points: self.holdout_basis_points,
             caps: match &self.caps {
                 Some((r, caps)) if r == retailer_id => caps.clone(),
                 _ => vec![],
             },
             ..tree_for(retailer_id, shopper_id)
+        };
+        if let Some((r, budget, cost)) = &self.budget {
+            if r == retailer_id {
+                tree.budget_cents = Some(*budget);
+                for exp in tree.nodes.iter_mut().filter_map(|n| n.experience.as_mut()) {
+                    exp.params
+                        .insert(COST_PARAM.to_owned(), ParamValue::Int(*cost));
+                }
+            }
         }
+        tree
     }
 
     /// Produces one tree per shopper to `topic`.
