@@ -166,6 +166,13 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
     traffic.produce_trees(&stack, &run.trees);
     stack.produce(&run.events, first);
     run_caught_up(&run.config);
+    // The test's trees are campaign "it": record it for every retailer with decisions, as
+    // `trees build` records its campaigns, so that `campaigns` and `campaign_uplift` have rows
+    // of every retailer too.
+    stack.clickhouse(&format!(
+        "INSERT INTO {db}.campaigns_log SELECT DISTINCT 'it', retailer_id, 1, 'pasta', \
+         emptyArrayString(), 0, 86400, now() FROM {db}.experience_decisions"
+    ));
     // One paid order of each retailer cancelled long after it settled (read by the next run).
     let paid = stack.clickhouse(&format!(
         "SELECT retailer_id, any(order_id), any(shopper_id) FROM {db}.order_lines \
