@@ -360,7 +360,7 @@ async fn decision(sink: &ClickHouseStore, id: &str, retailer: &str, shopper: &st
             "INSERT INTO {}.experience_decisions_log VALUES \
              (?, ?, ?, 'session-1', 'tension_cart', '{{\"threshold_cents\":3000}}', 'tree-1', 7, \
              'big', ['basket_value_at_least 3000'], 'event-1', 3, 41, \
-             '2026-11-30 09:10:00', '2026-11-30 09:10:01', 5)",
+             '2026-11-30 09:10:00', '2026-11-30 09:10:01', 5, 'shown', 0, 0)",
             sink.database()
         ))
         .bind(id)
@@ -499,6 +499,9 @@ fn export_lists_exactly_the_shoppers_rows_of_every_view() {
             "caused_by_offset": 41,
             "occurred_at": "2026-11-30 09:10:00",
             "decided_at": "2026-11-30 09:10:01",
+            "campaign_group": "shown",
+            "capped": 0,
+            "over_budget": 0,
         })
     };
     let expected = json!({
