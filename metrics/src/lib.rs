@@ -471,6 +471,14 @@ impl Collector for Scrape {
         )?;
         counter(
             out,
+            "basketflow_games_won_total",
+            "Gamified promotions' wins decided (kind game_won): the paid orders that won their \
+             campaign's draw, before the budget check (a game refused over budget takes its \
+             win with it).",
+            &r.trees.games_won,
+        )?;
+        counter(
+            out,
             "basketflow_bad_trees_total",
             "Experience-tree messages that did not parse or check.",
             &r.trees.bad_trees,

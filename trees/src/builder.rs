@@ -756,7 +756,8 @@ pub fn cost_of(exp: &Experience, usual_cents: i64) -> i64 {
         _ => 0,
     };
     match exp.kind {
-        ExperienceKind::ProductRecommendation => 0,
+        // A win was paid for by its game's expected prize.
+        ExperienceKind::ProductRecommendation | ExperienceKind::GameWon => 0,
         ExperienceKind::TensionCart => int("reward_cents"),
         ExperienceKind::PersonalizedPromotion => {
             (int("discount_percent").saturating_mul(usual_cents) + 99) / 100

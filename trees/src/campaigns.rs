@@ -348,6 +348,10 @@ fn check_campaign(c: Campaign) -> Result<Plan> {
         !kinds.is_empty(),
         "experiences must enable at least one kind"
     );
+    ensure!(
+        !kinds.contains(&ExperienceKind::GameWon),
+        "game_won is not an experience to enable: the graph decides it for a gamified promotion's winners"
+    );
     if kinds.contains(&ExperienceKind::ProductRecommendation) {
         ensure!(
             c.complement.is_some() || !c.complement_products.is_empty(),

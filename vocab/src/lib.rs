@@ -36,8 +36,8 @@ pub use read_models::{
 };
 pub use time::Timestamp;
 pub use tree::{
-    held_out, holdout_draw, split_tree_key, tree_key, CausedBy, Condition, Decision, Delivery,
-    Experience, ExperienceKind, ExperienceTree, FrequencyCap, Node, ParamValue, ProductMatch,
-    BASIS_POINTS, COST_PARAM, TREE_KEY_SEPARATOR,
+    held_out, holdout_draw, split_tree_key, tree_key, wins_game, CausedBy, Condition, Decision,
+    Delivery, Experience, ExperienceKind, ExperienceTree, FrequencyCap, Node, ParamValue,
+    ProductMatch, BASIS_POINTS, COST_PARAM, GAME_DECISION_PARAM, TREE_KEY_SEPARATOR,
 };
 pub use wire::{PositionedEvent, WireEvent};

@@ -150,17 +150,43 @@ pub fn held_out(campaign: &str, retailer_id: &str, shopper_id: &str, basis_point
 
 /// The shopper's draw for a campaign, 0 to 9,999 ([`held_out`]).
 pub fn holdout_draw(campaign: &str, retailer_id: &str, shopper_id: &str) -> u16 {
+    // Below 10,000: fits.
+    (draw(&[campaign, retailer_id, shopper_id]) % u64::from(BASIS_POINTS)) as u16
+}
+
+/// The first 8 bytes (big-endian) of SHA-256 over `parts`, each followed by the byte `0x1F`.
+fn draw(parts: &[&str]) -> u64 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [campaign, retailer_id, shopper_id] {
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0x1f]);
     }
     let digest = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    // Below 10,000: fits.
-    (u64::from_be_bytes(first) % u64::from(BASIS_POINTS)) as u16
+    u64::from_be_bytes(first)
+}
+
+/// The param of a [`ExperienceKind::GameWon`] decision naming the game decision that played.
+pub const GAME_DECISION_PARAM: &str = "game_decision_id";
+
+/// The gamified promotion's draw: whether `order_id`, paid by a shopper of `retailer_id` who
+/// was shown `campaign`'s game, wins, with a chance of one in `win_one_in`.
+///
+/// The draw is seeded by the campaign: the first 8 bytes (big-endian) of SHA-256 over
+/// campaign, retailer and order, each followed by `0x1F` (as [`held_out`]), modulo
+/// `win_one_in`; the order wins when that is 0. It reads the log only (which order, paid to
+/// which retailer, played which campaign), so the same orders win on every replay, restart and
+/// cluster shape, and each order is drawn once per campaign. `win_one_in` 0 never wins.
+///
+/// ```
+/// use basketflow_vocab::wins_game;
+/// assert!(wins_game("pasta-and-sauce", "retailer-00", "o-1", 1));
+/// assert!(!wins_game("pasta-and-sauce", "retailer-00", "o-1", 0));
+/// ```
+pub fn wins_game(campaign: &str, retailer_id: &str, order_id: &str, win_one_in: u64) -> bool {
+    win_one_in > 0 && draw(&[campaign, retailer_id, order_id]).is_multiple_of(win_one_in)
 }
 
 /// One node of a tree.
@@ -256,6 +282,10 @@ pub enum ExperienceKind {
     GamifiedPromotion,
     /// A nudge to reach a basket threshold.
     TensionCart,
+    /// The shopper won a gamified promotion's draw ([`wins_game`]): decided by the graph for
+    /// the order that played, never by a tree node. Its params say which game
+    /// ([`GAME_DECISION_PARAM`]), which order and the prize in cents.
+    GameWon,
 }
 
 impl ExperienceKind {
@@ -266,6 +296,7 @@ impl ExperienceKind {
             ExperienceKind::PersonalizedPromotion => "personalized_promotion",
             ExperienceKind::GamifiedPromotion => "gamified_promotion",
             ExperienceKind::TensionCart => "tension_cart",
+            ExperienceKind::GameWon => "game_won",
         }
     }
 }
@@ -409,6 +440,12 @@ impl ExperienceTree {
         }
         let mut ids = std::collections::BTreeSet::new();
         for n in &self.nodes {
+            if n.experience.as_ref().map(|e| e.kind) == Some(ExperienceKind::GameWon) {
+                return Err(format!(
+                    "node {:?}: game_won is decided by the graph for a game's winner, not by a node",
+                    n.id
+                ));
+            }
             if !ids.insert(n.id.as_str()) {
                 return Err(format!("node id {:?} appears twice", n.id));
             }
@@ -564,6 +601,36 @@ mod tests {
         }
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(holdout_draw("c", "ab", "x"), holdout_draw("c", "a", "bx"));
+    }
+
+    /// The game's draw, pinned: the digests modulo 3 of orders `o-1` to `o-8` of
+    /// `pasta-and-sauce` at `retailer-00`, computed independently in Python
+    /// (`int.from_bytes(hashlib.sha256(b"pasta-and-sauce\x1fretailer-00\x1fo-1\x1f").digest()[:8], "big") % 3`),
+    /// are 2, 1, 0, 1, 0, 1, 1, 1: `o-3` and `o-5` win one in 3. A change of the digest would
+    /// change which orders of a running campaign won at the next replay.
+    #[test]
+    fn the_game_draw_is_pinned_and_wins_about_one_in_n() {
+        let winners: Vec<usize> = (1..=8)
+            .filter(|i| wins_game("pasta-and-sauce", "retailer-00", &format!("o-{i}"), 3))
+            .collect();
+        assert_eq!(winners, [3, 5]);
+        assert!((1..=8).all(|i| wins_game("c", "r", &format!("o-{i}"), 1)));
+        assert!(!(1..=8).any(|i| wins_game("c", "r", &format!("o-{i}"), 0)));
+        // One in 20 over 100,000 orders, within 4 standard deviations.
+        let n = 100_000u32;
+        let won = (0..n)
+            .filter(|i| wins_game("pasta-and-sauce", "retailer-00", &format!("o-{i}"), 20))
+            .count() as f64;
+        let (mean, sd) = (f64::from(n) / 20.0, (f64::from(n) * 0.05 * 0.95).sqrt());
+        assert!((won - mean).abs() < 4.0 * sd, "{won} of {n}");
+    }
+
+    #[test]
+    fn a_node_cannot_carry_game_won() {
+        let json = r#"{"tree_id":"t","version":1,"retailer_id":"r","shopper_id":"s","root":"a",
+          "nodes":[{"id":"a","experience":{"kind":"game_won","params":{}}}]}"#;
+        let tree: ExperienceTree = serde_json::from_str(json).unwrap();
+        assert!(tree.check().unwrap_err().contains("game_won"));
     }
 
     // Computed independently: `int.from_bytes(hashlib.sha256(b"autumn-pasta\x1fretailer-00\x1fcust-0\x1f").digest()[:8], "big") % 10000` in Python.

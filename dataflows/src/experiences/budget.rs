@@ -13,6 +13,11 @@
 //! exceeds the budget (overshoot 0), and what stays unspent is less than the cost of the
 //! first refused decision.
 //!
+//! A game's win ([`ExperienceKind::GameWon`], decided at its game's time) costs nothing (its
+//! game's cost was the expected prize) and follows its game: it is exchanged with the game's
+//! claims when its game claimed, and marked over budget exactly when its game is. So a prize is
+//! never won in a game the campaign could not pay for.
+//!
 //! The spend is checkpointed with the other operators' state (`CampaignBudgets`): a restart
 //! replays from the checkpoint's positions and makes the same choices, so a SIGKILL never
 //! spends twice. Other decisions bypass the operator (no exchange). A budget that changes with
@@ -26,7 +31,7 @@ use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::Millis;
 use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
-use basketflow_vocab::Decision;
+use basketflow_vocab::{Decision, ExperienceKind, ParamValue, GAME_DECISION_PARAM};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::{Concat, Filter, Map};
@@ -52,9 +57,24 @@ struct Claim {
     decision: String,
 }
 
-/// Whether `d` claims on a budget.
+/// Whether `d` claims on a budget (a win goes with its game's claims: it has a budget only
+/// when its game claimed, see [`super::prize`]).
 fn claims(d: &Decision) -> bool {
-    d.budget_cents.is_some() && !d.held_out && !d.capped && d.cost_cents() > 0
+    d.budget_cents.is_some()
+        && !d.held_out
+        && !d.capped
+        && (d.cost_cents() > 0 || d.experience.kind == ExperienceKind::GameWon)
+}
+
+/// The game decision a win follows, if `d` is a win.
+fn game_of(d: &Decision) -> Option<&str> {
+    if d.experience.kind != ExperienceKind::GameWon {
+        return None;
+    }
+    match d.experience.params.get(GAME_DECISION_PARAM) {
+        Some(ParamValue::Text(id)) => Some(id),
+        _ => Some(""),
+    }
 }
 
 /// Worker routing of a campaign at a retailer.
@@ -89,24 +109,38 @@ impl Sharded for Budgets {
     }
 }
 
-/// Decides each claim of one time in `decision_id` order; returns the decisions, marked.
+/// Decides each claim of one time in `decision_id` order, then each win as its game (same
+/// time, same campaign and retailer, so the same batch; a win whose game is not there is
+/// refused: a prize is never paid without its game); returns the decisions, marked.
 fn settle(spend: &mut HashMap<(String, String), Spend>, mut claims: Vec<Claim>) -> Vec<Decision> {
     claims.sort_by(|a, b| a.decision_id.cmp(&b.decision_id));
-    claims
-        .into_iter()
-        .map(|c| {
-            let mut d: Decision = serde_json::from_str(&c.decision).expect("own JSON");
-            let s = spend.entry((c.retailer_id, c.campaign)).or_default();
-            match s.spent.checked_add(c.cost) {
-                Some(total) if !s.exhausted && total <= c.budget => s.spent = total,
-                _ => {
-                    s.exhausted = true;
-                    d.over_budget = true;
-                }
+    let mut decided: Vec<Decision> = Vec::with_capacity(claims.len());
+    let mut wins: Vec<Decision> = Vec::new();
+    for c in claims {
+        let mut d: Decision = serde_json::from_str(&c.decision).expect("own JSON");
+        if game_of(&d).is_some() {
+            wins.push(d);
+            continue;
+        }
+        let s = spend.entry((c.retailer_id, c.campaign)).or_default();
+        match s.spent.checked_add(c.cost) {
+            Some(total) if !s.exhausted && total <= c.budget => s.spent = total,
+            _ => {
+                s.exhausted = true;
+                d.over_budget = true;
             }
-            d
-        })
-        .collect()
+        }
+        decided.push(d);
+    }
+    for mut win in wins {
+        let game = game_of(&win).unwrap_or_default();
+        win.over_budget = decided
+            .iter()
+            .find(|d| d.decision_id == game)
+            .is_none_or(|d| d.over_budget);
+        decided.push(win);
+    }
+    decided
 }
 
 /// The decisions, those of budgeted campaigns checked against their budget (see the module
@@ -190,6 +224,45 @@ mod tests {
                 "occurred_at":"2026-11-20T10:00:00Z"}},"time":1,"decided_at":"2026-11-20T10:00:00Z"}}"#
             ),
         }
+    }
+
+    /// A win of game `game` (costs nothing, follows its game).
+    fn win(id: &str, game: &str, budget: u64) -> Claim {
+        let mut c = claim(id, 0, budget);
+        c.decision = c.decision.replace(
+            r#""kind":"tension_cart","params":{"cost_cents":0}"#,
+            &format!(r#""kind":"game_won","params":{{"game_decision_id":"{game}"}}"#),
+        );
+        assert!(c.decision.contains("game_won"));
+        c
+    }
+
+    #[test]
+    fn a_win_follows_its_games_verdict_and_spends_nothing() {
+        let mut spend = HashMap::new();
+        // "a" (600) fits 1,000, "b" (600) does not; their wins ("0a" sorts before both)
+        // follow them, and a win whose game is not in the time is refused.
+        let got = settle(
+            &mut spend,
+            vec![
+                win("0b", "b", 1_000),
+                claim("b", 600, 1_000),
+                win("0a", "a", 1_000),
+                claim("a", 600, 1_000),
+                win("0z", "z", 1_000),
+            ],
+        );
+        assert_eq!(
+            refused(&got),
+            [
+                ("a", false),
+                ("b", true),
+                ("0a", false),
+                ("0b", true),
+                ("0z", true)
+            ]
+        );
+        assert_eq!(spend[&("r".to_owned(), "c".to_owned())].spent, 600);
     }
 
     fn refused(decisions: &[Decision]) -> Vec<(&str, bool)> {

@@ -56,7 +56,7 @@ use std::sync::Arc;
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
 use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
 use basketflow_vocab::{
-    split_tree_key, Decision, Erasure, ExperienceTree, PositionedEvent, Retention,
+    split_tree_key, Decision, Erasure, ExperienceKind, ExperienceTree, PositionedEvent, Retention,
 };
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -72,7 +72,7 @@ mod tests;
 
 pub use budget::{within_budgets, Spend, CAMPAIGN_BUDGETS};
 
-pub use shopper::{decision_id, id_digest, Horizons, Shopper};
+pub use shopper::{decision_id, id_digest, prize, Horizons, Shopper};
 
 /// Worker routing for a shopper id (both inputs use it, so a shopper lives on one worker;
 /// routing by the shopper id alone keeps that true whatever the retailer).
@@ -97,6 +97,9 @@ pub struct TreeStats {
     /// Decisions refused because their campaign's budget at the retailer was spent
     /// ([`within_budgets`]; recorded in ClickHouse, never published).
     pub over_budget: std::sync::atomic::AtomicU64,
+    /// Of the decisions, games' wins ([`prize`]; counted when decided, before the
+    /// budget check, which may still refuse the win with its game).
+    pub games_won: std::sync::atomic::AtomicU64,
     /// Entries the shoppers' states keep within the horizons (event ids, paid orders and
     /// cancellations: [`Shopper::remembered`]), over this process's workers: a gauge.
     pub horizon_entries: std::sync::atomic::AtomicU64,
@@ -314,7 +317,7 @@ pub fn decide<'scope>(
                             _ => {}
                         }
                         if applied {
-                            if let Some(d) = shopper.step(e, (pe.partition, pe.offset), t) {
+                            for d in shopper.step_with_prize(e, (pe.partition, pe.offset), t) {
                                 stats
                                     .decisions
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -326,6 +329,11 @@ pub fn decide<'scope>(
                                 if d.capped {
                                     stats
                                         .capped
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                if d.experience.kind == ExperienceKind::GameWon {
+                                    stats
+                                        .games_won
                                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 }
                                 session.give(d);

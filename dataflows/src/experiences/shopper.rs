@@ -9,8 +9,9 @@ use basketflow_ingest::kafka_source::Millis;
 use serde::{Deserialize, Serialize};
 
 use basketflow_vocab::{
-    held_out, CausedBy, Condition, Decision, Event, EventBody, ExperienceKind, ExperienceTree,
-    FrequencyCap, OrderStatus, ProductMatch, Timestamp,
+    held_out, wins_game, CausedBy, Condition, Decision, Event, EventBody, Experience,
+    ExperienceKind, ExperienceTree, FrequencyCap, OrderStatus, ParamValue, ProductMatch, Timestamp,
+    GAME_DECISION_PARAM,
 };
 
 /// The contract's horizons as the tree state applies them (the read models' rules 1 and 7).
@@ -75,6 +76,11 @@ pub struct Shopper {
     node: String,
     /// The decisions the tree's frequency caps count.
     shown: Shown,
+    /// The last event [`Shopper::apply`] applied was the first payment of its order within
+    /// settlement (the order a game may draw); not checkpointed: it is set by each event
+    /// before [`Shopper::step`] reads it.
+    #[serde(skip)]
+    new_order: bool,
 }
 
 /// Milliseconds in a day: the caps' day is `time / DAY_MS` (UTC, logical time).
@@ -88,7 +94,8 @@ fn slot(kind: ExperienceKind) -> usize {
     match kind {
         ExperienceKind::ProductRecommendation => 0,
         ExperienceKind::PersonalizedPromotion => 1,
-        ExperienceKind::GamifiedPromotion => 2,
+        // A win is never capped nor counted (its game was): it shares the game's slot.
+        ExperienceKind::GamifiedPromotion | ExperienceKind::GameWon => 2,
         ExperienceKind::TensionCart => 3,
     }
 }
@@ -304,6 +311,7 @@ impl Shopper {
             return false;
         }
         self.recent.push_back((at, digest));
+        self.new_order = false;
         if event.session_id != self.session {
             self.session = event.session_id.clone();
             self.searches.clear();
@@ -371,6 +379,7 @@ impl Shopper {
                     // Kept within settlement, for a cancellation read in it.
                     self.orders.insert(order_id.clone(), (at, items));
                     self.order_ids.push_back((at, order_id.clone()));
+                    self.new_order = true;
                 }
             }
             EventBody::OrderStatusChanged {
@@ -514,6 +523,22 @@ impl Shopper {
         decision
     }
 
+    /// As [`Shopper::step`], followed by the game's win when the decision is a gamified
+    /// promotion shown for an order's first payment and the order wins its draw ([`prize`]).
+    pub fn step_with_prize(
+        &mut self,
+        event: &Event,
+        position: (i32, i64),
+        time: Millis,
+    ) -> impl Iterator<Item = Decision> {
+        let decision = self.step(event, position, time);
+        let won = decision
+            .as_ref()
+            .filter(|_| self.new_order)
+            .and_then(|game| prize(game, event));
+        decision.into_iter().chain(won)
+    }
+
     fn advance(&mut self, event: &Event, position: (i32, i64), time: Millis) -> Option<Decision> {
         let tree = self.tree.clone()?;
         let here = tree.nodes.iter().find(|n| n.id == self.node)?;
@@ -571,6 +596,71 @@ impl Shopper {
         }
         None
     }
+}
+
+/// The win of `game`, a gamified promotion decided for the paid order `event`, if the order
+/// wins the campaign's draw ([`wins_game`] with the game's `win_one_in` param): a
+/// [`ExperienceKind::GameWon`] decision at the game's time, for the same shopper, tree and
+/// node, whose params name the game ([`GAME_DECISION_PARAM`]), the order, and the prize: the
+/// order's total, at most the game's `max_prize_cents`. Only a game the shopper was shown
+/// plays: a held-out or capped game draws nothing. The win costs nothing: its game's cost (the
+/// expected prize) paid for it, so it follows its game's budget verdict
+/// ([`super::budget`]), and it carries the game's budget only when the game claimed on it.
+pub fn prize(game: &Decision, event: &Event) -> Option<Decision> {
+    if game.experience.kind != ExperienceKind::GamifiedPromotion || game.held_out || game.capped {
+        return None;
+    }
+    let EventBody::OrderPaid {
+        order_id,
+        total_cents,
+        ..
+    } = &event.body
+    else {
+        return None;
+    };
+    let int = |k: &str| match game.experience.params.get(k) {
+        Some(ParamValue::Int(v)) => Some(*v),
+        _ => None,
+    };
+    let one_in = u64::try_from(int("win_one_in")?).ok()?;
+    if !wins_game(&game.tree_id, &game.retailer_id, order_id, one_in) {
+        return None;
+    }
+    let prize_cents = int("max_prize_cents")
+        .map_or(*total_cents, |max| max.min(*total_cents))
+        .max(0);
+    let mut params = std::collections::BTreeMap::from([
+        (
+            GAME_DECISION_PARAM.to_owned(),
+            ParamValue::Text(game.decision_id.clone()),
+        ),
+        ("order_id".to_owned(), ParamValue::Text(order_id.clone())),
+        ("prize_cents".to_owned(), ParamValue::Int(prize_cents)),
+    ]);
+    if let Some(what) = game.experience.params.get("prize") {
+        params.insert("prize".to_owned(), what.clone());
+    }
+    Some(Decision {
+        decision_id: decision_id(
+            &game.retailer_id,
+            &game.shopper_id,
+            &game.tree_id,
+            game.tree_version,
+            &format!("{}#won", game.node_id),
+            &game.caused_by.event_id,
+        ),
+        experience: Experience {
+            kind: ExperienceKind::GameWon,
+            params,
+        },
+        reasons: vec![format!(
+            "order {order_id} won the draw of {} (one in {one_in})",
+            game.tree_id
+        )],
+        budget_cents: game.budget_cents.filter(|_| game.cost_cents() > 0),
+        decided_at: Timestamp::now(),
+        ..game.clone()
+    })
 }
 
 /// A deterministic decision id: 128-bit FNV-1a over retailer, shopper, tree, version, node

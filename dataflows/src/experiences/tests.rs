@@ -753,3 +753,167 @@ fn cancellations_count_within_settlement_and_the_state_forgets_orders_after_it()
         assert_eq!(orders_of_p(&s), 2, "forgetting keeps the settled history");
     }
 }
+
+/// A tree whose only node plays a game on every paid order: one in 3 wins, at most 60 cents,
+/// costing `cost` of a 1,000-cent budget.
+fn game_tree(holdout_basis_points: u16, caps: Vec<FrequencyCap>, cost: i64) -> ExperienceTree {
+    let params = [
+        ("win_one_in", ParamValue::Int(3)),
+        ("max_prize_cents", ParamValue::Int(60)),
+        ("prize", ParamValue::Text("your basket".into())),
+        (basketflow_vocab::COST_PARAM, ParamValue::Int(cost)),
+    ];
+    ExperienceTree {
+        tree_id: "games".into(),
+        version: 1,
+        retailer_id: "r".into(),
+        shopper_id: "s".into(),
+        root: "start".into(),
+        holdout_basis_points,
+        caps,
+        budget_cents: Some(1_000),
+        nodes: vec![
+            Node {
+                id: "start".into(),
+                conditions: vec![],
+                experience: None,
+                children: vec!["game".into()],
+            },
+            Node {
+                id: "game".into(),
+                conditions: vec![Condition::OrderPaid {}],
+                experience: Some(Experience {
+                    kind: ExperienceKind::GamifiedPromotion,
+                    params: params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                }),
+                children: vec![],
+            },
+        ],
+    }
+}
+
+fn paid_total(id: &str, order: &str, total_cents: i64) -> Event {
+    let mut e = paid(id, order);
+    if let EventBody::OrderPaid { total_cents: t, .. } = &mut e.body {
+        *t = total_cents;
+    }
+    e
+}
+
+/// Per event: the decisions' kinds, and each win's params (game decision id, order, prize)
+/// and budget.
+fn play(tree: ExperienceTree, events: &[Event]) -> Vec<Vec<Decision>> {
+    let mut s = Shopper::default();
+    s.set_tree(Some(Arc::new(tree)));
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if s.apply(e, i as u64, LONG) {
+                s.step_with_prize(e, (0, i as i64), i as u64).collect()
+            } else {
+                vec![]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_shown_game_wins_its_orders_draw_once_per_order_and_never_when_held_out_or_capped() {
+    // "games" at "r", one in 3: o-2, o-3, o-5 and o-6 win (Python's hashlib).
+    let events = [
+        paid_total("e1", "o-1", 100),
+        paid_total("e2", "o-2", 100),
+        // Another copy of o-2's payment (another event id): the game plays again, the order
+        // does not draw twice.
+        paid_total("e3", "o-2", 100),
+        paid_total("e4", "o-3", 40),
+        cancelled("e5", "o-5"),
+        // Paid after its cancellation within settlement: no order, no draw.
+        paid_total("e6", "o-5", 100),
+        paid_total("e7", "o-4", 100),
+    ];
+    let got = play(game_tree(0, vec![], 20), &events);
+    let kinds: Vec<Vec<&str>> = got
+        .iter()
+        .map(|ds| ds.iter().map(|d| d.experience.kind.as_str()).collect())
+        .collect();
+    let g = "gamified_promotion";
+    let w = "game_won";
+    assert_eq!(
+        kinds,
+        [
+            vec![g],
+            vec![g, w],
+            vec![g],
+            vec![g, w],
+            vec![],
+            vec![g],
+            vec![g]
+        ]
+    );
+    let (game, win) = (&got[1][0], &got[1][1]);
+    let text = |s: &str| ParamValue::Text(s.into());
+    assert_eq!(
+        win.experience.params,
+        [
+            ("game_decision_id", text(&game.decision_id)),
+            ("order_id", text("o-2")),
+            ("prize", text("your basket")),
+            ("prize_cents", ParamValue::Int(60)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    );
+    assert_ne!(win.decision_id, game.decision_id);
+    assert_eq!(
+        (win.time, &win.node_id, &win.caused_by, win.budget_cents),
+        (game.time, &game.node_id, &game.caused_by, Some(1_000))
+    );
+    // The prize is the order's total when below the maximum.
+    assert_eq!(
+        got[3][1].experience.params["prize_cents"],
+        ParamValue::Int(40)
+    );
+    // The same orders win on a replay (a fresh state).
+    let again = play(game_tree(0, vec![], 20), &events);
+    let ids = |v: &[Vec<Decision>]| -> Vec<String> {
+        v.iter().flatten().map(|d| d.decision_id.clone()).collect()
+    };
+    assert_eq!(ids(&again), ids(&got));
+    // A game without cost claims nothing: neither does its win.
+    let free = play(game_tree(0, vec![], 0), &events);
+    assert_eq!(free[1][1].budget_cents, None);
+
+    // Held out: the games are recorded, marked, and draw nothing.
+    let held = play(game_tree(10_000, vec![], 20), &events);
+    assert!(held
+        .iter()
+        .flatten()
+        .all(|d| d.held_out && d.experience.kind == ExperienceKind::GamifiedPromotion));
+    assert_eq!(held.iter().flatten().count(), 6);
+    // Capped at one game per session: only the first game plays (o-1 loses).
+    let cap = FrequencyCap {
+        kind: Some(ExperienceKind::GamifiedPromotion),
+        per_session: Some(1),
+        per_day: None,
+    };
+    let capped = play(game_tree(0, vec![cap], 20), &events);
+    let flags: Vec<(&str, bool)> = capped
+        .iter()
+        .flatten()
+        .map(|d| (d.experience.kind.as_str(), d.capped))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (g, false),
+            (g, true),
+            (g, true),
+            (g, true),
+            (g, true),
+            (g, true)
+        ]
+    );
+}
