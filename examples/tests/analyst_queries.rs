@@ -350,6 +350,57 @@ fn uplift_decisions_insert(database: &str) -> String {
     )
 }
 
+/// Games' wins (and rows `game_winners` must leave out): (decision_id, retailer, shopper,
+/// kind, group, over_budget, order, prize cents).
+const GAME_DECISIONS: [(&str, &str, &str, &str, &str, u8, &str, i64); 6] = [
+    // o1 stands.
+    ("w1", "r1", "s1", "game_won", "shown", 0, "o1", 1200),
+    // o4 was cancelled.
+    ("w2", "r1", "s2", "game_won", "shown", 0, "o4", 450),
+    // Held out, over budget, not a win: none is a winner.
+    ("w3", "r1", "s3", "game_won", "held_out", 0, "o5", 300),
+    ("w4", "r1", "s6", "game_won", "shown", 1, "o6", 150),
+    (
+        "w5",
+        "r1",
+        "s6",
+        "gamified_promotion",
+        "shown",
+        0,
+        "o6",
+        150,
+    ),
+    // An order r2 never reported: it does not stand.
+    ("w6", "r2", "s1", "game_won", "shown", 0, "o1", 900),
+];
+
+fn game_decisions_insert(database: &str) -> String {
+    let rows: Vec<String> = GAME_DECISIONS
+        .iter()
+        .map(|(id, retailer, shopper, kind, group, over, order, cents)| {
+            format!(
+                "('{id}', '{retailer}', '{shopper}', '{kind}', \
+                 '{{\"game_decision_id\":\"g-{id}\",\"order_id\":\"{order}\",\"prize\":\"your basket\",\"prize_cents\":{cents}}}', \
+                 'pasta', toDateTime('2026-11-20 11:00:00', 'UTC'), \
+                 toDateTime('2026-11-20 11:00:00', 'UTC'), 1, '{group}', {over})"
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {database}.experience_decisions_log (decision_id, retailer_id, \
+         shopper_id, kind, params, tree_id, occurred_at, decided_at, time, campaign_group, \
+         over_budget) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+/// `game_winners`, by retailer and order.
+const WINNERS_EXPECTED: &str = "\
+pasta\tr1\ts1\to1\tyour basket\t1200\t2026-11-20 11:00:00\tw1\tg-w1\t1
+pasta\tr1\ts2\to4\tyour basket\t450\t2026-11-20 11:00:00\tw2\tg-w2\t0
+pasta\tr2\ts1\to1\tyour basket\t900\t2026-11-20 11:00:00\tw6\tg-w6\t0
+";
+
 /// The campaigns as two builds recorded them: pasta's first build (version 1, a 60 s window)
 /// is replaced by version 2 (48 h).
 fn campaigns_insert(database: &str) -> String {
@@ -595,6 +646,26 @@ async fn uplift_scenario(sink: ClickHouseStore) {
         run_query(&sink, "campaign_uplift_significance.sql", &[]).await,
         SIGNIFICANCE_EXPECTED
     );
+
+    // Games' winners, written twice (a replay), over the same orders.
+    for _ in 0..2 {
+        sink.client()
+            .query_raw(&game_decisions_insert(&db))
+            .execute()
+            .await
+            .unwrap();
+    }
+    let bytes = sink
+        .client()
+        .query_raw(&format!(
+            "SELECT * FROM {db}.game_winners ORDER BY retailer_id, order_id"
+        ))
+        .fetch_bytes("TabSeparated")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(bytes.to_vec()).unwrap(), WINNERS_EXPECTED);
 }
 
 #[tokio::test]

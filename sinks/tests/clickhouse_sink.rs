@@ -317,6 +317,7 @@ async fn batches_changes_deletions_partial_batch_and_recovery_give_exact_views()
                     "late_events",
                     "campaigns",
                     "campaign_uplift",
+                    "game_winners",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -572,6 +573,7 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
         let db = sink.database().to_owned();
         sink.migrate().await.unwrap();
         for sql in [
+            format!("DROP TABLE {db}.game_winners"),
             format!("DROP TABLE {db}.campaign_uplift"),
             format!("DROP TABLE {db}.experience_decisions"),
             format!("ALTER TABLE {db}.experience_decisions_log DROP COLUMN over_budget"),
@@ -596,6 +598,7 @@ async fn migrate_adds_the_holdout_and_cap_columns_to_an_older_decisions_log() {
                     "experience_decisions_log.over_budget",
                     "experience_decisions",
                     "campaign_uplift",
+                    "game_winners",
                 ]
                 .map(String::from)
                 .to_vec(),

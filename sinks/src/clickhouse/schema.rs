@@ -81,7 +81,7 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
 ];
 
 /// Name and `CREATE VIEW IF NOT EXISTS <db>.<name> AS ...` statement of every analyst view.
-pub const VIEWS: [(&str, &str); 10] = [
+pub const VIEWS: [(&str, &str); 11] = [
     (
         "sold_products_daily",
         include_str!("../../sql/view_sold_products_daily.sql"),
@@ -115,6 +115,10 @@ pub const VIEWS: [(&str, &str); 10] = [
     (
         "campaign_uplift",
         include_str!("../../sql/view_campaign_uplift.sql"),
+    ),
+    (
+        "game_winners",
+        include_str!("../../sql/view_game_winners.sql"),
     ),
 ];
 
