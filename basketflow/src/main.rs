@@ -8,6 +8,7 @@
 //! - `basketflow config check|example`: validate a configuration; print the commented example.
 //! - `basketflow privacy erase|export`: a shopper's right to be forgotten and right of access.
 //! - `basketflow analysts provision`: each retailer's analysts read their retailer's rows only.
+//! - `basketflow rewards provision|run`: reward contacts (emails), loaded apart from the graph.
 
 #![forbid(missing_docs)]
 
@@ -15,6 +16,7 @@ use basketflow_config as config;
 mod analysts_cli;
 mod preflight;
 mod privacy_cli;
+mod rewards_cli;
 mod run;
 
 use std::io;
@@ -69,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: analysts_cli::AnalystsCommand,
     },
+    /// Reward contacts (emails to pay a prize): the loader's ClickHouse user, and the loader.
+    Rewards {
+        #[command(subcommand)]
+        command: rewards_cli::RewardsCommand,
+    },
     /// Serve the HTTP collector: trackers POST events, valid ones are produced to Kafka.
     Collect {
         /// The configuration file.
@@ -85,12 +92,14 @@ fn main() -> Result<()> {
         Command::Config { command } => config::run(command)?,
         Command::Privacy { command } => privacy_cli::run(command)?,
         Command::Analysts { command } => analysts_cli::run(command)?,
+        Command::Rewards { command } => rewards_cli::run(command)?,
         Command::Collect { config } => {
             let config = config::Config::load(&config)?;
             basketflow_collector::run(
                 config.collector,
                 &config.kafka.brokers,
                 &config.kafka.events_topic,
+                &config.rewards.topic,
             )?
         }
         Command::Validate => {

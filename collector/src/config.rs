@@ -49,6 +49,10 @@ pub struct CollectorConfig {
     pub auth: AuthMode,
     /// The retailers' key hashes (used when `auth = "keys"`).
     pub retailers: Vec<RetailerKey>,
+    /// The retailers' reward keys (`auth = "keys"`): the only keys `POST /v1/reward-contacts`
+    /// takes, and keys `POST /v1/events` refuses. A reward key lives in the retailer's backend,
+    /// never in a browser, so a tracker's key (public by nature) cannot submit email addresses.
+    pub reward_keys: Vec<RetailerKey>,
     /// Origins allowed to call the API from a browser (CORS), e.g. `"https://shop.example"`;
     /// `"*"` allows any origin.
     pub cors_origins: Vec<String>,
@@ -83,6 +87,7 @@ impl Default for CollectorConfig {
             topic: None,
             auth: AuthMode::None,
             retailers: Vec::new(),
+            reward_keys: Vec::new(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_batch_events: 500,
@@ -150,7 +155,15 @@ impl CollectorConfig {
                 ));
             }
         }
-        self.key_table()?;
+        let events = self.key_table()?;
+        let rewards = self.reward_key_table()?;
+        if let Some(shared) = events.keys().find(|h| rewards.contains_key(*h)) {
+            return bad(format!(
+                "collector.reward_keys: the key of {:?} is also an event key of {:?}: a \
+                 reward key must be a key of its own (never one a tracker holds)",
+                rewards[shared], events[shared]
+            ));
+        }
         if self.auth == AuthMode::Keys && self.retailers.is_empty() {
             return bad(
                 "collector.auth = \"keys\" needs at least one [[collector.retailers]] entry".into(),
@@ -161,31 +174,12 @@ impl CollectorConfig {
 
     /// The key table: SHA-256 (lowercase hex) of a key -> the retailer it belongs to.
     pub(crate) fn key_table(&self) -> Result<BTreeMap<String, String>, CollectorError> {
-        let mut table = BTreeMap::new();
-        for r in &self.retailers {
-            let hash = r.key_sha256.to_ascii_lowercase();
-            if r.id.is_empty() {
-                return Err(CollectorError::Config(
-                    "collector.retailers: an entry has an empty id".into(),
-                ));
-            }
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(CollectorError::Config(format!(
-                    "collector.retailers: the key_sha256 of {:?} is not 64 hex digits \
-                     (printf %s KEY | sha256sum)",
-                    r.id
-                )));
-            }
-            if let Some(other) = table.insert(hash, r.id.clone()) {
-                if other != r.id {
-                    return Err(CollectorError::Config(format!(
-                        "collector.retailers: {other:?} and {:?} have the same key",
-                        r.id
-                    )));
-                }
-            }
-        }
-        Ok(table)
+        table_of(&self.retailers, "collector.retailers")
+    }
+
+    /// The reward keys: SHA-256 (lowercase hex) of a key -> the retailer it belongs to.
+    pub(crate) fn reward_key_table(&self) -> Result<BTreeMap<String, String>, CollectorError> {
+        table_of(&self.reward_keys, "collector.reward_keys")
     }
 
     /// The effective burst of the rate limiter.
@@ -209,6 +203,35 @@ impl CollectorConfig {
     pub(crate) fn read_timeout(&self) -> Duration {
         Duration::from_millis(self.read_timeout_ms)
     }
+}
+
+/// SHA-256 (lowercase hex) of each key of `keys` -> its retailer; `what` names the list.
+fn table_of(keys: &[RetailerKey], what: &str) -> Result<BTreeMap<String, String>, CollectorError> {
+    let mut table = BTreeMap::new();
+    for r in keys {
+        let hash = r.key_sha256.to_ascii_lowercase();
+        if r.id.is_empty() {
+            return Err(CollectorError::Config(format!(
+                "{what}: an entry has an empty id"
+            )));
+        }
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CollectorError::Config(format!(
+                "{what}: the key_sha256 of {:?} is not 64 hex digits \
+                     (printf %s KEY | sha256sum)",
+                r.id
+            )));
+        }
+        if let Some(other) = table.insert(hash, r.id.clone()) {
+            if other != r.id {
+                return Err(CollectorError::Config(format!(
+                    "{what}: {other:?} and {:?} have the same key",
+                    r.id
+                )));
+            }
+        }
+    }
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -251,6 +274,29 @@ mod tests {
             c.key_table().unwrap().len(),
             2,
             "two keys of one retailer (rotation)"
+        );
+    }
+
+    #[test]
+    fn reward_keys_are_keys_of_their_own() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let c = parse(&format!(
+            "auth = \"keys\"\n[[retailers]]\nid = \"r1\"\nkey_sha256 = \"{a}\"\n\
+             [[reward_keys]]\nid = \"r1\"\nkey_sha256 = \"{b}\""
+        ))
+        .unwrap();
+        assert_eq!(c.reward_key_table().unwrap().len(), 1);
+        let err = parse(&format!(
+            "[[retailers]]\nid = \"r1\"\nkey_sha256 = \"{a}\"\n\
+             [[reward_keys]]\nid = \"r1\"\nkey_sha256 = \"{}\"",
+            a.to_uppercase()
+        ))
+        .unwrap_err();
+        assert!(err.contains("also an event key"), "{err}");
+        let err = parse("[[reward_keys]]\nid = \"r1\"\nkey_sha256 = \"x\"").unwrap_err();
+        assert!(
+            err.starts_with("collector configuration: collector.reward_keys:"),
+            "{err}"
         );
     }
 

@@ -1,7 +1,9 @@
 //! The Shopper Event API: the HTTP endpoint retailers' trackers send events to.
 //!
 //! `basketflow collect` serves `POST /v1/events` (one event, a JSON array, or JSON lines; plain,
-//! `text/plain` from `navigator.sendBeacon`, or gzip), `GET /health` and `GET /metrics`. Each
+//! `text/plain` from `navigator.sendBeacon`, or gzip), `POST /v1/reward-contacts` (one reward
+//! contact, with a reward key: see [`server`] and `basketflow_rewards`), `GET /health` and
+//! `GET /metrics`. Each
 //! event is judged by the same contract code as the graph's Kafka source
 //! ([`basketflow_ingest::parse_event`]) and, if valid, produced to `shopper-events` keyed by
 //! `shopper_id`, as the exact bytes the tracker sent.
@@ -39,7 +41,7 @@
 //! | module | responsibility |
 //! | --- | --- |
 //! | [`config`] | `[collector]` in `basketflow.toml` |
-//! | [`server`] | routes, the `POST /v1/events` pipeline, status codes and answer bodies |
+//! | [`server`] | routes, the `POST /v1/events` pipeline, `POST /v1/reward-contacts`, status codes and answer bodies |
 //! | [`body`] | gzip decoding and splitting a body into the raw bytes of each event |
 //! | [`auth`] | API keys (SHA-256 in the config) and per-retailer token buckets |
 //! | [`cors`] | CORS for the configured retailer origins |
@@ -77,12 +79,14 @@ pub enum CollectorError {
 }
 
 /// `basketflow collect`: serves with `config`, producing to `brokers` (events go to
-/// `config.topic`, or `default_topic`), until SIGINT or SIGTERM; then answers the requests in
-/// progress, flushes and returns. Blocking: it runs its own tokio runtime.
+/// `config.topic`, or `default_topic`; reward contacts to `rewards_topic`, `[rewards] topic`),
+/// until SIGINT or SIGTERM; then answers the requests in progress, flushes and returns.
+/// Blocking: it runs its own tokio runtime.
 pub fn run(
     config: CollectorConfig,
     brokers: &str,
     default_topic: &str,
+    rewards_topic: &str,
 ) -> Result<(), CollectorError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,17 +95,32 @@ pub fn run(
         .map_err(CollectorError::Serve)?;
     runtime.block_on(async {
         let auth = config.auth;
-        let collector = Collector::bind(config, brokers, default_topic).await?;
+        let reward_keys = config.reward_keys.len();
+        let collector =
+            Collector::bind_with_rewards(config, brokers, default_topic, Some(rewards_topic))
+                .await?;
         eprintln!(
-            "collector: listening on http://{} (POST /v1/events, GET /health, GET /metrics), \
-             producing to {} on {brokers}",
+            "collector: listening on http://{} (POST /v1/events, POST /v1/reward-contacts, \
+             GET /health, GET /metrics), producing events to {} and reward contacts to {} on \
+             {brokers}",
             collector.local_addr(),
-            collector.topic()
+            collector.topic(),
+            rewards_topic
         );
         if auth == AuthMode::None {
             eprintln!(
                 "collector: WARNING: auth = \"none\": anyone who can reach this address may send \
                  events for any retailer. For local use only; set auth = \"keys\" otherwise."
+            );
+            eprintln!(
+                "collector: WARNING: auth = \"none\": POST /v1/reward-contacts is OPEN too: \
+                 anyone who can reach this address may store email addresses for any retailer. \
+                 For local use only; set auth = \"keys\" and [[collector.reward_keys]] otherwise."
+            );
+        } else if reward_keys == 0 {
+            eprintln!(
+                "collector: no [[collector.reward_keys]]: POST /v1/reward-contacts refuses every \
+                 request (401)"
             );
         }
         collector.serve(shutdown_signal()).await?;

@@ -15,6 +15,9 @@
 //! | `basketflow_collector_request_seconds` | histogram | (`POST /v1/events`, received to answered) |
 //! | `basketflow_collector_produce_seconds` | histogram | (first event handed to the producer to last acknowledgement, per request) |
 //! | `basketflow_collector_in_flight_bytes` | gauge | (bytes of bodies held, see `max_in_flight_bytes`) |
+//! | `basketflow_collector_reward_contact_requests_total` | counter | `code` (HTTP status of `POST /v1/reward-contacts`) |
+//! | `basketflow_collector_reward_contacts_accepted_total` | counter | (contacts acknowledged by the broker) |
+//! | `basketflow_collector_reward_contacts_refused_total` | counter | `code` (the answer's `error`) |
 
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +33,22 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// HTTP statuses `POST /v1/events` answers with (others are counted as `other`).
 const STATUSES: [u16; 8] = [200, 400, 401, 408, 413, 415, 429, 503];
+/// HTTP statuses `POST /v1/reward-contacts` answers with (others are counted as `other`).
+const REWARD_STATUSES: [u16; 9] = [200, 400, 401, 403, 404, 408, 413, 415, 503];
+/// The `error` codes of `POST /v1/reward-contacts` refusals (others are counted as `other`).
+const REWARD_REFUSALS: [&str; 11] = [
+    "not_configured",
+    "unauthorized",
+    "unsupported_encoding",
+    "body_too_large",
+    "timeout",
+    "malformed_body",
+    "unknown_field",
+    "missing_field",
+    "invalid_field",
+    "forbidden",
+    "unavailable",
+];
 /// Code of an event refused because the request's key is not its retailer's.
 pub const UNAUTHORIZED: &str = "unauthorized";
 /// Upper bounds of the latency buckets, in seconds.
@@ -67,6 +86,11 @@ pub struct Metrics {
     /// in seconds.
     pub produce_seconds: Histogram,
     in_flight_bytes: Gauge,
+    /// By the index of the status in `REWARD_STATUSES`, then `other`.
+    reward_requests: Vec<Counter>,
+    reward_accepted: Counter,
+    /// By the index of the code in `REWARD_REFUSALS`, then `other`.
+    reward_refused: Vec<Counter>,
 }
 
 impl Default for Metrics {
@@ -121,11 +145,44 @@ impl Default for Metrics {
             "Request bytes held (received, not yet answered)",
             in_flight_bytes.clone(),
         );
+        let reward_requests = Family::default();
+        registry.register(
+            "reward_contact_requests",
+            "Answers to POST /v1/reward-contacts, by HTTP status",
+            reward_requests.clone(),
+        );
+        let reward_accepted = Counter::default();
+        registry.register(
+            "reward_contacts_accepted",
+            "Reward contacts acknowledged by the broker",
+            reward_accepted.clone(),
+        );
+        let reward_refused = Family::default();
+        registry.register(
+            "reward_contacts_refused",
+            "Reward contact requests refused, by error code",
+            reward_refused.clone(),
+        );
         let statuses = STATUSES.iter().map(u16::to_string);
         let reasons = RejectCode::ALL.iter().map(|c| c.as_str().to_string());
         Metrics {
             requests: by_code(&requests, statuses.chain(["other".to_string()])),
             rejected: by_code(&rejected, reasons.chain([UNAUTHORIZED.to_string()])),
+            reward_requests: by_code(
+                &reward_requests,
+                REWARD_STATUSES
+                    .iter()
+                    .map(u16::to_string)
+                    .chain(["other".to_string()]),
+            ),
+            reward_refused: by_code(
+                &reward_refused,
+                REWARD_REFUSALS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .chain(["other".to_string()]),
+            ),
+            reward_accepted,
             registry,
             accepted,
             failed,
@@ -145,6 +202,29 @@ impl Metrics {
             .position(|&s| s == status)
             .unwrap_or(STATUSES.len());
         self.requests[i].inc();
+    }
+
+    /// Counts an answer to `POST /v1/reward-contacts`.
+    pub fn reward_request(&self, status: u16) {
+        let i = REWARD_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REWARD_STATUSES.len());
+        self.reward_requests[i].inc();
+    }
+
+    /// Counts a reward contact acknowledged by the broker.
+    pub fn reward_contact_accepted(&self) {
+        self.reward_accepted.inc();
+    }
+
+    /// Counts a refused reward contact request by its error code.
+    pub fn reward_contact_refused(&self, code: &str) {
+        let i = REWARD_REFUSALS
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(REWARD_REFUSALS.len());
+        self.reward_refused[i].inc();
     }
 
     /// Counts acknowledged events.

@@ -22,6 +22,23 @@
 //! - **503** `unavailable` + `Retry-After`: some valid events were not acknowledged in time
 //!   (status `failed` in the results): retry those; the ones marked `accepted` are stored.
 //!
+//! `POST /v1/reward-contacts` ([`Shared::reward_contact`]) takes one reward contact (an
+//! email address to pay a prize; see [`basketflow_rewards::contact`]) with a **reward key**
+//! (`[[collector.reward_keys]]`, in `Authorization: Bearer` or `X-Api-Key`, never in the query
+//! string), and answers after the broker has acknowledged it on the reward-contacts topic:
+//!
+//! | step | refusal |
+//! | --- | --- |
+//! | the collector has a rewards topic | 404 `not_configured` |
+//! | a reward key (`auth = "keys"`; an event key is not one) | 401 `unauthorized` |
+//! | `Content-Encoding` none or `identity` | 415 `unsupported_encoding` |
+//! | body within [`MAX_CONTACT_BYTES`] and `read_timeout_ms` | 413 `body_too_large`, 408 `timeout` |
+//! | the contact ([`RewardContact::parse`]) | 400 `malformed_body`, `unknown_field`, `missing_field`, `invalid_field` (with `field`) |
+//! | its `retailer_id` is the key's retailer | 403 `forbidden` (field `retailer_id`) |
+//! | the broker's acknowledgement within `produce_timeout_ms` | 503 `unavailable` + `Retry-After` |
+//!
+//! and otherwise 200 `{"status":"accepted","contact_id":...}`.
+//!
 //! The body always lists every event by its index in the request:
 //! `{"accepted":1,"rejected":1,"failed":0,"results":[{"index":0,"status":"accepted"},
 //! {"index":1,"status":"rejected","code":"pii","field":"email","reason":"..."}]}`.
@@ -46,6 +63,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use basketflow_ingest::parse_event;
+use basketflow_rewards::contact::MAX_CONTACT_BYTES;
+use basketflow_rewards::RewardContact;
 
 use crate::auth::{presented_key, Keys, RateLimiter};
 use crate::body::{gunzip, split, BodyError, DecodeError};
@@ -64,6 +83,10 @@ pub struct Collector {
 struct Shared {
     config: CollectorConfig,
     keys: Keys,
+    /// The reward keys: the only keys of `POST /v1/reward-contacts`.
+    reward_keys: Keys,
+    /// The producer to the reward-contacts topic; `None`: the route answers 404.
+    rewards: Option<EventProducer>,
     limiter: Option<RateLimiter>,
     cors: Cors,
     producer: EventProducer,
@@ -80,28 +103,33 @@ impl Collector {
         brokers: &str,
         default_topic: &str,
     ) -> Result<Collector, CollectorError> {
+        Collector::bind_with_rewards(config, brokers, default_topic, None).await
+    }
+
+    /// [`Collector::bind`], also serving `POST /v1/reward-contacts` into `rewards_topic`
+    /// (`[rewards] topic`) when it is given (checked like the events topic).
+    pub async fn bind_with_rewards(
+        config: CollectorConfig,
+        brokers: &str,
+        default_topic: &str,
+        rewards_topic: Option<&str>,
+    ) -> Result<Collector, CollectorError> {
         config.validate()?;
+        let rewards = match rewards_topic {
+            None => None,
+            Some(topic) => {
+                let producer = EventProducer::new(brokers, topic, config.produce_timeout())
+                    .map_err(CollectorError::Kafka)?;
+                Some(checked(producer).await?)
+            }
+        };
         let topic = config
             .topic
             .clone()
             .unwrap_or_else(|| default_topic.to_string());
         let producer = EventProducer::new(brokers, &topic, config.produce_timeout())
             .map_err(CollectorError::Kafka)?;
-        let producer = tokio::task::spawn_blocking(move || {
-            match producer.check_topic(Duration::from_secs(5)) {
-                Ok(Some(_)) => Ok(producer),
-                Ok(None) => {
-                    eprintln!(
-                        "collector: the broker did not answer; serving anyway (requests get 503 \
-                         until it does)"
-                    );
-                    Ok(producer)
-                }
-                Err(e) => Err(CollectorError::Config(e)),
-            }
-        })
-        .await
-        .expect("the topic check does not panic")?;
+        let producer = checked(producer).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| CollectorError::Bind(config.listen.clone(), e))?;
@@ -109,6 +137,8 @@ impl Collector {
             .then(|| RateLimiter::new(config.rate_limit_events_per_s, config.rate_limit_burst()));
         let state = Shared {
             keys: Keys::new(config.key_table()?),
+            reward_keys: Keys::new(config.reward_key_table()?),
+            rewards,
             limiter,
             cors: Cors::new(&config.cors_origins),
             producer,
@@ -134,6 +164,11 @@ impl Collector {
         self.state.producer.topic()
     }
 
+    /// The topic reward contacts go to, if the route is served.
+    pub fn rewards_topic(&self) -> Option<&str> {
+        self.state.rewards.as_ref().map(EventProducer::topic)
+    }
+
     /// Serves until `shutdown` completes, then finishes the requests in progress (each waits
     /// for its acknowledgements) and flushes the producer.
     pub async fn serve(
@@ -143,6 +178,7 @@ impl Collector {
         let state = self.state.clone();
         let app = Router::new()
             .route("/v1/events", post(post_events).options(preflight))
+            .route("/v1/reward-contacts", post(post_reward_contact))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.state);
@@ -154,17 +190,42 @@ impl Collector {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(CollectorError::Serve)?;
-        tokio::task::spawn_blocking(move || state.producer.flush(Duration::from_secs(10)))
-            .await
-            .expect("flush does not panic")
-            .map_err(CollectorError::Kafka)
+        tokio::task::spawn_blocking(move || {
+            if let Some(rewards) = &state.rewards {
+                rewards.flush(Duration::from_secs(10))?;
+            }
+            state.producer.flush(Duration::from_secs(10))
+        })
+        .await
+        .expect("flush does not panic")
+        .map_err(CollectorError::Kafka)
     }
+}
+
+/// `producer`, once its topic is known to exist (or the broker did not answer within 5 s:
+/// then requests get 503 until it does).
+async fn checked(producer: EventProducer) -> Result<EventProducer, CollectorError> {
+    tokio::task::spawn_blocking(move || match producer.check_topic(Duration::from_secs(5)) {
+        Ok(Some(_)) => Ok(producer),
+        Ok(None) => {
+            eprintln!(
+                "collector: the broker did not answer; serving anyway (requests get 503 until it \
+                 does)"
+            );
+            Ok(producer)
+        }
+        Err(e) => Err(CollectorError::Config(e)),
+    })
+    .await
+    .expect("the topic check does not panic")
 }
 
 /// A refusal of the whole request.
 struct Refusal {
     status: StatusCode,
     error: &'static str,
+    /// The field of a reward contact the refusal is about.
+    field: Option<String>,
     reason: String,
     retry_after: Option<u64>,
 }
@@ -173,6 +234,7 @@ fn refuse(status: StatusCode, error: &'static str, reason: impl Into<String>) ->
     Refusal {
         status,
         error,
+        field: None,
         reason: reason.into(),
         retry_after: None,
     }
@@ -181,6 +243,8 @@ fn refuse(status: StatusCode, error: &'static str, reason: impl Into<String>) ->
 #[derive(Serialize)]
 struct ErrorAnswer<'a> {
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
     reason: &'a str,
 }
 
@@ -226,6 +290,7 @@ impl From<Refusal> for Response {
     fn from(r: Refusal) -> Response {
         let body = serde_json::to_vec(&ErrorAnswer {
             error: r.error,
+            field: r.field.as_deref(),
             reason: &r.reason,
         })
         .expect("an answer serializes");
@@ -253,6 +318,19 @@ async fn post_events(State(state): State<Arc<Shared>>, request: Request) -> Resp
         .request_seconds
         .observe(started.elapsed().as_secs_f64());
     state.cors.decorate(&parts.headers, response.headers_mut());
+    response
+}
+
+async fn post_reward_contact(State(state): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let response = match state.reward_contact(&parts, body).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            state.metrics.reward_contact_refused(refusal.error);
+            refusal.into()
+        }
+    };
+    state.metrics.reward_request(response.status().as_u16());
     response
 }
 
@@ -351,7 +429,12 @@ impl Shared {
                     return Err(refuse(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
-                        "this API key belongs to no retailer",
+                        if self.reward_keys.retailer(&key).is_some() {
+                            "this is a reward key: it sends reward contacts only \
+                             (POST /v1/reward-contacts), never events"
+                        } else {
+                            "this API key belongs to no retailer"
+                        },
                     ));
                 };
                 Some(retailer)
@@ -489,6 +572,138 @@ impl Shared {
         }
 
         Ok(self.judge_and_produce(&events, retailer, deadline).await)
+    }
+
+    /// `POST /v1/reward-contacts`: one contact, checked, produced, acknowledged.
+    async fn reward_contact(&self, parts: &Parts, body: Body) -> Result<Response, Refusal> {
+        let config = &self.config;
+        let Some(producer) = &self.rewards else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "not_configured",
+                "this collector takes no reward contacts (no [rewards] topic)",
+            ));
+        };
+        let retailer = match config.auth {
+            AuthMode::None => None,
+            AuthMode::Keys => {
+                // Headers only: a query string ends up in access logs.
+                let Some(key) = presented_key(&parts.headers, None) else {
+                    return Err(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a reward key is required: send `Authorization: Bearer <key>` or \
+                         `X-Api-Key: <key>`",
+                    ));
+                };
+                let Some(retailer) = self.reward_keys.retailer(&key) else {
+                    return Err(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        if self.keys.retailer(&key).is_some() {
+                            "this is an event key (a tracker's): reward contacts need the \
+                             retailer's reward key"
+                        } else {
+                            "this key is no retailer's reward key"
+                        },
+                    ));
+                };
+                Some(retailer)
+            }
+        };
+        match header_str(&parts.headers, header::CONTENT_ENCODING) {
+            None | Some("") => {}
+            Some(e) if e.eq_ignore_ascii_case("identity") => {}
+            Some(e) => {
+                return Err(refuse(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {e:?} is not supported here; send the contact as is"),
+                ))
+            }
+        }
+        let too_large = || {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a reward contact is at most {MAX_CONTACT_BYTES} bytes"),
+            )
+        };
+        if header_str(&parts.headers, header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_CONTACT_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let bytes = tokio::time::timeout(
+            config.read_timeout(),
+            Limited::new(body, MAX_CONTACT_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    config.read_timeout_ms
+                ),
+            )
+        })?
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_body",
+                    format!("the body could not be read: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+        let contact = RewardContact::parse(&bytes).map_err(|e| Refusal {
+            field: e.field,
+            ..refuse(StatusCode::BAD_REQUEST, e.code, e.reason)
+        })?;
+        if let Some(retailer) = retailer.filter(|r| *r != contact.retailer_id) {
+            return Err(Refusal {
+                field: Some("retailer_id".into()),
+                ..refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "the reward key is retailer {retailer:?}'s, the contact is retailer {:?}'s",
+                        contact.retailer_id
+                    ),
+                )
+            });
+        }
+        let key = contact.key();
+        let payload = contact.to_json();
+        let deadline = Instant::now() + config.queue_timeout();
+        let outcome = producer
+            .produce(&[(key.as_str(), payload.as_slice())], deadline)
+            .await
+            .pop()
+            .expect("one outcome per record");
+        if let Err(why) = outcome {
+            return Err(Refusal {
+                retry_after: Some(config.retry_after_s),
+                ..refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the contact was not stored: {why}"),
+                )
+            });
+        }
+        self.metrics.reward_contact_accepted();
+        let body = serde_json::json!({"status": "accepted", "contact_id": contact.contact_id});
+        Ok(json_response(
+            StatusCode::OK,
+            body.to_string().into_bytes(),
+            None,
+        ))
     }
 
     async fn judge_and_produce(

@@ -37,7 +37,7 @@ pub use command::{run, ConfigCommand};
 pub use load::{env_var, sections, ConfigError, Issue, Resolved, ENV_PREFIX, NOT_CONFIGURATION};
 pub use types::{
     ClickHouseConfig, ClusterConfig, Config, GraphConfig, KafkaConfig, LogConfig, LogFormat,
-    MetricsConfig, PrivacyConfig, TreesConfig,
+    MetricsConfig, PrivacyConfig, RewardsConfig, TreesConfig,
 };
 
 /// The file `run`, `collect` and `config check` read when `--config` is not given.

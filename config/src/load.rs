@@ -23,7 +23,7 @@ use toml::{Table, Value};
 
 use crate::types::{
     ClickHouseConfig, ClusterConfig, Config, GraphConfig, KafkaConfig, LogConfig, MetricsConfig,
-    PrivacyConfig, TreesConfig,
+    PrivacyConfig, RewardsConfig, TreesConfig,
 };
 
 /// The prefix of the variables that override configuration keys.
@@ -364,6 +364,7 @@ pub(crate) fn keys_of(section: &str) -> &'static [&'static str] {
         "log" => keys::<LogConfig>(),
         "collector" => keys::<CollectorConfig>(),
         "privacy" => keys::<PrivacyConfig>(),
+        "rewards" => keys::<RewardsConfig>(),
         _ => &[],
     }
 }

@@ -102,8 +102,10 @@ fn collector_serializes_as_it_deserializes() {
     let text = format!(
         "[collector]\nlisten = \"0.0.0.0:8088\"\ntopic = \"t\"\nauth = \"keys\"\n\
          cors_origins = [\"https://shop.example\"]\n\
-         [[collector.retailers]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n",
-        "a".repeat(64)
+         [[collector.retailers]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n\
+         [[collector.reward_keys]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n",
+        "a".repeat(64),
+        "b".repeat(64)
     );
     let config = ok(&text, &[]).config;
     let written: Table = toml::to_string(&config).unwrap().parse().unwrap();
@@ -134,7 +136,8 @@ fn sections_and_keys_are_read_from_the_types() {
             "trees",
             "log",
             "collector",
-            "privacy"
+            "privacy",
+            "rewards"
         ]
     );
     for section in sections() {
@@ -356,7 +359,8 @@ fn environment_problems_name_the_variable() {
         [
             "BASKETFLOW_GRAHP_TICK_MS: names no configuration key \
              (BASKETFLOW_<SECTION>_<KEY>; sections: kafka, clickhouse, graph, cluster, \
-             metrics, trees, log, collector, privacy) (did you mean BASKETFLOW_GRAPH_TICK_MS?)",
+             metrics, trees, log, collector, privacy, rewards) (did you mean \
+             BASKETFLOW_GRAPH_TICK_MS?)",
             "BASKETFLOW_GRAPH_FLUSH_INTERVALL_MS: unknown key graph.flush_intervall_ms \
              (did you mean BASKETFLOW_GRAPH_FLUSH_INTERVAL_MS?)",
             "BASKETFLOW_Graph_tick_ms: configuration variables are upper case: \
@@ -516,5 +520,24 @@ fn privacy_periods_of_zero_are_refused() {
     assert_eq!(
         errors("[privacy.retailers]\nr1 = -5\n", &[]),
         ["privacy.retailers: \"r1\": must not be negative, got -5"]
+    );
+}
+
+#[test]
+fn rewards_live_apart_from_the_graph() {
+    let c = ok("", &[]).config;
+    assert_eq!(c.rewards.topic, "reward-contacts");
+    assert_eq!(c.rewards.database, "basketflow_rewards");
+    assert_eq!(c.rewards.user, "basketflow_rewards");
+    assert_eq!(
+        errors(
+            "[rewards]\ntopic = \"shopper-events\"\ndatabase = \"basketflow\"\nuser = \"default\"",
+            &[]
+        ),
+        [
+            "rewards.topic: \"shopper-events\" is also kafka.events_topic: reward contacts live apart",
+            "rewards.database: must differ from clickhouse.database: reward contacts live apart",
+            "rewards.user: must be a user of its own, not \"default\": only the loader may read the contacts",
+        ]
     );
 }

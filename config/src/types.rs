@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use basketflow_collector::{AuthMode, CollectorConfig, RetailerKey};
+pub use basketflow_rewards::RewardsConfig;
 use basketflow_vocab::privacy::{Retention, DEFAULT_RETENTION_DAYS, MS_PER_DAY};
 use basketflow_vocab::Delivery;
 use serde::ser::SerializeStruct;
@@ -36,6 +37,8 @@ pub struct Config {
     pub collector: CollectorConfig,
     /// Retention periods of per-shopper data (GDPR).
     pub privacy: PrivacyConfig,
+    /// Reward contacts (emails to pay a prize): their topic, database and user, apart.
+    pub rewards: RewardsConfig,
 }
 
 /// `[kafka]`
@@ -373,6 +376,7 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
         topic,
         auth,
         retailers,
+        reward_keys,
         cors_origins,
         max_body_bytes,
         max_batch_events,
@@ -388,13 +392,16 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
         AuthMode::None => "none",
         AuthMode::Keys => "keys",
     };
-    let retailers: Vec<BTreeMap<&str, &String>> = retailers
-        .iter()
-        .map(|RetailerKey { id, key_sha256 }| {
-            BTreeMap::from([("id", id), ("key_sha256", key_sha256)])
-        })
-        .collect();
-    let mut st = s.serialize_struct("CollectorConfig", 14)?;
+    let table = |keys: &[RetailerKey]| -> Vec<BTreeMap<&str, String>> {
+        keys.iter()
+            .map(|RetailerKey { id, key_sha256 }| {
+                BTreeMap::from([("id", id.clone()), ("key_sha256", key_sha256.clone())])
+            })
+            .collect()
+    };
+    let retailers = table(retailers);
+    let reward_keys = table(reward_keys);
+    let mut st = s.serialize_struct("CollectorConfig", 15)?;
     st.serialize_field("listen", listen)?;
     match topic {
         Some(topic) => st.serialize_field("topic", topic)?,
@@ -413,5 +420,6 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
     st.serialize_field("rate_limit_burst", rate_limit_burst)?;
     // Last: an array of tables must follow the plain keys.
     st.serialize_field("retailers", &retailers)?;
+    st.serialize_field("reward_keys", &reward_keys)?;
     st.end()
 }

@@ -167,6 +167,54 @@ impl Config {
             p.add(key, message);
         }
 
+        let r = &self.rewards;
+        if !is_topic(&r.topic) {
+            p.add(
+                "rewards.topic",
+                format!(
+                    "not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -), got {:?}",
+                    r.topic
+                ),
+            );
+        } else if let Some((key, _)) = topics.iter().find(|(_, t)| **t == r.topic) {
+            p.add(
+                "rewards.topic",
+                format!("{:?} is also {key}: reward contacts live apart", r.topic),
+            );
+        }
+        if !is_identifier(&r.database) {
+            p.add(
+                "rewards.database",
+                format!(
+                    "must be a ClickHouse identifier (a letter or _, then letters, digits or _), \
+                     got {:?}",
+                    r.database
+                ),
+            );
+        } else if r.database == ch.database {
+            p.add(
+                "rewards.database",
+                "must differ from clickhouse.database: reward contacts live apart",
+            );
+        }
+        if !is_identifier(&r.user) {
+            p.add(
+                "rewards.user",
+                format!(
+                    "must be a ClickHouse user name (letters, digits, _), got {:?}",
+                    r.user
+                ),
+            );
+        } else if r.user == ch.user || r.user == "default" {
+            p.add(
+                "rewards.user",
+                format!(
+                    "must be a user of its own, not {:?}: only the loader may read the contacts",
+                    r.user
+                ),
+            );
+        }
+
         let privacy = &self.privacy;
         p.at_least("privacy.retention_days", privacy.retention_days, 1);
         if let Some(ms) = privacy.retention_ms {

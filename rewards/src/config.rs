@@ -1,0 +1,36 @@
+//! `[rewards]` in `basketflow.toml`: where reward contacts go and who may read them.
+//!
+//! The ClickHouse server is `[clickhouse] url`'s; the database and the user are the rewards'
+//! own, and must differ from `[clickhouse] database` and `user` (checked by
+//! `basketflow config check`): the graph's and the tree builder's user must never be able to
+//! read an email address. Retention periods are `[privacy]`'s.
+
+use serde::{Deserialize, Serialize};
+
+/// `[rewards]`
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardsConfig {
+    /// The reward-contacts topic: compacted (`cleanup.policy = compact,delete`, key = retailer
+    /// U+001F shopper), so an erasure's tombstone removes a shopper's contacts from Kafka too;
+    /// `retention.ms` is the longest retention period.
+    pub topic: String,
+    /// The ClickHouse database of the contacts, their audit and the loader's positions.
+    pub database: String,
+    /// The ClickHouse user of the loader, allowed `database` and nothing else
+    /// (`basketflow rewards provision` writes it into the server's `users.d/`).
+    pub user: String,
+    /// Its password (prefer `BASKETFLOW_REWARDS_PASSWORD`; `config check` shows `"***"`).
+    pub password: String,
+}
+
+impl Default for RewardsConfig {
+    fn default() -> Self {
+        RewardsConfig {
+            topic: "reward-contacts".into(),
+            database: "basketflow_rewards".into(),
+            user: "basketflow_rewards".into(),
+            password: String::new(),
+        }
+    }
+}
