@@ -8,7 +8,9 @@
 //! decisions must be in ClickHouse (`campaign_group = 'held_out'`) and never on Kafka; the
 //! trees' frequency caps stop some decisions, likewise recorded (`capped = 1`) and never sent;
 //! one retailer's budget runs out: both runs refuse the same decisions (`over_budget = 1`,
-//! never sent) and spend it exactly.
+//! never sent) and spend it exactly; the games draw their paid orders (one in 4): both runs
+//! decide exactly the replay's wins, a win refused over budget exactly with its game, and
+//! `game_winners` lists the others with their orders and prizes.
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, ClickHouse HTTP at
 //! `$BASKETFLOW_CLICKHOUSE_URL`, defaults 127.0.0.1:9092 and http://127.0.0.1:8123). Uses
@@ -72,7 +74,9 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
             ],
         )
         // retailer-00's campaign can afford 60 decisions of 100 cents.
-        .with_budget("retailer-00", 6_000, 100);
+        .with_budget("retailer-00", 6_000, 100)
+        // One paid order in 4 wins its game, for at most 50 euros.
+        .with_game(4, 5_000);
     // Trees first (earlier broker times), for every shopper of the traffic.
     traffic.produce_trees(&stack, &trees_topic);
     let landed = stack.produce(&events_topic, &traffic.messages);
@@ -201,9 +205,64 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         let allowed = stack.decisions_where(
             db,
             "retailer_id = 'retailer-00' AND campaign_group = 'shown' AND capped = 0 \
-             AND over_budget = 0",
+             AND over_budget = 0 AND kind != 'game_won'",
         );
         assert_eq!(allowed.len(), 60, "{db}: 6,000 cents at 100 each");
+        // Every win has its game, at the same time, and the same budget verdict.
+        let verdicts = stack.clickhouse(&format!(
+            "SELECT count(), sum(won_over = game_over) FROM \
+             (SELECT visitParamExtractString(params, 'game_decision_id') AS game, \
+                     over_budget AS won_over FROM {db}.experience_decisions \
+              WHERE kind = 'game_won') \
+             ALL INNER JOIN \
+             (SELECT decision_id AS game, over_budget AS game_over \
+              FROM {db}.experience_decisions WHERE kind = 'gamified_promotion') USING game \
+             FORMAT TabSeparated"
+        ));
+        let wins_in_db = stack.decisions_where(db, "kind = 'game_won'").len();
+        assert_eq!(
+            verdicts.trim(),
+            format!("{wins_in_db}\t{wins_in_db}"),
+            "{db}: each win follows its game"
+        );
+        assert!(
+            !stack
+                .decisions_where(db, "kind = 'game_won' AND over_budget = 1")
+                .is_empty(),
+            "{db}: some wins should be refused with their games at retailer-00"
+        );
+    }
+    // The games' wins: exactly the replay's, on every cluster shape; game_winners lists
+    // those within budget with their orders and prizes.
+    let want_wins = traffic.reference_wins(&landed);
+    assert!(
+        want_wins.len() > 50,
+        "one paid order in 4 should win: {}",
+        want_wins.len()
+    );
+    assert!(want_wins
+        .iter()
+        .all(|(_, _, cents)| (1..=5_000).contains(cents)));
+    let over_budget_ids: BTreeSet<&str> = over_budget.iter().map(|(id, _)| id.as_str()).collect();
+    let want_winners: Vec<(String, String, i64)> = want_wins
+        .iter()
+        .filter(|(id, _, _)| !over_budget_ids.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for db in [&db_cluster, &db_single] {
+        let mut winners: Vec<(String, String, i64)> = stack
+            .clickhouse(&format!(
+                "SELECT decision_id, order_id, prize_cents FROM {db}.game_winners \
+                 FORMAT TabSeparated"
+            ))
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap())
+            })
+            .collect();
+        winners.sort();
+        assert_eq!(winners, want_winners, "{db}: game_winners");
     }
     let want_decisions: Vec<(String, String)> = want_decisions
         .into_iter()
@@ -235,10 +294,13 @@ fn cluster_and_single_worker_views_equal_the_oracle_and_dead_letters_are_exact()
         );
     }
     println!(
-        "{} decisions shown, {} held out and {} capped, as the sequential replay says",
+        "{} decisions shown, {} held out and {} capped, {} games won ({} within budget), as \
+         the sequential replay says",
         want_decisions.len(),
         want_held_out.len(),
-        want_capped.len()
+        want_capped.len(),
+        want_wins.len(),
+        want_winners.len()
     );
 
     let _ = std::fs::remove_dir_all(&dir);

@@ -403,6 +403,8 @@ pub struct Traffic {
     pub caps: Option<(String, Vec<FrequencyCap>)>,
     /// A budget at one retailer, and what each decision costs ([`Traffic::with_budget`]).
     pub budget: Option<(String, u64, i64)>,
+    /// The games' `win_one_in` and `max_prize_cents` ([`Traffic::with_game`]).
+    pub game: Option<(i64, i64)>,
 }
 
 /// Which of a reference replay's decisions: shown, held out, or capped.
@@ -446,6 +448,7 @@ impl Traffic {
             holdout_basis_points: 0,
             caps: None,
             budget: None,
+            game: None,
         }
     }
 
@@ -487,6 +490,7 @@ impl Traffic {
             holdout_basis_points: self.holdout_basis_points,
             caps: self.caps,
             budget: self.budget,
+            game: self.game,
         }
     }
 
@@ -495,6 +499,15 @@ impl Traffic {
     pub fn with_budget(self, retailer: &str, budget_cents: u64, cost_cents: i64) -> Traffic {
         Traffic {
             budget: Some((retailer.to_owned(), budget_cents, cost_cents)),
+            ..self
+        }
+    }
+
+    /// The same traffic, its trees' games (node `paid`) won by one paid order in `win_one_in`,
+    /// for at most `max_prize_cents`.
+    pub fn with_game(self, win_one_in: i64, max_prize_cents: i64) -> Traffic {
+        Traffic {
+            game: Some((win_one_in, max_prize_cents)),
             ..self
         }
     }
@@ -525,6 +538,16 @@ impl Traffic {
             },
             ..tree_for(retailer_id, shopper_id)
         };
+        if let Some((one_in, max)) = self.game {
+            for exp in tree.nodes.iter_mut().filter_map(|n| n.experience.as_mut()) {
+                if exp.kind == ExperienceKind::GamifiedPromotion {
+                    exp.params
+                        .insert("win_one_in".to_owned(), ParamValue::Int(one_in));
+                    exp.params
+                        .insert("max_prize_cents".to_owned(), ParamValue::Int(max));
+                }
+            }
+        }
         if let Some((r, budget, cost)) = &self.budget {
             if r == retailer_id {
                 tree.budget_cents = Some(*budget);
@@ -577,6 +600,45 @@ impl Traffic {
 
     /// As [`Traffic::reference_decisions`], the decisions of one [`Fate`].
     pub fn reference(&self, landed: &[(i32, i64)], fate: Fate) -> Vec<(String, String)> {
+        let mut want: Vec<(String, String)> = self
+            .replay(landed)
+            .into_iter()
+            .filter(|d| {
+                let of = match (d.capped, d.held_out) {
+                    (true, _) => Fate::Capped,
+                    (false, true) => Fate::HeldOut,
+                    (false, false) => Fate::Shown,
+                };
+                of == fate
+            })
+            .map(|d| (d.decision_id, d.node_id))
+            .collect();
+        want.sort();
+        want
+    }
+
+    /// The games' wins of a sequential replay (before budgets) as (decision_id, order id,
+    /// prize cents), sorted.
+    pub fn reference_wins(&self, landed: &[(i32, i64)]) -> Vec<(String, String, i64)> {
+        let mut wins: Vec<(String, String, i64)> = self
+            .replay(landed)
+            .into_iter()
+            .filter(|d| d.experience.kind == ExperienceKind::GameWon)
+            .map(|d| {
+                let p = &d.experience.params;
+                match (&p["order_id"], &p["prize_cents"]) {
+                    (ParamValue::Text(o), ParamValue::Int(c)) => (d.decision_id, o.clone(), *c),
+                    other => panic!("a win's params: {other:?}"),
+                }
+            })
+            .collect();
+        wins.sort();
+        wins
+    }
+
+    /// Every decision of a sequential replay of each shopper's events in offset order, wins
+    /// included.
+    fn replay(&self, landed: &[(i32, i64)]) -> Vec<Decision> {
         let mut in_order: Vec<((i32, i64), Event)> = self
             .messages
             .iter()
@@ -591,7 +653,7 @@ impl Traffic {
             state.set_tree(Some(Arc::new(self.tree(r, s))));
             states.insert((r.clone(), s.clone()), state);
         }
-        let mut want: Vec<(String, String)> = Vec::new();
+        let mut decided = Vec::new();
         for (pos, e) in &in_order {
             let state = states
                 .get_mut(&(e.retailer_id.clone(), e.shopper_id.clone()))
@@ -600,20 +662,10 @@ impl Traffic {
             // At time 0: the tests' caps are per session (a daily cap would need the broker's
             // append times).
             if state.apply(e, 0, Horizons::FOREVER) {
-                if let Some(d) = state.step(e, *pos, 0) {
-                    let of = match (d.capped, d.held_out) {
-                        (true, _) => Fate::Capped,
-                        (false, true) => Fate::HeldOut,
-                        (false, false) => Fate::Shown,
-                    };
-                    if of == fate {
-                        want.push((d.decision_id, d.node_id));
-                    }
-                }
+                decided.extend(state.step_with_prize(e, *pos, 0));
             }
         }
-        want.sort();
-        want
+        decided
     }
 
     /// The dead letters the bad messages must produce: (partition, offset, code).

@@ -182,6 +182,10 @@ fn bad_campaigns_are_refused_with_the_reason() {
     );
     assert!(err(&format!("[[campaign]]\n{base}colour = \"red\"\n")).contains("unknown field"));
     assert!(err(&format!(
+        "[[campaign]]\n{base}experiences = [\"gamified_promotion\", \"game_won\"]\n"
+    ))
+    .contains("game_won is not an experience to enable"));
+    assert!(err(&format!(
         "[[campaign]]\n{base}start = \"2026-12-01\"\nend = \"2026-11-01\"\n"
     ))
     .contains("is not before end"));
