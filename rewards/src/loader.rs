@@ -252,6 +252,15 @@ pub fn run(settings: &LoaderSettings, stop: Arc<AtomicBool>) -> Result<LoaderCou
             };
             let key = (message.topic().to_string(), message.partition());
             let next = message.offset() + 1;
+            // A one-off run reads what was there at start, and nothing after it (its own
+            // tombstones included): the next run reads those.
+            if s.exit_when_caught_up
+                && start_high
+                    .get(&key)
+                    .is_some_and(|high| message.offset() >= *high)
+            {
+                continue;
+            }
             if message.topic() == s.contacts_topic {
                 if let Some(contact) = read_contact(&message, &erased, &s.retention, &mut counts) {
                     pending.push(contact);

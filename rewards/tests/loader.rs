@@ -1,0 +1,176 @@
+//! Integration: the loader against the real broker and ClickHouse (`scripts/stack up`), as its
+//! own ClickHouse user (written into the shared stack's `users.d/`, removed at the end):
+//! retention deletes the contacts older than their retailer's period and audits it, a contact
+//! read already past its period is dropped, and bad messages on the topic are counted and
+//! skipped. (Erasure, the collector and the PII scans: `basketflow/tests/rewards.rs`.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use basketflow_rewards::loader::{self, LoaderCounts, LoaderSettings};
+use basketflow_rewards::users;
+use basketflow_testkit::kafka::test_producer;
+use basketflow_testkit::stack::{brokers, clickhouse_url};
+use basketflow_testkit::{produce, unique_suffix, Stack};
+use basketflow_vocab::privacy::Retention;
+
+fn clickhouse_config_dir() -> PathBuf {
+    let stack = std::env::var("BASKETFLOW_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack"));
+    let dir = stack.join("clickhouse");
+    assert!(
+        dir.join("config.xml").exists(),
+        "no ClickHouse configuration in {}: run scripts/stack up",
+        dir.display()
+    );
+    dir
+}
+
+/// Removes a file when dropped.
+struct Remove(PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn contact(id: &str, retailer: &str) -> String {
+    format!(
+        r#"{{"contact_id":"{id}","retailer_id":"{retailer}","shopper_id":"s1","email":"{id}@shop.example","campaign_id":"game","submitted_at":"2026-12-04T10:00:00Z"}}"#
+    )
+}
+
+fn sorted(text: String) -> Vec<String> {
+    let mut rows: Vec<String> = text.lines().map(String::from).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn retention_deletes_old_contacts_and_bad_messages_are_skipped() {
+    let stack = Stack::shared();
+    let suffix = unique_suffix();
+    let contacts_topic = format!("it-rewards-loader-contacts-{suffix}");
+    let privacy_topic = format!("it-rewards-loader-privacy-{suffix}");
+    stack.topics().delete_later(contacts_topic.clone());
+    stack.create_topic(&privacy_topic, 1, "delete");
+    let database = stack.database(format!("bf_rewards_loader_{suffix}"));
+    let (user, password) = (format!("rw_loader_{suffix}"), format!("pw-{suffix}"));
+
+    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
+        .expect("writing the users file");
+    let _file = Remove(file);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = users::wait_until_known(
+                &clickhouse_url(),
+                &database,
+                &user,
+                &password,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+            store.migrate().await.unwrap();
+        });
+
+    // A period of a minute, r2's own of a day.
+    let retention = |default_ms: u64| Retention {
+        default_ms,
+        per_retailer_ms: [("r2".to_string(), 86_400_000)].into_iter().collect(),
+    };
+    let settings = |default_ms: u64| LoaderSettings {
+        brokers: brokers(),
+        contacts_topic: contacts_topic.clone(),
+        privacy_topic: privacy_topic.clone(),
+        clickhouse_url: clickhouse_url(),
+        database: database.clone(),
+        user: user.clone(),
+        password: password.clone(),
+        retention: retention(default_ms),
+        exit_when_caught_up: true,
+    };
+    let load = |default_ms: u64| {
+        loader::run(&settings(default_ms), Arc::new(AtomicBool::new(false))).unwrap()
+    };
+    // The first run creates the topic.
+    assert_eq!(load(60_000), LoaderCounts::default());
+
+    let producer = test_producer(&brokers());
+    let send = |messages: &[(&str, String)]| {
+        let pairs: Vec<(&[u8], &[u8])> = messages
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        produce(&producer, &contacts_topic, pairs.into_iter(), None);
+    };
+    send(&[
+        ("r1\u{1f}s1", contact("c1", "r1")),
+        ("r2\u{1f}s1", contact("c2", "r2")),
+        ("r1\u{1f}s1", "not json".to_string()),
+        (
+            "r1\u{1f}s1",
+            contact("c3", "r1").replace("\"campaign_id\"", "\"phone\":\"1\",\"campaign_id\""),
+        ),
+    ]);
+    assert_eq!(
+        load(60_000),
+        LoaderCounts {
+            contacts_stored: 2,
+            contacts_invalid: 2,
+            ..LoaderCounts::default()
+        }
+    );
+    let view = || {
+        sorted(stack.clickhouse(&format!(
+            "SELECT retailer_id, contact_id, shopper_id, email FROM {database}.reward_contacts \
+             FORMAT TabSeparated"
+        )))
+    };
+    assert_eq!(
+        view(),
+        ["r1\tc1\ts1\tc1@shop.example", "r2\tc2\ts1\tc2@shop.example"]
+    );
+
+    // c4 arrives; once it and c1 are older than 1 s (broker time), a run with a period of 1 s
+    // deletes c1 at start (r2's own period keeps c2) and drops c4 as it reads it.
+    send(&[("r1\u{1f}s1", contact("c4", "r1"))]);
+    let sent = now_ms();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while now_ms() < sent + 1_500 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        load(1_000),
+        LoaderCounts {
+            contacts_expired: 1,
+            rows_expired: 1,
+            ..LoaderCounts::default()
+        }
+    );
+    assert_eq!(view(), ["r2\tc2\ts1\tc2@shop.example"]);
+    let audit = sorted(stack.clickhouse(&format!(
+        "SELECT request_id, retailer_id, kind, rows_removed FROM {database}.rewards_audit \
+         FORMAT TabSeparated"
+    )));
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert!(
+        audit[0].starts_with("retention-") && audit[0].ends_with("\tr1\tretention\t1"),
+        "{audit:?}"
+    );
+}
