@@ -18,8 +18,8 @@ use basketflow_dataflows::experiences::decision_id;
 use basketflow_dataflows::graph::{self, Sources};
 use basketflow_ingest::kafka_source::SourceMessage;
 use basketflow_vocab::{
-    Condition, DeadLetter, Decision, Experience, ExperienceKind, ExperienceTree, Node, Product,
-    ProductMatch,
+    Condition, DeadLetter, Decision, Experience, ExperienceKind, ExperienceTree, Node, ParamValue,
+    Product, ProductMatch,
 };
 use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
 use timely::dataflow::operators::{Input, Probe};
@@ -356,7 +356,8 @@ fn partition_of(shopper_id: &str) -> i32 {
 
 /// A tree for every shopper of the small alphabets (three retailers, the same shopper ids at
 /// each, so the trees topic holds three trees per shopper id): a recommendation once the basket holds a
-/// product of category `c0`, a tension cart from 1,000 cents on.
+/// product of category `c0`, a tension cart from 1,000 cents on, and a game on a paid order
+/// that one order in 2 wins (a `game_won` decision too).
 fn trees() -> Vec<ExperienceTree> {
     let node = |id: &str, conditions, kind: Option<ExperienceKind>, children: &[&str]| Node {
         id: id.into(),
@@ -381,7 +382,19 @@ fn trees() -> Vec<ExperienceTree> {
                 caps: vec![],
                 budget_cents: None,
                 nodes: vec![
-                    node("start", vec![], None, &["c0"]),
+                    node("start", vec![], None, &["c0", "paid"]),
+                    Node {
+                        experience: Some(Experience {
+                            kind: ExperienceKind::GamifiedPromotion,
+                            params: [
+                                ("win_one_in".to_owned(), ParamValue::Int(2)),
+                                ("max_prize_cents".to_owned(), ParamValue::Int(500)),
+                            ]
+                            .into_iter()
+                            .collect(),
+                        }),
+                        ..node("paid", vec![Condition::OrderPaid {}], None, &[])
+                    },
                     node(
                         "c0",
                         vec![Condition::BasketContains {
@@ -1015,7 +1028,7 @@ fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let (mut shared, mut copier_rows, mut copier_decisions) = (0, 0, 0);
+    let (mut shared, mut copier_rows, mut copier_decisions, mut wins) = (0, 0, 0, 0);
     for _ in 0..32 {
         let rounds = tenant_rounds().new_tree(&mut runner).unwrap().current();
         let all: Vec<&Event> = rounds.iter().flat_map(|(_, e)| e).collect();
@@ -1051,9 +1064,21 @@ fn the_tenant_generator_makes_retailers_share_ids_and_decide() {
         {
             copier_decisions += 1;
         }
+        // Games drawn and won (the properties then compare wins too).
+        if out
+            .decisions
+            .iter()
+            .any(|(_, id, shopper, _, event, _, _, _)| {
+                ["r0", "r1", "r2"]
+                    .iter()
+                    .any(|r| *id == decision_id(r, shopper, "t", 1, "paid#won", event))
+            })
+        {
+            wins += 1;
+        }
     }
     assert!(
-        shared >= 16 && copier_rows >= 16 && copier_decisions >= 8,
-        "cases with shared ids {shared}, with r2 rows {copier_rows}, with r2 decisions {copier_decisions} (of 32)"
+        shared >= 16 && copier_rows >= 16 && copier_decisions >= 8 && wins >= 8,
+        "cases with shared ids {shared}, with r2 rows {copier_rows}, with r2 decisions {copier_decisions}, with wins {wins} (of 32)"
     );
 }
