@@ -115,7 +115,13 @@ fn keyed() -> CollectorConfig {
     }
 }
 
-fn error(r: &Reply) -> (u16, Value, Value) {
+/// A refusal's status, `error` and `field`.
+type Refused = (u16, Value, Value);
+
+/// Request headers.
+type Headers = Vec<(&'static str, &'static str)>;
+
+fn error(r: &Reply) -> Refused {
     let body = r.json();
     (r.status, body["error"].clone(), body["field"].clone())
 }
@@ -230,7 +236,7 @@ async fn bad_contacts_get_their_exact_code_and_nothing_is_stored() {
     // auth = "none" (local use): open to any retailer, as the events route.
     let c = start(CollectorConfig::default(), "reward-bad").await;
     let good = contact("c1", "r1");
-    let cases: Vec<(String, Vec<(&str, &str)>, (u16, Value, Value))> = vec![
+    let cases: Vec<(String, Headers, Refused)> = vec![
         (
             "[]".into(),
             vec![],
@@ -296,8 +302,10 @@ async fn bad_contacts_get_their_exact_code_and_nothing_is_stored() {
 async fn a_collector_without_a_rewards_topic_takes_no_contacts() {
     let topics = Topics::new(&brokers());
     let events = topics.fresh("test-reward-off-events", 1);
-    let mut config = CollectorConfig::default();
-    config.listen = "127.0.0.1:0".into();
+    let config = CollectorConfig {
+        listen: "127.0.0.1:0".into(),
+        ..CollectorConfig::default()
+    };
     let collector = Collector::bind(config, &brokers(), &events).await.unwrap();
     assert_eq!(collector.rewards_topic(), None);
     let addr = collector.local_addr();
