@@ -352,7 +352,18 @@ fn uplift_decisions_insert(database: &str) -> String {
 
 /// Games' wins (and rows `game_winners` must leave out): (decision_id, retailer, shopper,
 /// kind, group, over_budget, order, prize cents).
-const GAME_DECISIONS: [(&str, &str, &str, &str, &str, u8, &str, i64); 6] = [
+type GameDecision = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u8,
+    &'static str,
+    i64,
+);
+
+const GAME_DECISIONS: [GameDecision; 6] = [
     // o1 stands.
     ("w1", "r1", "s1", "game_won", "shown", 0, "o1", 1200),
     // o4 was cancelled.
