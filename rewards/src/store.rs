@@ -419,3 +419,22 @@ impl RewardsStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rewards/sql/schema.sql`: the statements of [`schema`] for the database `{database}`,
+    /// one per line, which `scripts/chdb_rewards_check.py` runs on a current ClickHouse.
+    /// Rewritten when it differs (commit it).
+    #[test]
+    fn the_checked_schema_file_is_the_code_s() {
+        let text = schema("{database}").join(";\n") + ";\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/schema.sql");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        if on_disk != text {
+            std::fs::write(&path, &text).unwrap();
+            panic!("{} was out of date: rewritten, commit it", path.display());
+        }
+    }
+}
