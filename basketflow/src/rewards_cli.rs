@@ -123,6 +123,7 @@ pub(crate) fn run(command: RewardsCommand) -> Result<()> {
                 password: r.password.clone(),
                 retention: config.privacy.retention(),
                 exit_when_caught_up,
+                metrics_listen: r.metrics_listen().map(str::to_string),
             };
             let counts = loader::run(&settings, stop)?;
             println!("{}", serde_json::to_string(&counts)?);

@@ -76,7 +76,8 @@ impl Rewards {
 
     fn section(&self) -> String {
         format!(
-            "[rewards]\ntopic = \"{}\"\ndatabase = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n",
+            "[rewards]\ntopic = \"{}\"\ndatabase = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n\
+             metrics_listen = \"127.0.0.1:0\"\n",
             self.topic, self.database, self.user, self.password
         )
     }

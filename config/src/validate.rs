@@ -215,6 +215,15 @@ impl Config {
             );
         }
 
+        if let Some(address) = r.metrics_listen() {
+            if let Err(why) = check_host_port(address) {
+                p.add(
+                    "rewards.metrics_listen",
+                    format!("not a host:port: {address:?} ({why}); \"off\" disables the endpoint"),
+                );
+            }
+        }
+
         let privacy = &self.privacy;
         p.at_least("privacy.retention_days", privacy.retention_days, 1);
         if let Some(ms) = privacy.retention_ms {

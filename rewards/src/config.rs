@@ -22,6 +22,19 @@ pub struct RewardsConfig {
     pub user: String,
     /// Its password (prefer `BASKETFLOW_REWARDS_PASSWORD`; `config check` shows `"***"`).
     pub password: String,
+    /// Where `basketflow rewards run` serves `/metrics` and `/health`; `""` or `"off"`:
+    /// nowhere.
+    pub metrics_listen: String,
+}
+
+impl RewardsConfig {
+    /// The loader's metrics address, or `None` when disabled.
+    pub fn metrics_listen(&self) -> Option<&str> {
+        match self.metrics_listen.trim() {
+            "" | "off" => None,
+            address => Some(address),
+        }
+    }
 }
 
 impl Default for RewardsConfig {
@@ -31,6 +44,7 @@ impl Default for RewardsConfig {
             database: "basketflow_rewards".into(),
             user: "basketflow_rewards".into(),
             password: String::new(),
+            metrics_listen: "127.0.0.1:9469".into(),
         }
     }
 }

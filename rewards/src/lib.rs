@@ -32,6 +32,7 @@
 //! | [`config`] | `[rewards]` in `basketflow.toml` |
 //! | [`store`] | the ClickHouse database: schema, inserts, erasure, retention, audit, positions |
 //! | [`loader`] | `basketflow rewards run`: topics -> store, erasures, retention |
+//! | [`metrics`] | the loader's `/metrics` (Prometheus) and `/health` |
 //! | [`users`] | the loader's ClickHouse user in the server's `users.d/` |
 
 #![forbid(missing_docs)]
@@ -39,6 +40,7 @@
 pub mod config;
 pub mod contact;
 pub mod loader;
+pub mod metrics;
 pub mod store;
 pub mod users;
 

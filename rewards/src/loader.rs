@@ -54,6 +54,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::contact::{contact_key, RewardContact};
+use crate::metrics::LoaderMetrics;
 use crate::store::{Erased, RewardsStore, StoredContact};
 use crate::RewardsError;
 
@@ -83,6 +84,8 @@ pub struct LoaderSettings {
     pub retention: Retention,
     /// Stop once every partition is read up to the end it had at start (tests, one-off runs).
     pub exit_when_caught_up: bool,
+    /// Where to serve `/metrics` and `/health` (`[rewards] metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<String>,
 }
 
 /// What the loader did, counted since it started (logged every minute and when it stops;
@@ -197,6 +200,18 @@ pub fn run(settings: &LoaderSettings, stop: Arc<AtomicBool>) -> Result<LoaderCou
         "rewards loader started"
     );
 
+    let metrics = Arc::new(LoaderMetrics::default());
+    if let Some(listen) = &s.metrics_listen {
+        match crate::metrics::serve(listen, metrics.clone()) {
+            Ok(addr) => {
+                log::info!(address = addr.to_string().as_str(); "rewards loader: metrics on http://{addr}/metrics, health on http://{addr}/health")
+            }
+            // The loader's job does not depend on its endpoint: say so, and go on.
+            Err(e) => {
+                log::warn!(listen = listen.as_str(), error = e.to_string().as_str(); "rewards loader: cannot serve metrics")
+            }
+        }
+    }
     let mut counts = LoaderCounts::default();
     let shortest = s.retention.bounds_ms().0;
     let retention_every = Duration::from_millis((shortest / 4).clamp(1_000, 3_600_000));
@@ -286,6 +301,7 @@ pub fn run(settings: &LoaderSettings, stop: Arc<AtomicBool>) -> Result<LoaderCou
             }
         }
         flush(&mut pending, &mut dirty, &mut counts)?;
+        metrics.publish(&counts);
         if s.exit_when_caught_up && caught_up(&consumer, &positions, &start_high) {
             break;
         }

@@ -103,6 +103,7 @@ fn retention_deletes_old_contacts_and_bad_messages_are_skipped() {
         password: password.clone(),
         retention: retention(default_ms),
         exit_when_caught_up: true,
+        metrics_listen: None,
     };
     let load = |default_ms: u64| {
         loader::run(&settings(default_ms), Arc::new(AtomicBool::new(false))).unwrap()
