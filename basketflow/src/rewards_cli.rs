@@ -10,7 +10,11 @@
 //!   (`[privacy]`). Stops on SIGTERM or SIGINT, or with `--exit-when-caught-up` once it has read
 //!   what the topics held when it started; then prints its counts as one JSON line.
 //!
-//! Both read the same configuration as `run` (`--config`, else `./basketflow.toml` if present,
+//! - `rewards export --retailer R --shopper S`: the shopper's reward contacts (right of
+//!   access; `privacy export` covers the graph's tables, read by the graph's user, which may
+//!   not read this database), as one JSON document, read as the rewards user.
+//!
+//! All read the same configuration as `run` (`--config`, else `./basketflow.toml` if present,
 //! else the defaults; `BASKETFLOW_*` overrides).
 
 use std::path::{Path, PathBuf};
@@ -40,6 +44,18 @@ pub(crate) enum RewardsCommand {
         /// How long to wait for the server to load the user.
         #[arg(long, default_value_t = 30)]
         wait_seconds: u64,
+    },
+    /// Print a shopper's reward contacts (right of access) as one JSON document.
+    Export {
+        /// The configuration file (default: ./basketflow.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The retailer.
+        #[arg(long)]
+        retailer: String,
+        /// The shopper.
+        #[arg(long)]
+        shopper: String,
     },
     /// Load reward contacts into their database; apply erasures and retention to them.
     Run {
@@ -96,6 +112,42 @@ pub(crate) fn run(command: RewardsCommand) -> Result<()> {
                     "users_file": file.display().to_string(),
                     "user": r.user,
                     "database": r.database,
+                })
+            );
+            Ok(())
+        }
+        RewardsCommand::Export {
+            config,
+            retailer,
+            shopper,
+        } => {
+            let config = load(config.as_deref())?;
+            let r = &config.rewards;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building a tokio runtime")?;
+            let contacts = runtime.block_on(async {
+                let store = basketflow_rewards::RewardsStore::connect(
+                    &config.clickhouse.url,
+                    &r.database,
+                    &r.user,
+                    &r.password,
+                )
+                .await?;
+                store.export(&retailer, &shopper).await
+            })?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "retailer_id": retailer,
+                    "shopper_id": shopper,
+                    "reward_contacts": contacts,
+                    "kafka": format!(
+                        "topic {} keeps the contacts' messages until an erasure's tombstone is \
+                         compacted or the retention period has passed",
+                        r.topic
+                    ),
                 })
             );
             Ok(())

@@ -131,6 +131,42 @@ impl Rewards {
         })
     }
 
+    /// `basketflow rewards export`: the contact ids and emails it lists.
+    fn export(&self, config: &Path, shopper: &str) -> Vec<(String, String)> {
+        let out = basketflow()
+            .args([
+                "rewards",
+                "export",
+                "--retailer",
+                "r1",
+                "--shopper",
+                shopper,
+                "--config",
+            ])
+            .arg(config)
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rewards export: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["shopper_id"], shopper);
+        doc["reward_contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["contact_id"].as_str().unwrap().to_string(),
+                    c["email"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// `sql` as the rewards user.
     fn query(&self, sql: &str) -> Result<String, String> {
         query_as(
@@ -408,6 +444,10 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         rewards.contacts(&stack),
         [format!("r1\tc1\ts1\t{jane}"), format!("r1\tc2\ts2\t{max}")]
     );
+    assert_eq!(
+        rewards.export(&config, "s1"),
+        [("c1".to_string(), jane.to_string())]
+    );
     // Nothing new: the positions are durable.
     assert_eq!(rewards.load(&config, &[]), counts(&[]));
     assert_eq!(rewards.log_rows(&stack), 2);
@@ -470,6 +510,7 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     );
     assert_eq!(rewards.contacts(&stack), [format!("r1\tc2\ts2\t{max}")]);
     assert_eq!(rewards.log_rows(&stack), 1);
+    assert_eq!(rewards.export(&config, "s1"), []);
     assert_eq!(
         rewards.audit(&stack),
         [format!("{request_id}\tr1\terasure\t1")]

@@ -20,11 +20,16 @@
 //! At start the loader reads every request already in the privacy topic
 //! ([`basketflow_kafka::read_erased`]) and never stores a contact of those shoppers; a request
 //! read while running joins the set. Applying a request: the contacts read so far are
-//! written, the shopper's rows are deleted (a mutation, waited for), a tombstone for the
-//! key `retailer_id` U+001F `shopper_id` is produced to the contacts topic (acknowledged by
-//! every in-sync replica) so that compaction removes the shopper's messages from Kafka too, and
-//! the audit records the request (request id, retailer, rows removed; no shopper id). Then its
-//! position is written. A crash in between repeats the step; a request already audited is not
+//! written, a tombstone for the key `retailer_id` U+001F `shopper_id` is produced to the
+//! contacts topic (acknowledged by every in-sync replica) so that compaction removes the
+//! shopper's messages from Kafka too, the shopper's rows are deleted (a mutation, waited for),
+//! and the audit records the request (request id, retailer, rows removed; no shopper id). Then
+//! its position is written.
+//!
+//! # Failures
+//! A message that is not a contact or a request is counted and skipped. A failure of ClickHouse
+//! or Kafka stops the loader with an error (status 1, one line): restarted, it resumes from the
+//! positions it wrote, repeating at most the batch or the erasure in progress. A crash in between repeats the step; a request already audited is not
 //! applied twice. A contact of an erased shopper read later is dropped and counted, as the
 //! graph treats later events of an erased shopper anonymously: a shopper who wants to be known
 //! again needs a new id from the retailer.

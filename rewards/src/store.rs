@@ -247,6 +247,43 @@ impl RewardsStore {
         Ok(())
     }
 
+    /// Every contact of `(retailer_id, shopper_id)` in the `reward_contacts` view, as JSON
+    /// objects ordered by `contact_id` (the shopper's right of access).
+    pub async fn export(
+        &self,
+        retailer_id: &str,
+        shopper_id: &str,
+    ) -> Result<Vec<serde_json::Value>, RewardsError> {
+        let db = &self.database;
+        let rows: Vec<(String, String, String, String, u32, u32)> = self
+            .client
+            .query(&format!(
+                "SELECT contact_id, email, campaign_id, order_id, toUInt32(submitted_at), \
+                 toUInt32(received_at) FROM {db}.reward_contacts \
+                 WHERE retailer_id = ? AND shopper_id = ? ORDER BY contact_id"
+            ))
+            .bind(retailer_id)
+            .bind(shopper_id)
+            .fetch_all()
+            .await?;
+        let time = |s: u32| basketflow_vocab::Timestamp(s as i64 * 1_000_000).to_string();
+        Ok(rows
+            .into_iter()
+            .map(
+                |(contact_id, email, campaign_id, order_id, submitted, received)| {
+                    serde_json::json!({
+                        "contact_id": contact_id,
+                        "email": email,
+                        "campaign_id": campaign_id,
+                        "order_id": (!order_id.is_empty()).then_some(order_id),
+                        "submitted_at": time(submitted),
+                        "received_at": time(received),
+                    })
+                },
+            )
+            .collect())
+    }
+
     /// Deletes every stored contact of `(retailer_id, shopper_id)` (a mutation, waited for) and
     /// audits `request_id`, unless the audit already holds it. Idempotent.
     pub async fn erase(
