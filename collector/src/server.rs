@@ -345,6 +345,7 @@ async fn health(State(state): State<Arc<Shared>>) -> Response {
     let body = serde_json::json!({
         "status": "ok",
         "topic": state.producer.topic(),
+        "rewards_topic": state.rewards.as_ref().map(EventProducer::topic),
         "last_delivery": if state.producer.last_delivery_ok() { "ok" } else { "failed" },
         "in_flight_bytes": state.in_flight_bytes(),
     });

@@ -211,6 +211,8 @@ async fn contacts_need_a_reward_key_and_event_keys_stay_events_only() {
         "the event went to the events topic only"
     );
 
+    let health = request(c.addr, "GET", "/health", &[], "").await.json();
+    assert_eq!(health["rewards_topic"], c.contacts.as_str());
     let metrics = request(c.addr, "GET", "/metrics", &[], "").await;
     let text = String::from_utf8(metrics.body).unwrap();
     for line in [

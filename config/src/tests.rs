@@ -525,6 +525,17 @@ fn privacy_periods_of_zero_are_refused() {
 
 #[test]
 fn rewards_live_apart_from_the_graph() {
+    let out = effective(&ok(
+        "[rewards]\npassword = \"rw-s3cret\"\n",
+        &[("BASKETFLOW_REWARDS_USER", "payouts")],
+    ))
+    .unwrap();
+    assert!(!out.contains("rw-s3cret"), "{out}");
+    assert!(
+        out.contains("# rewards.user from BASKETFLOW_REWARDS_USER"),
+        "{out}"
+    );
+    assert!(out.contains("user = \"payouts\""), "{out}");
     let c = ok("", &[]).config;
     assert_eq!(c.rewards.topic, "reward-contacts");
     assert_eq!(c.rewards.database, "basketflow_rewards");
