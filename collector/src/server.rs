@@ -35,7 +35,7 @@
 //! | body within [`MAX_CONTACT_BYTES`] and `read_timeout_ms` | 413 `body_too_large`, 408 `timeout` |
 //! | the contact ([`RewardContact::parse`]) | 400 `malformed_body`, `unknown_field`, `missing_field`, `invalid_field` (with `field`) |
 //! | its `retailer_id` is the key's retailer | 403 `forbidden` (field `retailer_id`) |
-//! | the broker's acknowledgement within `produce_timeout_ms` | 503 `unavailable` + `Retry-After` |
+//! | the broker's acknowledgement within `produce_timeout_ms` (the topic may not exist yet: the collector starts anyway) | 503 `unavailable` + `Retry-After` |
 //!
 //! and otherwise 200 `{"status":"accepted","contact_id":...}`.
 //!
@@ -120,7 +120,23 @@ impl Collector {
             Some(topic) => {
                 let producer = EventProducer::new(brokers, topic, config.produce_timeout())
                     .map_err(CollectorError::Kafka)?;
-                Some(checked(producer).await?)
+                // Events must not wait for an optional route: without its topic, the route
+                // answers 503 until the topic exists (then the producer finds it by itself).
+                match checked(producer).await {
+                    Ok(producer) => Some(producer),
+                    Err(CollectorError::Config(why)) => {
+                        eprintln!(
+                            "collector: WARNING: {why}: POST /v1/reward-contacts answers 503 \
+                             until it exists (scripts/stack up, or `basketflow rewards run`, \
+                             creates it)"
+                        );
+                        Some(
+                            EventProducer::new(brokers, topic, config.produce_timeout())
+                                .map_err(CollectorError::Kafka)?,
+                        )
+                    }
+                    Err(other) => return Err(other),
+                }
             }
         };
         let topic = config

@@ -327,3 +327,40 @@ async fn a_collector_without_a_rewards_topic_takes_no_contacts() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn without_its_topic_the_route_answers_503_and_events_still_flow() {
+    let topics = Topics::new(&brokers());
+    let events = topics.fresh("test-reward-missing-events", 1);
+    let missing = format!(
+        "test-reward-missing-{}",
+        basketflow_testkit::unique_suffix()
+    );
+    let config = CollectorConfig {
+        listen: "127.0.0.1:0".into(),
+        produce_timeout_ms: 1_000,
+        ..CollectorConfig::default()
+    };
+    let collector = Collector::bind_with_rewards(config, &brokers(), &events, Some(&missing))
+        .await
+        .unwrap();
+    let addr = collector.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(collector.serve(async move {
+        let _ = stopped.await;
+    }));
+    let r = request(
+        addr,
+        "POST",
+        "/v1/reward-contacts",
+        &[],
+        contact("c1", "r1"),
+    )
+    .await;
+    assert_eq!(error(&r), (503, json!("unavailable"), Value::Null));
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let r = request(addr, "POST", "/v1/events", &[], event("e1", "r1", "s1")).await;
+    assert_eq!(r.status, 200);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
