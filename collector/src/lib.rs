@@ -54,6 +54,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cors;
+pub mod decisions;
 pub mod metrics;
 pub mod producer;
 pub mod server;

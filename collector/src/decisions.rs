@@ -1,0 +1,464 @@
+//! Decisions pushed to pages: one shopper's decisions from `experience-decisions`, within
+//! milliseconds of their commit, to the page that shows them (issue 21's
+//! `GET /v1/decisions/stream`, Server-Sent Events).
+//!
+//! # Who may read what
+//!
+//! A page may read its own shopper's decisions only. The retailer's backend, which knows who
+//! the shopper is, gives the page a short-lived **stream token** ([`sign`]): the retailer,
+//! the shopper and an expiry (Unix seconds), authenticated by HMAC-SHA256 under a secret the
+//! retailer shares with the collector (not its API key, which trackers hold in the browser):
+//!
+//! ```text
+//! token   = "v1." + hex(payload) + "." + hex(HMAC-SHA256(secret, payload))
+//! payload = retailer_id 0x1F shopper_id 0x1F expires_at (decimal Unix seconds)
+//! ```
+//!
+//! [`verify`] refuses a token that does not parse, names a retailer without a secret, fails
+//! its MAC (compared in constant time, against each of the retailer's secrets: rotation), has
+//! expired, or lives longer than the collector allows (`max_ttl`: a leaked token stays
+//! useful for minutes, not days).
+//!
+//! # From the topic to the page
+//!
+//! The collector reads the decisions topic once ([`Hub`]: one consumer, `read_committed`, from
+//! the end, so a page only ever sees decisions of committed transactions, never a replay's) and
+//! hands each decision to the subscriptions of its `(retailer, shopper)` (the message key is
+//! the shopper; the retailer is read from the JSON). Held-out, capped and over-budget decisions
+//! never reach the topic, so never a page.
+//!
+//! # Resuming without losing or repeating
+//!
+//! Each pushed decision carries its position as the SSE `id` (`partition:offset`). A page
+//! that reconnects sends the last one as `Last-Event-ID` (the browser's `EventSource` does it
+//! by itself). The stream then subscribes to the hub first (holding what arrives), reads the
+//! shopper's partition from the next offset to its committed end ([`CatchUp`]), and then
+//! passes on what the hub held, skipping offsets at or below the last one sent. Every decision
+//! committed after the page's last one is in one of the two, and offsets make the union exact
+//! (a shopper's decisions are all in one partition: the key is the shopper).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// The separator of the token's payload fields (ASCII unit separator: no identifier holds it).
+const SEP: char = '\u{1f}';
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    let mut mac = [0u8; 32];
+    mac.copy_from_slice(&outer.finalize());
+    mac
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A stream token for `retailer_id`'s shopper `shopper_id`, valid until `expires_at` (Unix
+/// seconds), under `secret`: what a retailer's backend gives its page (see the module docs
+/// for the format, to compute it in any language).
+pub fn sign(secret: &[u8], retailer_id: &str, shopper_id: &str, expires_at: u64) -> String {
+    let payload = format!("{retailer_id}{SEP}{shopper_id}{SEP}{expires_at}");
+    format!(
+        "v1.{}.{}",
+        hex(payload.as_bytes()),
+        hex(&hmac_sha256(secret, payload.as_bytes()))
+    )
+}
+
+/// Whom a verified token lets a page read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    /// The retailer.
+    pub retailer_id: String,
+    /// The shopper.
+    pub shopper_id: String,
+    /// Unix seconds after which the token is refused.
+    pub expires_at: u64,
+}
+
+/// Why a token was refused (the answer says which, never more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not `v1.<hex>.<hex>` with a payload of three fields.
+    Malformed,
+    /// The retailer has no stream secret here.
+    UnknownRetailer,
+    /// The MAC does not match any of the retailer's secrets.
+    BadSignature,
+    /// Past its expiry.
+    Expired,
+    /// Expires further ahead than the collector allows.
+    TooLong,
+}
+
+impl TokenError {
+    /// The code in the answer's JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token_malformed",
+            TokenError::UnknownRetailer => "token_unknown_retailer",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::Expired => "token_expired",
+            TokenError::TooLong => "token_too_long",
+        }
+    }
+}
+
+/// Equal slices, compared in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks `token` at `now` (Unix seconds) against the retailers' stream secrets (several per
+/// retailer while one rotates); a token may live at most `max_ttl_s` seconds from now.
+pub fn verify(
+    secrets: &HashMap<String, Vec<Vec<u8>>>,
+    token: &str,
+    now: u64,
+    max_ttl_s: u64,
+) -> Result<Subscriber, TokenError> {
+    let rest = token.strip_prefix("v1.").ok_or(TokenError::Malformed)?;
+    let (payload_hex, mac_hex) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+    let payload = unhex(payload_hex).ok_or(TokenError::Malformed)?;
+    let mac = unhex(mac_hex).ok_or(TokenError::Malformed)?;
+    let text = std::str::from_utf8(&payload).map_err(|_| TokenError::Malformed)?;
+    let mut fields = text.split(SEP);
+    let (Some(retailer_id), Some(shopper_id), Some(expires), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let expires_at: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+    if retailer_id.is_empty() || shopper_id.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let keys = secrets
+        .get(retailer_id)
+        .ok_or(TokenError::UnknownRetailer)?;
+    if !keys.iter().any(|k| same(&hmac_sha256(k, &payload), &mac)) {
+        return Err(TokenError::BadSignature);
+    }
+    if expires_at <= now {
+        return Err(TokenError::Expired);
+    }
+    if expires_at > now.saturating_add(max_ttl_s) {
+        return Err(TokenError::TooLong);
+    }
+    Ok(Subscriber {
+        retailer_id: retailer_id.to_owned(),
+        shopper_id: shopper_id.to_owned(),
+        expires_at,
+    })
+}
+
+/// A decision on its way to a page: its position and its JSON as the topic holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// The partition of `experience-decisions`.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// The record's value (the decision's JSON).
+    pub json: Arc<str>,
+}
+
+impl Pushed {
+    /// The SSE `id` of this decision: `partition:offset`.
+    pub fn event_id(&self) -> String {
+        format!("{}:{}", self.partition, self.offset)
+    }
+}
+
+/// The position a page last saw (`Last-Event-ID`: `partition:offset`).
+pub fn parse_last_event_id(id: &str) -> Option<(i32, i64)> {
+    let (p, o) = id.trim().split_once(':')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
+}
+
+/// Decisions waiting for a slow page, per subscription: a page that falls this far behind is
+/// dropped (it reconnects with `Last-Event-ID` and catches up from the log).
+pub const SUBSCRIPTION_BUFFER: usize = 256;
+
+type Key = (String, String);
+
+/// The collector's one reader of the decisions topic, fanning decisions out to the
+/// subscriptions of their `(retailer, shopper)`.
+#[derive(Debug, Default)]
+pub struct Hub {
+    subscriptions: Mutex<HashMap<Key, Vec<(u64, mpsc::Sender<Pushed>)>>>,
+    next_id: AtomicU64,
+    /// Decisions handed to at least one subscription.
+    pub pushed: AtomicU64,
+    /// Subscriptions dropped because their page fell [`SUBSCRIPTION_BUFFER`] behind.
+    pub dropped_slow: AtomicU64,
+}
+
+/// One page's subscription: what the hub hands it, until it is dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Decisions of the shopper, in partition order.
+    pub receiver: mpsc::Receiver<Pushed>,
+}
+
+#[derive(serde::Deserialize)]
+struct RetailerOnly<'a> {
+    #[serde(borrow)]
+    retailer_id: std::borrow::Cow<'a, str>,
+}
+
+impl Hub {
+    /// Subscribes to `retailer_id`'s shopper `shopper_id`'s decisions from now on.
+    pub fn subscribe(&self, retailer_id: &str, shopper_id: &str) -> Subscription {
+        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.subscriptions
+            .lock()
+            .expect("hub lock")
+            .entry((retailer_id.to_owned(), shopper_id.to_owned()))
+            .or_default()
+            .push((id, sender));
+        Subscription { receiver }
+    }
+
+    /// The number of open subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.subscriptions
+            .lock()
+            .expect("hub lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Hands a record of the decisions topic (key = shopper) to its subscriptions; drops
+    /// those whose page has gone or fallen behind. A record without a key or whose JSON names
+    /// no retailer reaches nobody.
+    pub fn dispatch(&self, partition: i32, offset: i64, key: Option<&[u8]>, value: &[u8]) {
+        let Some(shopper) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        let Ok(RetailerOnly { retailer_id }) = serde_json::from_slice::<RetailerOnly>(value) else {
+            return;
+        };
+        let mut subs = self.subscriptions.lock().expect("hub lock");
+        let key = (retailer_id.into_owned(), shopper.to_owned());
+        let Some(list) = subs.get_mut(&key) else {
+            return;
+        };
+        let Ok(json) = std::str::from_utf8(value) else {
+            return;
+        };
+        let pushed = Pushed {
+            partition,
+            offset,
+            json: Arc::from(json),
+        };
+        list.retain(|(_, sender)| match sender.try_send(pushed.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if !list.is_empty() {
+            self.pushed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            subs.remove(&key);
+        }
+    }
+}
+
+/// Merges a resumed stream: what the catch-up read from the log (offsets up to its end), then
+/// what the hub held meanwhile, each offset once, in order.
+#[derive(Debug)]
+pub struct CatchUp {
+    last_sent: Option<i64>,
+}
+
+impl CatchUp {
+    /// A stream whose page last saw `offset` (`None`: nothing yet).
+    pub fn after(offset: Option<i64>) -> CatchUp {
+        CatchUp { last_sent: offset }
+    }
+
+    /// Whether to pass `pushed` on (its offset is past the last one passed), noting it.
+    pub fn pass(&mut self, pushed: &Pushed) -> bool {
+        if self.last_sent.is_some_and(|last| pushed.offset <= last) {
+            return false;
+        }
+        self.last_sent = Some(pushed.offset);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // A key longer than the block is hashed first (test case 6).
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    fn secrets() -> HashMap<String, Vec<Vec<u8>>> {
+        HashMap::from([
+            ("r1".to_owned(), vec![b"old".to_vec(), b"new".to_vec()]),
+            ("r2".to_owned(), vec![b"other".to_vec()]),
+        ])
+    }
+
+    #[test]
+    fn a_token_names_one_shopper_of_one_retailer_until_it_expires() {
+        let t = sign(b"new", "r1", "cust-1", 1_000);
+        // Pinned: Python's hmac.new(b"new", b"r1\x1fcust-1\x1f1000", "sha256").hexdigest().
+        assert_eq!(
+            t,
+            "v1.72311f637573742d311f31303030.\
+             6793ea20394b175fc424a335bf37aec92bd0a61c24ea2ac1ba19390bbdb0d575"
+        );
+        let s = |token: &str, now| verify(&secrets(), token, now, 600);
+        assert_eq!(
+            s(&t, 999),
+            Ok(Subscriber {
+                retailer_id: "r1".into(),
+                shopper_id: "cust-1".into(),
+                expires_at: 1_000
+            })
+        );
+        // Either of a retailer's secrets (rotation).
+        assert!(s(&sign(b"old", "r1", "cust-1", 1_000), 999).is_ok());
+        assert_eq!(s(&t, 1_000), Err(TokenError::Expired));
+        assert_eq!(s(&t, 100), Err(TokenError::TooLong));
+        // Another retailer's secret, an unknown retailer, a forged shopper.
+        assert_eq!(
+            s(&sign(b"other", "r1", "cust-1", 1_000), 999),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            s(&sign(b"x", "r3", "cust-1", 1_000), 999),
+            Err(TokenError::UnknownRetailer)
+        );
+        let forged = t.replace(&hex(b"cust-1"), &hex(b"cust-2"));
+        assert_eq!(s(&forged, 999), Err(TokenError::BadSignature));
+        for bad in [
+            "",
+            "v1.",
+            "v2.00.00",
+            "v1.zz.00",
+            "v1.7231.abc",
+            "v1.72311f63.00",
+        ] {
+            assert_eq!(s(bad, 999), Err(TokenError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_hub_hands_each_decision_to_its_shoppers_pages_only() {
+        let hub = Hub::default();
+        let mut a = hub.subscribe("r1", "s1");
+        let mut b = hub.subscribe("r1", "s1");
+        let mut other_retailer = hub.subscribe("r2", "s1");
+        hub.dispatch(
+            3,
+            10,
+            Some(b"s1"),
+            br#"{"retailer_id":"r1","decision_id":"d1"}"#,
+        );
+        hub.dispatch(
+            3,
+            11,
+            Some(b"s2"),
+            br#"{"retailer_id":"r1","decision_id":"d2"}"#,
+        );
+        hub.dispatch(3, 12, None, br#"{"retailer_id":"r1"}"#);
+        hub.dispatch(3, 13, Some(b"s1"), b"not json");
+        for sub in [&mut a, &mut b] {
+            let got = sub.receiver.try_recv().unwrap();
+            assert_eq!(
+                (got.event_id(), &*got.json),
+                (
+                    "3:10".to_owned(),
+                    r#"{"retailer_id":"r1","decision_id":"d1"}"#
+                )
+            );
+            assert!(sub.receiver.try_recv().is_err());
+        }
+        assert!(other_retailer.receiver.try_recv().is_err());
+        assert_eq!(hub.pushed.load(Ordering::Relaxed), 1);
+        // A page that has gone is dropped at the next decision.
+        drop(a);
+        hub.dispatch(3, 14, Some(b"s1"), br#"{"retailer_id":"r1"}"#);
+        assert_eq!(hub.subscribers(), 2);
+        // A page that falls behind is dropped (it resumes from the log).
+        for i in 0..SUBSCRIPTION_BUFFER as i64 {
+            hub.dispatch(3, 100 + i, Some(b"s1"), br#"{"retailer_id":"r1"}"#);
+        }
+        assert_eq!(hub.subscribers(), 1);
+        assert_eq!(hub.dropped_slow.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_resumed_stream_passes_each_offset_once_in_order() {
+        let p = |offset| Pushed {
+            partition: 0,
+            offset,
+            json: Arc::from("{}"),
+        };
+        let mut c = CatchUp::after(Some(5));
+        // The log from 6, then what the hub held (7 and 8 again, then 9).
+        let passed: Vec<i64> = [4, 6, 7, 8, 7, 8, 9]
+            .into_iter()
+            .filter(|&o| c.pass(&p(o)))
+            .collect();
+        assert_eq!(passed, [6, 7, 8, 9]);
+        assert_eq!(parse_last_event_id(" 3:42 "), Some((3, 42)));
+        assert_eq!(parse_last_event_id("3"), None);
+        assert_eq!(parse_last_event_id("x:1"), None);
+        let mut fresh = CatchUp::after(None);
+        assert!(fresh.pass(&p(0)));
+    }
+}
