@@ -320,6 +320,216 @@ impl CatchUp {
     }
 }
 
+/// The settings of a decisions reader: a consumer of committed data only, offsets its own.
+fn reader_config(brokers: &str) -> rdkafka::ClientConfig {
+    let mut c = basketflow_kafka::config::client_config(brokers);
+    // Our own positions; no group state (librdkafka wants a group id all the same).
+    c.set("group.id", "basketflow-collector-decisions")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A page sees decisions of committed transactions only: never a replay's.
+        .set("isolation.level", "read_committed")
+        // The catch-up stops at the end it finds.
+        .set("enable.partition.eof", "true")
+        // A page's last decision already deleted by the topic's retention: the catch-up
+        // starts at the oldest one left rather than at the end.
+        .set("auto.offset.reset", "earliest")
+        // A decision is pushed as soon as it is there (within 10 ms otherwise).
+        .set("fetch.wait.max.ms", "10");
+    c
+}
+
+impl Hub {
+    /// Reads `topic` on `brokers` from its committed end, on a thread of its own, handing
+    /// every decision to [`Hub::dispatch`] until `stop` is set. Partitions added later are not
+    /// read (restart the collector).
+    pub fn run(
+        self: Arc<Self>,
+        brokers: &str,
+        topic: &str,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let consumer: BaseConsumer = reader_config(brokers).create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition_offset(topic, *p, Offset::End)?;
+        }
+        consumer.assign(&list)?;
+        let thread = std::thread::Builder::new()
+            .name("decisions-hub".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match consumer.poll(std::time::Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            if let Some(value) = m.payload() {
+                                self.dispatch(m.partition(), m.offset(), m.key(), value);
+                            }
+                        }
+                        // Partition ends and transient broker errors: librdkafka recovers.
+                        Some(Err(_)) | None => {}
+                    }
+                }
+            })
+            .expect("a thread starts");
+        Ok(thread)
+    }
+}
+
+/// The decisions of `subscriber` in `partition` of `topic` from offset `from` to the
+/// committed end the read finds, in order (blocking: run it off the async threads).
+pub fn catch_up(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    subscriber: &Subscriber,
+) -> Result<Vec<Pushed>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = reader_config(brokers).create()?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    consumer.assign(&list)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut found = Vec::new();
+    let shopper = subscriber.shopper_id.as_bytes();
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+                    continue;
+                };
+                if key != shopper {
+                    continue;
+                }
+                let ours = serde_json::from_slice::<RetailerOnly>(value)
+                    .is_ok_and(|r| r.retailer_id == subscriber.retailer_id);
+                if let (true, Ok(json)) = (ours, std::str::from_utf8(value)) {
+                    found.push(Pushed {
+                        partition,
+                        offset: m.offset(),
+                        json: Arc::from(json),
+                    });
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(found),
+            Some(Err(e)) => {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::OffsetOutOfRange)
+                ) {
+                    return Err(e);
+                }
+            }
+            None => {}
+        }
+    }
+    Err(KafkaError::MessageConsumption(
+        RDKafkaErrorCode::OperationTimedOut,
+    ))
+}
+
+/// What `GET /v1/decisions/stream` needs: the hub, where to catch up from, and the
+/// retailers' stream secrets.
+#[derive(Debug)]
+pub struct DecisionStreams {
+    /// The hub reading the decisions topic.
+    pub hub: Arc<Hub>,
+    /// The brokers, for catch-up reads.
+    pub brokers: String,
+    /// The decisions topic.
+    pub topic: String,
+    /// Each retailer's stream secrets (several while one rotates).
+    pub secrets: HashMap<String, Vec<Vec<u8>>>,
+    /// The longest a token may still live when it is presented.
+    pub max_ttl_s: u64,
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The token was refused (401).
+    Token(TokenError),
+    /// `Last-Event-ID` is not `partition:offset` (400).
+    BadLastEventId,
+    /// The catch-up read failed (503: retry).
+    Unavailable(String),
+}
+
+/// One SSE item of a stream.
+pub type SseItem = Result<axum::response::sse::Event, std::convert::Infallible>;
+
+impl DecisionStreams {
+    /// Opens a page's stream: `token` checked at `now` (Unix seconds), then the decisions
+    /// after `last_event_id` (if any) from the log, then those the hub hands on, each once, in
+    /// order; the stream ends when the token expires (the page reconnects with a new one).
+    pub async fn open(
+        &self,
+        token: &str,
+        last_event_id: Option<&str>,
+        now: u64,
+    ) -> Result<impl futures_util::Stream<Item = SseItem> + Send + 'static, OpenError> {
+        let who = verify(&self.secrets, token, now, self.max_ttl_s).map_err(OpenError::Token)?;
+        let last = match last_event_id {
+            None => None,
+            Some(id) => Some(parse_last_event_id(id).ok_or(OpenError::BadLastEventId)?),
+        };
+        // Subscribe first: what is committed during the catch-up waits in the subscription.
+        let subscription = self.hub.subscribe(&who.retailer_id, &who.shopper_id);
+        let (caught_up, merge) = match last {
+            None => (Vec::new(), CatchUp::after(None)),
+            Some((partition, offset)) => {
+                let (brokers, topic, who) = (self.brokers.clone(), self.topic.clone(), who.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    catch_up(&brokers, &topic, partition, offset + 1, &who)
+                })
+                .await
+                .map_err(|e| OpenError::Unavailable(e.to_string()))?
+                .map_err(|e| OpenError::Unavailable(e.to_string()))?;
+                (read, CatchUp::after(Some(offset)))
+            }
+        };
+        let expires_in = std::time::Duration::from_secs(who.expires_at.saturating_sub(now));
+        let deadline = tokio::time::Instant::now() + expires_in;
+        let state = (
+            std::collections::VecDeque::from(caught_up),
+            subscription.receiver,
+            merge,
+        );
+        Ok(futures_util::stream::unfold(
+            state,
+            move |(mut log, mut live, mut merge)| async move {
+                loop {
+                    let next = match log.pop_front() {
+                        Some(p) => p,
+                        None => tokio::select! {
+                            p = live.recv() => p?,
+                            () = tokio::time::sleep_until(deadline) => return None,
+                        },
+                    };
+                    if merge.pass(&next) {
+                        let event = axum::response::sse::Event::default()
+                            .id(next.event_id())
+                            .event("decision")
+                            .data(&*next.json);
+                        return Some((Ok(event), (log, live, merge)));
+                    }
+                }
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
