@@ -184,6 +184,7 @@ export function createTracker ({
   let timer = null
   let timerAt = 0
   let running = null
+  let drain = false
 
   const persist = () => save('queue', queue.map(q => q.s))
   function bound () {
@@ -226,53 +227,66 @@ export function createTracker ({
     persist()
   }
 
-  /** Sends batches until the queue is empty or a retry must wait. */
+  /** Sends batches until the queue is empty (or, unless draining, has no full batch) or a
+   *  retry must wait; then arms the timer for what is left. */
   async function run () {
-    for (let batch; now() >= retryAt && (batch = take()).length;) {
-      batch.forEach(q => inFlight.add(q.id))
-      let res = null
-      let body = null
-      try {
-        res = await fetch(url, {
-          method: 'POST',
-          keepalive: true,
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-          body: `[${batch.map(q => q.s).join(',')}]`
+    await 0 // `running` is set before the loop starts
+    try {
+      for (let batch; now() >= retryAt && (batch = take()).length && (drain || batch.length >= maxBatch);) {
+        batch.forEach(q => inFlight.add(q.id))
+        let res = null
+        let body = null
+        try {
+          res = await fetch(url, {
+            method: 'POST',
+            keepalive: true,
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+            body: `[${batch.map(q => q.s).join(',')}]`
+          })
+          body = await res.json().catch(() => null)
+        } catch {}
+        batch.forEach(q => inFlight.delete(q.id))
+        const status = res ? res.status : 0
+        const again = !res || retryable(status)
+        const done = []
+        let failed = 0
+        const results = body && Array.isArray(body.results) ? body.results : null
+        batch.forEach((q, i) => {
+          const r = results && results.find(r => r.index === i)
+          const st = r ? r.status : again ? 'failed' : res.ok ? 'accepted' : 'rejected'
+          if (st === 'failed') return failed++
+          done.push(q)
+          if (st === 'accepted') return counts.accepted++
+          counts.rejected++
+          warn(`basketflow: event ${q.id} rejected by the collector (HTTP ${status}): ${r ? r.code + (r.reason ? ': ' + r.reason : '') : 'no reason given'}`)
         })
-        body = await res.json().catch(() => null)
-      } catch {}
-      batch.forEach(q => inFlight.delete(q.id))
-      const status = res ? res.status : 0
-      const again = !res || retryable(status)
-      const done = []
-      let failed = 0
-      const results = body && Array.isArray(body.results) ? body.results : null
-      batch.forEach((q, i) => {
-        const r = results ? results.find(r => r.index === i) : null
-        const st = r ? r.status : again ? 'failed' : res.ok ? 'accepted' : 'rejected'
-        if (st === 'failed') return failed++
-        done.push(q)
-        if (st === 'accepted') return counts.accepted++
-        counts.rejected++
-        warn(`basketflow: event ${q.id} rejected by the collector (HTTP ${status}): ${r ? r.code + (r.reason ? ': ' + r.reason : '') : 'no reason given'}`)
-      })
-      settle(done)
-      if (failed || again) {
-        counts.retries++
-        failures++
-        const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (failures - 1))
-        let delay = cap / 2 + random() * cap / 2
-        const ra = res && res.headers && res.headers.get('retry-after')
-        if (ra) {
-          const ms = /^\d+$/.test(ra.trim()) ? ra * 1000 : Date.parse(ra) - now()
-          if (ms > delay) delay = ms
+        settle(done)
+        if (failed) {
+          counts.retries++
+          failures++
+          const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (failures - 1))
+          let delay = cap / 2 + random() * cap / 2
+          const ra = res && res.headers.get('retry-after')
+          if (ra) {
+            const ms = /^\d+$/.test(ra.trim()) ? ra * 1000 : Date.parse(ra) - now()
+            if (ms > delay) delay = ms
+          }
+          retryAt = now() + delay
+        } else {
+          failures = 0
         }
-        retryAt = now() + delay
-        wake(retryAt)
-      } else {
-        failures = 0
       }
+    } finally {
+      running = null
+      drain = false
+      if (take().length) wake(now() < retryAt ? retryAt : now() + flushIntervalMs)
     }
+  }
+
+  /** Starts the send loop unless it runs; `all`: send partial batches too. */
+  function kick (all) {
+    if (all) drain = true
+    return running || (running = run())
   }
 
   /** Sends what is queued now; with `{beacon: true}`, by navigator.sendBeacon (page hidden or
@@ -287,8 +301,7 @@ export function createTracker ({
         settle(batch)
       }
     }
-    if (!running) running = run().finally(() => { running = null })
-    return running
+    return kick(true)
   }
 
   /** Sets the shopper id (the retailer's pseudonymous id or loyalty number, never an email);
@@ -315,6 +328,7 @@ export function createTracker ({
     const why = check(TYPES[type], fields, '') || findPii(fields, '')
     if (why) fail(why)
     const t = now()
+    session = load('session') || session // other tabs of the site share it
     if (!session || !isId(session.id) || !(t - session.at <= sessionTimeoutMs)) session = { id: uuid(crypto), at: t }
     session.at = t
     save('session', session)
@@ -334,8 +348,8 @@ export function createTracker ({
     counts.tracked++
     bound()
     persist()
-    if (take().length >= maxBatch) flush()
-    else wake(Math.max(now() + flushIntervalMs, retryAt))
+    if (take().length >= maxBatch) kick(false)
+    wake(Math.max(now() + flushIntervalMs, retryAt))
     return event
   }
 

@@ -48,9 +48,9 @@ export function fakeCollector (clock, answer = () => ({ status: 200 })) {
     const call = { at: clock.now(), url, init, body: init.body, events }
     calls.push(call)
     const a = answer(events, call, calls.length)
-    const results = a.results || events.map((_, index) => ({ index, status: a.status === 200 ? 'accepted' : 'failed' }))
-    const count = s => results.filter(r => r.status === s).length
-    const json = { accepted: count('accepted'), rejected: count('rejected'), failed: count('failed'), results }
+    const results = 'results' in a ? a.results : events.map((_, index) => ({ index, status: a.status === 200 ? 'accepted' : 'failed' }))
+    const count = s => (results || []).filter(r => r.status === s).length
+    const json = results ? { accepted: count('accepted'), rejected: count('rejected'), failed: count('failed'), results } : { error: 'refused' }
     return new Response(JSON.stringify(json), { status: a.status, headers: a.headers || {} })
   }
   return { fetch, calls }
