@@ -2,9 +2,10 @@
 //! `[rewards] metrics_listen` by a small thread of its own.
 //!
 //! Every field of [`LoaderCounts`] is a counter `basketflow_rewards_<field>_total`; the
-//! loader publishes its counts after each batch. `/health` answers 200 with
-//! `{"status":"ok","batches":N}` once the loader has written its first batch (it is reading),
-//! 503 before.
+//! loader publishes its counts after each round of reading and writing (at least every
+//! 200 ms). `/health` answers 200 with `{"status":"ok","batches":N}` (N rounds) once the
+//! loader has finished its start (store, topics, erased shoppers, positions) and read once, 503
+//! before.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,7 +59,7 @@ pub struct LoaderMetrics {
 }
 
 impl LoaderMetrics {
-    /// Publishes `counts` after a batch.
+    /// Publishes `counts` after a round of reading and writing.
     pub fn publish(&self, counts: &LoaderCounts) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 = counts.clone();

@@ -2,7 +2,9 @@
 //! own ClickHouse user (written into the shared stack's `users.d/`, removed at the end):
 //! retention deletes the contacts older than their retailer's period and audits it, a contact
 //! read already past its period is dropped, and bad messages on the topic are counted and
-//! skipped. (Erasure, the collector and the PII scans: `basketflow/tests/rewards.rs`.)
+//! skipped; a loader left running stores what arrives, serves its counts on `/metrics`, applies
+//! retention periodically and stops when asked. (Erasure, the collector and the PII scans:
+//! `basketflow/tests/rewards.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -173,5 +175,116 @@ fn retention_deletes_old_contacts_and_bad_messages_are_skipped() {
     assert!(
         audit[0].starts_with("retention-") && audit[0].ends_with("\tr1\tretention\t1"),
         "{audit:?}"
+    );
+}
+
+/// A scrape of `path` on `addr`: the body of the answer.
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_running_loader_serves_metrics_applies_retention_periodically_and_stops_on_request() {
+    let stack = Stack::shared();
+    let suffix = unique_suffix();
+    let contacts_topic = format!("it-rewards-running-contacts-{suffix}");
+    let privacy_topic = format!("it-rewards-running-privacy-{suffix}");
+    stack.topics().delete_later(contacts_topic.clone());
+    stack.create_topic(&privacy_topic, 1, "delete");
+    let database = stack.database(format!("bf_rewards_running_{suffix}"));
+    let (user, password) = (format!("rw_running_{suffix}"), format!("pw-{suffix}"));
+    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
+        .expect("writing the users file");
+    let _file = Remove(file);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(users::wait_until_known(
+            &clickhouse_url(),
+            &database,
+            &user,
+            &password,
+            Duration::from_secs(30),
+        ))
+        .unwrap();
+
+    let port = basketflow_testkit::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let settings = LoaderSettings {
+        brokers: brokers(),
+        contacts_topic: contacts_topic.clone(),
+        privacy_topic,
+        clickhouse_url: clickhouse_url(),
+        database: database.clone(),
+        user,
+        password,
+        // 5 s: retention runs every 1.25 s; the contact is read within milliseconds.
+        retention: Retention {
+            default_ms: 5_000,
+            per_retailer_ms: Default::default(),
+        },
+        exit_when_caught_up: false,
+        metrics_listen: Some(metrics.clone()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = {
+        let stop = stop.clone();
+        std::thread::spawn(move || loader::run(&settings, stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        while !done() {
+            assert!(Instant::now() < deadline, "waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("the loader's health", &|| {
+        scrape(&metrics, "/health").starts_with("HTTP/1.1 200")
+    });
+    let producer = test_producer(&brokers());
+    let c1 = contact("c1", "r1");
+    produce(
+        &producer,
+        &contacts_topic,
+        [("r1\u{1f}s1".as_bytes(), c1.as_bytes())].into_iter(),
+        None,
+    );
+    let count = |name: &str| {
+        let text = scrape(&metrics, "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("basketflow_rewards_{name}_total ")))
+            .map(|v| v.parse::<u64>().unwrap())
+    };
+    wait_for("the contact stored", &|| {
+        count("contacts_stored") == Some(1)
+    });
+    let rows = || {
+        stack
+            .clickhouse(&format!("SELECT count() FROM {database}.reward_contacts"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(rows(), 1);
+    wait_for("retention", &|| count("rows_expired") == Some(1));
+    assert_eq!(rows(), 0);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let counts = running.join().unwrap().unwrap();
+    assert_eq!(
+        counts,
+        LoaderCounts {
+            contacts_stored: 1,
+            rows_expired: 1,
+            ..LoaderCounts::default()
+        }
     );
 }
