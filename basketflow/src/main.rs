@@ -100,6 +100,7 @@ fn main() -> Result<()> {
                 &config.kafka.brokers,
                 &config.kafka.events_topic,
                 &config.rewards.topic,
+                &config.kafka.decisions_topic,
             )?
         }
         Command::Validate => {

@@ -78,7 +78,8 @@ fn a_typo_is_refused_with_its_key() {
 fn an_override_shows_in_the_effective_configuration() {
     let dir = dir_with(
         "override",
-        "[graph]\nflush_interval_ms = 100\n[clickhouse]\npassword = \"from-file\"\n",
+        "[graph]\nflush_interval_ms = 100\n[clickhouse]\npassword = \"from-file\"\n\
+         [[collector.stream_secrets]]\nid = \"r1\"\nsecret = \"stream-secret-from-file-0123456789\"\n",
     );
     let out = config(
         &dir,
@@ -103,6 +104,7 @@ fn an_override_shows_in_the_effective_configuration() {
     );
     assert!(stdout.contains("\nflush_interval_ms = 500\n"), "{stdout}");
     assert!(stdout.contains("\npassword = \"***\"\n"), "{stdout}");
+    assert!(stdout.contains("\nsecret = \"***\"\n"), "{stdout}");
     assert!(!stdout.contains("from-env") && !stdout.contains("from-file"));
     assert!(
         stdout.contains("\nbrokers = \"127.0.0.1:9092\"\n"),

@@ -37,6 +37,29 @@ pub struct RetailerKey {
     pub key_sha256: String,
 }
 
+/// `[[collector.stream_secrets]]`: a secret a retailer's backend signs its pages' stream
+/// tokens with (`GET /v1/decisions/stream`, see [`crate::decisions`]).
+///
+/// A retailer may be listed several times (rotation: add the new secret, move the backend,
+/// remove the old one).
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSecret {
+    /// The retailer.
+    pub id: String,
+    /// The shared secret (at least 32 characters): the HMAC-SHA256 key of the tokens.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for StreamSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSecret")
+            .field("id", &self.id)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
 /// `[collector]`
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +101,14 @@ pub struct CollectorConfig {
     /// Events a retailer may send in a burst above the sustained rate; 0 means
     /// `max(rate_limit_events_per_s, max_batch_events)`.
     pub rate_limit_burst: u64,
+    /// The topic `GET /v1/decisions/stream` reads; unset means the graph's output
+    /// (`[kafka] decisions_topic`).
+    pub decisions_topic: Option<String>,
+    /// The retailers' stream secrets; none: `GET /v1/decisions/stream` is not served (404).
+    pub stream_secrets: Vec<StreamSecret>,
+    /// The longest a stream token may still live when a page presents it, in seconds (a
+    /// token signed for longer is refused: a leaked token stays useful for minutes).
+    pub stream_token_max_ttl_s: u64,
 }
 
 impl Default for CollectorConfig {
@@ -98,6 +129,9 @@ impl Default for CollectorConfig {
             retry_after_s: 2,
             rate_limit_events_per_s: 0,
             rate_limit_burst: 0,
+            decisions_topic: None,
+            stream_secrets: Vec::new(),
+            stream_token_max_ttl_s: 900,
         }
     }
 }
@@ -164,6 +198,25 @@ impl CollectorConfig {
                 rewards[shared], events[shared]
             ));
         }
+        if self
+            .decisions_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return bad("collector.decisions_topic must not be empty".into());
+        }
+        for s in &self.stream_secrets {
+            if s.id.is_empty() || s.secret.chars().count() < 32 {
+                return bad(format!(
+                    "collector.stream_secrets: the entry of {:?} needs an id and a secret of at \
+                     least 32 characters",
+                    s.id
+                ));
+            }
+        }
+        if !(1..=86_400).contains(&self.stream_token_max_ttl_s) {
+            return bad("collector.stream_token_max_ttl_s must be between 1 and 86400".into());
+        }
         if self.auth == AuthMode::Keys && self.retailers.is_empty() {
             return bad(
                 "collector.auth = \"keys\" needs at least one [[collector.retailers]] entry".into(),
@@ -180,6 +233,18 @@ impl CollectorConfig {
     /// The reward keys: SHA-256 (lowercase hex) of a key -> the retailer it belongs to.
     pub(crate) fn reward_key_table(&self) -> Result<BTreeMap<String, String>, CollectorError> {
         table_of(&self.reward_keys, "collector.reward_keys")
+    }
+
+    /// The stream secrets: retailer -> its secrets (several while one rotates).
+    pub(crate) fn stream_secret_table(&self) -> std::collections::HashMap<String, Vec<Vec<u8>>> {
+        let mut table: std::collections::HashMap<String, Vec<Vec<u8>>> = Default::default();
+        for s in &self.stream_secrets {
+            table
+                .entry(s.id.clone())
+                .or_default()
+                .push(s.secret.as_bytes().to_vec());
+        }
+        table
     }
 
     /// The effective burst of the rate limiter.

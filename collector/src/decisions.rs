@@ -213,8 +213,7 @@ type Key = (String, String);
 /// subscriptions of their `(retailer, shopper)`.
 #[derive(Debug, Default)]
 pub struct Hub {
-    subscriptions: Mutex<HashMap<Key, Vec<(u64, mpsc::Sender<Pushed>)>>>,
-    next_id: AtomicU64,
+    subscriptions: Mutex<HashMap<Key, Vec<mpsc::Sender<Pushed>>>>,
     /// Decisions handed to at least one subscription.
     pub pushed: AtomicU64,
     /// Subscriptions dropped because their page fell [`SUBSCRIPTION_BUFFER`] behind.
@@ -238,13 +237,12 @@ impl Hub {
     /// Subscribes to `retailer_id`'s shopper `shopper_id`'s decisions from now on.
     pub fn subscribe(&self, retailer_id: &str, shopper_id: &str) -> Subscription {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.subscriptions
             .lock()
             .expect("hub lock")
             .entry((retailer_id.to_owned(), shopper_id.to_owned()))
             .or_default()
-            .push((id, sender));
+            .push(sender);
         Subscription { receiver }
     }
 
@@ -281,7 +279,7 @@ impl Hub {
             offset,
             json: Arc::from(json),
         };
-        list.retain(|(_, sender)| match sender.try_send(pushed.clone()) {
+        list.retain(|sender| match sender.try_send(pushed.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped_slow.fetch_add(1, Ordering::Relaxed);
@@ -341,8 +339,10 @@ fn reader_config(brokers: &str) -> rdkafka::ClientConfig {
 
 impl Hub {
     /// Reads `topic` on `brokers` from its committed end, on a thread of its own, handing
-    /// every decision to [`Hub::dispatch`] until `stop` is set. Partitions added later are not
-    /// read (restart the collector).
+    /// every decision to [`Hub::dispatch`] until `stop` is set. Returns once every partition's
+    /// end is known (its end reached, within 10 s), so a decision committed after it returns
+    /// reaches the subscriptions of that moment. Partitions added later are not read
+    /// (restart the collector).
     pub fn run(
         self: Arc<Self>,
         brokers: &str,
@@ -363,18 +363,32 @@ impl Hub {
             list.add_partition_offset(topic, *p, Offset::End)?;
         }
         consumer.assign(&list)?;
+        // Where "the end" is becomes known when each partition reports it.
+        let mut at_end = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while at_end.len() < partitions.len() && std::time::Instant::now() < deadline {
+            match consumer.poll(std::time::Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    if let Some(value) = m.payload() {
+                        self.dispatch(m.partition(), m.offset(), m.key(), value);
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(_)) | None => {}
+            }
+        }
         let thread = std::thread::Builder::new()
             .name("decisions-hub".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match consumer.poll(std::time::Duration::from_millis(100)) {
-                        Some(Ok(m)) => {
-                            if let Some(value) = m.payload() {
-                                self.dispatch(m.partition(), m.offset(), m.key(), value);
-                            }
+                    // Partition ends and transient broker errors are skipped: librdkafka
+                    // recovers by itself.
+                    if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(100)) {
+                        if let Some(value) = m.payload() {
+                            self.dispatch(m.partition(), m.offset(), m.key(), value);
                         }
-                        // Partition ends and transient broker errors: librdkafka recovers.
-                        Some(Err(_)) | None => {}
                     }
                 }
             })

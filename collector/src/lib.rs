@@ -2,8 +2,9 @@
 //!
 //! `basketflow collect` serves `POST /v1/events` (one event, a JSON array, or JSON lines; plain,
 //! `text/plain` from `navigator.sendBeacon`, or gzip), `POST /v1/reward-contacts` (one reward
-//! contact, with a reward key: see [`server`] and `basketflow_rewards`), `GET /health` and
-//! `GET /metrics`. Each
+//! contact, with a reward key: see [`server`] and `basketflow_rewards`),
+//! `GET /v1/decisions/stream` (one shopper's decisions pushed to their page as Server-Sent
+//! Events, with a stream token: see [`decisions`]), `GET /health` and `GET /metrics`. Each
 //! event is judged by the same contract code as the graph's Kafka source
 //! ([`basketflow_ingest::parse_event`]) and, if valid, produced to `shopper-events` keyed by
 //! `shopper_id`, as the exact bytes the tracker sent.
@@ -45,6 +46,7 @@
 //! | [`body`] | gzip decoding and splitting a body into the raw bytes of each event |
 //! | [`auth`] | API keys (SHA-256 in the config) and per-retailer token buckets |
 //! | [`cors`] | CORS for the configured retailer origins |
+//! | [`decisions`] | stream tokens, the decisions hub, the resumable SSE stream of one shopper's decisions |
 //! | [`producer`] | the idempotent producer; one outcome per event, within deadlines |
 //! | [`metrics`] | Prometheus metrics (prometheus-client), served as text on `GET /metrics` |
 
@@ -59,7 +61,7 @@ pub mod metrics;
 pub mod producer;
 pub mod server;
 
-pub use config::{AuthMode, CollectorConfig, RetailerKey};
+pub use config::{AuthMode, CollectorConfig, RetailerKey, StreamSecret};
 pub use server::Collector;
 
 /// Why the collector could not start or stopped with an error.
@@ -88,6 +90,7 @@ pub fn run(
     brokers: &str,
     default_topic: &str,
     rewards_topic: &str,
+    default_decisions_topic: &str,
 ) -> Result<(), CollectorError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,12 +100,29 @@ pub fn run(
     runtime.block_on(async {
         let auth = config.auth;
         let reward_keys = config.reward_keys.len();
+        let decisions_topic = config
+            .decisions_topic
+            .clone()
+            .unwrap_or_else(|| default_decisions_topic.to_owned());
+        let streams = config.stream_secrets.len();
         let collector =
             Collector::bind_with_rewards(config, brokers, default_topic, Some(rewards_topic))
-                .await?;
+                .await?
+                .with_decision_streams(brokers, &decisions_topic)?;
+        if streams > 0 {
+            eprintln!(
+                "collector: GET /v1/decisions/stream serves {decisions_topic} (read_committed) \
+                 to pages with a stream token of {streams} retailer secret(s)"
+            );
+        } else {
+            eprintln!(
+                "collector: no [[collector.stream_secrets]]: GET /v1/decisions/stream answers 404"
+            );
+        }
         eprintln!(
             "collector: listening on http://{} (POST /v1/events, POST /v1/reward-contacts, \
-             GET /health, GET /metrics), producing events to {} and reward contacts to {} on \
+             GET /v1/decisions/stream, GET /health, GET /metrics), producing events to {} and \
+             reward contacts to {} on \
              {brokers}",
             collector.local_addr(),
             collector.topic(),

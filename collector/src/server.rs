@@ -39,6 +39,12 @@
 //!
 //! and otherwise 200 `{"status":"accepted","contact_id":...}`.
 //!
+//! `GET /v1/decisions/stream` ([`crate::decisions`]) streams one shopper's decisions as
+//! Server-Sent Events to a page holding a stream token (`?token=` or `Authorization: Bearer`;
+//! `Last-Event-ID` resumes): 404 `not_configured` without `[[collector.stream_secrets]]`, 401
+//! `token_missing` or the token's refusal code, 400 `bad_last_event_id`, 503 `unavailable`
+//! when the catch-up read fails.
+//!
 //! The body always lists every event by its index in the request:
 //! `{"accepted":1,"rejected":1,"failed":0,"results":[{"index":0,"status":"accepted"},
 //! {"index":1,"status":"rejected","code":"pii","field":"email","reason":"..."}]}`.
@@ -53,7 +59,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
@@ -92,6 +98,10 @@ struct Shared {
     producer: EventProducer,
     budget: Arc<Semaphore>,
     metrics: Metrics,
+    /// `GET /v1/decisions/stream`, when served ([`Collector::with_decision_streams`]).
+    streams: Option<crate::decisions::DecisionStreams>,
+    /// Stops the decisions hub's reader when the server stops.
+    stop_streams: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Collector {
@@ -160,12 +170,40 @@ impl Collector {
             producer,
             budget: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
             metrics: Metrics::default(),
+            streams: None,
+            stop_streams: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             config,
         };
         Ok(Collector {
             listener,
             state: Arc::new(state),
         })
+    }
+
+    /// Also serves `GET /v1/decisions/stream` from `topic` on `brokers` (when the
+    /// configuration has stream secrets; otherwise the route answers 404): starts the hub's
+    /// reader at the topic's committed end, and returns once it knows where that is.
+    pub fn with_decision_streams(
+        mut self,
+        brokers: &str,
+        topic: &str,
+    ) -> Result<Collector, CollectorError> {
+        let state = Arc::get_mut(&mut self.state).expect("not serving yet");
+        if state.config.stream_secrets.is_empty() {
+            return Ok(self);
+        }
+        let hub = Arc::new(crate::decisions::Hub::default());
+        hub.clone()
+            .run(brokers, topic, state.stop_streams.clone())
+            .map_err(CollectorError::Kafka)?;
+        state.streams = Some(crate::decisions::DecisionStreams {
+            hub,
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            secrets: state.config.stream_secret_table(),
+            max_ttl_s: state.config.stream_token_max_ttl_s,
+        });
+        Ok(self)
     }
 
     /// The address it listens on.
@@ -195,6 +233,7 @@ impl Collector {
         let app = Router::new()
             .route("/v1/events", post(post_events).options(preflight))
             .route("/v1/reward-contacts", post(post_reward_contact))
+            .route("/v1/decisions/stream", get(decisions_stream))
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.state);
@@ -206,6 +245,9 @@ impl Collector {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(CollectorError::Serve)?;
+        state
+            .stop_streams
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             if let Some(rewards) = &state.rewards {
                 rewards.flush(Duration::from_secs(10))?;
@@ -347,6 +389,75 @@ async fn post_reward_contact(State(state): State<Arc<Shared>>, request: Request)
         }
     };
     state.metrics.reward_request(response.status().as_u16());
+    response
+}
+
+async fn decisions_stream(State(state): State<Arc<Shared>>, request: Request) -> Response {
+    use crate::decisions::OpenError;
+    let parts = request.into_parts().0;
+    let Some(streams) = &state.streams else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "this collector streams no decisions ([[collector.stream_secrets]])",
+        )
+        .into();
+    };
+    let query = parts.uri.query().unwrap_or("");
+    let from_query = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let token = header_str(&parts.headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| from_query("token"))
+        .filter(|t| !t.is_empty());
+    let last = header_str(
+        &parts.headers,
+        header::HeaderName::from_static("last-event-id"),
+    )
+    .map(str::to_owned)
+    .or_else(|| from_query("last_event_id"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut response = match token {
+        None => refuse(
+            StatusCode::UNAUTHORIZED,
+            "token_missing",
+            "a stream token is needed (?token= or Authorization: Bearer)",
+        )
+        .into(),
+        Some(token) => match streams.open(&token, last.as_deref(), now).await {
+            Ok(stream) => axum::response::sse::Sse::new(stream)
+                .keep_alive(axum::response::sse::KeepAlive::new().interval(Duration::from_secs(15)))
+                .into_response(),
+            Err(OpenError::Token(e)) => refuse(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                "the stream token was refused",
+            )
+            .into(),
+            Err(OpenError::BadLastEventId) => refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_last_event_id",
+                "Last-Event-ID must be partition:offset, as the stream sent it",
+            )
+            .into(),
+            Err(OpenError::Unavailable(why)) => Refusal {
+                retry_after: Some(state.config.retry_after_s),
+                ..refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the decisions could not be read: {why}"),
+                )
+            }
+            .into(),
+        },
+    };
+    state.cors.decorate(&parts.headers, response.headers_mut());
     response
 }
 

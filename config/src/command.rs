@@ -60,6 +60,9 @@ pub(crate) fn effective(resolved: &Resolved) -> Result<String> {
         out.push_str(&format!("# {key} from {var}\n"));
     }
     let mut shown = resolved.config.clone();
+    for s in &mut shown.collector.stream_secrets {
+        s.secret = "***".into();
+    }
     if !shown.rewards.password.is_empty() {
         shown.rewards.password = "***".into();
     }

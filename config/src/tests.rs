@@ -101,11 +101,13 @@ fn section_text<'a>(text: &'a str, section: &str) -> &'a str {
 fn collector_serializes_as_it_deserializes() {
     let text = format!(
         "[collector]\nlisten = \"0.0.0.0:8088\"\ntopic = \"t\"\nauth = \"keys\"\n\
-         cors_origins = [\"https://shop.example\"]\n\
+         cors_origins = [\"https://shop.example\"]\ndecisions_topic = \"d\"\n\
          [[collector.retailers]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n\
-         [[collector.reward_keys]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n",
+         [[collector.reward_keys]]\nid = \"r1\"\nkey_sha256 = \"{}\"\n\
+         [[collector.stream_secrets]]\nid = \"r1\"\nsecret = \"{}\"\n",
         "a".repeat(64),
-        "b".repeat(64)
+        "b".repeat(64),
+        "s".repeat(32)
     );
     let config = ok(&text, &[]).config;
     let written: Table = toml::to_string(&config).unwrap().parse().unwrap();

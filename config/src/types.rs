@@ -387,6 +387,9 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
         retry_after_s,
         rate_limit_events_per_s,
         rate_limit_burst,
+        decisions_topic,
+        stream_secrets,
+        stream_token_max_ttl_s,
     } = c;
     let auth = match auth {
         AuthMode::None => "none",
@@ -401,7 +404,7 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
     };
     let retailers = table(retailers);
     let reward_keys = table(reward_keys);
-    let mut st = s.serialize_struct("CollectorConfig", 15)?;
+    let mut st = s.serialize_struct("CollectorConfig", 18)?;
     st.serialize_field("listen", listen)?;
     match topic {
         Some(topic) => st.serialize_field("topic", topic)?,
@@ -418,8 +421,14 @@ fn serialize_collector<S: Serializer>(c: &CollectorConfig, s: S) -> Result<S::Ok
     st.serialize_field("retry_after_s", retry_after_s)?;
     st.serialize_field("rate_limit_events_per_s", rate_limit_events_per_s)?;
     st.serialize_field("rate_limit_burst", rate_limit_burst)?;
+    match decisions_topic {
+        Some(topic) => st.serialize_field("decisions_topic", topic)?,
+        None => st.skip_field("decisions_topic")?,
+    }
+    st.serialize_field("stream_token_max_ttl_s", stream_token_max_ttl_s)?;
     // Last: an array of tables must follow the plain keys.
     st.serialize_field("retailers", &retailers)?;
     st.serialize_field("reward_keys", &reward_keys)?;
+    st.serialize_field("stream_secrets", stream_secrets)?;
     st.end()
 }
