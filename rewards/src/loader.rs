@@ -29,8 +29,9 @@
 //! # Failures
 //! A message that is not a contact or a request is counted and skipped. A failure of ClickHouse
 //! or Kafka stops the loader with an error (status 1, one line): restarted, it resumes from the
-//! positions it wrote, repeating at most the batch or the erasure in progress. A crash in between repeats the step; a request already audited is not
-//! applied twice. A contact of an erased shopper read later is dropped and counted, as the
+//! positions it wrote, repeating at most the batch or the erasure in progress. A crash in between repeats the step: the DELETE always runs (idempotent),
+//! and a request the audit already holds for its retailer (request ids are unique per retailer
+//! only) is not audited twice unless it removed rows. A contact of an erased shopper read later is dropped and counted, as the
 //! graph treats later events of an erased shopper anonymously: a shopper who wants to be known
 //! again needs a new id from the retailer.
 //!

@@ -75,7 +75,8 @@ struct ErasingRow<'a> {
 pub enum Erased {
     /// The request was applied now: this many rows were deleted (and audited).
     Applied(u64),
-    /// The audit already holds the request (a replay after a crash): nothing was done.
+    /// The audit already holds the retailer's request and no row was left to delete (a replay
+    /// after a crash): nothing was deleted or audited.
     AlreadyAudited,
 }
 
@@ -284,8 +285,11 @@ impl RewardsStore {
             .collect())
     }
 
-    /// Deletes every stored contact of `(retailer_id, shopper_id)` (a mutation, waited for) and
-    /// audits `request_id`, unless the audit already holds it. Idempotent.
+    /// Deletes every stored contact of `(retailer_id, shopper_id)` (a mutation, waited for,
+    /// always run: idempotent) and audits `request_id` for `retailer_id`. Request ids are unique
+    /// per retailer only, so the audit is looked up by `(retailer_id, request_id)`; a request
+    /// already audited (a replay) is audited again only if it removed rows now (an operator's
+    /// reused id for another shopper: the audit holds no shopper id to tell them apart).
     pub async fn erase(
         &self,
         request_id: &str,
@@ -296,14 +300,13 @@ impl RewardsStore {
         let audited: u64 = self
             .client
             .query(&format!(
-                "SELECT count() FROM {db}.rewards_audit WHERE kind = 'erasure' AND request_id = ?"
+                "SELECT count() FROM {db}.rewards_audit \
+                 WHERE kind = 'erasure' AND retailer_id = ? AND request_id = ?"
             ))
+            .bind(retailer_id)
             .bind(request_id)
             .fetch_one()
             .await?;
-        if audited > 0 {
-            return Ok(Erased::AlreadyAudited);
-        }
         self.client
             .query(&format!("TRUNCATE TABLE {db}.erasing"))
             .execute()
@@ -342,6 +345,9 @@ impl RewardsStore {
             .query(&format!("TRUNCATE TABLE {db}.erasing"))
             .execute()
             .await?;
+        if audited > 0 && rows == 0 {
+            return Ok(Erased::AlreadyAudited);
+        }
         self.audit(request_id, retailer_id, "erasure", rows).await?;
         Ok(Erased::Applied(rows))
     }

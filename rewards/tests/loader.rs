@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use basketflow_rewards::loader::{self, LoaderCounts, LoaderSettings};
+use basketflow_rewards::store::{Erased, StoredContact};
 use basketflow_rewards::users;
 use basketflow_testkit::kafka::test_producer;
 use basketflow_testkit::stack::{brokers, clickhouse_url};
@@ -287,4 +288,97 @@ fn a_running_loader_serves_metrics_applies_retention_periodically_and_stops_on_r
             ..LoaderCounts::default()
         }
     );
+}
+
+/// A provisioned store of a fresh database, as its own user (the users file removed when the
+/// guard is dropped).
+fn provisioned_store(stack: &Stack, name: &str) -> (basketflow_rewards::RewardsStore, Remove) {
+    let suffix = unique_suffix();
+    let database = stack.database(format!("bf_rewards_{name}_{suffix}"));
+    let (user, password) = (format!("rw_{name}_{suffix}"), format!("pw-{suffix}"));
+    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
+        .expect("writing the users file");
+    let guard = Remove(file);
+    let store = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = users::wait_until_known(
+                &clickhouse_url(),
+                &database,
+                &user,
+                &password,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+            store.migrate().await.unwrap();
+            store
+        });
+    (store, guard)
+}
+
+fn stored(retailer: &str, shopper: &str, id: &str, offset: i64) -> StoredContact {
+    let json = format!(
+        r#"{{"contact_id":"{id}","retailer_id":"{retailer}","shopper_id":"{shopper}","email":"{id}@shop.example","campaign_id":"game","submitted_at":"2026-12-04T10:00:00Z"}}"#
+    );
+    StoredContact {
+        contact: basketflow_rewards::RewardContact::parse(json.as_bytes()).unwrap(),
+        received_ms: now_ms(),
+        partition: 0,
+        offset,
+    }
+}
+
+/// Request ids are unique per retailer only (and `privacy erase --request-id` lets operators
+/// choose them): two retailers' erasures with the same id both delete their shopper's
+/// contacts and are both audited; a replay of either deletes nothing more and audits nothing
+/// more.
+#[test]
+fn two_retailers_erasing_with_the_same_request_id_both_erase() {
+    let stack = Stack::shared();
+    let (store, _file) = provisioned_store(&stack, "sameid");
+    let db = store.database().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.write(
+        &[
+            stored("r1", "s1", "c1", 0),
+            stored("r2", "s2", "c2", 1),
+            stored("r2", "s3", "c3", 2),
+        ],
+        &Default::default(),
+    ))
+    .unwrap();
+    assert_eq!(
+        rt.block_on(store.erase("req-1", "r1", "s1")).unwrap(),
+        Erased::Applied(1)
+    );
+    assert_eq!(
+        rt.block_on(store.erase("req-1", "r2", "s2")).unwrap(),
+        Erased::Applied(1),
+        "another retailer's request with the same id is applied"
+    );
+    let view = || {
+        sorted(stack.clickhouse(&format!(
+            "SELECT retailer_id, contact_id FROM {db}.reward_contacts FORMAT TabSeparated"
+        )))
+    };
+    assert_eq!(view(), ["r2\tc3"]);
+    // Replays: nothing left to delete, no second audit row.
+    for (r, s) in [("r1", "s1"), ("r2", "s2")] {
+        assert_eq!(
+            rt.block_on(store.erase("req-1", r, s)).unwrap(),
+            Erased::AlreadyAudited
+        );
+    }
+    assert_eq!(view(), ["r2\tc3"]);
+    let audit = sorted(stack.clickhouse(&format!(
+        "SELECT request_id, retailer_id, kind, rows_removed FROM {db}.rewards_audit \
+         FORMAT TabSeparated"
+    )));
+    assert_eq!(audit, ["req-1\tr1\terasure\t1", "req-1\tr2\terasure\t1"]);
 }
