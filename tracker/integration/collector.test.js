@@ -51,7 +51,15 @@ async function topic (name) {
   jvm.stdout.on('data', d => { out += d })
   await until(`topic ${name} created`, () => out.includes('created') || jvm.exitCode !== null, 120_000)
   assert.ok(out.includes('created'), `creating ${name} failed`)
-  return { drop: async () => { jvm.stdin.end(); await once(jvm, 'exit'); assert.match(out, /deleted/) } }
+  return {
+    drop: async () => {
+      jvm.stdin.end()
+      const timer = setTimeout(() => jvm.kill(), 60_000) // never outlive the test
+      if (jvm.exitCode === null) await once(jvm, 'exit')
+      clearTimeout(timer)
+      assert.match(out, /deleted/)
+    }
+  }
 }
 
 /** `basketflow collect` on `port`; `stop()` sends SIGTERM and waits for the exit. */
@@ -59,10 +67,15 @@ async function collector (config, port) {
   const child = spawn(BIN, ['collect', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   child.stderr.on('data', d => { log += d })
-  await until('the collector to answer /health', async () => {
-    if (child.exitCode !== null) throw new Error(`the collector exited: ${log}`)
-    try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok } catch { return false }
-  })
+  try {
+    await until('the collector to answer /health', async () => {
+      if (child.exitCode !== null) throw new Error(`the collector exited (${child.exitCode}): ${log}`)
+      try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok } catch { return false }
+    })
+  } catch (e) {
+    child.kill()
+    throw new Error(`${e.message}\n${log}`)
+  }
   return { stop: async () => { child.kill('SIGTERM'); if (child.exitCode === null) await once(child, 'exit') } }
 }
 
@@ -102,8 +115,9 @@ id = "${RETAILER}"
 key_sha256 = "${createHash('sha256').update(KEY).digest('hex')}"
 `)
   const t = await topic(name)
-  let server = await collector(config, port)
+  let server = null
   try {
+    server = await collector(config, port)
     const storage = memoryStorage()
     const beacons = []
     const page = () => {
@@ -172,11 +186,12 @@ key_sha256 = "${createHash('sha256').update(KEY).digest('hex')}"
     const ids = stored.map(([, value]) => JSON.parse(value).event_id)
     assert.equal(new Set(ids).size, ids.length, 'an event was stored twice')
     assert.deepEqual([...ids].sort(), tracked.map(e => e.event_id).sort())
-    const byId = new Map(stored.map(([k, v]) => [JSON.parse(v).event_id, [k, JSON.parse(v)]]))
-    for (const e of tracked) assert.deepEqual(byId.get(e.event_id), ['shopper-it-1', e])
+    // Key = shopper_id; value = the bytes the tracker built for the event.
+    const byId = new Map(stored.map(([k, v]) => [JSON.parse(v).event_id, [k, v]]))
+    for (const e of tracked) assert.deepEqual(byId.get(e.event_id), ['shopper-it-1', JSON.stringify(e)])
     assert.equal(stored.length, 13)
   } finally {
-    await server.stop()
+    if (server) await server.stop()
     // A topic left behind is a leak, not a wrong answer: say so without hiding the test's error.
     await t.drop().catch(e => console.error(`topic ${name} was not deleted: ${e.message}`))
   }
