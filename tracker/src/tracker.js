@@ -144,6 +144,11 @@ export function memoryStorage () {
   return { getItem: k => m.has(k) ? m.get(k) : null, setItem: (k, v) => m.set(k, String(v)), removeItem: k => m.delete(k) }
 }
 
+/** The page's localStorage, or memory where reading it throws (storage blocked) or it is absent. */
+function localStorageOrMemory () {
+  try { return globalThis.localStorage || memoryStorage() } catch { return memoryStorage() }
+}
+
 /** Whether an answer's status means "send the same events again later". */
 const retryable = s => s === 408 || s === 429 || s >= 500
 
@@ -156,7 +161,7 @@ export function createTracker ({
   flushIntervalMs = 1000, maxBatch = 50, maxBatchBytes = 65536,
   maxQueueEvents = 1000, maxQueueBytes = 1 << 20,
   sessionTimeoutMs = 30 * 60 * 1000, backoffBaseMs = 1000, backoffMaxMs = 60000,
-  storage = globalThis.localStorage || memoryStorage(),
+  storage = localStorageOrMemory(),
   fetch = globalThis.fetch && globalThis.fetch.bind(globalThis),
   sendBeacon = globalThis.navigator && navigator.sendBeacon && navigator.sendBeacon.bind(navigator),
   now = Date.now, random = Math.random,

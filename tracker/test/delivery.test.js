@@ -262,3 +262,20 @@ test('events already in flight are not put in a beacon', async () => {
   assert.deepEqual(s.t.stats(), { tracked: 2, accepted: 1, rejected: 0, dropped: 0, retries: 0, beaconed: 1, pending: 0 })
   assert.ok(a)
 })
+
+test('where reading localStorage throws (storage blocked), the queue lives in memory', async () => {
+  Object.defineProperty(globalThis, 'localStorage', { configurable: true, get () { throw new Error('SecurityError') } })
+  try {
+    const clock = fakeClock()
+    const collector = fakeCollector(clock)
+    const options = deps(clock, collector)
+    delete options.storage
+    const t = createTracker(options)
+    t.identify('s1')
+    const id = t.track('page_viewed', pageView).event_id
+    await clock.advance(1000)
+    assert.deepEqual(collector.calls.map(ids), [[id]])
+  } finally {
+    delete globalThis.localStorage
+  }
+})
