@@ -64,7 +64,10 @@ async function topic (name) {
 
 /** `basketflow collect` on `port`; `stop()` sends SIGTERM and waits for the exit. */
 async function collector (config, port) {
-  const child = spawn(BIN, ['collect', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] })
+  // The config file alone: the binary reads BASKETFLOW_<SECTION>_<KEY> overrides and refuses any
+  // other BASKETFLOW_ variable (this test's own BASKETFLOW_BIN, BASKETFLOW_STACK_DIR).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BASKETFLOW_')))
+  const child = spawn(BIN, ['collect', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env })
   let log = ''
   child.stderr.on('data', d => { log += d })
   try {
