@@ -219,11 +219,59 @@ impl Rewards {
     }
 }
 
+/// The records of `topic` (key, JSON payload or `None` for a tombstone), in order.
+fn keyed_records(stack: &Stack, topic: &str) -> Vec<(String, Option<Value>)> {
+    stack
+        .read_to_end(topic)
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.payload
+                    .as_ref()
+                    .map(|p| serde_json::from_slice(p).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The topic forgets an erased shopper: `keys` keys start with `prefix` (retailer U+001F
+/// shopper U+001F), the last record of each is a tombstone (so compaction removes every earlier
+/// one), and no record after the last of those tombstones carries one of `emails`.
+fn assert_erased_on_topic(
+    records: &[(String, Option<Value>)],
+    prefix: &str,
+    emails: &[&str],
+    keys: usize,
+) {
+    let theirs: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    assert_eq!(theirs.len(), keys, "{theirs:?}");
+    for key in &theirs {
+        let last = records.iter().rev().find(|(k, _)| k == key).unwrap();
+        assert_eq!(last.1, None, "the last record of {key:?} is a tombstone");
+    }
+    let last_tombstone = records
+        .iter()
+        .rposition(|(k, p)| k.starts_with(prefix) && p.is_none())
+        .expect("a tombstone");
+    for (k, p) in &records[last_tombstone + 1..] {
+        let text = p.as_ref().map(Value::to_string).unwrap_or_default();
+        assert!(
+            !emails.iter().any(|e| text.contains(e)),
+            "{k:?} after the last tombstone carries an erased email: {text}"
+        );
+    }
+}
+
 /// Counts of a loader run, the ones not listed being 0.
 fn counts(pairs: &[(&str, u64)]) -> Value {
     let mut c = json!({
         "contacts_stored": 0, "contacts_invalid": 0, "contacts_of_erased_shoppers": 0,
-        "contacts_expired": 0, "tombstones_read": 0, "erasures_applied": 0,
+        "contacts_expired": 0, "tombstones_read": 0, "tombstones_produced": 0, "erasures_applied": 0,
         "erasures_already_applied": 0, "requests_invalid": 0, "rows_erased": 0, "rows_expired": 0,
     });
     for (k, v) in pairs {
@@ -433,7 +481,13 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     assert_eq!(answer["accepted"], 2);
     assert_eq!(answer["results"][2]["code"], "pii", "{answer}");
 
-    for (body, id) in [(&c1, "c1"), (&contact("c2", "s2", max), "c2")] {
+    // s1 has two contacts (two prizes): two keys, each kept by compaction.
+    let jane2 = "jane.doe+second@shop.example";
+    for (body, id) in [
+        (&c1, "c1"),
+        (&contact("c2", "s2", max), "c2"),
+        (&contact("c4", "s1", jane2), "c4"),
+    ] {
         let (status, answer) = post(&contacts_url, &[("x-api-key", reward_key)], body);
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer, json!({"status": "accepted", "contact_id": id}));
@@ -449,19 +503,26 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     // Stored, exactly.
     assert_eq!(
         rewards.load(&config, &[]),
-        counts(&[("contacts_stored", 2)])
+        counts(&[("contacts_stored", 3)])
     );
     assert_eq!(
         rewards.contacts(&stack),
-        [format!("r1\tc1\ts1\t{jane}"), format!("r1\tc2\ts2\t{max}")]
+        [
+            format!("r1\tc1\ts1\t{jane}"),
+            format!("r1\tc2\ts2\t{max}"),
+            format!("r1\tc4\ts1\t{jane2}")
+        ]
     );
     assert_eq!(
         rewards.export(&config, "s1"),
-        [("c1".to_string(), jane.to_string())]
+        [
+            ("c1".to_string(), jane.to_string()),
+            ("c4".to_string(), jane2.to_string())
+        ]
     );
     // Nothing new: the positions are durable.
     assert_eq!(rewards.load(&config, &[]), counts(&[]));
-    assert_eq!(rewards.log_rows(&stack), 2);
+    assert_eq!(rewards.log_rows(&stack), 3);
 
     // The graph runs on the same traffic; the rewards user cannot touch its database.
     run_caught_up(&config);
@@ -493,7 +554,8 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         "the graph has the shopper's order"
     );
 
-    // The erasure: the contact is gone, a tombstone is on the topic, the audit has it.
+    // The erasure: the contacts are gone, a tombstone per contact key is on the topic, the
+    // audit has it.
     let out = basketflow()
         .args([
             "privacy",
@@ -517,39 +579,36 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     let request_id = request["request_id"].as_str().unwrap().to_string();
     assert_eq!(
         rewards.load(&config, &[]),
-        counts(&[("erasures_applied", 1), ("rows_erased", 1)])
+        counts(&[
+            ("erasures_applied", 1),
+            ("rows_erased", 2),
+            ("tombstones_produced", 2)
+        ])
     );
     assert_eq!(rewards.contacts(&stack), [format!("r1\tc2\ts2\t{max}")]);
     assert_eq!(rewards.log_rows(&stack), 1);
     assert_eq!(rewards.export(&config, "s1"), []);
     assert_eq!(
         rewards.audit(&stack),
-        [format!("{request_id}\tr1\terasure\t1")]
+        [format!("{request_id}\tr1\terasure\t2")]
     );
     let on_topic = stack.read_to_end(&rewards.topic);
-    let keyed: Vec<(String, Option<Value>)> = on_topic
-        .iter()
-        .map(|r| {
-            (
-                String::from_utf8(r.key.clone().unwrap()).unwrap(),
-                r.payload
-                    .as_ref()
-                    .map(|p| serde_json::from_slice(p).unwrap()),
-            )
-        })
-        .collect();
+    let keyed = keyed_records(&stack, &rewards.topic);
     assert_eq!(
         keyed
             .iter()
             .map(|(k, p)| (k.as_str(), p.as_ref().map(|p| p["contact_id"].clone())))
             .collect::<Vec<_>>(),
         [
-            ("r1\u{1f}s1", Some(json!("c1"))),
-            ("r1\u{1f}s2", Some(json!("c2"))),
-            ("r1\u{1f}s1", None),
+            ("r1\u{1f}s1\u{1f}c1", Some(json!("c1"))),
+            ("r1\u{1f}s2\u{1f}c2", Some(json!("c2"))),
+            ("r1\u{1f}s1\u{1f}c4", Some(json!("c4"))),
+            ("r1\u{1f}s1\u{1f}c1", None),
+            ("r1\u{1f}s1\u{1f}c4", None),
         ],
-        "the contacts with their keys, then the erasure's tombstone"
+        "the contacts with their keys (one per contact), then the erasure's tombstones"
     );
+    assert_erased_on_topic(&keyed, "r1\u{1f}s1\u{1f}", &[jane, jane2], 2);
 
     // A contact of the erased shopper posted later is accepted by the collector (it cannot
     // know) and never stored.
@@ -561,7 +620,7 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     assert_eq!(status, 200);
     assert_eq!(
         rewards.load(&config, &[]),
-        counts(&[("contacts_of_erased_shoppers", 1), ("tombstones_read", 1)])
+        counts(&[("contacts_of_erased_shoppers", 1), ("tombstones_read", 2)])
     );
     assert_eq!(rewards.contacts(&stack), [format!("r1\tc2\ts2\t{max}")]);
 
@@ -575,8 +634,8 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         rewards.load(&config, &[]),
         counts(&[
             ("contacts_stored", 1),
-            ("contacts_of_erased_shoppers", 2),
-            ("tombstones_read", 1),
+            ("contacts_of_erased_shoppers", 3),
+            ("tombstones_read", 2),
             ("erasures_already_applied", 1),
         ])
     );
@@ -602,7 +661,7 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         rewards.database
     ));
     assert!(
-        in_rewards.contains(max) && !in_rewards.contains(jane),
+        in_rewards.contains(max) && !in_rewards.contains(jane) && !in_rewards.contains(jane2),
         "{in_rewards}"
     );
     let (found, read) = emails_outside_reward_contacts(&stack);

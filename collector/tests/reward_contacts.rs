@@ -95,7 +95,7 @@ fn contact(id: &str, retailer: &str) -> String {
 
 fn canonical(id: &str, retailer: &str) -> (String, String) {
     (
-        format!("{retailer}\u{1f}s1"),
+        format!("{retailer}\u{1f}s1\u{1f}{id}"),
         format!(
             r#"{{"contact_id":"{id}","retailer_id":"{retailer}","shopper_id":"s1","email":"jane.doe@shop.example","campaign_id":"game","order_id":"o1","submitted_at":"2026-12-04T10:00:00Z"}}"#
         ),

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct RewardsConfig {
     /// The reward-contacts topic: compacted (`cleanup.policy = compact,delete`, key = retailer
-    /// U+001F shopper), so an erasure's tombstone removes a shopper's contacts from Kafka too;
-    /// `retention.ms` is the longest retention period.
+    /// U+001F shopper U+001F contact), so an erasure's tombstones remove a shopper's contacts
+    /// from Kafka too; `retention.ms` is the longest retention period.
     pub topic: String,
     /// The ClickHouse database of the contacts, their audit and the loader's positions.
     pub database: String,

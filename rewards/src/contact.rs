@@ -4,7 +4,9 @@
 //! on the collector's `POST /v1/reward-contacts`, is checked here ([`RewardContact::parse`]),
 //! and is produced to the reward-contacts topic in its canonical form
 //! ([`RewardContact::to_json`]) with the key [`contact_key`]: `retailer_id` U+001F
-//! `shopper_id`, the key an erasure's tombstone names. The loader parses the topic's messages
+//! `shopper_id` U+001F `contact_id`, one key per stored contact (the topic is compacted: a
+//! key per shopper would keep only their latest contact), each named by an erasure's
+//! tombstones. The loader parses the topic's messages
 //! with the same function, so a message the collector would refuse is never stored.
 
 use basketflow_vocab::ids::id_problem;
@@ -73,10 +75,12 @@ fn refused(code: &'static str, field: Option<&str>, reason: impl Into<String>) -
     }
 }
 
-/// The message key of `(retailer_id, shopper_id)`'s contacts: `retailer_id` U+001F
-/// `shopper_id` (the separator cannot occur in an id, see [`basketflow_vocab::ids`]).
-pub fn contact_key(retailer_id: &str, shopper_id: &str) -> String {
-    format!("{retailer_id}\u{1f}{shopper_id}")
+/// The message key of the contact `contact_id` of `(retailer_id, shopper_id)`: `retailer_id`
+/// U+001F `shopper_id` U+001F `contact_id` (the separator cannot occur in an id, see
+/// [`basketflow_vocab::ids`]). One key per contact, as the store keeps them: compaction keeps
+/// every contact's latest message, and an erasure tombstones each of the shopper's keys.
+pub fn contact_key(retailer_id: &str, shopper_id: &str, contact_id: &str) -> String {
+    format!("{retailer_id}\u{1f}{shopper_id}\u{1f}{contact_id}")
 }
 
 impl RewardContact {
@@ -154,7 +158,7 @@ impl RewardContact {
 
     /// Its message key, [`contact_key`].
     pub fn key(&self) -> String {
-        contact_key(&self.retailer_id, &self.shopper_id)
+        contact_key(&self.retailer_id, &self.shopper_id, &self.contact_id)
     }
 }
 
@@ -261,7 +265,7 @@ mod tests {
     fn a_good_contact_parses_and_is_written_canonically() {
         let c = RewardContact::parse(GOOD.as_bytes()).unwrap();
         assert_eq!(c.order_id.as_deref(), Some("o1"));
-        assert_eq!(c.key(), "r1\u{1f}s1");
+        assert_eq!(c.key(), "r1\u{1f}s1\u{1f}c1");
         assert_eq!(
             String::from_utf8(c.to_json()).unwrap(),
             r#"{"contact_id":"c1","retailer_id":"r1","shopper_id":"s1","email":"Jane.Doe+win@shop.example","campaign_id":"game","order_id":"o1","submitted_at":"2026-12-04T10:00:00Z"}"#

@@ -19,8 +19,9 @@
 //!
 //! - The collector's route takes **reward keys** (`[[collector.reward_keys]]`), never the
 //!   trackers' event keys, and the events route never takes a reward key.
-//! - The topic is the graph's input nowhere; its key is `retailer_id` U+001F `shopper_id`, so
-//!   an erasure's tombstone and compaction remove a shopper's contacts from Kafka too.
+//! - The topic is the graph's input nowhere; its key is `retailer_id` U+001F `shopper_id`
+//!   U+001F `contact_id` (one per contact, as stored), so an erasure's tombstones (one per
+//!   contact of the shopper) and compaction remove a shopper's contacts from Kafka too.
 //! - The database has its own user ([`users`]), allowed that database only; the graph and the
 //!   tree builder have no reason to be granted it (and, in production, must not be).
 //! - Erasure requests and retention periods reach the store as they reach the graph's tables,

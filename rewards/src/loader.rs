@@ -6,7 +6,7 @@
 //!  reward-contacts ──► parse ──► erased? expired? ──► reward_contacts_log ─► loader_positions
 //!  (compacted)            │ bad: counted, skipped       (dropped, counted)
 //!        ▲                                   
-//!        │ tombstone (key retailer U+001F shopper)
+//!        │ tombstones (key retailer U+001F shopper U+001F contact, one per contact)
 //!  privacy-requests ──► DELETE the shopper's rows (mutation, waited) ──► rewards_audit ─► positions
 //! ```
 //!
@@ -20,9 +20,9 @@
 //! At start the loader reads every request already in the privacy topic
 //! ([`basketflow_kafka::read_erased`]) and never stores a contact of those shoppers; a request
 //! read while running joins the set. Applying a request: the contacts read so far are
-//! written, a tombstone for the key `retailer_id` U+001F `shopper_id` is produced to the
-//! contacts topic (acknowledged by every in-sync replica) so that compaction removes the
-//! shopper's messages from Kafka too, the shopper's rows are deleted (a mutation, waited for),
+//! written, a tombstone for each of the shopper's contacts in the store (key `retailer_id`
+//! U+001F `shopper_id` U+001F `contact_id`) is produced to the contacts topic (acknowledged by
+//! every in-sync replica) so that compaction removes the shopper's messages from Kafka too, the shopper's rows are deleted (a mutation, waited for),
 //! and the audit records the request (request id, retailer, rows removed; no shopper id). Then
 //! its position is written.
 //!
@@ -108,7 +108,9 @@ pub struct LoaderCounts {
     pub contacts_expired: u64,
     /// Tombstones read on the contacts topic (an erasure's; skipped).
     pub tombstones_read: u64,
-    /// Erasure requests applied (rows deleted, tombstone produced, audited).
+    /// Tombstones produced to the contacts topic (one per contact key of an erased shopper).
+    pub tombstones_produced: u64,
+    /// Erasure requests applied (rows deleted, tombstones produced, audited).
     pub erasures_applied: u64,
     /// Erasure requests already audited before (a replay; nothing done).
     pub erasures_already_applied: u64,
@@ -398,14 +400,16 @@ fn apply_erasure(
     r: &ErasureRequest,
     counts: &mut LoaderCounts,
 ) -> Result<(), RewardsError> {
-    let key = contact_key(&r.retailer_id, &r.shopper_id);
-    // The tombstone first: the audit row says the request is done, so it comes last.
-    runtime
-        .block_on(producer.send(
-            FutureRecord::<str, [u8]>::to(&s.contacts_topic).key(&key),
-            Timeout::After(Duration::from_secs(30)),
-        ))
-        .map_err(|(e, _)| RewardsError::Kafka(e))?;
+    // The tombstones first, one per contact the store holds (every contact read before the
+    // request was written): the DELETE forgets the ids, and the audit row says the request is
+    // done, so it comes last. A crash in between repeats the step with the same ids.
+    let ids = runtime.block_on(store.contact_ids(&r.retailer_id, &r.shopper_id))?;
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| contact_key(&r.retailer_id, &r.shopper_id, id))
+        .collect();
+    tombstone(runtime, producer, &s.contacts_topic, &keys)?;
+    counts.tombstones_produced += keys.len() as u64;
     match runtime.block_on(store.erase(&r.request_id, &r.retailer_id, &r.shopper_id))? {
         Erased::Applied(rows) => {
             counts.erasures_applied += 1;
@@ -415,6 +419,31 @@ fn apply_erasure(
         Erased::AlreadyAudited => counts.erasures_already_applied += 1,
     }
     Ok(())
+}
+
+/// Produces a tombstone for each of `keys` to `topic` and waits until every one is
+/// acknowledged (by every in-sync replica: the producer's `acks=all`).
+fn tombstone(
+    runtime: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    topic: &str,
+    keys: &[String],
+) -> Result<(), RewardsError> {
+    runtime.block_on(async {
+        let sends: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                producer.send(
+                    FutureRecord::<str, [u8]>::to(topic).key(key),
+                    Timeout::After(Duration::from_secs(30)),
+                )
+            })
+            .collect();
+        for sent in sends {
+            sent.await.map_err(|(e, _)| RewardsError::Kafka(e))?;
+        }
+        Ok(())
+    })
 }
 
 impl From<KafkaError> for RewardsError {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::loader::LoaderCounts;
 
 /// What each counter counts (the `# HELP` line), by [`LoaderCounts`] field.
-const HELP: [(&str, &str); 10] = [
+const HELP: [(&str, &str); 11] = [
     ("contacts_stored", "Reward contacts written to the store"),
     (
         "contacts_invalid",
@@ -34,8 +34,12 @@ const HELP: [(&str, &str); 10] = [
         "Tombstones read on the contacts topic (skipped)",
     ),
     (
+        "tombstones_produced",
+        "Tombstones produced to the contacts topic, one per contact key of an erased shopper",
+    ),
+    (
         "erasures_applied",
-        "Erasure requests applied: rows deleted, tombstone produced, audited",
+        "Erasure requests applied: rows deleted, tombstones produced, audited",
     ),
     (
         "erasures_already_applied",

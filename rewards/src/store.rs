@@ -307,24 +307,8 @@ impl RewardsStore {
             .bind(request_id)
             .fetch_one()
             .await?;
-        self.client
-            .query(&format!("TRUNCATE TABLE {db}.erasing"))
-            .execute()
-            .await?;
-        let mut insert = self
-            .client
-            .insert_unescaped::<ErasingRow<'_>>(&format!("{db}.erasing"))
-            .await?;
-        insert
-            .write(&ErasingRow {
-                retailer_id,
-                shopper_id,
-            })
-            .await?;
-        insert.end().await?;
-        let named = format!(
-            "(retailer_id, shopper_id) IN (SELECT retailer_id, shopper_id FROM {db}.erasing)"
-        );
+        self.name_erasing(retailer_id, shopper_id).await?;
+        let named = self.named_by_erasing();
         let rows: u64 = self
             .client
             .query(&format!(
@@ -350,6 +334,59 @@ impl RewardsStore {
         }
         self.audit(request_id, retailer_id, "erasure", rows).await?;
         Ok(Erased::Applied(rows))
+    }
+
+    /// The contact ids of `(retailer_id, shopper_id)` in `reward_contacts_log`, sorted: the keys
+    /// an erasure tombstones ([`crate::contact_key`]). The shopper is named through `erasing`,
+    /// as by [`RewardsStore::erase`], never in the statement's text.
+    pub async fn contact_ids(
+        &self,
+        retailer_id: &str,
+        shopper_id: &str,
+    ) -> Result<Vec<String>, RewardsError> {
+        let db = &self.database;
+        self.name_erasing(retailer_id, shopper_id).await?;
+        let named = self.named_by_erasing();
+        let ids: Vec<String> = self
+            .client
+            .query(&format!(
+                "SELECT DISTINCT contact_id FROM {db}.reward_contacts_log WHERE {named} \
+                 ORDER BY contact_id"
+            ))
+            .fetch_all()
+            .await?;
+        self.client
+            .query(&format!("TRUNCATE TABLE {db}.erasing"))
+            .execute()
+            .await?;
+        Ok(ids)
+    }
+
+    /// Makes `erasing` hold `(retailer_id, shopper_id)` alone (named in an insert's body).
+    async fn name_erasing(&self, retailer_id: &str, shopper_id: &str) -> Result<(), RewardsError> {
+        let db = &self.database;
+        self.client
+            .query(&format!("TRUNCATE TABLE {db}.erasing"))
+            .execute()
+            .await?;
+        let mut insert = self
+            .client
+            .insert_unescaped::<ErasingRow<'_>>(&format!("{db}.erasing"))
+            .await?;
+        insert
+            .write(&ErasingRow {
+                retailer_id,
+                shopper_id,
+            })
+            .await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The condition selecting the rows of the shopper in `erasing`.
+    fn named_by_erasing(&self) -> String {
+        let db = &self.database;
+        format!("(retailer_id, shopper_id) IN (SELECT retailer_id, shopper_id FROM {db}.erasing)")
     }
 
     /// Deletes the contacts read (broker time) more than their retailer's period before
