@@ -197,11 +197,23 @@ impl Pushed {
     }
 }
 
-/// The position a page last saw (`Last-Event-ID`: `partition:offset`).
+/// The position a page last saw (`Last-Event-ID`: `partition:offset`, both at least 0).
 pub fn parse_last_event_id(id: &str) -> Option<(i32, i64)> {
     let (p, o) = id.trim().split_once(':')?;
-    Some((p.parse().ok()?, o.parse().ok()?))
+    let (p, o): (i32, i64) = (p.parse().ok()?, o.parse().ok()?);
+    (p >= 0 && o >= 0).then_some((p, o))
 }
+
+/// Open streams per shopper at most: a page has one; a few tabs are normal, thousands are an
+/// attack with one shopper's token (429 `too_many_streams`).
+pub const MAX_STREAMS_PER_SHOPPER: usize = 8;
+
+/// Open streams per collector at most (429 `too_many_streams`).
+pub const MAX_STREAMS: usize = 20_000;
+
+/// Catch-up reads at once at most: each holds a consumer on a blocking thread for up to 10 s
+/// (503 `unavailable` with `Retry-After` beyond).
+pub const MAX_CATCH_UPS: usize = 8;
 
 /// Decisions waiting for a slow page, per subscription: a page that falls this far behind is
 /// dropped (it reconnects with `Last-Event-ID` and catches up from the log).
@@ -214,17 +226,45 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 pub struct Hub {
     subscriptions: Mutex<HashMap<Key, Vec<mpsc::Sender<Pushed>>>>,
+    /// The partitions read, once every one has reported its end ([`Hub::run`]): until then
+    /// the stream route answers 503 `starting` (a decision before that point could be missed).
+    partitions: std::sync::OnceLock<Vec<i32>>,
     /// Decisions handed to at least one subscription.
     pub pushed: AtomicU64,
     /// Subscriptions dropped because their page fell [`SUBSCRIPTION_BUFFER`] behind.
     pub dropped_slow: AtomicU64,
 }
 
-/// One page's subscription: what the hub hands it, until it is dropped.
+/// One page's subscription: what the hub hands it, until it is dropped (which takes it out of
+/// the hub at once).
 #[derive(Debug)]
 pub struct Subscription {
     /// Decisions of the shopper, in partition order.
     pub receiver: mpsc::Receiver<Pushed>,
+    hub: Arc<Hub>,
+    key: Key,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.receiver.close();
+        let mut subs = self.hub.subscriptions.lock().expect("hub lock");
+        if let Some(list) = subs.get_mut(&self.key) {
+            list.retain(|s| !s.is_closed());
+            if list.is_empty() {
+                subs.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// The hub does not know where the topic ends yet.
+    Starting,
+    /// [`MAX_STREAMS_PER_SHOPPER`] or [`MAX_STREAMS`] reached.
+    TooManyStreams,
 }
 
 #[derive(serde::Deserialize)]
@@ -234,16 +274,39 @@ struct RetailerOnly<'a> {
 }
 
 impl Hub {
-    /// Subscribes to `retailer_id`'s shopper `shopper_id`'s decisions from now on.
-    pub fn subscribe(&self, retailer_id: &str, shopper_id: &str) -> Subscription {
+    /// Subscribes to `retailer_id`'s shopper `shopper_id`'s decisions from now on, once the
+    /// hub is ready and within the limits.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        retailer_id: &str,
+        shopper_id: &str,
+    ) -> Result<Subscription, Busy> {
+        if self.partitions.get().is_none() {
+            return Err(Busy::Starting);
+        }
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        self.subscriptions
-            .lock()
-            .expect("hub lock")
-            .entry((retailer_id.to_owned(), shopper_id.to_owned()))
-            .or_default()
-            .push(sender);
-        Subscription { receiver }
+        let key = (retailer_id.to_owned(), shopper_id.to_owned());
+        let mut subs = self.subscriptions.lock().expect("hub lock");
+        let total: usize = subs.values().map(Vec::len).sum();
+        let list = subs.entry(key.clone()).or_default();
+        if list.len() >= MAX_STREAMS_PER_SHOPPER || total >= MAX_STREAMS {
+            if list.is_empty() {
+                subs.remove(&key);
+            }
+            return Err(Busy::TooManyStreams);
+        }
+        list.push(sender);
+        drop(subs);
+        Ok(Subscription {
+            receiver,
+            hub: self.clone(),
+            key,
+        })
+    }
+
+    /// The partitions read, once the hub is ready.
+    pub fn partitions(&self) -> Option<&[i32]> {
+        self.partitions.get().map(Vec::as_slice)
     }
 
     /// The number of open subscriptions.
@@ -296,24 +359,28 @@ impl Hub {
 }
 
 /// Merges a resumed stream: what the catch-up read from the log (offsets up to its end), then
-/// what the hub held meanwhile, each offset once, in order.
-#[derive(Debug)]
+/// what the hub held meanwhile, each position once, in order. Positions are per partition
+/// (a decision of another partition, after the topic gained partitions, always passes).
+#[derive(Debug, Default)]
 pub struct CatchUp {
-    last_sent: Option<i64>,
+    last_sent: HashMap<i32, i64>,
 }
 
 impl CatchUp {
-    /// A stream whose page last saw `offset` (`None`: nothing yet).
-    pub fn after(offset: Option<i64>) -> CatchUp {
-        CatchUp { last_sent: offset }
+    /// A stream whose page last saw `position` (`None`: nothing yet).
+    pub fn after(position: Option<(i32, i64)>) -> CatchUp {
+        CatchUp {
+            last_sent: position.into_iter().collect(),
+        }
     }
 
-    /// Whether to pass `pushed` on (its offset is past the last one passed), noting it.
+    /// Whether to pass `pushed` on (past the last one passed in its partition), noting it.
     pub fn pass(&mut self, pushed: &Pushed) -> bool {
-        if self.last_sent.is_some_and(|last| pushed.offset <= last) {
+        let last = self.last_sent.entry(pushed.partition).or_insert(-1);
+        if pushed.offset <= *last {
             return false;
         }
-        self.last_sent = Some(pushed.offset);
+        *last = pushed.offset;
         true
     }
 }
@@ -339,61 +406,89 @@ fn reader_config(brokers: &str) -> rdkafka::ClientConfig {
 
 impl Hub {
     /// Reads `topic` on `brokers` from its committed end, on a thread of its own, handing
-    /// every decision to [`Hub::dispatch`] until `stop` is set. Returns once every partition's
-    /// end is known (its end reached, within 10 s), so a decision committed after it returns
-    /// reaches the subscriptions of that moment. Partitions added later are not read
-    /// (restart the collector).
+    /// every decision to [`Hub::dispatch`] until `stop` is set. The hub is ready (streams
+    /// open) once every partition has reported where it ends, so a decision committed after a
+    /// stream opens reaches it; until then, and while the broker or the topic is missing, the
+    /// route answers 503 `starting` (the collector's other routes serve meanwhile). Partitions
+    /// added later are not read (restart the collector).
     pub fn run(
         self: Arc<Self>,
         brokers: &str,
         topic: &str,
         stop: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
+    ) -> std::thread::JoinHandle<()> {
+        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        std::thread::Builder::new()
+            .name("decisions-hub".into())
+            .spawn(move || self.read(&brokers, &topic, &stop))
+            .expect("a thread starts")
+    }
+
+    fn read(&self, brokers: &str, topic: &str, stop: &std::sync::atomic::AtomicBool) {
         use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::error::KafkaError;
         use rdkafka::{Message, Offset, TopicPartitionList};
-        let consumer: BaseConsumer = reader_config(brokers).create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let consumer: BaseConsumer = match reader_config(brokers).create() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("collector: decisions stream off: cannot create its consumer: {e}");
+                return;
+            }
+        };
+        let second = std::time::Duration::from_secs(1);
+        let mut said = false;
+        let partitions: Vec<i32> = loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let found: Vec<i32> = match consumer.fetch_metadata(Some(topic), second * 5) {
+                Ok(m) => m
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            if !found.is_empty() {
+                break found;
+            }
+            if !said {
+                eprintln!(
+                    "collector: decisions topic {topic} not found yet (broker down or topic \
+                     missing); GET /v1/decisions/stream answers 503 until it is"
+                );
+                said = true;
+            }
+            std::thread::sleep(second);
+        };
         let mut list = TopicPartitionList::new();
         for p in &partitions {
-            list.add_partition_offset(topic, *p, Offset::End)?;
+            list.add_partition_offset(topic, *p, Offset::End)
+                .expect("a partition of a named topic");
         }
-        consumer.assign(&list)?;
-        // Where "the end" is becomes known when each partition reports it.
+        if let Err(e) = consumer.assign(&list) {
+            eprintln!("collector: decisions stream off: cannot assign {topic}: {e}");
+            return;
+        }
         let mut at_end = std::collections::BTreeSet::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while at_end.len() < partitions.len() && std::time::Instant::now() < deadline {
-            match consumer.poll(std::time::Duration::from_millis(50)) {
+        while !stop.load(Ordering::Relaxed) {
+            match consumer.poll(std::time::Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     if let Some(value) = m.payload() {
                         self.dispatch(m.partition(), m.offset(), m.key(), value);
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // Where "the end" is becomes known when each partition reports it.
+                    if at_end.insert(p) && at_end.len() == partitions.len() {
+                        let _ = self.partitions.set(partitions.clone());
+                    }
                 }
+                // Transient broker errors: librdkafka recovers by itself.
                 Some(Err(_)) | None => {}
             }
         }
-        let thread = std::thread::Builder::new()
-            .name("decisions-hub".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    // Partition ends and transient broker errors are skipped: librdkafka
-                    // recovers by itself.
-                    if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(100)) {
-                        if let Some(value) = m.payload() {
-                            self.dispatch(m.partition(), m.offset(), m.key(), value);
-                        }
-                    }
-                }
-            })
-            .expect("a thread starts");
-        Ok(thread)
     }
 }
 
@@ -467,6 +562,8 @@ pub struct DecisionStreams {
     pub secrets: HashMap<String, Vec<Vec<u8>>>,
     /// The longest a token may still live when it is presented.
     pub max_ttl_s: u64,
+    /// Catch-up reads running ([`MAX_CATCH_UPS`]).
+    catch_ups: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a stream was not opened.
@@ -474,8 +571,12 @@ pub struct DecisionStreams {
 pub enum OpenError {
     /// The token was refused (401).
     Token(TokenError),
-    /// `Last-Event-ID` is not `partition:offset` (400).
+    /// `Last-Event-ID` is not `partition:offset` of a partition read here (400).
     BadLastEventId,
+    /// The hub does not know where the topic ends yet (503 `starting`).
+    Starting,
+    /// Too many streams for the shopper or the collector (429).
+    TooManyStreams,
     /// The catch-up read failed (503: retry).
     Unavailable(String),
 }
@@ -484,6 +585,25 @@ pub enum OpenError {
 pub type SseItem = Result<axum::response::sse::Event, std::convert::Infallible>;
 
 impl DecisionStreams {
+    /// The streams of `hub`, catching up from `topic` on `brokers`, for tokens signed with
+    /// `secrets` and living at most `max_ttl_s` more seconds.
+    pub fn new(
+        hub: Arc<Hub>,
+        brokers: &str,
+        topic: &str,
+        secrets: HashMap<String, Vec<Vec<u8>>>,
+        max_ttl_s: u64,
+    ) -> DecisionStreams {
+        DecisionStreams {
+            hub,
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            secrets,
+            max_ttl_s,
+            catch_ups: Arc::new(tokio::sync::Semaphore::new(MAX_CATCH_UPS)),
+        }
+    }
+
     /// Opens a page's stream: `token` checked at `now` (Unix seconds), then the decisions
     /// after `last_event_id` (if any) from the log, then those the hub hands on, each once, in
     /// order; the stream ends when the token expires (the page reconnects with a new one).
@@ -499,10 +619,26 @@ impl DecisionStreams {
             Some(id) => Some(parse_last_event_id(id).ok_or(OpenError::BadLastEventId)?),
         };
         // Subscribe first: what is committed during the catch-up waits in the subscription.
-        let subscription = self.hub.subscribe(&who.retailer_id, &who.shopper_id);
+        let subscription = self
+            .hub
+            .subscribe(&who.retailer_id, &who.shopper_id)
+            .map_err(|busy| match busy {
+                Busy::Starting => OpenError::Starting,
+                Busy::TooManyStreams => OpenError::TooManyStreams,
+            })?;
         let (caught_up, merge) = match last {
             None => (Vec::new(), CatchUp::after(None)),
             Some((partition, offset)) => {
+                if !self
+                    .hub
+                    .partitions()
+                    .is_some_and(|ps| ps.contains(&partition))
+                {
+                    return Err(OpenError::BadLastEventId);
+                }
+                let _permit = self.catch_ups.clone().try_acquire_owned().map_err(|_| {
+                    OpenError::Unavailable("too many resumed streams at once".into())
+                })?;
                 let (brokers, topic, who) = (self.brokers.clone(), self.topic.clone(), who.clone());
                 let read = tokio::task::spawn_blocking(move || {
                     catch_up(&brokers, &topic, partition, offset + 1, &who)
@@ -510,14 +646,14 @@ impl DecisionStreams {
                 .await
                 .map_err(|e| OpenError::Unavailable(e.to_string()))?
                 .map_err(|e| OpenError::Unavailable(e.to_string()))?;
-                (read, CatchUp::after(Some(offset)))
+                (read, CatchUp::after(Some((partition, offset))))
             }
         };
         let expires_in = std::time::Duration::from_secs(who.expires_at.saturating_sub(now));
         let deadline = tokio::time::Instant::now() + expires_in;
         let state = (
             std::collections::VecDeque::from(caught_up),
-            subscription.receiver,
+            subscription,
             merge,
         );
         Ok(futures_util::stream::unfold(
@@ -527,7 +663,7 @@ impl DecisionStreams {
                     let next = match log.pop_front() {
                         Some(p) => p,
                         None => tokio::select! {
-                            p = live.recv() => p?,
+                            p = live.receiver.recv() => p?,
                             () = tokio::time::sleep_until(deadline) => return None,
                         },
                     };
@@ -622,10 +758,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_hands_each_decision_to_its_shoppers_pages_only() {
-        let hub = Hub::default();
-        let mut a = hub.subscribe("r1", "s1");
-        let mut b = hub.subscribe("r1", "s1");
-        let mut other_retailer = hub.subscribe("r2", "s1");
+        let hub = Arc::new(Hub::default());
+        // Not at the topic's end yet: no stream opens.
+        assert_eq!(hub.subscribe("r1", "s1").unwrap_err(), Busy::Starting);
+        hub.partitions.set(vec![3]).unwrap();
+        let mut a = hub.subscribe("r1", "s1").unwrap();
+        let mut b = hub.subscribe("r1", "s1").unwrap();
+        let mut other_retailer = hub.subscribe("r2", "s1").unwrap();
         hub.dispatch(
             3,
             10,
@@ -653,16 +792,26 @@ mod tests {
         }
         assert!(other_retailer.receiver.try_recv().is_err());
         assert_eq!(hub.pushed.load(Ordering::Relaxed), 1);
-        // A page that has gone is dropped at the next decision.
+        // A page that has gone leaves the hub at once.
         drop(a);
-        hub.dispatch(3, 14, Some(b"s1"), br#"{"retailer_id":"r1"}"#);
         assert_eq!(hub.subscribers(), 2);
         // A page that falls behind is dropped (it resumes from the log).
-        for i in 0..SUBSCRIPTION_BUFFER as i64 {
+        for i in 0..=SUBSCRIPTION_BUFFER as i64 {
             hub.dispatch(3, 100 + i, Some(b"s1"), br#"{"retailer_id":"r1"}"#);
         }
         assert_eq!(hub.subscribers(), 1);
         assert_eq!(hub.dropped_slow.load(Ordering::Relaxed), 1);
+        drop((b, other_retailer));
+        assert_eq!(hub.subscribers(), 0);
+        assert!(hub.subscriptions.lock().unwrap().is_empty());
+        // At most so many streams per shopper; a closed one frees its place.
+        let mut open: Vec<Subscription> = (0..MAX_STREAMS_PER_SHOPPER)
+            .map(|_| hub.subscribe("r1", "s9").unwrap())
+            .collect();
+        assert_eq!(hub.subscribe("r1", "s9").unwrap_err(), Busy::TooManyStreams);
+        assert!(hub.subscribe("r1", "s8").is_ok());
+        open.pop();
+        assert!(hub.subscribe("r1", "s9").is_ok());
     }
 
     #[test]
@@ -672,7 +821,7 @@ mod tests {
             offset,
             json: Arc::from("{}"),
         };
-        let mut c = CatchUp::after(Some(5));
+        let mut c = CatchUp::after(Some((0, 5)));
         // The log from 6, then what the hub held (7 and 8 again, then 9).
         let passed: Vec<i64> = [4, 6, 7, 8, 7, 8, 9]
             .into_iter()
@@ -682,7 +831,18 @@ mod tests {
         assert_eq!(parse_last_event_id(" 3:42 "), Some((3, 42)));
         assert_eq!(parse_last_event_id("3"), None);
         assert_eq!(parse_last_event_id("x:1"), None);
+        assert_eq!(parse_last_event_id("0:-3"), None);
+        assert_eq!(parse_last_event_id("-1:3"), None);
         let mut fresh = CatchUp::after(None);
         assert!(fresh.pass(&p(0)));
+        // Another partition (the topic gained partitions) has positions of its own.
+        let other = Pushed {
+            partition: 1,
+            offset: 2,
+            json: Arc::from("{}"),
+        };
+        assert!(c.pass(&other));
+        assert!(!c.pass(&other));
+        assert!(!c.pass(&p(9)));
     }
 }

@@ -108,7 +108,7 @@ pub fn run(
         let collector =
             Collector::bind_with_rewards(config, brokers, default_topic, Some(rewards_topic))
                 .await?
-                .with_decision_streams(brokers, &decisions_topic)?;
+                .with_decision_streams(brokers, &decisions_topic);
         if streams > 0 {
             eprintln!(
                 "collector: GET /v1/decisions/stream serves {decisions_topic} (read_committed) \

@@ -182,28 +182,32 @@ impl Collector {
 
     /// Also serves `GET /v1/decisions/stream` from `topic` on `brokers` (when the
     /// configuration has stream secrets; otherwise the route answers 404): starts the hub's
-    /// reader at the topic's committed end, and returns once it knows where that is.
-    pub fn with_decision_streams(
-        mut self,
-        brokers: &str,
-        topic: &str,
-    ) -> Result<Collector, CollectorError> {
+    /// reader in the background; the route answers 503 `starting` until the reader knows
+    /// where the topic ends ([`Collector::decision_streams_ready`]).
+    pub fn with_decision_streams(mut self, brokers: &str, topic: &str) -> Collector {
         let state = Arc::get_mut(&mut self.state).expect("not serving yet");
         if state.config.stream_secrets.is_empty() {
-            return Ok(self);
+            return self;
         }
         let hub = Arc::new(crate::decisions::Hub::default());
-        hub.clone()
-            .run(brokers, topic, state.stop_streams.clone())
-            .map_err(CollectorError::Kafka)?;
-        state.streams = Some(crate::decisions::DecisionStreams {
+        hub.clone().run(brokers, topic, state.stop_streams.clone());
+        state.streams = Some(crate::decisions::DecisionStreams::new(
             hub,
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            secrets: state.config.stream_secret_table(),
-            max_ttl_s: state.config.stream_token_max_ttl_s,
-        });
-        Ok(self)
+            brokers,
+            topic,
+            state.config.stream_secret_table(),
+            state.config.stream_token_max_ttl_s,
+        ));
+        self
+    }
+
+    /// Whether `GET /v1/decisions/stream` opens streams (served, and its reader knows where
+    /// the topic ends).
+    pub fn decision_streams_ready(&self) -> bool {
+        self.state
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.hub.partitions().is_some())
     }
 
     /// The address it listens on.
@@ -443,8 +447,28 @@ async fn decisions_stream(State(state): State<Arc<Shared>>, request: Request) ->
             Err(OpenError::BadLastEventId) => refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_last_event_id",
-                "Last-Event-ID must be partition:offset, as the stream sent it",
+                "Last-Event-ID must be partition:offset of the decisions topic, as the stream \
+                 sent it",
             )
+            .into(),
+            Err(OpenError::Starting) => Refusal {
+                retry_after: Some(state.config.retry_after_s),
+                ..refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "starting",
+                    "the decisions reader is not at the topic's end yet (broker or topic \
+                     missing, or starting)",
+                )
+            }
+            .into(),
+            Err(OpenError::TooManyStreams) => Refusal {
+                retry_after: Some(state.config.retry_after_s),
+                ..refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "too many open streams for this shopper or this collector",
+                )
+            }
             .into(),
             Err(OpenError::Unavailable(why)) => Refusal {
                 retry_after: Some(state.config.retry_after_s),
@@ -473,6 +497,11 @@ async fn health(State(state): State<Arc<Shared>>) -> Response {
         "status": "ok",
         "topic": state.producer.topic(),
         "rewards_topic": state.rewards.as_ref().map(EventProducer::topic),
+        "decisions_stream": match &state.streams {
+            None => "off",
+            Some(s) if s.hub.partitions().is_some() => "ready",
+            Some(_) => "starting",
+        },
         "last_delivery": if state.producer.last_delivery_ok() { "ok" } else { "failed" },
         "in_flight_bytes": state.in_flight_bytes(),
     });

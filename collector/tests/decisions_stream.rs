@@ -167,9 +167,16 @@ async fn a_page_reads_its_shoppers_committed_decisions_and_resumes_without_loss_
     let collector = Collector::bind(config, &brokers, &events)
         .await
         .unwrap()
-        .with_decision_streams(&brokers, &decisions)
-        .unwrap();
+        .with_decision_streams(&brokers, &decisions);
     let addr = collector.local_addr();
+    let ready = std::time::Instant::now() + Duration::from_secs(30);
+    while !collector.decision_streams_ready() {
+        assert!(
+            std::time::Instant::now() < ready,
+            "the decisions reader is ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         collector
@@ -205,10 +212,13 @@ async fn a_page_reads_its_shoppers_committed_decisions_and_resumes_without_loss_
         refused(addr, &sign(secret, "r2", "s1", now() + 300), None).await,
         (401, "token_unknown_retailer".into())
     );
-    assert_eq!(
-        refused(addr, &token, Some("not-a-position")).await,
-        (400, "bad_last_event_id".into())
-    );
+    for bad in ["not-a-position", "0:-3", "-1:5", "99:0"] {
+        assert_eq!(
+            refused(addr, &token, Some(bad)).await,
+            (400, "bad_last_event_id".into()),
+            "{bad}"
+        );
+    }
 
     // The page sees s1's decisions at r1 only: not s2's, not r2's s1.
     let mut page = Page::open(addr, &token, None).await;
@@ -273,4 +283,77 @@ async fn a_page_reads_its_shoppers_committed_decisions_and_resumes_without_loss_
     drop(page);
     let _ = stop.send(());
     server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_topic_the_stream_answers_503_and_events_still_flow() {
+    let brokers = brokers();
+    let topics = Topics::new(&brokers);
+    let events = topics.fresh("test-dstream-missing-events", 1);
+    let missing = format!("test-dstream-missing-{}", now());
+    let config = CollectorConfig {
+        listen: "127.0.0.1:0".into(),
+        stream_secrets: vec![StreamSecret {
+            id: "r1".into(),
+            secret: SECRET.into(),
+        }],
+        ..CollectorConfig::default()
+    };
+    let collector = Collector::bind(config, &brokers, &events)
+        .await
+        .unwrap()
+        .with_decision_streams(&brokers, &missing);
+    let addr = collector.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        collector
+            .serve(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let token = sign(SECRET.as_bytes(), "r1", "s1", now() + 300);
+    assert_eq!(refused(addr, &token, None).await, (503, "starting".into()));
+    let (status, _, body) = get_path(addr, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value =
+        serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(health["decisions_stream"], "starting");
+    // Events are served meanwhile.
+    let event = r#"{"event_id":"e1","type":"page_viewed","retailer_id":"r1","shopper_id":"s1","occurred_at":"2026-11-22T10:00:00Z","url":"https://shop.example/","page_type":"home"}"#;
+    let (status, _, _) = post_path(addr, "/v1/events", event).await;
+    assert_eq!(status, 200);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+async fn get_path(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap, Incoming) {
+    send(addr, "GET", path, String::new()).await
+}
+
+async fn post_path(addr: SocketAddr, path: &str, body: &str) -> (u16, hyper::HeaderMap, Incoming) {
+    send(addr, "POST", path, body.to_owned()).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: String,
+) -> (u16, hyper::HeaderMap, Incoming) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (parts.status.as_u16(), parts.headers, body)
 }
