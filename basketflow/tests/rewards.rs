@@ -620,9 +620,21 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
     assert_eq!(status, 200);
     assert_eq!(
         rewards.load(&config, &[]),
-        counts(&[("contacts_of_erased_shoppers", 1), ("tombstones_read", 2)])
+        counts(&[
+            ("contacts_of_erased_shoppers", 1),
+            ("tombstones_read", 2),
+            ("tombstones_produced", 1)
+        ])
     );
     assert_eq!(rewards.contacts(&stack), [format!("r1\tc2\ts2\t{max}")]);
+    // ... and does not outlive the erasure in Kafka: the loader tombstoned its key when it
+    // dropped it (else the newest record of that key, c3, would win over compaction).
+    assert_erased_on_topic(
+        &keyed_records(&stack, &rewards.topic),
+        "r1\u{1f}s1\u{1f}",
+        &[jane, jane2],
+        3,
+    );
 
     // A replay of everything (positions lost) brings nothing of the shopper back and does not
     // apply the erasure twice.
@@ -635,9 +647,16 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         counts(&[
             ("contacts_stored", 1),
             ("contacts_of_erased_shoppers", 3),
-            ("tombstones_read", 2),
+            ("tombstones_read", 3),
+            ("tombstones_produced", 3),
             ("erasures_already_applied", 1),
         ])
+    );
+    assert_erased_on_topic(
+        &keyed_records(&stack, &rewards.topic),
+        "r1\u{1f}s1\u{1f}",
+        &[jane, jane2],
+        3,
     );
     assert_eq!(rewards.contacts(&stack), [format!("r1\tc2\ts2\t{max}")]);
     assert_eq!(

@@ -32,8 +32,10 @@
 //! positions it wrote, repeating at most the batch or the erasure in progress. A crash in between repeats the step: the DELETE always runs (idempotent),
 //! and a request the audit already holds for its retailer (request ids are unique per retailer
 //! only) is not audited twice unless it removed rows. A contact of an erased shopper read later is dropped and counted, as the
-//! graph treats later events of an erased shopper anonymously: a shopper who wants to be known
-//! again needs a new id from the retailer.
+//! graph treats later events of an erased shopper anonymously (a shopper who wants to be known
+//! again needs a new id from the retailer), and a tombstone for its key is produced
+//! (acknowledged before its position is written): otherwise it would be its key's newest
+//! message, which compaction keeps over the erasure's tombstone.
 //!
 //! # Retention
 //! At start and then every quarter of the shortest period (at least 1 s, at most 1 h), contacts
@@ -285,8 +287,16 @@ pub fn run(settings: &LoaderSettings, stop: Arc<AtomicBool>) -> Result<LoaderCou
                 continue;
             }
             if message.topic() == s.contacts_topic {
-                if let Some(contact) = read_contact(&message, &erased, &s.retention, &mut counts) {
-                    pending.push(contact);
+                match read_contact(&message, &erased, &s.retention, &mut counts) {
+                    Read::Store(contact) => pending.push(contact),
+                    // Dropped from the store, and from Kafka too: this message is now its key's
+                    // newest, which compaction would keep over the erasure's tombstone. Its
+                    // tombstone is acknowledged before the position moves past it.
+                    Read::OfErased(key) => {
+                        tombstone(&runtime, &producer, &s.contacts_topic, &[key])?;
+                        counts.tombstones_produced += 1;
+                    }
+                    Read::Skip => {}
                 }
                 positions.insert(key.clone(), next);
                 dirty.insert(key, next);
@@ -349,6 +359,16 @@ fn caught_up(
     })
 }
 
+/// What to do with a message of the contacts topic.
+enum Read {
+    /// Store the contact.
+    Store(StoredContact),
+    /// A contact of an erased shopper (dropped): tombstone its key.
+    OfErased(String),
+    /// A tombstone, not a contact, or already expired (counted): nothing.
+    Skip,
+}
+
 /// The contact in `message`, unless it is a tombstone, invalid, of an erased shopper or
 /// already expired (each counted).
 fn read_contact(
@@ -356,10 +376,10 @@ fn read_contact(
     erased: &BTreeSet<(String, String)>,
     retention: &Retention,
     counts: &mut LoaderCounts,
-) -> Option<StoredContact> {
+) -> Read {
     let Some(payload) = message.payload() else {
         counts.tombstones_read += 1;
-        return None;
+        return Read::Skip;
     };
     let contact = match RewardContact::parse(payload) {
         Ok(c) => c,
@@ -367,12 +387,12 @@ fn read_contact(
             counts.contacts_invalid += 1;
             // The reason names the field, never its value (it may be an email address).
             log::warn!(partition = message.partition(), offset = message.offset(), code = e.code, field = e.field.as_deref().unwrap_or(""); "rewards loader: not a reward contact, skipped");
-            return None;
+            return Read::Skip;
         }
     };
     if erased.contains(&(contact.retailer_id.clone(), contact.shopper_id.clone())) {
         counts.contacts_of_erased_shoppers += 1;
-        return None;
+        return Read::OfErased(contact.key());
     }
     let received_ms = message
         .timestamp()
@@ -381,9 +401,9 @@ fn read_contact(
         .map_or_else(now_ms, |t| t as u64);
     if received_ms + retention.period_ms(&contact.retailer_id) < now_ms() {
         counts.contacts_expired += 1;
-        return None;
+        return Read::Skip;
     }
-    Some(StoredContact {
+    Read::Store(StoredContact {
         contact,
         received_ms,
         partition: message.partition(),
