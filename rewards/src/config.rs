@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct RewardsConfig {
     /// The reward-contacts topic: compacted (`cleanup.policy = compact,delete`, key = retailer
     /// U+001F shopper U+001F contact), so an erasure's tombstones remove a shopper's contacts
-    /// from Kafka too; `retention.ms` is the longest retention period.
+    /// from Kafka too; `retention.ms` is the shortest retention period (the loader sets it).
     pub topic: String,
     /// The ClickHouse database of the contacts, their audit and the loader's positions.
     pub database: String,

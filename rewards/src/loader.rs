@@ -41,7 +41,9 @@
 //! At start and then every quarter of the shortest period (at least 1 s, at most 1 h), contacts
 //! read (broker time) longer ago than their retailer's period are deleted and audited; a
 //! contact read already past its period is dropped when read. The topic's own `retention.ms`
-//! (the longest period) removes the messages from Kafka.
+//! is the SHORTEST period (the topic is only the transport: no retailer's contacts stay in
+//! Kafka longer than its period), with `segment.ms` and `max.compaction.lag.ms` of
+//! [`SEGMENT_MS`]; the loader sets them at start, on a topic it creates or one that exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +52,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use basketflow_kafka::{
     check_topics_exist, client_config, ensure_topic, keyed_producer, read_erased,
+    set_topic_configs,
 };
 use basketflow_vocab::privacy::Retention;
 use basketflow_vocab::ErasureRequest;
@@ -130,15 +133,27 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long a segment of the contacts topic stays active (`segment.ms`) and a message may wait
+/// for compaction (`max.compaction.lag.ms`): one hour. The active segment is never compacted
+/// nor deleted, so this bounds how long an erased email outlives its tombstone, and how far
+/// past the retention period a message is kept (Kafka rolls a segment on the next append
+/// after this time). A day would be 24 times fewer segments, which a topic of a few contacts
+/// a day does not need; an hour keeps an erasure's effect in Kafka within hours, not days.
+pub const SEGMENT_MS: u64 = 3_600_000;
+
 /// The topic configs of the contacts topic for the periods `retention`.
 pub fn topic_configs(retention: &Retention) -> Vec<(&'static str, String)> {
     vec![
         // Compaction keeps the latest message per key; an erasure's tombstone removes them all.
         ("cleanup.policy", "compact,delete".to_string()),
-        // ... and deletion drops what is older than the longest retention period.
-        ("retention.ms", retention.bounds_ms().1.to_string()),
+        // ... and deletion drops what is older than the SHORTEST retention period: the topic is
+        // only the transport (the store keeps each contact for its own retailer's period), and
+        // no retailer's contacts may stay in Kafka longer than that retailer agreed to.
+        ("retention.ms", retention.bounds_ms().0.to_string()),
         // Retention counts from the broker's clock, not a client's.
         ("message.timestamp.type", "LogAppendTime".to_string()),
+        ("segment.ms", SEGMENT_MS.to_string()),
+        ("max.compaction.lag.ms", SEGMENT_MS.to_string()),
     ]
 }
 
@@ -162,6 +177,28 @@ pub fn run(settings: &LoaderSettings, stop: Arc<AtomicBool>) -> Result<LoaderCou
     runtime
         .block_on(ensure_topic(&s.brokers, &s.contacts_topic, 1, &configs))
         .map_err(RewardsError::Kafka)?;
+    // A topic that existed (scripts/stack's, an older loader's, other periods) gets them too.
+    runtime
+        .block_on(set_topic_configs(&s.brokers, &s.contacts_topic, &configs))
+        .map_err(|e| {
+            RewardsError::Config(format!(
+                "cannot set the configs of topic {} ({e}); set them by hand: \
+                 kafka-configs.sh --bootstrap-server {} --alter --entity-type topics \
+                 --entity-name {} --add-config {}",
+                s.contacts_topic,
+                s.brokers,
+                s.contacts_topic,
+                configs
+                    .iter()
+                    // (a list value goes in brackets)
+                    .map(|(k, v)| match v.contains(',') {
+                        true => format!("{k}=[{v}]"),
+                        false => format!("{k}={v}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+        })?;
     check_topics_exist(&s.brokers, &[&s.contacts_topic, &s.privacy_topic])
         .map_err(|e| RewardsError::Config(e.to_string()))?;
     let mut erased = read_erased(&s.brokers, &s.privacy_topic).map_err(RewardsError::Kafka)?;
@@ -469,5 +506,23 @@ fn tombstone(
 impl From<KafkaError> for RewardsError {
     fn from(e: KafkaError) -> Self {
         RewardsError::Kafka(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_keeps_contacts_for_the_shortest_period_and_compacts_within_an_hour() {
+        let retention = Retention {
+            default_ms: 1095 * 86_400_000,
+            per_retailer_ms: [("r2".to_string(), 30 * 86_400_000)].into_iter().collect(),
+        };
+        let configs: BTreeMap<&str, String> = topic_configs(&retention).into_iter().collect();
+        assert_eq!(configs["retention.ms"], (30u64 * 86_400_000).to_string());
+        assert_eq!(configs["segment.ms"], "3600000");
+        assert_eq!(configs["max.compaction.lag.ms"], "3600000");
+        assert_eq!(configs["cleanup.policy"], "compact,delete");
     }
 }

@@ -292,7 +292,11 @@ fn a_running_loader_serves_metrics_applies_retention_periodically_and_stops_on_r
 
 /// A provisioned store of a fresh database, as its own user (the users file removed when the
 /// guard is dropped).
-fn provisioned_store(stack: &Stack, name: &str) -> (basketflow_rewards::RewardsStore, Remove) {
+/// Also returns the user and password.
+fn provisioned_store(
+    stack: &Stack,
+    name: &str,
+) -> (basketflow_rewards::RewardsStore, Remove, String, String) {
     let suffix = unique_suffix();
     let database = stack.database(format!("bf_rewards_{name}_{suffix}"));
     let (user, password) = (format!("rw_{name}_{suffix}"), format!("pw-{suffix}"));
@@ -316,7 +320,7 @@ fn provisioned_store(stack: &Stack, name: &str) -> (basketflow_rewards::RewardsS
             store.migrate().await.unwrap();
             store
         });
-    (store, guard)
+    (store, guard, user, password)
 }
 
 fn stored(retailer: &str, shopper: &str, id: &str, offset: i64) -> StoredContact {
@@ -338,7 +342,7 @@ fn stored(retailer: &str, shopper: &str, id: &str, offset: i64) -> StoredContact
 #[test]
 fn two_retailers_erasing_with_the_same_request_id_both_erase() {
     let stack = Stack::shared();
-    let (store, _file) = provisioned_store(&stack, "sameid");
+    let (store, _file, _, _) = provisioned_store(&stack, "sameid");
     let db = store.database().to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -381,4 +385,69 @@ fn two_retailers_erasing_with_the_same_request_id_both_erase() {
          FORMAT TabSeparated"
     )));
     assert_eq!(audit, ["req-1\tr1\terasure\t1", "req-1\tr2\terasure\t1"]);
+}
+
+/// The configs of `topic` that the broker reports, by name.
+fn topic_configs_of(topic: &str) -> std::collections::BTreeMap<String, String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(admin.describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect()
+}
+
+/// A contacts topic that exists with other settings (here: delete only, the broker's retention)
+/// gets the loader's at start: compacted, kept for the SHORTEST period, a segment rolled and
+/// compacted within an hour.
+#[test]
+fn the_loader_sets_the_topic_s_retention_to_the_shortest_period() {
+    let stack = Stack::shared();
+    let (store, _file, user, password) = provisioned_store(&stack, "topiccfg");
+    let suffix = unique_suffix();
+    let contacts_topic = format!("it-rewards-topiccfg-contacts-{suffix}");
+    let privacy_topic = format!("it-rewards-topiccfg-privacy-{suffix}");
+    stack.create_topic(&contacts_topic, 1, "delete");
+    stack.create_topic(&privacy_topic, 1, "delete");
+    let before = topic_configs_of(&contacts_topic);
+    assert_eq!(before["cleanup.policy"], "delete");
+    let settings = LoaderSettings {
+        brokers: brokers(),
+        contacts_topic: contacts_topic.clone(),
+        privacy_topic,
+        clickhouse_url: clickhouse_url(),
+        database: store.database().to_string(),
+        user,
+        password,
+        retention: Retention {
+            default_ms: 1095 * 86_400_000,
+            per_retailer_ms: [("r2".to_string(), 30 * 86_400_000)].into_iter().collect(),
+        },
+        exit_when_caught_up: true,
+        metrics_listen: None,
+    };
+    loader::run(&settings, Arc::new(AtomicBool::new(false))).unwrap();
+    let after = topic_configs_of(&contacts_topic);
+    assert_eq!(after["cleanup.policy"], "compact,delete");
+    assert_eq!(after["retention.ms"], (30u64 * 86_400_000).to_string());
+    assert_eq!(after["segment.ms"], "3600000");
+    assert_eq!(after["max.compaction.lag.ms"], "3600000");
+    assert_eq!(after["message.timestamp.type"], "LogAppendTime");
 }

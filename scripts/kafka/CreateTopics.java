@@ -1,8 +1,10 @@
 // Creates basketflow's topics if they do not exist, in one JVM (each kafka-topics call would
 // cost a JVM start). Run by scripts/stack as a single-file source program:
-//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup:timestamps[:retention.ms] ...
+//   java -cp 'libs/*' CreateTopics.java BOOTSTRAP name:partitions:cleanup:timestamps[:retention.ms[:key=value...]] ...
 // timestamps is CreateTime or LogAppendTime. A topic that exists already keeps its partitions;
-// its cleanup policy and timestamp type are set to the wanted ones (idempotent).
+// its cleanup policy, timestamp type and other configs are set to the wanted ones (idempotent),
+// except a retention.ms written "?ms": set on creation only (its owner, e.g. the rewards loader,
+// sets the configured one at start, which a later `stack up` must not undo).
 import java.util.*;
 import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.*;
@@ -26,8 +28,14 @@ public class CreateTopics {
                 cfg.put("message.timestamp.type", spec[3]);
                 // Optional fifth field: retention.ms (-1 = forever: erasure requests must outlive
                 // every replay of the events they erase).
-                if (spec.length > 4) cfg.put("retention.ms", spec[4]);
+                boolean retentionOnCreate = spec.length > 4 && spec[4].startsWith("?");
+                if (spec.length > 4) cfg.put("retention.ms", spec[4].replaceFirst("^\\?", ""));
+                for (int j = 5; j < spec.length; j++) {
+                    String[] kv = spec[j].split("=", 2);
+                    cfg.put(kv[0], kv[1]);
+                }
                 if (existing.contains(spec[0])) {
+                    if (retentionOnCreate) cfg.remove("retention.ms");
                     List<AlterConfigOp> ops = new ArrayList<>();
                     for (Map.Entry<String, String> c : cfg.entrySet())
                         ops.add(new AlterConfigOp(new ConfigEntry(c.getKey(), c.getValue()), AlterConfigOp.OpType.SET));
