@@ -44,6 +44,10 @@ pub(crate) enum RewardsCommand {
         /// How long to wait for the server to load the user.
         #[arg(long, default_value_t = 30)]
         wait_seconds: u64,
+        /// Accept an empty [rewards] password (a local stack only: anyone who reaches the
+        /// server from [rewards] networks could then read every email).
+        #[arg(long)]
+        insecure_local: bool,
     },
     /// Print a shopper's reward contacts (right of access) as one JSON document.
     Export {
@@ -80,17 +84,31 @@ pub(crate) fn run(command: RewardsCommand) -> Result<()> {
             config,
             clickhouse_config_dir,
             wait_seconds,
+            insecure_local,
         } => {
             let config = load(config.as_deref())?;
             let r = &config.rewards;
             if r.password.is_empty() {
+                if !insecure_local {
+                    anyhow::bail!(
+                        "rewards provision: [rewards] password is empty: anyone who reaches \
+                         ClickHouse could read every reward contact's email. Set \
+                         BASKETFLOW_REWARDS_PASSWORD (or [rewards] password), or pass \
+                         --insecure-local on a local stack"
+                    );
+                }
                 eprintln!(
-                    "rewards provision: WARNING: [rewards] password is empty; set \
-                     BASKETFLOW_REWARDS_PASSWORD anywhere but the local stack"
+                    "rewards provision: WARNING: [rewards] password is empty (--insecure-local); \
+                     never do this but on a local stack"
                 );
             }
-            let file =
-                users::write_users_file(&clickhouse_config_dir, &r.user, &r.password, &r.database)?;
+            let file = users::write_users_file(
+                &clickhouse_config_dir,
+                &r.user,
+                &r.password,
+                &r.database,
+                &r.networks,
+            )?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -715,3 +715,54 @@ fn a_reward_contact_lives_apart_and_is_erased_with_its_shopper() {
         }
     }
 }
+
+/// `rewards provision` refuses an empty password (anyone reaching ClickHouse would read every
+/// email) unless told `--insecure-local`; nothing is written when it refuses. The user it
+/// writes may connect from this host only, by default.
+#[test]
+fn provision_refuses_an_empty_password_unless_insecure_local() {
+    let stack = Stack::shared();
+    let mut rewards = Rewards::new(&stack, "nopw");
+    rewards.password = String::new();
+    let dir = std::env::temp_dir().join(format!("bf-rewards-nopw-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("basketflow.toml");
+    std::fs::write(&config, rewards.section()).unwrap();
+    let file = clickhouse_config_dir()
+        .join("users.d")
+        .join(format!("basketflow-rewards-{}.xml", rewards.database));
+    let _guard = Remove(file.clone());
+    let provision = |extra: &[&str]| {
+        basketflow()
+            .args(["rewards", "provision", "--config"])
+            .arg(&config)
+            .arg("--clickhouse-config-dir")
+            .arg(clickhouse_config_dir())
+            .args(extra)
+            .env_remove("BASKETFLOW_CLICKHOUSE_URL")
+            .env_remove("BASKETFLOW_REWARDS_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let out = provision(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an empty password was accepted");
+    assert!(
+        stderr.contains("password is empty") && stderr.contains("--insecure-local"),
+        "{stderr}"
+    );
+    assert!(!file.exists(), "nothing written when refused");
+
+    let out = provision(&["--insecure-local"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        xml.contains("<networks><ip>127.0.0.1</ip><ip>::1</ip></networks>"),
+        "{xml}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -224,6 +224,20 @@ impl Config {
             }
         }
 
+        if r.networks.is_empty() {
+            p.add(
+                "rewards.networks",
+                "is empty: the rewards user could connect from nowhere".to_string(),
+            );
+        }
+        for why in r
+            .networks
+            .iter()
+            .filter_map(|n| basketflow_rewards::users::network_problem(n))
+        {
+            p.add("rewards.networks", why);
+        }
+
         let privacy = &self.privacy;
         p.at_least("privacy.retention_days", privacy.retention_days, 1);
         if let Some(ms) = privacy.retention_ms {

@@ -21,7 +21,11 @@ pub struct RewardsConfig {
     /// (`basketflow rewards provision` writes it into the server's `users.d/`).
     pub user: String,
     /// Its password (prefer `BASKETFLOW_REWARDS_PASSWORD`; `config check` shows `"***"`).
+    /// `basketflow rewards provision` refuses an empty one unless `--insecure-local`.
     pub password: String,
+    /// The addresses or CIDR ranges the user may connect from (its `users.d` `<networks>`);
+    /// default this host only, `["127.0.0.1", "::1"]`.
+    pub networks: Vec<String>,
     /// Where `basketflow rewards run` serves `/metrics` and `/health`; `""` or `"off"`:
     /// nowhere.
     pub metrics_listen: String,
@@ -44,6 +48,10 @@ impl Default for RewardsConfig {
             database: "basketflow_rewards".into(),
             user: "basketflow_rewards".into(),
             password: String::new(),
+            networks: crate::users::DEFAULT_NETWORKS
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             metrics_listen: "127.0.0.1:9469".into(),
         }
     }

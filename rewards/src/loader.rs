@@ -51,8 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use basketflow_kafka::{
-    check_topics_exist, client_config, ensure_topic, keyed_producer, read_erased,
-    set_topic_configs,
+    check_topics_exist, client_config, ensure_topic, keyed_producer, read_erased, set_topic_configs,
 };
 use basketflow_vocab::privacy::Retention;
 use basketflow_vocab::ErasureRequest;

@@ -30,9 +30,29 @@ pub fn users_file(config_dir: &Path, database: &str) -> PathBuf {
         .join(format!("basketflow-rewards-{database}.xml"))
 }
 
+/// The addresses the user may connect from by default (`[rewards] networks`): this host only.
+pub const DEFAULT_NETWORKS: [&str; 2] = ["127.0.0.1", "::1"];
+
+/// Why `network` is not an address or a CIDR range (`10.0.0.0/8`, `::1`), or `None`.
+pub fn network_problem(network: &str) -> Option<String> {
+    let (addr, prefix) = network.split_once('/').unwrap_or((network, ""));
+    let addr_ok = addr.parse::<std::net::IpAddr>().is_ok();
+    let prefix_ok = prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= 128);
+    (!addr_ok || !prefix_ok).then(|| {
+        format!("rewards.networks: {network:?} is not an IP address or range (e.g. 10.1.2.0/24)")
+    })
+}
+
 /// The `users.d` file declaring `user` (password hash `password_sha256_hex`), allowed
-/// `database` only, with the server's `default` profile (it inserts and deletes) and quota.
-pub fn users_xml(user: &str, password_sha256_hex: &str, database: &str) -> String {
+/// `database` only and connections from `networks` only, with the server's `default` profile
+/// (it inserts and deletes) and quota.
+pub fn users_xml(
+    user: &str,
+    password_sha256_hex: &str,
+    database: &str,
+    networks: &[String],
+) -> String {
+    let networks: String = networks.iter().map(|n| format!("<ip>{n}</ip>")).collect();
     format!(
         "<?xml version=\"1.0\"?>\n\
          <!-- Written by `basketflow rewards provision`: do not edit. The reward contacts' \
@@ -41,7 +61,7 @@ pub fn users_xml(user: &str, password_sha256_hex: &str, database: &str) -> Strin
          \x20   <users>\n\
          \x20       <{user}>\n\
          \x20           <password_sha256_hex>{password_sha256_hex}</password_sha256_hex>\n\
-         \x20           <networks><ip>::/0</ip></networks>\n\
+         \x20           <networks>{networks}</networks>\n\
          \x20           <profile>default</profile>\n\
          \x20           <quota>default</quota>\n\
          \x20           <allow_databases><database>{database}</database></allow_databases>\n\
@@ -67,7 +87,16 @@ pub fn write_users_file(
     user: &str,
     password: &str,
     database: &str,
+    networks: &[String],
 ) -> Result<PathBuf, RewardsError> {
+    if networks.is_empty() {
+        return Err(RewardsError::Config(
+            "rewards.networks is empty: the user could connect from nowhere".into(),
+        ));
+    }
+    if let Some(why) = networks.iter().find_map(|n| network_problem(n)) {
+        return Err(RewardsError::Config(why));
+    }
     for (what, name) in [("rewards.user", user), ("rewards.database", database)] {
         if !is_plain_name(name) {
             return Err(RewardsError::Config(format!(
@@ -88,7 +117,7 @@ pub fn write_users_file(
     let tmp = path.with_extension("xml.tmp");
     std::fs::write(
         &tmp,
-        users_xml(user, &password_sha256_hex(password), database),
+        users_xml(user, &password_sha256_hex(password), database, networks),
     )
     .map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
@@ -126,7 +155,22 @@ mod tests {
 
     #[test]
     fn the_user_may_use_its_database_only() {
-        let x = users_xml("basketflow_rewards", &password_sha256_hex("secret"), "rw");
+        let local: Vec<String> = DEFAULT_NETWORKS.iter().map(|n| n.to_string()).collect();
+        let x = users_xml(
+            "basketflow_rewards",
+            &password_sha256_hex("secret"),
+            "rw",
+            &local,
+        );
+        assert!(
+            x.contains("<networks><ip>127.0.0.1</ip><ip>::1</ip></networks>"),
+            "this host only by default: {x}"
+        );
+        assert!(!x.contains("::/0"));
+        assert_eq!(network_problem("10.1.2.0/24"), None);
+        assert_eq!(network_problem("::1"), None);
+        assert!(network_problem("10.1.2.0/x").is_some());
+        assert!(network_problem("</ip><ip>::/0").is_some());
         assert!(x.contains("<allow_databases><database>rw</database></allow_databases>"));
         assert_eq!(x.matches("<database>").count(), 1);
         assert!(x.contains(

@@ -41,6 +41,14 @@ impl Drop for Remove {
     }
 }
 
+/// This host only: the default `[rewards] networks`.
+fn local() -> Vec<String> {
+    users::DEFAULT_NETWORKS
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -71,8 +79,14 @@ fn retention_deletes_old_contacts_and_bad_messages_are_skipped() {
     let database = stack.database(format!("bf_rewards_loader_{suffix}"));
     let (user, password) = (format!("rw_loader_{suffix}"), format!("pw-{suffix}"));
 
-    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
-        .expect("writing the users file");
+    let file = users::write_users_file(
+        &clickhouse_config_dir(),
+        &user,
+        &password,
+        &database,
+        &local(),
+    )
+    .expect("writing the users file");
     let _file = Remove(file);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -201,8 +215,14 @@ fn a_running_loader_serves_metrics_applies_retention_periodically_and_stops_on_r
     stack.create_topic(&privacy_topic, 1, "delete");
     let database = stack.database(format!("bf_rewards_running_{suffix}"));
     let (user, password) = (format!("rw_running_{suffix}"), format!("pw-{suffix}"));
-    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
-        .expect("writing the users file");
+    let file = users::write_users_file(
+        &clickhouse_config_dir(),
+        &user,
+        &password,
+        &database,
+        &local(),
+    )
+    .expect("writing the users file");
     let _file = Remove(file);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,8 +320,14 @@ fn provisioned_store(
     let suffix = unique_suffix();
     let database = stack.database(format!("bf_rewards_{name}_{suffix}"));
     let (user, password) = (format!("rw_{name}_{suffix}"), format!("pw-{suffix}"));
-    let file = users::write_users_file(&clickhouse_config_dir(), &user, &password, &database)
-        .expect("writing the users file");
+    let file = users::write_users_file(
+        &clickhouse_config_dir(),
+        &user,
+        &password,
+        &database,
+        &local(),
+    )
+    .expect("writing the users file");
     let guard = Remove(file);
     let store = tokio::runtime::Builder::new_current_thread()
         .enable_all()
