@@ -249,7 +249,9 @@ impl RewardsStore {
     }
 
     /// Every contact of `(retailer_id, shopper_id)` in the `reward_contacts` view, as JSON
-    /// objects ordered by `contact_id` (the shopper's right of access).
+    /// objects ordered by `contact_id` (the shopper's right of access). Unlike the erasure, its
+    /// statement names the shopper (a client-side bind: it lands in `system.query_log`); the
+    /// `erasing` table cannot be shared with a loader erasing at the same time (README).
     pub async fn export(
         &self,
         retailer_id: &str,
