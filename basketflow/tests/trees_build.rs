@@ -167,6 +167,7 @@ max_products = 2
 [campaign.gamified]
 min_orders = 5
 max_prize_cents = 400
+draw_secret = "autumn-pasta-draw-secret"
 
 [[campaign]]
 id = "expired"
@@ -423,9 +424,12 @@ async fn scenario(database: String, dir: std::path::PathBuf) {
         params(t, "paid"),
         json!({"prize": "basket_back", "max_prize_cents": 400, "win_one_in": 20, "cost_cents": 20})
     );
+    // The game's secret travels in the tree that plays it (never in the decisions' params).
+    assert_eq!(t["draw_secret"], json!("autumn-pasta-draw-secret"));
     // cust-002: favourite pasta-0001, bought with sauce-0003 in 4 orders.
     let t = at("00", "cust-002");
     assert_eq!(node_ids(t), pasta_ids(false));
+    assert_eq!(t.get("draw_secret"), None, "no game, no secret");
     assert_eq!(
         params(t, "searched:pasta/basket"),
         json!({"product_id": "r00-pasta-sauce-0003", "reason": "bought_together"})

@@ -381,6 +381,7 @@ fn trees() -> Vec<ExperienceTree> {
                 holdout_basis_points: if r == 1 { 2_200 } else { 0 },
                 caps: vec![],
                 budget_cents: None,
+                draw_secret: None,
                 nodes: vec![
                     node("start", vec![], None, &["c0", "paid"]),
                     Node {

@@ -695,6 +695,16 @@ impl Builder {
             holdout_basis_points: plan.holdout_basis_points,
             caps: plan.caps.clone(),
             budget_cents: plan.budget_cents,
+            // The game's secret travels only when the tree plays the game.
+            draw_secret: nodes
+                .iter()
+                .any(|n| {
+                    n.experience
+                        .as_ref()
+                        .is_some_and(|e| e.kind == ExperienceKind::GamifiedPromotion)
+                })
+                .then(|| c.gamified.draw_secret.clone())
+                .flatten(),
             nodes,
         };
         debug_assert_eq!(tree.check(), Ok(()));

@@ -215,6 +215,10 @@ pub struct GamifiedSettings {
     pub win_one_in: i64,
     /// Upper bound of the prize, in cents.
     pub max_prize_cents: i64,
+    /// The secret of the draw (at least 16 characters; absent: a public draw, which a forged
+    /// payment could aim at). Keep a campaign file with a secret private; changing it changes
+    /// which orders win on a replay.
+    pub draw_secret: Option<String>,
 }
 
 impl Default for GamifiedSettings {
@@ -224,6 +228,7 @@ impl Default for GamifiedSettings {
             prize: "basket_back".into(),
             win_one_in: 20,
             max_prize_cents: 10_000,
+            draw_secret: None,
         }
     }
 }
@@ -388,6 +393,12 @@ fn check_campaign(c: Campaign) -> Result<Plan> {
     ensure!(
         g.min_orders >= 1 && g.win_one_in >= 1 && g.max_prize_cents >= 0,
         "gamified needs min_orders >= 1, win_one_in >= 1, max_prize_cents >= 0"
+    );
+    ensure!(
+        g.draw_secret
+            .as_ref()
+            .is_none_or(|s| s.chars().count() >= 16),
+        "gamified.draw_secret needs at least 16 characters"
     );
     let share = c.holdout_share;
     ensure!(

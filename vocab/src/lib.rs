@@ -16,6 +16,7 @@
 pub mod arbitrary;
 pub mod dead_letter;
 pub mod event;
+pub mod hmac;
 pub mod ids;
 pub mod late;
 pub mod privacy;
@@ -25,6 +26,7 @@ pub mod tree;
 pub mod wire;
 
 pub use dead_letter::DeadLetter;
+pub use hmac::hmac_sha256;
 pub use late::{LateInput, LateReason};
 
 pub use event::{

@@ -92,6 +92,10 @@ pub struct ExperienceTree {
     /// not fit, the campaign stops at this retailer ([`Decision::over_budget`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_cents: Option<u64>,
+    /// The campaign's secret for its game's draw ([`wins_game`]; absent: a public draw). The
+    /// trees topic is internal: decisions and pages never carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw_secret: Option<String>,
 }
 
 /// The experience param a budgeted campaign's decision spends ([`ExperienceTree::budget_cents`]).
@@ -168,25 +172,52 @@ fn draw(parts: &[&str]) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// As [`draw`], keyed: the first 8 bytes (big-endian) of HMAC-SHA256 under `secret` over
+/// `parts`, each followed by `0x1F`.
+fn keyed_draw(secret: &[u8], parts: &[&str]) -> u64 {
+    let mut message = Vec::new();
+    for part in parts {
+        message.extend_from_slice(part.as_bytes());
+        message.push(0x1f);
+    }
+    let mac = crate::hmac::hmac_sha256(secret, &message);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&mac[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// The param of a [`ExperienceKind::GameWon`] decision naming the game decision that played.
 pub const GAME_DECISION_PARAM: &str = "game_decision_id";
 
 /// The gamified promotion's draw: whether `order_id`, paid by a shopper of `retailer_id` who
 /// was shown `campaign`'s game, wins, with a chance of one in `win_one_in`.
 ///
-/// The draw is seeded by the campaign: the first 8 bytes (big-endian) of SHA-256 over
-/// campaign, retailer and order, each followed by `0x1F` (as [`held_out`]), modulo
-/// `win_one_in`; the order wins when that is 0. It reads the log only (which order, paid to
-/// which retailer, played which campaign), so the same orders win on every replay, restart and
-/// cluster shape, and each order is drawn once per campaign. `win_one_in` 0 never wins.
+/// The draw is seeded by the campaign: the first 8 bytes (big-endian) of HMAC-SHA256 under the
+/// campaign's `secret` ([`ExperienceTree::draw_secret`]) over campaign, retailer and order, each
+/// followed by `0x1F`, modulo `win_one_in`; the order wins when that is 0. Without a secret,
+/// SHA-256 of the same bytes (as [`held_out`]): a public draw, which anyone can compute, so a
+/// forged `order_paid` could aim at a winning order id. It reads the log and the tree only, so
+/// the same orders win on every replay, restart and cluster shape, and each order is drawn
+/// once per campaign. `win_one_in` 0 never wins.
 ///
 /// ```
 /// use basketflow_vocab::wins_game;
-/// assert!(wins_game("pasta-and-sauce", "retailer-00", "o-1", 1));
-/// assert!(!wins_game("pasta-and-sauce", "retailer-00", "o-1", 0));
+/// assert!(wins_game("pasta-and-sauce", "retailer-00", "o-1", 1, None));
+/// assert!(!wins_game("pasta-and-sauce", "retailer-00", "o-1", 0, Some("s3cret")));
 /// ```
-pub fn wins_game(campaign: &str, retailer_id: &str, order_id: &str, win_one_in: u64) -> bool {
-    win_one_in > 0 && draw(&[campaign, retailer_id, order_id]).is_multiple_of(win_one_in)
+pub fn wins_game(
+    campaign: &str,
+    retailer_id: &str,
+    order_id: &str,
+    win_one_in: u64,
+    secret: Option<&str>,
+) -> bool {
+    let parts = [campaign, retailer_id, order_id];
+    let value = match secret {
+        Some(key) => keyed_draw(key.as_bytes(), &parts),
+        None => draw(&parts),
+    };
+    win_one_in > 0 && value.is_multiple_of(win_one_in)
 }
 
 /// One node of a tree.
@@ -535,6 +566,7 @@ mod tests {
             holdout_basis_points: 0,
             caps: vec![],
             budget_cents: None,
+            draw_secret: None,
         };
         assert_eq!(
             tree.check().unwrap_err(),
@@ -608,18 +640,42 @@ mod tests {
     /// (`int.from_bytes(hashlib.sha256(b"pasta-and-sauce\x1fretailer-00\x1fo-1\x1f").digest()[:8], "big") % 3`),
     /// are 2, 1, 0, 1, 0, 1, 1, 1: `o-3` and `o-5` win one in 3. A change of the digest would
     /// change which orders of a running campaign won at the next replay.
+    /// The keyed draw's winners among `o-1` to `o-8`, one in 3 (Python's `hmac`).
+    const KEYED_WINNERS: [usize; 1] = [1];
+
     #[test]
     fn the_game_draw_is_pinned_and_wins_about_one_in_n() {
-        let winners: Vec<usize> = (1..=8)
-            .filter(|i| wins_game("pasta-and-sauce", "retailer-00", &format!("o-{i}"), 3))
-            .collect();
-        assert_eq!(winners, [3, 5]);
-        assert!((1..=8).all(|i| wins_game("c", "r", &format!("o-{i}"), 1)));
-        assert!(!(1..=8).any(|i| wins_game("c", "r", &format!("o-{i}"), 0)));
+        let winners = |secret: Option<&str>| -> Vec<usize> {
+            (1..=8)
+                .filter(|i| {
+                    wins_game(
+                        "pasta-and-sauce",
+                        "retailer-00",
+                        &format!("o-{i}"),
+                        3,
+                        secret,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(winners(None), [3, 5]);
+        // Keyed: `int.from_bytes(hmac.new(b"s3cret", b"pasta-and-sauce\x1fretailer-00\x1fo-1\x1f",
+        // "sha256").digest()[:8], "big") % 3` in Python.
+        assert_eq!(winners(Some("s3cret")), KEYED_WINNERS);
+        assert!((1..=8).all(|i| wins_game("c", "r", &format!("o-{i}"), 1, None)));
+        assert!(!(1..=8).any(|i| wins_game("c", "r", &format!("o-{i}"), 0, None)));
         // One in 20 over 100,000 orders, within 4 standard deviations.
         let n = 100_000u32;
         let won = (0..n)
-            .filter(|i| wins_game("pasta-and-sauce", "retailer-00", &format!("o-{i}"), 20))
+            .filter(|i| {
+                wins_game(
+                    "pasta-and-sauce",
+                    "retailer-00",
+                    &format!("o-{i}"),
+                    20,
+                    None,
+                )
+            })
             .count() as f64;
         let (mean, sd) = (f64::from(n) / 20.0, (f64::from(n) * 0.05 * 0.95).sqrt());
         assert!((won - mean).abs() < 4.0 * sd, "{won} of {n}");

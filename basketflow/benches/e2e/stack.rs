@@ -117,6 +117,7 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         holdout_basis_points: 0,
         caps: vec![],
         budget_cents: None,
+        draw_secret: None,
         nodes: vec![
             Node {
                 id: "start".into(),

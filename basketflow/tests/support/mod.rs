@@ -360,6 +360,7 @@ pub fn tree_for(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
         holdout_basis_points: 0,
         caps: vec![],
         budget_cents: None,
+        draw_secret: None,
         nodes: vec![
             node("start", vec![], None, &["pasta", "paid"]),
             node(

@@ -532,10 +532,11 @@ impl Shopper {
         time: Millis,
     ) -> impl Iterator<Item = Decision> {
         let decision = self.step(event, position, time);
+        let secret = self.tree.as_ref().and_then(|t| t.draw_secret.as_deref());
         let won = decision
             .as_ref()
             .filter(|_| self.new_order)
-            .and_then(|game| prize(game, event));
+            .and_then(|game| prize(game, event, secret));
         decision.into_iter().chain(won)
     }
 
@@ -599,14 +600,15 @@ impl Shopper {
 }
 
 /// The win of `game`, a gamified promotion decided for the paid order `event`, if the order
-/// wins the campaign's draw ([`wins_game`] with the game's `win_one_in` param): a
+/// wins the campaign's draw ([`wins_game`] with the game's `win_one_in` param and the tree's
+/// `draw_secret`): a
 /// [`ExperienceKind::GameWon`] decision at the game's time, for the same shopper, tree and
 /// node, whose params name the game ([`GAME_DECISION_PARAM`]), the order, and the prize: the
 /// order's total, at most the game's `max_prize_cents`. Only a game the shopper was shown
 /// plays: a held-out or capped game draws nothing. The win costs nothing: its game's cost (the
 /// expected prize) paid for it, so it follows its game's budget verdict
 /// ([`super::budget`]), and it carries the game's budget only when the game claimed on it.
-pub fn prize(game: &Decision, event: &Event) -> Option<Decision> {
+pub fn prize(game: &Decision, event: &Event, secret: Option<&str>) -> Option<Decision> {
     if game.experience.kind != ExperienceKind::GamifiedPromotion || game.held_out || game.capped {
         return None;
     }
@@ -623,7 +625,7 @@ pub fn prize(game: &Decision, event: &Event) -> Option<Decision> {
         _ => None,
     };
     let one_in = u64::try_from(int("win_one_in")?).ok()?;
-    if !wins_game(&game.tree_id, &game.retailer_id, order_id, one_in) {
+    if !wins_game(&game.tree_id, &game.retailer_id, order_id, one_in, secret) {
         return None;
     }
     let prize_cents = int("max_prize_cents")

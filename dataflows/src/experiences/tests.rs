@@ -22,6 +22,7 @@ fn tree(version: u64) -> ExperienceTree {
         holdout_basis_points: 0,
         caps: vec![],
         budget_cents: None,
+        draw_secret: None,
         nodes: vec![
             Node {
                 id: "start".into(),
@@ -772,6 +773,7 @@ fn game_tree(holdout_basis_points: u16, caps: Vec<FrequencyCap>, cost: i64) -> E
         holdout_basis_points,
         caps,
         budget_cents: Some(1_000),
+        draw_secret: None,
         nodes: vec![
             Node {
                 id: "start".into(),
@@ -882,6 +884,21 @@ fn a_shown_game_wins_its_orders_draw_once_per_order_and_never_when_held_out_or_c
         v.iter().flatten().map(|d| d.decision_id.clone()).collect()
     };
     assert_eq!(ids(&again), ids(&got));
+    // The campaign's secret keys the draw (Python's hmac): o-1 and o-3 win instead.
+    let orders_won = |v: &[Vec<Decision>]| -> Vec<ParamValue> {
+        v.iter()
+            .flatten()
+            .filter(|d| d.experience.kind == ExperienceKind::GameWon)
+            .map(|d| d.experience.params["order_id"].clone())
+            .collect()
+    };
+    assert_eq!(orders_won(&got), [text("o-2"), text("o-3")]);
+    let mut keyed = game_tree(0, vec![], 20);
+    keyed.draw_secret = Some("games-draw-secret-1".into());
+    assert_eq!(
+        orders_won(&play(keyed, &events)),
+        [text("o-1"), text("o-3")]
+    );
     // A game without cost claims nothing: neither does its win.
     let free = play(game_tree(0, vec![], 0), &events);
     assert_eq!(free[1][1].budget_cents, None);
