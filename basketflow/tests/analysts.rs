@@ -160,11 +160,10 @@ fn each_retailer_s_analysts_read_their_rows_of_every_view_and_nothing_else() {
     );
     let (db, suffix) = (&run.database, basketflow_testkit::unique_suffix());
     let url = stack.clickhouse_url.clone();
-    let traffic =
-        Traffic::generate(20_261_203, 6_000, 400)
-            .with_copying_retailer("retailer-copy", 2)
-            // Games that one paid order in 2 wins: every retailer has rows in game_winners.
-            .with_game(2, 5_000);
+    let traffic = Traffic::generate(20_261_203, 6_000, 400)
+        .with_copying_retailer("retailer-copy", 2)
+        // Games that one paid order in 2 wins: every retailer has rows in game_winners.
+        .with_game(2, 5_000);
     let (first, second) = traffic.messages.split_at(traffic.messages.len() / 2);
     traffic.produce_trees(&stack, &run.trees);
     stack.produce(&run.events, first);
