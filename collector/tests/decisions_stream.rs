@@ -12,7 +12,7 @@ use basketflow_collector::decisions::sign;
 use basketflow_collector::{Collector, CollectorConfig, StreamSecret};
 use basketflow_testkit::kafka::{produce, test_producer, Topics};
 use basketflow_testkit::stack::brokers;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -93,23 +93,26 @@ async fn get(
     token: &str,
     last_event_id: Option<&str>,
 ) -> (u16, hyper::HeaderMap, Incoming) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .uri(format!("/v1/decisions/stream?token={token}"))
-        .header("host", addr.to_string());
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id);
-    }
-    let response = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    (parts.status.as_u16(), parts.headers, body)
+    let headers: Vec<(&str, &str)> = last_event_id
+        .map(|id| ("last-event-id", id))
+        .into_iter()
+        .collect();
+    let path = format!("/v1/decisions/stream?token={token}");
+    send(addr, "GET", &path, &headers, String::new()).await
+}
+
+/// Serves `collector` on a task until the returned sender fires.
+fn serve(collector: Collector) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        collector
+            .serve(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, server)
 }
 
 /// A refused stream: its status and JSON `error` code.
@@ -177,15 +180,7 @@ async fn a_page_reads_its_shoppers_committed_decisions_and_resumes_without_loss_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        collector
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let (stop, server) = serve(collector);
 
     // Only a valid token of the retailer opens the stream.
     let secret = SECRET.as_bytes();
@@ -304,42 +299,28 @@ async fn without_its_topic_the_stream_answers_503_and_events_still_flow() {
         .unwrap()
         .with_decision_streams(&brokers, &missing);
     let addr = collector.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        collector
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let (stop, server) = serve(collector);
     let token = sign(SECRET.as_bytes(), "r1", "s1", now() + 300);
     assert_eq!(refused(addr, &token, None).await, (503, "starting".into()));
-    let (status, _, body) = get_path(addr, "/health").await;
+    let (status, _, body) = send(addr, "GET", "/health", &[], String::new()).await;
     assert_eq!(status, 200);
     let health: serde_json::Value =
         serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(health["decisions_stream"], "starting");
     // Events are served meanwhile.
     let event = r#"{"event_id":"e1","type":"page_viewed","retailer_id":"r1","shopper_id":"s1","occurred_at":"2026-11-22T10:00:00Z","url":"https://shop.example/","page_type":"home"}"#;
-    let (status, _, _) = post_path(addr, "/v1/events", event).await;
+    let (status, _, _) = send(addr, "POST", "/v1/events", &[], event.to_owned()).await;
     assert_eq!(status, 200);
     let _ = stop.send(());
     server.await.unwrap();
 }
 
-async fn get_path(addr: SocketAddr, path: &str) -> (u16, hyper::HeaderMap, Incoming) {
-    send(addr, "GET", path, String::new()).await
-}
-
-async fn post_path(addr: SocketAddr, path: &str, body: &str) -> (u16, hyper::HeaderMap, Incoming) {
-    send(addr, "POST", path, body.to_owned()).await
-}
-
+/// One request on a new connection; the answer's body is left to read.
 async fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: String,
 ) -> (u16, hyper::HeaderMap, Incoming) {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -347,10 +328,14 @@ async fn send(
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string())
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
         .body(http_body_util::Full::new(Bytes::from(body)))
         .unwrap();
     let response = sender.send_request(req).await.unwrap();
