@@ -34,6 +34,9 @@
 //! | `publish` | the trees topic's producer (or stdout), deliveries counted |
 //! | this file | the command line, the settings and the flow above, the summary |
 //!
+//! `basketflow trees publish --file F` publishes trees computed elsewhere (JSON lines, one tree
+//! per line as on the topic): every line is checked first, so a file goes whole or not at all.
+//!
 //! Deterministic: the same cold data, campaigns, `--now` and `--version` give the same trees,
 //! whatever order ClickHouse returns rows in.
 
@@ -51,7 +54,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use basketflow_sinks::clickhouse::campaigns::{CampaignRecord, CAMPAIGNS_TABLE};
 use basketflow_sinks::clickhouse::ClickHouseStore;
-use basketflow_vocab::Timestamp;
+use basketflow_vocab::{ExperienceTree, Timestamp};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -68,6 +71,23 @@ pub enum TreesCommand {
     /// publish them on the trees topic (key = retailer U+001F shopper); prints a JSON summary
     /// line.
     Build(BuildArgs),
+    /// Publish trees computed elsewhere (a data scientist's notebook, a test, a storefront
+    /// demo): JSON lines, one tree per line, each checked before any is sent; prints a JSON
+    /// summary line.
+    Publish(PublishArgs),
+}
+
+/// Options of `basketflow trees publish`.
+#[derive(Args, Debug, Clone)]
+pub struct PublishArgs {
+    /// The trees: a file of JSON lines (one `ExperienceTree` per line, as on the trees topic;
+    /// blank lines skipped), or `-` for stdin.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// The configuration file (kafka.brokers, kafka.trees_topic). Default: ./basketflow.toml if
+    /// it exists, else the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Options of `basketflow trees build`.
@@ -126,7 +146,67 @@ pub fn run(
             .build()
             .context("building a tokio runtime")?
             .block_on(build(args, settings)),
+        TreesCommand::Publish(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a tokio runtime")?
+            .block_on(publish_file(args, settings)),
     }
+}
+
+/// The trees of a JSON-lines text, each checked ([`ExperienceTree::check`]); the first bad
+/// line fails the whole text, named by its number, so a file is published whole or not at all.
+pub fn parse_tree_lines(text: &str) -> Result<Vec<ExperienceTree>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let tree: ExperienceTree = serde_json::from_str(line)
+                .with_context(|| format!("line {}: not an experience tree", i + 1))?;
+            tree.check()
+                .map_err(|why| anyhow::anyhow!("line {}: {why}", i + 1))?;
+            Ok(tree)
+        })
+        .collect()
+}
+
+/// `trees publish`: every tree of the file checked, then produced; fails unless the broker
+/// acknowledged each one.
+async fn publish_file(
+    args: PublishArgs,
+    settings: impl FnOnce(Option<&Path>) -> Result<Settings>,
+) -> Result<()> {
+    let settings = settings(args.config.as_deref())?;
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the trees from stdin")?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading the trees {}", args.file.display()))?
+    };
+    let trees = parse_tree_lines(&text).with_context(|| format!("in {}", args.file.display()))?;
+    let mut output = Output::kafka(&settings.brokers, &settings.trees_topic)?;
+    for tree in &trees {
+        output.write(tree).await?;
+    }
+    let Delivered {
+        delivered,
+        failures,
+        first_error,
+    } = output.finish()?;
+    println!(
+        "{}",
+        json!({"trees": trees.len(), "delivered": delivered, "failures": failures,
+               "topic": settings.trees_topic})
+    );
+    if failures > 0 || delivered != trees.len() as u64 {
+        bail!(
+            "{failures} of {} trees were not delivered to {}: {}",
+            trees.len(),
+            settings.trees_topic,
+            first_error.unwrap_or_else(|| "no acknowledgment".into())
+        );
+    }
+    Ok(())
 }
 
 /// What the summary says about one campaign's trees.
@@ -398,4 +478,33 @@ fn campaign_records(
         }
     }
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tree_lines;
+
+    const TREE: &str = r#"{"tree_id":"web","version":1,"retailer_id":"r1","shopper_id":"cust-1","root":"start","nodes":[{"id":"start","children":["cart"]},{"id":"cart","conditions":[{"basket_value_at_least":{"cents":1}}],"experience":{"kind":"tension_cart","params":{"threshold_cents":5000}},"children":["cart"]}]}"#;
+
+    #[test]
+    fn publish_reads_every_tree_of_a_json_lines_file_and_skips_blank_lines() {
+        let text = format!("{TREE}\n\n{}\n", TREE.replace("cust-1", "cust-2"));
+        let trees = parse_tree_lines(&text).unwrap();
+        let shoppers: Vec<&str> = trees.iter().map(|t| t.shopper_id.as_str()).collect();
+        assert_eq!(shoppers, ["cust-1", "cust-2"]);
+        assert_eq!(trees[0].nodes[1].children, ["cart"]);
+    }
+
+    #[test]
+    fn publish_refuses_the_whole_file_at_its_first_bad_line_and_names_it() {
+        let unknown_child = TREE.replace(r#""children":["cart"]}]"#, r#""children":["gone"]}]"#);
+        let text = format!("{TREE}\n{unknown_child}\n");
+        let err = format!("{:#}", parse_tree_lines(&text).unwrap_err());
+        assert_eq!(err, r#"line 2: node "cart" has an unknown child "gone""#);
+        let err = format!("{:#}", parse_tree_lines("{\"tree_id\":1}\n").unwrap_err());
+        assert!(
+            err.starts_with("line 1: not an experience tree: invalid type"),
+            "{err}"
+        );
+    }
 }
