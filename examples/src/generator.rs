@@ -236,6 +236,11 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// The catalogs of the retailers, by retailer number (`retailer-00` first).
+    pub fn catalogs(&self) -> &[Catalog] {
+        &self.catalogs
+    }
+
     /// A generator for `cfg`.
     pub fn new(cfg: Config) -> Generator {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
