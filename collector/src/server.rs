@@ -396,6 +396,38 @@ async fn post_reward_contact(State(state): State<Arc<Shared>>, request: Request)
     response
 }
 
+/// A request body of at most `max` bytes, read within `config`'s read timeout: 408 `timeout`
+/// when it does not arrive in time, `too_large()` beyond `max`, 400 `malformed_body` when it
+/// cannot be read.
+async fn read_body(
+    body: Body,
+    max: usize,
+    config: &CollectorConfig,
+    too_large: impl FnOnce() -> Refusal,
+) -> Result<axum::body::Bytes, Refusal> {
+    let collected = tokio::time::timeout(config.read_timeout(), Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    config.read_timeout_ms
+                ),
+            )
+        })?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
 async fn decisions_stream(State(state): State<Arc<Shared>>, request: Request) -> Response {
     use crate::decisions::OpenError;
     let parts = request.into_parts().0;
@@ -638,33 +670,7 @@ impl Shared {
         )
         .await?;
 
-        let received = tokio::time::timeout(
-            config.read_timeout(),
-            Limited::new(body, max_body).collect(),
-        )
-        .await
-        .map_err(|_| {
-            refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the body did not arrive within {} ms",
-                    config.read_timeout_ms
-                ),
-            )
-        })?
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large("")
-            } else {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_body",
-                    format!("the body could not be read: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
+        let received = read_body(body, max_body, config, || too_large("")).await?;
         let bytes = if gzip {
             let decoded = gunzip(&received, max_body).map_err(|e| match e {
                 DecodeError::TooLarge => too_large(" (decompressed)"),
@@ -792,33 +798,7 @@ impl Shared {
         {
             return Err(too_large());
         }
-        let bytes = tokio::time::timeout(
-            config.read_timeout(),
-            Limited::new(body, MAX_CONTACT_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| {
-            refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the body did not arrive within {} ms",
-                    config.read_timeout_ms
-                ),
-            )
-        })?
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large()
-            } else {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_body",
-                    format!("the body could not be read: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
+        let bytes = read_body(body, MAX_CONTACT_BYTES, config, too_large).await?;
         let contact = RewardContact::parse(&bytes).map_err(|e| Refusal {
             field: e.field,
             ..refuse(StatusCode::BAD_REQUEST, e.code, e.reason)
