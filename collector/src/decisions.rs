@@ -545,6 +545,8 @@ pub struct DecisionStreams {
     pub max_ttl_s: u64,
     /// Catch-up reads running ([`MAX_CATCH_UPS`]).
     catch_ups: Arc<tokio::sync::Semaphore>,
+    /// Set by [`DecisionStreams::close`]: every open stream ends (the collector is stopping).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why a stream was not opened.
@@ -582,7 +584,15 @@ impl DecisionStreams {
             secrets,
             max_ttl_s,
             catch_ups: Arc::new(tokio::sync::Semaphore::new(MAX_CATCH_UPS)),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every open stream, now and for streams opened later: the collector is stopping,
+    /// and a graceful shutdown waits for open responses, which a stream's would hold until its
+    /// token expires (minutes). Pages reconnect with `Last-Event-ID` to the next collector.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Opens a page's stream: `token` checked at `now` (Unix seconds), then the decisions
@@ -636,16 +646,27 @@ impl DecisionStreams {
             std::collections::VecDeque::from(caught_up),
             subscription,
             merge,
+            self.closing.subscribe(),
         );
         Ok(futures_util::stream::unfold(
             state,
-            move |(mut log, mut live, mut merge)| async move {
+            move |(mut log, mut live, mut merge, mut closing)| async move {
                 loop {
+                    if *closing.borrow() {
+                        return None;
+                    }
                     let next = match log.pop_front() {
                         Some(p) => p,
                         None => tokio::select! {
                             p = live.receiver.recv() => p?,
                             () = tokio::time::sleep_until(deadline) => return None,
+                            // Closed, or the collector's streams are gone.
+                            changed = closing.changed() => {
+                                if changed.is_err() {
+                                    return None;
+                                }
+                                continue;
+                            }
                         },
                     };
                     if merge.pass(&next) {
@@ -653,7 +674,7 @@ impl DecisionStreams {
                             .id(next.event_id())
                             .event("decision")
                             .data(&*next.json);
-                        return Some((Ok(event), (log, live, merge)));
+                        return Some((Ok(event), (log, live, merge, closing)));
                     }
                 }
             },

@@ -245,6 +245,15 @@ impl Collector {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // Open decision streams end when the shutdown begins: the graceful shutdown waits
+        // for every open response, and a stream's lasts until its token expires.
+        let closing = state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(streams) = &closing.streams {
+                streams.close();
+            }
+        };
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

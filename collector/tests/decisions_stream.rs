@@ -50,6 +50,20 @@ impl Page {
         }
     }
 
+    /// Waits (10 s at most) for the server to end the stream; panics on an event before it.
+    async fn ends(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(frame) = self.body.frame().await {
+                if let Ok(bytes) = frame.unwrap().into_data() {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    assert!(!text.contains("data:"), "an event after the stop: {text}");
+                }
+            }
+        })
+        .await
+        .expect("the stream ends within 10 s");
+    }
+
     /// The next event (keep-alive comments skipped), within 10 s.
     async fn next(&mut self) -> SseEvent {
         tokio::time::timeout(Duration::from_secs(10), async {
@@ -275,9 +289,14 @@ async fn a_page_reads_its_shoppers_committed_decisions_and_resumes_without_loss_
         (at9[0].clone(), "decision".into(), decision("r1", "d9"))
     );
 
-    drop(page);
+    // Stopping the collector ends the open stream (its token lives 5 more minutes), so the
+    // graceful shutdown completes; the page then reconnects to the next collector.
     let _ = stop.send(());
-    server.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the collector stops within 10 s with a stream open")
+        .unwrap();
+    page.ends().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
