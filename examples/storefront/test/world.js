@@ -117,12 +117,17 @@ function child (name, cmd, args, { env, dir, onStdout } = {}) {
  * Starts a world. `origins`: the storefronts' origins the collector allows (CORS); `retailer`,
  * `key`, `streamSecret`: the retailer, its event key and its stream secret; `name`: the prefix
  * of its topics (`<name>-<pid>-<ms>-events`...) and database (the same with `_`).
- * Returns {config, names, database, collectorUrl, graph, collector, startCollector(), publishTrees(trees),
+ * `partitions`: partitions of the events, trees and decisions topics (default 2; the stack's
+ * are 8); `flushIntervalMs`: the graph's `[graph] flush_interval_ms` (default 20, the tests';
+ * the binary's own default is 250).
+ * Returns {config, names, database, collectorUrl, metricsUrl, graph, collector, startCollector(), publishTrees(trees),
  * eventsOf(shopper), close()}.
  */
-export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', log = () => {} }) {
+export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', partitions = 2, flushIntervalMs = 20, log = () => {} }) {
   if (!existsSync(BIN)) throw new Error(`no basketflow binary at ${BIN} (cargo build -p basketflow, or set BASKETFLOW_BIN)`)
   if (!/^[a-z][a-z0-9-]*$/.test(name)) throw new Error(`a world's name is lower-case letters, digits and -, not ${name}`)
+  if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`partitions: a positive integer, not ${partitions}`)
+  if (!Number.isInteger(flushIntervalMs) || flushIntervalMs < 1) throw new Error(`flushIntervalMs: a positive integer, not ${flushIntervalMs}`)
   const stamp = `${process.pid}-${Date.now()}`
   const prefix = `${name}-${stamp}`
   const names = {
@@ -152,8 +157,8 @@ url = ${q(CLICKHOUSE)}
 database = ${q(database)}
 
 [graph]
-# Decisions and ClickHouse rows within tens of milliseconds.
-flush_interval_ms = 20
+# 20 (the tests'): decisions and ClickHouse rows within tens of milliseconds.
+flush_interval_ms = ${flushIntervalMs}
 # The graph runs once per world, never restarted: no checkpoints.
 checkpoint_interval_ms = 0
 
@@ -184,6 +189,8 @@ secret = ${q(streamSecret)}
     names,
     database,
     collectorUrl,
+    /** The graph's /metrics and /health. */
+    metricsUrl: `http://127.0.0.1:${metricsPort}`,
     graph: null,
     get collector () { return collector },
 
@@ -243,9 +250,9 @@ secret = ${q(streamSecret)}
   try {
     // The topics, as scripts/stack's create_topics makes the shared ones.
     const r = await run('java', ['-cp', `${KAFKA_LIBS}/*`, join(repo, 'scripts/kafka/CreateTopics.java'), BROKERS,
-      `${names.events}:2:delete:LogAppendTime`,
-      `${names.trees}:2:compact:LogAppendTime`,
-      `${names.decisions}:2:delete:CreateTime`,
+      `${names.events}:${partitions}:delete:LogAppendTime`,
+      `${names.trees}:${partitions}:compact:LogAppendTime`,
+      `${names.decisions}:${partitions}:delete:CreateTime`,
       `${names.rejected}:1:delete:CreateTime`,
       `${names.privacy}:1:delete:LogAppendTime:-1`])
     created = true
