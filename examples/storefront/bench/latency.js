@@ -8,7 +8,7 @@
 //
 //   node examples/storefront/bench/latency.js [--rates 0,1000,10000] [--clicks 300]
 //     [--click-interval-ms 200] [--warmup-s 5] [--wait-ms 30000] [--partitions 8]
-//     [--flush-interval-ms 250] [--shoppers 10000] [--click-mode dom|mouse] [--widget-keep 20]
+//     [--flush-interval-ms 250] [--shoppers 10000] [--click-mode dom|mouse]
 //     [--out target/bench-storefront/results.json]
 //
 // One world (test/world.js: its own topics, database, `basketflow run -w 2`, `basketflow
@@ -18,8 +18,8 @@
 // (each sent over CDP at its due time; the page records each handler's start itself), then a
 // bounded wait for every click's decision. Clicks alternate Add and Remove of one product over a
 // basket that always holds another one, so every click decides a tension cart (the tree's `cart`
-// node loops on itself) and the basket stays bounded. The widget is kept to its 20 newest
-// decisions (`--widget-keep`, 0: the page as is; see receiveHook).
+// node loops on itself) and the basket stays bounded. The page's widget keeps its 20 newest
+// decisions (WIDGET_KEPT in public/storefront.js).
 //
 // Needs what the browser tests need (README.md: the stack, the built binaries, Chromium, kcat).
 // Everything it started is removed at the end, after a failure or Ctrl-C too.
@@ -43,7 +43,6 @@ const { values } = parseArgs({
     'flush-interval-ms': { type: 'string', default: '250' },
     shoppers: { type: 'string', default: '10000' },
     'click-mode': { type: 'string', default: 'dom' },
-    'widget-keep': { type: 'string', default: '20' },
     'bad-share': { type: 'string', default: '0.03' },
     'duplicate-share': { type: 'string', default: '0.02' },
     out: { type: 'string', default: join(repo, 'target/bench-storefront/results.json') },
@@ -69,7 +68,6 @@ const settings = {
   flush_interval_ms: int('flush-interval-ms', 1),
   shoppers: int('shoppers', 1),
   click_mode: values['click-mode'],
-  widget_keep: int('widget-keep'),
   bad_share: Number(values['bad-share']),
   duplicate_share: Number(values['duplicate-share']),
   workers: 2,
@@ -195,13 +193,8 @@ async function metrics (url) {
 // The page.
 
 /** Runs before the page's own scripts: records when each SSE `decision` reaches the page
- *  (performance.now(), before the page's own listener parses and renders it). With `keep` > 0,
- *  it also keeps the widget to the `keep` newest decisions (removes the oldest elements and
- *  their entries in `storefront.decisions` before the page adds the new one): the demo page
- *  keeps every decision of its load in the DOM and re-renders every tension cart on each basket
- *  change, a cost that grows with the clicks of a long bench and that no real shopper's page
- *  would pay. `seen` (the page's de-duplication) is left alone. */
-function receiveHook (keep) {
+ *  (performance.now(), before the page's own listener parses and renders it). */
+function receiveHook () {
   const Native = window.EventSource
   const received = window.__benchReceived = new Map()
   window.EventSource = class extends Native {
@@ -209,12 +202,6 @@ function receiveHook (keep) {
       super(...args)
       this.addEventListener('decision', e => {
         const at = performance.now()
-        if (keep > 0) {
-          const els = document.querySelectorAll('#decisions .decision')
-          for (let i = keep - 1; i < els.length; i++) els[i].remove()
-          const ds = window.storefront && window.storefront.decisions
-          if (ds && ds.length > keep - 1) ds.splice(0, ds.length - (keep - 1))
-        }
         try {
           const id = JSON.parse(e.data).decision_id
           if (!received.has(id)) received.set(id, at)
@@ -230,7 +217,7 @@ async function openPage (browser, url, shopper) {
   await page.setViewport({ width: 1280, height: 900 })
   const errors = []
   page.on('pageerror', e => errors.push(e.message))
-  await page.evaluateOnNewDocument(receiveHook, settings.widget_keep)
+  await page.evaluateOnNewDocument(receiveHook)
   await page.goto(`${url}?shopper=${encodeURIComponent(shopper)}`)
   await page.waitForFunction(() => window.storefront &&
     (window.storefront.phase === 'failed' || (window.storefront.phase === 'ready' && window.storefront.status === 'live')), { timeout: 30_000 })
