@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util'
 import { join } from 'node:path'
 import { startWorld, freePort, here } from './test/world.js'
 import { startStorefront } from './server.js'
+import { demoTree } from './tree.js'
 
 const { values } = parseArgs({
   options: {
@@ -31,21 +32,7 @@ const [host, port] = values.listen.split(/:(?=\d+$)/)
 const listen = Number(port) === 0 ? `${host}:${await freePort()}` : values.listen
 const origin = `http://${listen}`
 
-/** The demo's tree (the browser tests' own): a pasta in the basket recommends the basil sauce;
- *  from then on every event with a non-empty basket decides a tension cart of 2000 / 300. */
-const tree = shopper => ({
-  tree_id: 'storefront-demo',
-  version: 1,
-  retailer_id: RETAILER,
-  shopper_id: shopper,
-  root: 'start',
-  nodes: [
-    { id: 'start', children: ['pasta', 'cart'] },
-    { id: 'pasta', conditions: [{ basket_contains: { category: 'pasta' } }], experience: { kind: 'product_recommendation', params: { product_id: 'sf-sauce-basil' } }, children: ['cart'] },
-    { id: 'cart', conditions: [{ basket_value_at_least: { cents: 1 } }], experience: { kind: 'tension_cart', params: { threshold_cents: 2000, reward_cents: 300 } }, children: ['cart'] }
-  ]
-})
-
+const tree = shopper => demoTree(RETAILER, shopper)
 console.error('demo: starting the graph and the collector on fresh topics (a few seconds)…')
 const world = await startWorld({ name: 'storefront-demo', origins: [origin], retailer: RETAILER, key: KEY, streamSecret: SECRET, log: m => console.error(`demo: ${m}`) })
 let store = null

@@ -132,51 +132,41 @@ function basketLines () {
 
 const basketTotal = () => basketLines().reduce((sum, { p, quantity }) => sum + p.unit_price_cents * quantity, 0)
 
-function productCard (p) {
-  const card = document.createElement('article')
-  card.className = 'product'
-  card.dataset.productId = p.product_id
-  const h = document.createElement('h3')
-  h.textContent = p.title
-  const brand = document.createElement('p')
-  brand.className = 'brand'
-  brand.textContent = p.brand
-  const price = document.createElement('p')
-  price.className = 'price'
-  price.textContent = euros(p.unit_price_cents)
-  const button = document.createElement('button')
+/** A `tag` element with class `className` (none if empty) holding `text`. */
+function make (tag, className, text = '') {
+  const e = document.createElement(tag)
+  if (className) e.className = className
+  e.textContent = text
+  return e
+}
+
+/** A button that acts on a product: the page's one click handler reads `data-action` and
+ *  `data-product-id`. */
+function productButton (action, productId, className, label) {
+  const button = make('button', className, label)
   button.type = 'button'
-  button.className = 'add'
-  button.dataset.action = 'add'
-  button.dataset.productId = p.product_id
-  button.textContent = 'Add'
-  card.append(h, brand, price, button)
+  button.dataset.action = action
+  button.dataset.productId = productId
+  return button
+}
+
+function productCard (p) {
+  const card = make('article', 'product')
+  card.dataset.productId = p.product_id
+  card.append(make('h3', '', p.title), make('p', 'brand', p.brand), make('p', 'price', euros(p.unit_price_cents)),
+    productButton('add', p.product_id, 'add', 'Add'))
   return card
 }
 
 function renderBasket () {
   const list = $('basket-lines')
   list.replaceChildren(...basketLines().map(({ p, quantity }) => {
-    const li = document.createElement('li')
-    li.className = 'line'
+    const li = make('li', 'line')
     li.dataset.productId = p.product_id
     li.dataset.quantity = quantity
-    const title = document.createElement('span')
-    title.className = 'title'
-    title.textContent = p.title
-    const qty = document.createElement('span')
-    qty.className = 'qty'
-    qty.textContent = `×${quantity}`
-    const amount = document.createElement('span')
-    amount.className = 'amount'
-    amount.textContent = euros(p.unit_price_cents * quantity)
-    const button = document.createElement('button')
-    button.type = 'button'
-    button.className = 'secondary remove'
-    button.dataset.action = 'remove'
-    button.dataset.productId = p.product_id
-    button.textContent = 'Remove'
-    li.append(title, qty, amount, button)
+    li.append(make('span', 'title', p.title), make('span', 'qty', `×${quantity}`),
+      make('span', 'amount', euros(p.unit_price_cents * quantity)),
+      productButton('remove', p.product_id, 'secondary remove', 'Remove'))
     return li
   }))
   const total = basketTotal()
@@ -210,24 +200,15 @@ const KIND_TITLES = {
  *  `trees/src/builder.rs` writes, or any a retailer's own tool chose). */
 function message (d) {
   const params = d.experience.params || {}
-  const el = document.createElement('div')
-  el.className = 'message'
-  const text = t => { const p = document.createElement('p'); p.textContent = t; el.append(p); return p }
+  const el = make('div', 'message')
+  const text = t => el.appendChild(make('p', '', t))
   switch (d.experience.kind) {
     case 'product_recommendation': {
       const p = state.catalog.get(params.product_id)
       if (!p) { text(`Try product ${params.product_id}`); break }
-      const row = document.createElement('div')
-      row.className = 'recommended'
-      const what = document.createElement('span')
-      what.textContent = `${p.title} (${p.brand}), ${euros(p.unit_price_cents)}`
-      const button = document.createElement('button')
-      button.type = 'button'
-      button.className = 'add'
-      button.dataset.action = 'add'
-      button.dataset.productId = p.product_id
-      button.textContent = 'Add'
-      row.append(what, button)
+      const row = make('div', 'recommended')
+      row.append(make('span', '', `${p.title} (${p.brand}), ${euros(p.unit_price_cents)}`),
+        productButton('add', p.product_id, 'add', 'Add'))
       el.append(row)
       break
     }
@@ -257,18 +238,12 @@ function message (d) {
 }
 
 function decisionElement (d) {
-  const li = document.createElement('li')
-  li.className = 'decision'
+  const li = make('li', 'decision')
   li.dataset.decisionId = d.decision_id
   li.dataset.kind = d.experience.kind
   li.dataset.causedBy = d.caused_by.event_id
-  const kind = document.createElement('span')
-  kind.className = 'kind'
-  kind.textContent = KIND_TITLES[d.experience.kind] || d.experience.kind
-  const reasons = document.createElement('p')
-  reasons.className = 'reasons'
-  reasons.textContent = (d.reasons || []).join('; ')
-  li.append(kind, message(d), reasons)
+  li.append(make('span', 'kind', KIND_TITLES[d.experience.kind] || d.experience.kind), message(d),
+    make('p', 'reasons', (d.reasons || []).join('; ')))
   return li
 }
 

@@ -27,6 +27,7 @@ import { join } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { startWorld, startStorefrontProcess, freePort, until, rows, here } from './world.js'
 import { startStorefront, streamToken } from '../server.js'
+import { demoTree, TREE_ID, RECOMMENDED, THRESHOLD_CENTS, REWARD_CENTS } from '../tree.js'
 
 const CHROMIUM = process.env.STOREFRONT_CHROMIUM || '/usr/bin/chromium'
 const RETAILER = 'retailer-storefront'
@@ -34,9 +35,8 @@ const KEY = 'storefront-test-event-key'
 const SECRET = 'storefront-test-stream-secret-0123456789abcdef'
 const CATALOG_FILE = join(here, 'catalog.json')
 const CATALOG = new Map(JSON.parse(readFileSync(CATALOG_FILE, 'utf8')).map(p => [p.product_id, p]))
-const TREE_ID = 'storefront-demo'
-const THRESHOLD = 2000
-const REWARD = 300
+const THRESHOLD = THRESHOLD_CENTS
+const REWARD = REWARD_CENTS
 /** The longest a decision may take to show after its click, before a test fails. */
 const DECISION_WAIT_MS = 15_000
 /** The short-lived tokens of the second storefront (renewal, and a collector stop that
@@ -47,30 +47,7 @@ const run = `${process.pid}-${Date.now()}`
 const shopperId = name => `sf-${name}-${run}`
 
 /** The tree each test shopper gets (see the top of the file). */
-function tree (shopper) {
-  return {
-    tree_id: TREE_ID,
-    version: 1,
-    retailer_id: RETAILER,
-    shopper_id: shopper,
-    root: 'start',
-    nodes: [
-      { id: 'start', children: ['pasta', 'cart'] },
-      {
-        id: 'pasta',
-        conditions: [{ basket_contains: { category: 'pasta' } }],
-        experience: { kind: 'product_recommendation', params: { product_id: 'sf-sauce-basil' } },
-        children: ['cart']
-      },
-      {
-        id: 'cart',
-        conditions: [{ basket_value_at_least: { cents: 1 } }],
-        experience: { kind: 'tension_cart', params: { threshold_cents: THRESHOLD, reward_cents: REWARD } },
-        children: ['cart']
-      }
-    ]
-  }
-}
+const tree = shopper => demoTree(RETAILER, shopper)
 
 /** `decision_id` as dataflows/src/experiences/shopper.rs computes it: 128-bit FNV-1a over
  *  retailer, shopper, tree, version (8 bytes big-endian), node and event, each part followed
@@ -99,7 +76,7 @@ function expected (shopper, node, event, basketCents) {
   return {
     decision_id: decisionId(shopper, node, event.event_id),
     kind: rec ? 'product_recommendation' : 'tension_cart',
-    params: rec ? { product_id: 'sf-sauce-basil' } : { threshold_cents: THRESHOLD, reward_cents: REWARD },
+    params: rec ? { product_id: RECOMMENDED } : { threshold_cents: THRESHOLD, reward_cents: REWARD },
     node_id: node,
     reasons: [rec ? 'basket contains category pasta: 1 units (>= 1)' : `basket value ${basketCents} cents (>= 1)`],
     caused_by: event.event_id,
@@ -199,13 +176,13 @@ test('a. clicks that add products make the expected decisions appear in the widg
     const penne = await click(page, addButton('sf-penne-500g'))
     assert.equal(penne.type, 'product_added')
     assert.deepEqual(penne.product, { product_id: 'sf-penne-500g', category: 'pasta', brand: 'campo-dorato', unit_price_cents: 189 })
-    const sauce = CATALOG.get('sf-sauce-basil')
+    const sauce = CATALOG.get(RECOMMENDED)
     assert.equal(await decisionShown(page, penne.event_id), `${sauce.title} (${sauce.brand}), ${euros(sauce.unit_price_cents)}\nAdd`)
     // The sauce, added from the widget: a tension cart with what is missing.
     const recommended = `#decisions .decision[data-caused-by="${penne.event_id}"] button[data-action="add"]`
     const added = await click(page, recommended)
-    assert.equal(added.product.product_id, 'sf-sauce-basil')
-    let basket = price('sf-penne-500g') + price('sf-sauce-basil')
+    assert.equal(added.product.product_id, RECOMMENDED)
+    let basket = price('sf-penne-500g') + price(RECOMMENDED)
     assert.equal(await decisionShown(page, added.event_id), `Add ${euros(THRESHOLD - basket)} more to get ${euros(REWARD)} off`)
     const wine = await click(page, addButton('sf-chianti'))
     basket += price('sf-chianti')
@@ -218,7 +195,7 @@ test('a. clicks that add products make the expected decisions appear in the widg
     // view decided anything, it would have come first).
     assert.deepEqual(await shown(page), [
       expected(shopper, 'pasta', penne),
-      expected(shopper, 'cart', added, price('sf-penne-500g') + price('sf-sauce-basil')),
+      expected(shopper, 'cart', added, price('sf-penne-500g') + price(RECOMMENDED)),
       expected(shopper, 'cart', wine, basket),
       expected(shopper, 'cart', oil, full)
     ])

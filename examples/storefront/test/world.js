@@ -119,15 +119,17 @@ function child (name, cmd, args, { env, dir, onStdout } = {}) {
  * of its topics (`<name>-<pid>-<ms>-events`...) and database (the same with `_`).
  * `partitions`: partitions of the events, trees and decisions topics (default 2; the stack's
  * are 8); `flushIntervalMs`: the graph's `[graph] flush_interval_ms` (default 20, the tests';
- * the binary's own default is 250).
+ * the binary's own default is 250); `tickMs`: the graph's `[graph] tick_ms` (default: the
+ * binary's, 5).
  * Returns {config, names, database, collectorUrl, metricsUrl, graph, collector, startCollector(), publishTrees(trees),
  * eventsOf(shopper), close()}.
  */
-export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', partitions = 2, flushIntervalMs = 20, log = () => {} }) {
+export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', partitions = 2, flushIntervalMs = 20, tickMs = null, log = () => {} }) {
   if (!existsSync(BIN)) throw new Error(`no basketflow binary at ${BIN} (cargo build -p basketflow, or set BASKETFLOW_BIN)`)
   if (!/^[a-z][a-z0-9-]*$/.test(name)) throw new Error(`a world's name is lower-case letters, digits and -, not ${name}`)
   if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`partitions: a positive integer, not ${partitions}`)
   if (!Number.isInteger(flushIntervalMs) || flushIntervalMs < 1) throw new Error(`flushIntervalMs: a positive integer, not ${flushIntervalMs}`)
+  if (tickMs !== null && (!Number.isInteger(tickMs) || tickMs < 1)) throw new Error(`tickMs: a positive integer, not ${tickMs}`)
   const stamp = `${process.pid}-${Date.now()}`
   const prefix = `${name}-${stamp}`
   const names = {
@@ -161,7 +163,7 @@ database = ${q(database)}
 flush_interval_ms = ${flushIntervalMs}
 # The graph runs once per world, never restarted: no checkpoints.
 checkpoint_interval_ms = 0
-
+${tickMs === null ? '' : `tick_ms = ${tickMs}\n`}
 [metrics]
 listen = "127.0.0.1:${metricsPort}"
 
