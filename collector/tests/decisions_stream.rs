@@ -5,6 +5,8 @@
 //!
 //! Needs `scripts/stack up` (broker at `$BASKETFLOW_BROKERS`, default 127.0.0.1:9092).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,12 +14,12 @@ use basketflow_collector::decisions::sign;
 use basketflow_collector::{Collector, CollectorConfig, StreamSecret};
 use basketflow_testkit::kafka::{produce, test_producer, Topics};
 use basketflow_testkit::stack::brokers;
+use common::serve;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 const SECRET: &str = "r1-stream-secret-0123456789abcdef";
 
@@ -113,20 +115,6 @@ async fn get(
         .collect();
     let path = format!("/v1/decisions/stream?token={token}");
     send(addr, "GET", &path, &headers, String::new()).await
-}
-
-/// Serves `collector` on a task until the returned sender fires.
-fn serve(collector: Collector) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        collector
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, server)
 }
 
 /// A refused stream: its status and JSON `error` code.

@@ -12,7 +12,7 @@ use basketflow_testkit::stack::brokers;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use common::{event, request, Reply};
+use common::{event, request, serve, Reply};
 
 /// A collector serving events and reward contacts into fresh topics.
 struct Running {
@@ -34,15 +34,7 @@ async fn start(mut config: CollectorConfig, name: &str) -> Running {
         .unwrap();
     assert_eq!(collector.rewards_topic(), Some(contacts.as_str()));
     let addr = collector.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        collector
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let (stop, task) = serve(collector);
     Running {
         addr,
         events,

@@ -53,6 +53,18 @@ pub async fn start(
     config.listen = "127.0.0.1:0".into();
     let collector = Collector::bind(config, brokers, &topic).await.unwrap();
     let addr = collector.local_addr();
+    let (stop, task) = serve(collector);
+    Running {
+        addr,
+        topic,
+        stop: Some(stop),
+        task: Some(task),
+        _topics: topics,
+    }
+}
+
+/// Serves `collector` on a task until the returned sender fires (or is dropped).
+pub fn serve(collector: Collector) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         collector
@@ -62,13 +74,7 @@ pub async fn start(
             .await
             .unwrap();
     });
-    Running {
-        addr,
-        topic,
-        stop: Some(stop),
-        task: Some(task),
-        _topics: topics,
-    }
+    (stop, task)
 }
 
 /// An HTTP answer.
