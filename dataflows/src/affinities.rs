@@ -24,7 +24,8 @@
 //! One entry per live pair, and the interned strings (never dropped: bounded by the
 //! retailers and products ever seen on the worker).
 
-use std::collections::{BTreeMap, HashMap};
+use basketflow_operators::FastMap;
+use std::collections::BTreeMap;
 
 use basketflow_operators::agenda::Agenda;
 use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
@@ -40,12 +41,12 @@ pub(crate) type Pair = (String, String, String);
 /// Strings interned as dense ids.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
     strings: Vec<String>,
 }
 
 /// Pair counts on interned ids: the operator's state, as checkpointed.
-type Counts = HashMap<(u32, u32, u32), i64>;
+type Counts = FastMap<(u32, u32, u32), i64>;
 
 /// The operator's checkpointed state: the interned names and the counts on their ids.
 #[derive(Default, Deserialize)]

@@ -42,7 +42,8 @@
 //! (the end of a bounded run), leavings after the last time processed are dropped, as no input
 //! reaches them.
 
-use std::collections::{BTreeMap, HashMap};
+use basketflow_operators::FastMap;
+use std::collections::BTreeMap;
 
 use basketflow_operators::agenda::Agenda;
 use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
@@ -213,9 +214,9 @@ fn fact_of(event: &WireEvent, diff: isize) -> Option<(Shopper, i64, Fact)> {
 /// The operator's checkpointed state (the agenda's due shoppers are rebuilt from it).
 #[derive(Default, Serialize, Deserialize)]
 struct Baskets {
-    baskets: HashMap<Shopper, Basket>,
+    baskets: FastMap<Shopper, Basket>,
     /// Erased shoppers, with the least time of their erasure.
-    forgotten: HashMap<Shopper, u64>,
+    forgotten: FastMap<Shopper, u64>,
 }
 
 impl Sharded for Baskets {

@@ -48,7 +48,8 @@
 //! hash table's slack; it was the id itself, ~150 bytes). With `settlement = u64::MAX` no order settles: rule 2 forever, state
 //! growing with the orders.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use basketflow_operators::{FastMap, FastSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use basketflow_operators::agenda::Agenda;
@@ -400,7 +401,7 @@ impl Order {
 type OrderKey = (String, String);
 
 /// Retailer -> shopper -> a value, looked up by `&str` without allocating.
-type ByShopper<V> = HashMap<String, HashMap<String, V>>;
+type ByShopper<V> = FastMap<String, FastMap<String, V>>;
 
 /// The orders of this worker whose payments name each shopper (retailer -> shopper -> order
 /// ids): an erasure touches those orders only, rather than a pass over every order.
@@ -465,9 +466,9 @@ impl EndedOrder {
 /// orders are rebuilt from it).
 #[derive(Default, Serialize, Deserialize)]
 struct Orders {
-    orders: HashMap<OrderKey, Order>,
+    orders: FastMap<OrderKey, Order>,
     /// The orders that have ended (see the module docs).
-    ended: HashSet<EndedOrder>,
+    ended: FastSet<EndedOrder>,
     /// Erased shoppers, with the least time of their erasure (every worker holds them all).
     forgotten: ByShopper<u64>,
 }

@@ -26,7 +26,8 @@
 //! `horizon = u64::MAX` windows never close: classic de-duplication, whose state grows with
 //! the ids.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::FastMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
@@ -45,11 +46,11 @@ use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
     serialize = "I: Serialize",
     deserialize = "I: DeserializeOwned + Hash + Eq"
 ))]
-struct Windows<I>(HashMap<I, u64>);
+struct Windows<I>(FastMap<I, u64>);
 
 impl<I> Default for Windows<I> {
     fn default() -> Self {
-        Windows(HashMap::new())
+        Windows(FastMap::default())
     }
 }
 

@@ -20,7 +20,8 @@
 //! One accumulator per key that is not empty ([`Accumulator::is_empty`]); nothing per
 //! record. The state is checkpointed ([`crate::checkpoint`]) when given a [`Checkpointing`].
 
-use std::collections::{BTreeMap, HashMap};
+use crate::FastMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
@@ -80,11 +81,11 @@ impl Accumulator for Sums3 {
     serialize = "K: Serialize, A: Serialize",
     deserialize = "K: DeserializeOwned + Hash + Eq, A: DeserializeOwned"
 ))]
-struct Folded<K, A>(HashMap<K, A>);
+struct Folded<K, A>(FastMap<K, A>);
 
 impl<K, A> Default for Folded<K, A> {
     fn default() -> Self {
-        Folded(HashMap::new())
+        Folded(FastMap::default())
     }
 }
 

@@ -24,7 +24,8 @@
 //! a new tree version is read from each decision's own tree: raising it lets an exhausted
 //! campaign decide again only through a new campaign id (exhaustion is final).
 
-use std::collections::{BTreeMap, HashMap};
+use basketflow_operators::FastMap;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub struct Spend {
 /// The operator's checkpointed state: the spend per `(retailer, campaign)`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Budgets {
-    spend: HashMap<(String, String), Spend>,
+    spend: FastMap<(String, String), Spend>,
 }
 
 impl Sharded for Budgets {
@@ -112,7 +113,7 @@ impl Sharded for Budgets {
 /// Decides each claim of one time in `decision_id` order, then each win as its game (same
 /// time, same campaign and retailer, so the same batch; a win whose game is not there is
 /// refused: a prize is never paid without its game); returns the decisions, marked.
-fn settle(spend: &mut HashMap<(String, String), Spend>, mut claims: Vec<Claim>) -> Vec<Decision> {
+fn settle(spend: &mut FastMap<(String, String), Spend>, mut claims: Vec<Claim>) -> Vec<Decision> {
     claims.sort_by(|a, b| a.decision_id.cmp(&b.decision_id));
     let mut decided: Vec<Decision> = Vec::with_capacity(claims.len());
     let mut wins: Vec<Decision> = Vec::new();
@@ -239,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_win_follows_its_games_verdict_and_spends_nothing() {
-        let mut spend = HashMap::new();
+        let mut spend = FastMap::default();
         // "a" (600) fits 1,000, "b" (600) does not; their wins ("0a" sorts before both)
         // follow them, and a win whose game is not in the time is refused.
         let got = settle(
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn claims_fit_in_id_order_and_the_first_that_does_not_exhausts_the_budget() {
-        let mut spend = HashMap::new();
+        let mut spend = FastMap::default();
         // One time: b (300) and a (500) fit 1,000 in id order; c (400) does not.
         let got = settle(
             &mut spend,
@@ -297,7 +298,7 @@ mod tests {
         assert_eq!(refused(&got), [("d", true)]);
         assert_eq!(spend[&("r".to_owned(), "c".to_owned())].spent, 800);
         // Exactly the budget fits.
-        let mut spend = HashMap::new();
+        let mut spend = FastMap::default();
         let got = settle(
             &mut spend,
             vec![claim("a", 600, 1_000), claim("b", 400, 1_000)],

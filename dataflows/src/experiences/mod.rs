@@ -49,7 +49,8 @@
 //! null tree message removes that retailer's shopper's tree (no more decisions until a new one
 //! comes); another retailer's shopper with the same id keeps theirs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use basketflow_operators::{FastMap, FastSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -180,9 +181,9 @@ type Key = (String, String);
 /// The tree operator's checkpointed state (the retention checks are rebuilt from `seen`).
 #[derive(Default, Serialize, Deserialize)]
 struct Trees {
-    shoppers: HashMap<Key, Shopper>,
-    erased: HashSet<Key>,
-    seen: HashMap<Key, Seen>,
+    shoppers: FastMap<Key, Shopper>,
+    erased: FastSet<Key>,
+    seen: FastMap<Key, Seen>,
 }
 
 impl Sharded for Trees {
@@ -358,8 +359,8 @@ pub fn decide<'scope>(
 /// entry); a shopper seen since is checked again a period after their last event.
 fn expire(
     checks: &mut BTreeMap<Millis, Vec<(String, String)>>,
-    seen: &mut HashMap<(String, String), Seen>,
-    shoppers: &mut HashMap<(String, String), Shopper>,
+    seen: &mut FastMap<(String, String), Seen>,
+    shoppers: &mut FastMap<(String, String), Shopper>,
     retention: &Retention,
     t: Millis,
     stats: &TreeStats,
@@ -398,7 +399,7 @@ fn expire(
 /// no longer match it and are skipped. Forgetting changes no verdict, only memory.
 fn forget(
     horizon_checks: &mut BTreeMap<Millis, Vec<Key>>,
-    shoppers: &mut HashMap<Key, Shopper>,
+    shoppers: &mut FastMap<Key, Shopper>,
     horizons: Horizons,
     t: Millis,
     stats: &TreeStats,
@@ -430,8 +431,8 @@ fn forget(
 /// a payload that is not a valid tree, or a tree for another retailer or shopper than its key
 /// is counted in [`TreeStats::bad_trees`], logged and skipped.
 fn apply_tree(
-    shoppers: &mut HashMap<(String, String), Shopper>,
-    erased: &HashSet<(String, String)>,
+    shoppers: &mut FastMap<(String, String), Shopper>,
+    erased: &FastSet<(String, String)>,
     m: &SourceMessage,
     stats: &TreeStats,
 ) {
