@@ -3,12 +3,12 @@
 
 /// What `--help` prints.
 pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
-    [--phases baseline,catchup,scaleout,sustain,latency,memory,restart] [--events N] [--rates 1000,10000,50000] \
+    [--phases baseline,catchup,scaleout,sustain,latency,memory,restart,livecost] [--events N] [--rates 1000,10000,50000] \
     [--seconds S] [--sustain-seconds 60] [--sustain-probes 3] \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
-    [--shoppers N] [--products N]";
+    [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -57,6 +57,11 @@ pub struct Args {
     /// The latency phase's `kafka.transactions_in_flight` (exactly once; the default, 1,
     /// when absent).
     pub transactions_in_flight: Option<usize>,
+    /// Offered rates of the live-cost phase (`livecost`, not run unless named), events/s; 0
+    /// is an idle graph.
+    pub live_rates: Vec<u32>,
+    /// The live-cost phase's `graph.tick_ms` values, each with every rate.
+    pub live_ticks: Vec<u64>,
 }
 
 /// The arguments of this process.
@@ -85,6 +90,8 @@ pub fn args() -> Args {
         latency_idle_margin_ms: None,
         latency_tick_ms: None,
         transactions_in_flight: None,
+        live_rates: vec![0, 2_000, 10_000],
+        live_ticks: vec![5, 100],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -122,6 +129,8 @@ pub fn args() -> Args {
             "--transactions-in-flight" => {
                 a.transactions_in_flight = Some(value.parse().expect("--transactions-in-flight N"))
             }
+            "--live-rates" => a.live_rates = list(&value).into_iter().map(|r| r as u32).collect(),
+            "--live-ticks" => a.live_ticks = list(&value).into_iter().map(|t| t as u64).collect(),
             "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {
                 a.restart_horizon_ms = Some(value.parse().expect("--restart-horizon-ms MS"))

@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the graph against the real broker and ClickHouse, side by side with
 //! the broker's own limits measured in the same run (see the README's "Benchmarks").
 //!
-//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,scaleout,sustain,latency,memory,restart]
+//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,scaleout,sustain,latency,memory,restart,livecost]
 //!  [--events N] [--rates 1000,10000,50000] [--seconds S] [--sustain-seconds 60]
 //!  [--sustain-probes 3] [--memory-events 1000000,10000000] [--restart-events 300000,3000000]`
 //!
@@ -40,6 +40,11 @@
 //!    more messages come; the time from start to caught up is measured from the checkpoint,
 //!    and replaying the whole log (checkpoints off), with the checkpoint's size and its write
 //!    and load times.
+//! 7. **livecost** (only when named in `--phases`): a live 2-worker graph's CPU by thread group
+//!    at each of `--live-rates` (0: idle) and `--live-ticks` (`graph.tick_ms`), for `--seconds`.
+//!
+//! The sustain phase also reports the cores the graph, the producer (this process), the
+//! broker and ClickHouse took during each probe: they share the machine's cores.
 //!
 //! Writes `target/bench-e2e/results.json`, `results.md` and `latency.svg`, and prints the table.
 //!
@@ -154,6 +159,10 @@ fn main() {
     }
     if restart {
         phases::restart(&mut bench);
+    }
+    // Not among the default phases: named with --phases livecost.
+    if bench.args.phases.iter().any(|p| p == "livecost") {
+        phases::live_cost(&mut bench);
     }
 
     std::fs::write(

@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::report::{plot, summary};
 use crate::sampling::{
-    arrangement_peaks, at_end_mib, log_instant, peak_mib, run_sampled, run_sampled_all, ThreadCpu,
+    arrangement_peaks, at_end_mib, log_instant, neighbours, peak_mib, process_cpu_seconds,
+    run_sampled, run_sampled_all, ThreadCpu,
 };
 use crate::stack::{
     clickhouse_committed, generate, generator_of, kafka_committed_watch, produce,
@@ -145,9 +146,24 @@ pub fn sustain_probe(site: &Site, workers: usize, rate: u32, seconds: u64) -> Va
             }
         })
     };
+    // What each process took of the cores while the rate was offered: the graph, and the
+    // neighbours a production graph would not have on its cores (the producer, broker and
+    // ClickHouse).
+    let mut processes = vec![("graph", graph.id())];
+    processes.extend(neighbours());
+    let before: Vec<f64> = processes
+        .iter()
+        .map(|&(_, pid)| process_cpu_seconds(pid))
+        .collect();
     let t = Instant::now();
     produce(&events, &messages, Some(rate));
-    let offered = messages.len() as f64 / t.elapsed().as_secs_f64();
+    let produced_in = t.elapsed().as_secs_f64();
+    let offered = messages.len() as f64 / produced_in;
+    let core_shares: BTreeMap<&str, f64> = processes
+        .iter()
+        .zip(&before)
+        .map(|(&(name, pid), b)| (name, (process_cpu_seconds(pid) - b) / produced_in))
+        .collect();
     // Caught up within 10 s of the end?
     let end = wall_ms();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -169,9 +185,87 @@ pub fn sustain_probe(site: &Site, workers: usize, rate: u32, seconds: u64) -> Va
     let max_ch = measured.iter().map(|l| l.1).max().unwrap_or(u64::MAX);
     let max_kafka = measured.iter().map(|l| l.2).max().unwrap_or(u64::MAX);
     let sustained = caught_up && max_ch <= 5_000 && max_kafka <= 5_000;
-    println!("sustain, {workers} worker(s), {rate}/s for {seconds} s (offered {offered:.0}/s): max lag ClickHouse {max_ch} ms, decisions {max_kafka} ms, caught up after: {caught_up} -> {}", if sustained { "sustained" } else { "not sustained" });
+    println!("sustain, {workers} worker(s), {rate}/s for {seconds} s (offered {offered:.0}/s): max lag ClickHouse {max_ch} ms, decisions {max_kafka} ms, caught up after: {caught_up} -> {}; cores taken: {}", if sustained { "sustained" } else { "not sustained" }, shares_text(&core_shares));
     json!({"workers": workers, "rate": rate, "offered_per_s": offered, "seconds": seconds,
-        "max_clickhouse_lag_ms": max_ch, "max_decisions_lag_ms": max_kafka, "caught_up_after": caught_up, "sustained": sustained})
+        "max_clickhouse_lag_ms": max_ch, "max_decisions_lag_ms": max_kafka, "caught_up_after": caught_up, "sustained": sustained,
+        "core_shares": core_shares})
+}
+
+/// `graph 1.21, producer 0.18, ...`: cores taken by each process.
+fn shares_text(shares: &BTreeMap<&str, f64>) -> String {
+    shares
+        .iter()
+        .map(|(name, share)| format!("{name} {share:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Live cost (`--phases livecost`): a live 2-worker graph's CPU, by thread group, while
+/// `--live-rates` are offered open loop for `--seconds`, for each of `--live-ticks`
+/// (`graph.tick_ms`); rate 0 is the idle graph. Against the catch-up's CPU per event it says
+/// what a live event costs; across ticks, what each logical time costs.
+pub fn live_cost(bench: &mut Bench) {
+    let (args, site) = (&bench.args, &bench.site);
+    let (md, results) = (&mut bench.md, &mut bench.results);
+    let mut all = Vec::new();
+    for &tick in &args.live_ticks {
+        for &rate in &args.live_rates {
+            let name = format!("live{rate}t{tick}");
+            let events = format!("bench-events-{name}-{}", site.suffix);
+            site.stack.create_topic(&events, PARTITIONS, "delete");
+            let g = Graph::new(
+                site,
+                &name,
+                &events,
+                &format!("[graph]\ntick_ms = {tick}\n[log]\nlevel = \"warn\"\n"),
+            );
+            let messages = generate(
+                11,
+                rate as usize * args.seconds as usize,
+                Timestamp::now(),
+                f64::from(rate.max(1)),
+            );
+            let mut graph =
+                ChildGuard::spawn(g.command(2).stdout(Stdio::null()).stderr(Stdio::inherit()));
+            wait_ready(&g);
+            let (before, after) = (ThreadCpu::default(), ThreadCpu::default());
+            before.sample(graph.id());
+            let t = Instant::now();
+            if rate > 0 {
+                produce(&events, &messages, Some(rate));
+            } else {
+                std::thread::sleep(Duration::from_secs(args.seconds));
+            }
+            after.sample(graph.id());
+            let seconds = t.elapsed().as_secs_f64();
+            let _ = graph.terminate();
+            let _ = graph.wait();
+            drop(g);
+            let before = before.groups();
+            let cores: BTreeMap<&str, f64> = after
+                .groups()
+                .into_iter()
+                .map(|(k, v)| (k, (v - before.get(k).copied().unwrap_or(0.0)) / seconds))
+                .collect();
+            let total: f64 = cores.values().sum();
+            let per_event_us = (rate > 0).then(|| total * 1e6 / f64::from(rate));
+            println!(
+                "live cost, {rate}/s, tick {tick} ms: graph {total:.2} cores ({}){}",
+                shares_text(&cores),
+                per_event_us.map_or(String::new(), |us| format!(", {us:.1} µs/event"))
+            );
+            md.push_str(&format!(
+                "| live cost, {}, tick {tick} ms, 2 workers, {} s | graph {total:.2} cores ({}){} |\n",
+                if rate == 0 { "idle".to_string() } else { format!("{rate} events/s") },
+                args.seconds,
+                shares_text(&cores),
+                per_event_us.map_or(String::new(), |us| format!("; {us:.1} µs of CPU per event"))
+            ));
+            all.push(json!({"rate": rate, "tick_ms": tick, "seconds": seconds,
+                "cores": total, "cores_by_group": cores, "cpu_us_per_event": per_event_us}));
+        }
+    }
+    results["live_cost"] = json!(all);
 }
 
 /// Waits until the graph has committed a first batch (idle partitions follow the wall clock).
@@ -314,8 +408,22 @@ pub fn sustain(bench: &mut Bench) {
                 break;
             }
         }
+        // The cores each process took at the highest sustained rate (or the last probe).
+        let shares = all
+            .iter()
+            .rev()
+            .find(|r| r["workers"] == workers && best.is_some_and(|b| r["rate"] == b))
+            .or_else(|| all.last())
+            .and_then(|r| r["core_shares"].as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(f64::NAN)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         md.push_str(&format!(
-            "| highest sustained rate, {workers} worker(s), {} s | {} |\n",
+            "| highest sustained rate, {workers} worker(s), {} s | {}; cores taken at that rate (or the last probe): {shares} |\n",
             args.sustain_seconds,
             best.map_or("none of the probes".into(), |b| {
                 if consume_rate.is_finite() {

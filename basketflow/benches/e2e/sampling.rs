@@ -8,6 +8,44 @@ use std::time::Duration;
 
 use basketflow_testkit::ChildGuard;
 
+/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 when it is gone).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    // utime and stime are fields 14 and 15, the 12th and 13th after the command.
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0 // USER_HZ on Linux
+}
+
+/// The processes that share the cores during a live probe, by name: this bench's own process
+/// (the producer), and the stack's broker and ClickHouse, from `scripts/stack`'s PID files
+/// (under `BASKETFLOW_STACK_DIR`, default `.stack`; absent when the stack runs elsewhere).
+pub fn neighbours() -> Vec<(&'static str, u32)> {
+    let dir = std::env::var("BASKETFLOW_STACK_DIR").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack"),
+        std::path::PathBuf::from,
+    );
+    let pid = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    let mut out = vec![("producer", std::process::id())];
+    out.extend(pid("kafka/kafka.pid").map(|p| ("broker", p)));
+    out.extend(pid("clickhouse/clickhouse.pid").map(|p| ("clickhouse", p)));
+    out
+}
+
 /// CPU seconds of a child's threads, by group, sampled from /proc while it runs.
 #[derive(Default)]
 pub struct ThreadCpu {
