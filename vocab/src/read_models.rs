@@ -117,6 +117,9 @@ pub trait ReadModel: Ord + Clone + Debug + Send + Sync + 'static {
     const DEFINITION: Definition;
     /// This row's key.
     fn key(&self) -> Self::Key;
+    /// This row's key compared with `other`'s, field by field, without building either key
+    /// (the same order as comparing [`Self::key`]s).
+    fn cmp_key(&self, other: &Self) -> std::cmp::Ordering;
     /// The row stored for a deleted key: the key fields, every other field zero, empty or
     /// false (its type's default).
     fn tombstone(key: Self::Key) -> Self;
@@ -198,6 +201,11 @@ macro_rules! read_model {
 
             fn key(&self) -> Self::Key {
                 ($(Clone::clone(&self.$key),)+)
+            }
+
+            fn cmp_key(&self, other: &Self) -> std::cmp::Ordering {
+                std::cmp::Ordering::Equal
+                    $(.then_with(|| Ord::cmp(&self.$key, &other.$key)))+
             }
 
             fn tombstone(($($key,)+): Self::Key) -> Self {

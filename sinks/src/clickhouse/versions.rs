@@ -86,70 +86,83 @@ pub enum ConvertError {
 pub fn to_versions<R: ReadModel>(
     updates: impl IntoIterator<Item = Update<R>>,
 ) -> Result<Vec<Version<R>>, ConvertError> {
-    let mut sorted: Vec<(R::Key, u64, R, isize)> = updates
-        .into_iter()
-        .map(|(row, time, diff)| (row.key(), time, row, diff))
-        .collect();
-    sorted.sort_unstable_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+    // Sorted by (key, time, row), the key compared in place: a key built per update (its
+    // strings cloned) and carried beside its row cost allocations and twice the bytes moved.
+    let mut sorted: Vec<Update<R>> = updates.into_iter().collect();
+    sorted.sort_unstable_by(|a, b| {
+        a.0.cmp_key(&b.0)
+            .then(a.1.cmp(&b.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
 
     // Consolidate in place (a catch-up's batch is hundreds of thousands of updates: a second
-    // vector of them cost fresh pages each batch): one entry per (key, time, row) with the sum
+    // vector of them cost fresh pages each batch): one entry per (row, time) with the sum
     // of its diffs, zeros dropped.
     let mut consolidated = sorted;
     consolidated.dedup_by(|next, kept| {
-        let same = kept.1 == next.1 && kept.2 == next.2;
+        let same = kept.1 == next.1 && kept.0 == next.0;
         if same {
-            kept.3 += next.3;
+            kept.2 += next.2;
         }
         same
     });
-    consolidated.retain(|u| u.3 != 0);
+    consolidated.retain(|u| u.2 != 0);
 
+    // One version per (key, time) group, its row moved out of the batch (not cloned).
     let mut versions = Vec::new();
-    let mut rest = consolidated.as_slice();
-    while let Some(first) = rest.first() {
-        let n = rest
-            .iter()
-            .take_while(|u| u.1 == first.1 && u.0 == first.0)
-            .count();
-        let (group, tail) = rest.split_at(n);
-        rest = tail;
-        let (key, time) = (&first.0, first.1);
-        if let Some(bad) = group.iter().find(|u| u.3.abs() != 1) {
+    let mut updates = consolidated.into_iter().peekable();
+    while let Some((head, time, head_diff)) = updates.next() {
+        let mut others = Vec::new();
+        while let Some(u) = updates.next_if(|u| u.1 == time && u.0.cmp_key(&head).is_eq()) {
+            others.push((u.0, u.2));
+        }
+        let key = || format!("{:?}", head.key());
+        let diffs = std::iter::once(head_diff).chain(others.iter().map(|u| u.1));
+        if let Some(bad) = diffs.clone().find(|d| d.abs() != 1) {
             return Err(ConvertError::Multiplicity {
                 table: R::DEFINITION.name,
-                key: format!("{key:?}"),
+                key: key(),
                 time,
-                diff: bad.3,
+                diff: bad,
             });
         }
-        let inserted: Vec<&R> = group.iter().filter(|u| u.3 > 0).map(|u| &u.2).collect();
-        let retracted = group.len() - inserted.len();
+        let inserted = diffs.clone().filter(|d| *d > 0).count();
+        let retracted = diffs.count() - inserted;
         let several = |count, what| ConvertError::SeveralRows {
             table: R::DEFINITION.name,
-            key: format!("{key:?}"),
+            key: key(),
             time,
             count,
             what,
         };
-        if inserted.len() > 1 {
-            return Err(several(inserted.len(), "inserted"));
+        if inserted > 1 {
+            return Err(several(inserted, "inserted"));
         }
         if retracted > 1 {
             return Err(several(retracted, "retracted"));
         }
-        versions.push(match inserted.first() {
-            Some(row) => Version {
-                row: (*row).clone(),
+        let row = if head_diff > 0 {
+            Some(head)
+        } else {
+            match others.into_iter().find(|u| u.1 > 0) {
+                Some((row, _)) => Some(row),
+                None => {
+                    versions.push(Version {
+                        row: R::tombstone(head.key()),
+                        deleted: true,
+                        time,
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(row) = row {
+            versions.push(Version {
+                row,
                 deleted: false,
                 time,
-            },
-            None => Version {
-                row: R::tombstone(key.clone()),
-                deleted: true,
-                time,
-            },
-        });
+            });
+        }
     }
     Ok(versions)
 }

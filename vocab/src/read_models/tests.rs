@@ -137,3 +137,26 @@ fn definitions_put_the_key_first_and_name_their_storage() {
         .collect();
     assert_eq!(per_shopper, ["shopper_purchases", "baskets", "order_lines"]);
 }
+
+#[test]
+fn keys_compare_in_place_as_the_keys_they_build() {
+    let keyed = |day, product: &str, quantity| SoldProductDaily {
+        quantity,
+        ..SoldProductDaily::tombstone((day, "r".into(), product.into(), "c".into()))
+    };
+    let rows = [
+        keyed(20_000, "p", 3),
+        keyed(20_000, "p", 1),
+        keyed(20_000, "q", 1),
+        keyed(19_999, "z", 9),
+        keyed(20_001, "a", 0),
+    ];
+    for a in &rows {
+        for b in &rows {
+            assert_eq!(a.cmp_key(b), a.key().cmp(&b.key()), "{a:?} against {b:?}");
+        }
+    }
+    // Rows that differ only in their values have equal keys.
+    assert!(rows[0].cmp_key(&rows[1]).is_eq());
+    assert!(rows[0].cmp(&rows[1]).is_gt());
+}
