@@ -277,6 +277,23 @@ fn kafka_names_are_checked() {
 }
 
 #[test]
+fn the_sources_fetch_size_is_bounded() {
+    assert_eq!(
+        errors("[kafka]\nfetch_min_bytes = 0\n", &[]),
+        ["kafka.fetch_min_bytes: must be from 1 to 1048576, got 0"]
+    );
+    assert_eq!(
+        errors("", &[("BASKETFLOW_KAFKA_FETCH_MIN_BYTES", "2000000")]),
+        [
+            "BASKETFLOW_KAFKA_FETCH_MIN_BYTES (kafka.fetch_min_bytes): must be from 1 to \
+             1048576, got 2000000"
+        ]
+    );
+    let r = ok("[kafka]\nfetch_min_bytes = 65536\n", &[]);
+    assert_eq!(r.config.kafka.fetch_min_bytes, 65_536);
+}
+
+#[test]
 fn collector_problems_keep_their_key() {
     assert_eq!(
         errors("[collector]\nretry_after_s = 0\n", &[]),

@@ -78,6 +78,11 @@ pub struct KafkaConfig {
     /// less waiting for decisions, two transactional ids (`transactional_id` and
     /// `transactional_id~2`).
     pub transactions_in_flight: usize,
+    /// The graph's source consumers' `fetch.min.bytes`: the broker answers a fetch once this
+    /// many bytes are there, or after 10 ms. 1 (default) answers at once, for the lowest
+    /// latency; 65,536 takes 15-32% off a live graph's CPU (fewer, larger fetches) and adds up
+    /// to 10 ms to an event on a quiet partition.
+    pub fetch_min_bytes: u32,
 }
 
 impl KafkaConfig {
@@ -117,6 +122,7 @@ impl Default for KafkaConfig {
             checkpoints_topic: None,
             delivery: Delivery::ExactlyOnce,
             transactions_in_flight: 1,
+            fetch_min_bytes: 1,
         }
     }
 }

@@ -5,6 +5,10 @@ use basketflow_collector::CollectorError;
 
 use crate::types::Config;
 
+/// The largest `kafka.fetch_min_bytes`: a fetch that waits for more than a MiB would hold a
+/// partition's messages for the whole 10 ms wait at any rate.
+const MAX_FETCH_MIN_BYTES: u32 = 1 << 20;
+
 impl Config {
     /// Values that parse but cannot work, as (`section.key`, what is wrong).
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -88,6 +92,16 @@ impl Config {
             p.add(
                 "kafka.transactions_in_flight",
                 format!("must be 1 or 2, got {}", self.kafka.transactions_in_flight),
+            );
+        }
+
+        if !(1..=MAX_FETCH_MIN_BYTES).contains(&self.kafka.fetch_min_bytes) {
+            p.add(
+                "kafka.fetch_min_bytes",
+                format!(
+                    "must be from 1 to {MAX_FETCH_MIN_BYTES}, got {}",
+                    self.kafka.fetch_min_bytes
+                ),
             );
         }
 

@@ -48,6 +48,7 @@ use basketflow_kafka::{
     source_consumer_config, topic_partitions, unnamed_client_config, TopicError,
 };
 use basketflow_kafka::{PositionRecord, Positions};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -83,6 +84,9 @@ pub struct SourceConfig {
     /// peak for no measurable throughput: memory phase, 1 M events, 595 -> 443 MiB peak,
     /// 59,042 -> 56,928 events/s, one run each).
     pub channel_capacity: usize,
+    /// The consumer's `fetch.min.bytes` (1: the broker answers a fetch as soon as a message is
+    /// there; more: fewer, larger fetches, each waiting up to 10 ms for that many bytes).
+    pub fetch_min_bytes: u32,
     /// Bindings recorded with committed outputs: `(time, next offset per partition)`. A
     /// message at or after a partition's offset gets a time greater than `time`; a partition
     /// missing from a binding had no message at or below `time` (see "Reclocking on restart").
@@ -178,6 +182,7 @@ impl SourceConfig {
             stop_at_start_watermarks: false,
             start_offsets: BTreeMap::new(),
             channel_capacity: 8_192,
+            fetch_min_bytes: 1,
             bindings: Vec::new(),
         }
     }
@@ -588,6 +593,16 @@ fn watch_watermarks(
     }
 }
 
+/// The source consumer's settings for `cfg`: the shared ones, and `fetch.min.bytes` when it is
+/// not librdkafka's default (1).
+fn consumer_config(cfg: &SourceConfig) -> ClientConfig {
+    let mut client = source_consumer_config(&cfg.brokers);
+    if cfg.fetch_min_bytes > 1 {
+        client.set("fetch.min.bytes", cfg.fetch_min_bytes.to_string());
+    }
+    client
+}
+
 /// The consumer thread: fetches, forwards, ticks, and wakes the operator.
 fn consume(
     cfg: SourceConfig,
@@ -606,7 +621,7 @@ fn consume(
             .name(format!("kafka-watermarks-{}", cfg.topic))
             .spawn(move || watch_watermarks(&cfg, &partitions, &stop, &stats));
     }
-    let consumer: BaseConsumer = match source_consumer_config(&cfg.brokers).create() {
+    let consumer: BaseConsumer = match consumer_config(&cfg).create() {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Fetched::Failed(format!("creating consumer: {e}")));
@@ -727,6 +742,18 @@ mod tests {
                 st.assign(i as i64, b, 5).0
             })
             .collect()
+    }
+
+    #[test]
+    fn the_fetch_size_is_set_only_when_it_is_not_the_default() {
+        let mut cfg = SourceConfig::new("b", "t");
+        assert_eq!(consumer_config(&cfg).get("fetch.min.bytes"), None);
+        assert_eq!(
+            consumer_config(&cfg).get("isolation.level"),
+            Some("read_committed")
+        );
+        cfg.fetch_min_bytes = 65_536;
+        assert_eq!(consumer_config(&cfg).get("fetch.min.bytes"), Some("65536"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
-    [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100]";
+    [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100] [--fetch-min-bytes 1,65536]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -62,6 +62,9 @@ pub struct Args {
     pub live_rates: Vec<u32>,
     /// The live-cost phase's `graph.tick_ms` values, each with every rate.
     pub live_ticks: Vec<u64>,
+    /// The latency and live-cost phases' `kafka.fetch_min_bytes` values, each its own graph
+    /// (`[1]`, the default, when absent).
+    pub fetch_min_bytes: Vec<u32>,
 }
 
 /// The arguments of this process.
@@ -92,6 +95,7 @@ pub fn args() -> Args {
         transactions_in_flight: None,
         live_rates: vec![0, 2_000, 10_000],
         live_ticks: vec![5, 100],
+        fetch_min_bytes: vec![1],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -131,6 +135,9 @@ pub fn args() -> Args {
             }
             "--live-rates" => a.live_rates = list(&value).into_iter().map(|r| r as u32).collect(),
             "--live-ticks" => a.live_ticks = list(&value).into_iter().map(|t| t as u64).collect(),
+            "--fetch-min-bytes" => {
+                a.fetch_min_bytes = list(&value).into_iter().map(|n| n as u32).collect()
+            }
             "--deliveries" => a.deliveries = value.split(',').map(String::from).collect(),
             "--restart-horizon-ms" => {
                 a.restart_horizon_ms = Some(value.parse().expect("--restart-horizon-ms MS"))

@@ -209,8 +209,19 @@ pub fn live_cost(bench: &mut Bench) {
     let (md, results) = (&mut bench.md, &mut bench.results);
     let mut all = Vec::new();
     for &tick in &args.live_ticks {
-        for &rate in &args.live_rates {
-            let name = format!("live{rate}t{tick}");
+        for (&rate, &fetch) in args
+            .live_rates
+            .iter()
+            .flat_map(|r| args.fetch_min_bytes.iter().map(move |f| (r, f)))
+        {
+            let name = match fetch {
+                1 => format!("live{rate}t{tick}"),
+                _ => format!("live{rate}t{tick}f{fetch}"),
+            };
+            let fetch_text = match fetch {
+                1 => String::new(),
+                _ => format!(", fetch.min.bytes {fetch}"),
+            };
             let events = format!("bench-events-{name}-{}", site.suffix);
             site.stack.create_topic(&events, PARTITIONS, "delete");
             let g = Graph::new(
@@ -225,8 +236,12 @@ pub fn live_cost(bench: &mut Bench) {
                 Timestamp::now(),
                 f64::from(rate.max(1)),
             );
-            let mut graph =
-                ChildGuard::spawn(g.command(2).stdout(Stdio::null()).stderr(Stdio::inherit()));
+            let mut graph = ChildGuard::spawn(
+                g.command(2)
+                    .env("BASKETFLOW_KAFKA_FETCH_MIN_BYTES", fetch.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit()),
+            );
             wait_ready(&g);
             let (before, after) = (ThreadCpu::default(), ThreadCpu::default());
             before.sample(graph.id());
@@ -250,22 +265,33 @@ pub fn live_cost(bench: &mut Bench) {
             let total: f64 = cores.values().sum();
             let per_event_us = (rate > 0).then(|| total * 1e6 / f64::from(rate));
             println!(
-                "live cost, {rate}/s, tick {tick} ms: graph {total:.2} cores ({}){}",
+                "live cost, {rate}/s, tick {tick} ms{fetch_text}: graph {total:.2} cores ({}){}",
                 shares_text(&cores),
                 per_event_us.map_or(String::new(), |us| format!(", {us:.1} µs/event"))
             );
             md.push_str(&format!(
-                "| live cost, {}, tick {tick} ms, 2 workers, {} s | graph {total:.2} cores ({}){} |\n",
+                "| live cost, {}, tick {tick} ms{fetch_text}, 2 workers, {} s | graph {total:.2} cores ({}){} |\n",
                 if rate == 0 { "idle".to_string() } else { format!("{rate} events/s") },
                 args.seconds,
                 shares_text(&cores),
                 per_event_us.map_or(String::new(), |us| format!("; {us:.1} µs of CPU per event"))
             ));
-            all.push(json!({"rate": rate, "tick_ms": tick, "seconds": seconds,
-                "cores": total, "cores_by_group": cores, "cpu_us_per_event": per_event_us}));
+            all.push(
+                json!({"rate": rate, "tick_ms": tick, "fetch_min_bytes": fetch, "seconds": seconds,
+                "cores": total, "cores_by_group": cores, "cpu_us_per_event": per_event_us}),
+            );
         }
     }
     results["live_cost"] = json!(all);
+}
+
+/// The latency phase's label of a graph: its delivery mode, and its `kafka.fetch_min_bytes`
+/// when that is not the default (1).
+fn fetch_label(delivery: &str, fetch: u32) -> String {
+    match fetch {
+        1 => delivery.to_string(),
+        _ => format!("{delivery}_fetch{fetch}"),
+    }
 }
 
 /// Waits until the graph has committed a first batch (idle partitions follow the wall clock).
@@ -445,17 +471,21 @@ pub fn sustain(bench: &mut Bench) {
 /// Phase 4, latency on a live 2-worker graph, per offered rate.
 pub fn latency(bench: &mut Bench) {
     for delivery in bench.args.deliveries.clone() {
-        latency_of(bench, &delivery);
+        for fetch in bench.args.fetch_min_bytes.clone() {
+            latency_of(bench, &delivery, fetch);
+        }
     }
 }
 
-/// The latency phase with one delivery mode (`exactly_once` or `at_least_once`): its own
-/// topics, graph and rows.
-fn latency_of(bench: &mut Bench, delivery: &str) {
+/// The latency phase with one delivery mode (`exactly_once` or `at_least_once`) and one
+/// `kafka.fetch_min_bytes`: its own topics, graph and rows, labelled by the mode (and the
+/// fetch size when it is not the default).
+fn latency_of(bench: &mut Bench, delivery: &str, fetch: u32) {
+    let label = &fetch_label(delivery, fetch);
     let (args, site) = (&bench.args, &bench.site);
     let (stack, suffix) = (&site.stack, &site.suffix);
     let (md, results) = (&mut bench.md, &mut bench.results);
-    let live_events = format!("bench-live-{delivery}-{suffix}");
+    let live_events = format!("bench-live-{label}-{suffix}");
     stack.create_topic(&live_events, PARTITIONS, "delete");
     let mut graph_keys = args.latency_checkpoint_ms.map_or(String::new(), |ms| {
         format!("checkpoint_interval_ms = {ms}\n")
@@ -468,7 +498,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     }
     let g = Graph::new(
         site,
-        &format!("live_{delivery}"),
+        &format!("live_{label}"),
         &live_events,
         &format!("[graph]\nflush_interval_ms = 5\n{graph_keys}[log]\nlevel = \"info\"\n"),
     );
@@ -510,6 +540,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let mut graph = ChildGuard::spawn(
         command
             .env("BASKETFLOW_KAFKA_DELIVERY", delivery)
+            .env("BASKETFLOW_KAFKA_FETCH_MIN_BYTES", fetch.to_string())
             .env(
                 "BASKETFLOW_METRICS_LISTEN",
                 format!("127.0.0.1:{metrics_port}"),
@@ -650,8 +681,8 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
             summary(visible),
         );
         let [decide, hand, commit] = stages;
-        println!("{delivery}, rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
-        println!("{delivery}, rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
+        println!("{label}, rate {rate}/s: event -> decision {d}; broker round trip {r}; order -> sold_products_daily {v}");
+        println!("{label}, rate {rate}/s stages: appended -> decided {decide}; decided -> handed to the transaction {hand}; handed -> read by the storefront {commit}");
         latency.push(json!({"rate": rate, "event_to_decision_ms": d, "broker_round_trip_ms": r, "order_to_clickhouse_ms": v,
             "stages_ms": {"appended_to_decided": decide, "decided_to_handed": hand, "handed_to_read": commit},
             "messages": clamped_at_rate,
@@ -660,7 +691,7 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
     let _ = graph.terminate();
     let _ = graph.wait();
     let log = log.join().unwrap();
-    std::fs::write(bench.out_dir.join(format!("latency-{delivery}.log")), &log).unwrap();
+    std::fs::write(bench.out_dir.join(format!("latency-{label}.log")), &log).unwrap();
     drop(g);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     for l in &latency {
@@ -671,30 +702,30 @@ fn latency_of(bench: &mut Bench, delivery: &str) {
         );
         let st = &l["stages_ms"];
         md.push_str(&format!(
-            "| {delivery}, {} events/s, messages clamped (read later than the idle margin after their partition's bound) | {} of {} |\n",
+            "| {label}, {} events/s, messages clamped (read later than the idle margin after their partition's bound) | {} of {} |\n",
             l["rate"], l["messages"]["clamped"], l["messages"]["consumed"]
         ));
         md.push_str(&format!(
-            "| {delivery}, {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
+            "| {label}, {} events/s, stages p50 / p99: appended -> decided; -> handed to the transaction; -> read by the storefront | {:.1} / {:.1}; {:.1} / {:.1}; {:.1} / {:.1} ms |\n",
             l["rate"],
             f(&st["appended_to_decided"], "p50"), f(&st["appended_to_decided"], "p99"),
             f(&st["decided_to_handed"], "p50"), f(&st["decided_to_handed"], "p99"),
             f(&st["handed_to_read"], "p50"), f(&st["handed_to_read"], "p99"),
         ));
         md.push_str(&format!(
-            "| {delivery}, {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {delivery}, {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
+            "| {label}, {} events/s, event -> decision p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms (n = {}); p99 {:.1}x the broker round trip ({:.1} / {:.1} / {:.1} / {:.1} ms) |\n| {label}, {} events/s, order -> sold_products_daily p50 / p99 / max | {:.0} / {:.0} / {:.0} ms (n = {}) |\n",
             l["rate"], f(d, "p50"), f(d, "p95"), f(d, "p99"), f(d, "max"), d["n"],
             f(l, "p99_ratio"), f(r, "p50"), f(r, "p95"), f(r, "p99"), f(r, "max"),
             l["rate"], f(v, "p50"), f(v, "p99"), f(v, "max"), v["n"],
         ));
     }
     // The default mode keeps the plot's old name (the README shows it).
-    let svg = match delivery {
+    let svg = match label.as_str() {
         "exactly_once" => "latency.svg".to_string(),
-        _ => format!("latency-{delivery}.svg"),
+        _ => format!("latency-{label}.svg"),
     };
     std::fs::write(bench.out_dir.join(svg), plot(&latency)).unwrap();
-    results["latency"][delivery] = json!(latency);
+    results["latency"][label.as_str()] = json!(latency);
 }
 
 /// The sums of `basketflow_messages_clamped_total` and `basketflow_messages_consumed_total`
