@@ -6,7 +6,8 @@
 //! rounds of `BATCH` events per logical time; each round is driven to completion before the
 //! next. Prints events per second over the whole run, event generation included.
 //!
-//! `ONLY=dedup` measures the de-duplication alone, `ONLY=none` the input and generator alone;
+//! `ONLY=dedup` measures the de-duplication without a horizon alone, `ONLY=first_within` the
+//! graph's (rule 1 with its 7-day horizon), `ONLY=none` the input and generator alone;
 //! `PRIVACY=1` runs the production path: rule 1 with its 7-day horizon, then the privacy
 //! stage on order facts and the folded baskets (default retention, no erasures), orders
 //! settling after 30 days.
@@ -130,6 +131,17 @@ fn main() {
                 basketflow_dataflows::unique_events(&events)
                     .stream
                     .probe_with(&probe);
+            } else if std::env::var("ONLY").as_deref() == Ok("first_within") {
+                // The graph's de-duplication: rule 1 with its 7-day horizon.
+                basketflow_dataflows::count_first_copies(
+                    events
+                        .filter(basketflow_dataflows::changes_read_models)
+                        .map(WireEvent::from),
+                    7 * 24 * 3_600_000,
+                    None,
+                )
+                .inner
+                .probe_with(&probe);
             } else if std::env::var("ONLY").as_deref() == Ok("none") {
                 events.probe_with(&probe);
             } else {
@@ -137,13 +149,11 @@ fn main() {
                     // As the graph: rule 1 with its horizon (7 days), then privacy, then
                     // orders settling after 30 days.
                     read_models_of_counted(
-                        &basketflow_operators::first_within(
-                            "Deduplicate",
+                        &basketflow_dataflows::count_first_copies(
                             events
                                 .filter(basketflow_dataflows::changes_read_models)
                                 .map(WireEvent::from),
                             7 * 24 * 3_600_000,
-                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
                             None,
                         ),
                         erasure_stream,

@@ -38,9 +38,10 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::experiences::{decide, within_budgets, Horizons, TreeStats};
-use crate::read_models::{changes_read_models, read_models_of_counted, ReadModels};
+use crate::read_models::{
+    changes_read_models, count_first_copies, read_models_of_counted, ReadModels,
+};
 use basketflow_operators::checkpoint::Checkpointing;
-use basketflow_operators::first_within;
 
 /// The graph's three inputs: the messages of its three topics, at their logical times.
 pub struct Sources<'scope> {
@@ -110,13 +111,11 @@ pub fn build<'scope>(sources: Sources<'scope>, settings: Settings) -> Outputs<'s
     let (erasures, bad_requests) = parse_requests(sources.privacy, &settings.privacy_topic);
     // Rule 1 with its horizon first (insert-only out: the folded orders and baskets rely on
     // it), then the read models, which apply privacy themselves.
-    let counted = first_within(
-        "Deduplicate",
+    let counted = count_first_copies(
         parsed
             .events
             .filter(|e: &WireEvent| changes_read_models(&e.0)),
         settings.dedup_horizon_ms,
-        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
         settings.checkpoints.as_ref(),
     );
     let (read_models, late_inputs) = read_models_of_counted(

@@ -92,6 +92,6 @@ pub mod privacy;
 pub mod read_models;
 
 pub use read_models::{
-    changes_read_models, deduplicate, read_models, read_models_from_unique, read_models_of_counted,
-    unique_events, unique_wire_events, ReadModels, UniqueEvents,
+    changes_read_models, count_first_copies, deduplicate, read_models, read_models_from_unique,
+    read_models_of_counted, unique_events, unique_wire_events, ReadModels, UniqueEvents,
 };

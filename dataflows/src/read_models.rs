@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use basketflow_operators::checkpoint::Checkpointing;
 use basketflow_operators::fold::{fold_by_key, Accumulator, Sums3};
-use basketflow_operators::{first_per_id, ValArrangement};
+use basketflow_operators::{first_per_id, first_within, ValArrangement};
 use basketflow_vocab::{Erasure, Event, EventBody, LateInput, OrderStatus, Retention, Timestamp};
 use differential_dataflow::lattice::Lattice;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::Stream;
@@ -32,6 +32,25 @@ use basketflow_vocab::WireEvent;
 /// The five read models, as differential collections of rows: defined with the rows in
 /// [`basketflow_vocab::read_models`], which the ClickHouse sink also reads.
 pub use basketflow_vocab::read_models::ReadModels;
+
+/// Rule 1 with its horizon, as the graph applies it: of the `events` (those that change a
+/// read model), the first copy of each `(retailer_id, event_id)` counts, and so does a copy
+/// read `dedup_horizon` or more after the counted one ([`first_within`]); the id is built
+/// once per copy, and copies are routed by a hash of its borrowed parts.
+pub fn count_first_copies<'scope>(
+    events: VecCollection<'scope, u64, WireEvent>,
+    dedup_horizon: u64,
+    checkpoints: Option<&Checkpointing>,
+) -> VecCollection<'scope, u64, WireEvent> {
+    first_within(
+        "Deduplicate",
+        events,
+        dedup_horizon,
+        |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
+        |e: &WireEvent| (e.0.retailer_id.as_str(), e.0.event_id.as_str()).hashed(),
+        checkpoints,
+    )
+}
 
 /// Events with the same `(retailer_id, event_id)` reduced to one: the least copy by `Ord` on
 /// [`Event`]. An `event_id` is unique per retailer only: two retailers' events with the same

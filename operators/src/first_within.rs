@@ -20,11 +20,15 @@
 //!
 //! # State
 //!
-//! The copies of times not decided yet, and one window end per id whose window is still open
-//! at the frontier. Windows behind the frontier are dropped: a later copy counts whatever they
-//! said. The ids themselves are kept, not hashes, so the result is exact. With
-//! `horizon = u64::MAX` windows never close: classic de-duplication, whose state grows with
-//! the ids.
+//! The copies of times not decided yet, and one window end per id. A window that has closed
+//! drops nothing (a copy's time is compared with its end), so closed windows are swept out in
+//! one pass once as many windows were opened since the last sweep as were left by it (at
+//! least [`SWEEP_AFTER`]), which keeps the sweeps' cost at a few entries per window opened
+//! and the map within about twice its open windows, without a second index of ids by end;
+//! all at once when the frontier passes the last window's end (an idle input); and before
+//! each checkpoint, which holds open windows only. The ids themselves are kept, not hashes,
+//! so the result is exact. With `horizon = u64::MAX` windows never close: classic
+//! de-duplication, whose state grows with the ids.
 
 use crate::FastMap;
 use std::collections::BTreeMap;
@@ -38,6 +42,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
+
+/// The fewest windows opened since the last sweep that start a sweep of closed ones.
+pub const SWEEP_AFTER: usize = 4096;
 
 /// The operator's checkpointed state: per id, the end of its open window (the index of
 /// windows by end is rebuilt from it).
@@ -68,14 +75,18 @@ where
 }
 
 /// The counted copies of `values` under a de-duplication horizon of `horizon` (in units of
-/// the logical time): see the module docs. With `checkpoints`, the open windows are written
-/// at checkpoint times and restored from the checkpoint given (`name` names the parts).
+/// the logical time): see the module docs. `id` gives a copy's id (built once per copy,
+/// kept for a counted one); `hash` routes a copy to its worker and must equal
+/// `id(v).hashed()` (it lets the caller hash borrowed parts of the value instead of building
+/// the id). With `checkpoints`, the open windows are written at checkpoint times and restored
+/// from the checkpoint given (`name` names the parts).
 ///
 /// # Examples
 ///
 /// ```
 /// use basketflow_operators::first_within;
 /// use differential_dataflow::input::Input;
+/// use differential_dataflow::Hashable;
 /// use timely::dataflow::operators::capture::{Capture, Extract};
 ///
 /// let captured = timely::example(|scope| {
@@ -89,7 +100,7 @@ where
 ///     input.insert((1, 'b'));
 ///     input.advance_to(20);
 ///     input.insert((1, 'c'));
-///     first_within("Dedup", values, 10, |v: &(u32, char)| v.0, None)
+///     first_within("Dedup", values, 10, |v: &(u32, char)| v.0, |v| v.0.hashed(), None)
 ///         .inner
 ///         .capture()
 /// });
@@ -97,33 +108,36 @@ where
 /// rows.sort();
 /// assert_eq!(rows, vec![((1, 'a'), 0, 1), ((1, 'c'), 20, 1), ((2, 'y'), 0, 1)]);
 /// ```
-pub fn first_within<'scope, V, I, F>(
+pub fn first_within<'scope, V, I, F, H>(
     name: &'static str,
     values: VecCollection<'scope, u64, V, isize>,
     horizon: u64,
     id: F,
+    hash: H,
     checkpoints: Option<&Checkpointing>,
 ) -> VecCollection<'scope, u64, V, isize>
 where
     V: ExchangeData + Ord,
-    I: Hash + Eq + Clone + Hashable + Serialize + DeserializeOwned + 'static,
-    F: Fn(&V) -> I + Clone + 'static,
+    I: Hash + Eq + Hashable + Serialize + DeserializeOwned + 'static,
+    F: Fn(&V) -> I + 'static,
+    H: Fn(&V) -> u64 + Clone + 'static,
 {
-    let route = id.clone();
+    let route = hash.clone();
     let scope = values.scope();
     let mut checkpointer = Checkpointer::new(checkpoints, name, scope.index(), scope.peers());
     // Undecided copies by time, each time with a capability at it.
     let mut pending: BTreeMap<u64, (Capability<u64>, Vec<V>)> = BTreeMap::new();
-    // Per id, the end of its open window; and the ids by window end, to drop closed ones.
+    // Per id, the end of its latest window (closed ones until a sweep).
     let mut open: Windows<I> = checkpointer.restore();
-    let mut closing: BTreeMap<u64, Vec<I>> = BTreeMap::new();
-    for (key, end) in &open.0 {
-        closing.entry(*end).or_default().push(key.clone());
-    }
+    // The sweeps' bookkeeping (see the module docs): windows opened since the last sweep,
+    // windows it left, and the latest end of any window.
+    let mut opened = 0usize;
+    let mut left = open.0.len();
+    let mut latest_end = open.0.values().copied().max().unwrap_or(0);
     values
         .inner
         .unary_frontier(
-            Exchange::new(move |(v, _t, _r): &(V, u64, isize)| route(v).hashed().into()),
+            Exchange::new(move |(v, _t, _r): &(V, u64, isize)| route(v)),
             name,
             move |_cap, _info| {
                 move |(input, frontier), output| {
@@ -150,39 +164,55 @@ where
                             break;
                         }
                         let (cap, mut copies) = entry.remove();
-                        checkpointer.pass(t, &open);
+                        checkpoint(&mut checkpointer, t, &mut open);
                         copies.sort();
                         let mut session = output.session(&cap);
                         for v in copies {
                             let key = id(&v);
+                            debug_assert_eq!(
+                                hash(&v),
+                                Into::<u64>::into(key.hashed()),
+                                "hash(v) != id(v).hashed()"
+                            );
                             if open.0.get(&key).is_some_and(|&end| t < end) {
                                 continue; // a duplicate within the window
                             }
                             let end = t.saturating_add(horizon);
-                            open.0.insert(key.clone(), end);
-                            closing.entry(end).or_default().push(key);
+                            open.0.insert(key, end);
+                            opened += 1;
+                            latest_end = latest_end.max(end);
                             session.give((v, t, 1));
                         }
                     }
                     if let Some(b) = bound {
-                        checkpointer.pass(b, &open);
+                        checkpoint(&mut checkpointer, b, &mut open);
                     }
                     // Windows that end at or before the frontier can no longer drop a copy.
                     let bound = bound.unwrap_or(u64::MAX);
-                    while let Some(entry) = closing.first_entry() {
-                        if *entry.key() > bound {
-                            break;
-                        }
-                        let end = *entry.key();
-                        for key in entry.remove() {
-                            // The id may have opened a later window since.
-                            if open.0.get(&key) == Some(&end) {
-                                open.0.remove(&key);
-                            }
-                        }
+                    if bound >= latest_end {
+                        open.0.clear();
+                    } else if opened >= left.max(SWEEP_AFTER) {
+                        open.0.retain(|_, end| *end > bound);
+                    } else {
+                        return;
                     }
+                    opened = 0;
+                    left = open.0.len();
                 }
             },
         )
         .as_collection()
+}
+
+/// Writes the open windows as the operator's part at the checkpoint time due before `before`,
+/// if any, after sweeping out the windows closed at that time (they can drop no copy after
+/// it, so the part holds the same windows whatever the sweeps did before).
+fn checkpoint<I>(checkpointer: &mut Checkpointer, before: u64, open: &mut Windows<I>)
+where
+    I: Serialize + Hash + Eq,
+{
+    if let Some(at) = checkpointer.due(before) {
+        open.0.retain(|_, end| *end > at);
+        checkpointer.write(at, open);
+    }
 }

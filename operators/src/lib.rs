@@ -31,7 +31,7 @@ pub mod agenda;
 pub mod checkpoint;
 mod first_within;
 pub mod fold;
-pub use first_within::first_within;
+pub use first_within::{first_within, SWEEP_AFTER as FIRST_WITHIN_SWEEP_AFTER};
 
 /// The hash map of operator state keyed by input data (shopper, order and event ids): foldhash,
 /// seeded at random per map. SipHash, std's default, was 2-3% of a catch-up's CPU on these

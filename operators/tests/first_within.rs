@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use basketflow_operators::first_within;
 use differential_dataflow::input::Input;
+use differential_dataflow::Hashable;
 use proptest::prelude::*;
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::ProbeHandle;
@@ -41,15 +42,28 @@ fn run(workers: usize, copies: Vec<Copy>, horizon: u64) -> Out {
         let probe = ProbeHandle::new();
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, values) = scope.new_collection::<(u8, u8), isize>();
-            first_within("FirstWithin", values, horizon, |v: &(u8, u8)| v.0, None)
-                .probe_with(&probe)
-                .inner
-                .capture_into(send);
+            first_within(
+                "FirstWithin",
+                values,
+                horizon,
+                |v: &(u8, u8)| v.0,
+                |v: &(u8, u8)| v.0.hashed(),
+                None,
+            )
+            .probe_with(&probe)
+            .inner
+            .capture_into(send);
             input
         });
+        let mut mine: BTreeMap<u64, Vec<(u8, u8)>> = BTreeMap::new();
+        for (v, t, w) in &copies {
+            if w % workers == index {
+                mine.entry(*t).or_default().push(*v);
+            }
+        }
         for t in 0..=last {
             input.advance_to(t);
-            for (v, _, _) in copies.iter().filter(|c| c.1 == t && c.2 % workers == index) {
+            for v in mine.get(&t).into_iter().flatten() {
                 input.insert(*v);
             }
             input.advance_to(t + 1);
@@ -103,4 +117,44 @@ fn the_reference_counts_a_copy_again_after_the_horizon() {
         vec![((1, 0), 0, 1), ((1, 2), 10, 1)]
     );
     assert_eq!(run(2, copies, 10), vec![((1, 0), 0, 1), ((1, 2), 10, 1)]);
+}
+
+/// Enough windows opened that the operator sweeps closed ones out many times (it sweeps after
+/// `SWEEP_AFTER` openings), with gaps longer than the horizon (where it drops them all):
+/// still the reference's result.
+#[test]
+fn sweeps_of_closed_windows_change_nothing() {
+    let mut state = 0x2545_f491_u64;
+    let mut next = move |n: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let copies: Vec<Copy> = (0..20_000)
+        .map(|_| {
+            let t = next(4_000);
+            // An idle stretch: no copy read between 2,000 and 2,100.
+            let t = if (2_000..2_100).contains(&t) {
+                t + 100
+            } else {
+                t
+            };
+            ((next(256) as u8, next(3) as u8), t, next(3) as usize)
+        })
+        .collect();
+    for horizon in [7, 30] {
+        let want = reference(&copies, horizon);
+        assert!(want.len() > 2 * basketflow_operators::FIRST_WITHIN_SWEEP_AFTER);
+        assert_eq!(
+            run(1, copies.clone(), horizon),
+            want,
+            "horizon {horizon}, 1 worker"
+        );
+        assert_eq!(
+            run(3, copies.clone(), horizon),
+            want,
+            "horizon {horizon}, 3 workers"
+        );
+    }
 }

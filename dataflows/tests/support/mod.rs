@@ -5,8 +5,9 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use basketflow_dataflows::{changes_read_models, oracle, read_models, read_models_of_counted};
-use basketflow_operators::first_within;
+use basketflow_dataflows::{
+    changes_read_models, count_first_copies, oracle, read_models, read_models_of_counted,
+};
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ShopperPurchase, SoldProductDaily,
 };
@@ -92,11 +93,9 @@ pub fn run_private(
                 // As the graph: rule 1 with its horizon, then privacy, then settlement.
                 Some(retention) => {
                     let (models, late) = read_models_of_counted(
-                        &first_within(
-                            "Deduplicate",
+                        &count_first_copies(
                             events.filter(changes_read_models).map(WireEvent::from),
                             horizons.dedup_ms,
-                            |e: &WireEvent| (e.0.retailer_id.clone(), e.0.event_id.clone()),
                             None,
                         ),
                         erasure_stream,
