@@ -46,8 +46,8 @@ use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
 /// The fewest windows opened since the last sweep that start a sweep of closed ones.
 pub const SWEEP_AFTER: usize = 4096;
 
-/// The operator's checkpointed state: per id, the end of its open window (the index of
-/// windows by end is rebuilt from it).
+/// The operator's checkpointed state: per id, the end of its window (a part holds open
+/// windows only: closed ones are swept out before it is written).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
     serialize = "I: Serialize",
@@ -190,7 +190,11 @@ where
                     // Windows that end at or before the frontier can no longer drop a copy.
                     let bound = bound.unwrap_or(u64::MAX);
                     if bound >= latest_end {
-                        open.0.clear();
+                        // Every window has closed (an idle input): free the map at once (a
+                        // `clear` would keep its buckets, and pay for them at every round).
+                        if !open.0.is_empty() {
+                            open.0 = FastMap::default();
+                        }
                     } else if opened >= left.max(SWEEP_AFTER) {
                         open.0.retain(|_, end| *end > bound);
                     } else {
