@@ -8,7 +8,8 @@
 //
 //   node examples/storefront/bench/latency.js [--rates 0,1000,10000] [--clicks 300]
 //     [--click-interval-ms 200] [--warmup-s 5] [--wait-ms 30000] [--partitions 8]
-//     [--flush-interval-ms 250] [--tick-ms 5] [--shoppers 10000] [--click-mode dom|mouse]
+//     [--flush-interval-ms 250] [--tick-ms 5] [--idle-margin-ms 5] [--fetch-min-bytes 1]
+//     [--shoppers 10000] [--click-mode dom|mouse]
 //     [--out target/bench-storefront/results.json]
 //
 // One world (test/world.js: its own topics, database, `basketflow run -w 2`, `basketflow
@@ -42,6 +43,8 @@ const { values } = parseArgs({
     partitions: { type: 'string', default: '8' },
     'flush-interval-ms': { type: 'string', default: '250' },
     'tick-ms': { type: 'string', default: '5' },
+    'idle-margin-ms': { type: 'string', default: '5' },
+    'fetch-min-bytes': { type: 'string', default: '1' },
     shoppers: { type: 'string', default: '10000' },
     'click-mode': { type: 'string', default: 'dom' },
     'bad-share': { type: 'string', default: '0.03' },
@@ -68,6 +71,8 @@ const settings = {
   partitions: int('partitions', 1),
   flush_interval_ms: int('flush-interval-ms', 1),
   tick_ms: int('tick-ms', 1),
+  idle_margin_ms: int('idle-margin-ms'),
+  fetch_min_bytes: int('fetch-min-bytes', 1),
   shoppers: int('shoppers', 1),
   click_mode: values['click-mode'],
   bad_share: Number(values['bad-share']),
@@ -514,13 +519,14 @@ async function main () {
     const port = await freePort()
     const origin = `http://127.0.0.1:${port}`
     ctx.world = await startWorld({ origins: [origin], retailer: RETAILER, key: KEY, streamSecret: SECRET, name: 'storefront-bench',
-      partitions: settings.partitions, flushIntervalMs: settings.flush_interval_ms, tickMs: settings.tick_ms, log })
+      partitions: settings.partitions, flushIntervalMs: settings.flush_interval_ms, tickMs: settings.tick_ms,
+      idleMarginMs: settings.idle_margin_ms, fetchMinBytes: settings.fetch_min_bytes, log })
     ctx.pids.graph = ctx.world.graph.proc.pid
     ctx.pids.collector = ctx.world.collector.proc.pid
     const config = readFileSync(ctx.world.config, 'utf8')
     log(`world: topics ${ctx.world.names.events} (${settings.partitions} partitions)..., database ${ctx.world.database}`)
     log(`settings: ${JSON.stringify(settings)}`)
-    log(`graph: [graph] flush_interval_ms = ${settings.flush_interval_ms}, tick_ms = ${settings.tick_ms}, checkpoint_interval_ms = 0, the rest the binary's defaults (idle_margin_ms 5, delivery exactly_once); basketflow run -w 2`)
+    log(`graph: [graph] flush_interval_ms = ${settings.flush_interval_ms}, tick_ms = ${settings.tick_ms}, idle_margin_ms = ${settings.idle_margin_ms}, checkpoint_interval_ms = 0; [kafka] fetch_min_bytes = ${settings.fetch_min_bytes}; the rest the binary's defaults (delivery exactly_once); basketflow run -w 2`)
     const summaryOfTrees = await ctx.world.publishTrees(rates.map((_, i) => tree(shopperOf(i))))
     if (summaryOfTrees.failures) throw new Error(`trees publish: ${JSON.stringify(summaryOfTrees)}`)
     ctx.storefront = await startStorefront({ listen: `127.0.0.1:${port}`, collector: ctx.world.collectorUrl, retailer: RETAILER,

@@ -124,12 +124,14 @@ function child (name, cmd, args, { env, dir, onStdout } = {}) {
  * Returns {config, names, database, collectorUrl, metricsUrl, graph, collector, startCollector(), publishTrees(trees),
  * eventsOf(shopper), close()}.
  */
-export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', partitions = 2, flushIntervalMs = 20, tickMs = null, log = () => {} }) {
+export async function startWorld ({ origins, retailer, key, streamSecret, name = 'storefront-test', partitions = 2, flushIntervalMs = 20, tickMs = null, idleMarginMs = null, fetchMinBytes = null, log = () => {} }) {
   if (!existsSync(BIN)) throw new Error(`no basketflow binary at ${BIN} (cargo build -p basketflow, or set BASKETFLOW_BIN)`)
   if (!/^[a-z][a-z0-9-]*$/.test(name)) throw new Error(`a world's name is lower-case letters, digits and -, not ${name}`)
   if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`partitions: a positive integer, not ${partitions}`)
   if (!Number.isInteger(flushIntervalMs) || flushIntervalMs < 1) throw new Error(`flushIntervalMs: a positive integer, not ${flushIntervalMs}`)
   if (tickMs !== null && (!Number.isInteger(tickMs) || tickMs < 1)) throw new Error(`tickMs: a positive integer, not ${tickMs}`)
+  if (idleMarginMs !== null && (!Number.isInteger(idleMarginMs) || idleMarginMs < 0)) throw new Error(`idleMarginMs: an integer >= 0, not ${idleMarginMs}`)
+  if (fetchMinBytes !== null && (!Number.isInteger(fetchMinBytes) || fetchMinBytes < 1)) throw new Error(`fetchMinBytes: a positive integer, not ${fetchMinBytes}`)
   const stamp = `${process.pid}-${Date.now()}`
   const prefix = `${name}-${stamp}`
   const names = {
@@ -153,7 +155,7 @@ trees_topic = ${q(names.trees)}
 decisions_topic = ${q(names.decisions)}
 rejected_topic = ${q(names.rejected)}
 privacy_topic = ${q(names.privacy)}
-
+${fetchMinBytes === null ? '' : `fetch_min_bytes = ${fetchMinBytes}\n`}
 [clickhouse]
 url = ${q(CLICKHOUSE)}
 database = ${q(database)}
@@ -163,7 +165,7 @@ database = ${q(database)}
 flush_interval_ms = ${flushIntervalMs}
 # The graph runs once per world, never restarted: no checkpoints.
 checkpoint_interval_ms = 0
-${tickMs === null ? '' : `tick_ms = ${tickMs}\n`}
+${tickMs === null ? '' : `tick_ms = ${tickMs}\n`}${idleMarginMs === null ? '' : `idle_margin_ms = ${idleMarginMs}\n`}
 [metrics]
 listen = "127.0.0.1:${metricsPort}"
 
