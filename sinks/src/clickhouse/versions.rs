@@ -141,28 +141,15 @@ pub fn to_versions<R: ReadModel>(
         if retracted > 1 {
             return Err(several(retracted, "retracted"));
         }
-        let row = if head_diff > 0 {
-            Some(head)
+        let (row, deleted) = if head_diff > 0 {
+            (head, false)
         } else {
             match others.into_iter().find(|u| u.1 > 0) {
-                Some((row, _)) => Some(row),
-                None => {
-                    versions.push(Version {
-                        row: R::tombstone(head.key()),
-                        deleted: true,
-                        time,
-                    });
-                    None
-                }
+                Some((row, _)) => (row, false),
+                None => (R::tombstone(head.key()), true),
             }
         };
-        if let Some(row) = row {
-            versions.push(Version {
-                row,
-                deleted: false,
-                time,
-            });
-        }
+        versions.push(Version { row, deleted, time });
     }
     Ok(versions)
 }
