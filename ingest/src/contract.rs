@@ -120,8 +120,60 @@ pub struct Parsed {
     pub unknown_fields: Vec<String>,
 }
 
+/// The top-level fields the contract reads, of any event type. The objects and arrays of
+/// other top-level members (a tracker's `context`: two thirds of a typical message) are only
+/// checked for privacy, never built ([`json::parse_skimming`]); the verdict is the same.
+pub const CONTRACT_FIELDS: [&str; 19] = [
+    "type",
+    "event_id",
+    "retailer_id",
+    "shopper_id",
+    "session_id",
+    "occurred_at",
+    "url",
+    "page_type",
+    "product_id",
+    "category",
+    "target_url",
+    "query",
+    "result_count",
+    "product",
+    "quantity",
+    "order_id",
+    "lines",
+    "total_cents",
+    "status",
+];
+
+/// How [`parse_event`] skims: members the contract does not read are checked for identifying
+/// data only, and any sign of it has the whole message built, so that the privacy check
+/// (step 3) names the field as it would without skimming.
+struct ContractSkim;
+
+impl json::Skim for ContractSkim {
+    fn skims(&self, key: &str) -> bool {
+        !CONTRACT_FIELDS.contains(&key)
+    }
+
+    fn needs_tree_for_key(&self, key: &str) -> bool {
+        pii::pii_key(key)
+    }
+
+    fn needs_tree_for_string(&self, s: &str) -> bool {
+        pii::looks_like_email(s)
+    }
+}
+
 /// Validates one message and builds its event. See the module docs for the order of checks.
 pub fn parse_event(bytes: &[u8]) -> Result<Parsed, Rejection> {
+    parse_event_with(bytes, json::parse_skimming(bytes, &ContractSkim))
+}
+
+/// [`parse_event`], with `value` the message's JSON (skimmed or not).
+fn parse_event_with(
+    bytes: &[u8],
+    value: Result<Json<'_>, serde_json::Error>,
+) -> Result<Parsed, Rejection> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(reject(
             RejectCode::TooLarge,
@@ -132,7 +184,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<Parsed, Rejection> {
             ),
         ));
     }
-    let value = json::parse(bytes).map_err(|e| {
+    let value = value.map_err(|e| {
         reject(
             RejectCode::MalformedJson,
             "",
@@ -295,6 +347,9 @@ fn describe(v: &Json) -> String {
         Json::String(_) => "a string".into(),
         Json::Array(_) => "an array".into(),
         Json::Object(_) => "an object".into(),
+        // (The contract reads no skimmed member; said for completeness.)
+        Json::Unread(text) if text.starts_with('{') => "an object".into(),
+        Json::Unread(_) => "an array".into(),
     }
 }
 
@@ -313,6 +368,8 @@ fn has_pii(v: &Json) -> bool {
         Json::Object(m) => m.iter().any(|(k, child)| pii::pii_key(k) || has_pii(child)),
         Json::Array(items) => items.iter().any(has_pii),
         Json::String(s) => pii::looks_like_email(s),
+        // Skimmed only when nothing in it flagged identifying data.
+        Json::Unread(_) => false,
         _ => false,
     }
 }
@@ -381,15 +438,25 @@ impl<'a> Fields<'a> {
         join(&self.path, key)
     }
 
+    /// The member `key` as the message has it.
+    fn member(&self, key: &'static str) -> Option<&'a Json<'a>> {
+        let value = self.map.get(key);
+        debug_assert!(
+            !matches!(value, Some(Json::Unread(_))),
+            "the contract reads {key:?}, which was skimmed: add it to CONTRACT_FIELDS"
+        );
+        value
+    }
+
     /// The value of `key`, `None` when absent or null.
     fn get(&mut self, key: &'static str) -> Option<&'a Json<'a>> {
         self.used.push(key);
-        self.map.get(key).filter(|v| !v.is_null())
+        self.member(key).filter(|v| !v.is_null())
     }
 
     fn required(&mut self, key: &'static str) -> Result<&'a Json<'a>, Rejection> {
         self.used.push(key);
-        match self.map.get(key) {
+        match self.member(key) {
             Some(v) => Ok(v),
             None => Err(reject(
                 RejectCode::MissingField,
@@ -585,6 +652,80 @@ impl<'a> Fields<'a> {
             if !self.used.contains(&k) {
                 unknown.push(join(&self.path, k));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basketflow_vocab::arbitrary;
+    use proptest::prelude::*;
+
+    /// Members a tracker adds, some with identifying data deep inside, some repeated.
+    fn extra_member() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("context"),
+            Just("app"),
+            Just("e-mail"),
+            Just("lines"),
+            Just("product")
+        ];
+        let leaf = prop_oneof![
+            Just(r#""Mozilla/5.0""#.to_string()),
+            Just(r#""jane@example.com""#.to_string()),
+            Just(r#""esc\"aped""#.to_string()),
+            Just("12.5e3".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+        ];
+        let inner_key = prop_oneof![
+            Just("ua"),
+            Just("locale"),
+            Just("first_name"),
+            Just("DateOfBirth"),
+            Just("ua")
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((inner_key.clone(), inner), 0..4).prop_map(|v| {
+                    let members: Vec<String> =
+                        v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        });
+        (key, value).prop_map(|(k, v)| format!("\"{k}\":{v}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Skimming the members the contract does not read gives every message the verdict it
+        /// gets when the whole message is built: the same event and unknown fields, or the same
+        /// rejection (code, field and sentence).
+        #[test]
+        fn skimming_changes_no_verdict(
+            event in arbitrary::event(),
+            before in prop::collection::vec(extra_member(), 0..3),
+            after in prop::collection::vec(extra_member(), 0..3),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let json = event.to_json();
+            let inner = &json[1..json.len() - 1];
+            let members: Vec<&str> = before
+                .iter()
+                .map(String::as_str)
+                .chain([inner])
+                .chain(after.iter().map(String::as_str))
+                .collect();
+            let text = format!("{{{}}}", members.join(","));
+            let whole = |bytes: &[u8]| parse_event_with(bytes, json::parse(bytes));
+            prop_assert_eq!(parse_event(text.as_bytes()), whole(text.as_bytes()), "{}", text);
+            let cut = &text.as_bytes()[..cut.index(text.len())];
+            prop_assert_eq!(parse_event(cut), whole(cut));
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Json<'a> {
     Array(Vec<Json<'a>>),
     /// An object.
     Object(Object<'a>),
+    /// An object or an array that [`parse_skimming`] checked but did not build: its text, valid
+    /// JSON in which the [`Skim`] found nothing that needs the tree.
+    Unread(&'a str),
 }
 
 /// An object's members in document order, each key once (a repeated key keeps its first
@@ -112,6 +115,9 @@ impl Json<'_> {
                     .map(|(k, v)| (k.to_string(), v.to_value()))
                     .collect(),
             ),
+            Json::Unread(text) => parse(text.as_bytes())
+                .expect("an unread value is valid JSON")
+                .to_value(),
         }
     }
 }
@@ -125,7 +131,49 @@ impl Json<'_> {
 /// The scanner accepts only what serde_json accepts and builds the same tree (a differential
 /// property test holds the two side by side).
 pub fn parse(bytes: &[u8]) -> Result<Json<'_>, serde_json::Error> {
-    if let Some(value) = scan(bytes) {
+    parse_skimming(bytes, &Whole)
+}
+
+/// What [`parse_skimming`] checks instead of building, in the values of some top-level
+/// members: a reader that needs a few members of a message, and only a verdict on the rest.
+pub trait Skim {
+    /// True when the value of the top-level member `key`, if it is an object or an array, is
+    /// to be checked and kept as its text ([`Json::Unread`]) rather than built.
+    fn skims(&self, key: &str) -> bool;
+    /// True when a key inside a skimmed value needs the whole tree (the document is then read
+    /// in full, as [`parse`] reads it).
+    fn needs_tree_for_key(&self, key: &str) -> bool;
+    /// The same for a string value inside a skimmed value.
+    fn needs_tree_for_string(&self, s: &str) -> bool;
+}
+
+/// Skims nothing: [`parse`].
+struct Whole;
+
+impl Skim for Whole {
+    fn skims(&self, _: &str) -> bool {
+        false
+    }
+
+    fn needs_tree_for_key(&self, _: &str) -> bool {
+        true
+    }
+
+    fn needs_tree_for_string(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// [`parse`], except that the objects and arrays of the top-level members `skim` names are
+/// only checked: each becomes [`Json::Unread`] when its syntax is one the scanner reads and no
+/// key or string in it needs the tree. Otherwise (an escape, a key or string the skim flags,
+/// a syntax error) the whole document is read as [`parse`] reads it, with no value unread.
+/// The verdict on the document is the same either way.
+pub fn parse_skimming<'a, S: Skim>(
+    bytes: &'a [u8],
+    skim: &S,
+) -> Result<Json<'a>, serde_json::Error> {
+    if let Some(value) = scan(bytes, skim) {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -210,13 +258,14 @@ pub const FAST_DEPTH: u32 = 100;
 
 /// The one-pass reader of plain documents: `None` for anything it does not read, whether
 /// serde_json would accept it or not.
-fn scan(bytes: &[u8]) -> Option<Json<'_>> {
+fn scan<'a, S: Skim>(bytes: &'a [u8], skim: &S) -> Option<Json<'a>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut s = Scanner {
         text,
         bytes,
         at: 0,
         depth: 0,
+        skim,
     };
     s.whitespace();
     let value = s.value()?;
@@ -224,14 +273,15 @@ fn scan(bytes: &[u8]) -> Option<Json<'_>> {
     (s.at == bytes.len()).then_some(value)
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 's, S> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
     depth: u32,
+    skim: &'s S,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a, S: Skim> Scanner<'a, '_, S> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -325,22 +375,23 @@ impl<'a> Scanner<'a> {
             .map(Json::Number)
     }
 
-    fn array(&mut self) -> Option<Json<'a>> {
+    /// The items of an array or the members of an object, at its opening bracket: `item`
+    /// reads one (from its first character), separated by commas, up to `close`.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.enter()?;
-        let mut items = Vec::new();
         self.whitespace();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.at += 1;
         } else {
             loop {
-                items.push(self.value()?);
+                item(self)?;
                 self.whitespace();
                 match self.peek()? {
                     b',' => {
                         self.at += 1;
                         self.whitespace();
                     }
-                    b']' => {
+                    b if b == close => {
                         self.at += 1;
                         break;
                     }
@@ -349,45 +400,71 @@ impl<'a> Scanner<'a> {
             }
         }
         self.depth -= 1;
+        Some(())
+    }
+
+    /// An object's key and the colon after it.
+    fn key(&mut self) -> Option<&'a str> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let key = self.string()?;
+        self.whitespace();
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.at += 1;
+        self.whitespace();
+        Some(key)
+    }
+
+    fn array(&mut self) -> Option<Json<'a>> {
+        let mut items = Vec::new();
+        self.items(b']', |s| {
+            items.push(s.value()?);
+            Some(())
+        })?;
         Some(Json::Array(items))
     }
 
     fn object(&mut self) -> Option<Json<'a>> {
-        self.enter()?;
         let mut members = Members::default();
-        self.whitespace();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-        } else {
-            loop {
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                let key = self.string()?;
-                self.whitespace();
-                if self.peek()? != b':' {
-                    return None;
-                }
-                self.at += 1;
-                self.whitespace();
-                let value = self.value()?;
-                members.insert(Cow::Borrowed(key), value);
-                self.whitespace();
-                match self.peek()? {
-                    b',' => {
-                        self.at += 1;
-                        self.whitespace();
-                    }
-                    b'}' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
+        // The members of the document's own object may be skimmed.
+        let top = self.depth == 0;
+        self.items(b'}', |s| {
+            let key = s.key()?;
+            let value = if top && matches!(s.peek()?, b'{' | b'[') && s.skim.skims(key) {
+                let from = s.at;
+                s.check()?;
+                Json::Unread(&s.text[from..s.at])
+            } else {
+                s.value()?
+            };
+            members.insert(Cow::Borrowed(key), value);
+            Some(())
+        })?;
         Some(Json::Object(members.finish()))
+    }
+
+    /// Reads a value without building it, as [`Scanner::value`] would read it; `None` also
+    /// when the skim says a key or a string in it needs the tree.
+    fn check(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.items(b'}', |s| {
+                let key = s.key()?;
+                if s.skim.needs_tree_for_key(key) {
+                    return None;
+                }
+                s.check()
+            }),
+            b'[' => self.items(b']', Self::check),
+            b'"' => {
+                let string = self.string()?;
+                (!self.skim.needs_tree_for_string(string)).then_some(())
+            }
+            // Literals and numbers build no tree.
+            _ => self.value().map(drop),
+        }
     }
 
     /// One level deeper, at an opening bracket; `None` past [`FAST_DEPTH`].
@@ -518,7 +595,7 @@ mod tests {
     /// The same verdict as `serde_json::Value`: the same tree, or the same error message; and
     /// the scanner, when it reads the document, reads the same tree.
     fn agrees(bytes: &[u8]) {
-        let scanned = scan(bytes);
+        let scanned = scan(bytes, &Whole);
         let slow = serde_json::from_slice::<Value>(bytes);
         match (&scanned, &slow) {
             (Some(j), Ok(v)) => same_members(j, v),
@@ -533,8 +610,44 @@ mod tests {
             .map_err(|e| e.to_string());
         let theirs = serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string());
         assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(bytes));
-        if let Ok(v) = theirs {
-            same_members(&parse(bytes).unwrap(), &v);
+        if let Ok(v) = &theirs {
+            same_members(&parse(bytes).unwrap(), v);
+        }
+        // Skimming every top-level member changes no verdict and no meaning, and skims no
+        // value with a key or string the skim flags.
+        let skimmed = parse_skimming(bytes, &SkimAll);
+        assert_eq!(
+            skimmed
+                .as_ref()
+                .map(Json::to_value)
+                .map_err(|e| e.to_string()),
+            theirs,
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        if let Ok(Json::Object(o)) = &skimmed {
+            for (_, v) in o.iter() {
+                if let Json::Unread(text) = v {
+                    assert!(!text.contains('x'), "{text} was skimmed");
+                }
+            }
+        }
+    }
+
+    /// Skims every top-level member; a key or string with an `x` needs the tree.
+    struct SkimAll;
+
+    impl Skim for SkimAll {
+        fn skims(&self, _: &str) -> bool {
+            true
+        }
+
+        fn needs_tree_for_key(&self, key: &str) -> bool {
+            key.contains('x')
+        }
+
+        fn needs_tree_for_string(&self, s: &str) -> bool {
+            s.contains('x')
         }
     }
 
@@ -616,7 +729,9 @@ mod tests {
         // Read by the scanner (no escape), then by serde_json (an escape).
         let plain = r#"{"x":{"$serde_json::private::RawValue":"[]"}}"#;
         let escaped = r#"{"x":{"$serde_json::private::RawValue":"{\"a\":1}"}}"#;
-        assert!(scan(plain.as_bytes()).is_some() && scan(escaped.as_bytes()).is_none());
+        assert!(
+            scan(plain.as_bytes(), &Whole).is_some() && scan(escaped.as_bytes(), &Whole).is_none()
+        );
         for (text, inner) in [(plain, "[]"), (escaped, "{\"a\":1}")] {
             let Json::Object(o) = parse(text.as_bytes()).unwrap() else {
                 panic!("an object")
@@ -654,9 +769,9 @@ mod tests {
             "\"([a-z@. ]|é|\u{1F600}|\t|\u{1}){0,12}\""
         };
         let key = if escapes {
-            "[a-c]{1,2}|e\\\\u0061|\""
+            "[a-cx]{1,2}|e\\\\u0061|\""
         } else {
-            "[a-c]{1,2}|é"
+            "[a-cx]{1,2}|é"
         };
         let scalar = prop_oneof![
             Just("null".to_string()),
@@ -700,7 +815,7 @@ mod tests {
         #[test]
         fn the_scanner_reads_every_plain_document(doc in jsonish(false), cut in any::<prop::sample::Index>()) {
             agrees(doc.as_bytes());
-            prop_assert_eq!(scan(doc.as_bytes()).is_some(), serde_json::from_slice::<Value>(doc.as_bytes()).is_ok(), "{}", doc);
+            prop_assert_eq!(scan(doc.as_bytes(), &Whole).is_some(), serde_json::from_slice::<Value>(doc.as_bytes()).is_ok(), "{}", doc);
             let at = cut.index(doc.len() + 1);
             if doc.is_char_boundary(at) {
                 agrees(&doc.as_bytes()[..at]);
