@@ -14,4 +14,6 @@ pub mod pii;
 pub mod throttle;
 pub mod validate;
 
-pub use contract::{parse_event, Parsed, RejectCode, Rejection, MAX_ID_BYTES, MAX_MESSAGE_BYTES};
+pub use contract::{
+    parse_event, Parsed, RejectCode, Rejection, CONTRACT_FIELDS, MAX_ID_BYTES, MAX_MESSAGE_BYTES,
+};
