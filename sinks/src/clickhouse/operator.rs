@@ -130,26 +130,25 @@ struct Ready {
     updates: ByTime,
 }
 
-/// Updates by their time, in one vector per time: what a batch takes is split off whole, and
-/// no vector grows to a catch-up's size (growing one by doubling, and copying out what was
-/// complete, were a quarter of worker 0's time, most of it the kernel zeroing fresh pages).
-type ByTime = BTreeMap<u64, Vec<(Row, u64, isize)>>;
+/// Updates by their time, in runs as they arrived: what a batch takes is split off whole, and
+/// no vector grows to a catch-up's size. Growing one by doubling, and copying out what was
+/// complete, were a quarter of worker 0's time, most of it the kernel zeroing fresh pages; so
+/// was appending each run to one vector per time (a catch-up puts most updates at few times).
+type ByTime = BTreeMap<u64, Vec<Vec<(Row, u64, isize)>>>;
 
 /// Moves `run` (updates of one time) into `pending`, leaving it empty.
 fn join(pending: &mut ByTime, run: &mut Vec<(Row, u64, isize)>) {
     let Some(first) = run.first() else { return };
-    match pending.entry(first.1) {
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(std::mem::take(run));
-        }
-        std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().append(run),
-    }
+    pending
+        .entry(first.1)
+        .or_default()
+        .push(std::mem::take(run));
 }
 
 fn batch_of(through: u64, updates: ByTime, positions: &mut Positions) -> Batch {
     // Each table's vector sized once: a catch-up batch holds hundreds of thousands of rows.
     let mut counts = [0usize; 5];
-    for (row, _, _) in updates.values().flatten() {
+    for (row, _, _) in updates.values().flatten().flatten() {
         match row {
             Row::Sold(_) => counts[0] += 1,
             Row::Purchase(_) => counts[1] += 1,
@@ -170,7 +169,7 @@ fn batch_of(through: u64, updates: ByTime, positions: &mut Positions) -> Batch {
     let mut decisions: Vec<Decision> = Vec::new();
     let mut erasures = Vec::new();
     let mut late_inputs: Vec<LateInput> = Vec::new();
-    for (row, t, d) in updates.into_values().flatten() {
+    for (row, t, d) in updates.into_values().flatten().flatten() {
         match row {
             Row::Sold(r) => u.sold_products_daily.push((r, t, d)),
             Row::Purchase(r) => u.shopper_purchases.push((r, t, d)),
@@ -301,6 +300,7 @@ pub fn write_read_models<'scope>(
             move |(input, frontier), _output: &mut NoData<'_>| {
                 input.for_each(|time, data| {
                     let t = *time.least().expect("an input batch has a time");
+                    run.reserve(data.len());
                     let kept = data.drain(..).filter_map(|(row, rt, d)| match row {
                         // Positions travel at their batch's time; keep the time with them.
                         Row::Position(p) => Some((Row::Position(p), t, 0)),
@@ -311,7 +311,7 @@ pub fn write_read_models<'scope>(
                         row if row.names_one_of(&erased_at_start) => None,
                         row => (rt > committed).then_some((row, rt, d)),
                     });
-                    // Runs of one time (nearly every input batch is one) join their vector.
+                    // Runs of one time (nearly every input batch is one) join their time's runs.
                     for u in kept {
                         if run.last().is_some_and(|last| last.1 != u.1) {
                             join(&mut pending, &mut run);
