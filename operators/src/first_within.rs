@@ -26,15 +26,17 @@
 //! least [`SWEEP_AFTER`]), which keeps the sweeps' cost at a few entries per window opened
 //! and the map within about twice its open windows, without a second index of ids by end;
 //! all at once when the frontier passes the last window's end (an idle input); and before
-//! each checkpoint, which holds open windows only. The ids themselves are kept, not hashes,
-//! so the result is exact. With `horizon = u64::MAX` windows never close: classic
-//! de-duplication, whose state grows with the ids.
+//! each checkpoint, which holds open windows only. Each window is kept under the id the
+//! caller builds (the result is exact for ids that tell copies apart exactly; the graph
+//! passes a 128-bit digest, see `count_first_copies` in the dataflows) and the copy's routing
+//! hash, which re-shards the state on a restore. With `horizon = u64::MAX` windows never
+//! close: classic de-duplication, whose state grows with the ids.
 
 use crate::FastMap;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -46,14 +48,14 @@ use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
 /// The fewest windows opened since the last sweep that start a sweep of closed ones.
 pub const SWEEP_AFTER: usize = 4096;
 
-/// The operator's checkpointed state: per id, the end of its window (a part holds open
-/// windows only: closed ones are swept out before it is written).
+/// The operator's checkpointed state: per (routing hash, id), the end of its window (a part
+/// holds open windows only: closed ones are swept out before it is written).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
     serialize = "I: Serialize",
     deserialize = "I: DeserializeOwned + Hash + Eq"
 ))]
-struct Windows<I>(FastMap<I, u64>);
+struct Windows<I>(FastMap<(u64, I), u64>);
 
 impl<I> Default for Windows<I> {
     fn default() -> Self {
@@ -63,10 +65,10 @@ impl<I> Default for Windows<I> {
 
 impl<I> Sharded for Windows<I>
 where
-    I: Serialize + DeserializeOwned + Hash + Eq + Hashable,
+    I: Serialize + DeserializeOwned + Hash + Eq,
 {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
-        self.0.retain(|id, _| owns(id.hashed().into()));
+        self.0.retain(|(route, _), _| owns(*route));
     }
 
     fn absorb(&mut self, other: Self) {
@@ -76,10 +78,10 @@ where
 
 /// The counted copies of `values` under a de-duplication horizon of `horizon` (in units of
 /// the logical time): see the module docs. `id` gives a copy's id (built once per copy,
-/// kept for a counted one); `hash` routes a copy to its worker and must equal
-/// `id(v).hashed()` (it lets the caller hash borrowed parts of the value instead of building
-/// the id). With `checkpoints`, the open windows are written at checkpoint times and restored
-/// from the checkpoint given (`name` names the parts).
+/// kept for a counted one); `hash` routes a copy to its worker, and must give copies with
+/// one id one hash (hash borrowed parts of the value: it runs twice for every copy, to route
+/// it and to keep its window). With `checkpoints`, the open windows are written at checkpoint times and
+/// restored from the checkpoint given, re-sharded by `hash` (`name` names the parts).
 ///
 /// # Examples
 ///
@@ -118,7 +120,7 @@ pub fn first_within<'scope, V, I, F, H>(
 ) -> VecCollection<'scope, u64, V, isize>
 where
     V: ExchangeData + Ord,
-    I: Hash + Eq + Hashable + Serialize + DeserializeOwned + 'static,
+    I: Hash + Eq + Serialize + DeserializeOwned + 'static,
     F: Fn(&V) -> I + 'static,
     H: Fn(&V) -> u64 + Clone + 'static,
 {
@@ -168,12 +170,7 @@ where
                         copies.sort();
                         let mut session = output.session(&cap);
                         for v in copies {
-                            let key = id(&v);
-                            debug_assert_eq!(
-                                hash(&v),
-                                Into::<u64>::into(key.hashed()),
-                                "hash(v) != id(v).hashed()"
-                            );
+                            let key = (hash(&v), id(&v));
                             if open.0.get(&key).is_some_and(|&end| t < end) {
                                 continue; // a duplicate within the window
                             }

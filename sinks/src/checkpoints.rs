@@ -73,8 +73,9 @@ pub const POSITIONS: &str = "SourcePositions";
 /// Format 2 put the manifests (with the chunks' offsets) in a topic of their own; format 3
 /// keeps the tree state's event ids as digests with their read times (the horizon); format 4
 /// keeps the ended orders as digests; format 5 adds the tree state's frequency-cap counters and
-/// the campaigns' budgets (`CampaignBudgets`).
-pub const FORMAT: u32 = 5;
+/// the campaigns' budgets (`CampaignBudgets`); format 6 keeps rule 1's windows under a digest
+/// of the id and the id's routing hash (`Deduplicate`).
+pub const FORMAT: u32 = 6;
 
 /// The manifests topic's name: the chunks topic's with this suffix.
 pub const MANIFESTS_SUFFIX: &str = "-manifests";
