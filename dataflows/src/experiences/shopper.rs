@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::Millis;
+use basketflow_operators::FastMap;
 use serde::{Deserialize, Serialize};
 
 use basketflow_vocab::{
@@ -39,6 +40,10 @@ fn within(read: Millis, horizon: u64, now: Millis) -> bool {
     read.saturating_add(horizon) > now
 }
 
+/// Up to this many remembered ids, a shopper's duplicates are found by a scan (most shoppers:
+/// no index to keep); beyond, through an index.
+const SCANNED_IDS: usize = 128;
+
 /// A basket line as the tree sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Line {
@@ -71,6 +76,11 @@ pub struct Shopper {
     /// The shopper's event ids read within the de-duplication horizon, as (read time,
     /// [`id_digest`]), in read order: the first copy of each.
     recent: VecDeque<(Millis, u128)>,
+    /// Once `recent` outgrows [`SCANNED_IDS`]: each digest of it with its latest read time,
+    /// so that a shopper with many events in the horizon (a bot, a replaying tracker) costs
+    /// one lookup per event, not a scan. Not checkpointed: built again when needed.
+    #[serde(skip)]
+    recent_index: Option<Box<FastMap<u128, Millis>>>,
     #[serde(with = "tree_as_json")]
     tree: Option<Arc<ExperienceTree>>,
     node: String,
@@ -245,12 +255,20 @@ impl Shopper {
     /// anyway), paid orders and cancellations past settlement (a later cancellation or
     /// payment changes nothing anyway). The purchase history keeps the settled orders.
     pub fn forget(&mut self, now: Millis, horizons: Horizons) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|&(read, _)| !within(read, horizons.dedup_ms, now))
-        {
+        while let Some(&(read, digest)) = self.recent.front() {
+            if within(read, horizons.dedup_ms, now) {
+                break;
+            }
             self.recent.pop_front();
+            if let Some(index) = &mut self.recent_index {
+                // Only when no later copy of it is still remembered.
+                if index.get(&digest) == Some(&read) {
+                    index.remove(&digest);
+                }
+            }
+        }
+        if self.recent.len() < SCANNED_IDS / 2 {
+            self.recent_index = None;
         }
         while let Some((read, _)) = self.order_ids.front() {
             if within(*read, horizons.settlement_ms, now) {
@@ -303,14 +321,28 @@ impl Shopper {
     /// is the same whether or not that has run.
     pub fn apply(&mut self, event: &Event, at: Millis, horizons: Horizons) -> bool {
         let digest = id_digest(&event.event_id);
-        if self
-            .recent
-            .iter()
-            .any(|&(read, d)| d == digest && within(read, horizons.dedup_ms, at))
-        {
+        if self.recent.len() > SCANNED_IDS && self.recent_index.is_none() {
+            let mut index = FastMap::default();
+            index.extend(self.recent.iter().map(|&(read, d)| (d, read)));
+            self.recent_index = Some(Box::new(index));
+        }
+        // The latest copy of the id decides: `within` holds for it if it holds for any.
+        let duplicate = match &self.recent_index {
+            Some(index) => index
+                .get(&digest)
+                .is_some_and(|&read| within(read, horizons.dedup_ms, at)),
+            None => self
+                .recent
+                .iter()
+                .any(|&(read, d)| d == digest && within(read, horizons.dedup_ms, at)),
+        };
+        if duplicate {
             return false;
         }
         self.recent.push_back((at, digest));
+        if let Some(index) = &mut self.recent_index {
+            index.insert(digest, at);
+        }
         self.new_order = false;
         if event.session_id != self.session {
             self.session = event.session_id.clone();

@@ -546,6 +546,33 @@ fn a_copy_is_a_duplicate_within_the_horizon_of_the_first_and_counts_again_after(
     assert_ne!(id_digest("e1"), id_digest("e2"));
 }
 
+proptest::proptest! {
+    /// A shopper with many ids in the horizon judges copies through an index: the verdicts
+    /// are the rule's (the first copy counts, a copy read within the horizon after the last
+    /// counted one is a duplicate), whether the index is built, kept, or dropped by `forget`.
+    #[test]
+    fn many_remembered_ids_are_judged_by_the_rule(
+        steps in proptest::collection::vec((0u16..1500, 0u64..40, 0u8..8), 1..800),
+    ) {
+        let h = Horizons { dedup_ms: 10_000, settlement_ms: DAY_MS };
+        let mut s = Shopper::default();
+        let mut counted: std::collections::HashMap<String, u64> = Default::default();
+        let mut t = 0;
+        for (id, dt, forget) in steps {
+            t += dt;
+            if forget == 0 {
+                s.forget(t, h);
+            }
+            let id = format!("e{id}");
+            let expected = counted.get(&id).is_none_or(|&read| read + h.dedup_ms <= t);
+            proptest::prop_assert_eq!(s.apply(&add(&id, "p", "c", 1), t, h), expected, "{} at {}", id, t);
+            if expected {
+                counted.insert(id, t);
+            }
+        }
+    }
+}
+
 /// The operator on `workers` workers with `horizons`: the tree at time 1, then `events` at
 /// their times. Returns the decisions (id, node, time), sorted, and the entries the state
 /// keeps within the horizons at the end.
