@@ -203,6 +203,10 @@ fn main() -> Result<()> {
     let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut bytes = 0u64;
     let mut max_lag = Duration::ZERO;
+    // Lines handed to a file sink (a reader that closes its pipe stops the run), and messages
+    // generated.
+    let mut written = 0u64;
+    let mut generated = 0u64;
     for (i, msg) in Generator::new(cfg).take(args.events as usize).enumerate() {
         if args.rate > 0.0 {
             let due = began + Duration::from_secs_f64(i as f64 / args.rate);
@@ -213,13 +217,16 @@ fn main() -> Result<()> {
                 max_lag = max_lag.max(now - due);
             }
         }
+        generated += 1;
         *by_kind.entry(msg.kind).or_default() += 1;
         bytes += msg.payload.len() as u64;
         match &mut sink {
-            Sink::File(w) => {
-                w.write_all(&msg.payload)?;
-                w.write_all(b"\n")?;
-            }
+            Sink::File(w) => match w.write_all(&msg.payload).and_then(|()| w.write_all(b"\n")) {
+                Ok(()) => written += 1,
+                // The reader is gone (`generate --out - | head`): stop, as `cat` would.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => return Err(e.into()),
+            },
             Sink::Kafka(producer, _, topic) => {
                 let mut record = BaseRecord::to(topic.as_str())
                     .key(msg.key.as_bytes())
@@ -247,8 +254,11 @@ fn main() -> Result<()> {
     }
     let (delivered, failed) = match sink {
         Sink::File(mut w) => {
-            w.flush()?;
-            (args.events, 0)
+            match w.flush() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+            (written, 0)
         }
         Sink::Kafka(producer, counting, _) => {
             producer
@@ -264,12 +274,12 @@ fn main() -> Result<()> {
     eprintln!(
         "{}",
         serde_json::json!({
-            "messages": args.events,
+            "messages": generated,
             "delivered": delivered,
             "failed": failed,
             "seconds": (secs * 1000.0).round() / 1000.0,
-            "rate": (args.events as f64 / secs).round(),
-            "avg_bytes": bytes / args.events.max(1),
+            "rate": (generated as f64 / secs).round(),
+            "avg_bytes": bytes / generated.max(1),
             "max_schedule_lag_ms": max_lag.as_millis() as u64,
             "by_kind": by_kind,
         })
