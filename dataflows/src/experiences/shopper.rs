@@ -40,6 +40,10 @@ fn within(read: Millis, horizon: u64, now: Millis) -> bool {
     read.saturating_add(horizon) > now
 }
 
+/// An [`id_digest`] as kept in the state: its little-endian bytes (24 bytes with a read time
+/// instead of the 32 a `u128`'s alignment takes; bincode writes the same 16 bytes for both).
+type IdDigest = [u8; 16];
+
 /// Up to this many remembered ids, a shopper's duplicates are found by a scan (most shoppers:
 /// no index to keep); beyond, through an index.
 const SCANNED_IDS: usize = 128;
@@ -74,13 +78,13 @@ pub struct Shopper {
     /// Cancellations read within settlement (of orders paid or not), in read order.
     cancelled: VecDeque<(Millis, String)>,
     /// The shopper's event ids read within the de-duplication horizon, as (read time,
-    /// [`id_digest`]), in read order: the first copy of each.
-    recent: VecDeque<(Millis, u128)>,
+    /// [`id_digest`]'s bytes), in read order: the first copy of each.
+    recent: VecDeque<(Millis, IdDigest)>,
     /// Once `recent` outgrows [`SCANNED_IDS`]: each digest of it with its latest read time,
     /// so that a shopper with many events in the horizon (a bot, a replaying tracker) costs
     /// one lookup per event, not a scan. Not checkpointed: built again when needed.
     #[serde(skip)]
-    recent_index: Option<Box<FastMap<u128, Millis>>>,
+    recent_index: Option<Box<FastMap<IdDigest, Millis>>>,
     #[serde(with = "tree_as_json")]
     tree: Option<Arc<ExperienceTree>>,
     node: String,
@@ -320,7 +324,7 @@ impl Shopper {
     /// [`Shopper::forget`] drops what they have passed; every verdict reads the times, so it
     /// is the same whether or not that has run.
     pub fn apply(&mut self, event: &Event, at: Millis, horizons: Horizons) -> bool {
-        let digest = id_digest(&event.event_id);
+        let digest: IdDigest = id_digest(&event.event_id).to_le_bytes();
         if self.recent.len() > SCANNED_IDS && self.recent_index.is_none() {
             let mut index = FastMap::default();
             index.extend(self.recent.iter().map(|&(read, d)| (d, read)));

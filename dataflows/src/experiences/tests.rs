@@ -546,6 +546,17 @@ fn a_copy_is_a_duplicate_within_the_horizon_of_the_first_and_counts_again_after(
     assert_ne!(id_digest("e1"), id_digest("e2"));
 }
 
+#[test]
+fn remembered_ids_serialize_as_the_digests_did() {
+    // The state keeps a digest's little-endian bytes; checkpoints hold the same bytes as when
+    // it kept the `u128`.
+    let d = id_digest("e1");
+    assert_eq!(
+        bincode::serialize(&(7u64, d.to_le_bytes())).unwrap(),
+        bincode::serialize(&(7u64, d)).unwrap()
+    );
+}
+
 proptest::proptest! {
     /// A shopper with many ids in the horizon judges copies through an index: the verdicts
     /// are the rule's (the first copy counts, a copy read within the horizon after the last
