@@ -146,6 +146,10 @@ pub struct Checkpointer {
     config: Option<Checkpointing>,
     /// The greatest checkpoint time considered (written or skipped), or restored from.
     considered: u64,
+    /// The size of the last part written: the next one's buffer starts that large, so that
+    /// encoding a large state does not grow its buffer by doubling (copies and fresh pages,
+    /// on the worker thread).
+    last_len: std::cell::Cell<usize>,
 }
 
 impl Checkpointer {
@@ -164,6 +168,7 @@ impl Checkpointer {
             peers,
             config: config.cloned(),
             considered,
+            last_len: std::cell::Cell::new(0),
         }
     }
 
@@ -203,7 +208,10 @@ impl Checkpointer {
     pub fn write<S: Serialize>(&self, at: u64, state: &S) {
         let Some(config) = &self.config else { return };
         let started = std::time::Instant::now();
-        let bytes = bincode::serialize(state).expect("operator state serializes");
+        let last = self.last_len.get();
+        let mut bytes = Vec::with_capacity(last + last / 8);
+        bincode::serialize_into(&mut bytes, state).expect("operator state serializes");
+        self.last_len.set(bytes.len());
         let encode_us = started.elapsed().as_micros() as u64;
         // A writer that is gone (the process is stopping) takes no part: nothing to do.
         let _ = config.parts.send(Part {
