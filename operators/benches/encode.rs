@@ -12,6 +12,9 @@ use std::sync::mpsc;
 use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Policy};
 use basketflow_operators::FastMap;
 
+/// Per shopper key, (read time, digest) entries.
+type State = FastMap<(String, String), Vec<(u64, [u8; 16])>>;
+
 fn main() {
     let mut args = std::env::args()
         .skip(1)
@@ -19,7 +22,7 @@ fn main() {
         .map(|a| a.parse::<usize>().expect("arguments: [KEYS] [IDS_PER_KEY]"));
     let keys = args.next().unwrap_or(20_000);
     let per_key = args.next().unwrap_or(100);
-    let mut state: FastMap<(String, String), Vec<(u64, [u8; 16])>> = FastMap::default();
+    let mut state = State::default();
     for k in 0..keys {
         let entries = (0..per_key)
             .map(|i| ((k * per_key + i) as u64, [(i % 251) as u8; 16]))
