@@ -7,12 +7,13 @@ import { createTracker, PII_EXACT, PII_STEMS, piiKey, looksLikeEmail } from '../
 import { fakeClock, fakeCollector, deps, pageView, added } from './harness.js'
 
 const rust = readFileSync(new URL('../../ingest/src/pii.rs', import.meta.url), 'utf8')
+const contract = readFileSync(new URL('../../ingest/src/contract.rs', import.meta.url), 'utf8')
 
 /** The string literals of the Rust item that starts with `start`, up to the first `end`. */
-function strings (start, end) {
-  const from = rust.indexOf(start)
-  assert.ok(from >= 0, `${start} not found in ingest/src/pii.rs`)
-  const body = rust.slice(from + start.length, rust.indexOf(end, from + start.length))
+function strings (start, end, source = rust) {
+  const from = source.indexOf(start)
+  assert.ok(from >= 0, `${start} not found in the Rust source`)
+  const body = source.slice(from + start.length, source.indexOf(end, from + start.length))
   return [...body.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map(m => JSON.parse(`"${m[1]}"`))
 }
 
@@ -24,7 +25,9 @@ test('the PII lists equal those of ingest/src/pii.rs', () => {
 
 test('piiKey agrees with the Rust tests\' PII and non-PII names', () => {
   const pii = strings('fn recognises_pii_names_whatever_their_spelling', ']')
+  // The Rust test's own names, and the contract's fields it takes from `CONTRACT_FIELDS`.
   const clean = strings('fn contract_fields_and_tracker_context_are_not_pii', ']')
+    .concat(strings('pub const CONTRACT_FIELDS', '];', contract))
   assert.ok(pii.length > 20 && clean.length > 30)
   for (const k of pii) assert.equal(piiKey(k), true, k)
   for (const k of clean) assert.equal(piiKey(k), false, k)
