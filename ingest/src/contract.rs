@@ -166,13 +166,14 @@ impl json::Skim for ContractSkim {
 
 /// Validates one message and builds its event. See the module docs for the order of checks.
 pub fn parse_event(bytes: &[u8]) -> Result<Parsed, Rejection> {
-    parse_event_with(bytes, json::parse_skimming(bytes, &ContractSkim))
+    parse_event_with(bytes, |b| json::parse_skimming(b, &ContractSkim))
 }
 
-/// [`parse_event`], with `value` the message's JSON (skimmed or not).
-fn parse_event_with(
-    bytes: &[u8],
-    value: Result<Json<'_>, serde_json::Error>,
+/// [`parse_event`], with `parse` reading the message's JSON (skimming or not), once its size
+/// has passed.
+fn parse_event_with<'b>(
+    bytes: &'b [u8],
+    parse: impl FnOnce(&'b [u8]) -> Result<Json<'b>, serde_json::Error>,
 ) -> Result<Parsed, Rejection> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(reject(
@@ -184,7 +185,7 @@ fn parse_event_with(
             ),
         ));
     }
-    let value = value.map_err(|e| {
+    let value = parse(bytes).map_err(|e| {
         reject(
             RejectCode::MalformedJson,
             "",
@@ -722,7 +723,7 @@ mod tests {
                 .chain(after.iter().map(String::as_str))
                 .collect();
             let text = format!("{{{}}}", members.join(","));
-            let whole = |bytes: &[u8]| parse_event_with(bytes, json::parse(bytes));
+            let whole = |bytes: &[u8]| parse_event_with(bytes, json::parse);
             prop_assert_eq!(parse_event(text.as_bytes()), whole(text.as_bytes()), "{}", text);
             let cut = &text.as_bytes()[..cut.index(text.len())];
             prop_assert_eq!(parse_event(cut), whole(cut));
