@@ -365,6 +365,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 // A replay of history writes no checkpoint per interval: only times close
                 // to the wall clock are written.
                 skip_older_than_ms: Some(checkpoint_interval_ms.max(10_000)),
+                full_every: config.graph.checkpoint_full_every,
             },
             parts: parts.clone(),
             restore: restore.clone(),
@@ -680,7 +681,7 @@ fn start_checkpoints(
     match &loaded.restore {
         Some(r) => {
             let bytes: usize = r.parts.values().flatten().map(Vec::len).sum();
-            log::info!(at = r.at, written_by_workers = r.peers, bytes, read_bytes = loaded.read_bytes, load_ms = started.elapsed().as_millis() as u64, positions:? = loaded.positions; "starting from the checkpoint; the sources replay only what came after it");
+            log::info!(at = r.at, written_by_workers = r.peers, bytes, read_bytes = loaded.read_bytes, parts_of_changes = loaded.parts_of_changes, load_ms = started.elapsed().as_millis() as u64, positions:? = loaded.positions; "starting from the checkpoint; the sources replay only what came after it");
         }
         None => {
             log::info!(clickhouse_committed = clickhouse, kafka_committed = kafka; "no usable checkpoint: replaying the whole log")

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 
 use basketflow_testkit::{logged_u64, Stack};
-use support::{basketflow, now_ms, run_until_checkpoint, GraphStack, TestRun, Traffic};
+use support::{basketflow, now_ms, run_until_checkpoint_where, GraphStack, TestRun, Traffic};
 
 /// Runs `basketflow run` to caught-up with `args`; returns its log (stdout and stderr).
 fn run_logged(config: &std::path::Path, workers: &str) -> String {
@@ -52,7 +52,8 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
         "ck",
         8,
         &[("cleanup.policy", "compact")],
-        "[graph]\ncheckpoint_interval_ms = 500\n",
+        // Whole parts only when the changes outweigh the state: the restart reads a chain.
+        "[graph]\ncheckpoint_interval_ms = 500\ncheckpoint_full_every = 1000\n",
     );
     let (events, rejected, decisions, database) =
         (&run.events, &run.rejected, &run.decisions, &run.database);
@@ -64,7 +65,11 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
     // Every message produced so far has a broker time at or before this.
     let produced_by = now_ms();
 
-    let first = run_until_checkpoint(&config, produced_by);
+    // Until a checkpoint with parts of changes covers what was produced (the catch-up's
+    // parts are whole: it changes most of the state).
+    let first = run_until_checkpoint_where(&config, produced_by, |line| {
+        logged_u64(line, "checkpoint written", "changes").is_some_and(|n| n > 0)
+    });
     assert!(
         first.iter().any(|l| l.contains("no usable checkpoint")),
         "{first:#?}"
@@ -76,8 +81,14 @@ fn a_restart_starts_from_a_checkpoint_and_stays_exact_on_another_shape() {
         .unwrap_or_else(|| panic!("the second run starts from a checkpoint:\n{second}"));
     assert!(at > 0);
     assert!(at >= produced_by, "{second}");
-    // The start read only the chunks of the checkpoint it used (the first run wrote one every
-    // 500 ms, and kept 3): its bytes, exactly, from one writer's contiguous chunks.
+    // It is a chain: parts of changes after the whole parts they follow.
+    assert!(
+        logged_u64(&second, "starting from the checkpoint", "parts_of_changes")
+            .is_some_and(|n| n > 0),
+        "{second}"
+    );
+    // The start read only the chunks of the checkpoint it used and of the parts its chains
+    // follow (the first run wrote one every 500 ms, and kept 3): their bytes, exactly.
     assert_eq!(
         logged_u64(&second, "starting from the checkpoint", "read_bytes"),
         logged_u64(&second, "starting from the checkpoint", "bytes"),

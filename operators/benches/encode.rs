@@ -34,6 +34,7 @@ fn main() {
         policy: Policy {
             interval_ms: 1,
             skip_older_than_ms: None,
+            full_every: 3,
         },
         parts: tx,
         restore: None,

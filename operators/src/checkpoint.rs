@@ -45,6 +45,9 @@ pub struct Policy {
     /// skipped (catching up on history writes no checkpoint per interval); `None`: never
     /// skipped (tests, whose logical times are not wall-clock times).
     pub skip_older_than_ms: Option<u64>,
+    /// For [`Incremental`] state: at most this many parts of changes follow a part of the
+    /// whole state; 0: every part holds the whole state.
+    pub full_every: u32,
 }
 
 /// One operator's state on one worker at one checkpoint time.
@@ -58,7 +61,10 @@ pub struct Part {
     pub peers: usize,
     /// The checkpoint time: the state is the fold of the inputs at times `<= at`.
     pub at: u64,
-    /// The state, `bincode`-encoded.
+    /// `None`: the whole state. `Some(b)`: the changes since this operator's part on this
+    /// worker at time `b < at` (see [Incremental parts](self#incremental-parts)).
+    pub base: Option<u64>,
+    /// The state, `bincode`-encoded (for [`Incremental`] state, a sequence of records).
     pub bytes: Vec<u8>,
     /// How long the worker spent encoding it (µs): the time its operator stalled.
     pub encode_us: u64,
@@ -84,7 +90,63 @@ pub struct Restore {
     pub parts: HashMap<String, Vec<Vec<u8>>>,
 }
 
+impl Part {
+    /// Folds `previous`, this operator's part on this worker just before this one, into this
+    /// one, for a writer that will not write `previous`: when this part holds changes since
+    /// `previous`, it becomes `previous` followed by them (with `previous`'s base); when it
+    /// holds the whole state, `previous` is simply dropped.
+    pub fn follow(&mut self, previous: Part) {
+        if self.base == Some(previous.at) {
+            let mut bytes = previous.bytes;
+            bytes.extend_from_slice(&self.bytes);
+            self.bytes = bytes;
+            self.base = previous.base;
+            self.encode_us += previous.encode_us;
+        }
+    }
+}
+
 impl Restore {
+    /// Collects the parts of time `at` from `parts` (parts of any times, complete or not)
+    /// into a restore, each [`Incremental`] part preceded by the parts its chain of bases
+    /// names, oldest first; `None` unless every operator in `operators` has a part from every
+    /// worker whose chain is all there.
+    pub fn chained(
+        at: u64,
+        peers: usize,
+        fingerprint: u64,
+        operators: &[&str],
+        parts: impl IntoIterator<Item = Part>,
+    ) -> Option<Restore> {
+        let mut by_key: HashMap<(&'static str, usize, u64), Part> = HashMap::new();
+        for part in parts {
+            if part.peers == peers {
+                by_key.insert((part.operator, part.worker, part.at), part);
+            }
+        }
+        let tips: Vec<(&'static str, usize)> = by_key
+            .keys()
+            .filter(|(_, _, t)| *t == at)
+            .map(|(o, w, _)| (*o, *w))
+            .collect();
+        let mut resolved = Vec::new();
+        for (operator, worker) in tips {
+            let mut chain = vec![by_key.remove(&(operator, worker, at))?];
+            while let Some(last) = chain.last().filter(|p| p.base.is_some()) {
+                let base = last.base.filter(|b| *b < last.at)?;
+                chain.push(by_key.get(&(operator, worker, base))?.clone());
+            }
+            let mut whole = chain.pop().expect("a chain has a part");
+            while let Some(next) = chain.pop() {
+                whole.bytes.extend_from_slice(&next.bytes);
+            }
+            whole.at = at;
+            whole.base = None;
+            resolved.push(whole);
+        }
+        Restore::complete(at, peers, fingerprint, operators, resolved)
+    }
+
     /// Collects `parts` (all of one time, from `peers` workers) into a restore; `None` unless
     /// every operator in `operators` has a part from every worker.
     pub fn complete(
@@ -138,6 +200,69 @@ pub trait Sharded: Serialize + DeserializeOwned + Default {
     fn absorb(&mut self, other: Self);
 }
 
+/// State an operator checkpoints incrementally (see [Incremental parts](self#incremental-parts)):
+/// it keeps track of what changed since its last part, and can write and apply just that.
+pub trait Incremental: Sharded {
+    /// The changes as [`Incremental::write_changes`] writes them, read back.
+    type Changes: DeserializeOwned;
+    /// Starts (`true`) or stops keeping track of changes (no checkpoints: nothing to track).
+    fn track_changes(&mut self, on: bool);
+    /// Whether the next part must hold the whole state: the changes were not all kept (too
+    /// many to be worth it), or the state asks for it (e.g. after an erasure, so that no
+    /// chain written from now on reaches back to the erased data).
+    fn wants_whole(&self) -> bool;
+    /// Serializes the changes since the last part (a `Self::Changes`) into `out`.
+    fn write_changes(&self, out: &mut Vec<u8>);
+    /// Forgets the changes: a part was written, and the next changes are relative to it.
+    fn clear_changes(&mut self);
+    /// Applies changes read back, in the order they were written.
+    fn apply(&mut self, changes: Self::Changes);
+    /// Called before the whole state is written at checkpoint time `at` (e.g. to sweep out
+    /// what no longer matters at `at`).
+    fn before_whole(&mut self, _at: u64) {}
+}
+
+/// Appends `value`, `bincode`-encoded as parts are, to `out` (for
+/// [`Incremental::write_changes`]).
+pub fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    bincode::serialize_into(out, value).expect("checkpointed state serializes");
+}
+
+/// The tag of a record of the whole state in an incremental part.
+const WHOLE: u32 = 0;
+/// The tag of a record of changes in an incremental part.
+const CHANGES: u32 = 1;
+
+/// Reads an incremental part's records (a chain's concatenation): the state they build.
+pub fn decode_incremental<S: Incremental>(mut bytes: &[u8]) -> Result<S, String> {
+    let mut state = S::default();
+    while !bytes.is_empty() {
+        let tag: u32 = bincode::deserialize_from(&mut bytes).map_err(|e| e.to_string())?;
+        match tag {
+            WHOLE => state = bincode::deserialize_from(&mut bytes).map_err(|e| e.to_string())?,
+            CHANGES => {
+                let changes: S::Changes =
+                    bincode::deserialize_from(&mut bytes).map_err(|e| e.to_string())?;
+                state.apply(changes);
+            }
+            other => return Err(format!("unknown record tag {other}")),
+        }
+    }
+    Ok(state)
+}
+
+/// Where an incremental operator's chain of parts stands.
+#[derive(Debug, Default)]
+struct Chain {
+    /// The time of its last part (the base of the next part of changes).
+    last: Option<u64>,
+    /// The size of its last part of the whole state.
+    whole_len: usize,
+    /// Bytes and parts of changes written since.
+    changes_len: usize,
+    changes: u32,
+}
+
 /// One operator's handle on checkpointing, on one worker (see the [module docs](self)).
 pub struct Checkpointer {
     operator: &'static str,
@@ -150,6 +275,8 @@ pub struct Checkpointer {
     /// encoding a large state does not grow its buffer by doubling (copies and fresh pages,
     /// on the worker thread).
     last_len: std::cell::Cell<usize>,
+    /// For incremental state: where its chain stands.
+    chain: Chain,
 }
 
 impl Checkpointer {
@@ -169,6 +296,7 @@ impl Checkpointer {
             config: config.cloned(),
             considered,
             last_len: std::cell::Cell::new(0),
+            chain: Chain::default(),
         }
     }
 
@@ -212,6 +340,17 @@ impl Checkpointer {
         let mut bytes = Vec::with_capacity(last + last / 8);
         bincode::serialize_into(&mut bytes, state).expect("operator state serializes");
         self.last_len.set(bytes.len());
+        self.send(config, at, None, bytes, started);
+    }
+
+    fn send(
+        &self,
+        config: &Checkpointing,
+        at: u64,
+        base: Option<u64>,
+        bytes: Vec<u8>,
+        started: std::time::Instant,
+    ) {
         let encode_us = started.elapsed().as_micros() as u64;
         // A writer that is gone (the process is stopping) takes no part: nothing to do.
         let _ = config.parts.send(Part {
@@ -219,9 +358,76 @@ impl Checkpointer {
             worker: self.worker,
             peers: self.peers,
             at,
+            base,
             bytes,
             encode_us,
         });
+    }
+
+    /// [`Checkpointer::pass`] for [`Incremental`] state: writes its changes since its last
+    /// part, or the whole state (see [Incremental parts](self#incremental-parts)).
+    pub fn pass_incremental<S: Incremental>(&mut self, before: u64, state: &mut S) {
+        if let Some(at) = self.due(before) {
+            self.write_incremental(at, state);
+        }
+    }
+
+    /// Writes `state`'s part at checkpoint time `at`: its changes since the last part when
+    /// they are worth it, else the whole state.
+    pub fn write_incremental<S: Incremental>(&mut self, at: u64, state: &mut S) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let chain = &mut self.chain;
+        if let Some(last) = chain
+            .last
+            .filter(|_| chain.changes < config.policy.full_every && !state.wants_whole())
+        {
+            let mut bytes = Vec::new();
+            bincode::serialize_into(&mut bytes, &CHANGES).expect("a tag serializes");
+            state.write_changes(&mut bytes);
+            // A chain reads at most about twice the whole state.
+            if chain.changes_len + bytes.len() <= chain.whole_len {
+                chain.changes_len += bytes.len();
+                chain.changes += 1;
+                chain.last = Some(at);
+                state.clear_changes();
+                self.send(&config, at, Some(last), bytes, started);
+                return;
+            }
+        }
+        state.before_whole(at);
+        let last = self.last_len.get();
+        let mut bytes = Vec::with_capacity(last + last / 8);
+        bincode::serialize_into(&mut bytes, &WHOLE).expect("a tag serializes");
+        bincode::serialize_into(&mut bytes, &*state).expect("operator state serializes");
+        self.last_len.set(bytes.len());
+        self.chain = Chain {
+            last: Some(at),
+            whole_len: bytes.len(),
+            changes_len: 0,
+            changes: 0,
+        };
+        state.clear_changes();
+        self.send(&config, at, None, bytes, started);
+    }
+
+    /// The time of the checkpoint the operator starts from, if any.
+    pub fn restored_at(&self) -> Option<u64> {
+        self.config.as_ref()?.restore.as_ref().map(|r| r.at)
+    }
+
+    /// [`Checkpointer::restore`] for [`Incremental`] state (its parts are chains of records),
+    /// with change tracking on when this operator writes parts of changes.
+    pub fn restore_incremental<S: Incremental>(&self) -> S {
+        let mut state: S = self.restore_with(decode_incremental::<S>);
+        let tracking = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.policy.full_every > 0);
+        state.track_changes(tracking);
+        state
     }
 
     /// The operator's state from the restore, re-sharded when needed; the default state
@@ -233,6 +439,10 @@ impl Checkpointer {
     /// built only from complete checkpoints whose parts passed their digests
     /// ([`Restore::complete`]), so either is a bug.
     pub fn restore<S: Sharded>(&self) -> S {
+        self.restore_with(|bytes| bincode::deserialize(bytes).map_err(|e| e.to_string()))
+    }
+
+    fn restore_with<S: Sharded>(&self, decode: impl Fn(&[u8]) -> Result<S, String>) -> S {
         let Some(restore) = self.config.as_ref().and_then(|c| c.restore.as_ref()) else {
             return S::default();
         };
@@ -241,7 +451,7 @@ impl Checkpointer {
             .get(self.operator)
             .unwrap_or_else(|| panic!("the checkpoint has no part of operator {}", self.operator));
         let decode = |bytes: &[u8]| -> S {
-            bincode::deserialize(bytes).unwrap_or_else(|e| {
+            decode(bytes).unwrap_or_else(|e| {
                 panic!(
                     "a checkpoint part of operator {} does not decode: {e}",
                     self.operator
@@ -273,6 +483,7 @@ mod tests {
         let policy = Policy {
             interval_ms,
             skip_older_than_ms: None,
+            full_every: 3,
         };
         let config = Checkpointing {
             policy,
@@ -393,5 +604,178 @@ mod tests {
         }
         all.sort();
         assert_eq!(all.len(), 20);
+    }
+
+    /// A toy incremental state: key -> value, with the keys changed since the last part.
+    #[derive(Default, Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Counts {
+        values: std::collections::BTreeMap<u32, u32>,
+        #[serde(skip)]
+        changed: std::collections::BTreeSet<u32>,
+        #[serde(skip)]
+        tracking: bool,
+        #[serde(skip)]
+        whole: bool,
+    }
+
+    impl Counts {
+        fn set(&mut self, k: u32, v: Option<u32>) {
+            match v {
+                Some(v) => self.values.insert(k, v),
+                None => self.values.remove(&k),
+            };
+            if self.tracking {
+                self.changed.insert(k);
+            }
+        }
+    }
+
+    impl Sharded for Counts {
+        fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
+            self.values.retain(|k, _| owns(k.hashed()));
+        }
+        fn absorb(&mut self, other: Self) {
+            self.values.extend(other.values);
+        }
+    }
+
+    impl Incremental for Counts {
+        type Changes = Vec<(u32, Option<u32>)>;
+        fn track_changes(&mut self, on: bool) {
+            self.tracking = on;
+        }
+        fn wants_whole(&self) -> bool {
+            self.whole
+        }
+        fn write_changes(&self, out: &mut Vec<u8>) {
+            let changes: Vec<(u32, Option<u32>)> = self
+                .changed
+                .iter()
+                .map(|k| (*k, self.values.get(k).copied()))
+                .collect();
+            encode_into(out, &changes);
+        }
+        fn clear_changes(&mut self) {
+            self.changed.clear();
+            self.whole = false;
+        }
+        fn apply(&mut self, changes: Self::Changes) {
+            for (k, v) in changes {
+                match v {
+                    Some(v) => self.values.insert(k, v),
+                    None => self.values.remove(&k),
+                };
+            }
+        }
+    }
+
+    /// 100 keys, then at each later time one key changed and one removed.
+    fn counts_run(full_every: u32, times: u64) -> (Vec<Part>, Vec<Counts>) {
+        let (mut config, parts) = config(1);
+        config.policy.full_every = full_every;
+        let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
+        let mut state: Counts = c.restore_incremental();
+        let mut states = Vec::new();
+        for t in 1..=times {
+            c.pass_incremental(t, &mut state);
+            if t == 1 {
+                (0..100).for_each(|k| state.set(k, Some(k)));
+            } else {
+                state.set(t as u32, Some(1000 + t as u32));
+                state.set(99 - t as u32, None);
+            }
+            states.push(Counts {
+                values: state.values.clone(),
+                ..Counts::default()
+            });
+        }
+        c.pass_incremental(times + 1, &mut state);
+        (parts.try_iter().collect(), states)
+    }
+
+    #[test]
+    fn incremental_parts_follow_their_base_and_a_chain_restores_the_state() {
+        let (parts, states) = counts_run(3, 9);
+        let bases: Vec<(u64, Option<u64>)> = parts.iter().map(|p| (p.at, p.base)).collect();
+        // Whole at 1 (the first part), then changes, a whole part after 3 of them.
+        assert_eq!(
+            bases,
+            vec![
+                (1, None),
+                (2, Some(1)),
+                (3, Some(2)),
+                (4, Some(3)),
+                (5, None),
+                (6, Some(5)),
+                (7, Some(6)),
+                (8, Some(7)),
+                (9, None),
+            ]
+        );
+        assert!(parts[1].bytes.len() * 10 < parts[0].bytes.len());
+        for at in 1..=9u64 {
+            let restore =
+                Restore::chained(at, 1, routing_fingerprint(), &["counts"], parts.clone()).unwrap();
+            let (config, _) = config(1);
+            let with = Checkpointing {
+                restore: Some(Arc::new(restore)),
+                ..config
+            };
+            let restored: Counts =
+                Checkpointer::new(Some(&with), "counts", 0, 1).restore_incremental();
+            assert_eq!(restored.values, states[at as usize - 1].values, "at {at}");
+            assert!(restored.tracking);
+        }
+        // A part whose base is missing gives no restore.
+        let gapped: Vec<Part> = parts.iter().filter(|p| p.at != 7).cloned().collect();
+        assert!(Restore::chained(8, 1, routing_fingerprint(), &["counts"], gapped).is_none());
+        // Without parts of changes (`full_every` 0), every part is whole.
+        let (parts, _) = counts_run(0, 5);
+        assert!(parts.iter().all(|p| p.base.is_none()));
+    }
+
+    #[test]
+    fn a_part_not_written_is_folded_into_the_next_one() {
+        let (parts, states) = counts_run(5, 6);
+        // Parts at 3, 4, 5: changes since 2, 3, 4. A writer drops 3 and 4.
+        let mut five = parts[4].clone();
+        assert_eq!(five.base, Some(4));
+        let mut four = parts[3].clone();
+        four.follow(parts[2].clone());
+        five.follow(four);
+        assert_eq!(five.base, Some(2));
+        let kept = vec![parts[0].clone(), parts[1].clone(), five.clone()];
+        let restore = Restore::chained(5, 1, routing_fingerprint(), &["counts"], kept).unwrap();
+        let state: Counts = decode_incremental(&restore.parts["counts"][0]).unwrap();
+        assert_eq!(state.values, states[4].values);
+        // A whole part drops what it follows.
+        let (parts, _) = counts_run(3, 6);
+        assert_eq!((parts[4].at, parts[4].base), (5, None));
+        let mut whole = parts[4].clone();
+        whole.follow(parts[3].clone());
+        assert_eq!(whole, parts[4]);
+    }
+
+    #[test]
+    fn a_state_that_wants_it_writes_a_whole_part_and_large_changes_do_too() {
+        let (mut config, parts) = config(1);
+        config.policy.full_every = 100;
+        let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
+        let mut state: Counts = c.restore_incremental();
+        (0..10).for_each(|k| state.set(k, Some(k)));
+        c.pass_incremental(2, &mut state);
+        state.set(1, Some(7));
+        state.whole = true;
+        c.pass_incremental(3, &mut state);
+        state.set(2, Some(7));
+        c.pass_incremental(4, &mut state);
+        // Changes of half the keys, twice: the second time the chain would pass the whole
+        // state's size.
+        (0..5).for_each(|k| state.set(k, Some(k + 1)));
+        c.pass_incremental(5, &mut state);
+        (0..5).for_each(|k| state.set(k, Some(k + 2)));
+        c.pass_incremental(6, &mut state);
+        let bases: Vec<Option<u64>> = parts.try_iter().map(|p| p.base).collect();
+        assert_eq!(bases, vec![None, None, Some(2), Some(3), None]);
     }
 }

@@ -43,23 +43,57 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use crate::checkpoint::{Checkpointer, Checkpointing, Incremental, Sharded};
 
 /// The fewest windows opened since the last sweep that start a sweep of closed ones.
 pub const SWEEP_AFTER: usize = 4096;
 
-/// The operator's checkpointed state: per (routing hash, id), the end of its window (a part
-/// holds open windows only: closed ones are swept out before it is written).
+/// The operator's checkpointed state: per (routing hash, id), the end of its window (a whole
+/// part holds open windows only: closed ones are swept out before it is written). Its parts
+/// of changes list the windows opened since the last part: closed windows are not written
+/// away, since a closed window drops no copy (a restore sweeps them out).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
     serialize = "I: Serialize",
     deserialize = "I: DeserializeOwned + Hash + Eq"
 ))]
-struct Windows<I>(FastMap<(u64, I), u64>);
+struct Windows<I> {
+    open: FastMap<(u64, I), u64>,
+    /// The windows opened since the last part, in order, while they are kept track of.
+    #[serde(skip)]
+    opened: Vec<((u64, I), u64)>,
+    /// Whether `opened` is kept up (checkpoints with parts of changes, and not too many).
+    #[serde(skip)]
+    tracking: bool,
+    /// Changes were dropped since the last part (too many): the next part is whole.
+    #[serde(skip)]
+    overflowed: bool,
+}
 
 impl<I> Default for Windows<I> {
     fn default() -> Self {
-        Windows(FastMap::default())
+        Windows {
+            open: FastMap::default(),
+            opened: Vec::new(),
+            tracking: false,
+            overflowed: false,
+        }
+    }
+}
+
+impl<I: Clone + Hash + Eq> Windows<I> {
+    /// Opens (or moves) the window of `key` to end at `end`.
+    fn open(&mut self, key: (u64, I), end: u64) {
+        if self.tracking && !self.overflowed {
+            // Changes as large as half the state are not worth a part of changes.
+            if self.opened.len() >= (self.open.len() / 2).max(SWEEP_AFTER) {
+                self.overflowed = true;
+                self.opened = Vec::new();
+            } else {
+                self.opened.push((key.clone(), end));
+            }
+        }
+        self.open.insert(key, end);
     }
 }
 
@@ -68,11 +102,44 @@ where
     I: Serialize + DeserializeOwned + Hash + Eq,
 {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
-        self.0.retain(|(route, _), _| owns(*route));
+        self.open.retain(|(route, _), _| owns(*route));
     }
 
     fn absorb(&mut self, other: Self) {
-        self.0.extend(other.0);
+        self.open.extend(other.open);
+    }
+}
+
+impl<I> Incremental for Windows<I>
+where
+    I: Serialize + DeserializeOwned + Hash + Eq,
+{
+    type Changes = Vec<((u64, I), u64)>;
+
+    fn track_changes(&mut self, on: bool) {
+        self.tracking = on;
+        self.clear_changes();
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.overflowed
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        crate::checkpoint::encode_into(out, &self.opened);
+    }
+
+    fn clear_changes(&mut self) {
+        self.opened = Vec::new();
+        self.overflowed = false;
+    }
+
+    fn apply(&mut self, changes: Self::Changes) {
+        self.open.extend(changes);
+    }
+
+    fn before_whole(&mut self, at: u64) {
+        self.open.retain(|_, end| *end > at);
     }
 }
 
@@ -120,7 +187,7 @@ pub fn first_within<'scope, V, I, F, H>(
 ) -> VecCollection<'scope, u64, V, isize>
 where
     V: ExchangeData + Ord,
-    I: Hash + Eq + Serialize + DeserializeOwned + 'static,
+    I: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
     F: Fn(&V) -> I + 'static,
     H: Fn(&V) -> u64 + Clone + 'static,
 {
@@ -130,12 +197,16 @@ where
     // Undecided copies by time, each time with a capability at it.
     let mut pending: BTreeMap<u64, (Capability<u64>, Vec<V>)> = BTreeMap::new();
     // Per id, the end of its latest window (closed ones until a sweep).
-    let mut open: Windows<I> = checkpointer.restore();
+    let mut open: Windows<I> = checkpointer.restore_incremental();
+    // A restored chain may hold windows closed at its time: they drop nothing, out with them.
+    if let Some(at) = checkpointer.restored_at() {
+        open.open.retain(|_, end| *end > at);
+    }
     // The sweeps' bookkeeping (see the module docs): windows opened since the last sweep,
     // windows it left, and the latest end of any window.
     let mut opened = 0usize;
-    let mut left = open.0.len();
-    let mut latest_end = open.0.values().copied().max().unwrap_or(0);
+    let mut left = open.open.len();
+    let mut latest_end = open.open.values().copied().max().unwrap_or(0);
     values
         .inner
         .unary_frontier(
@@ -171,11 +242,11 @@ where
                         let mut session = output.session(&cap);
                         for v in copies {
                             let key = (hash(&v), id(&v));
-                            if open.0.get(&key).is_some_and(|&end| t < end) {
+                            if open.open.get(&key).is_some_and(|&end| t < end) {
                                 continue; // a duplicate within the window
                             }
                             let end = t.saturating_add(horizon);
-                            open.0.insert(key, end);
+                            open.open(key, end);
                             opened += 1;
                             latest_end = latest_end.max(end);
                             session.give((v, t, 1));
@@ -189,31 +260,28 @@ where
                     if bound >= latest_end {
                         // Every window has closed (an idle input): free the map at once (a
                         // `clear` would keep its buckets, and pay for them at every round).
-                        if !open.0.is_empty() {
-                            open.0 = FastMap::default();
+                        if !open.open.is_empty() {
+                            open.open = FastMap::default();
                         }
                     } else if opened >= left.max(SWEEP_AFTER) {
-                        open.0.retain(|_, end| *end > bound);
+                        open.open.retain(|_, end| *end > bound);
                     } else {
                         return;
                     }
                     opened = 0;
-                    left = open.0.len();
+                    left = open.open.len();
                 }
             },
         )
         .as_collection()
 }
 
-/// Writes the open windows as the operator's part at the checkpoint time due before `before`,
-/// if any, after sweeping out the windows closed at that time (they can drop no copy after
-/// it, so the part holds the same windows whatever the sweeps did before).
+/// Writes the operator's part at the checkpoint time due before `before`, if any: the
+/// windows opened since the last part, or all windows open at that time (a whole part sweeps
+/// out the closed ones first, so it holds the same windows whatever the sweeps did before).
 fn checkpoint<I>(checkpointer: &mut Checkpointer, before: u64, open: &mut Windows<I>)
 where
-    I: Serialize + Hash + Eq,
+    I: Serialize + DeserializeOwned + Hash + Eq,
 {
-    if let Some(at) = checkpointer.due(before) {
-        open.0.retain(|_, end| *end > at);
-        checkpointer.write(at, open);
-    }
+    checkpointer.pass_incremental(before, open);
 }

@@ -91,6 +91,7 @@ fn run_folded(
         policy: Policy {
             interval_ms: 2,
             skip_older_than_ms: None,
+            full_every: 3,
         },
         parts,
         restore: restore.map(Arc::new),

@@ -18,16 +18,23 @@
 //!   in the chunks topic; the checkpoint format, the graph's settings (`tick_ms`, horizons)
 //!   and the routing fingerprint.
 //!
+//! A part of changes (see `basketflow_operators::checkpoint`, "Incremental parts") names its
+//! base, the time of the same operator's part on the same worker that it follows; a writer
+//! that does not write a time (it fell behind, or the write failed) folds its parts into the
+//! next ones ([`Part::follow`]), so every base a manifest names was written.
+//!
 //! A checkpoint is complete when the manifests at `at` list a part of every operator from
-//! every worker `0..peers`, with the same settings, and every chunk is at its offset with its
-//! key, length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
+//! every worker `0..peers`, with the same settings, every base of a part is listed by a
+//! manifest at its time (recursively, down to a whole part), and every chunk is at its offset
+//! with its key, length and digest. A SIGKILL while a process writes leaves chunks without a manifest:
 //! that checkpoint does not exist, the previous one does. Each writer keeps the last
 //! [`KEEP`] checkpoints it knows of, and the latest one below the durable outputs' frontier
 //! (the one a start would use now: while the outputs lag more than `KEEP` intervals, as in a
-//! catch-up or a ClickHouse outage, the newest ones are all past it), and tombstones the
-//! others (their chunks, plans and manifests) ([`to_tombstone`]). So an erased shopper's
-//! state leaves the topic within `KEEP` intervals after the outputs are durable past the
-//! erasure, plus compaction.
+//! catch-up or a ClickHouse outage, the newest ones are all past it), with every time their
+//! parts' chains reach back to, and tombstones the others (their chunks, plans and
+//! manifests) ([`to_tombstone`]). An erasure makes the next part of the tree state whole, so
+//! an erased shopper's state leaves the topic within `KEEP` intervals after the outputs are
+//! durable past the erasure, plus compaction.
 //!
 //! # Which checkpoint a start uses
 //!
@@ -37,8 +44,9 @@
 //! without one, the run replays the whole log (as it did before checkpoints). The chosen
 //! time is part of the processes' agreement check, so a cluster never starts from two. A
 //! start reads the manifests topic whole (a few KiB per checkpoint) and then, for the
-//! checkpoint it tries, the chunks topic from that checkpoint's first chunk to its last:
-//! what it reads grows with the state, not with the checkpoints the topic still holds.
+//! checkpoint it tries, the chunks of its parts' chains only (each run of consecutive
+//! offsets in one read): what it reads grows with the state, not with the checkpoints the
+//! topic still holds.
 //!
 //! # Positions
 //!
@@ -74,8 +82,10 @@ pub const POSITIONS: &str = "SourcePositions";
 /// keeps the tree state's event ids as digests with their read times (the horizon); format 4
 /// keeps the ended orders as digests; format 5 adds the tree state's frequency-cap counters and
 /// the campaigns' budgets (`CampaignBudgets`); format 6 keeps rule 1's windows under a digest
-/// of the id and the id's routing hash (`Deduplicate`).
-pub const FORMAT: u32 = 6;
+/// of the id and the id's routing hash (`Deduplicate`); format 7 writes the tree state and
+/// rule 1's windows as incremental parts (records of the whole state or of changes, with a
+/// base).
+pub const FORMAT: u32 = 7;
 
 /// The manifests topic's name: the chunks topic's with this suffix.
 pub const MANIFESTS_SUFFIX: &str = "-manifests";
@@ -114,6 +124,9 @@ struct PartEntry {
     crc: u32,
     /// Each chunk's offset in the chunks topic (empty in a plan).
     offsets: Vec<i64>,
+    /// The time of the part this one holds the changes since (`None`: the whole state).
+    #[serde(default)]
+    base: Option<u64>,
 }
 
 /// One process's manifest at one checkpoint time.
@@ -145,6 +158,8 @@ pub struct Written {
     pub chunks: Vec<String>,
     /// Plan and manifest keys, in the manifests topic.
     pub manifests: Vec<String>,
+    /// The times its parts of changes follow (their bases): kept as long as it is.
+    pub bases: BTreeSet<u64>,
 }
 
 /// A producer context that records the offset of every record delivered, by key, and counts
@@ -202,16 +217,23 @@ pub struct CheckpointStats {
     pub durable_frontier: AtomicU64,
 }
 
-/// Which of the checkpoints `kept` (their times) to tombstone once a new one is written: all
-/// but the [`KEEP`] newest and the newest below `durable_frontier` (the one a start would
-/// use now).
-pub fn to_tombstone(kept: &BTreeSet<u64>, durable_frontier: u64) -> Vec<u64> {
-    let usable = kept.range(..durable_frontier).next_back().copied();
-    let newest: Vec<u64> = kept.iter().rev().take(KEEP).copied().collect();
-    kept.iter()
-        .filter(|t| !newest.contains(t) && Some(**t) != usable)
-        .copied()
-        .collect()
+/// Which of the checkpoints `kept` (their times, each with its parts' bases) to tombstone
+/// once a new one is written: all but the [`KEEP`] newest and the newest below
+/// `durable_frontier` (the one a start would use now), and the times their chains of bases
+/// reach back to.
+pub fn to_tombstone(kept: &BTreeMap<u64, BTreeSet<u64>>, durable_frontier: u64) -> Vec<u64> {
+    let usable = kept.range(..durable_frontier).next_back().map(|(t, _)| *t);
+    let mut keep: BTreeSet<u64> = kept.keys().rev().take(KEEP).copied().collect();
+    keep.extend(usable);
+    let mut reach: Vec<u64> = keep.iter().copied().collect();
+    while let Some(t) = reach.pop() {
+        for base in kept.get(&t).into_iter().flatten() {
+            if keep.insert(*base) {
+                reach.push(*base);
+            }
+        }
+    }
+    kept.keys().filter(|t| !keep.contains(t)).copied().collect()
 }
 
 /// Where a process's writer puts its parts, and what it expects.
@@ -265,14 +287,32 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
         else {
             continue;
         };
-        let group = pending.remove(&at).expect("the group is pending");
-        // Older times, complete or not, are superseded by this one: drop them.
-        pending.retain(|t, _| *t > at);
-        last_written = at;
-        let Some(producer) = &producer else { continue };
+        // Older times, complete or not, are superseded by this one: their parts are folded
+        // into their operators' next ones (a part of changes follows them).
+        let mut group = pending.remove(&at).expect("the group is pending");
+        let older: Vec<u64> = pending.range(..at).map(|(t, _)| *t).collect();
+        let mut carried: BTreeMap<(&'static str, usize), Part> = BTreeMap::new();
+        for t in older {
+            for mut part in pending.remove(&t).expect("an older time is pending") {
+                if let Some(previous) = carried.remove(&(part.operator, part.worker)) {
+                    part.follow(previous);
+                }
+                carried.insert((part.operator, part.worker), part);
+            }
+        }
+        for part in &mut group {
+            if let Some(previous) = carried.remove(&(part.operator, part.worker)) {
+                part.follow(previous);
+            }
+        }
+        let Some(producer) = &producer else {
+            last_written = at;
+            continue;
+        };
         let started = Instant::now();
         match write_one(producer, &config, at, &group) {
             Ok((written, bytes)) => {
+                last_written = at;
                 stats.written.fetch_add(1, Ordering::Relaxed);
                 stats.latest_at.store(at, Ordering::Relaxed);
                 stats.latest_bytes.store(bytes as u64, Ordering::Relaxed);
@@ -291,9 +331,11 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                     .map(|(o, b)| format!("{o}={b}"))
                     .collect();
                 let parts = parts.join(",");
-                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, parts:% = parts; "checkpoint written");
+                let changes = group.iter().filter(|p| p.base.is_some()).count();
+                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, changes, parts:% = parts; "checkpoint written");
                 kept.insert(at, written);
-                let times: BTreeSet<u64> = kept.keys().copied().collect();
+                let times: BTreeMap<u64, BTreeSet<u64>> =
+                    kept.iter().map(|(t, w)| (*t, w.bases.clone())).collect();
                 let durable = stats.durable_frontier.load(Ordering::Relaxed);
                 for old in to_tombstone(&times, durable) {
                     let written = kept.remove(&old).expect("a kept checkpoint");
@@ -305,6 +347,9 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 log::warn!(at; "checkpoints: writing failed ({e}); the next one tries again");
+                // Its parts are folded into the next time's (later parts of changes follow
+                // them), or written again if it stays the latest complete time.
+                pending.insert(at, group);
             }
         }
     }
@@ -346,8 +391,10 @@ fn write_one(
             len: part.bytes.len(),
             crc: crc32fast::hash(&part.bytes),
             offsets: Vec::new(),
+            base: part.base,
         })
         .collect();
+    written.bases = group.iter().filter_map(|p| p.base).collect();
     let bytes = group.iter().map(|p| p.bytes.len()).sum();
     let mut manifest = Manifest {
         at,
@@ -452,6 +499,8 @@ pub struct Loaded {
     pub existing: BTreeMap<u64, Written>,
     /// Payload bytes read from the chunks topic (for every checkpoint tried).
     pub read_bytes: u64,
+    /// Of the parts read for the restore, the parts of changes (chained after whole ones).
+    pub parts_of_changes: usize,
 }
 
 /// Reads the manifests of the chunks topic `topic` and returns the latest complete
@@ -483,6 +532,7 @@ pub fn load(
             written
                 .chunks
                 .extend((0..e.chunks).map(|i| chunk_key(at, &e.operator, e.worker, i)));
+            written.bases.extend(e.base);
         }
         if key.starts_with("m/") {
             manifests.entry(at).or_default().push(m);
@@ -499,12 +549,17 @@ pub fn load(
             continue;
         }
         let found = agree(ms, settings)
-            .and_then(|()| {
-                read_chunks(brokers, topic, at, ms, &mut read_bytes).map_err(|e| e.to_string())
-            })
-            .and_then(|chunks| assemble(at, ms, &chunks, settings, operators));
+            .and_then(|()| chains(at, &manifests))
+            .and_then(|chains| {
+                let chunks = read_chunks(brokers, topic, &chains, &mut read_bytes)
+                    .map_err(|e| e.to_string())?;
+                let changes = chains.iter().flatten().filter(|(_, e)| e.base.is_some());
+                let parts_of_changes = changes.count();
+                assemble(at, ms, &chains, &chunks, settings, operators)
+                    .map(|r| (r, parts_of_changes))
+            });
         match found {
-            Ok(restore) => {
+            Ok((restore, parts_of_changes)) => {
                 let mut positions = Positions::new();
                 for bytes in &restore.parts[POSITIONS] {
                     let part: SourcePositions = bincode::deserialize(bytes).map_err(|_| {
@@ -517,6 +572,7 @@ pub fn load(
                     positions,
                     existing,
                     read_bytes,
+                    parts_of_changes,
                 });
             }
             Err(why) => {
@@ -529,6 +585,7 @@ pub fn load(
         positions: Positions::new(),
         existing,
         read_bytes,
+        parts_of_changes: 0,
     })
 }
 
@@ -549,37 +606,79 @@ fn agree(manifests: &[Manifest], settings: &CheckpointSettings) -> Result<(), St
     Ok(())
 }
 
-/// The chunks `manifests` list at `at`, read from the chunks topic between the first and the
-/// last of their offsets: each one whose record at its offset has its key (a chunk compacted
-/// away is absent, and [`assemble`] says so). Adds the payload bytes read to `read`.
+/// Each part at `at` with the parts its chain of bases reaches back to (from the manifests
+/// at their times), oldest first; or why a chain is broken.
+fn chains(
+    at: u64,
+    manifests: &BTreeMap<u64, Vec<Manifest>>,
+) -> Result<Vec<Vec<(u64, &PartEntry)>>, String> {
+    let entry = |t: u64, operator: &str, worker: usize| {
+        manifests
+            .get(&t)
+            .into_iter()
+            .flatten()
+            .flat_map(|m| &m.parts)
+            .find(|e| e.operator == operator && e.worker == worker)
+    };
+    let mut chains = Vec::new();
+    for tip in manifests
+        .get(&at)
+        .into_iter()
+        .flatten()
+        .flat_map(|m| &m.parts)
+    {
+        let mut chain = vec![(at, tip)];
+        while let Some(base) = chain.last().and_then(|(_, e)| e.base) {
+            let found = entry(base, &tip.operator, tip.worker).ok_or_else(|| {
+                format!(
+                    "the part of {} on worker {} follows the one at {base}, which is gone",
+                    tip.operator, tip.worker
+                )
+            })?;
+            if base >= chain.last().map_or(0, |(t, _)| *t) {
+                return Err(format!("the part of {} names a later base", tip.operator));
+            }
+            chain.push((base, found));
+        }
+        chain.reverse();
+        chains.push(chain);
+    }
+    Ok(chains)
+}
+
+/// The chunks of the parts in `chains`, read from the chunks topic in runs of consecutive
+/// offsets: each one whose record at its offset has its key (a chunk compacted away is
+/// absent, and [`assemble`] says so). Adds the payload bytes read to `read`.
 fn read_chunks(
     brokers: &str,
     topic: &str,
-    at: u64,
-    manifests: &[Manifest],
+    chains: &[Vec<(u64, &PartEntry)>],
     read: &mut u64,
 ) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
     let mut wanted: BTreeMap<i64, String> = BTreeMap::new();
-    for e in manifests.iter().flat_map(|m| &m.parts) {
+    for (t, e) in chains.iter().flatten() {
         for (i, offset) in e.offsets.iter().enumerate() {
-            wanted.insert(*offset, chunk_key(at, &e.operator, e.worker, i));
+            wanted.insert(*offset, chunk_key(*t, &e.operator, e.worker, i));
         }
     }
     let mut chunks = BTreeMap::new();
-    let (Some((&low, _)), Some((&last, _))) = (wanted.first_key_value(), wanted.last_key_value())
-    else {
+    if wanted.is_empty() {
         return Ok(chunks);
-    };
+    }
     let consumer = chunks_consumer(brokers)?;
-    read_to_end(&consumer, topic, 0, low, last + 1, |m| {
-        *read += m.payload().map_or(0, <[u8]>::len) as u64;
-        let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
-        if let (Some(want), Some(key)) = (wanted.get(&m.offset()), key) {
-            if want == key {
-                chunks.insert(key.to_owned(), m.payload().unwrap_or_default().to_vec());
+    let offsets: Vec<i64> = wanted.keys().copied().collect();
+    for run in offsets.chunk_by(|a, b| *b == a + 1) {
+        let (low, last) = (run[0], run[run.len() - 1]);
+        read_to_end(&consumer, topic, 0, low, last + 1, |m| {
+            *read += m.payload().map_or(0, <[u8]>::len) as u64;
+            let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+            if let (Some(want), Some(key)) = (wanted.get(&m.offset()), key) {
+                if want == key {
+                    chunks.insert(key.to_owned(), m.payload().unwrap_or_default().to_vec());
+                }
             }
-        }
-    })?;
+        })?;
+    }
     Ok(chunks)
 }
 
@@ -595,10 +694,11 @@ fn chunks_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
         .create()
 }
 
-/// The restore at `at` from its manifests, or why not.
+/// The restore at `at` from its manifests and its parts' `chains`, or why not.
 fn assemble(
     at: u64,
     manifests: &[Manifest],
+    chains: &[Vec<(u64, &PartEntry)>],
     records: &BTreeMap<String, Vec<u8>>,
     settings: &CheckpointSettings,
     operators: &[&'static str],
@@ -607,26 +707,31 @@ fn assemble(
     let first = &manifests[0];
     let mut parts = Vec::new();
     let mut seen = BTreeSet::new();
-    for entry in manifests.iter().flat_map(|m| &m.parts) {
+    for chain in chains {
+        let entry = chain.last().expect("a chain has its tip").1;
         let Some(operator) = operators.iter().find(|o| **o == entry.operator) else {
             return Err(format!(
                 "it has a part of unknown operator {}",
                 entry.operator
             ));
         };
-        let mut bytes = Vec::with_capacity(entry.len);
-        for i in 0..entry.chunks {
-            let key = chunk_key(at, operator, entry.worker, i);
-            let chunk = records
-                .get(&key)
-                .ok_or_else(|| format!("chunk {key} is missing"))?;
-            bytes.extend_from_slice(chunk);
-        }
-        if bytes.len() != entry.len || crc32fast::hash(&bytes) != entry.crc {
-            return Err(format!(
-                "the part of {} on worker {} fails its digest",
-                entry.operator, entry.worker
-            ));
+        let mut bytes = Vec::with_capacity(chain.iter().map(|(_, e)| e.len).sum());
+        for (t, e) in chain {
+            let start = bytes.len();
+            for i in 0..e.chunks {
+                let key = chunk_key(*t, operator, e.worker, i);
+                let chunk = records
+                    .get(&key)
+                    .ok_or_else(|| format!("chunk {key} is missing"))?;
+                bytes.extend_from_slice(chunk);
+            }
+            let part = &bytes[start..];
+            if part.len() != e.len || crc32fast::hash(part) != e.crc {
+                return Err(format!(
+                    "the part of {} on worker {} at {t} fails its digest",
+                    e.operator, e.worker
+                ));
+            }
         }
         seen.insert((entry.operator.clone(), entry.worker));
         parts.push(Part {
@@ -634,6 +739,7 @@ fn assemble(
             worker: entry.worker,
             peers: first.peers,
             at,
+            base: None,
             bytes,
             encode_us: 0,
         });
@@ -733,7 +839,10 @@ mod tests {
 
     #[test]
     fn the_writer_keeps_the_newest_and_the_one_a_start_would_use() {
-        let kept: BTreeSet<u64> = [100, 200, 300, 400, 500].into();
+        let kept: BTreeMap<u64, BTreeSet<u64>> = [100, 200, 300, 400, 500]
+            .into_iter()
+            .map(|t| (t, BTreeSet::new()))
+            .collect();
         // Outputs durable past everything: the 3 newest.
         assert_eq!(to_tombstone(&kept, 1_000), vec![100, 200]);
         // Durable below 250: 200 is what a start would use, kept with the 3 newest.
@@ -743,7 +852,38 @@ mod tests {
         assert_eq!(to_tombstone(&kept, 301), vec![100, 200]);
         // Nothing durable yet: the 3 newest.
         assert_eq!(to_tombstone(&kept, 0), vec![100, 200]);
-        assert_eq!(to_tombstone(&[7].into(), 1), Vec::<u64>::new());
+        assert_eq!(
+            to_tombstone(&[(7, BTreeSet::new())].into(), 1),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn the_writer_keeps_what_the_kept_chains_follow() {
+        // 100 whole; 200, 300 changes since 100, 200; 400 whole; 500 changes since 400.
+        let kept: BTreeMap<u64, BTreeSet<u64>> = [
+            (100, BTreeSet::new()),
+            (200, [100].into()),
+            (300, [200].into()),
+            (400, BTreeSet::new()),
+            (500, [400].into()),
+            (600, [500].into()),
+        ]
+        .into();
+        // The newest three (400..600) reach back to 400 only.
+        assert_eq!(to_tombstone(&kept, 1_000), vec![100, 200, 300]);
+        // A start would use 300 now: its chain reaches 100.
+        assert_eq!(to_tombstone(&kept, 350), Vec::<u64>::new());
+        // A chain that reaches a time with bases of several parts keeps all of them.
+        let mixed: BTreeMap<u64, BTreeSet<u64>> = [
+            (10, BTreeSet::new()),
+            (20, BTreeSet::new()),
+            (30, [10, 20].into()),
+            (40, BTreeSet::new()),
+            (50, BTreeSet::new()),
+        ]
+        .into();
+        assert_eq!(to_tombstone(&mixed, 1_000), Vec::<u64>::new());
     }
 
     #[test]
@@ -771,6 +911,16 @@ mod tests {
         peers: usize,
         parts: &[(&'static str, usize, Vec<u8>)],
     ) -> BTreeMap<String, Vec<u8>> {
+        records_with_bases(at, peers, parts, None)
+    }
+
+    /// [`records_of`] with every part holding the changes since `base`, if any.
+    fn records_with_bases(
+        at: u64,
+        peers: usize,
+        parts: &[(&'static str, usize, Vec<u8>)],
+        base: Option<u64>,
+    ) -> BTreeMap<String, Vec<u8>> {
         let mut records = BTreeMap::new();
         let mut entries = Vec::new();
         for (operator, worker, bytes) in parts {
@@ -785,6 +935,7 @@ mod tests {
                 len: bytes.len(),
                 crc: crc32fast::hash(bytes),
                 offsets: Vec::new(),
+                base,
             });
         }
         let manifest = Manifest {
@@ -804,6 +955,11 @@ mod tests {
         let parts = [("A", 0, b"hello world".to_vec()), ("B", 0, b"xy".to_vec())];
         let records = records_of(7, 1, &parts);
         let m: Manifest = serde_json::from_slice(&records[&manifest_key(7, 0)]).unwrap();
+        let by_time: BTreeMap<u64, Vec<Manifest>> = [(7, vec![m.clone()])].into();
+        let chains = chains(7, &by_time).unwrap();
+        let assemble = |at, m: &[Manifest], records: &_, settings: &_, ops: &[&'static str]| {
+            assemble(at, m, &chains, records, settings, ops)
+        };
         let restore = assemble(7, std::slice::from_ref(&m), &records, &settings(), &ops).unwrap();
         assert_eq!(restore.parts["A"], vec![b"hello world".to_vec()]);
         assert_eq!(restore.parts["B"], vec![b"xy".to_vec()]);
@@ -840,5 +996,48 @@ mod tests {
                 .unwrap_err()
                 .contains("written with")
         );
+    }
+
+    #[test]
+    fn a_chain_of_parts_assembles_oldest_first_and_a_broken_one_says_why_not() {
+        let ops = ["A"];
+        // A whole at 10, changes at 20 since 10, at 30 since 20.
+        let mut records = records_of(10, 1, &[("A", 0, b"whole".to_vec())]);
+        records.extend(records_with_bases(
+            20,
+            1,
+            &[("A", 0, b"+b".to_vec())],
+            Some(10),
+        ));
+        records.extend(records_with_bases(
+            30,
+            1,
+            &[("A", 0, b"+c".to_vec())],
+            Some(20),
+        ));
+        let manifest = |records: &BTreeMap<String, Vec<u8>>, t| -> Manifest {
+            serde_json::from_slice(&records[&manifest_key(t, 0)]).unwrap()
+        };
+        let mut by_time: BTreeMap<u64, Vec<Manifest>> = [10, 20, 30]
+            .into_iter()
+            .map(|t| (t, vec![manifest(&records, t)]))
+            .collect();
+        let found = chains(30, &by_time).unwrap();
+        let times: Vec<u64> = found[0].iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![10, 20, 30]);
+        let tip = [manifest(&records, 30)];
+        let restore = assemble(30, &tip, &found, &records, &settings(), &ops).unwrap();
+        assert_eq!(restore.parts["A"], vec![b"whole+b+c".to_vec()]);
+        // A changed byte in a base fails that part's digest.
+        let mut changed = records.clone();
+        changed.insert(chunk_key(10, "A", 0, 0), b"WHO".to_vec());
+        assert!(assemble(30, &tip, &found, &changed, &settings(), &ops)
+            .unwrap_err()
+            .contains("at 10 fails its digest"));
+        // A base whose manifest is gone breaks the chain.
+        by_time.remove(&10);
+        assert!(chains(30, &by_time)
+            .unwrap_err()
+            .contains("at 10, which is gone"));
     }
 }

@@ -778,6 +778,16 @@ pub fn now_ms() -> u64 {
 /// Runs `basketflow run` live on 1 worker until it logs a checkpoint at or after `covering`
 /// (ms), then stops it with SIGTERM; returns its log lines about checkpoints.
 pub fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<String> {
+    run_until_checkpoint_where(config, covering, |_| true)
+}
+
+/// [`run_until_checkpoint`], until the checkpoint written at or after `covering` is one whose
+/// log line `also` accepts.
+pub fn run_until_checkpoint_where(
+    config: &std::path::Path,
+    covering: u64,
+    also: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut child = ChildGuard::spawn(
         basketflow()
             .args(["run", "--config", config.to_str().unwrap(), "-w", "1"])
@@ -803,7 +813,9 @@ pub fn run_until_checkpoint(config: &std::path::Path, covering: u64) -> Vec<Stri
         if line.contains("checkpoint") {
             seen.push(line.clone());
         }
-        if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering) {
+        if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering)
+            && also(&line)
+        {
             break;
         }
     }

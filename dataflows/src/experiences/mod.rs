@@ -55,7 +55,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
-use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Incremental, Sharded};
 use basketflow_vocab::{
     split_tree_key, Decision, Erasure, ExperienceKind, ExperienceTree, PositionedEvent, Retention,
 };
@@ -184,7 +184,50 @@ struct Trees {
     shoppers: FastMap<Key, Shopper>,
     erased: FastSet<Key>,
     seen: FastMap<Key, Seen>,
+    /// The keys changed since the last part (not written: parts of changes list them).
+    #[serde(skip)]
+    changes: Changed,
 }
+
+/// The shoppers' keys whose entries changed since the tree operator's last part.
+#[derive(Default)]
+struct Changed {
+    keys: FastSet<Key>,
+    /// Whether changes are kept track of (checkpoints with parts of changes).
+    tracking: bool,
+    /// Keys were dropped since the last part (too many), or a shopper was erased: the next
+    /// part is whole (an erased shopper then leaves the checkpoints as the chains written
+    /// before the erasure are tombstoned).
+    whole: bool,
+}
+
+impl Changed {
+    /// Notes that the entries of `key` changed, with `live` shoppers' entries in the state.
+    fn touch(&mut self, key: &Key, live: usize) {
+        if !self.tracking || self.whole || self.keys.contains(key) {
+            return;
+        }
+        // Changes of half the shoppers are not worth a part of changes.
+        if self.keys.len() >= (live / 2).max(1024) {
+            self.whole = true;
+            self.keys = FastSet::default();
+        } else {
+            self.keys.insert(key.clone());
+        }
+    }
+
+    /// Notes an erasure: the next part is whole.
+    fn erased(&mut self) {
+        if self.tracking {
+            self.whole = true;
+            self.keys = FastSet::default();
+        }
+    }
+}
+
+/// One key's entries in a part of changes: its shopper, whether it is erased, its retention
+/// bookkeeping (absent entries are removed).
+type KeyEntries<S, E> = (Key, Option<S>, bool, Option<E>);
 
 impl Sharded for Trees {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
@@ -198,6 +241,60 @@ impl Sharded for Trees {
         self.shoppers.extend(other.shoppers);
         self.erased.extend(other.erased);
         self.seen.extend(other.seen);
+    }
+}
+
+impl Incremental for Trees {
+    type Changes = Vec<KeyEntries<Shopper, Seen>>;
+
+    fn track_changes(&mut self, on: bool) {
+        self.changes.tracking = on;
+        self.clear_changes();
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.changes.whole
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        // The same bytes as `KeyEntries<Shopper, Seen>`, borrowed.
+        let entries: Vec<(&Key, Option<&Shopper>, bool, Option<&Seen>)> = self
+            .changes
+            .keys
+            .iter()
+            .map(|key| {
+                (
+                    key,
+                    self.shoppers.get(key),
+                    self.erased.contains(key),
+                    self.seen.get(key),
+                )
+            })
+            .collect();
+        basketflow_operators::checkpoint::encode_into(out, &entries);
+    }
+
+    fn clear_changes(&mut self) {
+        self.changes.keys = FastSet::default();
+        self.changes.whole = false;
+    }
+
+    fn apply(&mut self, changes: Self::Changes) {
+        for (key, shopper, erased, seen) in changes {
+            match shopper {
+                Some(s) => self.shoppers.insert(key.clone(), s),
+                None => self.shoppers.remove(&key),
+            };
+            if erased {
+                self.erased.insert(key.clone());
+            } else {
+                self.erased.remove(&key);
+            }
+            match seen {
+                Some(s) => self.seen.insert(key, s),
+                None => self.seen.remove(&key),
+            };
+        }
     }
 }
 
@@ -228,7 +325,7 @@ pub fn decide<'scope>(
         .map(Control::Tree)
         .concat(erasures.map(Control::Erase));
     let mut stash: Stash = BTreeMap::new();
-    let mut state: Trees = checkpointer.restore();
+    let mut state: Trees = checkpointer.restore_incremental();
     let mut checks: BTreeMap<Millis, Vec<(String, String)>> = BTreeMap::new();
     for (key, s) in &state.seen {
         if s.scheduled {
@@ -268,11 +365,12 @@ pub fn decide<'scope>(
                     if events_frontier.less_equal(&t) || controls_frontier.less_equal(&t) {
                         break;
                     }
-                    checkpointer.pass(t, &state);
+                    checkpointer.pass_incremental(t, &mut state);
                     let Trees {
                         shoppers,
                         erased,
                         seen,
+                        changes,
                     } = &mut state;
                     let at = stash.remove(&t).expect("first key exists");
                     for e in at.erasures {
@@ -282,12 +380,13 @@ pub fn decide<'scope>(
                         }
                         seen.remove(&key);
                         erased.insert(key);
+                        changes.erased();
                     }
                     for m in at.trees {
-                        apply_tree(shoppers, erased, &m, &stats);
+                        apply_tree(shoppers, erased, changes, &m, &stats);
                     }
-                    expire(&mut checks, seen, shoppers, &retention, t, &stats);
-                    forget(&mut horizon_checks, shoppers, horizons, t, &stats);
+                    expire(&mut checks, seen, shoppers, changes, &retention, t, &stats);
+                    forget(&mut horizon_checks, shoppers, changes, horizons, t, &stats);
                     let mut session = output.session(&at.cap);
                     for pe in at.events {
                         let e = &pe.event.0;
@@ -295,6 +394,7 @@ pub fn decide<'scope>(
                         if erased.contains(&key) {
                             continue;
                         }
+                        changes.touch(&key, shoppers.len());
                         let s = seen.entry(key.clone()).or_default();
                         s.last = t;
                         if !s.scheduled {
@@ -347,7 +447,7 @@ pub fn decide<'scope>(
                     .filter_map(|f| f.frontier().first().copied())
                     .min();
                 if let Some(b) = bound {
-                    checkpointer.pass(b, &state);
+                    checkpointer.pass_incremental(b, &mut state);
                 }
             }
         },
@@ -361,6 +461,7 @@ fn expire(
     checks: &mut BTreeMap<Millis, Vec<(String, String)>>,
     seen: &mut FastMap<(String, String), Seen>,
     shoppers: &mut FastMap<(String, String), Shopper>,
+    changes: &mut Changed,
     retention: &Retention,
     t: Millis,
     stats: &TreeStats,
@@ -379,6 +480,7 @@ fn expire(
                 continue;
             }
             seen.remove(&key);
+            changes.touch(&key, shoppers.len());
             if let Some(shopper) = shoppers.get_mut(&key) {
                 stats.adjust(shopper.remembered(), 0);
                 shopper.forget_all_but_the_tree();
@@ -400,10 +502,12 @@ fn expire(
 fn forget(
     horizon_checks: &mut BTreeMap<Millis, Vec<Key>>,
     shoppers: &mut FastMap<Key, Shopper>,
+    changes: &mut Changed,
     horizons: Horizons,
     t: Millis,
     stats: &TreeStats,
 ) {
+    let live = shoppers.len();
     while let Some(entry) = horizon_checks.first_entry() {
         let due = *entry.key();
         if due > t {
@@ -416,6 +520,7 @@ fn forget(
             if shopper.next_expiry(horizons) != Some(due) {
                 continue;
             }
+            changes.touch(&key, live);
             let before = shopper.remembered();
             shopper.forget(t, horizons);
             stats.adjust(before, shopper.remembered());
@@ -433,6 +538,7 @@ fn forget(
 fn apply_tree(
     shoppers: &mut FastMap<(String, String), Shopper>,
     erased: &FastSet<(String, String)>,
+    changes: &mut Changed,
     m: &SourceMessage,
     stats: &TreeStats,
 ) {
@@ -455,6 +561,7 @@ fn apply_tree(
         // A null value: this retailer's shopper no longer has a tree.
         if let Some(state) = shoppers.get_mut(&key) {
             state.set_tree(None);
+            changes.touch(&key, shoppers.len());
         }
         return;
     }
@@ -477,6 +584,7 @@ fn apply_tree(
     if erased.contains(&key) {
         return;
     }
+    changes.touch(&key, shoppers.len());
     shoppers
         .entry(key)
         .or_default()
