@@ -682,15 +682,24 @@ fn read_chunks(
     Ok(chunks)
 }
 
-/// A consumer of a checkpoint topic: large fetches, and the partition's end reported (a
-/// range whose last record was compacted away ends there).
+/// A consumer of a checkpoint topic: fetches of a few chunks and a prefetch queue of a few
+/// fetches (a restore reads runs of chunks here and there: whatever is fetched past a run's
+/// end is read for nothing), fetches at the topic's end that wait 10 ms, not 500 (the next
+/// run's fetch waits for the one in flight), and the partition's end reported (a range whose
+/// last record was compacted away ends there).
 fn chunks_consumer(brokers: &str) -> Result<BaseConsumer, KafkaError> {
+    let fetch = (4 * CHUNK_BYTES).to_string();
     basketflow_kafka::client_config(brokers)
         .set("group.id", "basketflow-checkpoints")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
-        .set("max.partition.fetch.bytes", (64 * 1024 * 1024).to_string())
+        .set("fetch.max.bytes", &fetch)
+        .set("max.partition.fetch.bytes", &fetch)
+        .set(
+            "queued.max.messages.kbytes",
+            (8 * CHUNK_BYTES / 1024).to_string(),
+        )
+        .set("fetch.wait.max.ms", "10")
         .create()
 }
 

@@ -8,7 +8,8 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--memory-events 1000000,10000000] [--memory-horizon-ms MS] [--memory-lead-ms MS] [--memory-in-flight N] \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
-    [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100] [--fetch-min-bytes 1,65536]";
+    [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100] [--fetch-min-bytes 1,65536] \
+    [--checkpoint-events 1000000] [--checkpoint-rate 1000] [--checkpoint-seconds 20] [--checkpoint-full-every 10,0]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -65,6 +66,14 @@ pub struct Args {
     /// The latency and live-cost phases' `kafka.fetch_min_bytes` values, each its own graph
     /// (`[1]`, the default, when absent).
     pub fetch_min_bytes: Vec<u32>,
+    /// History of the checkpoint-cost phase (`checkpoints`, not run unless named), events.
+    pub checkpoint_events: usize,
+    /// The checkpoint-cost phase's live rate, events/s.
+    pub checkpoint_rate: u32,
+    /// The checkpoint-cost phase's live seconds.
+    pub checkpoint_seconds: u64,
+    /// The checkpoint-cost phase's `graph.checkpoint_full_every` values, each its own graph.
+    pub checkpoint_full_every: Vec<u32>,
 }
 
 /// The arguments of this process.
@@ -96,6 +105,10 @@ pub fn args() -> Args {
         live_rates: vec![0, 2_000, 10_000],
         live_ticks: vec![5, 100],
         fetch_min_bytes: vec![1],
+        checkpoint_events: 1_000_000,
+        checkpoint_rate: 1_000,
+        checkpoint_seconds: 20,
+        checkpoint_full_every: vec![10, 0],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -135,6 +148,16 @@ pub fn args() -> Args {
             }
             "--live-rates" => a.live_rates = list(&value).into_iter().map(|r| r as u32).collect(),
             "--live-ticks" => a.live_ticks = list(&value).into_iter().map(|t| t as u64).collect(),
+            "--checkpoint-events" => {
+                a.checkpoint_events = value.parse().expect("--checkpoint-events N")
+            }
+            "--checkpoint-rate" => a.checkpoint_rate = value.parse().expect("--checkpoint-rate R"),
+            "--checkpoint-seconds" => {
+                a.checkpoint_seconds = value.parse().expect("--checkpoint-seconds S")
+            }
+            "--checkpoint-full-every" => {
+                a.checkpoint_full_every = list(&value).into_iter().map(|n| n as u32).collect()
+            }
             "--fetch-min-bytes" => {
                 a.fetch_min_bytes = list(&value).into_iter().map(|n| n as u32).collect()
             }

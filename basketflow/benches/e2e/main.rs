@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the graph against the real broker and ClickHouse, side by side with
 //! the broker's own limits measured in the same run (see the README's "Benchmarks").
 //!
-//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,scaleout,sustain,latency,memory,restart,livecost]
+//! `cargo bench -p basketflow --bench e2e -- [--phases baseline,catchup,scaleout,sustain,latency,memory,restart,livecost,checkpoints]
 //!  [--events N] [--rates 1000,10000,50000] [--seconds S] [--sustain-seconds 60]
 //!  [--sustain-probes 3] [--memory-events 1000000,10000000] [--restart-events 300000,3000000]`
 //!
@@ -42,6 +42,9 @@
 //!    and load times.
 //! 7. **livecost** (only when named in `--phases`): a live 2-worker graph's CPU by thread group
 //!    at each of `--live-rates` (0: idle) and `--live-ticks` (`graph.tick_ms`), for `--seconds`.
+//! 8. **checkpoints** (only when named in `--phases`): each checkpoint's bytes and encoding
+//!    stall on a live graph over a large state, incremental against every part whole
+//!    (`checkpoint_cost.rs`).
 //!
 //! The sustain phase also reports the cores the graph, the producer (this process), the
 //! broker and ClickHouse took during each probe: they share the machine's cores.
@@ -49,12 +52,13 @@
 //! Writes `target/bench-e2e/results.json`, `results.md` and `latency.svg`, and prints the table.
 //!
 //! Files: `args.rs` (the command line), `stack.rs` (graphs, producing, reading and watching the
-//! topics), `sampling.rs` (CPU by thread group, the run's log), `phases.rs` (the five
-//! measurements), `report.rs` (percentiles, the plot). Every topic the run creates is deleted at
+//! topics), `sampling.rs` (CPU by thread group, the run's log), `phases.rs` (the first seven
+//! measurements), `checkpoint_cost.rs` (the eighth), `report.rs` (percentiles, the plot). Every topic the run creates is deleted at
 //! the end (a broker with thousands of leftover partitions answers slower, which would skew the
 //! next run's broker baseline), and every graph's database is dropped after its run.
 
 mod args;
+mod checkpoint_cost;
 mod phases;
 mod report;
 mod sampling;
@@ -163,6 +167,10 @@ fn main() {
     // Not among the default phases: named with --phases livecost.
     if bench.args.phases.iter().any(|p| p == "livecost") {
         phases::live_cost(&mut bench);
+    }
+    // Not among the default phases: named with --phases checkpoints.
+    if bench.args.phases.iter().any(|p| p == "checkpoints") {
+        checkpoint_cost::checkpoint_cost(&mut bench);
     }
 
     std::fs::write(
