@@ -430,8 +430,13 @@ impl Collector for Scrape {
             ),
             (
                 "basketflow_checkpoint_latest_bytes",
-                "Bytes of state in the latest checkpoint this process wrote.",
+                "Bytes the latest checkpoint this process wrote (incremental operators: often their changes only).",
                 &c.writer.latest_bytes,
+            ),
+            (
+                "basketflow_checkpoint_state_bytes",
+                "Bytes of the state the latest checkpoint stands for (each part's latest whole part).",
+                &c.writer.state_bytes,
             ),
             (
                 "basketflow_checkpoint_latest_write_ms",

@@ -206,8 +206,12 @@ pub struct CheckpointStats {
     pub written: AtomicU64,
     /// The time of the latest one.
     pub latest_at: AtomicU64,
-    /// Bytes of parts in the latest one.
+    /// Bytes of parts in the latest one (for incremental operators, often only their changes).
     pub latest_bytes: AtomicU64,
+    /// Bytes of the state the latest one stands for: per operator and worker, its latest part
+    /// of the whole state (a gauge of the state's size, up to `checkpoint_full_every`
+    /// intervals old for incremental operators).
+    pub state_bytes: AtomicU64,
     /// Milliseconds the latest one took to write (chunks and manifest acknowledged).
     pub latest_write_ms: AtomicU64,
     /// Checkpoints that failed to write (the next one tries again).
@@ -271,6 +275,8 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
     let mut pending: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
     let mut kept: BTreeMap<u64, Written> = config.existing.clone();
     let mut last_written = 0u64;
+    // Per operator and worker, the size of its latest whole part written.
+    let mut whole: BTreeMap<(&'static str, usize), usize> = BTreeMap::new();
     while let Ok(first) = parts.recv() {
         // Everything already queued too: a writer that fell behind writes only the latest
         // complete time (a shutdown then writes one checkpoint, not a backlog).
@@ -316,6 +322,11 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                 stats.written.fetch_add(1, Ordering::Relaxed);
                 stats.latest_at.store(at, Ordering::Relaxed);
                 stats.latest_bytes.store(bytes as u64, Ordering::Relaxed);
+                for p in group.iter().filter(|p| p.base.is_none()) {
+                    whole.insert((p.operator, p.worker), p.bytes.len());
+                }
+                let state = whole.values().sum::<usize>() as u64;
+                stats.state_bytes.store(state, Ordering::Relaxed);
                 let ms = started.elapsed().as_millis() as u64;
                 stats.latest_write_ms.store(ms, Ordering::Relaxed);
                 // The workers' share: encoding each part stalls its operator for that long.
