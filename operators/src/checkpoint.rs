@@ -228,6 +228,73 @@ pub fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     bincode::serialize_into(out, value).expect("checkpointed state serializes");
 }
 
+/// The keys of an [`Incremental`] state that changed since its last part: what its parts of
+/// changes list (each with its current entries).
+#[derive(Debug)]
+pub struct ChangedKeys<K> {
+    keys: crate::FastSet<K>,
+    /// Whether changes are kept track of (checkpoints with parts of changes).
+    tracking: bool,
+    /// Keys were dropped since the last part (too many), or the state asked: the next part
+    /// is whole.
+    whole: bool,
+}
+
+impl<K> Default for ChangedKeys<K> {
+    fn default() -> Self {
+        ChangedKeys {
+            keys: crate::FastSet::default(),
+            tracking: false,
+            whole: false,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
+    /// Notes that the entries of `key` changed, in a state of `live` keys: past half of them
+    /// (and 1,024), the next part is whole and the keys are no longer kept.
+    pub fn touch(&mut self, key: &K, live: usize) {
+        if !self.tracking || self.whole || self.keys.contains(key) {
+            return;
+        }
+        if self.keys.len() >= (live / 2).max(1024) {
+            self.whole();
+        } else {
+            self.keys.insert(key.clone());
+        }
+    }
+
+    /// Makes the next part whole (e.g. after an erasure).
+    pub fn whole(&mut self) {
+        if self.tracking {
+            self.whole = true;
+            self.keys = crate::FastSet::default();
+        }
+    }
+
+    /// For [`Incremental::track_changes`].
+    pub fn track(&mut self, on: bool) {
+        self.tracking = on;
+        self.clear();
+    }
+
+    /// For [`Incremental::wants_whole`].
+    pub fn wants_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// For [`Incremental::clear_changes`].
+    pub fn clear(&mut self) {
+        self.keys = crate::FastSet::default();
+        self.whole = false;
+    }
+
+    /// The keys changed since the last part.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.keys.iter()
+    }
+}
+
 /// The tag of a record of the whole state in an incremental part.
 const WHOLE: u32 = 0;
 /// The tag of a record of changes in an incremental part.

@@ -85,8 +85,9 @@ impl<I: Clone + Hash + Eq> Windows<I> {
     /// Opens (or moves) the window of `key` to end at `end`.
     fn open(&mut self, key: (u64, I), end: u64) {
         if self.tracking && !self.overflowed {
-            // Changes as large as half the state are not worth a part of changes.
-            if self.opened.len() >= (self.open.len() / 2).max(SWEEP_AFTER) {
+            // Changes as large as an eighth of the state are not worth keeping (the log costs
+            // memory: ~40 bytes an entry; a catch-up would fill it with the whole state).
+            if self.opened.len() >= (self.open.len() / 8).max(SWEEP_AFTER) {
                 self.overflowed = true;
                 self.opened = Vec::new();
             } else {

@@ -18,7 +18,8 @@
 //! # State
 //!
 //! One accumulator per key that is not empty ([`Accumulator::is_empty`]); nothing per
-//! record. The state is checkpointed ([`crate::checkpoint`]) when given a [`Checkpointing`].
+//! record. The state is checkpointed ([`crate::checkpoint`]) when given a [`Checkpointing`],
+//! incrementally: a part of changes holds the keys folded since the last part.
 
 use crate::FastMap;
 use std::collections::BTreeMap;
@@ -31,7 +32,9 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::agenda::Agenda;
-use crate::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use crate::checkpoint::{
+    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+};
 
 /// A key's fold of its updates (see the [module docs](self)).
 pub trait Accumulator: Default + Serialize + DeserializeOwned + 'static {
@@ -75,17 +78,25 @@ impl Accumulator for Sums3 {
     }
 }
 
-/// The operator's state: one accumulator per key.
+/// The operator's state: one accumulator per key, and the keys changed since its last part
+/// (its parts of changes hold those keys' accumulators; absent ones are removed).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
     serialize = "K: Serialize, A: Serialize",
     deserialize = "K: DeserializeOwned + Hash + Eq, A: DeserializeOwned"
 ))]
-struct Folded<K, A>(FastMap<K, A>);
+struct Folded<K, A> {
+    map: FastMap<K, A>,
+    #[serde(skip)]
+    changed: ChangedKeys<K>,
+}
 
 impl<K, A> Default for Folded<K, A> {
     fn default() -> Self {
-        Folded(FastMap::default())
+        Folded {
+            map: FastMap::default(),
+            changed: ChangedKeys::default(),
+        }
     }
 }
 
@@ -95,11 +106,47 @@ where
     A: Serialize + DeserializeOwned,
 {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
-        self.0.retain(|k, _| owns(k.hashed()));
+        self.map.retain(|k, _| owns(k.hashed()));
     }
 
     fn absorb(&mut self, other: Self) {
-        self.0.extend(other.0);
+        self.map.extend(other.map);
+    }
+}
+
+impl<K, A> Incremental for Folded<K, A>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Hashable<Output = u64>,
+    A: Serialize + DeserializeOwned,
+{
+    type Changes = Vec<(K, Option<A>)>;
+
+    fn track_changes(&mut self, on: bool) {
+        self.changed.track(on);
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.changed.wants_whole()
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        // The same bytes as `Self::Changes`, borrowed.
+        let changes: Vec<(&K, Option<&A>)> =
+            self.changed.keys().map(|k| (k, self.map.get(k))).collect();
+        encode_into(out, &changes);
+    }
+
+    fn clear_changes(&mut self) {
+        self.changed.clear();
+    }
+
+    fn apply(&mut self, changes: Self::Changes) {
+        for (k, a) in changes {
+            match a {
+                Some(a) => self.map.insert(k, a),
+                None => self.map.remove(&k),
+            };
+        }
     }
 }
 
@@ -134,7 +181,7 @@ where
 {
     let scope = updates.scope();
     let mut checkpointer = Checkpointer::new(checkpoints, name, scope.index(), scope.peers());
-    let mut state: Folded<K, A> = checkpointer.restore();
+    let mut state: Folded<K, A> = checkpointer.restore_incremental();
     let mut agenda: Agenda<(K, A::Update, isize), ()> = Agenda::default();
     updates
         .inner
@@ -151,21 +198,23 @@ where
                     });
                     let (bound, exhausted) = agenda.bound(&[frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        checkpointer.pass(t, &state);
+                        checkpointer.pass_incremental(t, &mut state);
                         let mut by_key: BTreeMap<K, Vec<(A::Update, isize)>> = BTreeMap::new();
                         for (key, update, diff) in at.inputs {
                             by_key.entry(key).or_default().push((update, diff));
                         }
                         let mut session = output.session(&at.cap);
                         for (key, updates) in by_key {
-                            let acc = state.0.entry(key.clone()).or_default();
+                            let live = state.map.len();
+                            state.changed.touch(&key, live);
+                            let acc = state.map.entry(key.clone()).or_default();
                             let old = acc.row();
                             for (update, diff) in &updates {
                                 acc.add(update, *diff);
                             }
                             let new = acc.row();
                             if acc.is_empty() {
-                                state.0.remove(&key);
+                                state.map.remove(&key);
                             }
                             if old == new {
                                 continue;
@@ -178,7 +227,7 @@ where
                             }
                         }
                     }
-                    checkpointer.pass(bound, &state);
+                    checkpointer.pass_incremental(bound, &mut state);
                     agenda.end_round(exhausted);
                 }
             },

@@ -133,10 +133,11 @@ fn run_folded(
 
 #[test]
 fn a_fold_restored_from_a_checkpoint_continues_as_if_it_had_never_stopped() {
-    // Keys 0..8, sales over 6 times; a checkpoint every 2 ms.
+    // Keys 0..64 at time 1, then keys 0..8, sales over 6 times; a checkpoint every 2 ms
+    // (parts of changes after the first: few keys change).
     let rounds: Sales = (1..=6i64)
         .map(|t| {
-            (0..8u32)
+            (0..if t == 1 { 64u32 } else { 8 })
                 .map(|k| {
                     (
                         (k, [t + k as i64, 3 * t, 1]),
@@ -153,8 +154,9 @@ fn a_fold_restored_from_a_checkpoint_continues_as_if_it_had_never_stopped() {
     assert_eq!(times, vec![2, 4, 6]);
     for (workers, restored_workers) in [(1, 1), (1, 3), (2, 1), (2, 2)] {
         let (_, parts) = run_folded(workers, rounds.clone(), 0, None);
-        let at_4: Vec<Part> = parts.into_iter().filter(|p| p.at == 4).collect();
-        let restore = Restore::complete(4, workers, routing_fingerprint(), &["Sales"], at_4)
+        // The part at 4 holds the keys folded since the one at 2 (its base).
+        assert!(parts.iter().any(|p| p.at == 4 && p.base == Some(2)));
+        let restore = Restore::chained(4, workers, routing_fingerprint(), &["Sales"], parts)
             .expect("complete");
         let (rest, _) = run_folded(restored_workers, rounds[4..].to_vec(), 4, Some(restore));
         let after_4: Updates<_> = whole.iter().filter(|u| u.1 > 4).cloned().collect();

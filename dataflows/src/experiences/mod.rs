@@ -55,7 +55,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
-use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Incremental, Sharded};
+use basketflow_operators::checkpoint::{
+    ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+};
 use basketflow_vocab::{
     split_tree_key, Decision, Erasure, ExperienceKind, ExperienceTree, PositionedEvent, Retention,
 };
@@ -190,40 +192,7 @@ struct Trees {
 }
 
 /// The shoppers' keys whose entries changed since the tree operator's last part.
-#[derive(Default)]
-struct Changed {
-    keys: FastSet<Key>,
-    /// Whether changes are kept track of (checkpoints with parts of changes).
-    tracking: bool,
-    /// Keys were dropped since the last part (too many), or a shopper was erased: the next
-    /// part is whole (an erased shopper then leaves the checkpoints as the chains written
-    /// before the erasure are tombstoned).
-    whole: bool,
-}
-
-impl Changed {
-    /// Notes that the entries of `key` changed, with `live` shoppers' entries in the state.
-    fn touch(&mut self, key: &Key, live: usize) {
-        if !self.tracking || self.whole || self.keys.contains(key) {
-            return;
-        }
-        // Changes of half the shoppers are not worth a part of changes.
-        if self.keys.len() >= (live / 2).max(1024) {
-            self.whole = true;
-            self.keys = FastSet::default();
-        } else {
-            self.keys.insert(key.clone());
-        }
-    }
-
-    /// Notes an erasure: the next part is whole.
-    fn erased(&mut self) {
-        if self.tracking {
-            self.whole = true;
-            self.keys = FastSet::default();
-        }
-    }
-}
+type Changed = ChangedKeys<Key>;
 
 /// One key's entries in a part of changes: its shopper, whether it is erased, its retention
 /// bookkeeping (absent entries are removed).
@@ -248,20 +217,18 @@ impl Incremental for Trees {
     type Changes = Vec<KeyEntries<Shopper, Seen>>;
 
     fn track_changes(&mut self, on: bool) {
-        self.changes.tracking = on;
-        self.clear_changes();
+        self.changes.track(on);
     }
 
     fn wants_whole(&self) -> bool {
-        self.changes.whole
+        self.changes.wants_whole()
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
         // The same bytes as `KeyEntries<Shopper, Seen>`, borrowed.
         let entries: Vec<(&Key, Option<&Shopper>, bool, Option<&Seen>)> = self
             .changes
-            .keys
-            .iter()
+            .keys()
             .map(|key| {
                 (
                     key,
@@ -275,8 +242,7 @@ impl Incremental for Trees {
     }
 
     fn clear_changes(&mut self) {
-        self.changes.keys = FastSet::default();
-        self.changes.whole = false;
+        self.changes.clear();
     }
 
     fn apply(&mut self, changes: Self::Changes) {
@@ -380,7 +346,8 @@ pub fn decide<'scope>(
                         }
                         seen.remove(&key);
                         erased.insert(key);
-                        changes.erased();
+                        // No chain written from now on reaches back to the erased data.
+                        changes.whole();
                     }
                     for m in at.trees {
                         apply_tree(shoppers, erased, changes, &m, &stats);
