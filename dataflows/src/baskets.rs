@@ -46,7 +46,9 @@ use basketflow_operators::FastMap;
 use std::collections::BTreeMap;
 
 use basketflow_operators::agenda::Agenda;
-use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use basketflow_operators::checkpoint::{
+    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+};
 use basketflow_vocab::read_models::BasketLine;
 use basketflow_vocab::{Erasure, EventBody, Retention, WireEvent};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -217,6 +219,49 @@ struct Baskets {
     baskets: FastMap<Shopper, Basket>,
     /// Erased shoppers, with the least time of their erasure.
     forgotten: FastMap<Shopper, u64>,
+    /// The shoppers whose entries changed since the last part (its parts of changes).
+    #[serde(skip)]
+    changed: ChangedKeys<Shopper>,
+}
+
+impl Incremental for Baskets {
+    /// Per changed shopper: their basket and erasure time (absent ones are removed).
+    type Changes = Vec<(Shopper, Option<Basket>, Option<u64>)>;
+
+    fn track_changes(&mut self, on: bool) {
+        self.changed.track(on);
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.changed.wants_whole()
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        // The same bytes as `Self::Changes`, borrowed.
+        let changes: Vec<(&Shopper, Option<&Basket>, Option<&u64>)> = self
+            .changed
+            .keys()
+            .map(|s| (s, self.baskets.get(s), self.forgotten.get(s)))
+            .collect();
+        encode_into(out, &changes);
+    }
+
+    fn clear_changes(&mut self) {
+        self.changed.clear();
+    }
+
+    fn apply(&mut self, changes: Self::Changes) {
+        for (shopper, basket, forgotten) in changes {
+            match forgotten {
+                Some(at) => self.forgotten.insert(shopper.clone(), at),
+                None => self.forgotten.remove(&shopper),
+            };
+            match basket {
+                Some(b) => self.baskets.insert(shopper, b),
+                None => self.baskets.remove(&shopper),
+            };
+        }
+    }
 }
 
 impl Sharded for Baskets {
@@ -276,7 +321,7 @@ pub(crate) fn fold_baskets<'scope>(
     });
     let erased = erasures.map(|e| e.shopper());
     let mut agenda: Agenda<Input, Shopper> = Agenda::default();
-    let mut state: Baskets = checkpointer.restore();
+    let mut state: Baskets = checkpointer.restore_incremental();
     facts
         .binary_frontier(
             erased,
@@ -306,8 +351,12 @@ pub(crate) fn fold_baskets<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[records_frontier, erased_frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        checkpointer.pass(t, &state);
-                        let Baskets { baskets, forgotten } = &mut state;
+                        checkpointer.pass_incremental(t, &mut state);
+                        let Baskets {
+                            baskets,
+                            forgotten,
+                            changed,
+                        } = &mut state;
                         let mut touched: BTreeMap<Shopper, Vec<Record>> = BTreeMap::new();
                         for shopper in at.keys {
                             // An entry is stale when the shopper was scheduled elsewhere since.
@@ -318,6 +367,8 @@ pub(crate) fn fold_baskets<'scope>(
                         for input in at.inputs {
                             match input {
                                 Input::Erased(shopper) => {
+                                    // No chain written from now on reaches back before it.
+                                    changed.whole();
                                     let least = forgotten.entry(shopper.clone()).or_insert(t);
                                     *least = (*least).min(t);
                                     touched.entry(shopper).or_default();
@@ -329,6 +380,7 @@ pub(crate) fn fold_baskets<'scope>(
                         }
                         let mut session = output.session(&at.cap);
                         for (shopper, records) in touched {
+                            changed.touch(&shopper, baskets.len());
                             let basket = baskets.entry(shopper.clone()).or_default();
                             let before: BTreeMap<String, i64> = basket
                                 .lines()
@@ -375,7 +427,7 @@ pub(crate) fn fold_baskets<'scope>(
                             }
                         }
                     }
-                    checkpointer.pass(bound, &state);
+                    checkpointer.pass_incremental(bound, &mut state);
                     agenda.end_round(exhausted);
                 }
             },
