@@ -53,7 +53,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use basketflow_operators::agenda::Agenda;
-use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use basketflow_operators::checkpoint::{
+    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+};
 use basketflow_vocab::{
     Erasure, Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
     WireEvent,
@@ -471,6 +473,50 @@ struct Orders {
     ended: FastSet<EndedOrder>,
     /// Erased shoppers, with the least time of their erasure (every worker holds them all).
     forgotten: ByShopper<u64>,
+    /// The orders whose entries changed since the last part (its parts of changes).
+    #[serde(skip)]
+    changed: ChangedKeys<OrderKey>,
+}
+
+impl Incremental for Orders {
+    /// Per changed order: its state, absent when it left, and its ended digest when it ended
+    /// (the ended orders only grow).
+    type Changes = Vec<(OrderKey, Option<Order>, Option<EndedOrder>)>;
+
+    fn track_changes(&mut self, on: bool) {
+        self.changed.track(on);
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.changed.wants_whole()
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        // The same bytes as `Self::Changes`, borrowed.
+        let changes: Vec<(&OrderKey, Option<&Order>, Option<EndedOrder>)> = self
+            .changed
+            .keys()
+            .map(|key| {
+                let ended = Some(EndedOrder::of(key)).filter(|e| self.ended.contains(e));
+                (key, self.orders.get(key), ended)
+            })
+            .collect();
+        encode_into(out, &changes);
+    }
+
+    fn clear_changes(&mut self) {
+        self.changed.clear();
+    }
+
+    fn apply(&mut self, changes: Self::Changes) {
+        for (key, order, ended) in changes {
+            match order {
+                Some(o) => self.orders.insert(key, o),
+                None => self.orders.remove(&key),
+            };
+            self.ended.extend(ended);
+        }
+    }
 }
 
 impl Sharded for Orders {
@@ -542,7 +588,7 @@ pub(crate) fn settle_orders<'scope>(
     // Every worker holds orders of every shopper: erasures go to all of them.
     let erased = erasures.map(|e| e.shopper()).broadcast();
     let mut agenda: Agenda<Input, OrderKey> = Agenda::default();
-    let mut state: Orders = checkpointer.restore();
+    let mut state: Orders = checkpointer.restore_incremental();
     let mut named = Named::default();
     for (key, order) in &state.orders {
         named.update(key, &[], &order.named_shoppers());
@@ -576,11 +622,12 @@ pub(crate) fn settle_orders<'scope>(
                 });
                 let (bound, exhausted) = agenda.bound(&[facts_frontier, erased_frontier]);
                 while let Some((t, at)) = agenda.next_before(bound) {
-                    checkpointer.pass(t, &state);
+                    checkpointer.pass_incremental(t, &mut state);
                     let Orders {
                         orders,
                         ended,
                         forgotten,
+                        changed,
                     } = &mut state;
                     let mut touched: BTreeMap<OrderKey, Vec<(Fact, isize, u64)>> = BTreeMap::new();
                     for key in at.keys {
@@ -595,6 +642,8 @@ pub(crate) fn settle_orders<'scope>(
                                 touched.entry(key).or_default().push((fact, diff, leave));
                             }
                             Input::Erased((retailer, shopper)) => {
+                                // No chain written from now on reaches back before it.
+                                changed.whole();
                                 for order_id in named.orders_of(&retailer, &shopper) {
                                     touched
                                         .entry((retailer.clone(), order_id.clone()))
@@ -611,6 +660,7 @@ pub(crate) fn settle_orders<'scope>(
                     }
                     let mut session = output.session(&at.cap);
                     for (key, updates) in touched {
+                        changed.touch(&key, orders.len());
                         if ended.contains(&EndedOrder::of(&key)) {
                             for (fact, n, _) in updates {
                                 for _ in 0..n.max(0) {
@@ -676,7 +726,7 @@ pub(crate) fn settle_orders<'scope>(
                         }
                     }
                 }
-                checkpointer.pass(bound, &state);
+                checkpointer.pass_incremental(bound, &mut state);
                 agenda.end_round(exhausted);
             }
         },
