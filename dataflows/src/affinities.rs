@@ -28,7 +28,9 @@ use basketflow_operators::FastMap;
 use std::collections::BTreeMap;
 
 use basketflow_operators::agenda::Agenda;
-use basketflow_operators::checkpoint::{Checkpointer, Checkpointing, Sharded};
+use basketflow_operators::checkpoint::{
+    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+};
 use basketflow_vocab::read_models::ProductAffinity;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -48,43 +50,55 @@ struct Interner {
 /// Pair counts on interned ids: the operator's state, as checkpointed.
 type Counts = FastMap<(u32, u32, u32), i64>;
 
-/// The operator's checkpointed state: the interned names and the counts on their ids.
-#[derive(Default, Deserialize)]
+/// The operator's checkpointed state: the interned names and the counts on their ids, and
+/// what changed since its last part (names interned since, pairs whose counts changed).
+#[derive(Default)]
 struct Affinities {
-    names: Vec<String>,
+    names: Interner,
     counts: Counts,
+    changed: ChangedKeys<(u32, u32, u32)>,
+    /// Names interned before the last part (a part of changes lists the later ones).
+    names_written: usize,
 }
 
-/// [`Affinities`] borrowed from the operator, to write (the same encoding).
+/// [`Affinities`] as written and read: the names in id order, and the counts.
 #[derive(Serialize)]
 struct AffinitiesRef<'a> {
     names: &'a [String],
     counts: &'a Counts,
 }
 
-impl<'a> AffinitiesRef<'a> {
-    /// The operator's state, borrowed.
-    fn of(names: &'a Interner, counts: &'a Counts) -> AffinitiesRef<'a> {
-        AffinitiesRef {
-            names: &names.strings,
-            counts,
-        }
-    }
+/// [`AffinitiesRef`] read back.
+#[derive(Deserialize)]
+struct AffinitiesOwned {
+    names: Vec<String>,
+    counts: Counts,
 }
 
 impl Serialize for Affinities {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         AffinitiesRef {
-            names: &self.names,
+            names: &self.names.strings,
             counts: &self.counts,
         }
         .serialize(s)
     }
 }
 
+impl<'de> Deserialize<'de> for Affinities {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let owned = AffinitiesOwned::deserialize(d)?;
+        Ok(Affinities {
+            names: Interner::from_names(owned.names),
+            counts: owned.counts,
+            ..Affinities::default()
+        })
+    }
+}
+
 impl Sharded for Affinities {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
-        let names = &self.names;
+        let names = &self.names.strings;
         self.counts.retain(|(r, a, b), _| {
             let pair = (
                 &names[*r as usize],
@@ -96,13 +110,55 @@ impl Sharded for Affinities {
     }
 
     fn absorb(&mut self, other: Self) {
-        let mut names = Interner::from_names(std::mem::take(&mut self.names));
         for ((r, a, b), n) in other.counts {
-            let mut id = |i: u32| names.id(other.names[i as usize].clone());
+            let mut id = |i: u32| self.names.id(other.names.name(i).to_owned());
             let key = (id(r), id(a), id(b));
             *self.counts.entry(key).or_default() += n;
         }
-        self.names = names.strings;
+    }
+}
+
+impl Incremental for Affinities {
+    /// The names interned since the last part (their ids follow the earlier ones), and the
+    /// pairs whose counts changed (0: the pair left).
+    type Changes = (Vec<String>, Vec<((u32, u32, u32), i64)>);
+
+    fn track_changes(&mut self, on: bool) {
+        self.changed.track(on);
+        self.names_written = self.names.strings.len();
+    }
+
+    fn wants_whole(&self) -> bool {
+        self.changed.wants_whole()
+    }
+
+    fn write_changes(&self, out: &mut Vec<u8>) {
+        // The same bytes as `Self::Changes`, borrowed.
+        let names = &self.names.strings[self.names_written..];
+        let counts: Vec<(&(u32, u32, u32), i64)> = self
+            .changed
+            .keys()
+            .map(|k| (k, self.counts.get(k).copied().unwrap_or(0)))
+            .collect();
+        encode_into(out, &(names, counts));
+    }
+
+    fn clear_changes(&mut self) {
+        self.changed.clear();
+        self.names_written = self.names.strings.len();
+    }
+
+    fn apply(&mut self, (names, counts): Self::Changes) {
+        for name in names {
+            self.names.id(name);
+        }
+        for (key, n) in counts {
+            if n == 0 {
+                self.counts.remove(&key);
+            } else {
+                self.counts.insert(key, n);
+            }
+        }
     }
 }
 
@@ -148,9 +204,7 @@ pub(crate) fn count_pairs<'scope>(
         scope.index(),
         scope.peers(),
     );
-    let restored: Affinities = checkpointer.restore();
-    let mut names = Interner::from_names(restored.names);
-    let mut counts = restored.counts;
+    let mut state: Affinities = checkpointer.restore_incremental();
     let mut agenda: Agenda<(Pair, isize), ()> = Agenda::default();
     pairs
         .inner
@@ -167,7 +221,13 @@ pub(crate) fn count_pairs<'scope>(
                     });
                     let (bound, exhausted) = agenda.bound(&[frontier]);
                     while let Some((t, at)) = agenda.next_before(bound) {
-                        checkpointer.pass(t, &AffinitiesRef::of(&names, &counts));
+                        checkpointer.pass_incremental(t, &mut state);
+                        let Affinities {
+                            names,
+                            counts,
+                            changed,
+                            ..
+                        } = &mut state;
                         let mut deltas: BTreeMap<(u32, u32, u32), i64> = BTreeMap::new();
                         for ((retailer, a, b), diff) in at.inputs {
                             let key = (names.id(retailer), names.id(a), names.id(b));
@@ -178,6 +238,7 @@ pub(crate) fn count_pairs<'scope>(
                             if delta == 0 {
                                 continue;
                             }
+                            changed.touch(&key, counts.len());
                             let row = |n: i64| ProductAffinity {
                                 retailer_id: names.name(key.0).to_owned(),
                                 product_a: names.name(key.1).to_owned(),
@@ -197,7 +258,7 @@ pub(crate) fn count_pairs<'scope>(
                             }
                         }
                     }
-                    checkpointer.pass(bound, &AffinitiesRef::of(&names, &counts));
+                    checkpointer.pass_incremental(bound, &mut state);
                     agenda.end_round(exhausted);
                 }
             },
