@@ -267,6 +267,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         writer: checkpoint_writer,
     } = start_checkpoints(&config, &shape, &target, &outputs, &registry)?;
     let checkpoint_interval_ms = config.graph.checkpoint_interval_ms;
+    // Erasures applied in this process: every incremental operator's next part is whole.
+    let erasures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let guards = timely::execute(timely_config, move |worker| {
         formed.store(true, Ordering::Relaxed);
         let index = worker.index();
@@ -369,6 +371,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             },
             parts: parts.clone(),
             restore: restore.clone(),
+            erasures: erasures.clone(),
         });
         let probe = ProbeHandle::new();
         let durable = ProbeHandle::new();

@@ -195,10 +195,11 @@ pub struct GraphConfig {
     /// latest complete one and replays the log from its positions only. 0: no checkpoints (a
     /// restart replays the whole log).
     pub checkpoint_interval_ms: u64,
-    /// The tree state and rule 1's windows checkpoint incrementally: a part holds what
-    /// changed since the operator's previous one, and at most this many such parts (default
-    /// 10) follow a part of the whole state (sooner when the changes outweigh the state, or
-    /// after an erasure). A restore reads at most about twice the state. 0: every part whole.
+    /// Checkpoints are incremental (every operator but the campaign budgets and the source
+    /// positions): a part holds what changed since the operator's previous one, and at most
+    /// this many such parts (default 10) follow a part of the whole state (sooner when the
+    /// changes outweigh the state, or after an erasure). A restore reads at most about twice
+    /// the state. 0: every part whole.
     pub checkpoint_full_every: u32,
 }
 

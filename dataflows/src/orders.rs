@@ -642,8 +642,11 @@ pub(crate) fn settle_orders<'scope>(
                                 touched.entry(key).or_default().push((fact, diff, leave));
                             }
                             Input::Erased((retailer, shopper)) => {
-                                // No chain written from now on reaches back before it.
+                                // No chain written from now on reaches back before it, in
+                                // any operator of the process (erasures come to every
+                                // worker's orders).
                                 changed.whole();
+                                checkpointer.note_erasure();
                                 for order_id in named.orders_of(&retailer, &shopper) {
                                     touched
                                         .entry((retailer.clone(), order_id.clone()))

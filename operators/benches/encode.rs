@@ -38,6 +38,7 @@ fn main() {
         },
         parts: tx,
         restore: None,
+        erasures: Default::default(),
     };
     let warm = Checkpointer::new(Some(&config), "Bench", 0, 1);
     warm.write(1, &state);

@@ -26,6 +26,24 @@
 //! (same number of workers, same routing hash), each worker reads its own part; otherwise each
 //! reads every part of its operator and keeps the entries the current routing sends to it
 //! ([`Sharded`]), so a checkpoint taken on 1 worker restores on 4 and the other way round.
+//!
+//! # Incremental parts
+//!
+//! An operator whose state is [`Incremental`] writes, most of the time, only what changed
+//! since its previous part: such a part names that part's time as its [`Part::base`], and the
+//! state at its time is the base's state with the changes applied. A part holds the whole
+//! state again after at most [`Policy::full_every`] parts of changes (the first chain of each
+//! operator is shortened by its [`stagger`], so that operators write their whole parts at
+//! different checkpoints), sooner when the changes since the last whole part outweigh it (a
+//! restore reads at most about twice the state), when the state asks (too many changes to keep
+//! track of), and after an erasure anywhere in the process ([`Checkpointer::note_erasure`]): no
+//! chain written after an erasure reaches back to data from before it.
+//!
+//! An incremental part's bytes are a sequence of records (a tag, then the whole state or a
+//! set of changes), so a chain is restored from the concatenation of its parts' bytes, oldest
+//! first ([`Restore::chained`]); and a writer that does not write a part (it fell behind, or
+//! the write failed) folds it into the same operator's next one ([`Part::follow`]), whose
+//! chain then skips it.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -96,6 +114,10 @@ impl Part {
     /// `previous`, it becomes `previous` followed by them (with `previous`'s base); when it
     /// holds the whole state, `previous` is simply dropped.
     pub fn follow(&mut self, previous: Part) {
+        debug_assert!(
+            self.base.is_none() || self.base == Some(previous.at),
+            "a part follows the part just before it"
+        );
         if self.base == Some(previous.at) {
             let mut bytes = previous.bytes;
             bytes.extend_from_slice(&self.bytes);
@@ -189,6 +211,9 @@ pub struct Checkpointing {
     /// The checkpoint the graph starts from, if any: its inputs are then the messages after
     /// the checkpoint's time only.
     pub restore: Option<Arc<Restore>>,
+    /// Erasures applied in this process ([`Checkpointer::note_erasure`]): an incremental
+    /// operator's next part after one holds the whole state.
+    pub erasures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// State an operator checkpoints: its entries can be re-sharded on load.
@@ -318,6 +343,17 @@ pub fn decode_incremental<S: Incremental>(mut bytes: &[u8]) -> Result<S, String>
     Ok(state)
 }
 
+/// How many parts of changes the first chain of `operator` skips (below `full_every`): a
+/// fixed offset per operator name, so that operators write their whole parts at different
+/// checkpoints.
+pub fn stagger(operator: &str, full_every: u32) -> u32 {
+    if full_every == 0 {
+        return 0;
+    }
+    (crate::checkpoint::routing_fingerprint() ^ (operator, "stagger").hashed())
+        .wrapping_rem(u64::from(full_every)) as u32
+}
+
 /// Where an incremental operator's chain of parts stands.
 #[derive(Debug, Default)]
 struct Chain {
@@ -325,9 +361,13 @@ struct Chain {
     last: Option<u64>,
     /// The size of its last part of the whole state.
     whole_len: usize,
-    /// Bytes and parts of changes written since.
+    /// Bytes of changes written since.
     changes_len: usize,
+    /// Parts of changes written since (starting at the operator's [`stagger`] in its first
+    /// chain).
     changes: u32,
+    /// [`Checkpointing::erasures`] when its last whole part was written.
+    erasures: u64,
 }
 
 /// One operator's handle on checkpointing, on one worker (see the [module docs](self)).
@@ -342,8 +382,10 @@ pub struct Checkpointer {
     /// encoding a large state does not grow its buffer by doubling (copies and fresh pages,
     /// on the worker thread).
     last_len: std::cell::Cell<usize>,
-    /// For incremental state: where its chain stands.
+    /// For incremental state: where its chain stands, and how many parts of changes its
+    /// first chain skips ([`stagger`]).
     chain: Chain,
+    stagger: u32,
 }
 
 impl Checkpointer {
@@ -364,6 +406,7 @@ impl Checkpointer {
             considered,
             last_len: std::cell::Cell::new(0),
             chain: Chain::default(),
+            stagger: config.map_or(0, |c| stagger(operator, c.policy.full_every)),
         }
     }
 
@@ -446,11 +489,13 @@ impl Checkpointer {
             return;
         };
         let started = std::time::Instant::now();
+        let erasures = config.erasures.load(std::sync::atomic::Ordering::Acquire);
         let chain = &mut self.chain;
-        if let Some(last) = chain
-            .last
-            .filter(|_| chain.changes < config.policy.full_every && !state.wants_whole())
-        {
+        if let Some(last) = chain.last.filter(|_| {
+            chain.changes < config.policy.full_every
+                && !state.wants_whole()
+                && erasures == chain.erasures
+        }) {
             let mut bytes = Vec::new();
             bincode::serialize_into(&mut bytes, &CHANGES).expect("a tag serializes");
             state.write_changes(&mut bytes);
@@ -470,14 +515,28 @@ impl Checkpointer {
         bincode::serialize_into(&mut bytes, &WHOLE).expect("a tag serializes");
         bincode::serialize_into(&mut bytes, &*state).expect("operator state serializes");
         self.last_len.set(bytes.len());
+        // The first chain of each operator is shortened by its own offset, so that the
+        // operators' whole parts fall on different checkpoints (one whole state per
+        // checkpoint stalls the worker thread, not all of them at once).
+        let first = self.chain.last.is_none();
         self.chain = Chain {
             last: Some(at),
             whole_len: bytes.len(),
             changes_len: 0,
-            changes: 0,
+            changes: if first { self.stagger } else { 0 },
+            erasures,
         };
         state.clear_changes();
         self.send(&config, at, None, bytes, started);
+    }
+
+    /// Notes an erasure applied by this operator: every incremental operator of the process
+    /// writes its next part whole (see [Incremental parts](self#incremental-parts)).
+    pub fn note_erasure(&self) {
+        if let Some(c) = &self.config {
+            c.erasures
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// The time of the checkpoint the operator starts from, if any.
@@ -556,6 +615,7 @@ mod tests {
             policy,
             parts,
             restore: None,
+            erasures: Default::default(),
         };
         (config, received)
     }
@@ -741,6 +801,7 @@ mod tests {
         let (mut config, parts) = config(1);
         config.policy.full_every = full_every;
         let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
+        c.stagger = 0;
         let mut state: Counts = c.restore_incremental();
         let mut states = Vec::new();
         for t in 1..=times {
@@ -828,6 +889,7 @@ mod tests {
         let (mut config, parts) = config(1);
         config.policy.full_every = 100;
         let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
+        c.stagger = 0;
         let mut state: Counts = c.restore_incremental();
         (0..10).for_each(|k| state.set(k, Some(k)));
         c.pass_incremental(2, &mut state);
@@ -844,5 +906,80 @@ mod tests {
         c.pass_incremental(6, &mut state);
         let bases: Vec<Option<u64>> = parts.try_iter().map(|p| p.base).collect();
         assert_eq!(bases, vec![None, None, Some(2), Some(3), None]);
+    }
+
+    #[test]
+    fn operators_write_their_first_whole_parts_apart() {
+        let (mut config, parts) = config(1);
+        config.policy.full_every = 10;
+        let names = [
+            "Baskets",
+            "Deduplicate",
+            "ExperienceTrees",
+            "SettleOrders",
+            "Sales",
+        ];
+        let offsets: std::collections::BTreeSet<u32> =
+            names.iter().map(|n| stagger(n, 10)).collect();
+        assert!(offsets.len() > 1, "{offsets:?}");
+        assert!(offsets.iter().all(|o| *o < 10));
+        // The second whole part of an operator comes after 10 - its stagger parts of changes.
+        let mut c = Checkpointer::new(Some(&config), "Deduplicate", 0, 1);
+        let mut state: Counts = c.restore_incremental();
+        (0..100).for_each(|k| state.set(k, Some(k)));
+        for t in 2..=13 {
+            c.pass_incremental(t, &mut state);
+            state.set(t as u32, Some(0));
+        }
+        let wholes: Vec<u64> = parts
+            .try_iter()
+            .filter(|p| p.base.is_none())
+            .map(|p| p.at)
+            .collect();
+        assert_eq!(
+            wholes,
+            vec![1, 1 + 11 - u64::from(stagger("Deduplicate", 10))]
+        );
+    }
+
+    #[test]
+    fn after_an_erasure_in_the_process_every_incremental_operator_writes_a_whole_part() {
+        let (mut config, parts) = config(1);
+        config.policy.full_every = 100;
+        let mut a = Checkpointer::new(Some(&config), "a", 0, 1);
+        let mut b = Checkpointer::new(Some(&config), "b", 0, 1);
+        a.stagger = 0;
+        b.stagger = 0;
+        let mut sa: Counts = a.restore_incremental();
+        let mut sb: Counts = b.restore_incremental();
+        (0..100).for_each(|k| sa.set(k, Some(k)));
+        (0..100).for_each(|k| sb.set(k, Some(k)));
+        for t in 2..=3 {
+            a.pass_incremental(t, &mut sa);
+            b.pass_incremental(t, &mut sb);
+        }
+        // Another operator of the process applies an erasure.
+        Checkpointer::new(Some(&config), "orders", 0, 1).note_erasure();
+        for t in 4..=5 {
+            a.pass_incremental(t, &mut sa);
+            b.pass_incremental(t, &mut sb);
+        }
+        let bases: Vec<(&str, u64, Option<u64>)> = parts
+            .try_iter()
+            .map(|p| (p.operator, p.at, p.base))
+            .collect();
+        assert_eq!(
+            bases,
+            vec![
+                ("a", 1, None),
+                ("b", 1, None),
+                ("a", 2, Some(1)),
+                ("b", 2, Some(1)),
+                ("a", 3, None),
+                ("b", 3, None),
+                ("a", 4, Some(3)),
+                ("b", 4, Some(3)),
+            ]
+        );
     }
 }

@@ -95,6 +95,7 @@ fn run_folded(
         },
         parts,
         restore: restore.map(Arc::new),
+        erasures: Default::default(),
     };
     let send = std::sync::Mutex::new(send);
     timely::execute(timely::Config::process(workers), move |worker| {

@@ -32,8 +32,9 @@
 //! (the one a start would use now: while the outputs lag more than `KEEP` intervals, as in a
 //! catch-up or a ClickHouse outage, the newest ones are all past it), with every time their
 //! parts' chains reach back to, and tombstones the others (their chunks, plans and
-//! manifests) ([`to_tombstone`]). An erasure makes the next part of the tree state whole, so
-//! an erased shopper's state leaves the topic within `KEEP` intervals after the outputs are
+//! manifests) ([`to_tombstone`]). An erasure makes every incremental operator's next part
+//! whole (an operator upstream of the erasure may write one part of changes first), so an
+//! erased shopper's state leaves the topic within `KEEP + 1` intervals after the outputs are
 //! durable past the erasure, plus compaction.
 //!
 //! # Which checkpoint a start uses
@@ -82,9 +83,9 @@ pub const POSITIONS: &str = "SourcePositions";
 /// keeps the tree state's event ids as digests with their read times (the horizon); format 4
 /// keeps the ended orders as digests; format 5 adds the tree state's frequency-cap counters and
 /// the campaigns' budgets (`CampaignBudgets`); format 6 keeps rule 1's windows under a digest
-/// of the id and the id's routing hash (`Deduplicate`); format 7 writes the tree state and
-/// rule 1's windows as incremental parts (records of the whole state or of changes, with a
-/// base).
+/// of the id and the id's routing hash (`Deduplicate`); format 7 writes every operator but the
+/// campaign budgets and the positions as incremental parts (records of the whole state or of
+/// changes, with a base).
 pub const FORMAT: u32 = 7;
 
 /// The manifests topic's name: the chunks topic's with this suffix.
@@ -623,11 +624,20 @@ fn chains(
     at: u64,
     manifests: &BTreeMap<u64, Vec<Manifest>>,
 ) -> Result<Vec<Vec<(u64, &PartEntry)>>, String> {
+    // A base counts only if written by a cluster of the same shape and settings (a later run
+    // of another shape may have written a checkpoint at the same time since).
+    let tip = manifests.get(&at).and_then(|ms| ms.first());
+    let same_run = |m: &Manifest| {
+        tip.is_some_and(|t| {
+            m.peers == t.peers && m.fingerprint == t.fingerprint && m.settings == t.settings
+        })
+    };
     let entry = |t: u64, operator: &str, worker: usize| {
         manifests
             .get(&t)
             .into_iter()
             .flatten()
+            .filter(|m| same_run(m))
             .flat_map(|m| &m.parts)
             .find(|e| e.operator == operator && e.worker == worker)
     };
@@ -642,7 +652,7 @@ fn chains(
         while let Some(base) = chain.last().and_then(|(_, e)| e.base) {
             let found = entry(base, &tip.operator, tip.worker).ok_or_else(|| {
                 format!(
-                    "the part of {} on worker {} follows the one at {base}, which is gone",
+                    "the part of {} on worker {} follows the one at {base}, which is gone (or was written by a cluster of another shape)",
                     tip.operator, tip.worker
                 )
             })?;
@@ -1054,6 +1064,12 @@ mod tests {
         assert!(assemble(30, &tip, &found, &changed, &settings(), &ops)
             .unwrap_err()
             .contains("at 10 fails its digest"));
+        // A base written by a cluster of another shape breaks the chain.
+        let mut other = by_time.clone();
+        other.get_mut(&10).unwrap()[0].peers = 2;
+        assert!(chains(30, &other)
+            .unwrap_err()
+            .contains("at 10, which is gone"));
         // A base whose manifest is gone breaks the chain.
         by_time.remove(&10);
         assert!(chains(30, &by_time)
