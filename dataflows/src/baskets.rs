@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 
 use basketflow_operators::agenda::Agenda;
 use basketflow_operators::checkpoint::{
-    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+    encode_into, set_or_remove, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
 };
 use basketflow_vocab::read_models::BasketLine;
 use basketflow_vocab::{Erasure, EventBody, Retention, WireEvent};
@@ -252,14 +252,8 @@ impl Incremental for Baskets {
 
     fn apply(&mut self, changes: Self::Changes) {
         for (shopper, basket, forgotten) in changes {
-            match forgotten {
-                Some(at) => self.forgotten.insert(shopper.clone(), at),
-                None => self.forgotten.remove(&shopper),
-            };
-            match basket {
-                Some(b) => self.baskets.insert(shopper, b),
-                None => self.baskets.remove(&shopper),
-            };
+            set_or_remove(&mut self.forgotten, shopper.clone(), forgotten);
+            set_or_remove(&mut self.baskets, shopper, basket);
         }
     }
 }

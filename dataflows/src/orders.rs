@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use basketflow_operators::agenda::Agenda;
 use basketflow_operators::checkpoint::{
-    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+    encode_into, set_or_remove, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
 };
 use basketflow_vocab::{
     Erasure, Event, EventBody, LateInput, LateReason, OrderLine, OrderStatus, Retention, Timestamp,
@@ -510,10 +510,7 @@ impl Incremental for Orders {
 
     fn apply(&mut self, changes: Self::Changes) {
         for (key, order, ended) in changes {
-            match order {
-                Some(o) => self.orders.insert(key, o),
-                None => self.orders.remove(&key),
-            };
+            set_or_remove(&mut self.orders, key, order);
             self.ended.extend(ended);
         }
     }

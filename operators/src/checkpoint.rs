@@ -320,6 +320,19 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
     }
 }
 
+/// Sets `key` to `value` in `map`, or removes it when `value` is `None` (how a part of changes
+/// gives an entry back: [`Incremental::apply`]).
+pub fn set_or_remove<K: std::hash::Hash + Eq, V>(
+    map: &mut crate::FastMap<K, V>,
+    key: K,
+    value: Option<V>,
+) {
+    match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+}
+
 /// The tag of a record of the whole state in an incremental part.
 const WHOLE: u32 = 0;
 /// The tag of a record of changes in an incremental part.
@@ -350,8 +363,8 @@ pub fn stagger(operator: &str, full_every: u32) -> u32 {
     if full_every == 0 {
         return 0;
     }
-    (crate::checkpoint::routing_fingerprint() ^ (operator, "stagger").hashed())
-        .wrapping_rem(u64::from(full_every)) as u32
+    (routing_fingerprint() ^ (operator, "stagger").hashed()).wrapping_rem(u64::from(full_every))
+        as u32
 }
 
 /// Where an incremental operator's chain of parts stands.

@@ -238,7 +238,7 @@ where
                             break;
                         }
                         let (cap, mut copies) = entry.remove();
-                        checkpoint(&mut checkpointer, t, &mut open);
+                        checkpointer.pass_incremental(t, &mut open);
                         copies.sort();
                         let mut session = output.session(&cap);
                         for v in copies {
@@ -254,7 +254,7 @@ where
                         }
                     }
                     if let Some(b) = bound {
-                        checkpoint(&mut checkpointer, b, &mut open);
+                        checkpointer.pass_incremental(b, &mut open);
                     }
                     // Windows that end at or before the frontier can no longer drop a copy.
                     let bound = bound.unwrap_or(u64::MAX);
@@ -275,14 +275,4 @@ where
             },
         )
         .as_collection()
-}
-
-/// Writes the operator's part at the checkpoint time due before `before`, if any: the
-/// windows opened since the last part, or all windows open at that time (a whole part sweeps
-/// out the closed ones first, so it holds the same windows whatever the sweeps did before).
-fn checkpoint<I>(checkpointer: &mut Checkpointer, before: u64, open: &mut Windows<I>)
-where
-    I: Serialize + DeserializeOwned + Hash + Eq,
-{
-    checkpointer.pass_incremental(before, open);
 }

@@ -33,7 +33,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::agenda::Agenda;
 use crate::checkpoint::{
-    encode_into, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+    encode_into, set_or_remove, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
 };
 
 /// A key's fold of its updates (see the [module docs](self)).
@@ -142,10 +142,7 @@ where
 
     fn apply(&mut self, changes: Self::Changes) {
         for (k, a) in changes {
-            match a {
-                Some(a) => self.map.insert(k, a),
-                None => self.map.remove(&k),
-            };
+            set_or_remove(&mut self.map, k, a);
         }
     }
 }

@@ -11,12 +11,13 @@
 //! nothing else), the writer's time, and how many held parts of changes.
 
 use std::process::Stdio;
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use basketflow_testkit::{logged_u64, ChildGuard};
 use serde_json::{json, Value};
 
+use crate::phases::{stderr_lines, until_checkpoint};
+use crate::report::pct;
 use crate::stack::{generator_of, produce, produce_streaming, wall_ms, Graph};
 use crate::{Bench, PARTITIONS};
 
@@ -28,29 +29,12 @@ struct Written {
     changes: u64,
 }
 
-/// The lines of a child's standard error, as they come.
-fn lines_of(child: &mut ChildGuard) -> Receiver<String> {
-    use std::io::BufRead;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (send, lines) = channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = send.send(line);
-        }
-    });
-    lines
-}
-
 /// The median and the greatest of `values` (0 without any).
-fn median_max(mut values: Vec<u64>) -> (u64, u64) {
-    values.sort_unstable();
-    (
-        values.get(values.len() / 2).copied().unwrap_or(0),
-        values.last().copied().unwrap_or(0),
-    )
+fn median_max(values: Vec<u64>) -> (u64, u64) {
+    let mut xs: Vec<f64> = values.into_iter().map(|v| v as f64).collect();
+    xs.sort_by(f64::total_cmp);
+    let (median, max) = (pct(&xs, 50.0), pct(&xs, 100.0));
+    (median as u64, max as u64)
 }
 
 /// Runs the phase (see the module docs).
@@ -82,19 +66,10 @@ pub fn checkpoint_cost(bench: &mut Bench) {
         );
         let mut child =
             ChildGuard::spawn(g.command(1).stdout(Stdio::null()).stderr(Stdio::piped()));
-        let lines = lines_of(&mut child);
+        let lines = stderr_lines(&mut child);
         // Caught up: a checkpoint covers the history.
         let mut log = String::new();
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(600))
-                .unwrap_or_else(|_| panic!("no checkpoint covering the history:\n{log}"));
-            log.push_str(&line);
-            log.push('\n');
-            if logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= produced_by) {
-                break;
-            }
-        }
+        until_checkpoint(&lines, produced_by, &mut log);
         // Live: the stream goes on at `rate` (paced by the producer).
         let live: Vec<_> = stream
             .by_ref()

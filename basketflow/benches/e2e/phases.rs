@@ -851,25 +851,31 @@ pub fn memory(bench: &mut Bench) {
     results["memory"] = json!(all);
 }
 
-/// Runs `g` live on 1 worker until it logs a checkpoint at or after `covering` (broker ms),
-/// then SIGTERM; returns its log and its resident memory (MiB) when that checkpoint was
-/// written: caught up, with its whole state and no backlog in flight.
-fn run_until_checkpoint(g: &Graph, covering: u64) -> (String, u64) {
+/// The lines of a child's standard error, as they come.
+pub fn stderr_lines(child: &mut ChildGuard) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
-    let mut child = ChildGuard::spawn(g.command(1).stdout(Stdio::null()).stderr(Stdio::piped()));
-    let stderr = child.stderr.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (send, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
         {
-            let _ = lines.send(line);
+            let _ = send.send(line);
         }
     });
-    let mut log = String::new();
+    lines
+}
+
+/// Reads `lines` into `log` until one says a checkpoint at or after `covering` (broker ms) was
+/// written (panics after 600 s without a line).
+pub fn until_checkpoint(
+    lines: &std::sync::mpsc::Receiver<String>,
+    covering: u64,
+    log: &mut String,
+) {
     loop {
-        let line = received
+        let line = lines
             .recv_timeout(Duration::from_secs(600))
             .unwrap_or_else(|_| panic!("no checkpoint covering the history within 600 s:\n{log}"));
         log.push_str(&line);
@@ -877,9 +883,19 @@ fn run_until_checkpoint(g: &Graph, covering: u64) -> (String, u64) {
         if line.contains("checkpoint written")
             && logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering)
         {
-            break;
+            return;
         }
     }
+}
+
+/// Runs `g` live on 1 worker until it logs a checkpoint at or after `covering` (broker ms),
+/// then SIGTERM; returns its log and its resident memory (MiB) when that checkpoint was
+/// written: caught up, with its whole state and no backlog in flight.
+fn run_until_checkpoint(g: &Graph, covering: u64) -> (String, u64) {
+    let mut child = ChildGuard::spawn(g.command(1).stdout(Stdio::null()).stderr(Stdio::piped()));
+    let received = stderr_lines(&mut child);
+    let mut log = String::new();
+    until_checkpoint(&received, covering, &mut log);
     let rss = rss_mib(child.id());
     assert!(child.terminate(), "sending SIGTERM");
     let status = child

@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 use basketflow_ingest::kafka_source::{Millis, SourceMessage};
 use basketflow_operators::checkpoint::{
-    ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
+    encode_into, set_or_remove, ChangedKeys, Checkpointer, Checkpointing, Incremental, Sharded,
 };
 use basketflow_vocab::{
     split_tree_key, Decision, Erasure, ExperienceKind, ExperienceTree, PositionedEvent, Retention,
@@ -196,7 +196,7 @@ type Changed = ChangedKeys<Key>;
 
 /// One key's entries in a part of changes: its shopper, whether it is erased, its retention
 /// bookkeeping (absent entries are removed).
-type KeyEntries<S, E> = (Key, Option<S>, bool, Option<E>);
+type KeyEntries = (Key, Option<Shopper>, bool, Option<Seen>);
 
 impl Sharded for Trees {
     fn retain_owned(&mut self, owns: &dyn Fn(u64) -> bool) {
@@ -214,7 +214,7 @@ impl Sharded for Trees {
 }
 
 impl Incremental for Trees {
-    type Changes = Vec<KeyEntries<Shopper, Seen>>;
+    type Changes = Vec<KeyEntries>;
 
     fn track_changes(&mut self, on: bool) {
         self.changes.track(on);
@@ -225,7 +225,7 @@ impl Incremental for Trees {
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `KeyEntries<Shopper, Seen>`, borrowed.
+        // The same bytes as `KeyEntries`, borrowed.
         let entries: Vec<(&Key, Option<&Shopper>, bool, Option<&Seen>)> = self
             .changes
             .keys()
@@ -238,7 +238,7 @@ impl Incremental for Trees {
                 )
             })
             .collect();
-        basketflow_operators::checkpoint::encode_into(out, &entries);
+        encode_into(out, &entries);
     }
 
     fn clear_changes(&mut self) {
@@ -247,19 +247,13 @@ impl Incremental for Trees {
 
     fn apply(&mut self, changes: Self::Changes) {
         for (key, shopper, erased, seen) in changes {
-            match shopper {
-                Some(s) => self.shoppers.insert(key.clone(), s),
-                None => self.shoppers.remove(&key),
-            };
+            set_or_remove(&mut self.shoppers, key.clone(), shopper);
             if erased {
                 self.erased.insert(key.clone());
             } else {
                 self.erased.remove(&key);
             }
-            match seen {
-                Some(s) => self.seen.insert(key, s),
-                None => self.seen.remove(&key),
-            };
+            set_or_remove(&mut self.seen, key, seen);
         }
     }
 }
