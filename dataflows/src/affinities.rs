@@ -133,14 +133,11 @@ impl Incremental for Affinities {
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `Self::Changes`, borrowed.
-        let names = &self.names.strings[self.names_written..];
-        let counts: Vec<(&(u32, u32, u32), i64)> = self
-            .changed
-            .keys()
-            .map(|k| (k, self.counts.get(k).copied().unwrap_or(0)))
-            .collect();
-        encode_into(out, &(names, counts));
+        self.write_of(
+            &self.names.strings[self.names_written..],
+            self.changed.keys(),
+            out,
+        );
     }
 
     fn clear_changes(&mut self) {
@@ -159,6 +156,42 @@ impl Incremental for Affinities {
                 self.counts.insert(key, n);
             }
         }
+    }
+
+    type Key = (u32, u32, u32);
+
+    /// The names (all of them so far: the next part of changes lists the later ones), no
+    /// counts.
+    fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<(u32, u32, u32)> {
+        encode_into(
+            out,
+            &AffinitiesRef {
+                names: &self.names.strings,
+                counts: &Counts::default(),
+            },
+        );
+        self.counts.keys().copied().collect()
+    }
+
+    fn write_entries(&self, keys: &[(u32, u32, u32)], out: &mut Vec<u8>) {
+        self.write_of(&[], keys, out);
+    }
+}
+
+impl Affinities {
+    /// Writes `names` and the counts of `keys` as a part of changes lists them.
+    fn write_of<'a>(
+        &'a self,
+        names: &[String],
+        keys: impl IntoIterator<Item = &'a (u32, u32, u32)>,
+        out: &mut Vec<u8>,
+    ) {
+        // The same bytes as `Changes`, borrowed.
+        let counts: Vec<(&(u32, u32, u32), i64)> = keys
+            .into_iter()
+            .map(|k| (k, self.counts.get(k).copied().unwrap_or(0)))
+            .collect();
+        encode_into(out, &(names, counts));
     }
 }
 

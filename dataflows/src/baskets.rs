@@ -237,13 +237,7 @@ impl Incremental for Baskets {
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `Self::Changes`, borrowed.
-        let changes: Vec<(&Shopper, Option<&Basket>, Option<&u64>)> = self
-            .changed
-            .keys()
-            .map(|s| (s, self.baskets.get(s), self.forgotten.get(s)))
-            .collect();
-        encode_into(out, &changes);
+        self.write_of(self.changed.keys(), out);
     }
 
     fn clear_changes(&mut self) {
@@ -255,6 +249,36 @@ impl Incremental for Baskets {
             set_or_remove(&mut self.forgotten, shopper.clone(), forgotten);
             set_or_remove(&mut self.baskets, shopper, basket);
         }
+    }
+
+    type Key = Shopper;
+
+    fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<Shopper> {
+        encode_into(out, &Baskets::default());
+        let mut keys: Vec<Shopper> = self.baskets.keys().cloned().collect();
+        keys.extend(
+            self.forgotten
+                .keys()
+                .filter(|s| !self.baskets.contains_key(*s))
+                .cloned(),
+        );
+        keys
+    }
+
+    fn write_entries(&self, keys: &[Shopper], out: &mut Vec<u8>) {
+        self.write_of(keys, out);
+    }
+}
+
+impl Baskets {
+    /// Writes the entries of `keys` as a part of changes lists them.
+    fn write_of<'a>(&'a self, keys: impl IntoIterator<Item = &'a Shopper>, out: &mut Vec<u8>) {
+        // The same bytes as `Changes`, borrowed.
+        let changes: Vec<(&Shopper, Option<&Basket>, Option<&u64>)> = keys
+            .into_iter()
+            .map(|s| (s, self.baskets.get(s), self.forgotten.get(s)))
+            .collect();
+        encode_into(out, &changes);
     }
 }
 

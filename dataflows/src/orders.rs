@@ -492,16 +492,7 @@ impl Incremental for Orders {
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `Self::Changes`, borrowed.
-        let changes: Vec<(&OrderKey, Option<&Order>, Option<EndedOrder>)> = self
-            .changed
-            .keys()
-            .map(|key| {
-                let ended = Some(EndedOrder::of(key)).filter(|e| self.ended.contains(e));
-                (key, self.orders.get(key), ended)
-            })
-            .collect();
-        encode_into(out, &changes);
+        self.write_of(self.changed.keys(), out);
     }
 
     fn clear_changes(&mut self) {
@@ -513,6 +504,35 @@ impl Incremental for Orders {
             set_or_remove(&mut self.orders, key, order);
             self.ended.extend(ended);
         }
+    }
+
+    type Key = OrderKey;
+
+    /// The whole state but the orders (the ended digests and the erased shoppers: small).
+    fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<OrderKey> {
+        // The same bytes as `Orders` without its orders.
+        let no_orders: FastMap<OrderKey, Order> = FastMap::default();
+        encode_into(out, &(&no_orders, &self.ended, &self.forgotten));
+        self.orders.keys().cloned().collect()
+    }
+
+    fn write_entries(&self, keys: &[OrderKey], out: &mut Vec<u8>) {
+        self.write_of(keys, out);
+    }
+}
+
+impl Orders {
+    /// Writes the entries of `keys` as a part of changes lists them.
+    fn write_of<'a>(&'a self, keys: impl IntoIterator<Item = &'a OrderKey>, out: &mut Vec<u8>) {
+        // The same bytes as `Changes`, borrowed.
+        let changes: Vec<(&OrderKey, Option<&Order>, Option<EndedOrder>)> = keys
+            .into_iter()
+            .map(|key| {
+                let ended = Some(EndedOrder::of(key)).filter(|e| self.ended.contains(e));
+                (key, self.orders.get(key), ended)
+            })
+            .collect();
+        encode_into(out, &changes);
     }
 }
 

@@ -39,6 +39,21 @@
 //! track of), and after an erasure anywhere in the process ([`Checkpointer::note_erasure`]): no
 //! chain written after an erasure reaches back to data from before it.
 //!
+//! # Whole parts written in slices
+//!
+//! A whole part of a large state takes the worker thread long enough to delay everything
+//! behind it (decisions included). So when an operator's next part will be whole by count (its
+//! chain is full), it starts that part right after writing the previous one and writes it a
+//! slice at a time, each time it is asked whether a checkpoint is due and none is, for at most
+//! [`SLICE_BUDGET_US`] each time: first the state without its keyed entries, then the current
+//! entries of the keys it had when it started, a few hundred keys per record. The entries of a
+//! key are thus written at different moments, a fuzzy copy; but the changes since the previous
+//! part are kept track of as for a part of changes, and the whole part ends with them when the
+//! checkpoint comes: every key whose entries differ from the ones sliced was touched, so the
+//! records together are exactly the state at the checkpoint's time. Whatever is left to slice
+//! then is written at once. A whole part that was started before an erasure in the process,
+//! or whose changes were not all kept, is dropped and the whole state written at once instead.
+//!
 //! An incremental part's bytes are a sequence of records (a tag, then the whole state or a
 //! set of changes), so a chain is restored from the concatenation of its parts' bytes, oldest
 //! first ([`Restore::chained`]); and a writer that does not write a part (it fell behind, or
@@ -84,8 +99,12 @@ pub struct Part {
     pub base: Option<u64>,
     /// The state, `bincode`-encoded (for [`Incremental`] state, a sequence of records).
     pub bytes: Vec<u8>,
-    /// How long the worker spent encoding it (µs): the time its operator stalled.
+    /// How long the worker spent encoding it (µs), in all (for a whole part written in
+    /// slices, the slices' time too).
     pub encode_us: u64,
+    /// The longest the worker spent encoding it in one go (µs): how long its operator stalled
+    /// at most.
+    pub stall_us: u64,
 }
 
 /// The routing fingerprint of this build: the hash differential's exchange gives a fixed
@@ -124,6 +143,7 @@ impl Part {
             self.bytes = bytes;
             self.base = previous.base;
             self.encode_us += previous.encode_us;
+            self.stall_us = self.stall_us.max(previous.stall_us);
         }
     }
 }
@@ -245,6 +265,16 @@ pub trait Incremental: Sharded {
     /// Called before the whole state is written at checkpoint time `at` (e.g. to sweep out
     /// what no longer matters at `at`).
     fn before_whole(&mut self, _at: u64) {}
+    /// A key of the state's entries, as a whole part written in slices lists them.
+    type Key: 'static;
+    /// Starts a whole part written in slices (see [Whole parts written in
+    /// slices](self#whole-parts-written-in-slices)) right after the part at `at`: writes into
+    /// `out` the state without the entries of the keys it returns (usually the empty state),
+    /// which [`Incremental::write_entries`] then writes a slice at a time.
+    fn start_slices(&mut self, at: u64, out: &mut Vec<u8>) -> Vec<Self::Key>;
+    /// Writes into `out` a `Self::Changes` holding the current entries of `keys` (those
+    /// without any as removed, or left out).
+    fn write_entries(&self, keys: &[Self::Key], out: &mut Vec<u8>);
 }
 
 /// Appends `value`, `bincode`-encoded as parts are, to `out` (for
@@ -333,6 +363,11 @@ pub fn set_or_remove<K: std::hash::Hash + Eq, V>(
     };
 }
 
+/// Microseconds since `started`.
+fn micros_since(started: std::time::Instant) -> u64 {
+    started.elapsed().as_micros() as u64
+}
+
 /// The tag of a record of the whole state in an incremental part.
 const WHOLE: u32 = 0;
 /// The tag of a record of changes in an incremental part.
@@ -399,6 +434,29 @@ pub struct Checkpointer {
     /// first chain skips ([`stagger`]).
     chain: Chain,
     stagger: u32,
+    /// The whole part being written in slices, if any.
+    sliced: Option<Sliced>,
+}
+
+/// How long a whole part written in slices may keep the worker thread each time (µs).
+pub const SLICE_BUDGET_US: u64 = 1_000;
+
+/// The keys per record of a whole part written in slices (the clock is read after each).
+const SLICE_KEYS: usize = 256;
+
+/// A whole part being written in slices.
+struct Sliced {
+    /// Its records so far.
+    bytes: Vec<u8>,
+    /// The keys whose entries it writes (a `Vec<S::Key>` of the operator's state `S`).
+    keys: Box<dyn std::any::Any>,
+    /// How many of them were written.
+    next: usize,
+    /// [`Checkpointing::erasures`] when it started.
+    erasures: u64,
+    /// The worker's time spent on it so far (µs), and its longest stretch.
+    spent_us: u64,
+    stall_us: u64,
 }
 
 impl Checkpointer {
@@ -420,6 +478,7 @@ impl Checkpointer {
             last_len: std::cell::Cell::new(0),
             chain: Chain::default(),
             stagger: config.map_or(0, |c| stagger(operator, c.policy.full_every)),
+            sliced: None,
         }
     }
 
@@ -474,7 +533,20 @@ impl Checkpointer {
         bytes: Vec<u8>,
         started: std::time::Instant,
     ) {
-        let encode_us = started.elapsed().as_micros() as u64;
+        self.send_spent(config, at, base, bytes, micros_since(started), (0, 0));
+    }
+
+    /// [`Checkpointer::send`] of a part that took `now_us` now, and `(spent, stall)` µs
+    /// before (its slices).
+    fn send_spent(
+        &self,
+        config: &Checkpointing,
+        at: u64,
+        base: Option<u64>,
+        bytes: Vec<u8>,
+        now_us: u64,
+        (spent_us, stall_us): (u64, u64),
+    ) {
         // A writer that is gone (the process is stopping) takes no part: nothing to do.
         let _ = config.parts.send(Part {
             operator: self.operator,
@@ -483,20 +555,50 @@ impl Checkpointer {
             at,
             base,
             bytes,
-            encode_us,
+            encode_us: spent_us + now_us,
+            stall_us: stall_us.max(now_us),
         });
     }
 
     /// [`Checkpointer::pass`] for [`Incremental`] state: writes its changes since its last
-    /// part, or the whole state (see [Incremental parts](self#incremental-parts)).
+    /// part, or the whole state (see [Incremental parts](self#incremental-parts)); when no
+    /// checkpoint is due, goes on with a whole part being written in slices, if any.
     pub fn pass_incremental<S: Incremental>(&mut self, before: u64, state: &mut S) {
-        if let Some(at) = self.due(before) {
-            self.write_incremental(at, state);
+        match self.due(before) {
+            Some(at) => self.write_incremental(at, state),
+            None => self.slice(state, SLICE_BUDGET_US),
         }
     }
 
+    /// Writes slices of the whole part under way, if any, for about `budget_us` (at least
+    /// one record); all that is left with `u64::MAX`.
+    fn slice<S: Incremental>(&mut self, state: &S, budget_us: u64) {
+        let Some(sliced) = &mut self.sliced else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let keys = sliced
+            .keys
+            .downcast_ref::<Vec<S::Key>>()
+            .expect("an operator's state has one type");
+        while sliced.next < keys.len() {
+            let end = (sliced.next + SLICE_KEYS).min(keys.len());
+            encode_into(&mut sliced.bytes, &CHANGES);
+            state.write_entries(&keys[sliced.next..end], &mut sliced.bytes);
+            sliced.next = end;
+            if micros_since(started) >= budget_us {
+                break;
+            }
+        }
+        let spent = micros_since(started);
+        sliced.spent_us += spent;
+        sliced.stall_us = sliced.stall_us.max(spent);
+    }
+
     /// Writes `state`'s part at checkpoint time `at`: its changes since the last part when
-    /// they are worth it, else the whole state.
+    /// they are worth it, else the whole state (finishing the one written in slices, if it
+    /// still holds); then starts the next whole part in slices when the next part will be
+    /// whole.
     pub fn write_incremental<S: Incremental>(&mut self, at: u64, state: &mut S) {
         let Some(config) = self.config.clone() else {
             return;
@@ -504,29 +606,50 @@ impl Checkpointer {
         let started = std::time::Instant::now();
         let erasures = config.erasures.load(std::sync::atomic::Ordering::Acquire);
         let chain = &mut self.chain;
-        if let Some(last) = chain.last.filter(|_| {
-            chain.changes < config.policy.full_every
-                && !state.wants_whole()
-                && erasures == chain.erasures
-        }) {
+        let mut changes = None;
+        if let Some(last) = chain
+            .last
+            .filter(|_| !state.wants_whole() && erasures == chain.erasures)
+        {
             let mut bytes = Vec::new();
-            bincode::serialize_into(&mut bytes, &CHANGES).expect("a tag serializes");
+            encode_into(&mut bytes, &CHANGES);
             state.write_changes(&mut bytes);
             // A chain reads at most about twice the whole state.
-            if chain.changes_len + bytes.len() <= chain.whole_len {
+            if chain.changes < config.policy.full_every
+                && chain.changes_len + bytes.len() <= chain.whole_len
+            {
                 chain.changes_len += bytes.len();
                 chain.changes += 1;
                 chain.last = Some(at);
                 state.clear_changes();
                 self.send(&config, at, Some(last), bytes, started);
+                self.start_slices(at, state, erasures);
                 return;
             }
+            // The changes since the last part end a whole part written in slices.
+            changes = Some(bytes);
         }
-        state.before_whole(at);
-        let last = self.last_len.get();
-        let mut bytes = Vec::with_capacity(last + last / 8);
-        bincode::serialize_into(&mut bytes, &WHOLE).expect("a tag serializes");
-        bincode::serialize_into(&mut bytes, &*state).expect("operator state serializes");
+        // A whole part written in slices holds when it started after the last part, with no
+        // erasure since and every change kept track of (then `changes` holds them).
+        let holds =
+            changes.is_some() && self.sliced.as_ref().is_some_and(|s| s.erasures == erasures);
+        let (bytes, before) = match changes.filter(|_| holds) {
+            Some(changes) => {
+                self.slice(state, u64::MAX);
+                let mut sliced = self.sliced.take().expect("the whole part under way");
+                sliced.bytes.extend_from_slice(&changes);
+                (sliced.bytes, (sliced.spent_us, sliced.stall_us))
+            }
+            None => {
+                self.sliced = None;
+                state.before_whole(at);
+                let last = self.last_len.get();
+                let mut bytes = Vec::with_capacity(last + last / 8);
+                encode_into(&mut bytes, &WHOLE);
+                encode_into(&mut bytes, &*state);
+                (bytes, (0, 0))
+            }
+        };
         self.last_len.set(bytes.len());
         // The first chain of each operator is shortened by its own offset, so that the
         // operators' whole parts fall on different checkpoints (one whole state per
@@ -540,7 +663,31 @@ impl Checkpointer {
             erasures,
         };
         state.clear_changes();
-        self.send(&config, at, None, bytes, started);
+        self.send_spent(&config, at, None, bytes, micros_since(started), before);
+        self.start_slices(at, state, erasures);
+    }
+
+    /// Starts the next whole part in slices, right after the part at `at`, when the next part
+    /// will be whole by count (see [Whole parts written in
+    /// slices](self#whole-parts-written-in-slices)).
+    fn start_slices<S: Incremental>(&mut self, at: u64, state: &mut S, erasures: u64) {
+        let full_every = self.config.as_ref().map_or(0, |c| c.policy.full_every);
+        if full_every == 0 || self.chain.changes < full_every {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut bytes = Vec::with_capacity(self.last_len.get());
+        encode_into(&mut bytes, &WHOLE);
+        let keys = state.start_slices(at, &mut bytes);
+        let spent = micros_since(started);
+        self.sliced = Some(Sliced {
+            bytes,
+            keys: Box::new(keys),
+            next: 0,
+            erasures,
+            spent_us: spent,
+            stall_us: spent,
+        });
     }
 
     /// Notes an erasure applied by this operator: every incremental operator of the process
@@ -788,12 +935,8 @@ mod tests {
             self.whole
         }
         fn write_changes(&self, out: &mut Vec<u8>) {
-            let changes: Vec<(u32, Option<u32>)> = self
-                .changed
-                .iter()
-                .map(|k| (*k, self.values.get(k).copied()))
-                .collect();
-            encode_into(out, &changes);
+            let changed: Vec<u32> = self.changed.iter().copied().collect();
+            self.write_entries(&changed, out);
         }
         fn clear_changes(&mut self) {
             self.changed.clear();
@@ -806,6 +949,18 @@ mod tests {
                     None => self.values.remove(&k),
                 };
             }
+        }
+        type Key = u32;
+        fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<u32> {
+            encode_into(out, &Counts::default());
+            self.values.keys().copied().collect()
+        }
+        fn write_entries(&self, keys: &[u32], out: &mut Vec<u8>) {
+            let entries: Vec<(u32, Option<u32>)> = keys
+                .iter()
+                .map(|k| (*k, self.values.get(k).copied()))
+                .collect();
+            encode_into(out, &entries);
         }
     }
 
@@ -873,6 +1028,68 @@ mod tests {
         // Without parts of changes (`full_every` 0), every part is whole.
         let (parts, _) = counts_run(0, 5);
         assert!(parts.iter().all(|p| p.base.is_none()));
+    }
+
+    #[test]
+    fn a_whole_part_written_in_slices_as_the_state_changes_is_the_state_at_its_time() {
+        let (mut config, parts) = config(10);
+        config.policy.full_every = 1;
+        let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
+        c.stagger = 0;
+        let mut state: Counts = c.restore_incremental();
+        (0..3_000).for_each(|k| state.set(k, Some(k)));
+        let mut states = HashMap::new();
+        for t in 1..=60u64 {
+            match c.due(t) {
+                Some(at) => c.write_incremental(at, &mut state),
+                // One record (256 keys) between two times: slices and changes interleave.
+                None => c.slice(&state, 0),
+            }
+            if t == 45 {
+                c.note_erasure();
+            }
+            // Keys sliced already and not yet, changed and removed; and new keys.
+            let k = (t as u32 * 97) % 3_000;
+            state.set(k, Some(7 * k + t as u32));
+            state.set((k + 1_500) % 3_000, None);
+            state.set(3_000 + t as u32, Some(1));
+            states.insert(t, state.values.clone());
+        }
+        let parts: Vec<Part> = parts.try_iter().collect();
+        let bases: Vec<(u64, Option<u64>)> = parts.iter().map(|p| (p.at, p.base)).collect();
+        // 10: the first part, whole; 20: changes, then the next whole part starts in slices;
+        // 30: that part; 40: changes; 50: whole again, at once (an erasure at 45).
+        let expected = vec![
+            (10, None),
+            (20, Some(10)),
+            (30, None),
+            (40, Some(30)),
+            (50, None),
+        ];
+        assert_eq!(bases, expected);
+        let at_once = |at: u64| {
+            let mut bytes = Vec::new();
+            encode_into(&mut bytes, &WHOLE);
+            encode_into(
+                &mut bytes,
+                &Counts {
+                    values: states[&at].clone(),
+                    ..Counts::default()
+                },
+            );
+            bytes
+        };
+        assert_eq!(parts[0].bytes, at_once(10));
+        assert_ne!(parts[2].bytes, at_once(30), "written in slices");
+        assert!(parts[2].stall_us <= parts[2].encode_us);
+        assert_eq!(parts[4].bytes, at_once(50), "after an erasure, at once");
+        for part in &parts {
+            let chain: Vec<Part> = parts.iter().filter(|p| p.at <= part.at).cloned().collect();
+            let restore =
+                Restore::chained(part.at, 1, routing_fingerprint(), &["counts"], chain).unwrap();
+            let state: Counts = decode_incremental(&restore.parts["counts"][0]).unwrap();
+            assert_eq!(state.values, states[&part.at], "at {}", part.at);
+        }
     }
 
     #[test]

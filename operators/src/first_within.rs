@@ -113,7 +113,7 @@ where
 
 impl<I> Incremental for Windows<I>
 where
-    I: Serialize + DeserializeOwned + Hash + Eq,
+    I: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
 {
     type Changes = Vec<((u64, I), u64)>;
 
@@ -141,6 +141,24 @@ where
 
     fn before_whole(&mut self, at: u64) {
         self.open.retain(|_, end| *end > at);
+    }
+
+    type Key = (u64, I);
+
+    fn start_slices(&mut self, at: u64, out: &mut Vec<u8>) -> Vec<(u64, I)> {
+        self.before_whole(at);
+        crate::checkpoint::encode_into(out, &Self::default());
+        self.open.keys().cloned().collect()
+    }
+
+    fn write_entries(&self, keys: &[(u64, I)], out: &mut Vec<u8>) {
+        // The same bytes as `Self::Changes`, borrowed; windows closed since are left out (a
+        // restore sweeps closed ones anyway).
+        let entries: Vec<(&(u64, I), &u64)> = keys
+            .iter()
+            .filter_map(|k| self.open.get_key_value(k))
+            .collect();
+        crate::checkpoint::encode_into(out, &entries);
     }
 }
 

@@ -116,7 +116,7 @@ where
 
 impl<K, A> Incremental for Folded<K, A>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Hashable<Output = u64>,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Hashable<Output = u64> + 'static,
     A: Serialize + DeserializeOwned,
 {
     type Changes = Vec<(K, Option<A>)>;
@@ -130,10 +130,7 @@ where
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `Self::Changes`, borrowed.
-        let changes: Vec<(&K, Option<&A>)> =
-            self.changed.keys().map(|k| (k, self.map.get(k))).collect();
-        encode_into(out, &changes);
+        self.write_of(self.changed.keys(), out);
     }
 
     fn clear_changes(&mut self) {
@@ -144,6 +141,27 @@ where
         for (k, a) in changes {
             set_or_remove(&mut self.map, k, a);
         }
+    }
+
+    type Key = K;
+
+    fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<K> {
+        encode_into(out, &Self::default());
+        self.map.keys().cloned().collect()
+    }
+
+    fn write_entries(&self, keys: &[K], out: &mut Vec<u8>) {
+        self.write_of(keys, out);
+    }
+}
+
+impl<K: Serialize + Hash + Eq, A: Serialize> Folded<K, A> {
+    /// Writes the entries of `keys` as a part of changes lists them.
+    fn write_of<'a>(&'a self, keys: impl IntoIterator<Item = &'a K>, out: &mut Vec<u8>) {
+        // The same bytes as `Changes`, borrowed.
+        let changes: Vec<(&K, Option<&A>)> =
+            keys.into_iter().map(|k| (k, self.map.get(k))).collect();
+        encode_into(out, &changes);
     }
 }
 

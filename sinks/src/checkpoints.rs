@@ -330,9 +330,12 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                 stats.state_bytes.store(state, Ordering::Relaxed);
                 let ms = started.elapsed().as_millis() as u64;
                 stats.latest_write_ms.store(ms, Ordering::Relaxed);
-                // The workers' share: encoding each part stalls its operator for that long.
+                // The workers' share: encoding the parts took this long in all, the slowest
+                // part this long, and its operator stalled at most `stall_max_ms` in one go
+                // (less than its encoding time for a whole part written in slices).
                 let encode_max_ms = group.iter().map(|p| p.encode_us).max().unwrap_or(0) / 1000;
                 let encode_ms = group.iter().map(|p| p.encode_us).sum::<u64>() / 1000;
+                let stall_max_ms = group.iter().map(|p| p.stall_us).max().unwrap_or(0) / 1000;
                 // Bytes per operator (this process's workers summed): what the state is made of.
                 let mut by_operator: BTreeMap<&str, usize> = BTreeMap::new();
                 for p in &group {
@@ -344,7 +347,7 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
                     .collect();
                 let parts = parts.join(",");
                 let changes = group.iter().filter(|p| p.base.is_some()).count();
-                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, changes, parts:% = parts; "checkpoint written");
+                log::info!(at, bytes, write_ms = ms, encode_ms, encode_max_ms, stall_max_ms, changes, parts:% = parts; "checkpoint written");
                 kept.insert(at, written);
                 let times: BTreeMap<u64, BTreeSet<u64>> =
                     kept.iter().map(|(t, w)| (*t, w.bases.clone())).collect();
@@ -772,6 +775,7 @@ fn assemble(
             base: None,
             bytes,
             encode_us: 0,
+            stall_us: 0,
         });
     }
     let wanted = operators.len() * first.peers;

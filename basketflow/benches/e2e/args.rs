@@ -9,7 +9,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
     [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100] [--fetch-min-bytes 1,65536] \
-    [--checkpoint-events 1000000] [--checkpoint-rate 1000] [--checkpoint-seconds 20] [--checkpoint-full-every 10,0]";
+    [--checkpoint-events 1000000] [--checkpoint-rate 1000] [--checkpoint-seconds 20] [--checkpoint-full-every off,10,0]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -72,8 +72,9 @@ pub struct Args {
     pub checkpoint_rate: u32,
     /// The checkpoint-cost phase's live seconds.
     pub checkpoint_seconds: u64,
-    /// The checkpoint-cost phase's `graph.checkpoint_full_every` values, each its own graph.
-    pub checkpoint_full_every: Vec<u32>,
+    /// The checkpoint-cost phase's `graph.checkpoint_full_every` values, each its own graph;
+    /// `None` (`off`): checkpoints off, the decisions' latency without them.
+    pub checkpoint_full_every: Vec<Option<u32>>,
 }
 
 /// The arguments of this process.
@@ -108,7 +109,7 @@ pub fn args() -> Args {
         checkpoint_events: 1_000_000,
         checkpoint_rate: 1_000,
         checkpoint_seconds: 20,
-        checkpoint_full_every: vec![10, 0],
+        checkpoint_full_every: vec![None, Some(10), Some(0)],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |v: &str| -> Vec<usize> {
@@ -156,7 +157,13 @@ pub fn args() -> Args {
                 a.checkpoint_seconds = value.parse().expect("--checkpoint-seconds S")
             }
             "--checkpoint-full-every" => {
-                a.checkpoint_full_every = list(&value).into_iter().map(|n| n as u32).collect()
+                a.checkpoint_full_every = value
+                    .split(',')
+                    .map(|v| match v {
+                        "off" => None,
+                        n => Some(n.parse().expect("--checkpoint-full-every off,10,0")),
+                    })
+                    .collect()
             }
             "--fetch-min-bytes" => {
                 a.fetch_min_bytes = list(&value).into_iter().map(|n| n as u32).collect()

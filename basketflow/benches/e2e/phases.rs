@@ -1,7 +1,7 @@
 //! The six measurements (see the crate's docs), each adding its figures to the results and
 //! its rows to the table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use basketflow_examples::{Config as GenConfig, Expect, Message as GenMessage};
 use basketflow_ingest::parse_event;
-use basketflow_sinks::kafka_outputs::{DECIDED_HEADER, HANDED_HEADER};
 use basketflow_testkit::{hostfile, logged_u64, rss_mib, ChildGuard};
 use basketflow_vocab::Timestamp;
 use rdkafka::Message;
@@ -22,7 +21,8 @@ use crate::sampling::{
 };
 use crate::stack::{
     clickhouse_committed, generate, generator_of, kafka_committed_watch, produce,
-    produce_streaming, read_all, tree, wall_ms, watch, watch_with, Graph, Site,
+    produce_streaming, read_all, since_sent, stages, trees_for, wall_ms, watch, watch_decisions,
+    Graph, Site,
 };
 use crate::{Bench, PARTITIONS, TICK_MS};
 
@@ -514,22 +514,7 @@ fn latency_of(bench: &mut Bench, delivery: &str, fetch: u32) {
             )
         })
         .collect();
-    let mut shoppers = BTreeSet::new();
-    for (_, ms) in &traffic {
-        for m in ms.iter().filter(|m| matches!(m.expect, Expect::Valid)) {
-            let e = parse_event(&m.payload).unwrap().event;
-            shoppers.insert((e.retailer_id, e.shopper_id));
-        }
-    }
-    let trees: Vec<GenMessage> = shoppers
-        .iter()
-        .map(|(r, s)| GenMessage {
-            key: basketflow_vocab::tree_key(r, s),
-            payload: serde_json::to_vec(&tree(r, s)).unwrap(),
-            expect: Expect::Valid,
-            kind: "tree",
-        })
-        .collect();
+    let trees = trees_for(traffic.iter().flat_map(|(_, ms)| ms));
     produce(&format!("bench-trees-{}", g.name), &trees, None);
     // Its metrics, scraped around each rate: the messages clamped at that rate.
     let metrics_port = basketflow_testkit::free_port();
@@ -562,26 +547,7 @@ fn latency_of(bench: &mut Bench, delivery: &str, fetch: u32) {
     let tick = args.latency_tick_ms.map_or(TICK_MS, |t| t as i64);
     for (rate, ms) in &traffic {
         let stop = Arc::new(AtomicBool::new(false));
-        // Each decision with its stage headers: when its worker decided it, when its
-        // transaction was handed to the producer thread (wall-clock ms).
-        let decisions = watch_with(
-            format!("bench-decisions-{}", g.name),
-            |m| {
-                use rdkafka::message::Headers;
-                let d: Value = serde_json::from_slice(m.payload()?).ok()?;
-                let c = &d["caused_by"];
-                let header = |name: &str| -> Option<u64> {
-                    let h = m.headers()?.iter().find(|h| h.key == name)?;
-                    std::str::from_utf8(h.value?).ok()?.parse().ok()
-                };
-                let stamps = (header(DECIDED_HEADER)?, header(HANDED_HEADER)?);
-                Some((
-                    (c["partition"].as_i64()? as i32, c["offset"].as_i64()?),
-                    stamps,
-                ))
-            },
-            stop.clone(),
-        );
+        let decisions = watch_decisions(format!("bench-decisions-{}", g.name), stop.clone());
         let round_trip = watch(
             live_events.clone(),
             |m| Some((m.partition(), m.offset())),
@@ -614,51 +580,13 @@ fn latency_of(bench: &mut Bench, delivery: &str, fetch: u32) {
         // the tree walk), until its transaction was handed over (the time complete at the
         // outputs operator on worker 0, and the previous transaction committed), and until
         // the storefront read it (the transaction, and a read_committed fetch).
-        let stages = {
-            let (base_instant, base_wall) = (Instant::now(), wall_ms() as f64);
-            let wall = |i: Instant| match i.checked_duration_since(base_instant) {
-                Some(d) => base_wall + d.as_secs_f64() * 1e3,
-                None => base_wall - base_instant.duration_since(i).as_secs_f64() * 1e3,
-            };
-            let appended: HashMap<(i32, i64), i64> = produced
-                .landed
-                .iter()
-                .skip(*rate as usize)
-                .flatten()
-                .map(|l| ((l.partition, l.offset), l.broker_ms))
-                .collect();
-            let mut stages: [Vec<f64>; 3] = Default::default();
-            for (k, (read_at, (decided, handed))) in &decided {
-                let Some(&appended) = appended.get(k) else {
-                    continue;
-                };
-                stages[0].push(*decided as f64 - appended as f64);
-                stages[1].push(*handed as f64 - *decided as f64);
-                stages[2].push(wall(*read_at) - *handed as f64);
-            }
-            stages.map(summary)
-        };
+        let stages = stages(&produced, *rate as usize, &decided);
         let decided: HashMap<(i32, i64), Instant> =
             decided.into_iter().map(|(k, (at, _))| (k, at)).collect();
         poller.join().unwrap();
         // The first second is warm-up (consumers' first fetches): not measured.
         let warm = *rate as usize;
-        let by_position: HashMap<(i32, i64), Instant> = produced
-            .landed
-            .iter()
-            .zip(&produced.sent)
-            .skip(warm)
-            .filter_map(|(l, s)| l.map(|l| ((l.partition, l.offset), *s)))
-            .collect();
-        let ms_of = |seen: &HashMap<(i32, i64), Instant>| -> Vec<f64> {
-            seen.iter()
-                .filter_map(|(k, at)| {
-                    by_position
-                        .get(k)
-                        .map(|s| at.duration_since(*s).as_secs_f64() * 1e3)
-                })
-                .collect()
-        };
+        let ms_of = |seen: &HashMap<(i32, i64), Instant>| since_sent(&produced, warm, seen);
         // Orders: visible once ClickHouse's committed time reaches their logical time.
         let committed = committed.lock().unwrap().clone();
         let visible: Vec<f64> = ms
@@ -874,15 +802,27 @@ pub fn until_checkpoint(
     covering: u64,
     log: &mut String,
 ) {
+    until_line(lines, log, "a checkpoint covering the history", |line| {
+        line.contains("checkpoint written")
+            && logged_u64(line, "checkpoint written", "at").is_some_and(|at| at >= covering)
+    });
+}
+
+/// Reads `lines` into `log` until one satisfies `is_it` (panics after 600 s without a line,
+/// saying it waited for `what`).
+pub fn until_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    log: &mut String,
+    what: &str,
+    is_it: impl Fn(&str) -> bool,
+) {
     loop {
         let line = lines
             .recv_timeout(Duration::from_secs(600))
-            .unwrap_or_else(|_| panic!("no checkpoint covering the history within 600 s:\n{log}"));
+            .unwrap_or_else(|_| panic!("no line within 600 s while waiting for {what}:\n{log}"));
         log.push_str(&line);
         log.push('\n');
-        if line.contains("checkpoint written")
-            && logged_u64(&line, "checkpoint written", "at").is_some_and(|at| at >= covering)
-        {
+        if is_it(&line) {
             return;
         }
     }

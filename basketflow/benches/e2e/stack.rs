@@ -2,14 +2,16 @@
 //! producing the generator's traffic, reading it back as a plain consumer, and watching the
 //! durable outputs' committed times and the topics as they grow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use basketflow_examples::{Config as GenConfig, Generator, Message as GenMessage};
+use basketflow_examples::{Config as GenConfig, Expect, Generator, Message as GenMessage};
+use basketflow_ingest::parse_event;
+use basketflow_sinks::kafka_outputs::{DECIDED_HEADER, HANDED_HEADER};
 use basketflow_testkit::clickhouse::committed_time;
 use basketflow_testkit::kafka::{send_retrying, Landing};
 use basketflow_testkit::stack::{brokers, clickhouse_url};
@@ -136,6 +138,106 @@ pub fn tree(retailer_id: &str, shopper_id: &str) -> ExperienceTree {
             },
         ],
     }
+}
+
+/// A [`tree`] for each shopper with a valid event among `messages`, to produce to the trees
+/// topic: every basket change of theirs is then decided.
+pub fn trees_for<'a>(messages: impl IntoIterator<Item = &'a GenMessage>) -> Vec<GenMessage> {
+    let shoppers: BTreeSet<(String, String)> = messages
+        .into_iter()
+        .filter(|m| matches!(m.expect, Expect::Valid))
+        .map(|m| {
+            let e = parse_event(&m.payload).expect("a valid event parses").event;
+            (e.retailer_id, e.shopper_id)
+        })
+        .collect();
+    shoppers
+        .iter()
+        .map(|(r, s)| GenMessage {
+            key: basketflow_vocab::tree_key(r, s),
+            payload: serde_json::to_vec(&tree(r, s)).expect("a tree serializes"),
+            expect: Expect::Valid,
+            kind: "tree",
+        })
+        .collect()
+}
+
+/// For each message of `produced` after the first `warm` whose position is in `seen`, the
+/// time (ms) from when it was sent (due, when paced) to when it was seen.
+pub fn since_sent(
+    produced: &Produced,
+    warm: usize,
+    seen: &HashMap<(i32, i64), Instant>,
+) -> Vec<f64> {
+    produced
+        .landed
+        .iter()
+        .zip(&produced.sent)
+        .skip(warm)
+        .filter_map(|(l, sent)| {
+            let l = (*l)?;
+            let at = seen.get(&(l.partition, l.offset))?;
+            Some(at.duration_since(*sent).as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
+/// A decision as [`watch_decisions`] sees it: when it became readable, and its stage headers
+/// (when its worker decided it, when its transaction was handed to the producer thread;
+/// wall-clock ms), by the position of the event that caused it.
+pub type Watched = HashMap<(i32, i64), (Instant, (u64, u64))>;
+
+/// [`watch_with`] of a decisions topic: each decision by the event that caused it.
+pub fn watch_decisions(topic: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Watched> {
+    watch_with(
+        topic,
+        |m| {
+            use rdkafka::message::Headers;
+            let d: Value = serde_json::from_slice(m.payload()?).ok()?;
+            let c = &d["caused_by"];
+            let header = |name: &str| -> Option<u64> {
+                let h = m.headers()?.iter().find(|h| h.key == name)?;
+                std::str::from_utf8(h.value?).ok()?.parse().ok()
+            };
+            let stamps = (header(DECIDED_HEADER)?, header(HANDED_HEADER)?);
+            Some((
+                (c["partition"].as_i64()? as i32, c["offset"].as_i64()?),
+                stamps,
+            ))
+        },
+        stop,
+    )
+}
+
+/// Where the time of the decisions of `produced` (after the first `warm`) went, from the
+/// event's append to the broker: until its worker decided it (the time complete on every
+/// source partition, then the tree walk), until its transaction was handed over (the time
+/// complete at the outputs operator on worker 0, and the previous transaction committed), and
+/// until the storefront read it (the transaction, and a read_committed fetch): a summary
+/// each.
+pub fn stages(produced: &Produced, warm: usize, decided: &Watched) -> [Value; 3] {
+    let (base_instant, base_wall) = (Instant::now(), wall_ms() as f64);
+    let wall = |i: Instant| match i.checked_duration_since(base_instant) {
+        Some(d) => base_wall + d.as_secs_f64() * 1e3,
+        None => base_wall - base_instant.duration_since(i).as_secs_f64() * 1e3,
+    };
+    let appended: HashMap<(i32, i64), i64> = produced
+        .landed
+        .iter()
+        .skip(warm)
+        .flatten()
+        .map(|l| ((l.partition, l.offset), l.broker_ms))
+        .collect();
+    let mut stages: [Vec<f64>; 3] = Default::default();
+    for (k, (read_at, (decided, handed))) in decided {
+        let Some(&appended) = appended.get(k) else {
+            continue;
+        };
+        stages[0].push(*decided as f64 - appended as f64);
+        stages[1].push(*handed as f64 - *decided as f64);
+        stages[2].push(wall(*read_at) - *handed as f64);
+    }
+    stages.map(crate::report::summary)
 }
 
 /// The generator's stream: `SHOPPERS` shoppers, 3% bad, 2% duplicates.

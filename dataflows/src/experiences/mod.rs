@@ -225,20 +225,7 @@ impl Incremental for Trees {
     }
 
     fn write_changes(&self, out: &mut Vec<u8>) {
-        // The same bytes as `KeyEntries`, borrowed.
-        let entries: Vec<(&Key, Option<&Shopper>, bool, Option<&Seen>)> = self
-            .changes
-            .keys()
-            .map(|key| {
-                (
-                    key,
-                    self.shoppers.get(key),
-                    self.erased.contains(key),
-                    self.seen.get(key),
-                )
-            })
-            .collect();
-        encode_into(out, &entries);
+        self.write_of(self.changes.keys(), out);
     }
 
     fn clear_changes(&mut self) {
@@ -255,6 +242,45 @@ impl Incremental for Trees {
             }
             set_or_remove(&mut self.seen, key, seen);
         }
+    }
+
+    type Key = Key;
+
+    fn start_slices(&mut self, _at: u64, out: &mut Vec<u8>) -> Vec<Key> {
+        encode_into(out, &Trees::default());
+        let mut keys: Vec<Key> = self.shoppers.keys().cloned().collect();
+        let elsewhere = |k: &&Key| !self.shoppers.contains_key(*k);
+        keys.extend(self.seen.keys().filter(elsewhere).cloned());
+        keys.extend(
+            self.erased
+                .iter()
+                .filter(|k| elsewhere(k) && !self.seen.contains_key(*k))
+                .cloned(),
+        );
+        keys
+    }
+
+    fn write_entries(&self, keys: &[Key], out: &mut Vec<u8>) {
+        self.write_of(keys, out);
+    }
+}
+
+impl Trees {
+    /// Writes the entries of `keys` as a part of changes lists them.
+    fn write_of<'a>(&'a self, keys: impl IntoIterator<Item = &'a Key>, out: &mut Vec<u8>) {
+        // The same bytes as `KeyEntries`, borrowed.
+        let entries: Vec<(&Key, Option<&Shopper>, bool, Option<&Seen>)> = keys
+            .into_iter()
+            .map(|key| {
+                (
+                    key,
+                    self.shoppers.get(key),
+                    self.erased.contains(key),
+                    self.seen.get(key),
+                )
+            })
+            .collect();
+        encode_into(out, &entries);
     }
 }
 
