@@ -44,15 +44,16 @@
 //! A whole part of a large state takes the worker thread long enough to delay everything
 //! behind it (decisions included). So when an operator's next part will be whole by count (its
 //! chain is full), it starts that part right after writing the previous one and writes it a
-//! slice at a time, each time it is asked whether a checkpoint is due and none is, for at most
-//! [`SLICE_BUDGET_US`] each time: first the state without its keyed entries, then the current
-//! entries of the keys it had when it started, a few hundred keys per record. The entries of a
-//! key are thus written at different moments, a fuzzy copy; but the changes since the previous
-//! part are kept track of as for a part of changes, and the whole part ends with them when the
-//! checkpoint comes: every key whose entries differ from the ones sliced was touched, so the
-//! records together are exactly the state at the checkpoint's time. Whatever is left to slice
-//! then is written at once. A whole part that was started before an erasure in the process,
-//! or whose changes were not all kept, is dropped and the whole state written at once instead.
+//! slice at a time, each time it is asked whether a checkpoint is due and none is, for about
+//! [`SLICE_BUDGET_US`] each time (four times that when it is behind schedule): first the state
+//! without its keyed entries, then the current entries of the keys it had when it started, a
+//! few dozen keys per record. The entries of a key are thus written at different moments, a
+//! fuzzy copy; but the changes since the previous part are kept track of as for a part of
+//! changes, and the whole part ends with them when the checkpoint comes: every key whose
+//! entries differ from the ones sliced was touched, so the records together are exactly the
+//! state at the checkpoint's time. Whatever is left to slice then is written at once. A whole
+//! part that was started before an erasure in the process, or whose changes were not all
+//! kept, is dropped and the whole state written at once instead.
 //!
 //! An incremental part's bytes are a sequence of records (a tag, then the whole state or a
 //! set of changes), so a chain is restored from the concatenation of its parts' bytes, oldest
@@ -442,7 +443,7 @@ pub struct Checkpointer {
 pub const SLICE_BUDGET_US: u64 = 1_000;
 
 /// The keys per record of a whole part written in slices (the clock is read after each).
-const SLICE_KEYS: usize = 256;
+const SLICE_KEYS: usize = 64;
 
 /// A whole part being written in slices.
 struct Sliced {
@@ -450,8 +451,11 @@ struct Sliced {
     bytes: Vec<u8>,
     /// The keys whose entries it writes (a `Vec<S::Key>` of the operator's state `S`).
     keys: Box<dyn std::any::Any>,
-    /// How many of them were written.
+    /// How many of them there are, and how many were written.
+    len: usize,
     next: usize,
+    /// The time of the part that started it.
+    from: u64,
     /// [`Checkpointing::erasures`] when it started.
     erasures: u64,
     /// The worker's time spent on it so far (µs), and its longest stretch.
@@ -566,7 +570,29 @@ impl Checkpointer {
     pub fn pass_incremental<S: Incremental>(&mut self, before: u64, state: &mut S) {
         match self.due(before) {
             Some(at) => self.write_incremental(at, state),
-            None => self.slice(state, SLICE_BUDGET_US),
+            None => {
+                let budget = self.slice_budget(before);
+                self.slice(state, budget);
+            }
+        }
+    }
+
+    /// The time a slice may take before `before`: [`SLICE_BUDGET_US`] while the part under
+    /// way is on schedule to be written by three quarters of the interval (in logical time,
+    /// from the part that started it), four times that when it is behind (so that little is
+    /// left to write at once at the checkpoint when the operator is asked seldom).
+    fn slice_budget(&self, before: u64) -> u64 {
+        let (Some(sliced), Some(config)) = (&self.sliced, &self.config) else {
+            return 0;
+        };
+        let elapsed = before.saturating_sub(sliced.from);
+        let schedule = 3 * config.policy.interval_ms.max(1);
+        let behind = (sliced.next as u128) * u128::from(schedule)
+            < (sliced.len as u128) * 4 * u128::from(elapsed);
+        if behind {
+            4 * SLICE_BUDGET_US
+        } else {
+            SLICE_BUDGET_US
         }
     }
 
@@ -682,8 +708,10 @@ impl Checkpointer {
         let spent = micros_since(started);
         self.sliced = Some(Sliced {
             bytes,
+            len: keys.len(),
             keys: Box::new(keys),
             next: 0,
+            from: at,
             erasures,
             spent_us: spent,
             stall_us: spent,
@@ -1042,7 +1070,7 @@ mod tests {
         for t in 1..=60u64 {
             match c.due(t) {
                 Some(at) => c.write_incremental(at, &mut state),
-                // One record (256 keys) between two times: slices and changes interleave.
+                // One record (64 keys) between two times: slices and changes interleave.
                 None => c.slice(&state, 0),
             }
             if t == 45 {
