@@ -336,6 +336,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         source_cfg.tick_ms = config.graph.tick_ms;
         source_cfg.idle_margin_ms = config.graph.idle_margin_ms;
         source_cfg.fetch_min_bytes = config.kafka.fetch_min_bytes;
+        source_cfg.max_partition_skew_ms = config.graph.max_partition_skew_ms;
         source_cfg.stop_at_start_watermarks = exit_when_caught_up;
         let mut trees_cfg = source_cfg.clone();
         trees_cfg.topic = config.kafka.trees_topic.clone();

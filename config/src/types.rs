@@ -175,6 +175,11 @@ pub struct GraphConfig {
     /// catch-up, whose backlog packs far more messages into each ms of broker time than live
     /// traffic does.
     pub max_in_flight_messages: usize,
+    /// How far (ms of broker time) a source may read one partition ahead of its slowest
+    /// partition (default 1,000; 0: no limit). What is read above a source's slowest partition
+    /// waits in the graph, uncounted by `max_in_flight_messages`: without this, a catch-up in
+    /// which one partition is fetched faster than the others holds more and more of it.
+    pub max_partition_skew_ms: u64,
     /// A process exits if its cluster has not formed (all peers connected) within this.
     pub startup_timeout_ms: u64,
     /// The de-duplication horizon (logical ms, default 7 days): a copy of an event read within
@@ -211,6 +216,7 @@ impl Default for GraphConfig {
             flush_interval_ms: 250,
             max_sink_lag_ms: 10_000,
             max_in_flight_messages: 65_536,
+            max_partition_skew_ms: 1_000,
             startup_timeout_ms: 60_000,
             dedup_horizon_ms: 7 * 24 * 3_600_000,
             settlement_ms: 30 * 24 * 3_600_000,

@@ -38,7 +38,7 @@
 //!   The gate also stops the source for good when `stop` is set (SIGTERM): the source keeps its
 //!   capability at its last position, so everything before it can still be drained.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -87,6 +87,13 @@ pub struct SourceConfig {
     /// The consumer's `fetch.min.bytes` (1: the broker answers a fetch as soon as a message is
     /// there; more: fewer, larger fetches, each waiting up to 10 ms for that many bytes).
     pub fetch_min_bytes: u32,
+    /// How far (ms of broker time) a partition may be read ahead of the slowest partition the
+    /// source reads (0: no limit). The source's time is the least of its partitions', and the
+    /// graph holds what is read above it until it passes: in a catch-up, a partition that
+    /// librdkafka happens to fetch faster than the others ran seconds ahead, and what it
+    /// brought piled up with the length of the backlog. The consumer pauses a partition that
+    /// is ahead and resumes it once the others have caught up (Flink's watermark alignment).
+    pub max_partition_skew_ms: u64,
     /// Bindings recorded with committed outputs: `(time, next offset per partition)`. A
     /// message at or after a partition's offset gets a time greater than `time`; a partition
     /// missing from a binding had no message at or below `time` (see "Reclocking on restart").
@@ -183,6 +190,7 @@ impl SourceConfig {
             start_offsets: BTreeMap::new(),
             channel_capacity: 8_192,
             fetch_min_bytes: 1,
+            max_partition_skew_ms: 1_000,
             bindings: Vec::new(),
         }
     }
@@ -595,6 +603,89 @@ fn watch_watermarks(
 
 /// The source consumer's settings for `cfg`: the shared ones, and `fetch.min.bytes` when it is
 /// not librdkafka's default (1).
+/// The consumer thread's alignment of its partitions (see
+/// [`SourceConfig::max_partition_skew_ms`]): a message more than the skew ahead of the
+/// slowest partition is held, in order with the rest of its partition, which is paused; it is
+/// released (and the partition resumed) once the slowest partition has come within half the
+/// skew.
+/// The slowest partition is never held, so the source always makes progress; a partition at
+/// its end no longer counts as the slowest.
+struct Alignment {
+    /// The skew (ms; 0: no alignment).
+    skew_ms: u64,
+    /// The broker time of the latest message received, per partition not at its end.
+    seen: BTreeMap<i32, i64>,
+    /// The messages held, per partition (a partition with some is paused).
+    held: BTreeMap<i32, VecDeque<(SourceMessage, i64)>>,
+}
+
+impl Alignment {
+    fn new(skew_ms: u64) -> Alignment {
+        Alignment {
+            skew_ms,
+            seen: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// The latest broker time a message may have to be sent now.
+    fn limit(&self) -> i64 {
+        let slowest = self.seen.values().min().copied().unwrap_or(i64::MAX);
+        slowest.saturating_add(i64::try_from(self.skew_ms).unwrap_or(i64::MAX))
+    }
+
+    /// A message received: returned to be sent now, or held (`None`; the caller pauses its
+    /// partition when [`Self::is_held`] turns true).
+    fn admit(&mut self, msg: SourceMessage, broker_ms: i64) -> Option<(SourceMessage, i64)> {
+        let p = msg.partition;
+        let seen = self.seen.entry(p).or_insert(broker_ms);
+        *seen = (*seen).max(broker_ms);
+        if self.skew_ms == 0 {
+            return Some((msg, broker_ms));
+        }
+        if self.held.contains_key(&p) || broker_ms > self.limit() {
+            self.held.entry(p).or_default().push_back((msg, broker_ms));
+            return None;
+        }
+        Some((msg, broker_ms))
+    }
+
+    /// True while partition `p` has messages held.
+    fn is_held(&self, p: i32) -> bool {
+        self.held.contains_key(&p)
+    }
+
+    /// Partition `p` is at its end: it holds no other partition back until its next message.
+    fn at_end(&mut self, p: i32) {
+        if !self.held.contains_key(&p) {
+            self.seen.remove(&p);
+        }
+    }
+
+    /// The held messages now within half the skew of the slowest partition, in partition and
+    /// offset order, and the partitions left with none held (to resume). Half: a resumed
+    /// partition then reads at least half the skew before it is paused again (each pause
+    /// makes librdkafka drop what it had fetched ahead for the partition, and fetch it again
+    /// on resume).
+    fn release(&mut self) -> (Vec<(SourceMessage, i64)>, Vec<i32>) {
+        let (mut out, mut resumed) = (Vec::new(), Vec::new());
+        if self.held.is_empty() {
+            return (out, resumed);
+        }
+        let limit = self.limit() - i64::try_from(self.skew_ms / 2).unwrap_or(0);
+        self.held.retain(|&p, queue| {
+            while queue.front().is_some_and(|(_, t)| *t <= limit) {
+                out.extend(queue.pop_front());
+            }
+            if queue.is_empty() {
+                resumed.push(p);
+            }
+            !queue.is_empty()
+        });
+        (out, resumed)
+    }
+}
+
 fn consumer_config(cfg: &SourceConfig) -> ClientConfig {
     let mut client = source_consumer_config(&cfg.brokers);
     if cfg.fetch_min_bytes > 1 {
@@ -657,6 +748,12 @@ fn consume(
             }
         }
     };
+    let mut alignment = Alignment::new(cfg.max_partition_skew_ms);
+    let one = |p: i32| {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&cfg.topic, p);
+        list
+    };
     // Items sent since the operator was last woken; while librdkafka has more at hand we keep
     // draining (poll without waiting) and wake the operator once per burst.
     let mut unannounced = 0usize;
@@ -676,9 +773,22 @@ fn consume(
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 };
-                Some(Fetched::Message(msg, broker_ms))
+                let p = msg.partition;
+                let was_held = alignment.is_held(p);
+                let admitted = alignment.admit(msg, broker_ms);
+                if !was_held && alignment.is_held(p) {
+                    // Messages it had fetched may still come (and are held) or be dropped
+                    // and fetched again after the last one returned here, on resume.
+                    if let Err(e) = consumer.pause(&one(p)) {
+                        let _ = tx.send(Fetched::Failed(format!("pausing partition {p}: {e}")));
+                    }
+                }
+                admitted.map(|(msg, broker_ms)| Fetched::Message(msg, broker_ms))
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => Some(Fetched::Eof(p)),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                alignment.at_end(p);
+                Some(Fetched::Eof(p))
+            }
             Some(Err(e)) => Some(Fetched::Failed(e.to_string())),
             None => None,
         };
@@ -688,6 +798,18 @@ fn consume(
                 return;
             }
             unannounced += 1;
+        }
+        let (released, resumed) = alignment.release();
+        for (msg, broker_ms) in released {
+            if !send(Fetched::Message(msg, broker_ms)) {
+                return;
+            }
+            unannounced += 1;
+        }
+        for p in resumed {
+            if let Err(e) = consumer.resume(&one(p)) {
+                let _ = tx.send(Fetched::Failed(format!("resuming partition {p}: {e}")));
+            }
         }
         if last_tick.elapsed() >= tick {
             last_tick = Instant::now();
@@ -708,6 +830,66 @@ fn consume(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(partition: i32, offset: i64) -> SourceMessage {
+        SourceMessage {
+            partition,
+            offset,
+            time: 0,
+            key: None,
+            payload: Vec::new(),
+        }
+    }
+
+    /// `(partition, offset)` of what `alignment` sends.
+    fn sent(items: Vec<(SourceMessage, i64)>) -> Vec<(i32, i64)> {
+        items.iter().map(|(m, _)| (m.partition, m.offset)).collect()
+    }
+
+    #[test]
+    fn a_partition_ahead_of_the_slowest_by_more_than_the_skew_is_held_in_order() {
+        let mut a = Alignment::new(100);
+        let admit = |a: &mut Alignment, p: i32, o: i64, t: i64| a.admit(message(p, o), t).is_some();
+        assert!(admit(&mut a, 0, 0, 1_000));
+        assert!(admit(&mut a, 1, 0, 1_100), "at the skew: sent");
+        assert!(!admit(&mut a, 1, 1, 1_101), "past it: held");
+        assert!(a.is_held(1));
+        // Behind its own held message, even within the skew: held, in order.
+        assert!(!admit(&mut a, 1, 2, 1_050));
+        let (out, resumed) = a.release();
+        assert!(out.is_empty() && resumed.is_empty());
+        // The slowest partition advances: partition 1's messages up to 1,060 + 100 go.
+        assert!(admit(&mut a, 0, 1, 1_060));
+        let (out, resumed) = a.release();
+        assert_eq!(sent(out), vec![(1, 1), (1, 2)]);
+        assert_eq!(resumed, vec![1]);
+        assert!(!a.is_held(1));
+    }
+
+    #[test]
+    fn the_slowest_partition_is_never_held_and_one_at_its_end_holds_none_back() {
+        let mut a = Alignment::new(100);
+        assert!(a.admit(message(0, 0), 1_000).is_some());
+        assert!(a.admit(message(1, 0), 5_000).is_none());
+        assert!(a.admit(message(2, 0), 5_050).is_none());
+        // Partition 0 is the slowest, whatever its times.
+        assert!(a.admit(message(0, 1), 1_000).is_some());
+        // At its end, it no longer holds the others back: the slowest is then partition 1.
+        a.at_end(0);
+        let (out, resumed) = a.release();
+        assert_eq!(sent(out), vec![(1, 0), (2, 0)]);
+        assert_eq!(resumed, vec![1, 2]);
+        // Its next message counts again (held: 5,500 is past 5,000 + 100).
+        assert!(a.admit(message(0, 2), 5_500).is_none());
+    }
+
+    #[test]
+    fn without_a_skew_nothing_is_held() {
+        let mut a = Alignment::new(0);
+        assert!(a.admit(message(0, 0), 0).is_some());
+        assert!(a.admit(message(1, 0), i64::MAX).is_some());
+        assert_eq!(sent(a.release().0), Vec::new());
+    }
 
     #[test]
     fn in_flight_counts_what_the_outputs_can_still_make_durable() {
