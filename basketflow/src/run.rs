@@ -340,8 +340,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         source_cfg.stop_at_start_watermarks = exit_when_caught_up;
         let mut trees_cfg = source_cfg.clone();
         trees_cfg.topic = config.kafka.trees_topic.clone();
+        // The trees and privacy topics are small, and a compacted log's old messages are sparse
+        // in time: aligning their partitions would pause and resume for little gain.
+        trees_cfg.max_partition_skew_ms = 0;
         let mut privacy_cfg = source_cfg.clone();
         privacy_cfg.topic = config.kafka.privacy_topic.clone();
+        privacy_cfg.max_partition_skew_ms = 0;
         // Reclock the replay by what is durable (see ingest::kafka_source): each output's
         // binding applies to the topics it depends on (ClickHouse: events; Kafka outputs:
         // events and trees). A binding that does not track a topic says nothing about it.

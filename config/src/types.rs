@@ -175,8 +175,8 @@ pub struct GraphConfig {
     /// catch-up, whose backlog packs far more messages into each ms of broker time than live
     /// traffic does.
     pub max_in_flight_messages: usize,
-    /// How far (ms of broker time) a source may read one partition ahead of its slowest
-    /// partition (default 1,000; 0: no limit). What is read above a source's slowest partition
+    /// How far (ms of broker time) the events source may read one partition ahead of its
+    /// slowest partition (default 1,000; 0: no limit). What is read above a source's slowest partition
     /// waits in the graph, uncounted by `max_in_flight_messages`: without this, a catch-up in
     /// which one partition is fetched faster than the others holds more and more of it.
     pub max_partition_skew_ms: u64,
