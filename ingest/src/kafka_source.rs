@@ -255,6 +255,9 @@ impl SourceStats {
 enum Fetched {
     Message(SourceMessage, i64),
     Eof(i32),
+    /// The consumer holds messages of this partition (see `Alignment`): it is not idle, so its
+    /// bound must stop following the wall clock (its held messages would be clamped).
+    Held(i32),
     Tick(Millis),
     Failed(String),
 }
@@ -453,6 +456,11 @@ pub fn kafka_source<'scope>(
                                 st.at_eof = true;
                             }
                         }
+                        Fetched::Held(p) => {
+                            if let Some(st) = partitions.get_mut(&p) {
+                                st.at_eof = false;
+                            }
+                        }
                         Fetched::Tick(now) => {
                             let idle_bound = now.saturating_sub(margin) / tick * tick;
                             for st in partitions.values_mut() {
@@ -601,8 +609,6 @@ fn watch_watermarks(
     }
 }
 
-/// The source consumer's settings for `cfg`: the shared ones, and `fetch.min.bytes` when it is
-/// not librdkafka's default (1).
 /// The consumer thread's alignment of its partitions (see
 /// [`SourceConfig::max_partition_skew_ms`]): a message more than the skew ahead of the
 /// slowest partition is held, in order with the rest of its partition, which is paused; it is
@@ -650,6 +656,11 @@ impl Alignment {
         Some((msg, broker_ms))
     }
 
+    /// Gives up holding partition `p` (it could not be paused): its held messages, in order.
+    fn unhold(&mut self, p: i32) -> VecDeque<(SourceMessage, i64)> {
+        self.held.remove(&p).unwrap_or_default()
+    }
+
     /// True while partition `p` has messages held.
     fn is_held(&self, p: i32) -> bool {
         self.held.contains_key(&p)
@@ -686,6 +697,8 @@ impl Alignment {
     }
 }
 
+/// The source consumer's settings for `cfg`: the shared ones, and `fetch.min.bytes` when it is
+/// not librdkafka's default (1).
 fn consumer_config(cfg: &SourceConfig) -> ClientConfig {
     let mut client = source_consumer_config(&cfg.brokers);
     if cfg.fetch_min_bytes > 1 {
@@ -749,6 +762,7 @@ fn consume(
         }
     };
     let mut alignment = Alignment::new(cfg.max_partition_skew_ms);
+    let mut to_resume: Vec<i32> = Vec::new();
     let one = |p: i32| {
         let mut list = TopicPartitionList::new();
         list.add_partition(&cfg.topic, p);
@@ -777,10 +791,23 @@ fn consume(
                 let was_held = alignment.is_held(p);
                 let admitted = alignment.admit(msg, broker_ms);
                 if !was_held && alignment.is_held(p) {
-                    // Messages it had fetched may still come (and are held) or be dropped
-                    // and fetched again after the last one returned here, on resume.
+                    // Before its messages, and before any later tick: see `Fetched::Held`.
+                    if !send(Fetched::Held(p)) {
+                        return;
+                    }
+                    // Messages it had fetched ahead are dropped by librdkafka and fetched
+                    // again, after the last one returned here, on resume (any that still come
+                    // are held behind this one).
                     if let Err(e) = consumer.pause(&one(p)) {
-                        let _ = tx.send(Fetched::Failed(format!("pausing partition {p}: {e}")));
+                        // Not paused: it is not held either (its messages go on in order).
+                        for (msg, broker_ms) in alignment.unhold(p) {
+                            if !send(Fetched::Message(msg, broker_ms)) {
+                                return;
+                            }
+                        }
+                        if !send(Fetched::Failed(format!("pausing partition {p}: {e}"))) {
+                            return;
+                        }
                     }
                 }
                 admitted.map(|(msg, broker_ms)| Fetched::Message(msg, broker_ms))
@@ -806,9 +833,19 @@ fn consume(
             }
             unannounced += 1;
         }
-        for p in resumed {
-            if let Err(e) = consumer.resume(&one(p)) {
-                let _ = tx.send(Fetched::Failed(format!("resuming partition {p}: {e}")));
+        to_resume.extend(resumed);
+        // A resume that failed is tried again on the next round.
+        let mut failed = None;
+        to_resume.retain(|&p| match consumer.resume(&one(p)) {
+            Ok(()) => false,
+            Err(e) => {
+                failed = Some(format!("resuming partition {p} (retried): {e}"));
+                true
+            }
+        });
+        if let Some(e) = failed {
+            if !send(Fetched::Failed(e)) {
+                return;
             }
         }
         if last_tick.elapsed() >= tick {
@@ -858,7 +895,8 @@ mod tests {
         assert!(!admit(&mut a, 1, 2, 1_050));
         let (out, resumed) = a.release();
         assert!(out.is_empty() && resumed.is_empty());
-        // The slowest partition advances: partition 1's messages up to 1,060 + 100 go.
+        // The slowest partition advances: partition 1's messages up to 1,060 + 50 (half the
+        // skew) go.
         assert!(admit(&mut a, 0, 1, 1_060));
         let (out, resumed) = a.release();
         assert_eq!(sent(out), vec![(1, 1), (1, 2)]);
@@ -881,6 +919,32 @@ mod tests {
         assert_eq!(resumed, vec![1, 2]);
         // Its next message counts again (held: 5,500 is past 5,000 + 100).
         assert!(a.admit(message(0, 2), 5_500).is_none());
+    }
+
+    #[test]
+    fn a_held_partition_at_its_end_stays_held_and_can_be_given_up_in_order() {
+        let mut a = Alignment::new(101);
+        assert!(a.admit(message(0, 0), 1_000).is_some());
+        assert!(a.admit(message(1, 0), 1_102).is_none());
+        assert!(a.admit(message(1, 1), 1_103).is_none());
+        // Its end (librdkafka would not report one while it is paused) changes nothing.
+        a.at_end(1);
+        assert!(a.is_held(1));
+        // Released within the skew less its half rounded down (101 - 50): 1,102 once the
+        // slowest reaches 1,051, and 1,103 only at 1,052.
+        assert!(a.admit(message(0, 1), 1_050).is_some());
+        assert!(a.release().0.is_empty());
+        assert!(a.admit(message(0, 2), 1_051).is_some());
+        assert_eq!(sent(a.release().0), vec![(1, 0)]);
+        assert!(a.is_held(1));
+        // A partition that could not be paused is given up: its messages, in order.
+        assert!(a.admit(message(2, 0), 2_000).is_none());
+        assert!(a.admit(message(2, 1), 2_001).is_none());
+        assert_eq!(
+            sent(a.unhold(2).into_iter().collect()),
+            vec![(2, 0), (2, 1)]
+        );
+        assert!(!a.is_held(2));
     }
 
     #[test]
