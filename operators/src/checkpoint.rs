@@ -431,6 +431,8 @@ pub struct Checkpointer {
     /// encoding a large state does not grow its buffer by doubling (copies and fresh pages,
     /// on the worker thread).
     last_len: std::cell::Cell<usize>,
+    /// The same for its parts of changes (incremental state).
+    last_changes_len: usize,
     /// For incremental state: where its chain stands, and how many parts of changes its
     /// first chain skips ([`stagger`]).
     chain: Chain,
@@ -480,6 +482,7 @@ impl Checkpointer {
             config: config.cloned(),
             considered,
             last_len: std::cell::Cell::new(0),
+            last_changes_len: 0,
             chain: Chain::default(),
             stagger: config.map_or(0, |c| stagger(operator, c.policy.full_every)),
             sliced: None,
@@ -637,9 +640,11 @@ impl Checkpointer {
             .last
             .filter(|_| !state.wants_whole() && erasures == chain.erasures)
         {
-            let mut bytes = Vec::new();
+            let previous = self.last_changes_len;
+            let mut bytes = Vec::with_capacity(previous + previous / 4);
             encode_into(&mut bytes, &CHANGES);
             state.write_changes(&mut bytes);
+            self.last_changes_len = bytes.len();
             // A chain reads at most about twice the whole state.
             if chain.changes < config.policy.full_every
                 && chain.changes_len + bytes.len() <= chain.whole_len
@@ -702,7 +707,10 @@ impl Checkpointer {
             return;
         }
         let started = std::time::Instant::now();
-        let mut bytes = Vec::with_capacity(self.last_len.get());
+        // Room for the state's growth and the changes that end the part, so that no slice
+        // copies the part so far to a larger buffer.
+        let last = self.last_len.get();
+        let mut bytes = Vec::with_capacity(last + last / 4 + self.last_changes_len);
         encode_into(&mut bytes, &WHOLE);
         let keys = state.start_slices(at, &mut bytes);
         let spent = micros_since(started);
