@@ -272,6 +272,9 @@ pub fn write_checkpoints(config: WriterConfig, parts: Receiver<Part>, stats: Arc
         .set("enable.idempotence", "true")
         .set("message.max.bytes", (CHUNK_BYTES + 64 * 1024).to_string())
         .set("linger.ms", "5")
+        // Parts compress several times (ids, names and keys repeat): the broker writes and
+        // a restore reads that much less.
+        .set("compression.type", "lz4")
         .create_with_context(Delivered::default())
         .map_err(|e| log::error!("checkpoints: cannot create the producer: {e}; no checkpoints"))
         .ok();
