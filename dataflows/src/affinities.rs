@@ -176,6 +176,14 @@ impl Incremental for Affinities {
     fn write_entries(&self, keys: &[(u32, u32, u32)], out: &mut Vec<u8>) {
         self.write_of(&[], keys, out);
     }
+
+    fn settle_changes(&mut self) {
+        self.changed.settle();
+    }
+
+    fn take_settled(&mut self, max: usize) -> Vec<(u32, u32, u32)> {
+        self.changed.take_settled(max)
+    }
 }
 
 impl Affinities {

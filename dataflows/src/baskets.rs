@@ -268,6 +268,14 @@ impl Incremental for Baskets {
     fn write_entries(&self, keys: &[Shopper], out: &mut Vec<u8>) {
         self.write_of(keys, out);
     }
+
+    fn settle_changes(&mut self) {
+        self.changed.settle();
+    }
+
+    fn take_settled(&mut self, max: usize) -> Vec<Shopper> {
+        self.changed.take_settled(max)
+    }
 }
 
 impl Baskets {

@@ -519,6 +519,14 @@ impl Incremental for Orders {
     fn write_entries(&self, keys: &[OrderKey], out: &mut Vec<u8>) {
         self.write_of(keys, out);
     }
+
+    fn settle_changes(&mut self) {
+        self.changed.settle();
+    }
+
+    fn take_settled(&mut self, max: usize) -> Vec<OrderKey> {
+        self.changed.take_settled(max)
+    }
 }
 
 impl Orders {

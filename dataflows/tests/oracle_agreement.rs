@@ -736,10 +736,24 @@ fn check_restored(
     retention: Retention,
     horizons: oracle::Horizons,
     c: u64,
+    shape: (usize, usize),
+) -> Result<(), TestCaseError> {
+    check_restored_every(1, rounds, erasures, retention, horizons, c, shape)
+}
+
+/// [`check_restored`] with a checkpoint every `interval` rounds (`c` a multiple of it): with
+/// more than one, the parts of changes are written between checkpoints too.
+fn check_restored_every(
+    interval: u64,
+    rounds: Vec<(u64, Vec<Event>)>,
+    erasures: ErasureRounds,
+    retention: Retention,
+    horizons: oracle::Horizons,
+    c: u64,
     (before, after_restart): (usize, usize),
 ) -> Result<(), TestCaseError> {
     let every = Checkpoints {
-        interval_ms: Some(1),
+        interval_ms: Some(interval),
         restore: None,
     };
     let whole = run_whole_graph_from(
@@ -755,7 +769,11 @@ fn check_restored(
     times.dedup();
     // Every time before the last is passed while the inputs are open.
     prop_assert!(
-        times.starts_with(&(1..ROUNDS).collect::<Vec<_>>()),
+        times.starts_with(
+            &(1..ROUNDS)
+                .filter(|t| t % interval == 0)
+                .collect::<Vec<_>>()
+        ),
         "{:?}",
         times
     );
@@ -773,7 +791,7 @@ fn check_restored(
     );
     prop_assert!(restore.is_some(), "the checkpoint at {} is complete", c);
     let from = Checkpoints {
-        interval_ms: Some(1),
+        interval_ms: Some(interval),
         restore,
     };
     let rest = run_whole_graph_from(
@@ -871,9 +889,12 @@ fn orders_ended_before_a_checkpoint_stay_ended_after_a_restore() {
         dedup_ms: u64::MAX,
         settlement_ms: 1,
     };
-    for c in 1..8 {
+    // A checkpoint every round, and every other round (parts of changes then written
+    // between checkpoints too).
+    for (interval, c) in (1..8).map(|c| (1, c)).chain([(2, 2), (2, 4), (2, 6)]) {
         for shape in [(1, 1), (1, 2), (2, 1), (2, 2)] {
-            check_restored(
+            check_restored_every(
+                interval,
                 rounds.clone(),
                 Vec::new(),
                 retention.clone(),
@@ -881,7 +902,7 @@ fn orders_ended_before_a_checkpoint_stay_ended_after_a_restore() {
                 c,
                 shape,
             )
-            .unwrap_or_else(|e| panic!("restored at {c} on {shape:?}: {e}"));
+            .unwrap_or_else(|e| panic!("restored at {c} (every {interval}) on {shape:?}: {e}"));
         }
     }
 }

@@ -55,6 +55,23 @@
 //! part that was started before an erasure in the process, or whose changes were not all
 //! kept, is dropped and the whole state written at once instead.
 //!
+//! # Parts written between checkpoints
+//!
+//! A part of changes, too, is written as the interval goes, so that the checkpoint itself
+//! has little left to write (with the default interval of a minute, the changes of a minute
+//! written at once stalled the worker about as long as a whole part). The state's changed
+//! keys settle [`SETTLE_PER_INTERVAL`] times per interval (in logical time): the keys changed
+//! before and not since are then written with their current entries, a few dozen keys per
+//! record, in the same slices as a whole part's, and no longer count as changed until they
+//! change again. At the checkpoint, the keys changed since they were written (or not
+//! written yet) end the part. Records are applied in order, so the last record of each key
+//! holds its entries at the checkpoint's time: the part is exactly the changes since its
+//! base. A key that changes in many generations is written more than once; when the part
+//! under way outgrows what its chain allows, it becomes a whole part written in slices,
+//! started then. Changes are written early only while the operator is live (within
+//! [`Policy::skip_older_than_ms`] of the wall clock): a catch-up passes no checkpoint. A part
+//! under way when an erasure comes in the process is dropped, as a whole part in slices is.
+//!
 //! An incremental part's bytes are a sequence of records (a tag, then the whole state or a
 //! set of changes), so a chain is restored from the concatenation of its parts' bytes, oldest
 //! first ([`Restore::chained`]); and a writer that does not write a part (it fell behind, or
@@ -276,6 +293,16 @@ pub trait Incremental: Sharded {
     /// Writes into `out` a `Self::Changes` holding the current entries of `keys` (those
     /// without any as removed, or left out).
     fn write_entries(&self, keys: &[Self::Key], out: &mut Vec<u8>);
+    /// Starts a new generation of changes: the keys changed before it and not since have
+    /// settled, and [`Incremental::take_settled`] gives them (see [Parts written between
+    /// checkpoints](self#parts-written-between-checkpoints)). Without it, nothing settles:
+    /// every change is written at the checkpoint.
+    fn settle_changes(&mut self) {}
+    /// Up to `max` keys whose changes settled, no longer counted as changed: the caller
+    /// writes their current entries ([`Incremental::write_entries`]) right away.
+    fn take_settled(&mut self, _max: usize) -> Vec<Self::Key> {
+        Vec::new()
+    }
 }
 
 /// Appends `value`, `bincode`-encoded as parts are, to `out` (for
@@ -285,10 +312,16 @@ pub fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// The keys of an [`Incremental`] state that changed since its last part: what its parts of
-/// changes list (each with its current entries).
+/// changes list (each with its current entries). Between checkpoints, the keys changed
+/// before the latest generation and not since have settled: they move to `settled`, whence
+/// [`ChangedKeys::take_settled`] gives them to be written early.
 #[derive(Debug)]
 pub struct ChangedKeys<K> {
+    /// Changed in the current generation.
     keys: crate::FastSet<K>,
+    /// Changed in earlier generations and not taken since (a key changed again is also in
+    /// `keys`: it is then not taken).
+    settled: crate::FastSet<K>,
     /// Whether changes are kept track of (checkpoints with parts of changes).
     tracking: bool,
     /// Keys were dropped since the last part (too many), or the state asked: the next part
@@ -300,6 +333,7 @@ impl<K> Default for ChangedKeys<K> {
     fn default() -> Self {
         ChangedKeys {
             keys: crate::FastSet::default(),
+            settled: crate::FastSet::default(),
             tracking: false,
             whole: false,
         }
@@ -313,7 +347,7 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
         if !self.tracking || self.whole || self.keys.contains(key) {
             return;
         }
-        if self.keys.len() >= (live / 2).max(1024) {
+        if self.keys.len() + self.settled.len() >= (live / 2).max(1024) {
             self.whole();
         } else {
             self.keys.insert(key.clone());
@@ -325,6 +359,7 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
         if self.tracking {
             self.whole = true;
             self.keys = crate::FastSet::default();
+            self.settled = crate::FastSet::default();
         }
     }
 
@@ -342,12 +377,37 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
     /// For [`Incremental::clear_changes`].
     pub fn clear(&mut self) {
         self.keys = crate::FastSet::default();
+        self.settled = crate::FastSet::default();
         self.whole = false;
     }
 
-    /// The keys changed since the last part.
+    /// The keys changed since the last part and not taken since.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.keys.iter()
+        let again = |k: &&K| !self.keys.contains(*k);
+        self.settled.iter().filter(again).chain(self.keys.iter())
+    }
+
+    /// For [`Incremental::settle_changes`]: the keys changed so far have settled.
+    pub fn settle(&mut self) {
+        if self.whole {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        if self.settled.is_empty() {
+            self.settled = keys;
+        } else {
+            self.settled.extend(keys);
+        }
+    }
+
+    /// For [`Incremental::take_settled`]: up to `max` settled keys (not changed since), no
+    /// longer counted as changed.
+    pub fn take_settled(&mut self, max: usize) -> Vec<K> {
+        let ChangedKeys { keys, settled, .. } = self;
+        settled
+            .extract_if(|k| !keys.contains(k))
+            .take(max)
+            .collect()
     }
 }
 
@@ -447,22 +507,77 @@ pub const SLICE_BUDGET_US: u64 = 1_000;
 /// The keys per record of a whole part written in slices (the clock is read after each).
 const SLICE_KEYS: usize = 64;
 
-/// A whole part being written in slices.
+/// How many times per checkpoint interval the changes settle (see [Parts written between
+/// checkpoints](self#parts-written-between-checkpoints)).
+pub const SETTLE_PER_INTERVAL: u64 = 16;
+
+/// The part under way between checkpoints: a whole part written in slices, or a part of
+/// changes (see [Parts written between checkpoints](self#parts-written-between-checkpoints)).
 struct Sliced {
+    /// A whole part (else a part of changes).
+    whole: bool,
     /// Its records so far.
     bytes: Vec<u8>,
-    /// The keys whose entries it writes (a `Vec<S::Key>` of the operator's state `S`).
+    /// The keys whose entries a whole part writes (a `Vec<S::Key>` of the operator's state
+    /// `S`; empty for a part of changes).
     keys: Box<dyn std::any::Any>,
     /// How many of them there are, and how many were written.
     len: usize,
     next: usize,
-    /// The time of the part that started it.
+    /// The time of the part that started it (or of the switch to a whole part).
     from: u64,
+    /// The logical time at which the state's changes settle next.
+    settle_at: u64,
     /// [`Checkpointing::erasures`] when it started.
     erasures: u64,
     /// The worker's time spent on it so far (µs), and its longest stretch.
     spent_us: u64,
     stall_us: u64,
+}
+
+impl Sliced {
+    /// Writes slices for about `budget_us` (at least one record): with `settle` (the
+    /// logical time now, and how often changes settle), the changes that settled, then, for
+    /// a whole part, the entries of the keys it started with; without, all of those entries
+    /// that are left.
+    fn write_slices<S: Incremental>(
+        &mut self,
+        state: &mut S,
+        budget_us: u64,
+        settle: Option<(u64, u64)>,
+    ) {
+        let started = std::time::Instant::now();
+        if let Some((now, every)) = settle {
+            if now >= self.settle_at {
+                state.settle_changes();
+                self.settle_at = now + every;
+            }
+            while micros_since(started) < budget_us {
+                let keys = state.take_settled(SLICE_KEYS);
+                if keys.is_empty() {
+                    break;
+                }
+                encode_into(&mut self.bytes, &CHANGES);
+                state.write_entries(&keys, &mut self.bytes);
+            }
+        }
+        let keys = self
+            .keys
+            .downcast_ref::<Vec<S::Key>>()
+            .expect("an operator's state has one type");
+        while self.next < keys.len() {
+            let end = (self.next + SLICE_KEYS).min(keys.len());
+            encode_into(&mut self.bytes, &CHANGES);
+            state.write_entries(&keys[self.next..end], &mut self.bytes);
+            self.next = end;
+            if settle.is_some() && micros_since(started) >= budget_us {
+                break;
+            }
+        }
+        let spent = micros_since(started);
+        self.spent_us += spent;
+        self.stall_us = self.stall_us.max(spent);
+    }
 }
 
 impl Checkpointer {
@@ -569,13 +684,15 @@ impl Checkpointer {
 
     /// [`Checkpointer::pass`] for [`Incremental`] state: writes its changes since its last
     /// part, or the whole state (see [Incremental parts](self#incremental-parts)); when no
-    /// checkpoint is due, goes on with a whole part being written in slices, if any.
+    /// checkpoint is due, goes on with the part under way (see [Parts written between
+    /// checkpoints](self#parts-written-between-checkpoints)).
     pub fn pass_incremental<S: Incremental>(&mut self, before: u64, state: &mut S) {
         match self.due(before) {
             Some(at) => self.write_incremental(at, state),
             None => {
                 let budget = self.slice_budget(before);
-                self.slice(state, budget);
+                self.slice(state, budget, before);
+                self.switch_if_too_large(before, state);
             }
         }
     }
@@ -599,88 +716,142 @@ impl Checkpointer {
         }
     }
 
-    /// Writes slices of the whole part under way, if any, for about `budget_us` (at least
-    /// one record); all that is left with `u64::MAX`.
-    fn slice<S: Incremental>(&mut self, state: &S, budget_us: u64) {
-        let Some(sliced) = &mut self.sliced else {
-            return;
+    /// Whether the operator, at logical time `now`, is live (not catching up on history far
+    /// behind the wall clock): only then are settled changes written between checkpoints
+    /// (a catch-up passes no checkpoint, and would write its whole history of changes).
+    fn live(&self, now: u64) -> bool {
+        let Some(max_age) = self
+            .config
+            .as_ref()
+            .and_then(|c| c.policy.skip_older_than_ms)
+        else {
+            return true;
         };
-        let started = std::time::Instant::now();
-        let keys = sliced
-            .keys
-            .downcast_ref::<Vec<S::Key>>()
-            .expect("an operator's state has one type");
-        while sliced.next < keys.len() {
-            let end = (sliced.next + SLICE_KEYS).min(keys.len());
-            encode_into(&mut sliced.bytes, &CHANGES);
-            state.write_entries(&keys[sliced.next..end], &mut sliced.bytes);
-            sliced.next = end;
-            if micros_since(started) >= budget_us {
-                break;
-            }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        wall.saturating_sub(now) <= max_age
+    }
+
+    /// Writes slices of the part under way, if any, for about `budget_us` (at least one
+    /// record): at logical time `now`, the changes that settled (see [Parts written between
+    /// checkpoints](self#parts-written-between-checkpoints)), then, for a whole part, the
+    /// entries of the keys it started with.
+    fn slice<S: Incremental>(&mut self, state: &mut S, budget_us: u64, now: u64) {
+        let settle = self
+            .config
+            .as_ref()
+            .filter(|_| self.live(now))
+            .map(|c| (now, (c.policy.interval_ms / SETTLE_PER_INTERVAL).max(1)));
+        if let Some(sliced) = &mut self.sliced {
+            sliced.write_slices(state, budget_us, settle);
         }
-        let spent = micros_since(started);
-        sliced.spent_us += spent;
-        sliced.stall_us = sliced.stall_us.max(spent);
+    }
+
+    /// A part of changes under way that outgrew what its chain allows (a whole part would be
+    /// smaller: many keys changed more than once since it started) becomes a whole part
+    /// written in slices, started at `now`, unless an erasure came since the chain's whole
+    /// part (the checkpoint then writes the whole state at once).
+    fn switch_if_too_large<S: Incremental>(&mut self, now: u64, state: &mut S) {
+        let Some(config) = &self.config else { return };
+        let Some(sliced) = &self.sliced else { return };
+        let erasures = config.erasures.load(std::sync::atomic::Ordering::Acquire);
+        if sliced.whole
+            || sliced.erasures != erasures
+            || self.chain.changes_len + sliced.bytes.len() <= self.chain.whole_len
+        {
+            return;
+        }
+        // Every key is in the whole part: what changed before is written with it.
+        let (spent_us, stall_us) = (sliced.spent_us, sliced.stall_us);
+        state.clear_changes();
+        self.start_whole(now, state, erasures);
+        if let Some(whole) = &mut self.sliced {
+            whole.spent_us += spent_us;
+            whole.stall_us = whole.stall_us.max(stall_us);
+        }
     }
 
     /// Writes `state`'s part at checkpoint time `at`: its changes since the last part when
-    /// they are worth it, else the whole state (finishing the one written in slices, if it
-    /// still holds); then starts the next whole part in slices when the next part will be
-    /// whole.
+    /// they are worth it (with those written since, see [Parts written between
+    /// checkpoints](self#parts-written-between-checkpoints)), else the whole state (finishing
+    /// the one written in slices, if it still holds); then starts the next part.
     pub fn write_incremental<S: Incremental>(&mut self, at: u64, state: &mut S) {
         let Some(config) = self.config.clone() else {
             return;
         };
         let started = std::time::Instant::now();
         let erasures = config.erasures.load(std::sync::atomic::Ordering::Acquire);
-        let chain = &mut self.chain;
-        let mut changes = None;
-        if let Some(last) = chain
-            .last
-            .filter(|_| !state.wants_whole() && erasures == chain.erasures)
-        {
-            let previous = self.last_changes_len;
-            let mut bytes = Vec::with_capacity(previous + previous / 4);
-            encode_into(&mut bytes, &CHANGES);
-            state.write_changes(&mut bytes);
-            self.last_changes_len = bytes.len();
-            // A chain reads at most about twice the whole state.
-            if chain.changes < config.policy.full_every
-                && chain.changes_len + bytes.len() <= chain.whole_len
-            {
-                chain.changes_len += bytes.len();
-                chain.changes += 1;
-                chain.last = Some(at);
-                state.clear_changes();
-                self.send(&config, at, Some(last), bytes, started);
-                self.start_slices(at, state, erasures);
+        // What was written since the last part holds when no erasure came since it started
+        // and every change since was kept track of.
+        let under_way = self
+            .sliced
+            .take()
+            .filter(|s| s.erasures == erasures && !state.wants_whole());
+        let changes_hold =
+            self.chain.last.is_some() && !state.wants_whole() && erasures == self.chain.erasures;
+        match under_way {
+            Some(mut sliced) if !sliced.whole && changes_hold => {
+                encode_into(&mut sliced.bytes, &CHANGES);
+                state.write_changes(&mut sliced.bytes);
+                let chain = &mut self.chain;
+                if chain.changes < config.policy.full_every {
+                    let base = chain.last;
+                    chain.changes_len += sliced.bytes.len();
+                    chain.changes += 1;
+                    // A chain reads at most about twice the whole state (three times when
+                    // its last part of changes outgrew it before the switch to a whole part
+                    // caught it): past that, the next part is whole, written in slices.
+                    if chain.changes_len > chain.whole_len {
+                        chain.changes = config.policy.full_every;
+                    }
+                    chain.last = Some(at);
+                    self.last_changes_len = sliced.bytes.len();
+                    state.clear_changes();
+                    let spent = (sliced.spent_us, sliced.stall_us);
+                    self.send_spent(
+                        &config,
+                        at,
+                        base,
+                        sliced.bytes,
+                        micros_since(started),
+                        spent,
+                    );
+                    self.start_next(at, state, erasures);
+                    return;
+                }
+            }
+            Some(mut sliced) if sliced.whole => {
+                // What is left of it, then the changes since it started.
+                sliced.write_slices(state, u64::MAX, None);
+                encode_into(&mut sliced.bytes, &CHANGES);
+                state.write_changes(&mut sliced.bytes);
+                let spent = (sliced.spent_us, sliced.stall_us);
+                self.sent_whole(&config, at, state, sliced.bytes, started, spent);
+                self.start_next(at, state, erasures);
                 return;
             }
-            // The changes since the last part end a whole part written in slices.
-            changes = Some(bytes);
+            _ => {}
         }
-        // A whole part written in slices holds when it started after the last part, with no
-        // erasure since and every change kept track of (then `changes` holds them).
-        let holds =
-            changes.is_some() && self.sliced.as_ref().is_some_and(|s| s.erasures == erasures);
-        let (bytes, before) = match changes.filter(|_| holds) {
-            Some(changes) => {
-                self.slice(state, u64::MAX);
-                let mut sliced = self.sliced.take().expect("the whole part under way");
-                sliced.bytes.extend_from_slice(&changes);
-                (sliced.bytes, (sliced.spent_us, sliced.stall_us))
-            }
-            None => {
-                self.sliced = None;
-                state.before_whole(at);
-                let last = self.last_len.get();
-                let mut bytes = Vec::with_capacity(last + last / 8);
-                encode_into(&mut bytes, &WHOLE);
-                encode_into(&mut bytes, &*state);
-                (bytes, (0, 0))
-            }
-        };
+        state.before_whole(at);
+        let last = self.last_len.get();
+        let mut bytes = Vec::with_capacity(last + last / 8);
+        encode_into(&mut bytes, &WHOLE);
+        encode_into(&mut bytes, &*state);
+        self.sent_whole(&config, at, state, bytes, started, (0, 0));
+        self.start_next(at, state, erasures);
+    }
+
+    /// Sends a whole part at `at` and starts a chain from it.
+    fn sent_whole<S: Incremental>(
+        &mut self,
+        config: &Checkpointing,
+        at: u64,
+        state: &mut S,
+        bytes: Vec<u8>,
+        started: std::time::Instant,
+        before: (u64, u64),
+    ) {
         self.last_len.set(bytes.len());
         // The first chain of each operator is shortened by its own offset, so that the
         // operators' whole parts fall on different checkpoints (one whole state per
@@ -691,21 +862,41 @@ impl Checkpointer {
             whole_len: bytes.len(),
             changes_len: 0,
             changes: if first { self.stagger } else { 0 },
-            erasures,
+            erasures: config.erasures.load(std::sync::atomic::Ordering::Acquire),
         };
         state.clear_changes();
-        self.send_spent(&config, at, None, bytes, micros_since(started), before);
-        self.start_slices(at, state, erasures);
+        self.send_spent(config, at, None, bytes, micros_since(started), before);
     }
 
-    /// Starts the next whole part in slices, right after the part at `at`, when the next part
-    /// will be whole by count (see [Whole parts written in
-    /// slices](self#whole-parts-written-in-slices)).
-    fn start_slices<S: Incremental>(&mut self, at: u64, state: &mut S, erasures: u64) {
+    /// Starts the next part right after the part at `at`: a whole part written in slices
+    /// when the next part will be whole by count (see [Whole parts written in
+    /// slices](self#whole-parts-written-in-slices)), else a part of changes.
+    fn start_next<S: Incremental>(&mut self, at: u64, state: &mut S, erasures: u64) {
         let full_every = self.config.as_ref().map_or(0, |c| c.policy.full_every);
-        if full_every == 0 || self.chain.changes < full_every {
+        if full_every == 0 {
             return;
         }
+        if self.chain.changes >= full_every {
+            self.start_whole(at, state, erasures);
+            return;
+        }
+        let previous = self.last_changes_len;
+        self.sliced = Some(Sliced {
+            whole: false,
+            bytes: Vec::with_capacity(previous + previous / 4),
+            keys: Box::new(Vec::<S::Key>::new()),
+            len: 0,
+            next: 0,
+            from: at,
+            settle_at: at,
+            erasures,
+            spent_us: 0,
+            stall_us: 0,
+        });
+    }
+
+    /// Starts a whole part written in slices at `at`.
+    fn start_whole<S: Incremental>(&mut self, at: u64, state: &mut S, erasures: u64) {
         let started = std::time::Instant::now();
         // Room for the state's growth and the changes that end the part, so that no slice
         // copies the part so far to a larger buffer.
@@ -715,11 +906,13 @@ impl Checkpointer {
         let keys = state.start_slices(at, &mut bytes);
         let spent = micros_since(started);
         self.sliced = Some(Sliced {
+            whole: true,
             bytes,
             len: keys.len(),
             keys: Box::new(keys),
             next: 0,
             from: at,
+            settle_at: at,
             erasures,
             spent_us: spent,
             stall_us: spent,
@@ -930,15 +1123,17 @@ mod tests {
     }
 
     /// A toy incremental state: key -> value, with the keys changed since the last part.
-    #[derive(Default, Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[derive(Default, Serialize, serde::Deserialize, Debug)]
     struct Counts {
         values: std::collections::BTreeMap<u32, u32>,
         #[serde(skip)]
-        changed: std::collections::BTreeSet<u32>,
-        #[serde(skip)]
-        tracking: bool,
-        #[serde(skip)]
-        whole: bool,
+        changed: ChangedKeys<u32>,
+    }
+
+    impl PartialEq for Counts {
+        fn eq(&self, other: &Counts) -> bool {
+            self.values == other.values
+        }
     }
 
     impl Counts {
@@ -947,9 +1142,7 @@ mod tests {
                 Some(v) => self.values.insert(k, v),
                 None => self.values.remove(&k),
             };
-            if self.tracking {
-                self.changed.insert(k);
-            }
+            self.changed.touch(&k, self.values.len().max(10_000));
         }
     }
 
@@ -965,18 +1158,24 @@ mod tests {
     impl Incremental for Counts {
         type Changes = Vec<(u32, Option<u32>)>;
         fn track_changes(&mut self, on: bool) {
-            self.tracking = on;
+            self.changed.track(on);
         }
         fn wants_whole(&self) -> bool {
-            self.whole
+            self.changed.wants_whole()
         }
         fn write_changes(&self, out: &mut Vec<u8>) {
-            let changed: Vec<u32> = self.changed.iter().copied().collect();
+            let mut changed: Vec<u32> = self.changed.keys().copied().collect();
+            changed.sort_unstable();
             self.write_entries(&changed, out);
         }
         fn clear_changes(&mut self) {
             self.changed.clear();
-            self.whole = false;
+        }
+        fn settle_changes(&mut self) {
+            self.changed.settle();
+        }
+        fn take_settled(&mut self, max: usize) -> Vec<u32> {
+            self.changed.take_settled(max)
         }
         fn apply(&mut self, changes: Self::Changes) {
             for (k, v) in changes {
@@ -1056,7 +1255,7 @@ mod tests {
             let restored: Counts =
                 Checkpointer::new(Some(&with), "counts", 0, 1).restore_incremental();
             assert_eq!(restored.values, states[at as usize - 1].values, "at {at}");
-            assert!(restored.tracking);
+            assert!(restored.changed.tracking);
         }
         // A part whose base is missing gives no restore.
         let gapped: Vec<Part> = parts.iter().filter(|p| p.at != 7).cloned().collect();
@@ -1066,20 +1265,42 @@ mod tests {
         assert!(parts.iter().all(|p| p.base.is_none()));
     }
 
-    #[test]
-    fn a_whole_part_written_in_slices_as_the_state_changes_is_the_state_at_its_time() {
+    /// A checkpointer (interval 10, `full_every`) and a state of 3,000 keys.
+    fn three_thousand_keys(
+        full_every: u32,
+    ) -> (Checkpointer, Counts, std::sync::mpsc::Receiver<Part>) {
         let (mut config, parts) = config(10);
-        config.policy.full_every = 1;
+        config.policy.full_every = full_every;
         let mut c = Checkpointer::new(Some(&config), "counts", 0, 1);
         c.stagger = 0;
         let mut state: Counts = c.restore_incremental();
         (0..3_000).for_each(|k| state.set(k, Some(k)));
+        (c, state, parts)
+    }
+
+    /// Each part, with the parts its chain follows, restores the state at its time.
+    fn assert_each_part_restores(
+        parts: &[Part],
+        states: &HashMap<u64, std::collections::BTreeMap<u32, u32>>,
+    ) {
+        for part in parts {
+            let chain: Vec<Part> = parts.iter().filter(|p| p.at <= part.at).cloned().collect();
+            let restore =
+                Restore::chained(part.at, 1, routing_fingerprint(), &["counts"], chain).unwrap();
+            let state: Counts = decode_incremental(&restore.parts["counts"][0]).unwrap();
+            assert_eq!(state.values, states[&part.at], "at {}", part.at);
+        }
+    }
+
+    #[test]
+    fn a_whole_part_written_in_slices_as_the_state_changes_is_the_state_at_its_time() {
+        let (mut c, mut state, parts) = three_thousand_keys(1);
         let mut states = HashMap::new();
         for t in 1..=60u64 {
             match c.due(t) {
                 Some(at) => c.write_incremental(at, &mut state),
                 // One record (64 keys) between two times: slices and changes interleave.
-                None => c.slice(&state, 0),
+                None => c.slice(&mut state, 0, t),
             }
             if t == 45 {
                 c.note_erasure();
@@ -1119,13 +1340,74 @@ mod tests {
         assert_ne!(parts[2].bytes, at_once(30), "written in slices");
         assert!(parts[2].stall_us <= parts[2].encode_us);
         assert_eq!(parts[4].bytes, at_once(50), "after an erasure, at once");
-        for part in &parts {
-            let chain: Vec<Part> = parts.iter().filter(|p| p.at <= part.at).cloned().collect();
-            let restore =
-                Restore::chained(part.at, 1, routing_fingerprint(), &["counts"], chain).unwrap();
-            let state: Counts = decode_incremental(&restore.parts["counts"][0]).unwrap();
-            assert_eq!(state.values, states[&part.at], "at {}", part.at);
+        assert_each_part_restores(&parts, &states);
+    }
+
+    /// The records of a part: how many hold the whole state, how many changes.
+    fn records(mut bytes: &[u8]) -> (usize, usize) {
+        let (mut wholes, mut changes) = (0, 0);
+        while !bytes.is_empty() {
+            let tag: u32 = bincode::deserialize_from(&mut bytes).unwrap();
+            if tag == WHOLE {
+                let _: Counts = bincode::deserialize_from(&mut bytes).unwrap();
+                wholes += 1;
+            } else {
+                let _: Vec<(u32, Option<u32>)> = bincode::deserialize_from(&mut bytes).unwrap();
+                changes += 1;
+            }
         }
+        (wholes, changes)
+    }
+
+    #[test]
+    fn changes_that_settled_are_written_between_checkpoints_and_a_part_is_the_state_at_its_time() {
+        let (mut c, mut state, parts) = three_thousand_keys(3);
+        let mut states = HashMap::new();
+        for t in 1..=75u64 {
+            match c.due(t) {
+                Some(at) => c.write_incremental(at, &mut state),
+                // As `pass_incremental` does, with no time at even times (changes settle
+                // then, and are left to the next time or the checkpoint).
+                None => {
+                    c.slice(&mut state, if t % 2 == 1 { u64::MAX } else { 0 }, t);
+                    c.switch_if_too_large(t, &mut state);
+                }
+            }
+            // A few keys a time, some changed again after they were written (settled at the
+            // next time, written then), some removed; from 52 to 58, many keys a time: the part
+            // of changes under way outgrows its chain and becomes a whole part in slices.
+            let many = if (52..59).contains(&t) { 1_000 } else { 3 };
+            for i in 0..many {
+                let k = (t as u32 * 13 + i * 7) % 3_000;
+                state.set(k, Some(7 * k + t as u32));
+            }
+            state.set((t as u32 * 31) % 3_000, None);
+            states.insert(t, state.values.clone());
+        }
+        let parts: Vec<Part> = parts.try_iter().collect();
+        let bases: Vec<(u64, Option<u64>)> = parts.iter().map(|p| (p.at, p.base)).collect();
+        // 10: the first part, whole; 20, 30, 40: changes; 50: whole by count (in slices);
+        // 60: changes that outgrew the chain between 50 and 60: whole (switched to slices);
+        // 70: changes again.
+        let expected = vec![
+            (10, None),
+            (20, Some(10)),
+            (30, Some(20)),
+            (40, Some(30)),
+            (50, None),
+            (60, None),
+            (70, Some(60)),
+        ];
+        assert_eq!(bases, expected);
+        // Parts of changes: the changes that settled, a record each time, then the rest.
+        let (wholes, changes) = records(&parts[2].bytes);
+        assert_eq!(wholes, 0);
+        assert!(changes >= 5, "{changes} records of changes at 30");
+        // The switch: the whole state, then its entries and changes in records.
+        let (wholes, changes) = records(&parts[5].bytes);
+        assert_eq!(wholes, 1);
+        assert!(changes > 3_000 / SLICE_KEYS, "{changes} records at 60");
+        assert_each_part_restores(&parts, &states);
     }
 
     #[test]
@@ -1160,7 +1442,7 @@ mod tests {
         (0..10).for_each(|k| state.set(k, Some(k)));
         c.pass_incremental(2, &mut state);
         state.set(1, Some(7));
-        state.whole = true;
+        state.changed.whole();
         c.pass_incremental(3, &mut state);
         state.set(2, Some(7));
         c.pass_incremental(4, &mut state);
@@ -1170,8 +1452,12 @@ mod tests {
         c.pass_incremental(5, &mut state);
         (0..5).for_each(|k| state.set(k, Some(k + 2)));
         c.pass_incremental(6, &mut state);
+        // That part is still written as changes (most of it was written before the
+        // checkpoint, in production), and the next part is whole.
+        state.set(3, Some(9));
+        c.pass_incremental(7, &mut state);
         let bases: Vec<Option<u64>> = parts.try_iter().map(|p| p.base).collect();
-        assert_eq!(bases, vec![None, None, Some(2), Some(3), None]);
+        assert_eq!(bases, vec![None, None, Some(2), Some(3), Some(4), None]);
     }
 
     #[test]

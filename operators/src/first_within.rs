@@ -160,6 +160,13 @@ where
             .collect();
         crate::checkpoint::encode_into(out, &entries);
     }
+
+    /// Every window opened has settled: it is written with its end then (a window moved
+    /// later is in the log again).
+    fn take_settled(&mut self, max: usize) -> Vec<(u64, I)> {
+        let n = max.min(self.opened.len());
+        self.opened.drain(..n).map(|(key, _)| key).collect()
+    }
 }
 
 /// The counted copies of `values` under a de-duplication horizon of `horizon` (in units of

@@ -153,6 +153,14 @@ where
     fn write_entries(&self, keys: &[K], out: &mut Vec<u8>) {
         self.write_of(keys, out);
     }
+
+    fn settle_changes(&mut self) {
+        self.changed.settle();
+    }
+
+    fn take_settled(&mut self, max: usize) -> Vec<K> {
+        self.changed.take_settled(max)
+    }
 }
 
 impl<K: Serialize + Hash + Eq, A: Serialize> Folded<K, A> {

@@ -263,6 +263,14 @@ impl Incremental for Trees {
     fn write_entries(&self, keys: &[Key], out: &mut Vec<u8>) {
         self.write_of(keys, out);
     }
+
+    fn settle_changes(&mut self) {
+        self.changes.settle();
+    }
+
+    fn take_settled(&mut self, max: usize) -> Vec<Key> {
+        self.changes.take_settled(max)
+    }
 }
 
 impl Trees {
