@@ -59,11 +59,11 @@
 //!
 //! A part of changes, too, is written as the interval goes, so that the checkpoint itself
 //! has little left to write (with the default interval of a minute, the changes of a minute
-//! written at once stalled the worker about as long as a whole part). The state's changed
-//! keys settle [`SETTLE_PER_INTERVAL`] times per interval (in logical time): the keys changed
-//! before and not since are then written with their current entries, a few dozen keys per
-//! record, in the same slices as a whole part's, and no longer count as changed until they
-//! change again. At the checkpoint, the keys changed since they were written (or not
+//! written at once stalled the worker about as long as a whole part). Changes go by
+//! generations, [`SETTLE_PER_INTERVAL`] per interval (in logical time): a key changed in one
+//! generation and not in the next has settled, and is then written with its current entries,
+//! a few dozen keys per record, in the same slices as a whole part's; it no longer counts as
+//! changed until it changes again (a key that keeps changing is written once it pauses). At the checkpoint, the keys changed since they were written (or not
 //! written yet) end the part. Records are applied in order, so the last record of each key
 //! holds its entries at the checkpoint's time: the part is exactly the changes since its
 //! base. A key that changes in many generations is written more than once; when the part
@@ -312,15 +312,18 @@ pub fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// The keys of an [`Incremental`] state that changed since its last part: what its parts of
-/// changes list (each with its current entries). Between checkpoints, the keys changed
-/// before the latest generation and not since have settled: they move to `settled`, whence
-/// [`ChangedKeys::take_settled`] gives them to be written early.
+/// changes list (each with its current entries). Between checkpoints, changes settle in
+/// generations: a key changed in one generation and not in the next has settled, and
+/// [`ChangedKeys::take_settled`] gives it to be written early (a key that keeps changing is
+/// written once it pauses, not at each change).
 #[derive(Debug)]
 pub struct ChangedKeys<K> {
     /// Changed in the current generation.
     keys: crate::FastSet<K>,
-    /// Changed in earlier generations and not taken since (a key changed again is also in
-    /// `keys`: it is then not taken).
+    /// Changed in the previous generation (and maybe in this one too).
+    previous: crate::FastSet<K>,
+    /// Changed in earlier generations and not since (a key changed again is also in `keys`
+    /// or `previous`: it is then not taken).
     settled: crate::FastSet<K>,
     /// Whether changes are kept track of (checkpoints with parts of changes).
     tracking: bool,
@@ -333,6 +336,7 @@ impl<K> Default for ChangedKeys<K> {
     fn default() -> Self {
         ChangedKeys {
             keys: crate::FastSet::default(),
+            previous: crate::FastSet::default(),
             settled: crate::FastSet::default(),
             tracking: false,
             whole: false,
@@ -347,7 +351,8 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
         if !self.tracking || self.whole || self.keys.contains(key) {
             return;
         }
-        if self.keys.len() + self.settled.len() >= (live / 2).max(1024) {
+        let kept = self.keys.len() + self.previous.len() + self.settled.len();
+        if kept >= (live / 2).max(1024) {
             self.whole();
         } else {
             self.keys.insert(key.clone());
@@ -357,9 +362,8 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
     /// Makes the next part whole (e.g. after an erasure).
     pub fn whole(&mut self) {
         if self.tracking {
+            self.clear();
             self.whole = true;
-            self.keys = crate::FastSet::default();
-            self.settled = crate::FastSet::default();
         }
     }
 
@@ -377,35 +381,45 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
     /// For [`Incremental::clear_changes`].
     pub fn clear(&mut self) {
         self.keys = crate::FastSet::default();
+        self.previous = crate::FastSet::default();
         self.settled = crate::FastSet::default();
         self.whole = false;
     }
 
     /// The keys changed since the last part and not taken since.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        let again = |k: &&K| !self.keys.contains(*k);
-        self.settled.iter().filter(again).chain(self.keys.iter())
+        let (keys, previous) = (&self.keys, &self.previous);
+        let settled = self
+            .settled
+            .iter()
+            .filter(move |k| !keys.contains(*k) && !previous.contains(*k));
+        let previous = self.previous.iter().filter(move |k| !keys.contains(*k));
+        settled.chain(previous).chain(self.keys.iter())
     }
 
-    /// For [`Incremental::settle_changes`]: the keys changed so far have settled.
+    /// For [`Incremental::settle_changes`]: the keys changed in the previous generation and
+    /// not in this one have settled; this one becomes the previous one.
     pub fn settle(&mut self) {
         if self.whole {
             return;
         }
-        let keys = std::mem::take(&mut self.keys);
-        if self.settled.is_empty() {
-            self.settled = keys;
-        } else {
-            self.settled.extend(keys);
-        }
+        let previous = std::mem::replace(&mut self.previous, std::mem::take(&mut self.keys));
+        let again = &self.previous;
+        self.settled
+            .extend(previous.into_iter().filter(|k| !again.contains(k)));
     }
 
     /// For [`Incremental::take_settled`]: up to `max` settled keys (not changed since), no
     /// longer counted as changed.
     pub fn take_settled(&mut self, max: usize) -> Vec<K> {
-        let ChangedKeys { keys, settled, .. } = self;
+        let ChangedKeys {
+            keys,
+            previous,
+            settled,
+            ..
+        } = self;
         settled
-            .extract_if(|k| !keys.contains(k))
+            .extract_if(|k| !keys.contains(k) && !previous.contains(k))
             .take(max)
             .collect()
     }

@@ -9,7 +9,7 @@ pub const USAGE: &str = "usage: cargo bench -p basketflow --bench e2e -- \
     [--restart-events 300000,3000000] [--restart-horizon-ms MS] [--latency-checkpoint-ms MS] \
     [--deliveries exactly_once,at_least_once] [--latency-idle-margin-ms MS] [--latency-tick-ms MS] [--transactions-in-flight N] \
     [--shoppers N] [--products N] [--live-rates 0,2000,10000] [--live-ticks 5,100] [--fetch-min-bytes 1,65536] \
-    [--checkpoint-events 1000000] [--checkpoint-rate 1000] [--checkpoint-seconds 20] [--checkpoint-full-every off,10,0]";
+    [--checkpoint-events 1000000] [--checkpoint-rate 1000] [--checkpoint-seconds 20] [--checkpoint-interval-ms 1000] [--checkpoint-full-every off,10,0]";
 
 /// What to run, and how much.
 pub struct Args {
@@ -72,6 +72,8 @@ pub struct Args {
     pub checkpoint_rate: u32,
     /// The checkpoint-cost phase's live seconds.
     pub checkpoint_seconds: u64,
+    /// The checkpoint-cost phase's `graph.checkpoint_interval_ms`.
+    pub checkpoint_interval_ms: u64,
     /// The checkpoint-cost phase's `graph.checkpoint_full_every` values, each its own graph;
     /// `None` (`off`): checkpoints off, the decisions' latency without them.
     pub checkpoint_full_every: Vec<Option<u32>>,
@@ -109,6 +111,7 @@ pub fn args() -> Args {
         checkpoint_events: 1_000_000,
         checkpoint_rate: 1_000,
         checkpoint_seconds: 20,
+        checkpoint_interval_ms: 1000,
         checkpoint_full_every: vec![None, Some(10), Some(0)],
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -155,6 +158,9 @@ pub fn args() -> Args {
             "--checkpoint-rate" => a.checkpoint_rate = value.parse().expect("--checkpoint-rate R"),
             "--checkpoint-seconds" => {
                 a.checkpoint_seconds = value.parse().expect("--checkpoint-seconds S")
+            }
+            "--checkpoint-interval-ms" => {
+                a.checkpoint_interval_ms = value.parse().expect("--checkpoint-interval-ms MS")
             }
             "--checkpoint-full-every" => {
                 a.checkpoint_full_every = value

@@ -4,7 +4,7 @@
 //! For each `graph.checkpoint_full_every` of `--checkpoint-full-every` (default `off,10,0`:
 //! checkpoints off, parts of changes, then every part whole), on a topic of its own holding the same history
 //! (`--checkpoint-events`, default 1 M events of the restart phase's stream: the same
-//! shoppers, default horizons), one graph (1 worker, a checkpoint every second) catches up;
+//! shoppers, default horizons), one graph (1 worker, a checkpoint every `--checkpoint-interval-ms`, default a second) catches up;
 //! then the stream goes on live at `--checkpoint-rate` events/s (default 1,000) for
 //! `--checkpoint-seconds` (default 20). Of the checkpoints written while it is live: bytes,
 //! the longest an operator stalled encoding (`stall_max_ms`: the time its worker thread did
@@ -54,6 +54,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
     let (stack, suffix) = (&site.stack, &site.suffix);
     let n = args.checkpoint_events;
     let (rate, seconds) = (args.checkpoint_rate, args.checkpoint_seconds);
+    let interval = args.checkpoint_interval_ms;
     let mut all = Vec::new();
     for &full_every in &args.checkpoint_full_every {
         let name = full_every.map_or("off".to_string(), |n| n.to_string());
@@ -75,7 +76,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
             &format!(
                 "[log]\nlevel = \"info\"\n[graph]\n{}",
                 full_every.map_or("checkpoint_interval_ms = 0\n".to_string(), |n| format!(
-                    "checkpoint_interval_ms = 1000\ncheckpoint_full_every = {n}\n"
+                    "checkpoint_interval_ms = {interval}\ncheckpoint_full_every = {n}\n"
                 ))
             ),
         );
@@ -112,7 +113,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
         let live_until = wall_ms();
         // The checkpoints of the live traffic, up to two seconds after its end.
         let mut written = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_millis(1_000 + interval);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let Ok(line) = lines.recv_timeout(left) else {
                 break;
@@ -120,7 +121,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
             log.push_str(&line);
             log.push('\n');
             let field = |f| logged_u64(&line, "checkpoint written", f);
-            if field("at").is_some_and(|at| at > live_from && at <= live_until + 1_000) {
+            if field("at").is_some_and(|at| at > live_from && at <= live_until + interval) {
                 written.push(Written {
                     bytes: field("bytes").unwrap_or(0),
                     encode_max_ms: field("encode_max_ms").unwrap_or(0),
@@ -158,7 +159,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
         let (encode, encode_max) = median_max(written.iter().map(|w| w.encode_max_ms).collect());
         let (write, write_max) = median_max(written.iter().map(|w| w.write_ms).collect());
         let r = json!({
-            "full_every": full_every, "history_events": n, "rate": rate, "seconds": seconds,
+            "full_every": full_every, "interval_ms": interval, "history_events": n, "rate": rate, "seconds": seconds,
             "shoppers": args.shoppers, "checkpoints": written.len(),
             "with_parts_of_changes": with_changes,
             "bytes_median": bytes, "bytes_max": bytes_max,
@@ -176,7 +177,7 @@ pub fn checkpoint_cost(bench: &mut Bench) {
         };
         if full_every.is_some() {
             bench.md.push_str(&format!(
-                "| checkpoints while live ({mode}; 1 worker, {n} events of history, {} shoppers, then {rate} events/s for {seconds} s, one a second) | {} checkpoints ({with_changes} with parts of changes): median {:.2} MiB (max {:.2}), the longest stall of an operator encoding {stall} ms (max {stall_max}; the slowest part's encoding in all {encode} ms, max {encode_max}), written in {write} ms (max {write_max}) |\n",
+                "| checkpoints while live ({mode}; 1 worker, {n} events of history, {} shoppers, then {rate} events/s for {seconds} s, one every {interval} ms) | {} checkpoints ({with_changes} with parts of changes): median {:.2} MiB (max {:.2}), the longest stall of an operator encoding {stall} ms (max {stall_max}; the slowest part's encoding in all {encode} ms, max {encode_max}), written in {write} ms (max {write_max}) |\n",
                 args.shoppers,
                 written.len(),
                 bytes as f64 / 1_048_576.0,
