@@ -252,20 +252,23 @@ pub fn run(args: RunArgs) -> Result<()> {
     let output_stats = registry.outputs.clone();
     let worker_output_stats = output_stats.clone();
     let worker_registry = registry.clone();
-    let formed = Arc::new(AtomicBool::new(false));
-    watch_formation(
-        formed.clone(),
-        Duration::from_millis(config.graph.startup_timeout_ms),
-    );
     let binary = Arc::new(Mutex::new(Some(binary)));
     let binary_digest = Arc::new(AtomicU64::new(0));
     // The workers hold the only senders of parts: the writer ends once they are gone.
+    let loading = Instant::now();
     let Checkpoints {
         restore,
         positions: restored_positions,
         parts,
         writer: checkpoint_writer,
     } = start_checkpoints(&config, &shape, &target, &outputs, &registry)?;
+    // From here on: loading the checkpoint is not forming the cluster, and each peer loads
+    // the same checkpoint, which may take it as long again.
+    let formed = Arc::new(AtomicBool::new(false));
+    watch_formation(
+        formed.clone(),
+        Duration::from_millis(config.graph.startup_timeout_ms) + loading.elapsed(),
+    );
     let checkpoint_interval_ms = config.graph.checkpoint_interval_ms;
     // Erasures applied in this process: every incremental operator's next part is whole.
     let erasures = Arc::new(std::sync::atomic::AtomicU64::new(0));

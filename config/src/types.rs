@@ -180,7 +180,8 @@ pub struct GraphConfig {
     /// waits in the graph, uncounted by `max_in_flight_messages`: without this, a catch-up in
     /// which one partition is fetched faster than the others holds more and more of it.
     pub max_partition_skew_ms: u64,
-    /// A process exits if its cluster has not formed (all peers connected) within this.
+    /// A process exits if its cluster has not formed (all peers connected) within this, counted
+    /// once it has loaded its checkpoint (plus as long again: the peers load theirs).
     pub startup_timeout_ms: u64,
     /// The de-duplication horizon (logical ms, default 7 days): a copy of an event read within
     /// it after the counted copy is a duplicate; a copy read later counts as a new event.
