@@ -547,13 +547,24 @@ struct Sliced {
     /// The worker's time spent on it so far (µs), and its longest stretch.
     spent_us: u64,
     stall_us: u64,
+    /// Bytes of its records of changes written before the checkpoint.
+    early_len: usize,
+}
+
+/// A whole part to send ([`Checkpointer::sent_whole`]): its bytes, how many of them are
+/// changes written before the checkpoint, and [`Checkpointing::erasures`] when it was checked.
+struct Written {
+    bytes: Vec<u8>,
+    early: usize,
+    erasures: u64,
 }
 
 impl Sliced {
-    /// Writes slices for about `budget_us` (at least one record): with `settle` (the
-    /// logical time now, and how often changes settle), the changes that settled, then, for
-    /// a whole part, the entries of the keys it started with; without, all of those entries
-    /// that are left.
+    /// Writes slices for about `budget_us` (at least one record; all that is left with
+    /// `u64::MAX`): with `settle` (the logical time now, and how often changes settle), the
+    /// changes that settled (in a whole part, at most as many bytes as its own entries: the
+    /// rest is left to the checkpoint), then, for a whole part, the entries of the keys it
+    /// started with.
     fn write_slices<S: Incremental>(
         &mut self,
         state: &mut S,
@@ -566,13 +577,17 @@ impl Sliced {
                 state.settle_changes();
                 self.settle_at = now + every;
             }
-            while micros_since(started) < budget_us {
+            while micros_since(started) < budget_us
+                && (!self.whole || 2 * self.early_len <= self.bytes.len())
+            {
                 let keys = state.take_settled(SLICE_KEYS);
                 if keys.is_empty() {
                     break;
                 }
+                let before = self.bytes.len();
                 encode_into(&mut self.bytes, &CHANGES);
                 state.write_entries(&keys, &mut self.bytes);
+                self.early_len += self.bytes.len() - before;
             }
         }
         let keys = self
@@ -584,7 +599,7 @@ impl Sliced {
             encode_into(&mut self.bytes, &CHANGES);
             state.write_entries(&keys[self.next..end], &mut self.bytes);
             self.next = end;
-            if settle.is_some() && micros_since(started) >= budget_us {
+            if micros_since(started) >= budget_us {
                 break;
             }
         }
@@ -770,10 +785,12 @@ impl Checkpointer {
         let Some(config) = &self.config else { return };
         let Some(sliced) = &self.sliced else { return };
         let erasures = config.erasures.load(std::sync::atomic::Ordering::Acquire);
-        if sliced.whole
-            || sliced.erasures != erasures
-            || self.chain.changes_len + sliced.bytes.len() <= self.chain.whole_len
-        {
+        if sliced.erasures != erasures {
+            // The checkpoint writes the whole state at once: nothing more to write before.
+            self.sliced = None;
+            return;
+        }
+        if sliced.whole || self.chain.changes_len + sliced.bytes.len() <= self.chain.whole_len {
             return;
         }
         // Every key is in the whole part: what changed before is written with it.
@@ -838,10 +855,16 @@ impl Checkpointer {
             Some(mut sliced) if sliced.whole => {
                 // What is left of it, then the changes since it started.
                 sliced.write_slices(state, u64::MAX, None);
+                let early = sliced.early_len;
                 encode_into(&mut sliced.bytes, &CHANGES);
                 state.write_changes(&mut sliced.bytes);
                 let spent = (sliced.spent_us, sliced.stall_us);
-                self.sent_whole(&config, at, state, sliced.bytes, started, spent);
+                let written = Written {
+                    bytes: sliced.bytes,
+                    early,
+                    erasures,
+                };
+                self.sent_whole(&config, at, state, written, started, spent);
                 self.start_next(at, state, erasures);
                 return;
             }
@@ -852,7 +875,12 @@ impl Checkpointer {
         let mut bytes = Vec::with_capacity(last + last / 8);
         encode_into(&mut bytes, &WHOLE);
         encode_into(&mut bytes, &*state);
-        self.sent_whole(&config, at, state, bytes, started, (0, 0));
+        let written = Written {
+            bytes,
+            early: 0,
+            erasures,
+        };
+        self.sent_whole(&config, at, state, written, started, (0, 0));
         self.start_next(at, state, erasures);
     }
 
@@ -862,21 +890,28 @@ impl Checkpointer {
         config: &Checkpointing,
         at: u64,
         state: &mut S,
-        bytes: Vec<u8>,
+        written: Written,
         started: std::time::Instant,
         before: (u64, u64),
     ) {
-        self.last_len.set(bytes.len());
+        let Written {
+            bytes,
+            early,
+            erasures,
+        } = written;
+        // The state's size, without the changes written into it before the checkpoint.
+        let whole_len = bytes.len() - early;
+        self.last_len.set(whole_len);
         // The first chain of each operator is shortened by its own offset, so that the
         // operators' whole parts fall on different checkpoints (one whole state per
         // checkpoint stalls the worker thread, not all of them at once).
         let first = self.chain.last.is_none();
         self.chain = Chain {
             last: Some(at),
-            whole_len: bytes.len(),
+            whole_len,
             changes_len: 0,
             changes: if first { self.stagger } else { 0 },
-            erasures: config.erasures.load(std::sync::atomic::Ordering::Acquire),
+            erasures,
         };
         state.clear_changes();
         self.send_spent(config, at, None, bytes, micros_since(started), before);
@@ -906,6 +941,7 @@ impl Checkpointer {
             erasures,
             spent_us: 0,
             stall_us: 0,
+            early_len: 0,
         });
     }
 
@@ -930,6 +966,7 @@ impl Checkpointer {
             erasures,
             spent_us: spent,
             stall_us: spent,
+            early_len: 0,
         });
     }
 
@@ -1422,6 +1459,25 @@ mod tests {
         assert_eq!(wholes, 1);
         assert!(changes > 3_000 / SLICE_KEYS, "{changes} records at 60");
         assert_each_part_restores(&parts, &states);
+    }
+
+    #[test]
+    fn a_catching_up_operator_writes_a_whole_part_a_slice_at_a_time_and_no_changes_early() {
+        let (mut c, mut state, _parts) = three_thousand_keys(1);
+        // Logical times near 0 are far behind the wall clock: a catch-up.
+        c.config.as_mut().unwrap().policy.skip_older_than_ms = Some(1_000);
+        c.write_incremental(10, &mut state);
+        c.write_incremental(20, &mut state);
+        // A whole part is under way (every part whole by count).
+        state.set(5, Some(1));
+        c.slice(&mut state, 0, 21);
+        let sliced = c.sliced.as_ref().unwrap();
+        assert!(sliced.whole);
+        assert_eq!(
+            sliced.next, SLICE_KEYS,
+            "one record within the budget, not all"
+        );
+        assert_eq!(sliced.early_len, 0, "no changes written early");
     }
 
     #[test]
