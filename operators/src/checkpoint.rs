@@ -101,6 +101,19 @@ pub struct Policy {
     pub full_every: u32,
 }
 
+impl Policy {
+    /// Whether logical time `t` is further behind the wall clock than
+    /// [`Policy::skip_older_than_ms`].
+    fn too_old(&self, t: u64) -> bool {
+        self.skip_older_than_ms.is_some_and(|max_age| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            now.saturating_sub(t) > max_age
+        })
+    }
+}
+
 /// One operator's state on one worker at one checkpoint time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
@@ -560,6 +573,31 @@ struct Written {
 }
 
 impl Sliced {
+    /// A part under way from the part at `at` (a whole one, with the `keys` it writes the
+    /// entries of, after `bytes`), that took `spent_us` to start.
+    fn new<K: 'static>(
+        whole: bool,
+        bytes: Vec<u8>,
+        keys: Vec<K>,
+        at: u64,
+        erasures: u64,
+        spent_us: u64,
+    ) -> Sliced {
+        Sliced {
+            whole,
+            bytes,
+            len: keys.len(),
+            keys: Box::new(keys),
+            next: 0,
+            from: at,
+            settle_at: at,
+            erasures,
+            spent_us,
+            stall_us: spent_us,
+            early_len: 0,
+        }
+    }
+
     /// Writes slices for about `budget_us` (at least one record; all that is left with
     /// `u64::MAX`): with `settle` (the logical time now, and how often changes settle), the
     /// changes that settled (in a whole part, at most as many bytes as its own entries: the
@@ -645,15 +683,7 @@ impl Checkpointer {
             return None;
         }
         self.considered = at;
-        if let Some(max_age) = policy.skip_older_than_ms {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            if now.saturating_sub(at) > max_age {
-                return None;
-            }
-        }
-        Some(at)
+        (!policy.too_old(at)).then_some(at)
     }
 
     /// Writes `state` as this operator's part at the checkpoint time [`Checkpointer::due`]
@@ -749,17 +779,7 @@ impl Checkpointer {
     /// behind the wall clock): only then are settled changes written between checkpoints
     /// (a catch-up passes no checkpoint, and would write its whole history of changes).
     fn live(&self, now: u64) -> bool {
-        let Some(max_age) = self
-            .config
-            .as_ref()
-            .and_then(|c| c.policy.skip_older_than_ms)
-        else {
-            return true;
-        };
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        wall.saturating_sub(now) <= max_age
+        self.config.as_ref().is_none_or(|c| !c.policy.too_old(now))
     }
 
     /// Writes slices of the part under way, if any, for about `budget_us` (at least one
@@ -767,6 +787,9 @@ impl Checkpointer {
     /// checkpoints](self#parts-written-between-checkpoints)), then, for a whole part, the
     /// entries of the keys it started with.
     fn slice<S: Incremental>(&mut self, state: &mut S, budget_us: u64, now: u64) {
+        if self.sliced.is_none() {
+            return;
+        }
         let settle = self
             .config
             .as_ref()
@@ -930,19 +953,15 @@ impl Checkpointer {
             return;
         }
         let previous = self.last_changes_len;
-        self.sliced = Some(Sliced {
-            whole: false,
-            bytes: Vec::with_capacity(previous + previous / 4),
-            keys: Box::new(Vec::<S::Key>::new()),
-            len: 0,
-            next: 0,
-            from: at,
-            settle_at: at,
+        let bytes = Vec::with_capacity(previous + previous / 4);
+        self.sliced = Some(Sliced::new(
+            false,
+            bytes,
+            Vec::<S::Key>::new(),
+            at,
             erasures,
-            spent_us: 0,
-            stall_us: 0,
-            early_len: 0,
-        });
+            0,
+        ));
     }
 
     /// Starts a whole part written in slices at `at`.
@@ -955,19 +974,7 @@ impl Checkpointer {
         encode_into(&mut bytes, &WHOLE);
         let keys = state.start_slices(at, &mut bytes);
         let spent = micros_since(started);
-        self.sliced = Some(Sliced {
-            whole: true,
-            bytes,
-            len: keys.len(),
-            keys: Box::new(keys),
-            next: 0,
-            from: at,
-            settle_at: at,
-            erasures,
-            spent_us: spent,
-            stall_us: spent,
-            early_len: 0,
-        });
+        self.sliced = Some(Sliced::new(true, bytes, keys, at, erasures, spent));
     }
 
     /// Notes an erasure applied by this operator: every incremental operator of the process
