@@ -74,9 +74,11 @@ pub struct KafkaConfig {
     /// as made; after a crash some are sent again with the same `decision_id`).
     pub delivery: Delivery,
     /// Exactly once: Kafka transactions in flight at once, 1 or 2. With 2, a transaction's
-    /// records are produced while the one before it commits (its commit waits for that one's):
-    /// less waiting for decisions, two transactional ids (`transactional_id` and
-    /// `transactional_id~2`).
+    /// records are produced while the one before it commits (its commit waits for that one's).
+    /// The outputs take one transactional id more than this in turn (`transactional_id`,
+    /// `transactional_id~2`, `transactional_id~3`; all three fenced at every start), so that
+    /// no id begins a transaction right after its own commit (the broker would refuse it
+    /// until the commit's markers are written, and librdkafka retries after 20 ms).
     pub transactions_in_flight: usize,
     /// The graph's source consumers' `fetch.min.bytes`: the broker answers a fetch once this
     /// many bytes are there, or after 10 ms. 1 (default) answers at once, for the lowest
@@ -159,7 +161,8 @@ pub struct GraphConfig {
     /// Logical times are broker milliseconds rounded up to this tick.
     pub tick_ms: u64,
     /// An idle partition's bound trails the wall clock by this much. Every decision waits
-    /// about this long (plus two ticks) for its time to complete. A message fetched later
+    /// this long plus 1 ms after its time (its append time rounded up to the tick) for that
+    /// time to complete. A message fetched later
     /// than this after its append is clamped (given the bound as its time, counted),
     /// which the restart's reclocking makes harmless.
     pub idle_margin_ms: u64,

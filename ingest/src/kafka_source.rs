@@ -11,7 +11,10 @@
 //! - **Frontier.** Each partition has a lower bound on the times it can still produce: its
 //!   running maximum. A partition that has reached its end (the broker said EOF and nothing came
 //!   since) can only receive messages appended from now on, so its bound rises to the wall clock
-//!   minus a margin (`idle_margin_ms`, covering fetch latency and clock skew). The source holds a
+//!   minus a margin (`idle_margin_ms`, covering fetch latency and clock skew), rounded up to a
+//!   tick. The consumer thread reports the wall clock at the instants that make this bound pass
+//!   a tick (`margin + 1` ms after each), so a time completes `margin + 1` ms after its end on
+//!   every idle partition, whatever the tick's phase. The source holds a
 //!   capability for the least bound over its partitions; idle partitions never stall the graph.
 //!   A message whose broker time is below its partition's bound (only possible if the margin is
 //!   too small) is given the bound instead and counted in [`SourceStats::clamped`].
@@ -301,6 +304,27 @@ fn ceil_tick(ms: u64, tick: u64) -> u64 {
     ms.div_ceil(tick) * tick
 }
 
+/// The bound of an idle partition at wall time `now`: a message appended from now on has a
+/// broker time of at least `now - margin` (the margin's assumption), so a time of at least
+/// that, rounded up to a tick. (Rounded down, as before 2026-12-05, a time completed one tick
+/// later than it could.)
+fn idle_bound(now: Millis, margin: u64, tick: u64) -> Millis {
+    ceil_tick(now.saturating_sub(margin), tick)
+}
+
+/// The first wall time after `now` at which [`idle_bound`] passes another tick: `k * tick +
+/// margin + 1`. The consumer thread sends its ticks then, so that a time completes as soon as
+/// the margin allows instead of up to a whole tick later.
+fn next_tick_after(now: Millis, margin: u64, tick: u64) -> Millis {
+    let phase = (margin + 1) % tick;
+    let at = now - now % tick + phase;
+    if at > now {
+        at
+    } else {
+        at + tick
+    }
+}
+
 /// Per-partition progress inside the operator.
 struct PartitionState {
     /// Least time this partition may still produce.
@@ -462,10 +486,10 @@ pub fn kafka_source<'scope>(
                             }
                         }
                         Fetched::Tick(now) => {
-                            let idle_bound = now.saturating_sub(margin) / tick * tick;
+                            let idle = idle_bound(now, margin, tick);
                             for st in partitions.values_mut() {
                                 if st.at_eof {
-                                    st.bound = st.bound.max(idle_bound);
+                                    st.bound = st.bound.max(idle);
                                 }
                             }
                         }
@@ -740,8 +764,8 @@ fn consume(
         let _ = tx.send(Fetched::Failed(format!("assigning partitions: {e}")));
         return;
     }
-    let tick = Duration::from_millis(cfg.tick_ms.max(1));
-    let mut last_tick = Instant::now();
+    let tick_ms = cfg.tick_ms.max(1);
+    let mut next_tick = next_tick_after(wall_ms(), cfg.idle_margin_ms, tick_ms);
     let send = |item: Fetched| -> bool {
         let mut item = item;
         loop {
@@ -774,7 +798,8 @@ fn consume(
         let timeout = if unannounced > 0 {
             Duration::ZERO
         } else {
-            tick
+            // Until the next tick (at least 1 ms: librdkafka waits in whole milliseconds).
+            Duration::from_millis(next_tick.saturating_sub(wall_ms()).clamp(1, tick_ms))
         };
         let item = match consumer.poll(timeout) {
             Some(Ok(m)) => {
@@ -847,9 +872,10 @@ fn consume(
                 return;
             }
         }
-        if last_tick.elapsed() >= tick {
-            last_tick = Instant::now();
-            if !send(Fetched::Tick(wall_ms())) {
+        let now = wall_ms();
+        if now >= next_tick {
+            next_tick = next_tick_after(now, cfg.idle_margin_ms, tick_ms);
+            if !send(Fetched::Tick(now)) {
                 return;
             }
             unannounced += 1;
@@ -991,6 +1017,46 @@ mod tests {
                 st.assign(i as i64, b, 5).0
             })
             .collect()
+    }
+
+    /// Calls `check(tick, margin, now)` over ticks, margins and 40 ms of wall clock.
+    fn each_tick_margin_and_now(check: impl Fn(u64, u64, u64)) {
+        for tick in [1u64, 2, 5, 7] {
+            for margin in [0u64, 1, 3, 5, 20] {
+                (1_000u64..1_040).for_each(|now| check(tick, margin, now));
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_bound_is_the_least_time_a_message_appended_from_now_on_can_have() {
+        each_tick_margin_and_now(|tick, margin, now| {
+            let bound = idle_bound(now, margin, tick);
+            let earliest = now - margin;
+            // Sound: no message appended from `now - margin` on gets a lower time.
+            for t in earliest..earliest + 3 * tick {
+                assert!(ceil_tick(t, tick) >= bound, "{tick} {margin} {now} {t}");
+            }
+            // Tight: the earliest such message gets exactly the bound.
+            assert_eq!(ceil_tick(earliest, tick), bound, "{tick} {margin} {now}");
+        });
+    }
+
+    #[test]
+    fn ticks_come_exactly_when_the_idle_bound_passes_a_time() {
+        each_tick_margin_and_now(|tick, margin, now| {
+            let next = next_tick_after(now, margin, tick);
+            assert!(next > now && next <= now + tick, "{tick} {margin} {now}");
+            // The bound moves at `next`, not in between.
+            assert!(idle_bound(next, margin, tick) > idle_bound(next - 1, margin, tick));
+            for w in now + 1..next {
+                assert_eq!(
+                    idle_bound(w, margin, tick),
+                    idle_bound(w - 1, margin, tick),
+                    "{tick} {margin} {now} {w}"
+                );
+            }
+        });
     }
 
     #[test]
