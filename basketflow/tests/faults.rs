@@ -44,8 +44,8 @@ use basketflow_testkit::{
     Ports, PrivateStack, Stack,
 };
 use support::{
-    basketflow, cluster_args, latest_checkpoint, run_caught_up, spawn, GraphStack, RunTargets,
-    Traffic,
+    basketflow, cluster_args, latest_checkpoint, run_caught_up, spawn_with_env, GraphStack,
+    RunTargets, Traffic,
 };
 
 /// A small deterministic generator for kill moments and victims (xorshift64*).
@@ -287,10 +287,18 @@ impl Cluster {
 
     /// Runs the cluster once more to caught-up.
     fn catch_up(&mut self) {
+        // Nothing is killed here: the default start-up timeout instead of the kill loop's 5 s.
+        // Each process waits for its peer that long plus its own checkpoint load; CI once saw
+        // the two load the same checkpoint in 0.4 and 6.5 s (a loaded machine, right after a
+        // broker restart), and the faster one gave up (exit 2) before the other was ready.
+        let patient = [("BASKETFLOW_GRAPH_STARTUP_TIMEOUT_MS", "60000")];
         let children = (0..2)
             .map(|p| {
                 let args = cluster_args(&self.config, &self.hosts, 2, p, 2, true);
-                spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                spawn_with_env(
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &patient,
+                )
             })
             .collect();
         wait_all(children, Duration::from_secs(300));
