@@ -312,6 +312,14 @@ fn idle_bound(now: Millis, margin: u64, tick: u64) -> Millis {
     ceil_tick(now.saturating_sub(margin), tick)
 }
 
+/// Whether the consumer thread reports the wall clock now, its next report being due at
+/// `next`: once `next` has come, and also when `next` is more than a tick away (the wall clock
+/// went back, e.g. an NTP step: waiting for `next` would freeze every idle bound until the
+/// clock caught up; a report of an earlier time lowers no bound).
+fn tick_due(now: Millis, next: Millis, tick: u64) -> bool {
+    now >= next || next - now > tick
+}
+
 /// The first wall time after `now` at which [`idle_bound`] passes another tick: `k * tick +
 /// margin + 1`. The consumer thread sends its ticks then, so that a time completes as soon as
 /// the margin allows instead of up to a whole tick later.
@@ -873,7 +881,7 @@ fn consume(
             }
         }
         let now = wall_ms();
-        if now >= next_tick {
+        if tick_due(now, next_tick, tick_ms) {
             next_tick = next_tick_after(now, cfg.idle_margin_ms, tick_ms);
             if !send(Fetched::Tick(now)) {
                 return;
@@ -1056,6 +1064,19 @@ mod tests {
                     "{tick} {margin} {now} {w}"
                 );
             }
+        });
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_does_not_stop_the_ticks() {
+        each_tick_margin_and_now(|tick, margin, now| {
+            let next = next_tick_after(now, margin, tick);
+            assert!(!tick_due(now, next, tick), "{tick} {margin} {now}");
+            assert!(tick_due(next, next, tick));
+            // The clock stepped back by a second: due at once, and the next one a tick away.
+            let back = now - 1_000 + margin;
+            assert!(tick_due(back, next, tick), "{tick} {margin} {now}");
+            assert!(!tick_due(back, next_tick_after(back, margin, tick), tick));
         });
     }
 
