@@ -108,8 +108,10 @@ pub fn to_versions<R: ReadModel>(
     });
     consolidated.retain(|u| u.2 != 0);
 
-    // One version per (key, time) group, its row moved out of the batch (not cloned).
-    let mut versions = Vec::new();
+    // One version per (key, time) group, its row moved out of the batch (not cloned). At most
+    // one per update: reserved once (a catch-up's batch grew it by doubling, each step a
+    // copy into fresh pages: a quarter of the writer's samples).
+    let mut versions = Vec::with_capacity(consolidated.len());
     let mut updates = consolidated.into_iter().peekable();
     while let Some((head, time, head_diff)) = updates.next() {
         let mut others = Vec::new();
