@@ -361,6 +361,15 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
     /// Notes that the entries of `key` changed, in a state of `live` keys: past half of them
     /// (and 1,024), the next part is whole and the keys are no longer kept.
     pub fn touch(&mut self, key: &K, live: usize) {
+        self.touch_by(key, live, K::clone);
+    }
+
+    /// [`ChangedKeys::touch`] by a borrowed form of the key (e.g. [`crate::StrPair`]), made
+    /// owned only when it is kept.
+    pub fn touch_by<Q>(&mut self, key: &Q, live: usize, owned: impl FnOnce(&Q) -> K)
+    where
+        Q: std::hash::Hash + crate::Equivalent<K> + ?Sized,
+    {
         if !self.tracking || self.whole || self.keys.contains(key) {
             return;
         }
@@ -368,7 +377,7 @@ impl<K: std::hash::Hash + Eq + Clone> ChangedKeys<K> {
         if kept >= (live / 2).max(1024) {
             self.whole();
         } else {
-            self.keys.insert(key.clone());
+            self.keys.insert(owned(key));
         }
     }
 

@@ -54,7 +54,7 @@ pub const SWEEP_AFTER: usize = 4096;
 /// away, since a closed window drops no copy (a restore sweeps them out).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
-    serialize = "I: Serialize",
+    serialize = "I: Serialize + Hash + Eq",
     deserialize = "I: DeserializeOwned + Hash + Eq"
 ))]
 struct Windows<I> {

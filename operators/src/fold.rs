@@ -82,7 +82,7 @@ impl Accumulator for Sums3 {
 /// (its parts of changes hold those keys' accumulators; absent ones are removed).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
-    serialize = "K: Serialize, A: Serialize",
+    serialize = "K: Serialize + Hash + Eq, A: Serialize",
     deserialize = "K: DeserializeOwned + Hash + Eq, A: DeserializeOwned"
 ))]
 struct Folded<K, A> {

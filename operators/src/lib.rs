@@ -38,10 +38,43 @@ pub use first_within::{first_within, SWEEP_AFTER as FIRST_WITHIN_SWEEP_AFTER};
 /// short string keys; foldhash is hashbrown's default hasher and, randomly seeded, keeps the
 /// minimal resistance to crafted colliding keys that a map fed by trackers needs. Iteration
 /// order is arbitrary, as with std's `RandomState`: nothing may depend on it.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+///
+/// hashbrown's map (the one std wraps): the same table and the same serialized form, plus
+/// lookups by any [`Equivalent`] of the key, such as a pair of borrowed strings for a
+/// `(String, String)` key ([`StrPair`]).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The hash set counterpart of [`FastMap`].
-pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type FastSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
+
+pub use hashbrown::Equivalent;
+
+/// A `(String, String)` key borrowed: looks up a [`FastMap`] or [`FastSet`] keyed by the
+/// owned pair without building it (it hashes as the pair does: each string in turn).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StrPair<'a>(pub &'a str, pub &'a str);
+
+impl StrPair<'_> {
+    /// The owned key.
+    pub fn owned(self) -> (String, String) {
+        (self.0.to_string(), self.1.to_string())
+    }
+
+    /// The value of this key in `map`, a default one inserted when absent (the key made
+    /// owned only then).
+    pub fn or_default_in<V: Default>(self, map: &mut FastMap<(String, String), V>) -> &mut V {
+        map.raw_entry_mut()
+            .from_key(&self)
+            .or_insert_with(|| (self.owned(), V::default()))
+            .1
+    }
+}
+
+impl Equivalent<(String, String)> for StrPair<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 
 use differential_dataflow::lattice::Lattice;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -131,4 +164,41 @@ where
                 );
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn a_borrowed_pair_hashes_and_finds_as_the_owned_pair() {
+        let mut map: FastMap<(String, String), u32> = FastMap::default();
+        map.insert(("r1".into(), "s1".into()), 1);
+        map.insert(("r1s".into(), "1".into()), 2);
+        map.insert(("r2".into(), "s1".into()), 3);
+        for (pair, want) in [
+            (StrPair("r1", "s1"), Some(1)),
+            (StrPair("r1s", "1"), Some(2)),
+            (StrPair("r2", "s1"), Some(3)),
+            (StrPair("r1", "s2"), None),
+            (StrPair("", "r1s1"), None),
+        ] {
+            assert_eq!(map.get(&pair).copied(), want, "{pair:?}");
+            let owned = pair.owned();
+            assert_eq!(
+                map.hasher().hash_one(pair),
+                map.hasher().hash_one(&owned),
+                "{pair:?}"
+            );
+        }
+        *StrPair("r1", "s1").or_default_in(&mut map) += 10;
+        *StrPair("r3", "s3").or_default_in(&mut map) += 5;
+        assert_eq!(map[&("r1".to_string(), "s1".to_string())], 11);
+        assert_eq!(map[&("r3".to_string(), "s3".to_string())], 5);
+        assert_eq!(map.len(), 4);
+        let set: FastSet<(String, String)> = map.keys().cloned().collect();
+        assert!(set.contains(&StrPair("r2", "s1")));
+        assert!(!set.contains(&StrPair("r2", "s")));
+    }
 }

@@ -49,7 +49,7 @@
 //! null tree message removes that retailer's shopper's tree (no more decisions until a new one
 //! comes); another retailer's shopper with the same id keeps theirs.
 
-use basketflow_operators::{FastMap, FastSet};
+use basketflow_operators::{FastMap, FastSet, StrPair};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -385,21 +385,23 @@ pub fn decide<'scope>(
                     let mut session = output.session(&at.cap);
                     for pe in at.events {
                         let e = &pe.event.0;
-                        let key = (e.retailer_id.clone(), e.shopper_id.clone());
+                        // Borrowed: a known shopper's key is not cloned (it was, three
+                        // times per event: 16% of this operator's samples).
+                        let key = StrPair(&e.retailer_id, &e.shopper_id);
                         if erased.contains(&key) {
                             continue;
                         }
-                        changes.touch(&key, shoppers.len());
-                        let s = seen.entry(key.clone()).or_default();
+                        changes.touch_by(&key, shoppers.len(), |k| k.owned());
+                        let s = key.or_default_in(seen);
                         s.last = t;
                         if !s.scheduled {
                             s.scheduled = true;
                             checks
-                                .entry(t.saturating_add(retention.period_ms(&key.0)))
+                                .entry(t.saturating_add(retention.period_ms(key.0)))
                                 .or_default()
-                                .push(key.clone());
+                                .push(key.owned());
                         }
-                        let shopper = shoppers.entry(key).or_default();
+                        let shopper = key.or_default_in(shoppers);
                         let (remembered, next) =
                             (shopper.remembered(), shopper.next_expiry(horizons));
                         let applied = shopper.apply(e, t, horizons);

@@ -193,10 +193,20 @@ pub fn id_digest(event_id: &str) -> u128 {
 }
 
 fn bump(map: &mut BTreeMap<String, u32>, key: &str, by: i32) {
-    let n = map.entry(key.to_string()).or_default();
-    *n = n.saturating_add_signed(by);
-    if *n == 0 {
-        map.remove(key);
+    // Found by the borrowed key: a known key (most page views) is not cloned.
+    match map.get_mut(key) {
+        Some(n) => {
+            *n = n.saturating_add_signed(by);
+            if *n == 0 {
+                map.remove(key);
+            }
+        }
+        None => {
+            let n = 0u32.saturating_add_signed(by);
+            if n != 0 {
+                map.insert(key.to_string(), n);
+            }
+        }
     }
 }
 
