@@ -120,6 +120,9 @@ pub trait ReadModel: Ord + Clone + Debug + Send + Sync + 'static {
     /// This row's key compared with `other`'s, field by field, without building either key
     /// (the same order as comparing [`Self::key`]s).
     fn cmp_key(&self, other: &Self) -> std::cmp::Ordering;
+    /// Feeds this row's key fields to `state`, in order, without building the key (the same
+    /// as hashing [`Self::key`]).
+    fn hash_key<H: std::hash::Hasher>(&self, state: &mut H);
     /// The row stored for a deleted key: the key fields, every other field zero, empty or
     /// false (its type's default).
     fn tombstone(key: Self::Key) -> Self;
@@ -206,6 +209,10 @@ macro_rules! read_model {
             fn cmp_key(&self, other: &Self) -> std::cmp::Ordering {
                 std::cmp::Ordering::Equal
                     $(.then_with(|| Ord::cmp(&self.$key, &other.$key)))+
+            }
+
+            fn hash_key<H: std::hash::Hasher>(&self, state: &mut H) {
+                $(std::hash::Hash::hash(&self.$key, state);)+
             }
 
             fn tombstone(($($key,)+): Self::Key) -> Self {

@@ -20,10 +20,16 @@
 //! two rows inserted or two retracted for one key at one time) is a [`ConvertError`]: it is a
 //! bug upstream, and guessing would store wrong figures.
 
+use std::hash::{BuildHasher, Hasher};
+
 use basketflow_vocab::privacy::Erasure;
 use basketflow_vocab::read_models::{
     BasketLine, PaidOrderLine, ProductAffinity, ReadModel, ShopperPurchase, SoldProductDaily,
 };
+
+/// The seed of the hash that orders the keys of a conversion ([`to_versions`]): fixed, so
+/// that the same updates give the same rows in the same order.
+const KEY_ORDER_SEED: u64 = 0x6261_736b_6574_666c;
 
 /// One differential update as the graph emits it: `(row, logical time, diff)`.
 pub type Update<R> = (R, u64, isize);
@@ -80,20 +86,38 @@ pub enum ConvertError {
     },
 }
 
-/// Converts the updates of a set of completed times into versions, sorted by key then time.
+/// Converts the updates of a set of completed times into versions: one per key and time at
+/// which the key changed, in the order of a fixed hash of the key, then time, then key (the
+/// same updates give the same versions in the same order).
 ///
 /// See the [module documentation](self) for the rules.
 pub fn to_versions<R: ReadModel>(
     updates: impl IntoIterator<Item = Update<R>>,
 ) -> Result<Vec<Version<R>>, ConvertError> {
-    // Sorted by (key, time, row), the key compared in place: a key built per update (its
-    // strings cloned) and carried beside its row cost allocations and twice the bytes moved.
-    let mut sorted: Vec<Update<R>> = updates.into_iter().collect();
-    sorted.sort_unstable_by(|a, b| {
-        a.0.cmp_key(&b.0)
+    // Sorted by (hash of the key, time, key, row): two updates of different keys are told
+    // apart by one integer comparison nearly always (sorted by the key's strings, the sort
+    // compared long shared prefixes). The time before the key: a key's updates at different
+    // times (most of a catch-up's batch) are told apart without comparing its strings. Every
+    // (key, time) group is still contiguous, which is all the conversion needs (two keys of
+    // one hash would interleave by time, each group whole). The key is hashed and compared
+    // in place: a key built per update (its strings cloned) cost allocations and twice the
+    // bytes moved.
+    let hasher = foldhash::fast::FixedState::with_seed(KEY_ORDER_SEED);
+    let mut keyed: Vec<(u64, Update<R>)> = updates
+        .into_iter()
+        .map(|u| {
+            let mut h = hasher.build_hasher();
+            u.0.hash_key(&mut h);
+            (h.finish(), u)
+        })
+        .collect();
+    keyed.sort_unstable_by(|(ha, a), (hb, b)| {
+        ha.cmp(hb)
             .then(a.1.cmp(&b.1))
+            .then_with(|| a.0.cmp_key(&b.0))
             .then_with(|| a.0.cmp(&b.0))
     });
+    let sorted: Vec<Update<R>> = keyed.into_iter().map(|(_, u)| u).collect();
 
     // Consolidate in place (a catch-up's batch is hundreds of thousands of updates: a second
     // vector of them cost fresh pages each batch): one entry per (row, time) with the sum
