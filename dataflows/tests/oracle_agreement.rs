@@ -462,8 +462,8 @@ fn run_whole_graph_from(
         partition,
         offset,
         time,
-        key: Some(key.as_bytes().to_vec()),
-        payload,
+        key: Some(key.as_bytes().to_vec().into()),
+        payload: payload.into(),
     };
     // Every message of the run, by topic, with the round it is read in.
     let (mut events, mut privacy, mut tree_messages) = (Vec::new(), Vec::new(), Vec::new());

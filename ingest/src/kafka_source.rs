@@ -44,6 +44,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -209,9 +211,25 @@ pub struct SourceMessage {
     /// The message's logical time.
     pub time: Millis,
     /// Key bytes, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Value bytes (empty for a null value).
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
+}
+
+/// The consumer thread copies keys and values into chunks of this size, shared by the
+/// messages they hold ([`copy_into`]).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `bytes` copied into the free end of `chunk` (a new chunk when they do not fit), as a
+/// shared slice of it: one allocation per chunk instead of one per key and value. A copy per
+/// message, each freed on the worker that parsed it, cost the consumer thread a quarter of
+/// its time in mimalloc collecting blocks freed by other threads.
+fn copy_into(chunk: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if chunk.capacity() < bytes.len() {
+        *chunk = BytesMut::with_capacity(CHUNK_BYTES.max(bytes.len()));
+    }
+    chunk.extend_from_slice(bytes);
+    chunk.split().freeze()
 }
 
 /// Counters a source keeps, readable from any thread.
@@ -802,6 +820,7 @@ fn consume(
     // Items sent since the operator was last woken; while librdkafka has more at hand we keep
     // draining (poll without waiting) and wake the operator once per burst.
     let mut unannounced = 0usize;
+    let mut chunk = BytesMut::new();
     while !stop.load(Ordering::Relaxed) {
         let timeout = if unannounced > 0 {
             Duration::ZERO
@@ -816,8 +835,11 @@ fn consume(
                     partition: m.partition(),
                     offset: m.offset(),
                     time: 0,
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    key: m.key().map(|k| copy_into(&mut chunk, k)),
+                    payload: m
+                        .payload()
+                        .map(|p| copy_into(&mut chunk, p))
+                        .unwrap_or_default(),
                 };
                 let p = msg.partition;
                 let was_held = alignment.is_held(p);
@@ -907,8 +929,27 @@ mod tests {
             offset,
             time: 0,
             key: None,
-            payload: Vec::new(),
+            payload: Bytes::new(),
         }
+    }
+
+    #[test]
+    fn copies_share_a_chunk_until_one_does_not_fit() {
+        let mut chunk = BytesMut::new();
+        let a = copy_into(&mut chunk, b"first");
+        let b = copy_into(&mut chunk, b"second");
+        assert_eq!((&a[..], &b[..]), (&b"first"[..], &b"second"[..]));
+        // The second follows the first in one allocation.
+        assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(5));
+        let big = vec![7u8; CHUNK_BYTES + 1];
+        let c = copy_into(&mut chunk, &big);
+        assert_eq!(&c[..], &big[..]);
+        let d = copy_into(&mut chunk, b"after");
+        assert_eq!(&d[..], b"after");
+        assert_ne!(d.as_ptr(), b.as_ptr().wrapping_add(6), "a new chunk");
+        drop((a, b, c));
+        assert_eq!(&d[..], b"after", "a slice outlives the others of its chunk");
+        assert!(copy_into(&mut chunk, b"").is_empty());
     }
 
     /// `(partition, offset)` of what `alignment` sends.

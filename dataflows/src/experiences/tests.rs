@@ -639,8 +639,8 @@ fn run(
                 partition: 0,
                 offset: 0,
                 time: 1,
-                key: Some(basketflow_vocab::tree_key("r", "s").into_bytes()),
-                payload: serde_json::to_vec(&tree(1)).unwrap(),
+                key: Some(basketflow_vocab::tree_key("r", "s").into_bytes().into()),
+                payload: serde_json::to_vec(&tree(1)).unwrap().into(),
             });
             for (offset, (t, e)) in events.iter().enumerate() {
                 events_in.advance_to(*t);
