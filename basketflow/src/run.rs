@@ -166,6 +166,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.log.format(),
         config.log.level().unwrap_or(log::LevelFilter::Info),
     );
+    #[cfg(target_os = "linux")]
+    log::debug!(
+        "transparent huge pages off: {:?} (see main.rs; MIMALLOC_ALLOW_THP keeps them)",
+        rustix::thread::transparent_huge_pages_are_disabled()
+    );
     // An operator's mistake (a topic missing, ClickHouse down) ends here, before the cluster
     // forms, in one line and exit status 3, not in a worker's panic.
     crate::preflight::check(&config);

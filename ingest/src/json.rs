@@ -192,6 +192,15 @@ struct Members<'a> {
 }
 
 impl<'a> Members<'a> {
+    /// Room for `n` members: a message's own object (a dozen members and more) is built
+    /// without growing its vector three times.
+    fn with_capacity(n: usize) -> Self {
+        Members {
+            members: Vec::with_capacity(n),
+            index: None,
+        }
+    }
+
     fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
         let members = &mut self.members;
         let seen = match &self.index {
@@ -428,9 +437,13 @@ impl<'a, S: Skim> Scanner<'a, '_, S> {
     }
 
     fn object(&mut self) -> Option<Json<'a>> {
-        let mut members = Members::default();
         // The members of the document's own object may be skimmed.
         let top = self.depth == 0;
+        let mut members = if top {
+            Members::with_capacity(LINEAR_KEYS)
+        } else {
+            Members::default()
+        };
         self.items(b'}', |s| {
             let key = s.key()?;
             let value = if top && matches!(s.peek()?, b'{' | b'[') && s.skim.skims(key) {

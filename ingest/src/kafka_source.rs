@@ -229,7 +229,12 @@ fn copy_into(chunk: &mut BytesMut, bytes: &[u8]) -> Bytes {
         *chunk = BytesMut::with_capacity(CHUNK_BYTES.max(bytes.len()));
     }
     chunk.extend_from_slice(bytes);
-    chunk.split().freeze()
+    let copy = chunk.split().freeze();
+    if chunk.capacity() == 0 {
+        // Full (or sized to one large message): let it go with its last slice.
+        *chunk = BytesMut::new();
+    }
+    copy
 }
 
 /// Counters a source keeps, readable from any thread.
@@ -950,6 +955,14 @@ mod tests {
         drop((a, b, c));
         assert_eq!(&d[..], b"after", "a slice outlives the others of its chunk");
         assert!(copy_into(&mut chunk, b"").is_empty());
+        // A chunk filled to the end is let go: the consumer keeps no reference to it.
+        let mut chunk = BytesMut::new();
+        let whole = copy_into(&mut chunk, &vec![1u8; CHUNK_BYTES]);
+        assert_eq!(chunk.capacity(), 0);
+        assert!(
+            whole.is_unique(),
+            "only the message's slice holds its chunk"
+        );
     }
 
     /// `(partition, offset)` of what `alignment` sends.

@@ -74,7 +74,9 @@ pub fn parse_messages<'scope>(
             topic: None,
             partition: m.partition,
             offset: m.offset,
-            key: m.key.and_then(|k| String::from_utf8(k.into()).ok()),
+            key: m
+                .key
+                .and_then(|k| std::str::from_utf8(&k).ok().map(str::to_owned)),
             code: r.code.as_str().to_string(),
             field: r.field,
             reason: r.reason,
@@ -123,7 +125,9 @@ pub fn parse_requests<'scope>(
                 topic: Some(topic.clone()),
                 partition: m.partition,
                 offset: m.offset,
-                key: m.key.and_then(|k| String::from_utf8(k.into()).ok()),
+                key: m
+                    .key
+                    .and_then(|k| std::str::from_utf8(&k).ok().map(str::to_owned)),
                 code: INVALID_PRIVACY_REQUEST.to_string(),
                 field: String::new(),
                 reason,
