@@ -216,6 +216,15 @@ pub struct SourceMessage {
     pub payload: Bytes,
 }
 
+impl SourceMessage {
+    /// The key as text, if it is UTF-8: copied out (converting the [`Bytes`] into a `Vec`
+    /// would take over the whole chunk it shares, [`copy_into`]).
+    pub fn key_text(&self) -> Option<String> {
+        let key = self.key.as_deref()?;
+        std::str::from_utf8(key).ok().map(str::to_owned)
+    }
+}
+
 /// The consumer thread copies keys and values into chunks of this size, shared by the
 /// messages they hold ([`copy_into`]).
 const CHUNK_BYTES: usize = 64 * 1024;

@@ -74,9 +74,7 @@ pub fn parse_messages<'scope>(
             topic: None,
             partition: m.partition,
             offset: m.offset,
-            key: m
-                .key
-                .and_then(|k| std::str::from_utf8(&k).ok().map(str::to_owned)),
+            key: m.key_text(),
             code: r.code.as_str().to_string(),
             field: r.field,
             reason: r.reason,
@@ -125,9 +123,7 @@ pub fn parse_requests<'scope>(
                 topic: Some(topic.clone()),
                 partition: m.partition,
                 offset: m.offset,
-                key: m
-                    .key
-                    .and_then(|k| std::str::from_utf8(&k).ok().map(str::to_owned)),
+                key: m.key_text(),
                 code: INVALID_PRIVACY_REQUEST.to_string(),
                 field: String::new(),
                 reason,
